@@ -1,0 +1,19 @@
+//! Suanli's pure core: money, resource classes, placement, quotes, ledger rules and the lease.
+//!
+//! Nothing here does IO, reads a clock or draws random numbers: time (`now_ms`) and identifiers are
+//! arguments, so every function is deterministic and testable on its own. The store persists what
+//! these functions decide; the server feeds them the current time.
+//!
+//! - [`money`]: integer micro-yuan and the one rounding rule.
+//! - [`resource`]: categories, resource classes, accelerator models, node capacity and placement.
+//! - [`quote`]: the offer book and the ranking of feasible offers.
+//! - [`ledger`]: account and transfer kinds, holds, settlement and the invariant checker.
+//! - [`lease`]: lease states and how a lease is settled when it ends.
+//! - [`validate`]: limits on names and strings shared by every entry point.
+
+pub mod lease;
+pub mod ledger;
+pub mod money;
+pub mod quote;
+pub mod resource;
+pub mod validate;
