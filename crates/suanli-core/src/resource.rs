@@ -177,6 +177,8 @@ impl UnitShape {
 pub struct NodeFree {
     pub node_id: String,
     pub accelerator_model: Option<String>,
+    /// Batch partition, for supercomputing nodes.
+    pub partition: Option<String>,
     pub free: Capacity,
 }
 
@@ -188,15 +190,17 @@ pub struct Allocation {
     pub taken: Capacity,
 }
 
-/// Whether a node can host units of this shape and model at all.
-fn node_matches(node: &NodeFree, shape: &UnitShape, model: Option<&str>) -> bool {
+/// Whether a node can host units of this shape at all. `qualifier` is the offer's accelerator model
+/// (intelligent: required and must match) or partition (supercomputing: must match when given).
+fn node_matches(node: &NodeFree, shape: &UnitShape, qualifier: Option<&str>) -> bool {
     match shape.category {
-        Category::Intelligent => node.accelerator_model.as_deref() == model && model.is_some(),
-        _ => true,
+        Category::Intelligent => qualifier.is_some() && node.accelerator_model.as_deref() == qualifier,
+        Category::Supercomputing => qualifier.is_none() || node.partition.as_deref() == qualifier,
+        Category::General => true,
     }
 }
 
-/// Units of `shape` (of accelerator `model` for intelligent offers) free across `nodes`.
+/// Units of `shape` free across `nodes` (see [`place`] for `model`).
 pub fn units_available(nodes: &[NodeFree], shape: &UnitShape, model: Option<&str>) -> u64 {
     let per_unit = shape.per_unit();
     nodes
@@ -259,6 +263,7 @@ mod tests {
         NodeFree {
             node_id: id.into(),
             accelerator_model: model.map(Into::into),
+            partition: None,
             free: Capacity { cpus, memory_mib: mem, accelerators: acc },
         }
     }

@@ -1,0 +1,136 @@
+//! The store trait: one narrow SQL connection interface, implemented by SQLite and PostgreSQL.
+//!
+//! Domain queries ([`crate::ops`]) are written once in the SQL both databases share (`$N`
+//! placeholders, `RETURNING`, `ON CONFLICT`); each backend owns its connection handling, its error
+//! mapping and its migrations.
+
+/// A bound parameter or a read column. Typed nulls, because PostgreSQL checks parameter types.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Value {
+    Int(Option<i64>),
+    Text(Option<String>),
+}
+
+impl From<i64> for Value {
+    fn from(v: i64) -> Self {
+        Value::Int(Some(v))
+    }
+}
+impl From<Option<i64>> for Value {
+    fn from(v: Option<i64>) -> Self {
+        Value::Int(v)
+    }
+}
+impl From<&str> for Value {
+    fn from(v: &str) -> Self {
+        Value::Text(Some(v.to_owned()))
+    }
+}
+impl From<String> for Value {
+    fn from(v: String) -> Self {
+        Value::Text(Some(v))
+    }
+}
+impl From<&String> for Value {
+    fn from(v: &String) -> Self {
+        Value::Text(Some(v.clone()))
+    }
+}
+impl From<Option<String>> for Value {
+    fn from(v: Option<String>) -> Self {
+        Value::Text(v)
+    }
+}
+impl From<Option<&str>> for Value {
+    fn from(v: Option<&str>) -> Self {
+        Value::Text(v.map(str::to_owned))
+    }
+}
+
+/// A result row: columns in select order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Row(pub Vec<Value>);
+
+impl Row {
+    pub fn i64(&self, i: usize) -> i64 {
+        self.opt_i64(i).unwrap_or(0)
+    }
+    pub fn opt_i64(&self, i: usize) -> Option<i64> {
+        match &self.0[i] {
+            Value::Int(v) => *v,
+            Value::Text(Some(t)) => t.parse().ok(),
+            Value::Text(None) => None,
+        }
+    }
+    /// A non-negative integer column; negative values (never written) read as 0.
+    pub fn u64(&self, i: usize) -> u64 {
+        u64::try_from(self.i64(i)).unwrap_or(0)
+    }
+    pub fn opt_u64(&self, i: usize) -> Option<u64> {
+        self.opt_i64(i).map(|v| u64::try_from(v).unwrap_or(0))
+    }
+    pub fn str(&self, i: usize) -> String {
+        self.opt_str(i).unwrap_or_default()
+    }
+    pub fn opt_str(&self, i: usize) -> Option<String> {
+        match &self.0[i] {
+            Value::Text(v) => v.clone(),
+            Value::Int(v) => v.map(|v| v.to_string()),
+        }
+    }
+}
+
+/// Failures of the store, and the business outcomes its operations refuse with.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StoreError {
+    #[error("{0} not found")]
+    NotFound(&'static str),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("insufficient funds: {needed_micros} micros needed, {available_micros} available")]
+    InsufficientFunds { needed_micros: u64, available_micros: i64 },
+    #[error("the requested capacity is no longer available")]
+    CapacityUnavailable,
+    #[error("offer is not available: {0}")]
+    OfferNotAvailable(String),
+    #[error("lease is not active (it is {0})")]
+    LeaseNotActive(String),
+    #[error("the offer's price {price_micros} is above the limit {limit_micros}")]
+    PriceAboveLimit { price_micros: u64, limit_micros: u64 },
+    #[error("{message}")]
+    Invalid { field: &'static str, message: String },
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("amount overflows")]
+    Overflow,
+    #[error("database error: {0}")]
+    Backend(String),
+}
+
+impl StoreError {
+    pub fn invalid(field: &'static str, message: impl Into<String>) -> Self {
+        StoreError::Invalid { field, message: message.into() }
+    }
+}
+
+/// A database connection. Implemented by [`crate::sqlite::SqliteBackend`] and
+/// [`crate::postgres::PostgresBackend`].
+pub trait Backend: Send {
+    /// `sqlite` or `postgres`.
+    fn kind(&self) -> &'static str;
+    /// Runs one statement with `$N` placeholders; returns the rows it changed.
+    fn execute(&mut self, sql: &str, params: &[Value]) -> Result<u64, StoreError>;
+    /// Runs one query with `$N` placeholders.
+    fn query(&mut self, sql: &str, params: &[Value]) -> Result<Vec<Row>, StoreError>;
+    /// Runs statements without parameters (transaction control, migrations).
+    fn batch(&mut self, sql: &str) -> Result<(), StoreError>;
+    /// Starts a write transaction.
+    fn begin_write(&mut self) -> Result<(), StoreError> {
+        self.batch("BEGIN")
+    }
+}
+
+/// Converts `i64` columns to `u64` values, refusing what does not fit.
+pub fn to_i64(v: u64) -> Result<i64, StoreError> {
+    i64::try_from(v).map_err(|_| StoreError::Overflow)
+}

@@ -1,0 +1,1371 @@
+//! Domain operations over any [`Backend`], written once in shared SQL.
+//!
+//! Writes run inside the writer's transaction (see [`crate::writer`]); every check that guards an
+//! invariant is a conditional `UPDATE … WHERE <still true> RETURNING`, so it also holds when several
+//! exchange processes write to one PostgreSQL: a concurrent purchase that took the capacity or the
+//! funds first makes the update match no row, and the operation is refused and rolled back.
+
+use std::collections::BTreeSet;
+
+use suanli_core::lease::{EndReason, LeaseState, LeaseTerms};
+use suanli_core::ledger::{
+    check_invariants, hold_amount, AccountKind, AccountTotals, HoldState, LedgerSnapshot,
+    TransferKind,
+};
+use suanli_core::quote::OfferView;
+use suanli_core::resource::{
+    place, units_available, Capacity, Category, NodeFree, ResourceClass, UnitShape,
+};
+
+use crate::backend::{to_i64, Backend, Row, StoreError, Value};
+
+/// A fresh random identifier with a type prefix, e.g. `lease_3f9a0c12d4e5b687`.
+pub fn new_id(prefix: &str) -> String {
+    let mut bytes = [0u8; 8];
+    getrandom::fill(&mut bytes).expect("the OS random source is available");
+    let mut s = String::with_capacity(prefix.len() + 17);
+    s.push_str(prefix);
+    s.push('_');
+    for b in bytes {
+        s.push_str(&format!("{b:02x}"));
+    }
+    s
+}
+
+/// The id of an org's account of `kind`: deterministic, so no lookup is needed.
+pub fn account_id(org_id: &str, kind: AccountKind) -> String {
+    format!("{org_id}.{}", kind.as_str())
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OrgRow {
+    pub id: String,
+    pub name: String,
+    pub kind: String,
+    pub consumer_type: Option<String>,
+    pub zone: String,
+    pub origin_region: String,
+    pub created_ms: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemberRow {
+    pub id: String,
+    pub org_id: String,
+    pub name: String,
+    pub email: Option<String>,
+    pub role: String,
+    pub created_ms: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenRow {
+    pub id: String,
+    pub org_id: String,
+    pub member_id: String,
+    pub name: String,
+    pub role: String,
+    pub created_ms: i64,
+    pub expires_ms: i64,
+    pub revoked_ms: Option<i64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeRow {
+    pub id: String,
+    pub pool_id: String,
+    pub name: String,
+    pub cpus: u64,
+    pub memory_mib: u64,
+    pub accelerator_model: Option<String>,
+    pub accelerators: u64,
+    pub partition: Option<String>,
+    pub cpus_reserved: u64,
+    pub memory_mib_reserved: u64,
+    pub accelerators_reserved: u64,
+}
+
+impl NodeRow {
+    pub fn free(&self) -> NodeFree {
+        NodeFree {
+            node_id: self.id.clone(),
+            accelerator_model: self.accelerator_model.clone(),
+            partition: self.partition.clone(),
+            free: Capacity {
+                cpus: self.cpus.saturating_sub(self.cpus_reserved),
+                memory_mib: self.memory_mib.saturating_sub(self.memory_mib_reserved),
+                accelerators: self.accelerators.saturating_sub(self.accelerators_reserved),
+            },
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PoolRow {
+    pub id: String,
+    pub org_id: String,
+    pub name: String,
+    pub zone: String,
+    pub created_ms: i64,
+    pub nodes: Vec<NodeRow>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewNode {
+    pub name: String,
+    pub cpus: u64,
+    pub memory_mib: u64,
+    pub accelerator_model: Option<String>,
+    pub accelerators: u64,
+    pub partition: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OfferRow {
+    pub id: String,
+    pub org_id: String,
+    pub pool_id: String,
+    pub zone: String,
+    pub class: ResourceClass,
+    pub accelerator_memory_gib: u32,
+    pub cpus_per_unit: u64,
+    pub memory_mib_per_unit: u64,
+    pub price_micros_per_unit_hour: u64,
+    pub min_units: u64,
+    pub max_units: u64,
+    pub valid_from_ms: i64,
+    pub valid_until_ms: i64,
+    pub state: String,
+    pub created_ms: i64,
+    pub units_available: u64,
+}
+
+impl OfferRow {
+    pub fn shape(&self) -> UnitShape {
+        UnitShape {
+            category: self.class.category,
+            cpus_per_unit: self.cpus_per_unit,
+            memory_mib_per_unit: self.memory_mib_per_unit,
+        }
+    }
+
+    pub fn view(&self) -> OfferView {
+        OfferView {
+            offer_id: self.id.clone(),
+            provider_org_id: self.org_id.clone(),
+            pool_id: self.pool_id.clone(),
+            zone: self.zone.clone(),
+            class: self.class.clone(),
+            shape: self.shape(),
+            accelerator_memory_gib: self.accelerator_memory_gib,
+            price_micros_per_unit_hour: self.price_micros_per_unit_hour,
+            min_units: self.min_units,
+            max_units: self.max_units,
+            valid_from_ms: self.valid_from_ms,
+            valid_until_ms: self.valid_until_ms,
+            units_available: self.units_available,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewOffer {
+    pub org_id: String,
+    pub pool_id: String,
+    pub class: ResourceClass,
+    pub cpus_per_unit: u64,
+    pub memory_mib_per_unit: u64,
+    pub price_micros_per_unit_hour: u64,
+    pub min_units: u64,
+    pub max_units: u64,
+    pub valid_from_ms: i64,
+    pub valid_until_ms: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HoldRow {
+    pub id: String,
+    pub org_id: String,
+    pub amount_micros: u64,
+    pub state: HoldState,
+    pub posted_micros: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaseRow {
+    pub id: String,
+    pub consumer_org_id: String,
+    pub provider_org_id: String,
+    pub offer_id: String,
+    pub pool_id: String,
+    pub class: ResourceClass,
+    pub zone: String,
+    pub units: u64,
+    pub price_micros_per_unit_hour: u64,
+    pub fee_bps: u32,
+    pub duration_limit_s: u64,
+    pub started_ms: i64,
+    pub ends_ms: i64,
+    pub state: LeaseState,
+    pub hold: HoldRow,
+    pub ended_ms: Option<i64>,
+    pub billed_seconds: Option<u64>,
+    pub cost_micros: Option<u64>,
+    pub fee_micros: Option<u64>,
+    pub allocations: Vec<(String, u64)>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Purchase {
+    pub consumer_org_id: String,
+    pub offer_id: String,
+    pub units: u64,
+    pub duration_limit_s: u64,
+    pub max_price_micros_per_unit_hour: Option<u64>,
+    pub fee_bps: u32,
+    pub now_ms: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccountRow {
+    pub id: String,
+    pub org_id: String,
+    pub kind: AccountKind,
+    pub debits_micros: u64,
+    pub credits_micros: u64,
+}
+
+impl AccountRow {
+    pub fn balance(&self) -> i64 {
+        self.credits_micros as i64 - self.debits_micros as i64
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TransferRow {
+    pub seq: i64,
+    pub id: String,
+    pub kind: String,
+    pub debit_account_id: String,
+    pub credit_account_id: String,
+    pub amount_micros: u64,
+    pub debit_balance_after_micros: i64,
+    pub credit_balance_after_micros: i64,
+    pub hold_id: Option<String>,
+    pub lease_id: Option<String>,
+    pub external_ref: Option<String>,
+    pub created_ms: i64,
+}
+
+/// A stored idempotent response.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredResponse {
+    pub request_sha256: String,
+    pub status: u16,
+    pub body: String,
+}
+
+/// An open transaction (writer) or a read connection (readers).
+pub struct Tx<'a> {
+    b: &'a mut dyn Backend,
+    /// Pools whose capacity or offers changed; the writer refreshes the offer book after commit.
+    pub dirty_pools: BTreeSet<String>,
+}
+
+const ORG_COLS: &str = "id, name, kind, consumer_type, zone, origin_region, created_ms";
+const NODE_COLS: &str = "id, pool_id, name, cpus, memory_mib, accelerator_model, accelerators, \
+    partition_name, cpus_reserved, memory_mib_reserved, accelerators_reserved";
+const OFFER_COLS: &str = "o.id, o.org_id, o.pool_id, p.zone, o.category, o.qualifier, \
+    o.accelerator_memory_gib, o.cpus_per_unit, o.memory_mib_per_unit, o.price_micros_per_unit_hour, \
+    o.min_units, o.max_units, o.valid_from_ms, o.valid_until_ms, o.state, o.created_ms";
+const LEASE_COLS: &str = "l.id, l.consumer_org_id, l.provider_org_id, l.offer_id, l.pool_id, \
+    l.category, l.qualifier, l.zone, l.units, l.price_micros_per_unit_hour, l.fee_bps, \
+    l.duration_limit_s, l.started_ms, l.ends_ms, l.state, h.id, h.org_id, h.amount_micros, h.state, \
+    h.posted_micros, l.ended_ms, l.billed_seconds, l.cost_micros, l.fee_micros";
+const TRANSFER_COLS: &str = "seq, id, kind, debit_account_id, credit_account_id, amount_micros, \
+    debit_balance_after_micros, credit_balance_after_micros, hold_id, lease_id, external_ref, created_ms";
+
+fn org_row(r: &Row) -> OrgRow {
+    OrgRow {
+        id: r.str(0),
+        name: r.str(1),
+        kind: r.str(2),
+        consumer_type: r.opt_str(3),
+        zone: r.str(4),
+        origin_region: r.str(5),
+        created_ms: r.i64(6),
+    }
+}
+
+fn node_row(r: &Row) -> NodeRow {
+    NodeRow {
+        id: r.str(0),
+        pool_id: r.str(1),
+        name: r.str(2),
+        cpus: r.u64(3),
+        memory_mib: r.u64(4),
+        accelerator_model: r.opt_str(5),
+        accelerators: r.u64(6),
+        partition: r.opt_str(7),
+        cpus_reserved: r.u64(8),
+        memory_mib_reserved: r.u64(9),
+        accelerators_reserved: r.u64(10),
+    }
+}
+
+fn category(s: &str) -> Category {
+    s.parse().unwrap_or(Category::General)
+}
+
+fn offer_row(r: &Row) -> OfferRow {
+    OfferRow {
+        id: r.str(0),
+        org_id: r.str(1),
+        pool_id: r.str(2),
+        zone: r.str(3),
+        class: ResourceClass { category: category(&r.str(4)), qualifier: r.opt_str(5) },
+        accelerator_memory_gib: u32::try_from(r.u64(6)).unwrap_or(0),
+        cpus_per_unit: r.u64(7),
+        memory_mib_per_unit: r.u64(8),
+        price_micros_per_unit_hour: r.u64(9),
+        min_units: r.u64(10),
+        max_units: r.u64(11),
+        valid_from_ms: r.i64(12),
+        valid_until_ms: r.i64(13),
+        state: r.str(14),
+        created_ms: r.i64(15),
+        units_available: 0,
+    }
+}
+
+fn lease_row(r: &Row) -> LeaseRow {
+    LeaseRow {
+        id: r.str(0),
+        consumer_org_id: r.str(1),
+        provider_org_id: r.str(2),
+        offer_id: r.str(3),
+        pool_id: r.str(4),
+        class: ResourceClass { category: category(&r.str(5)), qualifier: r.opt_str(6) },
+        zone: r.str(7),
+        units: r.u64(8),
+        price_micros_per_unit_hour: r.u64(9),
+        fee_bps: u32::try_from(r.u64(10)).unwrap_or(0),
+        duration_limit_s: r.u64(11),
+        started_ms: r.i64(12),
+        ends_ms: r.i64(13),
+        state: LeaseState::parse(&r.str(14)).unwrap_or(LeaseState::Active),
+        hold: HoldRow {
+            id: r.str(15),
+            org_id: r.str(16),
+            amount_micros: r.u64(17),
+            state: HoldState::parse(&r.str(18)).unwrap_or(HoldState::Pending),
+            posted_micros: r.u64(19),
+        },
+        ended_ms: r.opt_i64(20),
+        billed_seconds: r.opt_u64(21),
+        cost_micros: r.opt_u64(22),
+        fee_micros: r.opt_u64(23),
+        allocations: Vec::new(),
+    }
+}
+
+fn transfer_row(r: &Row) -> TransferRow {
+    TransferRow {
+        seq: r.i64(0),
+        id: r.str(1),
+        kind: r.str(2),
+        debit_account_id: r.str(3),
+        credit_account_id: r.str(4),
+        amount_micros: r.u64(5),
+        debit_balance_after_micros: r.i64(6),
+        credit_balance_after_micros: r.i64(7),
+        hold_id: r.opt_str(8),
+        lease_id: r.opt_str(9),
+        external_ref: r.opt_str(10),
+        created_ms: r.i64(11),
+    }
+}
+
+fn account_row(r: &Row) -> AccountRow {
+    AccountRow {
+        id: r.str(0),
+        org_id: r.str(1),
+        kind: AccountKind::parse(&r.str(2)).unwrap_or(AccountKind::Available),
+        debits_micros: r.u64(3),
+        credits_micros: r.u64(4),
+    }
+}
+
+fn int(v: u64) -> Result<Value, StoreError> {
+    Ok(Value::from(to_i64(v)?))
+}
+
+impl<'a> Tx<'a> {
+    pub fn new(b: &'a mut dyn Backend) -> Self {
+        Tx { b, dirty_pools: BTreeSet::new() }
+    }
+
+    pub fn backend_kind(&self) -> &'static str {
+        self.b.kind()
+    }
+
+    pub fn savepoint(&mut self, name: &str) -> Result<(), StoreError> {
+        self.b.batch(&format!("SAVEPOINT {name}"))
+    }
+
+    pub fn release(&mut self, name: &str) -> Result<(), StoreError> {
+        self.b.batch(&format!("RELEASE SAVEPOINT {name}"))
+    }
+
+    pub fn rollback_to(&mut self, name: &str) -> Result<(), StoreError> {
+        self.b.batch(&format!("ROLLBACK TO SAVEPOINT {name}"))
+    }
+
+    // ---------------------------------------------------------------- orgs, members, tokens
+
+    /// Creates an org with its accounts and first admin member; returns them.
+    pub fn create_org(
+        &mut self,
+        org: &OrgRow,
+        admin_name: &str,
+        admin_email: Option<&str>,
+    ) -> Result<MemberRow, StoreError> {
+        self.b.execute(
+            &format!("INSERT INTO orgs ({ORG_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7)"),
+            &[
+                (&org.id).into(),
+                (&org.name).into(),
+                (&org.kind).into(),
+                org.consumer_type.clone().into(),
+                (&org.zone).into(),
+                (&org.origin_region).into(),
+                org.created_ms.into(),
+            ],
+        )?;
+        let mut kinds = vec![AccountKind::Available, AccountKind::Held, AccountKind::Earnings];
+        if org.kind == "operator" {
+            kinds.extend([AccountKind::Fees, AccountKind::External]);
+        }
+        for kind in kinds {
+            self.b.execute(
+                "INSERT INTO accounts (id, org_id, kind) VALUES ($1, $2, $3)",
+                &[account_id(&org.id, kind).into(), (&org.id).into(), kind.as_str().into()],
+            )?;
+        }
+        self.create_member(&org.id, admin_name, admin_email, "admin", org.created_ms)
+    }
+
+    pub fn create_member(
+        &mut self,
+        org_id: &str,
+        name: &str,
+        email: Option<&str>,
+        role: &str,
+        now_ms: i64,
+    ) -> Result<MemberRow, StoreError> {
+        let m = MemberRow {
+            id: new_id("mem"),
+            org_id: org_id.into(),
+            name: name.into(),
+            email: email.map(Into::into),
+            role: role.into(),
+            created_ms: now_ms,
+        };
+        self.b.execute(
+            "INSERT INTO members (id, org_id, name, email, role, created_ms) VALUES ($1, $2, $3, $4, $5, $6)",
+            &[
+                (&m.id).into(),
+                (&m.org_id).into(),
+                (&m.name).into(),
+                m.email.clone().into(),
+                (&m.role).into(),
+                now_ms.into(),
+            ],
+        )?;
+        Ok(m)
+    }
+
+    pub fn get_org(&mut self, org_id: &str) -> Result<OrgRow, StoreError> {
+        let rows =
+            self.b.query(&format!("SELECT {ORG_COLS} FROM orgs WHERE id = $1"), &[org_id.into()])?;
+        rows.first().map(org_row).ok_or(StoreError::NotFound("org"))
+    }
+
+    pub fn list_orgs(&mut self) -> Result<Vec<OrgRow>, StoreError> {
+        let rows = self.b.query(&format!("SELECT {ORG_COLS} FROM orgs ORDER BY created_ms, id"), &[])?;
+        Ok(rows.iter().map(org_row).collect())
+    }
+
+    /// The operator org, which owns the fee and external accounts.
+    pub fn operator_org_id(&mut self) -> Result<Option<String>, StoreError> {
+        let rows = self.b.query(
+            "SELECT id FROM orgs WHERE kind = 'operator' ORDER BY created_ms, id LIMIT 1",
+            &[],
+        )?;
+        Ok(rows.first().map(|r| r.str(0)))
+    }
+
+    pub fn get_member(&mut self, org_id: &str, member_id: &str) -> Result<MemberRow, StoreError> {
+        let rows = self.b.query(
+            "SELECT id, org_id, name, email, role, created_ms FROM members WHERE id = $1 AND org_id = $2",
+            &[member_id.into(), org_id.into()],
+        )?;
+        rows.first().map(member_row).ok_or(StoreError::NotFound("member"))
+    }
+
+    pub fn list_members(&mut self, org_id: &str) -> Result<Vec<MemberRow>, StoreError> {
+        let rows = self.b.query(
+            "SELECT id, org_id, name, email, role, created_ms FROM members WHERE org_id = $1 ORDER BY created_ms, id",
+            &[org_id.into()],
+        )?;
+        Ok(rows.iter().map(member_row).collect())
+    }
+
+    pub fn create_token(
+        &mut self,
+        org_id: &str,
+        member_id: &str,
+        name: &str,
+        secret_sha256: &str,
+        now_ms: i64,
+        expires_ms: i64,
+    ) -> Result<TokenRow, StoreError> {
+        let member = self.get_member(org_id, member_id)?;
+        let t = TokenRow {
+            id: new_id("tok"),
+            org_id: org_id.into(),
+            member_id: member_id.into(),
+            name: name.into(),
+            role: member.role,
+            created_ms: now_ms,
+            expires_ms,
+            revoked_ms: None,
+        };
+        self.b.execute(
+            "INSERT INTO api_tokens (id, org_id, member_id, name, secret_sha256, created_ms, expires_ms) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            &[
+                (&t.id).into(),
+                org_id.into(),
+                member_id.into(),
+                name.into(),
+                secret_sha256.into(),
+                now_ms.into(),
+                expires_ms.into(),
+            ],
+        )?;
+        Ok(t)
+    }
+
+    const TOKEN_SELECT: &'static str = "SELECT t.id, t.org_id, t.member_id, t.name, m.role, \
+        t.created_ms, t.expires_ms, t.revoked_ms FROM api_tokens t JOIN members m ON m.id = t.member_id";
+
+    /// The token whose secret hashes to `secret_sha256`, revoked or expired ones included.
+    pub fn token_by_hash(&mut self, secret_sha256: &str) -> Result<Option<TokenRow>, StoreError> {
+        let rows = self.b.query(
+            &format!("{} WHERE t.secret_sha256 = $1", Self::TOKEN_SELECT),
+            &[secret_sha256.into()],
+        )?;
+        Ok(rows.first().map(token_row))
+    }
+
+    pub fn get_token(&mut self, org_id: &str, token_id: &str) -> Result<TokenRow, StoreError> {
+        let rows = self.b.query(
+            &format!("{} WHERE t.id = $1 AND t.org_id = $2", Self::TOKEN_SELECT),
+            &[token_id.into(), org_id.into()],
+        )?;
+        rows.first().map(token_row).ok_or(StoreError::NotFound("token"))
+    }
+
+    pub fn list_tokens(&mut self, org_id: &str) -> Result<Vec<TokenRow>, StoreError> {
+        let rows = self.b.query(
+            &format!("{} WHERE t.org_id = $1 ORDER BY t.created_ms, t.id", Self::TOKEN_SELECT),
+            &[org_id.into()],
+        )?;
+        Ok(rows.iter().map(token_row).collect())
+    }
+
+    /// Revokes a token (idempotent: revoking twice keeps the first time).
+    pub fn revoke_token(&mut self, org_id: &str, token_id: &str, now_ms: i64) -> Result<TokenRow, StoreError> {
+        self.b.execute(
+            "UPDATE api_tokens SET revoked_ms = $3 WHERE id = $1 AND org_id = $2 AND revoked_ms IS NULL",
+            &[token_id.into(), org_id.into(), now_ms.into()],
+        )?;
+        self.get_token(org_id, token_id)
+    }
+
+    // ---------------------------------------------------------------- accelerator models
+
+    pub fn list_accelerator_models(&mut self) -> Result<Vec<(String, String, u32)>, StoreError> {
+        let rows = self.b.query("SELECT name, vendor, memory_gib FROM accelerator_models ORDER BY name", &[])?;
+        Ok(rows.iter().map(|r| (r.str(0), r.str(1), u32::try_from(r.u64(2)).unwrap_or(0))).collect())
+    }
+
+    pub fn accelerator_memory_gib(&mut self, model: &str) -> Result<Option<u32>, StoreError> {
+        let rows = self.b.query("SELECT memory_gib FROM accelerator_models WHERE name = $1", &[model.into()])?;
+        Ok(rows.first().map(|r| u32::try_from(r.u64(0)).unwrap_or(0)))
+    }
+
+    /// Adds a model; an existing name is a conflict.
+    pub fn add_accelerator_model(&mut self, name: &str, vendor: &str, memory_gib: u32) -> Result<(), StoreError> {
+        self.b.execute(
+            "INSERT INTO accelerator_models (name, vendor, memory_gib) VALUES ($1, $2, $3)",
+            &[name.into(), vendor.into(), i64::from(memory_gib).into()],
+        )?;
+        Ok(())
+    }
+
+    /// Adds the models that are not yet known, leaving existing ones as the operator set them.
+    pub fn seed_accelerator_models(&mut self, models: &[(String, String, u32)]) -> Result<(), StoreError> {
+        for (name, vendor, mem) in models {
+            self.b.execute(
+                "INSERT INTO accelerator_models (name, vendor, memory_gib) VALUES ($1, $2, $3) \
+                 ON CONFLICT (name) DO NOTHING",
+                &[name.into(), vendor.into(), i64::from(*mem).into()],
+            )?;
+        }
+        Ok(())
+    }
+
+    // ---------------------------------------------------------------- pools and offers
+
+    pub fn create_pool(
+        &mut self,
+        org_id: &str,
+        name: &str,
+        zone: &str,
+        nodes: &[NewNode],
+        now_ms: i64,
+    ) -> Result<PoolRow, StoreError> {
+        let pool_id = new_id("pool");
+        self.b.execute(
+            "INSERT INTO pools (id, org_id, name, zone, created_ms) VALUES ($1, $2, $3, $4, $5)",
+            &[(&pool_id).into(), org_id.into(), name.into(), zone.into(), now_ms.into()],
+        )?;
+        for n in nodes {
+            self.b.execute(
+                &format!("INSERT INTO nodes ({NODE_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 0, 0, 0)"),
+                &[
+                    new_id("node").into(),
+                    (&pool_id).into(),
+                    (&n.name).into(),
+                    int(n.cpus)?,
+                    int(n.memory_mib)?,
+                    n.accelerator_model.clone().into(),
+                    int(n.accelerators)?,
+                    n.partition.clone().into(),
+                ],
+            )
+            .map_err(|e| match e {
+                StoreError::Conflict(_) => StoreError::invalid("nodes", format!("node name {:?} is used twice", n.name)),
+                e => e,
+            })?;
+        }
+        self.dirty_pools.insert(pool_id.clone());
+        self.get_pool(Some(org_id), &pool_id)
+    }
+
+    pub fn nodes_of_pool(&mut self, pool_id: &str) -> Result<Vec<NodeRow>, StoreError> {
+        let rows = self.b.query(
+            &format!("SELECT {NODE_COLS} FROM nodes WHERE pool_id = $1 ORDER BY name, id"),
+            &[pool_id.into()],
+        )?;
+        Ok(rows.iter().map(node_row).collect())
+    }
+
+    /// A pool; with `org_id`, only if that org owns it.
+    pub fn get_pool(&mut self, org_id: Option<&str>, pool_id: &str) -> Result<PoolRow, StoreError> {
+        let rows = self.b.query(
+            "SELECT id, org_id, name, zone, created_ms FROM pools WHERE id = $1",
+            &[pool_id.into()],
+        )?;
+        let r = rows.first().ok_or(StoreError::NotFound("pool"))?;
+        if org_id.is_some_and(|o| o != r.str(1)) {
+            return Err(StoreError::NotFound("pool"));
+        }
+        Ok(PoolRow {
+            id: r.str(0),
+            org_id: r.str(1),
+            name: r.str(2),
+            zone: r.str(3),
+            created_ms: r.i64(4),
+            nodes: self.nodes_of_pool(pool_id)?,
+        })
+    }
+
+    pub fn list_pools(&mut self, org_id: &str) -> Result<Vec<PoolRow>, StoreError> {
+        let ids = self.b.query(
+            "SELECT id FROM pools WHERE org_id = $1 ORDER BY created_ms, id",
+            &[org_id.into()],
+        )?;
+        ids.iter().map(|r| self.get_pool(Some(org_id), &r.str(0))).collect()
+    }
+
+    pub fn create_offer(&mut self, o: &NewOffer, now_ms: i64) -> Result<OfferRow, StoreError> {
+        let pool = self.get_pool(Some(&o.org_id), &o.pool_id).map_err(|e| match e {
+            StoreError::NotFound(_) => StoreError::invalid("pool_id", "no such pool"),
+            e => e,
+        })?;
+        let accelerator_memory_gib = match (o.class.category, &o.class.qualifier) {
+            (Category::Intelligent, Some(model)) => self
+                .accelerator_memory_gib(model)?
+                .ok_or_else(|| StoreError::invalid("class", format!("unknown accelerator model {model:?}")))?,
+            (Category::Intelligent, None) => {
+                return Err(StoreError::invalid("class", "intelligent offers name an accelerator model"))
+            }
+            _ => 0,
+        };
+        let id = new_id("offer");
+        self.b.execute(
+            "INSERT INTO offers (id, org_id, pool_id, category, qualifier, accelerator_memory_gib, \
+             cpus_per_unit, memory_mib_per_unit, price_micros_per_unit_hour, min_units, max_units, \
+             valid_from_ms, valid_until_ms, state, created_ms) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, 'active', $14)",
+            &[
+                (&id).into(),
+                (&o.org_id).into(),
+                (&o.pool_id).into(),
+                o.class.category.as_str().into(),
+                o.class.qualifier.clone().into(),
+                i64::from(accelerator_memory_gib).into(),
+                int(o.cpus_per_unit)?,
+                int(o.memory_mib_per_unit)?,
+                int(o.price_micros_per_unit_hour)?,
+                int(o.min_units)?,
+                int(o.max_units)?,
+                o.valid_from_ms.into(),
+                o.valid_until_ms.into(),
+                now_ms.into(),
+            ],
+        )?;
+        self.dirty_pools.insert(pool.id.clone());
+        self.get_offer(Some(&o.org_id), &id)
+    }
+
+    fn with_availability(&mut self, mut offers: Vec<OfferRow>) -> Result<Vec<OfferRow>, StoreError> {
+        let mut cache: Vec<(String, Vec<NodeFree>)> = Vec::new();
+        for o in &mut offers {
+            if !cache.iter().any(|(p, _)| p == &o.pool_id) {
+                let nodes = self.nodes_of_pool(&o.pool_id)?.iter().map(NodeRow::free).collect();
+                cache.push((o.pool_id.clone(), nodes));
+            }
+            let nodes = &cache.iter().find(|(p, _)| p == &o.pool_id).expect("cached above").1;
+            o.units_available = if o.state == "active" {
+                units_available(nodes, &o.shape(), o.class.qualifier.as_deref())
+            } else {
+                0
+            };
+        }
+        Ok(offers)
+    }
+
+    /// An offer; with `org_id`, only if that org owns it.
+    pub fn get_offer(&mut self, org_id: Option<&str>, offer_id: &str) -> Result<OfferRow, StoreError> {
+        let rows = self.b.query(
+            &format!("SELECT {OFFER_COLS} FROM offers o JOIN pools p ON p.id = o.pool_id WHERE o.id = $1"),
+            &[offer_id.into()],
+        )?;
+        let offer = rows.first().map(offer_row).ok_or(StoreError::NotFound("offer"))?;
+        if org_id.is_some_and(|o| o != offer.org_id) {
+            return Err(StoreError::NotFound("offer"));
+        }
+        Ok(self.with_availability(vec![offer])?.remove(0))
+    }
+
+    pub fn list_offers(&mut self, org_id: &str) -> Result<Vec<OfferRow>, StoreError> {
+        let rows = self.b.query(
+            &format!(
+                "SELECT {OFFER_COLS} FROM offers o JOIN pools p ON p.id = o.pool_id \
+                 WHERE o.org_id = $1 ORDER BY o.created_ms, o.id"
+            ),
+            &[org_id.into()],
+        )?;
+        let offers = rows.iter().map(offer_row).collect();
+        self.with_availability(offers)
+    }
+
+    /// Offers of the given pools (all active offers when `pool_ids` is `None`), with availability.
+    pub fn offers_of_pools(&mut self, pool_ids: Option<&BTreeSet<String>>) -> Result<Vec<OfferRow>, StoreError> {
+        let mut offers = Vec::new();
+        match pool_ids {
+            None => {
+                let rows = self.b.query(
+                    &format!(
+                        "SELECT {OFFER_COLS} FROM offers o JOIN pools p ON p.id = o.pool_id \
+                         WHERE o.state = 'active' ORDER BY o.pool_id, o.id"
+                    ),
+                    &[],
+                )?;
+                offers.extend(rows.iter().map(offer_row));
+            }
+            Some(ids) => {
+                for pool_id in ids {
+                    let rows = self.b.query(
+                        &format!(
+                            "SELECT {OFFER_COLS} FROM offers o JOIN pools p ON p.id = o.pool_id \
+                             WHERE o.pool_id = $1 ORDER BY o.id"
+                        ),
+                        &[pool_id.into()],
+                    )?;
+                    offers.extend(rows.iter().map(offer_row));
+                }
+            }
+        }
+        self.with_availability(offers)
+    }
+
+    pub fn withdraw_offer(&mut self, org_id: &str, offer_id: &str) -> Result<OfferRow, StoreError> {
+        let offer = self.get_offer(Some(org_id), offer_id)?;
+        self.b.execute("UPDATE offers SET state = 'withdrawn' WHERE id = $1", &[offer_id.into()])?;
+        self.dirty_pools.insert(offer.pool_id);
+        self.get_offer(Some(org_id), offer_id)
+    }
+
+    // ---------------------------------------------------------------- ledger
+
+    /// Moves `amount` from `debit` to `credit`. The debit account must keep a non-negative balance
+    /// unless it is an external account; the check and the update are one statement.
+    #[allow(clippy::too_many_arguments)]
+    pub fn transfer(
+        &mut self,
+        kind: TransferKind,
+        debit: &str,
+        credit: &str,
+        amount: u64,
+        hold_id: Option<&str>,
+        lease_id: Option<&str>,
+        external_ref: Option<&str>,
+        now_ms: i64,
+    ) -> Result<TransferRow, StoreError> {
+        if amount == 0 {
+            return Err(StoreError::invalid("amount_micros", "must be greater than zero"));
+        }
+        let amount_v = int(amount)?;
+        let debit_is_external = debit.ends_with(".external");
+        let debit_sql = if debit_is_external {
+            "UPDATE accounts SET debits_micros = debits_micros + $2 WHERE id = $1 \
+             RETURNING credits_micros - debits_micros"
+        } else {
+            "UPDATE accounts SET debits_micros = debits_micros + $2 WHERE id = $1 \
+             AND credits_micros - debits_micros >= $2 RETURNING credits_micros - debits_micros"
+        };
+        let rows = self.b.query(debit_sql, &[debit.into(), amount_v.clone()])?;
+        let Some(debit_after) = rows.first().map(|r| r.i64(0)) else {
+            let rows = self.b.query(
+                "SELECT credits_micros - debits_micros FROM accounts WHERE id = $1",
+                &[debit.into()],
+            )?;
+            return match rows.first() {
+                None => Err(StoreError::NotFound("account")),
+                Some(r) => Err(StoreError::InsufficientFunds { needed_micros: amount, available_micros: r.i64(0) }),
+            };
+        };
+        let rows = self.b.query(
+            "UPDATE accounts SET credits_micros = credits_micros + $2 WHERE id = $1 \
+             RETURNING credits_micros - debits_micros",
+            &[credit.into(), amount_v.clone()],
+        )?;
+        let credit_after = rows.first().map(|r| r.i64(0)).ok_or(StoreError::NotFound("account"))?;
+        let id = new_id("tr");
+        let rows = self.b.query(
+            "INSERT INTO transfers (id, kind, debit_account_id, credit_account_id, amount_micros, \
+             debit_balance_after_micros, credit_balance_after_micros, hold_id, lease_id, external_ref, created_ms) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING seq",
+            &[
+                (&id).into(),
+                kind.as_str().into(),
+                debit.into(),
+                credit.into(),
+                amount_v,
+                debit_after.into(),
+                credit_after.into(),
+                hold_id.into(),
+                lease_id.into(),
+                external_ref.into(),
+                now_ms.into(),
+            ],
+        )?;
+        Ok(TransferRow {
+            seq: rows.first().map(|r| r.i64(0)).unwrap_or(0),
+            id,
+            kind: kind.as_str().into(),
+            debit_account_id: debit.into(),
+            credit_account_id: credit.into(),
+            amount_micros: amount,
+            debit_balance_after_micros: debit_after,
+            credit_balance_after_micros: credit_after,
+            hold_id: hold_id.map(Into::into),
+            lease_id: lease_id.map(Into::into),
+            external_ref: external_ref.map(Into::into),
+            created_ms: now_ms,
+        })
+    }
+
+    fn operator_account(&mut self, kind: AccountKind) -> Result<String, StoreError> {
+        let op = self
+            .operator_org_id()?
+            .ok_or_else(|| StoreError::Backend("the exchange has no operator org".into()))?;
+        Ok(account_id(&op, kind))
+    }
+
+    /// Records money received for `org_id` from outside: external → available.
+    pub fn deposit(&mut self, org_id: &str, amount: u64, external_ref: &str, now_ms: i64) -> Result<TransferRow, StoreError> {
+        self.get_org(org_id)?;
+        let external = self.operator_account(AccountKind::External)?;
+        self.transfer(
+            TransferKind::Deposit,
+            &external,
+            &account_id(org_id, AccountKind::Available),
+            amount,
+            None,
+            None,
+            Some(external_ref),
+            now_ms,
+        )
+    }
+
+    /// Pays money out of `org_id`'s `source` account (available or earnings) to outside.
+    pub fn withdraw(
+        &mut self,
+        org_id: &str,
+        source: AccountKind,
+        amount: u64,
+        external_ref: &str,
+        now_ms: i64,
+    ) -> Result<TransferRow, StoreError> {
+        self.get_org(org_id)?;
+        let external = self.operator_account(AccountKind::External)?;
+        self.transfer(
+            TransferKind::Withdrawal,
+            &account_id(org_id, source),
+            &external,
+            amount,
+            None,
+            None,
+            Some(external_ref),
+            now_ms,
+        )
+    }
+
+    pub fn accounts_of(&mut self, org_id: &str) -> Result<Vec<AccountRow>, StoreError> {
+        let rows = self.b.query(
+            "SELECT id, org_id, kind, debits_micros, credits_micros FROM accounts WHERE org_id = $1 ORDER BY id",
+            &[org_id.into()],
+        )?;
+        Ok(rows.iter().map(account_row).collect())
+    }
+
+    /// Movements on `org_id`'s accounts after ledger position `after`, oldest first.
+    pub fn statement(&mut self, org_id: &str, after: i64, limit: u32) -> Result<Vec<TransferRow>, StoreError> {
+        let rows = self.b.query(
+            &format!(
+                "SELECT {TRANSFER_COLS} FROM transfers WHERE seq > $2 AND (\
+                 debit_account_id IN (SELECT id FROM accounts WHERE org_id = $1) OR \
+                 credit_account_id IN (SELECT id FROM accounts WHERE org_id = $1)) \
+                 ORDER BY seq LIMIT $3"
+            ),
+            &[org_id.into(), after.into(), i64::from(limit).into()],
+        )?;
+        Ok(rows.iter().map(transfer_row).collect())
+    }
+
+    pub fn transfers_of_lease(&mut self, lease_id: &str) -> Result<Vec<TransferRow>, StoreError> {
+        let rows = self.b.query(
+            &format!("SELECT {TRANSFER_COLS} FROM transfers WHERE lease_id = $1 ORDER BY seq"),
+            &[lease_id.into()],
+        )?;
+        Ok(rows.iter().map(transfer_row).collect())
+    }
+
+    /// Reads everything the invariant checker needs, in one consistent view when called inside a
+    /// transaction.
+    pub fn ledger_snapshot(&mut self) -> Result<LedgerSnapshot, StoreError> {
+        let accounts = self
+            .b
+            .query("SELECT id, org_id, kind, debits_micros, credits_micros FROM accounts ORDER BY id", &[])?
+            .iter()
+            .map(account_row)
+            .map(|a| AccountTotals {
+                account_id: a.id,
+                org_id: a.org_id,
+                kind: a.kind,
+                debits_micros: a.debits_micros,
+                credits_micros: a.credits_micros,
+            })
+            .collect();
+        let holds = self
+            .b
+            .query("SELECT id, org_id, amount_micros, state, resolutions FROM holds ORDER BY id", &[])?
+            .iter()
+            .map(|r| {
+                (
+                    r.str(0),
+                    r.str(1),
+                    r.u64(2),
+                    HoldState::parse(&r.str(3)).unwrap_or(HoldState::Pending),
+                    r.u64(4),
+                )
+            })
+            .collect();
+        let sum = self
+            .b
+            .query("SELECT CAST(COALESCE(SUM(amount_micros), 0) AS BIGINT) FROM transfers", &[])?;
+        let recomputed = self
+            .b
+            .query(
+                "SELECT a.id, \
+                 CAST(COALESCE((SELECT SUM(t.amount_micros) FROM transfers t WHERE t.debit_account_id = a.id), 0) AS BIGINT), \
+                 CAST(COALESCE((SELECT SUM(t.amount_micros) FROM transfers t WHERE t.credit_account_id = a.id), 0) AS BIGINT) \
+                 FROM accounts a ORDER BY a.id",
+                &[],
+            )?
+            .iter()
+            .map(|r| (r.str(0), u128::from(r.u64(1)), u128::from(r.u64(2))))
+            .collect();
+        Ok(LedgerSnapshot {
+            accounts,
+            holds,
+            transfer_amount_sum: sum.first().map(|r| u128::from(r.u64(0))).unwrap_or(0),
+            recomputed,
+        })
+    }
+
+    /// Runs the ledger invariant checker over the current state.
+    pub fn check_ledger(&mut self) -> Result<Vec<String>, StoreError> {
+        Ok(check_invariants(&self.ledger_snapshot()?))
+    }
+
+    pub fn count(&mut self, table: &'static str) -> Result<u64, StoreError> {
+        let rows = self.b.query(&format!("SELECT COUNT(*) FROM {table}"), &[])?;
+        Ok(rows.first().map(|r| r.u64(0)).unwrap_or(0))
+    }
+
+    // ---------------------------------------------------------------- purchase and settlement
+
+    /// Buys `units` of an offer: hold, capacity and lease in one step, or nothing.
+    pub fn purchase(&mut self, p: &Purchase) -> Result<LeaseRow, StoreError> {
+        let org = self.get_org(&p.consumer_org_id)?;
+        if org.kind != "consumer" {
+            return Err(StoreError::Forbidden("only consumer orgs buy capacity".into()));
+        }
+        let offer = match self.get_offer(None, &p.offer_id) {
+            Err(StoreError::NotFound(_)) => return Err(StoreError::invalid("offer_id", "no such offer")),
+            other => other?,
+        };
+        if offer.state != "active" {
+            return Err(StoreError::OfferNotAvailable("the offer was withdrawn".into()));
+        }
+        if p.now_ms < offer.valid_from_ms || p.now_ms >= offer.valid_until_ms {
+            return Err(StoreError::OfferNotAvailable("the offer is outside its validity window".into()));
+        }
+        if p.units < offer.min_units || p.units > offer.max_units {
+            return Err(StoreError::invalid(
+                "units",
+                format!("this offer sells {} to {} units per lease", offer.min_units, offer.max_units),
+            ));
+        }
+        if let Some(limit) = p.max_price_micros_per_unit_hour {
+            if offer.price_micros_per_unit_hour > limit {
+                return Err(StoreError::PriceAboveLimit {
+                    price_micros: offer.price_micros_per_unit_hour,
+                    limit_micros: limit,
+                });
+            }
+        }
+        let hold_micros = hold_amount(offer.price_micros_per_unit_hour, p.units, p.duration_limit_s)
+            .map_err(|_| StoreError::Overflow)?;
+        if hold_micros == 0 {
+            return Err(StoreError::invalid("duration_limit_s", "the lease would cost nothing; buy a longer duration"));
+        }
+        to_i64(hold_micros)?;
+        let nodes: Vec<NodeFree> = self.nodes_of_pool(&offer.pool_id)?.iter().map(NodeRow::free).collect();
+        let allocations = place(&nodes, &offer.shape(), offer.class.qualifier.as_deref(), p.units)
+            .ok_or(StoreError::CapacityUnavailable)?;
+        // Capacity first (in node order, the same order every writer uses), then money.
+        for a in &allocations {
+            let n = self.b.execute(
+                "UPDATE nodes SET cpus_reserved = cpus_reserved + $2, \
+                 memory_mib_reserved = memory_mib_reserved + $3, \
+                 accelerators_reserved = accelerators_reserved + $4 \
+                 WHERE id = $1 AND cpus_reserved + $2 <= cpus AND memory_mib_reserved + $3 <= memory_mib \
+                 AND accelerators_reserved + $4 <= accelerators",
+                &[
+                    (&a.node_id).into(),
+                    int(a.taken.cpus)?,
+                    int(a.taken.memory_mib)?,
+                    int(a.taken.accelerators)?,
+                ],
+            )?;
+            if n != 1 {
+                return Err(StoreError::CapacityUnavailable);
+            }
+        }
+        let lease_id = new_id("lease");
+        let hold_id = new_id("hold");
+        self.transfer(
+            TransferKind::Hold,
+            &account_id(&org.id, AccountKind::Available),
+            &account_id(&org.id, AccountKind::Held),
+            hold_micros,
+            Some(&hold_id),
+            Some(&lease_id),
+            None,
+            p.now_ms,
+        )?;
+        self.b.execute(
+            "INSERT INTO holds (id, org_id, amount_micros, state, created_ms) VALUES ($1, $2, $3, 'pending', $4)",
+            &[(&hold_id).into(), (&org.id).into(), int(hold_micros)?, p.now_ms.into()],
+        )?;
+        let terms = LeaseTerms {
+            units: p.units,
+            price_micros_per_unit_hour: offer.price_micros_per_unit_hour,
+            duration_limit_s: p.duration_limit_s,
+            started_ms: p.now_ms,
+            hold_micros,
+        };
+        self.b.execute(
+            "INSERT INTO leases (id, consumer_org_id, provider_org_id, offer_id, pool_id, category, qualifier, \
+             zone, units, price_micros_per_unit_hour, fee_bps, duration_limit_s, started_ms, ends_ms, state, hold_id) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, 'active', $15)",
+            &[
+                (&lease_id).into(),
+                (&org.id).into(),
+                (&offer.org_id).into(),
+                (&offer.id).into(),
+                (&offer.pool_id).into(),
+                offer.class.category.as_str().into(),
+                offer.class.qualifier.clone().into(),
+                (&offer.zone).into(),
+                int(p.units)?,
+                int(offer.price_micros_per_unit_hour)?,
+                i64::from(p.fee_bps).into(),
+                int(p.duration_limit_s)?,
+                p.now_ms.into(),
+                terms.ends_at_ms().into(),
+                (&hold_id).into(),
+            ],
+        )?;
+        for a in &allocations {
+            self.b.execute(
+                "INSERT INTO lease_allocations (lease_id, node_id, units, cpus, memory_mib, accelerators) \
+                 VALUES ($1, $2, $3, $4, $5, $6)",
+                &[
+                    (&lease_id).into(),
+                    (&a.node_id).into(),
+                    int(a.units)?,
+                    int(a.taken.cpus)?,
+                    int(a.taken.memory_mib)?,
+                    int(a.taken.accelerators)?,
+                ],
+            )?;
+        }
+        self.dirty_pools.insert(offer.pool_id.clone());
+        self.get_lease(None, &lease_id)
+    }
+
+    /// A lease; with `org_id`, only if that org bought or sold it.
+    pub fn get_lease(&mut self, org_id: Option<&str>, lease_id: &str) -> Result<LeaseRow, StoreError> {
+        let rows = self.b.query(
+            &format!("SELECT {LEASE_COLS} FROM leases l JOIN holds h ON h.id = l.hold_id WHERE l.id = $1"),
+            &[lease_id.into()],
+        )?;
+        let mut lease = rows.first().map(lease_row).ok_or(StoreError::NotFound("lease"))?;
+        if let Some(org) = org_id {
+            if lease.consumer_org_id != org && lease.provider_org_id != org {
+                return Err(StoreError::NotFound("lease"));
+            }
+        }
+        lease.allocations = self
+            .b
+            .query(
+                "SELECT node_id, units FROM lease_allocations WHERE lease_id = $1 ORDER BY node_id",
+                &[lease_id.into()],
+            )?
+            .iter()
+            .map(|r| (r.str(0), r.u64(1)))
+            .collect();
+        Ok(lease)
+    }
+
+    /// Leases bought (`consumer`), sold (`provider`) or both (`None`) by an org, newest first.
+    pub fn list_leases(
+        &mut self,
+        org_id: &str,
+        side: Option<&str>,
+        state: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<LeaseRow>, StoreError> {
+        let side_sql = match side {
+            Some("consumer") => "l.consumer_org_id = $1",
+            Some("provider") => "l.provider_org_id = $1",
+            _ => "(l.consumer_org_id = $1 OR l.provider_org_id = $1)",
+        };
+        let rows = self.b.query(
+            &format!(
+                "SELECT {LEASE_COLS} FROM leases l JOIN holds h ON h.id = l.hold_id \
+                 WHERE {side_sql} AND ($2 = '' OR l.state = $2) ORDER BY l.started_ms DESC, l.id LIMIT $3"
+            ),
+            &[org_id.into(), state.unwrap_or("").into(), i64::from(limit).into()],
+        )?;
+        let mut leases: Vec<LeaseRow> = rows.iter().map(lease_row).collect();
+        for l in &mut leases {
+            l.allocations = self
+                .b
+                .query(
+                    "SELECT node_id, units FROM lease_allocations WHERE lease_id = $1 ORDER BY node_id",
+                    &[(&l.id).into()],
+                )?
+                .iter()
+                .map(|r| (r.str(0), r.u64(1)))
+                .collect();
+        }
+        Ok(leases)
+    }
+
+    /// Active leases whose duration limit has passed at `now_ms`.
+    pub fn due_leases(&mut self, now_ms: i64, limit: u32) -> Result<Vec<String>, StoreError> {
+        let rows = self.b.query(
+            "SELECT id FROM leases WHERE state = 'active' AND ends_ms <= $1 ORDER BY ends_ms, id LIMIT $2",
+            &[now_ms.into(), i64::from(limit).into()],
+        )?;
+        Ok(rows.iter().map(|r| r.str(0)).collect())
+    }
+
+    /// Ends a lease and settles it, exactly once: the state change is conditional on the lease being
+    /// active, so a retry or a racing expiry finds it ended and changes nothing.
+    /// `org_id` is the consumer ending it; `None` for the expiry service.
+    pub fn end_lease(
+        &mut self,
+        org_id: Option<&str>,
+        lease_id: &str,
+        reason: EndReason,
+        now_ms: i64,
+    ) -> Result<LeaseRow, StoreError> {
+        let lease = self.get_lease(org_id, lease_id)?;
+        if let Some(org) = org_id {
+            if lease.consumer_org_id != org {
+                return Err(StoreError::Forbidden("only the consumer that bought a lease ends it".into()));
+            }
+        }
+        if lease.state.is_final() {
+            return Err(StoreError::LeaseNotActive(lease.state.as_str().into()));
+        }
+        let terms = LeaseTerms {
+            units: lease.units,
+            price_micros_per_unit_hour: lease.price_micros_per_unit_hour,
+            duration_limit_s: lease.duration_limit_s,
+            started_ms: lease.started_ms,
+            hold_micros: lease.hold.amount_micros,
+        };
+        let (seconds, s) = terms.settle_at(now_ms, reason, lease.fee_bps);
+        let ended_ms = if reason == EndReason::Expired { terms.ends_at_ms() } else { now_ms };
+        let n = self.b.execute(
+            "UPDATE leases SET state = $2, ended_ms = $3, billed_seconds = $4, cost_micros = $5, fee_micros = $6 \
+             WHERE id = $1 AND state = 'active'",
+            &[
+                lease_id.into(),
+                reason.final_state().as_str().into(),
+                ended_ms.into(),
+                int(seconds)?,
+                int(s.cost_micros)?,
+                int(s.fee_micros)?,
+            ],
+        )?;
+        if n != 1 {
+            return Err(StoreError::LeaseNotActive("ended".into()));
+        }
+        let n = self.b.execute(
+            "UPDATE holds SET state = $2, posted_micros = $3, resolutions = resolutions + 1, resolved_ms = $4 \
+             WHERE id = $1 AND state = 'pending'",
+            &[(&lease.hold.id).into(), s.hold_state().as_str().into(), int(s.cost_micros)?, now_ms.into()],
+        )?;
+        if n != 1 {
+            return Err(StoreError::Backend(format!("hold {} of an active lease is not pending", lease.hold.id)));
+        }
+        // Capacity back to the pool, in node order.
+        let allocs = self.b.query(
+            "SELECT node_id, cpus, memory_mib, accelerators FROM lease_allocations WHERE lease_id = $1 ORDER BY node_id",
+            &[lease_id.into()],
+        )?;
+        for a in &allocs {
+            self.b.execute(
+                "UPDATE nodes SET cpus_reserved = cpus_reserved - $2, memory_mib_reserved = memory_mib_reserved - $3, \
+                 accelerators_reserved = accelerators_reserved - $4 WHERE id = $1",
+                &[a.0[0].clone(), a.0[1].clone(), a.0[2].clone(), a.0[3].clone()],
+            )?;
+        }
+        let held = account_id(&lease.consumer_org_id, AccountKind::Held);
+        let legs = [
+            (TransferKind::Settle, account_id(&lease.provider_org_id, AccountKind::Earnings), s.provider_micros),
+            (TransferKind::Fee, self.operator_account(AccountKind::Fees)?, s.fee_micros),
+            (TransferKind::Release, account_id(&lease.consumer_org_id, AccountKind::Available), s.release_micros),
+        ];
+        for (kind, credit, amount) in legs {
+            if amount > 0 {
+                self.transfer(kind, &held, &credit, amount, Some(&lease.hold.id), Some(lease_id), None, now_ms)?;
+            }
+        }
+        self.dirty_pools.insert(lease.pool_id.clone());
+        self.get_lease(None, lease_id)
+    }
+
+    // ---------------------------------------------------------------- idempotency
+
+    pub fn idempotent_response(&mut self, org_id: &str, key: &str) -> Result<Option<StoredResponse>, StoreError> {
+        let rows = self.b.query(
+            "SELECT request_sha256, status, body FROM idempotency_keys WHERE org_id = $1 AND idempotency_key = $2",
+            &[org_id.into(), key.into()],
+        )?;
+        Ok(rows.first().map(|r| StoredResponse {
+            request_sha256: r.str(0),
+            status: u16::try_from(r.u64(1)).unwrap_or(500),
+            body: r.str(2),
+        }))
+    }
+
+    pub fn store_idempotent_response(
+        &mut self,
+        org_id: &str,
+        key: &str,
+        response: &StoredResponse,
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        self.b.execute(
+            "INSERT INTO idempotency_keys (org_id, idempotency_key, request_sha256, status, body, created_ms) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
+            &[
+                org_id.into(),
+                key.into(),
+                (&response.request_sha256).into(),
+                i64::from(response.status).into(),
+                (&response.body).into(),
+                now_ms.into(),
+            ],
+        )?;
+        Ok(())
+    }
+}
+
+fn member_row(r: &Row) -> MemberRow {
+    MemberRow {
+        id: r.str(0),
+        org_id: r.str(1),
+        name: r.str(2),
+        email: r.opt_str(3),
+        role: r.str(4),
+        created_ms: r.i64(5),
+    }
+}
+
+fn token_row(r: &Row) -> TokenRow {
+    TokenRow {
+        id: r.str(0),
+        org_id: r.str(1),
+        member_id: r.str(2),
+        name: r.str(3),
+        role: r.str(4),
+        created_ms: r.i64(5),
+        expires_ms: r.i64(6),
+        revoked_ms: r.opt_i64(7),
+    }
+}

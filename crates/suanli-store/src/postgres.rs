@@ -1,0 +1,99 @@
+//! PostgreSQL backend over the synchronous `postgres` client.
+
+use std::collections::HashMap;
+
+use postgres::types::{ToSql, Type};
+use postgres::{Client, NoTls, Statement};
+
+use crate::backend::{Backend, Row, StoreError, Value};
+
+pub struct PostgresBackend {
+    client: Client,
+    /// Prepared statements by SQL text: each costs a round trip to prepare, so prepare once.
+    statements: HashMap<String, Statement>,
+}
+
+fn map_err(e: postgres::Error) -> StoreError {
+    if let Some(db) = e.as_db_error() {
+        let code = db.code().code();
+        return match code {
+            "23505" => StoreError::Conflict(db.message().to_owned()),
+            "23514" | "22003" => StoreError::Overflow,
+            _ => StoreError::Backend(format!("{code}: {}", db.message())),
+        };
+    }
+    StoreError::Backend(e.to_string())
+}
+
+impl PostgresBackend {
+    /// Connects to `url` and, when `migrate` is set, brings the schema up to date.
+    pub fn connect(url: &str, migrate: bool) -> Result<Self, StoreError> {
+        let client = Client::connect(url, NoTls).map_err(map_err)?;
+        let mut me = PostgresBackend { client, statements: HashMap::new() };
+        if migrate {
+            crate::schema::migrate(&mut me)?;
+        }
+        Ok(me)
+    }
+
+    fn prepare(&mut self, sql: &str) -> Result<Statement, StoreError> {
+        if let Some(stmt) = self.statements.get(sql) {
+            return Ok(stmt.clone());
+        }
+        let stmt = self.client.prepare(sql).map_err(map_err)?;
+        self.statements.insert(sql.to_owned(), stmt.clone());
+        Ok(stmt)
+    }
+
+    fn params(params: &[Value]) -> Vec<&(dyn ToSql + Sync)> {
+        params
+            .iter()
+            .map(|p| match p {
+                Value::Int(v) => v as &(dyn ToSql + Sync),
+                Value::Text(v) => v as &(dyn ToSql + Sync),
+            })
+            .collect()
+    }
+}
+
+impl Backend for PostgresBackend {
+    fn kind(&self) -> &'static str {
+        "postgres"
+    }
+
+    fn execute(&mut self, sql: &str, params: &[Value]) -> Result<u64, StoreError> {
+        let stmt = self.prepare(sql)?;
+        self.client.execute(&stmt, &Self::params(params)).map_err(map_err)
+    }
+
+    fn query(&mut self, sql: &str, params: &[Value]) -> Result<Vec<Row>, StoreError> {
+        let stmt = self.prepare(sql)?;
+        let rows = self.client.query(&stmt, &Self::params(params)).map_err(map_err)?;
+        let mut out = Vec::with_capacity(rows.len());
+        for row in rows {
+            let mut values = Vec::with_capacity(row.len());
+            for (i, col) in row.columns().iter().enumerate() {
+                let v = match *col.type_() {
+                    Type::INT8 => Value::Int(row.try_get::<_, Option<i64>>(i).map_err(map_err)?),
+                    Type::INT4 => Value::Int(
+                        row.try_get::<_, Option<i32>>(i).map_err(map_err)?.map(i64::from),
+                    ),
+                    Type::INT2 => Value::Int(
+                        row.try_get::<_, Option<i16>>(i).map_err(map_err)?.map(i64::from),
+                    ),
+                    Type::BOOL => Value::Int(
+                        row.try_get::<_, Option<bool>>(i).map_err(map_err)?.map(i64::from),
+                    ),
+                    _ => Value::Text(row.try_get::<_, Option<String>>(i).map_err(map_err)?),
+                };
+                values.push(v);
+            }
+            out.push(Row(values));
+        }
+        Ok(out)
+    }
+
+    fn batch(&mut self, sql: &str) -> Result<(), StoreError> {
+        self.client.batch_execute(sql).map_err(map_err)
+    }
+}

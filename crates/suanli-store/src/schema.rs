@@ -1,0 +1,219 @@
+//! Migrations. Never edit one that has shipped: add a new one.
+//!
+//! The tables are the same on both backends; the few dialect differences (the transfer sequence
+//! column) are written out per backend in [`migration_sql`].
+
+use crate::backend::{Backend, StoreError};
+
+/// The schema, one entry per migration, in order. `{SEQ}` is the dialect's auto-incrementing key.
+const MIGRATIONS: &[&str] = &[
+    // 1: orgs, members, tokens, registry, pools, offers, ledger, leases, idempotency.
+    r#"
+CREATE TABLE orgs (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    kind TEXT NOT NULL CHECK (kind IN ('consumer', 'provider', 'operator')),
+    consumer_type TEXT,
+    zone TEXT NOT NULL,
+    origin_region TEXT NOT NULL,
+    created_ms BIGINT NOT NULL
+);
+CREATE TABLE members (
+    id TEXT PRIMARY KEY,
+    org_id TEXT NOT NULL REFERENCES orgs(id),
+    name TEXT NOT NULL,
+    email TEXT,
+    role TEXT NOT NULL CHECK (role IN ('admin', 'member')),
+    created_ms BIGINT NOT NULL
+);
+CREATE INDEX members_org ON members(org_id);
+CREATE TABLE api_tokens (
+    id TEXT PRIMARY KEY,
+    org_id TEXT NOT NULL REFERENCES orgs(id),
+    member_id TEXT NOT NULL REFERENCES members(id),
+    name TEXT NOT NULL,
+    secret_sha256 TEXT NOT NULL UNIQUE,
+    created_ms BIGINT NOT NULL,
+    expires_ms BIGINT NOT NULL,
+    revoked_ms BIGINT
+);
+CREATE INDEX api_tokens_org ON api_tokens(org_id);
+CREATE TABLE accelerator_models (
+    name TEXT PRIMARY KEY,
+    vendor TEXT NOT NULL,
+    memory_gib BIGINT NOT NULL CHECK (memory_gib > 0)
+);
+CREATE TABLE pools (
+    id TEXT PRIMARY KEY,
+    org_id TEXT NOT NULL REFERENCES orgs(id),
+    name TEXT NOT NULL,
+    zone TEXT NOT NULL,
+    created_ms BIGINT NOT NULL
+);
+CREATE INDEX pools_org ON pools(org_id);
+CREATE TABLE nodes (
+    id TEXT PRIMARY KEY,
+    pool_id TEXT NOT NULL REFERENCES pools(id),
+    name TEXT NOT NULL,
+    cpus BIGINT NOT NULL CHECK (cpus >= 0),
+    memory_mib BIGINT NOT NULL CHECK (memory_mib >= 0),
+    accelerator_model TEXT,
+    accelerators BIGINT NOT NULL CHECK (accelerators >= 0),
+    partition_name TEXT,
+    cpus_reserved BIGINT NOT NULL DEFAULT 0,
+    memory_mib_reserved BIGINT NOT NULL DEFAULT 0,
+    accelerators_reserved BIGINT NOT NULL DEFAULT 0,
+    CHECK (cpus_reserved >= 0 AND cpus_reserved <= cpus),
+    CHECK (memory_mib_reserved >= 0 AND memory_mib_reserved <= memory_mib),
+    CHECK (accelerators_reserved >= 0 AND accelerators_reserved <= accelerators),
+    UNIQUE (pool_id, name)
+);
+CREATE TABLE offers (
+    id TEXT PRIMARY KEY,
+    org_id TEXT NOT NULL REFERENCES orgs(id),
+    pool_id TEXT NOT NULL REFERENCES pools(id),
+    category TEXT NOT NULL,
+    qualifier TEXT,
+    accelerator_memory_gib BIGINT NOT NULL,
+    cpus_per_unit BIGINT NOT NULL,
+    memory_mib_per_unit BIGINT NOT NULL,
+    price_micros_per_unit_hour BIGINT NOT NULL CHECK (price_micros_per_unit_hour > 0),
+    min_units BIGINT NOT NULL,
+    max_units BIGINT NOT NULL,
+    valid_from_ms BIGINT NOT NULL,
+    valid_until_ms BIGINT NOT NULL,
+    state TEXT NOT NULL CHECK (state IN ('active', 'withdrawn')),
+    created_ms BIGINT NOT NULL
+);
+CREATE INDEX offers_pool ON offers(pool_id);
+CREATE INDEX offers_org ON offers(org_id);
+CREATE TABLE accounts (
+    id TEXT PRIMARY KEY,
+    org_id TEXT NOT NULL REFERENCES orgs(id),
+    kind TEXT NOT NULL,
+    debits_micros BIGINT NOT NULL DEFAULT 0 CHECK (debits_micros >= 0 AND debits_micros <= 4000000000000000000),
+    credits_micros BIGINT NOT NULL DEFAULT 0 CHECK (credits_micros >= 0 AND credits_micros <= 4000000000000000000),
+    UNIQUE (org_id, kind)
+);
+CREATE TABLE transfers (
+    seq {SEQ},
+    id TEXT NOT NULL UNIQUE,
+    kind TEXT NOT NULL,
+    debit_account_id TEXT NOT NULL REFERENCES accounts(id),
+    credit_account_id TEXT NOT NULL REFERENCES accounts(id),
+    amount_micros BIGINT NOT NULL CHECK (amount_micros > 0),
+    debit_balance_after_micros BIGINT NOT NULL,
+    credit_balance_after_micros BIGINT NOT NULL,
+    hold_id TEXT,
+    lease_id TEXT,
+    external_ref TEXT,
+    created_ms BIGINT NOT NULL,
+    CHECK (debit_account_id <> credit_account_id)
+);
+CREATE INDEX transfers_debit ON transfers(debit_account_id, seq);
+CREATE INDEX transfers_credit ON transfers(credit_account_id, seq);
+CREATE TABLE holds (
+    id TEXT PRIMARY KEY,
+    org_id TEXT NOT NULL REFERENCES orgs(id),
+    amount_micros BIGINT NOT NULL CHECK (amount_micros > 0),
+    state TEXT NOT NULL CHECK (state IN ('pending', 'posted', 'voided')),
+    posted_micros BIGINT NOT NULL DEFAULT 0,
+    resolutions BIGINT NOT NULL DEFAULT 0,
+    created_ms BIGINT NOT NULL,
+    resolved_ms BIGINT
+);
+CREATE TABLE leases (
+    id TEXT PRIMARY KEY,
+    consumer_org_id TEXT NOT NULL REFERENCES orgs(id),
+    provider_org_id TEXT NOT NULL REFERENCES orgs(id),
+    offer_id TEXT NOT NULL REFERENCES offers(id),
+    pool_id TEXT NOT NULL REFERENCES pools(id),
+    category TEXT NOT NULL,
+    qualifier TEXT,
+    zone TEXT NOT NULL,
+    units BIGINT NOT NULL CHECK (units > 0),
+    price_micros_per_unit_hour BIGINT NOT NULL,
+    fee_bps BIGINT NOT NULL,
+    duration_limit_s BIGINT NOT NULL,
+    started_ms BIGINT NOT NULL,
+    ends_ms BIGINT NOT NULL,
+    state TEXT NOT NULL CHECK (state IN ('active', 'ended', 'cancelled', 'expired')),
+    hold_id TEXT NOT NULL UNIQUE REFERENCES holds(id),
+    ended_ms BIGINT,
+    billed_seconds BIGINT,
+    cost_micros BIGINT,
+    fee_micros BIGINT
+);
+CREATE INDEX leases_consumer ON leases(consumer_org_id, started_ms);
+CREATE INDEX leases_provider ON leases(provider_org_id, started_ms);
+CREATE INDEX leases_active_ends ON leases(state, ends_ms);
+CREATE TABLE lease_allocations (
+    lease_id TEXT NOT NULL REFERENCES leases(id),
+    node_id TEXT NOT NULL REFERENCES nodes(id),
+    units BIGINT NOT NULL,
+    cpus BIGINT NOT NULL,
+    memory_mib BIGINT NOT NULL,
+    accelerators BIGINT NOT NULL,
+    PRIMARY KEY (lease_id, node_id)
+);
+CREATE TABLE idempotency_keys (
+    org_id TEXT NOT NULL,
+    idempotency_key TEXT NOT NULL,
+    request_sha256 TEXT NOT NULL,
+    status BIGINT NOT NULL,
+    body TEXT NOT NULL,
+    created_ms BIGINT NOT NULL,
+    PRIMARY KEY (org_id, idempotency_key)
+);
+"#,
+];
+
+/// The migration text for `backend_kind`.
+pub fn migration_sql(backend_kind: &str, index: usize) -> String {
+    let seq = match backend_kind {
+        "postgres" => "BIGSERIAL PRIMARY KEY",
+        _ => "INTEGER PRIMARY KEY AUTOINCREMENT",
+    };
+    MIGRATIONS[index].replace("{SEQ}", seq)
+}
+
+/// Applies every migration not yet applied, each in its own transaction.
+pub fn migrate(b: &mut dyn Backend) -> Result<(), StoreError> {
+    b.batch(
+        "CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, applied_ms BIGINT NOT NULL)",
+    )?;
+    if b.kind() == "postgres" {
+        // Several exchange processes may start at once against one database.
+        b.batch("SELECT pg_advisory_lock(7261636)")?;
+    }
+    let result = (|| {
+        let applied = b.query("SELECT COALESCE(MAX(version), 0) FROM schema_migrations", &[])?;
+        let current = applied.first().map(|r| r.i64(0)).unwrap_or(0);
+        for (i, _) in MIGRATIONS.iter().enumerate() {
+            let version = i as i64 + 1;
+            if version <= current {
+                continue;
+            }
+            b.begin_write()?;
+            let step = b.batch(&migration_sql(b.kind(), i)).and_then(|()| {
+                b.execute(
+                    "INSERT INTO schema_migrations (version, applied_ms) VALUES ($1, 0)",
+                    &[version.into()],
+                )
+                .map(|_| ())
+            });
+            match step {
+                Ok(()) => b.batch("COMMIT")?,
+                Err(e) => {
+                    let _ = b.batch("ROLLBACK");
+                    return Err(e);
+                }
+            }
+        }
+        Ok(())
+    })();
+    if b.kind() == "postgres" {
+        b.batch("SELECT pg_advisory_unlock(7261636)")?;
+    }
+    result
+}
