@@ -24,6 +24,7 @@ pub struct OfferView {
     pub valid_from_ms: i64,
     pub valid_until_ms: i64,
     pub units_available: u64,
+    pub created_ms: i64,
 }
 
 /// What a consumer needs. `units` counts the category's unit: vCPUs, accelerators or cores.
@@ -229,6 +230,11 @@ impl OfferBook {
         self.live_count += 1;
     }
 
+    /// Every live offer, in insertion order.
+    pub fn live(&self) -> impl Iterator<Item = &OfferView> {
+        self.offers.iter().zip(&self.live).filter(|(_, live)| **live).map(|(o, _)| o)
+    }
+
     /// Sets the units available of one offer, if it is in the book.
     pub fn set_units_available(&mut self, offer_id: &str, units: u64) {
         if let Some(&i) = self.position.get(offer_id) {
@@ -339,6 +345,7 @@ mod tests {
             valid_from_ms: 0,
             valid_until_ms: 1_000_000,
             units_available: avail,
+            created_ms: 0,
         }
     }
 

@@ -1,1 +1,344 @@
-//! placeholder
+//! Suanli's HTTP server: axum routes under `/api/v1`, authentication, idempotency, the OpenAPI
+//! document and the background services (lease expiry).
+//!
+//! Handlers are thin: parse and validate ([`extract`]), authenticate ([`auth`]), run a read on a
+//! read connection or a write as a job of the single writer ([`AppState::mutate`]), and answer with
+//! wire types ([`wire`]). Business rules live in `suanli-core`, SQL in `suanli-store`.
+//!
+//! - [`routes`]: one module per area (orgs, providers, market, ledger).
+//! - [`openapi`]: the generated OpenAPI document.
+//! - [`error`]: the one error type and the request id.
+
+pub mod auth;
+pub mod error;
+pub mod extract;
+pub mod openapi;
+pub mod routes;
+pub mod wire;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{DefaultBodyLimit, Request};
+use axum::http::{HeaderValue, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::Router;
+use serde::Serialize;
+use suanli_api::{ErrorCode, Zone};
+use suanli_core::lease::EndReason;
+use suanli_store::ops::{OrgRow, StoredResponse};
+use suanli_store::{Location, Store, StoreError, Tx, WriterConfig};
+
+use crate::error::{current_request_id, ApiError, REQUEST_ID};
+
+/// Milliseconds since the Unix epoch: the server's only clock read, passed down to the core.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// Settings of one exchange process.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub database: Location,
+    pub fee_bps: u32,
+    pub zones: Vec<Zone>,
+    pub writer: WriterConfig,
+    /// How often the expiry service looks for leases past their duration limit.
+    pub expiry_interval: Duration,
+}
+
+/// The zones of the Wuqing Beijing–Tianjin industrial new city: one core, several function zones.
+pub fn default_zones() -> Vec<Zone> {
+    let z = |id: &str, name: &str, kind: &str| Zone { id: id.into(), name: name.into(), kind: kind.into() };
+    vec![
+        z("wuqing-core", "科创先导区 Science and Innovation Pilot Zone", "core"),
+        z("wuqing-devzone", "武清开发区 Wuqing Development Zone", "function"),
+        z("jingqing-auto", "京清汽车产业园 Jing-Qing Automotive Park", "function"),
+        z("precision-medicine", "精准医疗科技产业园 Precision Medicine Park", "function"),
+        z("finance-district", "金融商务街区 Finance and Business District", "function"),
+    ]
+}
+
+impl ServerConfig {
+    pub fn new(database: Location) -> Self {
+        ServerConfig {
+            database,
+            fee_bps: 500,
+            zones: default_zones(),
+            writer: WriterConfig::default(),
+            expiry_interval: Duration::from_millis(500),
+        }
+    }
+}
+
+/// Shared state of the handlers.
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Arc<Store>,
+    pub config: Arc<ServerConfig>,
+}
+
+/// What a write job answered: fresh, replayed from the idempotency store, or a key reused with
+/// another request.
+enum Outcome {
+    /// The response to send, and the stored copy when it differs (secrets redacted).
+    Done(StoredResponse),
+    KeyReused,
+}
+
+/// Replaces secrets in the stored copy of a response: token secrets are shown once, never stored.
+pub fn redact_secret(body: &mut serde_json::Value) {
+    if let Some(obj) = body.get_mut("token").and_then(|t| t.as_object_mut()) {
+        if obj.contains_key("secret") {
+            obj.insert("secret".into(), serde_json::Value::String("(shown once; create a new token)".into()));
+        }
+    }
+    if let Some(obj) = body.as_object_mut() {
+        if obj.contains_key("secret") {
+            obj.insert("secret".into(), serde_json::Value::String("(shown once; create a new token)".into()));
+        }
+    }
+}
+
+impl AppState {
+    /// Runs a read on a read connection, off the async threads.
+    pub async fn read<R, F>(&self, f: F) -> Result<R, ApiError>
+    where
+        F: FnOnce(&mut Tx<'_>) -> Result<R, StoreError> + Send + 'static,
+        R: Send + 'static,
+    {
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || store.read(f))
+            .await
+            .map_err(|e| ApiError::new(ErrorCode::Internal, format!("read task failed: {e}")))?
+            .map_err(ApiError::from)
+    }
+
+    /// Runs a write as one job of the writer and answers once it is durable.
+    ///
+    /// With an idempotency key, the check, the effect and the stored response are in the same
+    /// transaction: the same key and body get the stored response, another body gets 422, and
+    /// concurrent requests with one key have one effect. Refusals (4xx) are stored too, so a retry
+    /// sees the same answer; failures of the store itself are not, so a retry can succeed.
+    pub async fn mutate<T, F>(
+        &self,
+        org_id: &str,
+        idempotency_key: Option<String>,
+        request_sha256: String,
+        status: StatusCode,
+        f: F,
+    ) -> Result<Response, ApiError>
+    where
+        T: Serialize,
+        F: FnOnce(&mut Tx<'_>) -> Result<T, StoreError> + Send + 'static,
+    {
+        self.mutate_redacted(org_id, idempotency_key, request_sha256, status, None, f).await
+    }
+
+    /// [`AppState::mutate`], storing the idempotent copy of a success through `redact`.
+    pub async fn mutate_redacted<T, F>(
+        &self,
+        org_id: &str,
+        idempotency_key: Option<String>,
+        request_sha256: String,
+        status: StatusCode,
+        redact: Option<fn(&mut serde_json::Value)>,
+        f: F,
+    ) -> Result<Response, ApiError>
+    where
+        T: Serialize,
+        F: FnOnce(&mut Tx<'_>) -> Result<T, StoreError> + Send + 'static,
+    {
+        let org_id = org_id.to_owned();
+        let request_id = current_request_id();
+        let now = now_ms();
+        let outcome = self
+            .store
+            .writer()
+            .submit(move |tx| {
+                if let Some(key) = &idempotency_key {
+                    if let Some(stored) = tx.idempotent_response(&org_id, key)? {
+                        if stored.request_sha256 != request_sha256 {
+                            return Ok(Outcome::KeyReused);
+                        }
+                        return Ok(Outcome::Done(stored));
+                    }
+                }
+                let dirty_before = tx.dirty_pools.clone();
+                tx.savepoint("op")?;
+                let mut fresh = None;
+                let response = match f(tx) {
+                    Ok(value) => {
+                        tx.release("op")?;
+                        let encode = |v: &serde_json::Value| {
+                            serde_json::to_string(v).map_err(|e| StoreError::Backend(format!("encode response: {e}")))
+                        };
+                        let mut json = serde_json::to_value(&value)
+                            .map_err(|e| StoreError::Backend(format!("encode response: {e}")))?;
+                        if let Some(redact) = redact {
+                            fresh = Some(encode(&json)?);
+                            redact(&mut json);
+                        }
+                        StoredResponse { request_sha256, status: status.as_u16(), body: encode(&json)? }
+                    }
+                    Err(StoreError::Backend(m)) => return Err(StoreError::Backend(m)),
+                    Err(refusal) => {
+                        tx.rollback_to("op")?;
+                        tx.release("op")?;
+                        tx.dirty_pools = dirty_before;
+                        let err = ApiError::from(refusal);
+                        let mut body = err.body();
+                        body.request_id = request_id;
+                        let body = serde_json::to_string(&body)
+                            .map_err(|e| StoreError::Backend(format!("encode error: {e}")))?;
+                        StoredResponse { request_sha256, status: err.code.http_status(), body }
+                    }
+                };
+                if let Some(key) = &idempotency_key {
+                    tx.store_idempotent_response(&org_id, key, &response, now).map_err(|e| match e {
+                        StoreError::Conflict(_) => StoreError::Backend("idempotency key in flight".into()),
+                        e => e,
+                    })?;
+                }
+                Ok(Outcome::Done(match fresh {
+                    Some(body) => StoredResponse { body, ..response },
+                    None => response,
+                }))
+            })
+            .await
+            .map_err(ApiError::from)?;
+        match outcome {
+            Outcome::KeyReused => Err(ApiError::field(
+                ErrorCode::IdempotencyKeyReused,
+                "Idempotency-Key",
+                "this idempotency key was used with a different request",
+            )),
+            Outcome::Done(stored) => {
+                let status = StatusCode::from_u16(stored.status).unwrap_or(StatusCode::OK);
+                let mut response = (status, stored.body).into_response();
+                response
+                    .headers_mut()
+                    .insert(axum::http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+                Ok(response)
+            }
+        }
+    }
+}
+
+async fn request_id_layer(req: Request, next: Next) -> Response {
+    let id = req
+        .headers()
+        .get(suanli_api::REQUEST_ID_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty() && v.len() <= 64 && v.bytes().all(|b| b.is_ascii_graphic()))
+        .map(str::to_owned)
+        .unwrap_or_else(|| suanli_store::ops::new_id("req"));
+    let mut response = REQUEST_ID.scope(id.clone(), next.run(req)).await;
+    if let Ok(v) = HeaderValue::from_str(&id) {
+        response.headers_mut().insert(suanli_api::REQUEST_ID_HEADER, v);
+    }
+    response
+}
+
+/// The whole HTTP application.
+pub fn router(state: AppState) -> Router {
+    routes::router()
+        .fallback(|| async {
+            ApiError::new(ErrorCode::RouteNotFound, "no such route; see /api/v1/openapi.json")
+        })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(ErrorCode::MethodNotAllowed, "this route does not take this method")
+        })
+        .layer(DefaultBodyLimit::max(1024 * 1024))
+        .layer(axum::middleware::from_fn(request_id_layer))
+        .with_state(state)
+}
+
+/// The operator org created on first start, with its admin token secret (shown once).
+pub struct Bootstrap {
+    pub operator: OrgRow,
+    pub token_secret: Option<String>,
+}
+
+/// Opens the store, makes sure the registry and an operator exist, and starts the background
+/// services. Returns the state for [`router`].
+pub async fn start(config: ServerConfig) -> anyhow::Result<(AppState, Bootstrap)> {
+    let location = config.database.clone();
+    let writer_config = config.writer;
+    let store = tokio::task::spawn_blocking(move || Store::open(location, writer_config)).await??;
+    let state = AppState { store: Arc::new(store), config: Arc::new(config) };
+    let models: Vec<(String, String, u32)> = suanli_core::resource::default_accelerator_models()
+        .into_iter()
+        .map(|m| (m.name, m.vendor, m.memory_gib))
+        .collect();
+    let zone = state.config.zones.first().map(|z| z.id.clone()).unwrap_or_else(|| "default".into());
+    let now = now_ms();
+    let (operator, token_secret) = state
+        .store
+        .writer()
+        .submit(move |tx| {
+            tx.seed_accelerator_models(&models)?;
+            if let Some(id) = tx.operator_org_id()? {
+                return Ok((tx.get_org(&id)?, None));
+            }
+            let org = OrgRow {
+                id: suanli_store::ops::new_id("org"),
+                name: "Suanli Operator".into(),
+                kind: "operator".into(),
+                consumer_type: None,
+                zone,
+                origin_region: "local".into(),
+                created_ms: now,
+            };
+            let admin = tx.create_org(&org, "operator-admin", None)?;
+            let secret = auth::new_secret();
+            tx.create_token(&org.id, &admin.id, "bootstrap", &auth::secret_sha256(&secret), now, now + routes::MAX_TOKEN_LIFETIME_MS)?;
+            Ok((org, Some(secret)))
+        })
+        .await?;
+    tokio::spawn(expiry_service(state.clone()));
+    Ok((state, Bootstrap { operator, token_secret }))
+}
+
+/// Serves `state` on `addr` until the process ends. Returns the bound address via `on_bound`.
+pub async fn serve(state: AppState, addr: SocketAddr, on_bound: impl FnOnce(SocketAddr)) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    on_bound(listener.local_addr()?);
+    axum::serve(listener, router(state)).await?;
+    Ok(())
+}
+
+/// Ends leases whose duration limit has passed, settling them in full. Runs forever; a lease
+/// settled by the consumer in the meantime is skipped (the end is conditional on it being active).
+async fn expiry_service(state: AppState) {
+    let mut tick = tokio::time::interval(state.config.expiry_interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let now = now_ms();
+        let due = match state.read(move |tx| tx.due_leases(now, 256)).await {
+            Ok(due) => due,
+            Err(e) => {
+                tracing::warn!(error = %e.message, "expiry: could not list due leases");
+                continue;
+            }
+        };
+        for lease_id in due {
+            let result = state
+                .store
+                .writer()
+                .submit(move |tx| tx.end_lease(None, &lease_id, EndReason::Expired, now))
+                .await;
+            match result {
+                Ok(l) => tracing::info!(lease = %l.id, cost_micros = l.cost_micros.unwrap_or(0), "lease expired and settled"),
+                Err(StoreError::LeaseNotActive(_)) => {}
+                Err(e) => tracing::warn!(error = %e, "expiry: could not settle a lease"),
+            }
+        }
+    }
+}

@@ -164,6 +164,7 @@ impl OfferRow {
             valid_from_ms: self.valid_from_ms,
             valid_until_ms: self.valid_until_ms,
             units_available: self.units_available,
+            created_ms: self.created_ms,
         }
     }
 }

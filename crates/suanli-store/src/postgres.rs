@@ -8,7 +8,8 @@ use postgres::{Client, NoTls, Statement};
 use crate::backend::{Backend, Row, StoreError, Value};
 
 pub struct PostgresBackend {
-    client: Client,
+    /// Always `Some` until dropped (see the `Drop` impl).
+    client: Option<Client>,
     /// Prepared statements by SQL text: each costs a round trip to prepare, so prepare once.
     statements: HashMap<String, Statement>,
 }
@@ -29,18 +30,22 @@ impl PostgresBackend {
     /// Connects to `url` and, when `migrate` is set, brings the schema up to date.
     pub fn connect(url: &str, migrate: bool) -> Result<Self, StoreError> {
         let client = Client::connect(url, NoTls).map_err(map_err)?;
-        let mut me = PostgresBackend { client, statements: HashMap::new() };
+        let mut me = PostgresBackend { client: Some(client), statements: HashMap::new() };
         if migrate {
             crate::schema::migrate(&mut me)?;
         }
         Ok(me)
     }
 
+    fn client(&mut self) -> &mut Client {
+        self.client.as_mut().expect("the client lives until drop")
+    }
+
     fn prepare(&mut self, sql: &str) -> Result<Statement, StoreError> {
         if let Some(stmt) = self.statements.get(sql) {
             return Ok(stmt.clone());
         }
-        let stmt = self.client.prepare(sql).map_err(map_err)?;
+        let stmt = self.client().prepare(sql).map_err(map_err)?;
         self.statements.insert(sql.to_owned(), stmt.clone());
         Ok(stmt)
     }
@@ -63,12 +68,12 @@ impl Backend for PostgresBackend {
 
     fn execute(&mut self, sql: &str, params: &[Value]) -> Result<u64, StoreError> {
         let stmt = self.prepare(sql)?;
-        self.client.execute(&stmt, &Self::params(params)).map_err(map_err)
+        self.client().execute(&stmt, &Self::params(params)).map_err(map_err)
     }
 
     fn query(&mut self, sql: &str, params: &[Value]) -> Result<Vec<Row>, StoreError> {
         let stmt = self.prepare(sql)?;
-        let rows = self.client.query(&stmt, &Self::params(params)).map_err(map_err)?;
+        let rows = self.client().query(&stmt, &Self::params(params)).map_err(map_err)?;
         let mut out = Vec::with_capacity(rows.len());
         for row in rows {
             let mut values = Vec::with_capacity(row.len());
@@ -94,6 +99,16 @@ impl Backend for PostgresBackend {
     }
 
     fn batch(&mut self, sql: &str) -> Result<(), StoreError> {
-        self.client.batch_execute(sql).map_err(map_err)
+        self.client().batch_execute(sql).map_err(map_err)
+    }
+}
+
+impl Drop for PostgresBackend {
+    /// The synchronous client blocks on its own runtime when closed, which panics inside an async
+    /// runtime; close it on a thread of its own instead.
+    fn drop(&mut self) {
+        if let Some(client) = self.client.take() {
+            let _ = std::thread::Builder::new().name("pg-close".into()).spawn(move || drop(client));
+        }
     }
 }

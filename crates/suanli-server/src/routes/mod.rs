@@ -1,0 +1,100 @@
+//! Routes under `/api/v1`, one module per area.
+
+pub mod ledger;
+pub mod market;
+pub mod orgs;
+pub mod provider;
+
+use axum::routing::{get, post};
+use axum::Router;
+use suanli_core::validate;
+
+use crate::error::ApiError;
+use crate::AppState;
+
+/// Longest lifetime of an API token: one year.
+pub const MAX_TOKEN_LIFETIME_MS: i64 = 366 * 24 * 3_600 * 1_000;
+/// Default lifetime of an API token: 90 days.
+pub const DEFAULT_TOKEN_LIFETIME_MS: i64 = 90 * 24 * 3_600 * 1_000;
+/// Highest price per unit-hour: one million yuan.
+pub const MAX_PRICE_MICROS: u64 = 1_000_000 * 1_000_000;
+/// Most memory per node or unit: 64 TiB.
+pub const MAX_MEMORY_MIB: u64 = 64 * 1024 * 1024;
+/// Most CPUs or accelerators per node.
+pub const MAX_NODE_CPUS: u64 = 65_536;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/api/v1/health", get(orgs::health))
+        .route("/api/v1/openapi.json", get(crate::openapi::document))
+        .route("/api/v1/me", get(orgs::me))
+        .route("/api/v1/zones", get(orgs::zones))
+        .route("/api/v1/accelerator-models", get(provider::list_models).post(provider::add_model))
+        .route("/api/v1/orgs", get(orgs::list_orgs).post(orgs::create_org))
+        .route("/api/v1/orgs/{org_id}", get(orgs::get_org))
+        .route("/api/v1/orgs/{org_id}/deposits", post(ledger::deposit))
+        .route("/api/v1/orgs/{org_id}/withdrawals", post(ledger::withdraw))
+        .route("/api/v1/members", get(orgs::list_members).post(orgs::create_member))
+        .route("/api/v1/tokens", get(orgs::list_tokens).post(orgs::create_token))
+        .route("/api/v1/tokens/{token_id}/revoke", post(orgs::revoke_token))
+        .route("/api/v1/pools", get(provider::list_pools).post(provider::create_pool))
+        .route("/api/v1/pools/{pool_id}", get(provider::get_pool))
+        .route("/api/v1/offers", get(provider::list_offers).post(provider::create_offer))
+        .route("/api/v1/offers/{offer_id}", get(provider::get_offer))
+        .route("/api/v1/offers/{offer_id}/withdraw", post(provider::withdraw_offer))
+        .route("/api/v1/catalog/offers", get(market::catalog))
+        .route("/api/v1/quotes", post(market::quote))
+        .route("/api/v1/leases", get(market::list_leases).post(market::purchase))
+        .route("/api/v1/leases/{lease_id}", get(market::get_lease))
+        .route("/api/v1/leases/{lease_id}/end", post(market::end_lease))
+        .route("/api/v1/leases/{lease_id}/cancel", post(market::cancel_lease))
+        .route("/api/v1/balance", get(ledger::balance))
+        .route("/api/v1/statement", get(ledger::statement))
+        .route("/api/v1/ledger/check", get(ledger::check))
+}
+
+/// Validates a name field.
+pub fn name(field: &str, value: &str) -> Result<(), ApiError> {
+    validate::name(value).map_err(|m| ApiError::invalid(field, format!("{field} {m}")))
+}
+
+/// Validates an optional free-text field.
+pub fn text(field: &str, value: &str) -> Result<(), ApiError> {
+    validate::text(value).map_err(|m| ApiError::invalid(field, format!("{field} {m}")))
+}
+
+/// Validates an identifier-like field.
+pub fn slug(field: &str, value: &str) -> Result<(), ApiError> {
+    validate::slug(value).map_err(|m| ApiError::invalid(field, format!("{field} {m}")))
+}
+
+/// Validates an integer in `min..=max`.
+pub fn range(field: &str, value: u64, min: u64, max: u64) -> Result<(), ApiError> {
+    if value < min || value > max {
+        return Err(ApiError::invalid(field, format!("{field} must be between {min} and {max}")));
+    }
+    Ok(())
+}
+
+/// The page size of a list: default 100, at most 1000.
+pub fn limit(value: Option<u32>) -> Result<u32, ApiError> {
+    match value {
+        None => Ok(100),
+        Some(v) if (1..=1000).contains(&v) => Ok(v),
+        Some(_) => Err(ApiError::field(
+            suanli_api::ErrorCode::InvalidQuery,
+            "limit",
+            "limit must be between 1 and 1000",
+        )),
+    }
+}
+
+/// Checks that a zone is one of the market's zones.
+pub fn zone(state: &AppState, field: &str, value: &str) -> Result<(), ApiError> {
+    if state.config.zones.iter().any(|z| z.id == value) {
+        Ok(())
+    } else {
+        let known: Vec<&str> = state.config.zones.iter().map(|z| z.id.as_str()).collect();
+        Err(ApiError::invalid(field, format!("unknown zone {value:?}; zones are {}", known.join(", "))))
+    }
+}

@@ -1,0 +1,245 @@
+//! Provider side: accelerator models, pools with their nodes, offers.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::Response;
+use axum::Json;
+use suanli_api::{
+    AcceleratorModel, CreateAcceleratorModelRequest, CreateOfferRequest, CreatePoolRequest, ErrorBody, List,
+    Offer, OrgKind, Pool,
+};
+use suanli_core::resource::{Category, ResourceClass};
+use suanli_core::validate::{MAX_NODES_PER_POOL, MAX_UNITS};
+use suanli_store::ops::{NewNode, NewOffer};
+
+use crate::auth::Caller;
+use crate::error::ApiError;
+use crate::extract::{ApiJson, BodylessHash, IdPath, IdempotencyKey};
+use crate::routes::{name, range, slug, zone, MAX_MEMORY_MIB, MAX_NODE_CPUS, MAX_PRICE_MICROS};
+use crate::{now_ms, wire, AppState};
+
+/// The accelerator model registry.
+#[utoipa::path(get, path = "/api/v1/accelerator-models", tag = "market", security(("bearer" = [])),
+    responses((status = 200, body = List<AcceleratorModel>), (status = 401, body = ErrorBody)))]
+pub async fn list_models(State(state): State<AppState>, _caller: Caller) -> Result<Json<List<AcceleratorModel>>, ApiError> {
+    let models = state.read(|tx| tx.list_accelerator_models()).await?;
+    Ok(Json(List {
+        items: models
+            .into_iter()
+            .map(|(name, vendor, memory_gib)| AcceleratorModel { name, vendor, memory_gib })
+            .collect(),
+    }))
+}
+
+/// Adds an accelerator model to the registry (operator only).
+#[utoipa::path(post, path = "/api/v1/accelerator-models", tag = "operator", security(("bearer" = [])),
+    params(("Idempotency-Key" = Option<String>, Header, description = "retry key")),
+    request_body = CreateAcceleratorModelRequest,
+    responses((status = 201, body = AcceleratorModel), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub async fn add_model(
+    State(state): State<AppState>,
+    caller: Caller,
+    IdempotencyKey(key): IdempotencyKey,
+    body: ApiJson<CreateAcceleratorModelRequest>,
+) -> Result<Response, ApiError> {
+    caller.require_kind(&[OrgKind::Operator], "extending the accelerator registry")?;
+    let req = body.value;
+    slug("name", &req.name)?;
+    name("vendor", &req.vendor)?;
+    range("memory_gib", u64::from(req.memory_gib), 1, 65_536)?;
+    state
+        .mutate(caller.org_id(), key, body.request_sha256, StatusCode::CREATED, move |tx| {
+            tx.add_accelerator_model(&req.name, &req.vendor, req.memory_gib)?;
+            Ok(AcceleratorModel { name: req.name, vendor: req.vendor, memory_gib: req.memory_gib })
+        })
+        .await
+}
+
+/// Registers a pool: the provider's capacity in a zone, as nodes.
+#[utoipa::path(post, path = "/api/v1/pools", tag = "provider", security(("bearer" = [])),
+    params(("Idempotency-Key" = Option<String>, Header, description = "retry key")),
+    request_body = CreatePoolRequest,
+    responses((status = 201, body = Pool), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody)))]
+pub async fn create_pool(
+    State(state): State<AppState>,
+    caller: Caller,
+    IdempotencyKey(key): IdempotencyKey,
+    body: ApiJson<CreatePoolRequest>,
+) -> Result<Response, ApiError> {
+    caller.require_kind(&[OrgKind::Provider], "registering pools")?;
+    let req = body.value;
+    name("name", &req.name)?;
+    zone(&state, "zone", &req.zone)?;
+    if req.nodes.is_empty() || req.nodes.len() > MAX_NODES_PER_POOL {
+        return Err(ApiError::invalid("nodes", format!("a pool has 1 to {MAX_NODES_PER_POOL} nodes")));
+    }
+    let mut nodes = Vec::with_capacity(req.nodes.len());
+    for (i, n) in req.nodes.iter().enumerate() {
+        let f = |x: &str| format!("nodes[{i}].{x}");
+        name(&f("name"), &n.name)?;
+        range(&f("cpus"), n.cpus, 1, MAX_NODE_CPUS)?;
+        range(&f("memory_mib"), n.memory_mib, 1, MAX_MEMORY_MIB)?;
+        range(&f("accelerators"), n.accelerators, 0, 1024)?;
+        match (&n.accelerator_model, n.accelerators) {
+            (Some(m), _) => slug(&f("accelerator_model"), m)?,
+            (None, 0) => {}
+            (None, _) => return Err(ApiError::invalid(f("accelerator_model"), "nodes with accelerators name their model")),
+        }
+        if let Some(p) = &n.partition {
+            slug(&f("partition"), p)?;
+        }
+        nodes.push(NewNode {
+            name: n.name.clone(),
+            cpus: n.cpus,
+            memory_mib: n.memory_mib,
+            accelerator_model: n.accelerator_model.clone(),
+            accelerators: n.accelerators,
+            partition: n.partition.clone(),
+        });
+    }
+    let org = caller.org.id.clone();
+    let now = now_ms();
+    state
+        .mutate(caller.org_id(), key, body.request_sha256, StatusCode::CREATED, move |tx| {
+            for (i, n) in nodes.iter().enumerate() {
+                if let Some(model) = &n.accelerator_model {
+                    if tx.accelerator_memory_gib(model)?.is_none() {
+                        return Err(suanli_store::StoreError::Invalid {
+                            field: "nodes",
+                            message: format!("nodes[{i}]: unknown accelerator model {model:?}; see /api/v1/accelerator-models"),
+                        });
+                    }
+                }
+            }
+            Ok(wire::pool(&tx.create_pool(&org, &req.name, &req.zone, &nodes, now)?))
+        })
+        .await
+}
+
+/// The caller's pools.
+#[utoipa::path(get, path = "/api/v1/pools", tag = "provider", security(("bearer" = [])),
+    responses((status = 200, body = List<Pool>), (status = 401, body = ErrorBody)))]
+pub async fn list_pools(State(state): State<AppState>, caller: Caller) -> Result<Json<List<Pool>>, ApiError> {
+    let org = caller.org.id.clone();
+    let pools = state.read(move |tx| tx.list_pools(&org)).await?;
+    Ok(Json(List { items: pools.iter().map(wire::pool).collect() }))
+}
+
+/// One of the caller's pools.
+#[utoipa::path(get, path = "/api/v1/pools/{pool_id}", tag = "provider", security(("bearer" = [])),
+    params(("pool_id" = String, Path)),
+    responses((status = 200, body = Pool), (status = 404, body = ErrorBody)))]
+pub async fn get_pool(State(state): State<AppState>, caller: Caller, IdPath(pool_id): IdPath) -> Result<Json<Pool>, ApiError> {
+    let org = caller.org.id.clone();
+    let pool = state.read(move |tx| tx.get_pool(Some(&org), &pool_id)).await?;
+    Ok(Json(wire::pool(&pool)))
+}
+
+/// Publishes an offer: a resource class on one of the caller's pools at a price per unit-hour.
+#[utoipa::path(post, path = "/api/v1/offers", tag = "provider", security(("bearer" = [])),
+    params(("Idempotency-Key" = Option<String>, Header, description = "retry key")),
+    request_body = CreateOfferRequest,
+    responses((status = 201, body = Offer), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody)))]
+pub async fn create_offer(
+    State(state): State<AppState>,
+    caller: Caller,
+    IdempotencyKey(key): IdempotencyKey,
+    body: ApiJson<CreateOfferRequest>,
+) -> Result<Response, ApiError> {
+    caller.require_kind(&[OrgKind::Provider], "publishing offers")?;
+    let req = body.value;
+    let class: ResourceClass = req.class.parse().map_err(|()| {
+        ApiError::invalid("class", "class is general, intelligent:<MODEL> or supercomputing:<PARTITION>")
+    })?;
+    if let Some(q) = &class.qualifier {
+        slug("class", q)?;
+    }
+    let cpus_per_unit = match (class.category, req.cpus_per_unit) {
+        (Category::Intelligent, Some(c)) => c,
+        (Category::Intelligent, None) => {
+            return Err(ApiError::invalid("cpus_per_unit", "intelligent offers say how many CPUs come with each accelerator"))
+        }
+        (_, None | Some(1)) => 1,
+        (_, Some(_)) => return Err(ApiError::invalid("cpus_per_unit", "one unit of general or supercomputing capacity is one CPU")),
+    };
+    range("cpus_per_unit", cpus_per_unit, 1, 1024)?;
+    range("memory_mib_per_unit", req.memory_mib_per_unit, 1, MAX_MEMORY_MIB)?;
+    range("price_micros_per_unit_hour", req.price_micros_per_unit_hour, 1, MAX_PRICE_MICROS)?;
+    let min_units = req.min_units.unwrap_or(1);
+    range("min_units", min_units, 1, MAX_UNITS)?;
+    let max_units = req.max_units.unwrap_or(MAX_UNITS);
+    range("max_units", max_units, min_units, MAX_UNITS)?;
+    let now = now_ms();
+    let parse = |field: &str, v: &Option<String>| -> Result<Option<i64>, ApiError> {
+        v.as_deref()
+            .map(|s| crate::wire::parse_time(s).ok_or_else(|| ApiError::invalid(field, format!("{field} is not an RFC 3339 time"))))
+            .transpose()
+    };
+    let valid_from_ms = parse("valid_from", &req.valid_from)?.unwrap_or(now);
+    let valid_until_ms = parse("valid_until", &req.valid_until)?
+        .unwrap_or(valid_from_ms.saturating_add(365 * 24 * 3_600_000));
+    if valid_until_ms <= valid_from_ms || valid_until_ms <= now {
+        return Err(ApiError::invalid("valid_until", "valid_until must be after valid_from and in the future"));
+    }
+    if valid_until_ms > now.saturating_add(10 * 366 * 24 * 3_600_000) {
+        return Err(ApiError::invalid("valid_until", "valid_until is more than ten years away"));
+    }
+    let offer = NewOffer {
+        org_id: caller.org.id.clone(),
+        pool_id: req.pool_id.clone(),
+        class,
+        cpus_per_unit,
+        memory_mib_per_unit: req.memory_mib_per_unit,
+        price_micros_per_unit_hour: req.price_micros_per_unit_hour,
+        min_units,
+        max_units,
+        valid_from_ms,
+        valid_until_ms,
+    };
+    state
+        .mutate(caller.org_id(), key, body.request_sha256, StatusCode::CREATED, move |tx| {
+            Ok(wire::offer(&tx.create_offer(&offer, now)?))
+        })
+        .await
+}
+
+/// The caller's offers, withdrawn ones included.
+#[utoipa::path(get, path = "/api/v1/offers", tag = "provider", security(("bearer" = [])),
+    responses((status = 200, body = List<Offer>), (status = 401, body = ErrorBody)))]
+pub async fn list_offers(State(state): State<AppState>, caller: Caller) -> Result<Json<List<Offer>>, ApiError> {
+    let org = caller.org.id.clone();
+    let offers = state.read(move |tx| tx.list_offers(&org)).await?;
+    Ok(Json(List { items: offers.iter().map(wire::offer).collect() }))
+}
+
+/// One offer: any active offer of the market, or one of the caller's own in any state.
+#[utoipa::path(get, path = "/api/v1/offers/{offer_id}", tag = "market", security(("bearer" = [])),
+    params(("offer_id" = String, Path)),
+    responses((status = 200, body = Offer), (status = 404, body = ErrorBody)))]
+pub async fn get_offer(State(state): State<AppState>, caller: Caller, IdPath(offer_id): IdPath) -> Result<Json<Offer>, ApiError> {
+    let org = caller.org.id.clone();
+    let offer = state.read(move |tx| tx.get_offer(None, &offer_id)).await?;
+    if offer.org_id != org && offer.state != "active" {
+        return Err(ApiError::not_found("offer"));
+    }
+    Ok(Json(wire::offer(&offer)))
+}
+
+/// Withdraws one of the caller's offers: it is no longer quoted or sold; running leases go on.
+#[utoipa::path(post, path = "/api/v1/offers/{offer_id}/withdraw", tag = "provider", security(("bearer" = [])),
+    params(("offer_id" = String, Path), ("Idempotency-Key" = Option<String>, Header, description = "retry key")),
+    responses((status = 200, body = Offer), (status = 404, body = ErrorBody)))]
+pub async fn withdraw_offer(
+    State(state): State<AppState>,
+    caller: Caller,
+    IdempotencyKey(key): IdempotencyKey,
+    BodylessHash(hash): BodylessHash,
+    IdPath(offer_id): IdPath,
+) -> Result<Response, ApiError> {
+    let org = caller.org.id.clone();
+    state
+        .mutate(caller.org_id(), key, hash, StatusCode::OK, move |tx| {
+            Ok(wire::offer(&tx.withdraw_offer(&org, &offer_id)?))
+        })
+        .await
+}

@@ -1,0 +1,205 @@
+//! Conversions from store rows to wire types.
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use suanli_api as api;
+use suanli_store::ops::{
+    AccountRow, LeaseRow, MemberRow, OfferRow, OrgRow, PoolRow, TokenRow, TransferRow,
+};
+
+/// Milliseconds since the epoch as RFC 3339 UTC with milliseconds.
+pub fn time(ms: i64) -> String {
+    DateTime::<Utc>::from_timestamp_millis(ms)
+        .unwrap_or_default()
+        .to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+/// Parses an RFC 3339 time into milliseconds since the epoch.
+pub fn parse_time(s: &str) -> Option<i64> {
+    DateTime::parse_from_rfc3339(s).ok().map(|t| t.timestamp_millis())
+}
+
+pub fn org(o: &OrgRow) -> api::Org {
+    api::Org {
+        id: o.id.clone(),
+        name: o.name.clone(),
+        kind: api::OrgKind::parse(&o.kind).unwrap_or(api::OrgKind::Consumer),
+        consumer_type: o.consumer_type.as_deref().and_then(api::ConsumerType::parse),
+        zone: o.zone.clone(),
+        origin_region: o.origin_region.clone(),
+        created_at: time(o.created_ms),
+    }
+}
+
+pub fn member(m: &MemberRow) -> api::Member {
+    api::Member {
+        id: m.id.clone(),
+        org_id: m.org_id.clone(),
+        name: m.name.clone(),
+        email: m.email.clone(),
+        role: api::Role::parse(&m.role).unwrap_or(api::Role::Member),
+        created_at: time(m.created_ms),
+    }
+}
+
+pub fn token(t: &TokenRow) -> api::ApiToken {
+    api::ApiToken {
+        id: t.id.clone(),
+        org_id: t.org_id.clone(),
+        member_id: t.member_id.clone(),
+        name: t.name.clone(),
+        role: api::Role::parse(&t.role).unwrap_or(api::Role::Member),
+        created_at: time(t.created_ms),
+        expires_at: time(t.expires_ms),
+        revoked_at: t.revoked_ms.map(time),
+    }
+}
+
+pub fn pool(p: &PoolRow) -> api::Pool {
+    api::Pool {
+        id: p.id.clone(),
+        org_id: p.org_id.clone(),
+        name: p.name.clone(),
+        zone: p.zone.clone(),
+        agent_connected: false,
+        nodes: p
+            .nodes
+            .iter()
+            .map(|n| api::Node {
+                id: n.id.clone(),
+                name: n.name.clone(),
+                cpus: n.cpus,
+                memory_mib: n.memory_mib,
+                accelerator_model: n.accelerator_model.clone(),
+                accelerators: n.accelerators,
+                partition: n.partition.clone(),
+                cpus_reserved: n.cpus_reserved,
+                memory_mib_reserved: n.memory_mib_reserved,
+                accelerators_reserved: n.accelerators_reserved,
+            })
+            .collect(),
+        created_at: time(p.created_ms),
+    }
+}
+
+pub fn offer(o: &OfferRow) -> api::Offer {
+    use suanli_core::resource::Category;
+    api::Offer {
+        id: o.id.clone(),
+        org_id: o.org_id.clone(),
+        pool_id: o.pool_id.clone(),
+        zone: o.zone.clone(),
+        class: o.class.to_string(),
+        category: o.class.category.as_str().into(),
+        accelerator_model: (o.class.category == Category::Intelligent).then(|| o.class.qualifier.clone()).flatten(),
+        partition: (o.class.category == Category::Supercomputing).then(|| o.class.qualifier.clone()).flatten(),
+        accelerator_memory_gib: o.accelerator_memory_gib,
+        cpus_per_unit: o.cpus_per_unit,
+        memory_mib_per_unit: o.memory_mib_per_unit,
+        price_micros_per_unit_hour: o.price_micros_per_unit_hour,
+        min_units: o.min_units,
+        max_units: o.max_units,
+        valid_from: time(o.valid_from_ms),
+        valid_until: time(o.valid_until_ms),
+        state: o.state.clone(),
+        units_available: o.units_available,
+        created_at: time(o.created_ms),
+    }
+}
+
+pub fn lease(l: &LeaseRow) -> api::Lease {
+    api::Lease {
+        id: l.id.clone(),
+        consumer_org_id: l.consumer_org_id.clone(),
+        provider_org_id: l.provider_org_id.clone(),
+        offer_id: l.offer_id.clone(),
+        pool_id: l.pool_id.clone(),
+        class: l.class.to_string(),
+        zone: l.zone.clone(),
+        units: l.units,
+        price_micros_per_unit_hour: l.price_micros_per_unit_hour,
+        duration_limit_s: l.duration_limit_s,
+        started_at: time(l.started_ms),
+        ends_at: time(l.ends_ms),
+        state: l.state.as_str().into(),
+        hold: api::Hold {
+            id: l.hold.id.clone(),
+            amount_micros: l.hold.amount_micros,
+            state: l.hold.state.as_str().into(),
+            posted_micros: l.hold.posted_micros,
+        },
+        allocations: l
+            .allocations
+            .iter()
+            .map(|(node_id, units)| api::LeaseAllocation { node_id: node_id.clone(), units: *units })
+            .collect(),
+        ended_at: l.ended_ms.map(time),
+        billed_seconds: l.billed_seconds,
+        cost_micros: l.cost_micros,
+        fee_micros: l.fee_micros,
+    }
+}
+
+pub fn transfer(t: &TransferRow) -> api::Transfer {
+    api::Transfer {
+        id: t.id.clone(),
+        kind: t.kind.clone(),
+        debit_account_id: t.debit_account_id.clone(),
+        credit_account_id: t.credit_account_id.clone(),
+        amount_micros: t.amount_micros,
+        hold_id: t.hold_id.clone(),
+        lease_id: t.lease_id.clone(),
+        external_ref: t.external_ref.clone(),
+        created_at: time(t.created_ms),
+    }
+}
+
+pub fn balance(org_id: &str, accounts: &[AccountRow]) -> api::Balance {
+    use suanli_core::ledger::AccountKind;
+    let of = |k: AccountKind| accounts.iter().find(|a| a.kind == k).map(AccountRow::balance).unwrap_or(0);
+    api::Balance {
+        org_id: org_id.into(),
+        available_micros: of(AccountKind::Available),
+        held_micros: of(AccountKind::Held),
+        earnings_micros: of(AccountKind::Earnings),
+        accounts: accounts
+            .iter()
+            .map(|a| api::AccountBalance {
+                id: a.id.clone(),
+                kind: a.kind.as_str().into(),
+                debits_micros: a.debits_micros,
+                credits_micros: a.credits_micros,
+                balance_micros: a.balance(),
+            })
+            .collect(),
+    }
+}
+
+/// Statement lines for `org_id`: one line per movement on one of its accounts, with the balance
+/// of that account after it.
+pub fn statement_lines(accounts: &[AccountRow], transfers: &[TransferRow]) -> Vec<api::StatementLine> {
+    let mut lines = Vec::new();
+    for t in transfers {
+        for (account_id, direction, after) in [
+            (&t.debit_account_id, "debit", t.debit_balance_after_micros),
+            (&t.credit_account_id, "credit", t.credit_balance_after_micros),
+        ] {
+            if let Some(a) = accounts.iter().find(|a| &a.id == account_id) {
+                lines.push(api::StatementLine {
+                    seq: t.seq,
+                    transfer_id: t.id.clone(),
+                    created_at: time(t.created_ms),
+                    kind: t.kind.clone(),
+                    account_id: a.id.clone(),
+                    account_kind: a.kind.as_str().into(),
+                    direction: direction.into(),
+                    amount_micros: t.amount_micros,
+                    balance_micros: after,
+                    lease_id: t.lease_id.clone(),
+                    hold_id: t.hold_id.clone(),
+                    external_ref: t.external_ref.clone(),
+                });
+            }
+        }
+    }
+    lines
+}

@@ -1,0 +1,299 @@
+//! One conformance story for every backend: SQLite in a temp dir by default, PostgreSQL when
+//! `SUANLI_TEST_DATABASE_URL` names a server (each test then gets a fresh database on it).
+
+use std::sync::Arc;
+
+use suanli_core::lease::EndReason;
+use suanli_core::ledger::{AccountKind, HoldState};
+use suanli_core::resource::ResourceClass;
+use suanli_store::ops::{account_id, new_id, NewNode, NewOffer, OrgRow, Purchase};
+use suanli_store::{Location, Store, StoreError, WriterConfig};
+
+/// A fresh, empty store on the backend under test.
+fn fresh_store() -> Arc<Store> {
+    let location = match std::env::var("SUANLI_TEST_DATABASE_URL") {
+        Ok(url) if !url.is_empty() => {
+            let name = new_id("t").replace('_', "");
+            tokio::task::block_in_place(|| {
+                let mut admin =
+                    postgres::Client::connect(&url, postgres::NoTls).expect("connect to the test PostgreSQL");
+                admin.batch_execute(&format!("CREATE DATABASE {name}")).expect("create a test database");
+            });
+            let base = url.rsplit_once('/').map(|(b, _)| b).unwrap_or(&url);
+            Location::Postgres(format!("{base}/{name}"))
+        }
+        _ => {
+            let dir = std::env::temp_dir().join(new_id("suanli-store-test"));
+            std::fs::create_dir_all(&dir).unwrap();
+            Location::Sqlite(dir.join("t.db").to_string_lossy().into_owned())
+        }
+    };
+    tokio::task::block_in_place(|| {
+        Arc::new(Store::open(location, WriterConfig::default()).expect("open the store"))
+    })
+}
+
+/// Reads off the async threads: the PostgreSQL client blocks.
+fn read<R>(
+    store: &Store,
+    f: impl FnOnce(&mut suanli_store::Tx<'_>) -> Result<R, StoreError>,
+) -> Result<R, StoreError> {
+    tokio::task::block_in_place(|| store.read(f))
+}
+
+struct Market {
+    store: Arc<Store>,
+    consumer: String,
+    provider: String,
+    offer: String,
+}
+
+fn org(kind: &str, consumer_type: Option<&str>) -> OrgRow {
+    OrgRow {
+        id: new_id("org"),
+        name: format!("{kind} org"),
+        kind: kind.into(),
+        consumer_type: consumer_type.map(Into::into),
+        zone: "wuqing-core".into(),
+        origin_region: "tianjin".into(),
+        created_ms: 0,
+    }
+}
+
+/// An operator, a consumer with `funds` micros, a provider with one 8-GPU node and an offer at
+/// 36 CNY per accelerator-hour (10,000 micros per second).
+async fn market(funds: u64) -> Market {
+    let store = fresh_store();
+    let (consumer, provider, offer) = store
+        .writer()
+        .submit(move |tx| {
+            tx.seed_accelerator_models(&[("H100-80G".into(), "NVIDIA".into(), 80)])?;
+            let op = org("operator", None);
+            tx.create_org(&op, "admin", None)?;
+            let c = org("consumer", Some("enterprise"));
+            tx.create_org(&c, "admin", None)?;
+            let p = org("provider", None);
+            tx.create_org(&p, "admin", None)?;
+            let pool = tx.create_pool(
+                &p.id,
+                "gpu pool",
+                "wuqing-core",
+                &[NewNode {
+                    name: "gpu-01".into(),
+                    cpus: 128,
+                    memory_mib: 1024 * 1024,
+                    accelerator_model: Some("H100-80G".into()),
+                    accelerators: 8,
+                    partition: None,
+                }],
+                0,
+            )?;
+            let offer = tx.create_offer(
+                &NewOffer {
+                    org_id: p.id.clone(),
+                    pool_id: pool.id.clone(),
+                    class: "intelligent:H100-80G".parse::<ResourceClass>().unwrap(),
+                    cpus_per_unit: 16,
+                    memory_mib_per_unit: 128 * 1024,
+                    price_micros_per_unit_hour: 36_000_000,
+                    min_units: 1,
+                    max_units: 8,
+                    valid_from_ms: 0,
+                    valid_until_ms: i64::MAX / 2,
+                },
+                0,
+            )?;
+            if funds > 0 {
+                tx.deposit(&c.id, funds, "bank-1", 0)?;
+            }
+            Ok((c.id, p.id, offer.id))
+        })
+        .await
+        .expect("set up the market");
+    Market { store, consumer, provider, offer }
+}
+
+fn purchase(m: &Market, units: u64, duration_s: u64, now_ms: i64) -> Purchase {
+    Purchase {
+        consumer_org_id: m.consumer.clone(),
+        offer_id: m.offer.clone(),
+        units,
+        duration_limit_s: duration_s,
+        max_price_micros_per_unit_hour: None,
+        fee_bps: 500,
+        now_ms,
+    }
+}
+
+fn assert_books_sound(store: &Store) {
+    let violations = read(store, |tx| tx.check_ledger()).unwrap();
+    assert!(violations.is_empty(), "ledger invariants violated: {violations:?}");
+}
+
+fn balance(store: &Store, org: &str, kind: AccountKind) -> i64 {
+    let org = org.to_owned();
+    read(store, move |tx| tx.accounts_of(&org))
+        .unwrap()
+        .into_iter()
+        .find(|a| a.kind == kind)
+        .map(|a| a.balance())
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn purchase_and_end_settle_exactly() {
+    let m = market(1_000_000_000).await;
+    let p = purchase(&m, 2, 3_600, 1_000);
+    let lease = m.store.writer().submit(move |tx| tx.purchase(&p)).await.unwrap();
+    // Worst case: 2 accelerators × 36 CNY × 1 h.
+    assert_eq!(lease.hold.amount_micros, 72_000_000);
+    assert_eq!(lease.allocations.len(), 1);
+    assert_eq!(balance(&m.store, &m.consumer, AccountKind::Held), 72_000_000);
+    assert_eq!(balance(&m.store, &m.consumer, AccountKind::Available), 928_000_000);
+    assert_eq!(m.store.book.read().unwrap().get(&m.offer).unwrap().units_available, 6);
+    assert_books_sound(&m.store);
+
+    // End after 600.9 s: 600 whole seconds × 2 units × 10,000 micros/s.
+    let (org, id) = (m.consumer.clone(), lease.id.clone());
+    let ended = m
+        .store
+        .writer()
+        .submit(move |tx| tx.end_lease(Some(&org), &id, EndReason::Ended, 1_000 + 600_900))
+        .await
+        .unwrap();
+    assert_eq!(ended.billed_seconds, Some(600));
+    assert_eq!(ended.cost_micros, Some(12_000_000));
+    assert_eq!(ended.fee_micros, Some(600_000));
+    assert_eq!(ended.hold.state, HoldState::Posted);
+    assert_eq!(balance(&m.store, &m.provider, AccountKind::Earnings), 11_400_000);
+    assert_eq!(balance(&m.store, &m.consumer, AccountKind::Held), 0);
+    assert_eq!(balance(&m.store, &m.consumer, AccountKind::Available), 988_000_000);
+    assert_eq!(m.store.book.read().unwrap().get(&m.offer).unwrap().units_available, 8);
+    assert_books_sound(&m.store);
+
+    // Ending again changes nothing.
+    let (org, id) = (m.consumer.clone(), lease.id.clone());
+    let again = m.store.writer().submit(move |tx| tx.end_lease(Some(&org), &id, EndReason::Ended, 9_999_999)).await;
+    assert!(matches!(again, Err(StoreError::LeaseNotActive(_))), "{again:?}");
+    assert_eq!(balance(&m.store, &m.provider, AccountKind::Earnings), 11_400_000);
+    assert_books_sound(&m.store);
+
+    // The statement shows every movement with running balances.
+    let org = m.consumer.clone();
+    let lines = read(&m.store, move |tx| tx.statement(&org, 0, 100)).unwrap();
+    let kinds: Vec<&str> = lines.iter().map(|t| t.kind.as_str()).collect();
+    assert_eq!(kinds, ["deposit", "hold", "settle", "fee", "release"]);
+    assert_eq!(lines.last().unwrap().credit_balance_after_micros, 988_000_000);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn insufficient_funds_holds_nothing_and_reserves_nothing() {
+    let m = market(1_000_000).await;
+    let p = purchase(&m, 1, 3_600, 0);
+    let err = m.store.writer().submit(move |tx| tx.purchase(&p)).await.unwrap_err();
+    assert!(matches!(err, StoreError::InsufficientFunds { needed_micros: 36_000_000, .. }), "{err:?}");
+    assert_eq!(balance(&m.store, &m.consumer, AccountKind::Available), 1_000_000);
+    assert_eq!(balance(&m.store, &m.consumer, AccountKind::Held), 0);
+    let offer = m.offer.clone();
+    let o = read(&m.store, move |tx| tx.get_offer(None, &offer)).unwrap();
+    assert_eq!(o.units_available, 8, "a refused purchase reserves no capacity");
+    assert_books_sound(&m.store);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_purchases_never_oversell() {
+    let m = market(100_000_000_000).await;
+    let mut handles = Vec::new();
+    for i in 0..24 {
+        let p = purchase(&m, 3, 60, i);
+        let store = m.store.clone();
+        handles.push(tokio::spawn(async move { store.writer().submit(move |tx| tx.purchase(&p)).await }));
+    }
+    let mut sold = 0;
+    let mut refused = 0;
+    for h in handles {
+        match h.await.unwrap() {
+            Ok(l) => sold += l.units,
+            Err(StoreError::CapacityUnavailable) => refused += 1,
+            Err(e) => panic!("unexpected error {e:?}"),
+        }
+    }
+    assert_eq!(sold, 6, "8 accelerators fit two leases of 3");
+    assert_eq!(refused, 22);
+    let org = m.provider.clone();
+    let pools = read(&m.store, move |tx| tx.list_pools(&org)).unwrap();
+    assert_eq!(pools[0].nodes[0].accelerators_reserved, 6);
+    assert_eq!(balance(&m.store, &m.consumer, AccountKind::Held), 2 * 3 * 600_000);
+    assert_books_sound(&m.store);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expiry_bills_the_full_limit_and_tenants_are_isolated() {
+    let m = market(1_000_000_000).await;
+    let p = purchase(&m, 1, 60, 0);
+    let lease = m.store.writer().submit(move |tx| tx.purchase(&p)).await.unwrap();
+    let due = read(&m.store, |tx| tx.due_leases(59_999, 10)).unwrap();
+    assert!(due.is_empty());
+    let due = read(&m.store, |tx| tx.due_leases(60_000, 10)).unwrap();
+    assert_eq!(due, vec![lease.id.clone()]);
+
+    let (prov, id) = (m.provider.clone(), lease.id.clone());
+    let refused = m.store.writer().submit(move |tx| tx.end_lease(Some(&prov), &id, EndReason::Ended, 1)).await;
+    assert!(matches!(refused, Err(StoreError::Forbidden(_))), "a provider cannot end the consumer's lease");
+    let id = lease.id.clone();
+    let stranger = read(&m.store, move |tx| tx.get_lease(Some("org_nobody"), &id));
+    assert_eq!(stranger.unwrap_err(), StoreError::NotFound("lease"));
+
+    let id = lease.id.clone();
+    let expired = m.store.writer().submit(move |tx| tx.end_lease(None, &id, EndReason::Expired, 90_000)).await.unwrap();
+    assert_eq!(expired.billed_seconds, Some(60));
+    assert_eq!(expired.cost_micros, Some(600_000));
+    assert_eq!(expired.ended_ms, Some(60_000));
+    assert_books_sound(&m.store);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idempotency_records_are_unique_per_org_and_key() {
+    let m = market(0).await;
+    let (org, other) = (m.consumer.clone(), m.provider.clone());
+    let r = suanli_store::ops::StoredResponse { request_sha256: "h".into(), status: 201, body: "{}".into() };
+    let stored = r.clone();
+    m.store
+        .writer()
+        .submit(move |tx| {
+            tx.store_idempotent_response(&org, "k1", &r, 0)?;
+            tx.store_idempotent_response(&other, "k1", &r, 0)?;
+            tx.savepoint("dup")?;
+            let dup = tx.store_idempotent_response(&org, "k1", &r, 0);
+            tx.rollback_to("dup")?;
+            assert!(matches!(dup, Err(StoreError::Conflict(_))), "{dup:?}");
+            Ok(())
+        })
+        .await
+        .unwrap();
+    let (org, other) = (m.consumer.clone(), m.provider.clone());
+    assert_eq!(read(&m.store, move |tx| tx.idempotent_response(&org, "k1")).unwrap(), Some(stored.clone()));
+    assert_eq!(read(&m.store, move |tx| tx.idempotent_response(&other, "k1")).unwrap(), Some(stored));
+    let org = m.consumer.clone();
+    assert_eq!(read(&m.store, move |tx| tx.idempotent_response(&org, "k2")).unwrap(), None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn withdrawals_cannot_overdraw_and_deposits_need_an_org() {
+    let m = market(5_000_000).await;
+    let org = m.consumer.clone();
+    let err = m
+        .store
+        .writer()
+        .submit(move |tx| tx.withdraw(&org, AccountKind::Available, 5_000_001, "out-1", 0))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::InsufficientFunds { .. }));
+    let org = m.consumer.clone();
+    m.store.writer().submit(move |tx| tx.withdraw(&org, AccountKind::Available, 5_000_000, "out-2", 0)).await.unwrap();
+    assert_eq!(balance(&m.store, &m.consumer, AccountKind::Available), 0);
+    let err = m.store.writer().submit(|tx| tx.deposit("org_missing", 1, "x", 0)).await.unwrap_err();
+    assert_eq!(err, StoreError::NotFound("org"));
+    assert_eq!(account_id("org_a", AccountKind::Held), "org_a.held");
+    assert_books_sound(&m.store);
+}

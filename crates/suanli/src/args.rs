@@ -1,0 +1,45 @@
+//! Arguments of the commands that run the exchange itself (`serve`, `demo`).
+
+use std::path::PathBuf;
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct ServeArgs {
+    /// Directory for the SQLite database (ignored with --database-url).
+    #[arg(long, env = "SUANLI_DATA_DIR", default_value = ".suanli")]
+    pub data_dir: PathBuf,
+    /// PostgreSQL URL (postgres://…); default is SQLite in --data-dir.
+    #[arg(long, env = "SUANLI_DATABASE_URL")]
+    pub database_url: Option<String>,
+    /// Address to listen on.
+    #[arg(long, env = "SUANLI_BIND", default_value = "127.0.0.1")]
+    pub bind: String,
+    /// Port to listen on (0 picks a free one).
+    #[arg(long, env = "SUANLI_PORT", default_value_t = 8080)]
+    pub port: u16,
+    /// Platform fee in basis points (500 = 5%).
+    #[arg(long, env = "SUANLI_FEE_BPS", default_value_t = 500)]
+    pub fee_bps: u32,
+    /// Most requests per group commit; 1 commits every request on its own.
+    #[arg(long, default_value_t = 1024)]
+    pub max_batch: usize,
+    /// Zones of the market, as id=name:kind (kind is core or function). Default: the Wuqing
+    /// industrial new city's core zone and function zones.
+    #[arg(long = "zone", value_name = "ID=NAME:KIND")]
+    pub zones: Vec<String>,
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct DemoArgs {
+    /// Directory for the demo's database and state.
+    #[arg(long, env = "SUANLI_DATA_DIR", default_value = ".suanli/demo")]
+    pub data_dir: PathBuf,
+    /// Port to listen on.
+    #[arg(long, env = "SUANLI_PORT", default_value_t = 8080)]
+    pub port: u16,
+    /// Throw away the demo's data and start a new market.
+    #[arg(long)]
+    pub fresh: bool,
+    /// Create the market, print how to use it, and exit instead of serving.
+    #[arg(long)]
+    pub setup_only: bool,
+}

@@ -1,0 +1,86 @@
+//! `suanli serve`: one exchange process.
+
+use std::net::SocketAddr;
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
+use suanli_api::Zone;
+use suanli_server::{ServerConfig, Bootstrap};
+use suanli_store::{Location, WriterConfig};
+
+use crate::args::ServeArgs;
+
+/// Parses `id=name:kind` zone flags.
+pub fn parse_zones(flags: &[String]) -> Result<Vec<Zone>> {
+    if flags.is_empty() {
+        return Ok(suanli_server::default_zones());
+    }
+    flags
+        .iter()
+        .map(|f| {
+            let (id, rest) = f.split_once('=').context("zones are written ID=NAME:KIND")?;
+            let (name, kind) = rest.rsplit_once(':').context("zones are written ID=NAME:KIND")?;
+            suanli_core::validate::slug(id).map_err(|m| anyhow::anyhow!("zone id {id:?} {m}"))?;
+            if kind != "core" && kind != "function" {
+                bail!("zone kind is core or function, not {kind:?}");
+            }
+            Ok(Zone { id: id.into(), name: name.into(), kind: kind.into() })
+        })
+        .collect()
+}
+
+/// Where the data lives: PostgreSQL when a URL is given, else SQLite in the data directory.
+pub fn location(data_dir: &Path, database_url: Option<&str>) -> Result<Location> {
+    match database_url {
+        Some(url) => Ok(Location::parse(url)),
+        None => {
+            std::fs::create_dir_all(data_dir)
+                .with_context(|| format!("create the data directory {}", data_dir.display()))?;
+            let path = data_dir.join("suanli.db");
+            Ok(Location::Sqlite(path.to_string_lossy().into_owned()))
+        }
+    }
+}
+
+/// Writes a secret to a file only its owner can read.
+pub fn write_secret(path: &Path, secret: &str) -> Result<()> {
+    std::fs::write(path, format!("{secret}\n")).with_context(|| format!("write {}", path.display()))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    }
+    Ok(())
+}
+
+pub fn config(args: &ServeArgs) -> Result<ServerConfig> {
+    if args.fee_bps > suanli_core::validate::MAX_FEE_BPS {
+        bail!("--fee-bps is at most 10000 (100%)");
+    }
+    let mut config = ServerConfig::new(location(&args.data_dir, args.database_url.as_deref())?);
+    config.fee_bps = args.fee_bps;
+    config.zones = parse_zones(&args.zones)?;
+    config.writer = WriterConfig { max_batch: args.max_batch.max(1), ..WriterConfig::default() };
+    Ok(config)
+}
+
+pub async fn run(args: ServeArgs) -> Result<()> {
+    let config = config(&args)?;
+    let store_kind = config.database.kind();
+    let (state, Bootstrap { operator, token_secret }) = suanli_server::start(config).await?;
+    if let Some(secret) = token_secret {
+        let path = args.data_dir.join("operator.token");
+        if args.database_url.is_none() {
+            write_secret(&path, &secret)?;
+        }
+        println!("Created the operator org {} ({}).", operator.name, operator.id);
+        println!("Operator admin token (shown once{}):", if args.database_url.is_none() { format!(", also in {}", path.display()) } else { String::new() });
+        println!("  {secret}");
+    }
+    let addr: SocketAddr = format!("{}:{}", args.bind, args.port).parse().context("--bind and --port")?;
+    suanli_server::serve(state, addr, |bound| {
+        println!("Suanli exchange listening on http://{bound} (store: {store_kind}, fee {} bps)", args.fee_bps);
+        tracing::info!(%bound, "listening");
+    })
+    .await
+}
