@@ -40,12 +40,9 @@ fn json_error(path: String, e: &serde_json::Error) -> ApiError {
         return ApiError::new(ErrorCode::InvalidJson, format!("the body is not valid JSON: {clean}"));
     }
     if let Some(rest) = clean.strip_prefix("unknown field `") {
+        // The path already ends at the unknown field.
         let name = rest.split('`').next().unwrap_or_default();
-        let full = match &field {
-            Some(p) => format!("{p}.{name}"),
-            None => name.to_owned(),
-        };
-        return ApiError::field(ErrorCode::UnknownField, full, clean);
+        return ApiError::field(ErrorCode::UnknownField, field.unwrap_or_else(|| name.to_owned()), clean);
     }
     if let Some(rest) = clean.strip_prefix("missing field `") {
         let name = rest.split('`').next().unwrap_or_default();

@@ -1,0 +1,284 @@
+//! `suanli demo`: the exchange on 127.0.0.1 with SQLite, and a demo market created through the
+//! real API: an operator, three providers (general, AI and supercomputing centers) with pools and
+//! offers, and two funded consumers. Writes CLI profiles for every demo org.
+
+use std::net::SocketAddr;
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+use suanli_api::{
+    ConsumerType, CreateOfferRequest, CreateOrgRequest, CreatePoolRequest, DepositRequest, NodeSpec, OrgKind,
+};
+use suanli_client::Client;
+
+use crate::args::{DemoArgs, ServeArgs};
+use crate::profiles::{self, Profile};
+
+/// What the demo remembers between runs, in `DATA_DIR/demo.json` (mode 0600: it holds tokens).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct DemoState {
+    orgs: Vec<DemoOrg>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct DemoOrg {
+    profile: String,
+    org_id: String,
+    name: String,
+    kind: String,
+    token: String,
+}
+
+fn node(name: &str, cpus: u64, memory_gib: u64, gpu: Option<(&str, u64)>, partition: Option<&str>) -> NodeSpec {
+    NodeSpec {
+        name: name.into(),
+        cpus,
+        memory_mib: memory_gib * 1024,
+        accelerator_model: gpu.map(|(m, _)| m.to_owned()),
+        accelerators: gpu.map(|(_, n)| n).unwrap_or(0),
+        partition: partition.map(Into::into),
+    }
+}
+
+fn offer(pool_id: &str, class: &str, cpus_per_unit: Option<u64>, memory_gib_per_unit: u64, yuan_per_unit_hour: f64, max_units: u64) -> CreateOfferRequest {
+    CreateOfferRequest {
+        pool_id: pool_id.into(),
+        class: class.into(),
+        cpus_per_unit,
+        memory_mib_per_unit: memory_gib_per_unit * 1024,
+        // Demo prices are written in yuan for reading; converted once, exactly, to micros.
+        price_micros_per_unit_hour: (yuan_per_unit_hour * 1_000_000.0).round() as u64,
+        min_units: None,
+        max_units: Some(max_units),
+        valid_from: None,
+        valid_until: None,
+    }
+}
+
+/// Creates the demo market through the API with the operator's token.
+async fn seed(base: &str, operator_token: &str) -> Result<DemoState> {
+    let op = Client::new(base, Some(operator_token.to_owned()));
+    let me = op.me().await.context("the operator token works")?;
+    let mut orgs = vec![DemoOrg {
+        profile: "operator".into(),
+        org_id: me.org.id.clone(),
+        name: me.org.name.clone(),
+        kind: "operator".into(),
+        token: operator_token.into(),
+    }];
+    let admit = |profile: &str, name: &str, kind: OrgKind, consumer_type: Option<ConsumerType>, zone: &str, origin: &str| {
+        (
+            profile.to_owned(),
+            CreateOrgRequest {
+                name: name.into(),
+                kind,
+                consumer_type,
+                zone: zone.into(),
+                origin_region: origin.into(),
+                admin_name: Some("admin".into()),
+                admin_email: None,
+            },
+        )
+    };
+    let requests = [
+        admit("general-center", "Wuqing General Compute Center 武清通用算力中心", OrgKind::Provider, None, "wuqing-devzone", "tianjin"),
+        admit("ai-center", "Jingjin AI Compute Center 京津智算中心", OrgKind::Provider, None, "wuqing-core", "tianjin"),
+        admit("hpc-center", "Tianjin Supercomputing Center (demo) 天津超算中心", OrgKind::Provider, None, "wuqing-core", "tianjin"),
+        admit("enterprise", "Jingqing Autonomous Driving Co. 京清智驾科技", OrgKind::Consumer, Some(ConsumerType::Enterprise), "jingqing-auto", "beijing"),
+        admit("institute", "Synthetic Biology Research Institute 合成生物研究院", OrgKind::Consumer, Some(ConsumerType::ResearchInstitute), "wuqing-core", "tianjin"),
+    ];
+    for (profile, req) in requests {
+        let key = format!("demo-org-{profile}");
+        let created = op.create_org(&req, Some(&key)).await.with_context(|| format!("admit {}", req.name))?;
+        orgs.push(DemoOrg {
+            profile,
+            org_id: created.org.id,
+            name: created.org.name,
+            kind: created.org.kind.as_str().into(),
+            token: created.token.secret,
+        });
+    }
+    let client_of = |profile: &str| {
+        let org = orgs.iter().find(|o| o.profile == profile).expect("admitted above");
+        Client::new(base, Some(org.token.clone()))
+    };
+
+    // General compute: four CPU servers, standard and high-memory vCPUs.
+    let general = client_of("general-center");
+    let nodes = (1..=4).map(|i| node(&format!("cpu-{i:02}"), 64, 256, None, None)).collect();
+    let pool = general
+        .create_pool(&CreatePoolRequest { name: "cpu-farm".into(), zone: "wuqing-devzone".into(), nodes }, Some("demo-pool-cpu"))
+        .await?;
+    general.create_offer(&offer(&pool.id, "general", None, 4, 0.05, 256), Some("demo-offer-cpu-std")).await?;
+    general.create_offer(&offer(&pool.id, "general", None, 8, 0.08, 128), Some("demo-offer-cpu-highmem")).await?;
+
+    // Intelligent compute: H100 servers in the core zone; A800 and Ascend servers in the
+    // development zone.
+    let ai = client_of("ai-center");
+    let core_pool = ai
+        .create_pool(
+            &CreatePoolRequest {
+                name: "h100-cluster".into(),
+                zone: "wuqing-core".into(),
+                nodes: vec![
+                    node("gpu-01", 128, 1024, Some(("H100-80G", 8)), None),
+                    node("gpu-02", 128, 1024, Some(("H100-80G", 8)), None),
+                ],
+            },
+            Some("demo-pool-h100"),
+        )
+        .await?;
+    ai.create_offer(&offer(&core_pool.id, "intelligent:H100-80G", Some(16), 128, 28.0, 16), Some("demo-offer-h100")).await?;
+    let dev_pool = ai
+        .create_pool(
+            &CreatePoolRequest {
+                name: "mixed-accelerators".into(),
+                zone: "wuqing-devzone".into(),
+                nodes: vec![
+                    node("a800-01", 96, 768, Some(("A800-80G", 8)), None),
+                    node("npu-01", 192, 1536, Some(("Ascend-910B", 8)), None),
+                ],
+            },
+            Some("demo-pool-mixed"),
+        )
+        .await?;
+    ai.create_offer(&offer(&dev_pool.id, "intelligent:A800-80G", Some(12), 96, 19.5, 8), Some("demo-offer-a800")).await?;
+    ai.create_offer(&offer(&dev_pool.id, "intelligent:Ascend-910B", Some(24), 192, 16.0, 8), Some("demo-offer-910b")).await?;
+
+    // Supercomputing: a batch partition of eight 64-core nodes, sold by the core-hour.
+    let hpc = client_of("hpc-center");
+    let nodes = (1..=8).map(|i| node(&format!("cn{i:03}"), 64, 256, None, Some("batch"))).collect();
+    let pool = hpc
+        .create_pool(&CreatePoolRequest { name: "batch-cluster".into(), zone: "wuqing-core".into(), nodes }, Some("demo-pool-hpc"))
+        .await?;
+    hpc.create_offer(&offer(&pool.id, "supercomputing:batch", None, 4, 0.03, 512), Some("demo-offer-hpc")).await?;
+
+    // Fund the consumers.
+    for (profile, yuan, reference) in [("enterprise", 100_000u64, "demo-bank-0001"), ("institute", 50_000, "demo-bank-0002")] {
+        let org = orgs.iter().find(|o| o.profile == profile).expect("admitted above");
+        op.deposit(
+            &org.org_id,
+            &DepositRequest { amount_micros: yuan * 1_000_000, external_ref: reference.into() },
+            Some(&format!("demo-deposit-{profile}")),
+        )
+        .await?;
+    }
+    Ok(DemoState { orgs })
+}
+
+fn write_state(path: &Path, state: &DemoState) -> Result<()> {
+    crate::serve::write_secret(path, &serde_json::to_string_pretty(state)?)
+}
+
+pub async fn run(args: DemoArgs) -> Result<()> {
+    if args.fresh && args.data_dir.exists() {
+        std::fs::remove_dir_all(&args.data_dir)
+            .with_context(|| format!("remove {}", args.data_dir.display()))?;
+    }
+    let serve_args = ServeArgs {
+        data_dir: args.data_dir.clone(),
+        database_url: None,
+        bind: "127.0.0.1".into(),
+        port: args.port,
+        fee_bps: 500,
+        max_batch: 1024,
+        zones: Vec::new(),
+    };
+    let config = crate::serve::config(&serve_args)?;
+    let db_path = match &config.database {
+        suanli_store::Location::Sqlite(p) => p.clone(),
+        suanli_store::Location::Postgres(u) => u.clone(),
+    };
+    let (state, boot) = suanli_server::start(config).await?;
+    let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], args.port)))
+        .await
+        .with_context(|| format!("port {} is taken; pass --port", args.port))?;
+    let addr = listener.local_addr()?;
+    let server = tokio::spawn(async move { axum::serve(listener, suanli_server::router(state)).await });
+    let base = format!("http://{addr}");
+    let state_path = args.data_dir.join("demo.json");
+    let demo = match (boot.token_secret, state_path.exists()) {
+        (Some(secret), _) => {
+            let demo = seed(&base, &secret).await.context("create the demo market")?;
+            write_state(&state_path, &demo)?;
+            println!("Created a new demo market in {}.", args.data_dir.display());
+            demo
+        }
+        (None, true) => {
+            let text = std::fs::read_to_string(&state_path)?;
+            println!("Reopened the demo market in {} (pass --fresh to start over).", args.data_dir.display());
+            serde_json::from_str(&text).context("read demo.json")?
+        }
+        (None, false) => bail!(
+            "{} holds an exchange that the demo did not create; pass --fresh or another --data-dir",
+            args.data_dir.display()
+        ),
+    };
+    let profiles: Vec<(String, Profile)> = demo
+        .orgs
+        .iter()
+        .map(|o| {
+            (
+                o.profile.clone(),
+                Profile {
+                    server: Some(base.clone()),
+                    token: Some(o.token.clone()),
+                    org_id: Some(o.org_id.clone()),
+                    org_name: Some(o.name.clone()),
+                },
+            )
+        })
+        .collect();
+    let config_path = profiles::config_path();
+    profiles::save_profiles(&config_path, &profiles, Some("enterprise"))?;
+    print_guide(&base, &db_path, &config_path, &demo);
+    if args.setup_only {
+        return Ok(());
+    }
+    println!("Serving until Ctrl-C. Data survives a restart; `suanli demo --fresh` starts over.");
+    tokio::select! {
+        r = server => { r??; }
+        _ = tokio::signal::ctrl_c() => { println!("stopped"); }
+    }
+    Ok(())
+}
+
+fn print_guide(base: &str, db_path: &str, config_path: &Path, demo: &DemoState) {
+    let exe = std::env::current_exe()
+        .ok()
+        .and_then(|p| {
+            let cwd = std::env::current_dir().ok()?;
+            Some(p.strip_prefix(&cwd).map(|r| format!("./{}", r.display())).unwrap_or_else(|_| p.display().to_string()))
+        })
+        .unwrap_or_else(|| "suanli".into());
+    println!();
+    println!("Suanli demo exchange   {base}");
+    println!("  API                  {base}/api/v1   (OpenAPI: {base}/api/v1/openapi.json)");
+    println!("  store                SQLite, {db_path}");
+    println!("  CLI profiles         {} (default: enterprise)", config_path.display());
+    println!();
+    let width = demo.orgs.iter().map(|o| o.profile.len()).max().unwrap_or(8).max(8);
+    println!("  {:<width$}  {:<9}  {:<20}  ORG", "PROFILE", "KIND", "ORG ID");
+    for o in &demo.orgs {
+        println!("  {:<width$}  {:<9}  {:<20}  {}", o.profile, o.kind, o.org_id, o.name);
+    }
+    println!();
+    println!("Tokens are in the profiles (and in demo.json); use one directly with");
+    println!("  curl -H \"Authorization: Bearer $TOKEN\" {base}/api/v1/me");
+    println!();
+    println!("The providers have no agent yet: their capacity is what they registered, and leases");
+    println!("reserve it without running jobs. Live agents that run jobs come in the next release.");
+    println!();
+    println!("Try it from another terminal (alias suanli={exe}):");
+    println!("  suanli catalog                                   # every offer, cheapest first");
+    println!("  suanli quote --gpus H100-80G:8 --duration 2h     # ranked offers and exclusions");
+    println!("  suanli buy OFFER_ID --units 8 --duration 2h      # hold escrow, reserve, lease");
+    println!("  suanli leases");
+    println!("  suanli end LEASE_ID                              # settle the elapsed seconds");
+    println!("  suanli balance && suanli statement");
+    println!("  suanli --profile ai-center earnings");
+    println!("  suanli --profile institute quote --class supercomputing:batch --cpus 256 --duration 6h");
+    println!("  suanli --profile operator ledger check");
+    println!();
+}
