@@ -313,6 +313,11 @@ pub async fn serve(state: AppState, addr: SocketAddr, on_bound: impl FnOnce(Sock
     Ok(())
 }
 
+/// Serves `state` on an already bound listener until the process ends.
+pub async fn serve_on(listener: tokio::net::TcpListener, state: AppState) -> std::io::Result<()> {
+    axum::serve(listener, router(state)).await
+}
+
 /// Ends leases whose duration limit has passed, settling them in full. Runs forever; a lease
 /// settled by the consumer in the meantime is skipped (the end is conditional on it being active).
 async fn expiry_service(state: AppState) {

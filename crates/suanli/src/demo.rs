@@ -195,7 +195,7 @@ pub async fn run(args: DemoArgs) -> Result<()> {
         .await
         .with_context(|| format!("port {} is taken; pass --port", args.port))?;
     let addr = listener.local_addr()?;
-    let server = tokio::spawn(async move { axum::serve(listener, suanli_server::router(state)).await });
+    let server = tokio::spawn(suanli_server::serve_on(listener, state));
     let base = format!("http://{addr}");
     let state_path = args.data_dir.join("demo.json");
     let demo = match (boot.token_secret, state_path.exists()) {

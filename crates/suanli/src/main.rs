@@ -1,1 +1,44 @@
-fn main() {}
+//! The `suanli` binary: the exchange (`serve`, `demo`) and the CLI for operators, providers and
+//! consumers.
+//!
+//! - [`args`]: arguments of `serve` and `demo`; [`serve`], [`demo`]: running the exchange.
+//! - [`cli`]: every API command, with tables for people and `--json` for scripts.
+//! - [`profiles`]: the CLI's config file of named profiles (server URL and token).
+
+mod args;
+mod cli;
+mod demo;
+mod profiles;
+mod serve;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = cli::Cli::parse();
+    let default_level = match cli.command {
+        cli::Command::Serve(_) | cli::Command::Demo(_) => "info",
+        _ => "warn",
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level)),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let result = match cli.command {
+        cli::Command::Serve(args) => serve::run(args).await,
+        cli::Command::Demo(args) => demo::run(args).await,
+        _ => cli::run(cli).await,
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
