@@ -1,1 +1,627 @@
-//! placeholder
+//! A typed async client of Suanli's HTTP API (`/api/v1`), shared by the CLI and the tests.
+//!
+//! Layout: [`Client`] holds the server's base URL (e.g. `http://127.0.0.1:8080`), an optional bearer
+//! token and a `reqwest` client; it has one method per endpoint, named after what it does
+//! (`list_*`, `get_*`, `create_*`, verbs for the rest), taking and returning the wire types of
+//! [`suanli_api`]. Every POST takes an `idempotency_key`, sent as the `Idempotency-Key` header when
+//! given. Two private helpers do the work: `request` builds a request (URL, auth, key, body) and
+//! `execute` sends it and turns the answer into a value or a [`ClientError`]. Ids that go into paths
+//! are percent-encoded by [`path_segment`]. [`Client::raw`] sends arbitrary JSON and returns the
+//! status and body undecoded, for tests of the API's edges.
+
+use std::fmt;
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use suanli_api::{
+    AcceleratorModel, ApiToken, Balance, CatalogParams, CreateAcceleratorModelRequest,
+    CreateMemberRequest, CreateOfferRequest, CreateOrgRequest, CreateOrgResponse,
+    CreatePoolRequest, CreateTokenRequest, CreatedToken, DepositRequest, ErrorBody, Health, Lease,
+    LeaseListParams, LedgerCheck, List, Me, Member, Offer, Org, PageParams, Pool, PurchaseRequest,
+    QuoteRequest, QuoteResponse, Statement, Transfer, WithdrawalRequest, Zone, API_PREFIX,
+    IDEMPOTENCY_KEY_HEADER,
+};
+
+/// HTTP methods, for [`Client::raw`].
+pub use reqwest::Method;
+
+/// Why a call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The exchange answered with an error body.
+    #[error("{}", ApiErrorDisplay(.body))]
+    Api { status: u16, body: ErrorBody },
+    /// The request was not sent or no answer came back.
+    #[error("{0}")]
+    Transport(String),
+    /// An answer came back that is not what the API promises.
+    #[error("unexpected response: {0}")]
+    Decode(String),
+}
+
+impl ClientError {
+    /// The stable error code of an API error.
+    pub fn code(&self) -> Option<&str> {
+        match self {
+            ClientError::Api { body, .. } => Some(&body.code),
+            _ => None,
+        }
+    }
+
+    /// The HTTP status of an API error.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            ClientError::Api { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+}
+
+/// `code: message (field: x)`.
+struct ApiErrorDisplay<'a>(&'a ErrorBody);
+
+impl fmt::Display for ApiErrorDisplay<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.0.code, self.0.message)?;
+        if let Some(field) = &self.0.field {
+            write!(f, " (field: {field})")?;
+        }
+        Ok(())
+    }
+}
+
+/// Percent-encodes one path segment: every byte outside `[A-Za-z0-9._-]` becomes `%XX`. Refuses the
+/// empty segment and the dot segments `.` and `..`, which URL parsing would collapse.
+pub fn path_segment(id: &str) -> Result<String, ClientError> {
+    if id.is_empty() || id == "." || id == ".." {
+        return Err(ClientError::Transport(format!(
+            "request not sent: {id:?} is not a valid id"
+        )));
+    }
+    let mut out = String::with_capacity(id.len());
+    for byte in id.bytes() {
+        if byte.is_ascii_alphanumeric() || matches!(byte, b'.' | b'_' | b'-') {
+            out.push(char::from(byte));
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    Ok(out)
+}
+
+/// Describes a `reqwest` error with its causes, e.g. `error sending request …: connection refused`.
+fn describe(err: &reqwest::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = std::error::Error::source(err);
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}
+
+/// Client of one exchange, acting with one token (or none).
+#[derive(Debug, Clone)]
+pub struct Client {
+    base: String,
+    token: Option<String>,
+    http: reqwest::Client,
+}
+
+impl Client {
+    /// A client of the exchange at `base_url` (scheme, host and port, e.g. `http://127.0.0.1:8080`;
+    /// a trailing `/` is ignored), authenticating with `token` when given.
+    pub fn new(base_url: impl Into<String>, token: Option<String>) -> Client {
+        Client::with_http(base_url, token, reqwest::Client::new())
+    }
+
+    /// Like [`Client::new`], with a `reqwest` client of the caller's (timeouts, pools).
+    pub fn with_http(
+        base_url: impl Into<String>,
+        token: Option<String>,
+        http: reqwest::Client,
+    ) -> Client {
+        let mut base = base_url.into();
+        while base.ends_with('/') {
+            base.pop();
+        }
+        Client { base, token, http }
+    }
+
+    /// The same exchange, acting with another token.
+    pub fn with_token(&self, token: Option<String>) -> Client {
+        Client {
+            base: self.base.clone(),
+            token,
+            http: self.http.clone(),
+        }
+    }
+
+    pub fn base_url(&self) -> &str {
+        &self.base
+    }
+
+    pub fn token(&self) -> Option<&str> {
+        self.token.as_deref()
+    }
+
+    /// Builds a request to `path` under the API prefix, with the token and the idempotency key.
+    fn request<B: Serialize>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&B>,
+        idempotency_key: Option<&str>,
+    ) -> reqwest::RequestBuilder {
+        let url = format!("{}{API_PREFIX}{path}", self.base);
+        let mut builder = self.http.request(method, url);
+        if let Some(token) = &self.token {
+            builder = builder.bearer_auth(token);
+        }
+        if let Some(key) = idempotency_key {
+            builder = builder.header(IDEMPOTENCY_KEY_HEADER, key);
+        }
+        match body {
+            Some(value) => builder.json(value),
+            None => builder,
+        }
+    }
+
+    /// Sends a request and decodes a 2xx answer as `T`, any other as an [`ErrorBody`].
+    async fn execute<T: DeserializeOwned>(
+        &self,
+        builder: reqwest::RequestBuilder,
+    ) -> Result<T, ClientError> {
+        let response = builder
+            .send()
+            .await
+            .map_err(|e| ClientError::Transport(describe(&e)))?;
+        let status = response.status();
+        let bytes = response
+            .bytes()
+            .await
+            .map_err(|e| ClientError::Transport(describe(&e)))?;
+        if status.is_success() {
+            serde_json::from_slice(&bytes).map_err(|e| {
+                ClientError::Decode(format!(
+                    "HTTP {}: {e}: {}",
+                    status.as_u16(),
+                    String::from_utf8_lossy(&bytes)
+                ))
+            })
+        } else {
+            match serde_json::from_slice::<ErrorBody>(&bytes) {
+                Ok(body) => Err(ClientError::Api {
+                    status: status.as_u16(),
+                    body,
+                }),
+                Err(_) => Err(ClientError::Decode(format!(
+                    "HTTP {}: {}",
+                    status.as_u16(),
+                    String::from_utf8_lossy(&bytes)
+                ))),
+            }
+        }
+    }
+
+    async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
+        self.execute(self.request::<()>(Method::GET, path, None, None))
+            .await
+    }
+
+    async fn get_query<T: DeserializeOwned, Q: Serialize>(
+        &self,
+        path: &str,
+        query: &Q,
+    ) -> Result<T, ClientError> {
+        self.execute(
+            self.request::<()>(Method::GET, path, None, None)
+                .query(query),
+        )
+        .await
+    }
+
+    async fn post<T: DeserializeOwned, B: Serialize>(
+        &self,
+        path: &str,
+        body: &B,
+        idempotency_key: Option<&str>,
+    ) -> Result<T, ClientError> {
+        self.execute(self.request(Method::POST, path, Some(body), idempotency_key))
+            .await
+    }
+
+    /// A POST without a body (end, cancel, revoke, withdraw).
+    async fn post_empty<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        idempotency_key: Option<&str>,
+    ) -> Result<T, ClientError> {
+        self.execute(self.request::<()>(Method::POST, path, None, idempotency_key))
+            .await
+    }
+
+    /// Sends `body` (if any) to `path` and returns the status and the body as JSON, whatever the
+    /// status. `path` is taken from the server's root, so it includes the API prefix (e.g.
+    /// `/api/v1/orgs`). An empty body is `null`; a body that is not JSON is returned as a string.
+    pub async fn raw(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<serde_json::Value>,
+        idempotency_key: Option<&str>,
+    ) -> Result<(u16, serde_json::Value), ClientError> {
+        let mut builder = self.http.request(method, format!("{}{path}", self.base));
+        if let Some(token) = &self.token {
+            builder = builder.bearer_auth(token);
+        }
+        if let Some(key) = idempotency_key {
+            builder = builder.header(IDEMPOTENCY_KEY_HEADER, key);
+        }
+        if let Some(body) = &body {
+            builder = builder.json(body);
+        }
+        let response = builder
+            .send()
+            .await
+            .map_err(|e| ClientError::Transport(describe(&e)))?;
+        let status = response.status().as_u16();
+        let bytes = response
+            .bytes()
+            .await
+            .map_err(|e| ClientError::Transport(describe(&e)))?;
+        if bytes.is_empty() {
+            return Ok((status, serde_json::Value::Null));
+        }
+        let value = serde_json::from_slice(&bytes).unwrap_or_else(|_| {
+            serde_json::Value::String(String::from_utf8_lossy(&bytes).into_owned())
+        });
+        Ok((status, value))
+    }
+
+    // --- the exchange -------------------------------------------------------------------------
+
+    /// `GET /health`, without authentication.
+    pub async fn health(&self) -> Result<Health, ClientError> {
+        self.execute(
+            self.with_token(None)
+                .request::<()>(Method::GET, "/health", None, None),
+        )
+        .await
+    }
+
+    /// `GET /me`: the caller's org and token.
+    pub async fn me(&self) -> Result<Me, ClientError> {
+        self.get("/me").await
+    }
+
+    /// `GET /zones`.
+    pub async fn list_zones(&self) -> Result<List<Zone>, ClientError> {
+        self.get("/zones").await
+    }
+
+    /// `GET /accelerator-models`.
+    pub async fn list_accelerator_models(&self) -> Result<List<AcceleratorModel>, ClientError> {
+        self.get("/accelerator-models").await
+    }
+
+    /// `POST /accelerator-models` (operator).
+    pub async fn create_accelerator_model(
+        &self,
+        request: &CreateAcceleratorModelRequest,
+        idempotency_key: Option<&str>,
+    ) -> Result<AcceleratorModel, ClientError> {
+        self.post("/accelerator-models", request, idempotency_key)
+            .await
+    }
+
+    // --- orgs and money (operator) ------------------------------------------------------------
+
+    /// `POST /orgs`: a new org, its first admin and that admin's token.
+    pub async fn create_org(
+        &self,
+        request: &CreateOrgRequest,
+        idempotency_key: Option<&str>,
+    ) -> Result<CreateOrgResponse, ClientError> {
+        self.post("/orgs", request, idempotency_key).await
+    }
+
+    /// `GET /orgs`.
+    pub async fn list_orgs(&self) -> Result<List<Org>, ClientError> {
+        self.get("/orgs").await
+    }
+
+    /// `GET /orgs/{id}`.
+    pub async fn get_org(&self, org_id: &str) -> Result<Org, ClientError> {
+        self.get(&format!("/orgs/{}", path_segment(org_id)?)).await
+    }
+
+    /// `POST /orgs/{id}/deposits`: money paid in from outside the exchange.
+    pub async fn deposit(
+        &self,
+        org_id: &str,
+        request: &DepositRequest,
+        idempotency_key: Option<&str>,
+    ) -> Result<Transfer, ClientError> {
+        let path = format!("/orgs/{}/deposits", path_segment(org_id)?);
+        self.post(&path, request, idempotency_key).await
+    }
+
+    /// `POST /orgs/{id}/withdrawals`: money paid out of the exchange.
+    pub async fn withdraw(
+        &self,
+        org_id: &str,
+        request: &WithdrawalRequest,
+        idempotency_key: Option<&str>,
+    ) -> Result<Transfer, ClientError> {
+        let path = format!("/orgs/{}/withdrawals", path_segment(org_id)?);
+        self.post(&path, request, idempotency_key).await
+    }
+
+    /// `GET /ledger/check`: the ledger's self-check.
+    pub async fn ledger_check(&self) -> Result<LedgerCheck, ClientError> {
+        self.get("/ledger/check").await
+    }
+
+    // --- members and tokens -------------------------------------------------------------------
+
+    /// `GET /members` of the caller's org.
+    pub async fn list_members(&self) -> Result<List<Member>, ClientError> {
+        self.get("/members").await
+    }
+
+    /// `POST /members`.
+    pub async fn create_member(
+        &self,
+        request: &CreateMemberRequest,
+        idempotency_key: Option<&str>,
+    ) -> Result<Member, ClientError> {
+        self.post("/members", request, idempotency_key).await
+    }
+
+    /// `GET /tokens` of the caller's org.
+    pub async fn list_tokens(&self) -> Result<List<ApiToken>, ClientError> {
+        self.get("/tokens").await
+    }
+
+    /// `POST /tokens`: a new token and its secret, shown only in this answer.
+    pub async fn create_token(
+        &self,
+        request: &CreateTokenRequest,
+        idempotency_key: Option<&str>,
+    ) -> Result<CreatedToken, ClientError> {
+        self.post("/tokens", request, idempotency_key).await
+    }
+
+    /// `POST /tokens/{id}/revoke`.
+    pub async fn revoke_token(
+        &self,
+        token_id: &str,
+        idempotency_key: Option<&str>,
+    ) -> Result<ApiToken, ClientError> {
+        let path = format!("/tokens/{}/revoke", path_segment(token_id)?);
+        self.post_empty(&path, idempotency_key).await
+    }
+
+    // --- providers ----------------------------------------------------------------------------
+
+    /// `POST /pools`.
+    pub async fn create_pool(
+        &self,
+        request: &CreatePoolRequest,
+        idempotency_key: Option<&str>,
+    ) -> Result<Pool, ClientError> {
+        self.post("/pools", request, idempotency_key).await
+    }
+
+    /// `GET /pools` of the caller's org.
+    pub async fn list_pools(&self) -> Result<List<Pool>, ClientError> {
+        self.get("/pools").await
+    }
+
+    /// `GET /pools/{id}`.
+    pub async fn get_pool(&self, pool_id: &str) -> Result<Pool, ClientError> {
+        self.get(&format!("/pools/{}", path_segment(pool_id)?))
+            .await
+    }
+
+    /// `POST /offers`.
+    pub async fn create_offer(
+        &self,
+        request: &CreateOfferRequest,
+        idempotency_key: Option<&str>,
+    ) -> Result<Offer, ClientError> {
+        self.post("/offers", request, idempotency_key).await
+    }
+
+    /// `GET /offers` of the caller's org.
+    pub async fn list_offers(&self) -> Result<List<Offer>, ClientError> {
+        self.get("/offers").await
+    }
+
+    /// `GET /offers/{id}`.
+    pub async fn get_offer(&self, offer_id: &str) -> Result<Offer, ClientError> {
+        self.get(&format!("/offers/{}", path_segment(offer_id)?))
+            .await
+    }
+
+    /// `POST /offers/{id}/withdraw`.
+    pub async fn withdraw_offer(
+        &self,
+        offer_id: &str,
+        idempotency_key: Option<&str>,
+    ) -> Result<Offer, ClientError> {
+        let path = format!("/offers/{}/withdraw", path_segment(offer_id)?);
+        self.post_empty(&path, idempotency_key).await
+    }
+
+    // --- consumers ----------------------------------------------------------------------------
+
+    /// `GET /catalog/offers`: the active offers of every provider.
+    pub async fn catalog(&self, params: &CatalogParams) -> Result<List<Offer>, ClientError> {
+        self.get_query("/catalog/offers", params).await
+    }
+
+    /// `POST /quotes`: the offers that fit a need, ranked, and why the others do not.
+    pub async fn quote(
+        &self,
+        request: &QuoteRequest,
+        idempotency_key: Option<&str>,
+    ) -> Result<QuoteResponse, ClientError> {
+        self.post("/quotes", request, idempotency_key).await
+    }
+
+    /// `POST /leases`: buys units of an offer.
+    pub async fn purchase(
+        &self,
+        request: &PurchaseRequest,
+        idempotency_key: Option<&str>,
+    ) -> Result<Lease, ClientError> {
+        self.post("/leases", request, idempotency_key).await
+    }
+
+    /// `GET /leases`, bought and sold.
+    pub async fn list_leases(&self, params: &LeaseListParams) -> Result<List<Lease>, ClientError> {
+        self.get_query("/leases", params).await
+    }
+
+    /// `GET /leases/{id}`.
+    pub async fn get_lease(&self, lease_id: &str) -> Result<Lease, ClientError> {
+        self.get(&format!("/leases/{}", path_segment(lease_id)?))
+            .await
+    }
+
+    /// `POST /leases/{id}/end`: ends an active lease and settles it.
+    pub async fn end_lease(
+        &self,
+        lease_id: &str,
+        idempotency_key: Option<&str>,
+    ) -> Result<Lease, ClientError> {
+        let path = format!("/leases/{}/end", path_segment(lease_id)?);
+        self.post_empty(&path, idempotency_key).await
+    }
+
+    /// `POST /leases/{id}/cancel`.
+    pub async fn cancel_lease(
+        &self,
+        lease_id: &str,
+        idempotency_key: Option<&str>,
+    ) -> Result<Lease, ClientError> {
+        let path = format!("/leases/{}/cancel", path_segment(lease_id)?);
+        self.post_empty(&path, idempotency_key).await
+    }
+
+    /// `GET /balance` of the caller's org.
+    pub async fn balance(&self) -> Result<Balance, ClientError> {
+        self.get("/balance").await
+    }
+
+    /// `GET /statement`: the caller's ledger lines, a page at a time.
+    pub async fn statement(&self, params: &PageParams) -> Result<Statement, ClientError> {
+        self.get_query("/statement", params).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn path_segments_are_percent_encoded() {
+        assert_eq!(path_segment("org_01H-x.y").unwrap(), "org_01H-x.y");
+        assert_eq!(path_segment("a/b c").unwrap(), "a%2Fb%20c");
+        assert_eq!(path_segment("?#%").unwrap(), "%3F%23%25");
+        assert_eq!(path_segment("é").unwrap(), "%C3%A9");
+        for bad in ["", ".", ".."] {
+            assert!(
+                matches!(path_segment(bad), Err(ClientError::Transport(_))),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn api_errors_display_code_message_and_field() {
+        let mut body = ErrorBody {
+            code: "invalid_field".into(),
+            message: "must be positive".into(),
+            field: Some("units".into()),
+            request_id: "req_1".into(),
+        };
+        let err = ClientError::Api {
+            status: 400,
+            body: body.clone(),
+        };
+        assert_eq!(
+            err.to_string(),
+            "invalid_field: must be positive (field: units)"
+        );
+        assert_eq!(err.code(), Some("invalid_field"));
+        assert_eq!(err.status(), Some(400));
+        body.field = None;
+        let err = ClientError::Api { status: 400, body };
+        assert_eq!(err.to_string(), "invalid_field: must be positive");
+        assert_eq!(
+            ClientError::Decode("x".into()).to_string(),
+            "unexpected response: x"
+        );
+    }
+
+    #[test]
+    fn requests_carry_auth_key_body_and_query() {
+        let client = Client::new("http://127.0.0.1:8080/", Some("sk_test".into()));
+        assert_eq!(client.base_url(), "http://127.0.0.1:8080");
+
+        let quote = QuoteRequest {
+            duration_limit_s: 60,
+            ..QuoteRequest::default()
+        };
+        let request = client
+            .request(Method::POST, "/quotes", Some(&quote), Some("key-1"))
+            .build()
+            .unwrap();
+        assert_eq!(
+            request.url().as_str(),
+            "http://127.0.0.1:8080/api/v1/quotes"
+        );
+        assert_eq!(request.headers()["authorization"], "Bearer sk_test");
+        assert_eq!(request.headers()["idempotency-key"], "key-1");
+        assert_eq!(request.headers()["content-type"], "application/json");
+        let body: QuoteRequest =
+            serde_json::from_slice(request.body().and_then(|b| b.as_bytes()).unwrap()).unwrap();
+        assert_eq!(body, quote);
+
+        let path = format!("/leases/{}/end", path_segment("l/1").unwrap());
+        let request = client
+            .request::<()>(Method::POST, &path, None, None)
+            .build()
+            .unwrap();
+        assert_eq!(
+            request.url().as_str(),
+            "http://127.0.0.1:8080/api/v1/leases/l%2F1/end"
+        );
+        assert!(request.body().is_none());
+
+        let params = LeaseListParams {
+            state: Some("active".into()),
+            side: None,
+            limit: Some(5),
+        };
+        let request = client
+            .with_token(None)
+            .request::<()>(Method::GET, "/leases", None, None)
+            .query(&params)
+            .build()
+            .unwrap();
+        assert_eq!(
+            request.url().as_str(),
+            "http://127.0.0.1:8080/api/v1/leases?state=active&limit=5"
+        );
+        assert!(request.headers().get("authorization").is_none());
+        assert!(request.headers().get("idempotency-key").is_none());
+    }
+}

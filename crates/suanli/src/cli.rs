@@ -1,0 +1,2152 @@
+//! The `suanli` command line: clap definitions of every command, and [`run`], which executes the
+//! commands that talk to an exchange through [`suanli_client`].
+//!
+//! Each command makes one API call and prints its answer as aligned plain-text tables for people,
+//! or as pretty JSON with `--json`. Every command that sends a POST sends an idempotency key: a
+//! fresh random one, or the one given with `--idempotency-key` so that scripts can retry safely.
+//! Amounts are typed in yuan (`1000`, `12.5`) and shown as `¥12.500000`; durations are typed as
+//! `90s`, `30m`, `2h`, `1d` or plain seconds. `serve` and `demo` are declared here but run by main.
+
+use std::fmt::Write as _;
+use std::io::Write as _;
+
+use anyhow::{bail, Context};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use serde::Serialize;
+use suanli_api as api;
+use suanli_client::{Client, ClientError};
+use suanli_core::money::{parse_yuan, SignedYuan, Yuan, MICROS_PER_YUAN};
+
+use crate::args::{DemoArgs, ServeArgs};
+use crate::profiles;
+
+type Result<T = ()> = anyhow::Result<T>;
+
+/// Suanli: an open exchange of compute power.
+#[derive(Debug, Parser)]
+#[command(name = "suanli", version, propagate_version = true)]
+pub struct Cli {
+    /// URL of the exchange [env: SUANLI_SERVER; else the profile's; else http://127.0.0.1:8080].
+    #[arg(long, global = true, value_name = "URL")]
+    pub server: Option<String>,
+    /// API token [env: SUANLI_TOKEN; else the profile's].
+    #[arg(long, global = true, value_name = "SECRET")]
+    pub token: Option<String>,
+    /// Profile of the config file to use [env: SUANLI_PROFILE; else its default_profile]. The file
+    /// is $SUANLI_CONFIG, else $XDG_CONFIG_HOME/suanli/config.toml, else
+    /// ~/.config/suanli/config.toml.
+    #[arg(long, global = true, value_name = "NAME")]
+    pub profile: Option<String>,
+    /// Print the response as JSON instead of tables.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// Idempotency key of the request the command sends (default: a fresh random one). Repeat a
+    /// command with the same key to retry it without doing it twice.
+    #[arg(long, global = true, value_name = "KEY")]
+    pub idempotency_key: Option<String>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the exchange's server.
+    Serve(ServeArgs),
+    /// Run a demo market and write profiles for its orgs.
+    Demo(DemoArgs),
+    /// Show the org and token you act as.
+    Whoami,
+    /// Check that the exchange answers (needs no token).
+    Health,
+    /// List the market's zones.
+    Zones,
+    /// Accelerator models of the registry.
+    #[command(subcommand)]
+    Models(ModelsCommand),
+    /// Orgs of the exchange (operator).
+    #[command(subcommand)]
+    Org(OrgCommand),
+    /// Record money paid in to an org from outside the exchange (operator).
+    Deposit(DepositArgs),
+    /// Record money paid out of an org (operator).
+    Withdraw(WithdrawArgs),
+    /// The ledger (operator).
+    #[command(subcommand)]
+    Ledger(LedgerCommand),
+    /// Members of your org.
+    #[command(subcommand)]
+    Member(MemberCommand),
+    /// API tokens of your org.
+    #[command(subcommand)]
+    Token(TokenCommand),
+    /// Resource pools (provider).
+    #[command(subcommand)]
+    Pool(PoolCommand),
+    /// Offers of your pools (provider).
+    #[command(subcommand)]
+    Offer(OfferCommand),
+    /// Show what your org has earned from leases sold (provider).
+    Earnings,
+    /// Browse the active offers of every provider.
+    Catalog(CatalogArgs),
+    /// Rank the offers that fit a need, and say why the others do not.
+    Quote(QuoteArgs),
+    /// Buy units of an offer for up to a duration.
+    Buy(BuyArgs),
+    /// List your leases, bought and sold.
+    Leases(LeasesArgs),
+    /// One lease.
+    #[command(subcommand)]
+    Lease(LeaseCommand),
+    /// End an active lease and pay for the time used.
+    End {
+        #[arg(value_name = "LEASE_ID")]
+        lease_id: String,
+    },
+    /// Cancel a lease.
+    Cancel {
+        #[arg(value_name = "LEASE_ID")]
+        lease_id: String,
+    },
+    /// Show your org's balance.
+    Balance,
+    /// Show your org's ledger lines.
+    Statement(StatementArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ModelsCommand {
+    /// List the accelerator models.
+    List,
+    /// Add an accelerator model (operator).
+    Add {
+        /// Model name, as used in classes (e.g. H100-80G).
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        vendor: String,
+        /// Memory of one accelerator in GiB.
+        #[arg(long, value_name = "GIB")]
+        memory_gib: u32,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum OrgCommand {
+    /// Create an org with its first admin; prints the admin's token once.
+    Create(OrgCreateArgs),
+    /// List the orgs.
+    List,
+    /// Show an org.
+    Show {
+        #[arg(value_name = "ORG_ID")]
+        id: String,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct OrgCreateArgs {
+    #[arg(long)]
+    pub name: String,
+    #[arg(long, value_enum)]
+    pub kind: OrgKindArg,
+    /// Required for consumers.
+    #[arg(long, value_enum)]
+    pub consumer_type: Option<ConsumerTypeArg>,
+    #[arg(long)]
+    pub zone: String,
+    /// Where the org comes from, for statistics (e.g. tianjin, beijing).
+    #[arg(long)]
+    pub origin_region: String,
+    /// Name of the first admin (default: admin).
+    #[arg(long)]
+    pub admin_name: Option<String>,
+    #[arg(long)]
+    pub admin_email: Option<String>,
+    /// Also save the admin's token as this profile of the config file.
+    #[arg(long, value_name = "PROFILE")]
+    pub save_profile: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OrgKindArg {
+    Consumer,
+    Provider,
+    Operator,
+}
+
+impl From<OrgKindArg> for api::OrgKind {
+    fn from(kind: OrgKindArg) -> api::OrgKind {
+        match kind {
+            OrgKindArg::Consumer => api::OrgKind::Consumer,
+            OrgKindArg::Provider => api::OrgKind::Provider,
+            OrgKindArg::Operator => api::OrgKind::Operator,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ConsumerTypeArg {
+    Enterprise,
+    #[value(name = "research_institute")]
+    ResearchInstitute,
+}
+
+impl From<ConsumerTypeArg> for api::ConsumerType {
+    fn from(kind: ConsumerTypeArg) -> api::ConsumerType {
+        match kind {
+            ConsumerTypeArg::Enterprise => api::ConsumerType::Enterprise,
+            ConsumerTypeArg::ResearchInstitute => api::ConsumerType::ResearchInstitute,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum RoleArg {
+    Admin,
+    Member,
+}
+
+impl From<RoleArg> for api::Role {
+    fn from(role: RoleArg) -> api::Role {
+        match role {
+            RoleArg::Admin => api::Role::Admin,
+            RoleArg::Member => api::Role::Member,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SourceArg {
+    Available,
+    Earnings,
+}
+
+impl From<SourceArg> for api::WithdrawalSource {
+    fn from(source: SourceArg) -> api::WithdrawalSource {
+        match source {
+            SourceArg::Available => api::WithdrawalSource::Available,
+            SourceArg::Earnings => api::WithdrawalSource::Earnings,
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct DepositArgs {
+    #[arg(value_name = "ORG_ID")]
+    pub org_id: String,
+    /// Amount in yuan, e.g. 1000 or 12.5.
+    #[arg(value_name = "AMOUNT", value_parser = parse_amount)]
+    pub amount_micros: u64,
+    /// Reference of the payment outside the exchange (bank transfer, invoice).
+    #[arg(long = "ref", value_name = "REF")]
+    pub reference: String,
+}
+
+#[derive(Debug, Args)]
+pub struct WithdrawArgs {
+    #[arg(value_name = "ORG_ID")]
+    pub org_id: String,
+    /// Amount in yuan, e.g. 1000 or 12.5.
+    #[arg(value_name = "AMOUNT", value_parser = parse_amount)]
+    pub amount_micros: u64,
+    /// Reference of the payment outside the exchange (bank transfer, invoice).
+    #[arg(long = "ref", value_name = "REF")]
+    pub reference: String,
+    /// Which account pays.
+    #[arg(long = "from", value_enum, default_value = "available")]
+    pub source: SourceArg,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum LedgerCommand {
+    /// Check the ledger's invariants; fails when one is violated.
+    Check,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum MemberCommand {
+    /// List the members.
+    List,
+    /// Add a member.
+    Add {
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        email: Option<String>,
+        #[arg(long, value_enum)]
+        role: RoleArg,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// List the tokens.
+    List,
+    /// Create a token; prints its secret once.
+    Create {
+        #[arg(long)]
+        name: String,
+        /// Member the token acts for (default: yours).
+        #[arg(long = "member", value_name = "MEMBER_ID")]
+        member_id: Option<String>,
+        /// Lifetime in days (default: the exchange's, 90 days).
+        #[arg(long, value_name = "N")]
+        expires_in_days: Option<u64>,
+        /// Also save the token as this profile of the config file.
+        #[arg(long, value_name = "PROFILE")]
+        save_profile: Option<String>,
+    },
+    /// Revoke a token.
+    Revoke {
+        #[arg(value_name = "TOKEN_ID")]
+        id: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PoolCommand {
+    /// Register a pool of nodes.
+    Create {
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        zone: String,
+        /// A node, as NAME:CPUS:MEMORY_GIB[:MODEL:COUNT][@PARTITION], e.g. gpu-01:96:1024:H100-80G:8
+        /// or cn-01:64:256@batch. Repeat for more nodes.
+        #[arg(long = "node", value_name = "SPEC", required = true, num_args = 1.., value_parser = parse_node_spec)]
+        nodes: Vec<api::NodeSpec>,
+    },
+    /// List your pools.
+    List,
+    /// Show a pool and its nodes.
+    Show {
+        #[arg(value_name = "POOL_ID")]
+        id: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum OfferCommand {
+    /// Offer units of a pool at a price.
+    Create(OfferCreateArgs),
+    /// List your offers.
+    List,
+    /// Show an offer.
+    Show {
+        #[arg(value_name = "OFFER_ID")]
+        id: String,
+    },
+    /// Withdraw an offer from the market.
+    Withdraw {
+        #[arg(value_name = "OFFER_ID")]
+        id: String,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct OfferCreateArgs {
+    #[arg(long = "pool", value_name = "POOL_ID")]
+    pub pool_id: String,
+    /// general, intelligent:<MODEL> or supercomputing:<PARTITION>.
+    #[arg(long)]
+    pub class: String,
+    /// Price in yuan per unit-hour, e.g. 12.5.
+    #[arg(long = "price", value_name = "YUAN_PER_UNIT_HOUR", value_parser = parse_money)]
+    pub price_micros: u64,
+    /// Memory per unit in GiB (e.g. 4 or 0.5).
+    #[arg(long = "memory-gib-per-unit", value_name = "GIB", value_parser = parse_gib_to_mib)]
+    pub memory_mib_per_unit: u64,
+    /// CPUs per unit (default: 1 for general and supercomputing).
+    #[arg(long, value_name = "N")]
+    pub cpus_per_unit: Option<u64>,
+    #[arg(long, value_name = "N")]
+    pub min_units: Option<u64>,
+    #[arg(long, value_name = "N")]
+    pub max_units: Option<u64>,
+    /// End of the offer, RFC 3339 (default: a year from now).
+    #[arg(long, value_name = "RFC3339", value_parser = parse_rfc3339)]
+    pub valid_until: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct CatalogArgs {
+    #[arg(long, value_parser = ["general", "intelligent", "supercomputing"])]
+    pub category: Option<String>,
+    #[arg(long)]
+    pub zone: Option<String>,
+    /// At most this many offers.
+    #[arg(long, value_name = "N")]
+    pub limit: Option<u32>,
+}
+
+#[derive(Debug, Args)]
+pub struct QuoteArgs {
+    /// general, intelligent[:MODEL] or supercomputing[:PARTITION].
+    #[arg(long)]
+    pub class: Option<String>,
+    /// Accelerators as MODEL[:COUNT], e.g. H100-80G:8.
+    #[arg(long, value_name = "MODEL[:COUNT]", value_parser = parse_gpus)]
+    pub gpus: Option<GpuSpec>,
+    /// Units (vCPUs, accelerators or cores) when not implied by the other options.
+    #[arg(long, value_name = "N")]
+    pub units: Option<u64>,
+    /// Total CPUs.
+    #[arg(long, value_name = "N")]
+    pub cpus: Option<u64>,
+    /// Total memory in GiB.
+    #[arg(long = "memory-gib", value_name = "GIB", value_parser = parse_gib_to_mib)]
+    pub memory_mib: Option<u64>,
+    /// Least memory of one accelerator, in GiB.
+    #[arg(long, value_name = "GIB")]
+    pub min_gpu_memory_gib: Option<u32>,
+    #[arg(long)]
+    pub zone: Option<String>,
+    /// Highest price in yuan per unit-hour.
+    #[arg(long = "max-price", value_name = "YUAN", value_parser = parse_money)]
+    pub max_price_micros: Option<u64>,
+    /// How long at most: 90s, 30m, 2h, 1d or seconds.
+    #[arg(long = "duration", value_name = "DUR", value_parser = parse_duration)]
+    pub duration_s: u64,
+    /// Also list the excluded offers one by one, with the reason.
+    #[arg(long)]
+    pub explain: bool,
+}
+
+/// Accelerators asked for in a quote.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GpuSpec {
+    pub model: String,
+    pub count: Option<u64>,
+}
+
+#[derive(Debug, Args)]
+pub struct BuyArgs {
+    #[arg(value_name = "OFFER_ID")]
+    pub offer_id: String,
+    #[arg(long, value_name = "N")]
+    pub units: u64,
+    /// How long at most: 90s, 30m, 2h, 1d or seconds. The lease is paid by the second used.
+    #[arg(long = "duration", value_name = "DUR", value_parser = parse_duration)]
+    pub duration_s: u64,
+    /// Refuse to buy if the price is now above this, in yuan per unit-hour.
+    #[arg(long = "max-price", value_name = "YUAN", value_parser = parse_money)]
+    pub max_price_micros: Option<u64>,
+}
+
+#[derive(Debug, Args)]
+pub struct LeasesArgs {
+    #[arg(long, value_parser = ["active", "ended", "cancelled", "expired"])]
+    pub state: Option<String>,
+    /// consumer (leases bought) or provider (leases sold); default both.
+    #[arg(long, value_parser = ["consumer", "provider"])]
+    pub side: Option<String>,
+    #[arg(long, value_name = "N")]
+    pub limit: Option<u32>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum LeaseCommand {
+    /// Show a lease.
+    Show {
+        #[arg(value_name = "LEASE_ID")]
+        id: String,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct StatementArgs {
+    /// Only lines after this position (the SEQ of the last line seen).
+    #[arg(long, value_name = "SEQ")]
+    pub after: Option<i64>,
+    #[arg(long, value_name = "N")]
+    pub limit: Option<u32>,
+}
+
+// --- parsing helpers -----------------------------------------------------------------------------
+
+/// A yuan amount such as `1000`, `12.5` or `0.000001`, in micros.
+pub fn parse_money(text: &str) -> std::result::Result<u64, String> {
+    parse_yuan(text).ok_or_else(|| {
+        format!("{text:?} is not an amount in yuan: write e.g. 1000 or 12.5 (at most six decimals)")
+    })
+}
+
+/// A yuan amount that must be more than zero.
+pub fn parse_amount(text: &str) -> std::result::Result<u64, String> {
+    match parse_money(text)? {
+        0 => Err("the amount must be more than zero".to_owned()),
+        micros => Ok(micros),
+    }
+}
+
+/// A duration as `90s`, `30m`, `2h`, `1d` or plain seconds, in seconds; more than zero.
+pub fn parse_duration(text: &str) -> std::result::Result<u64, String> {
+    let bad = || format!("{text:?} is not a duration: write e.g. 90s, 30m, 2h, 1d or seconds");
+    let text = text.trim();
+    let (number, unit) = match text.char_indices().last() {
+        Some((i, c)) if c.is_ascii_alphabetic() => (&text[..i], c.to_ascii_lowercase()),
+        _ => (text, 's'),
+    };
+    let per_unit: u64 = match unit {
+        's' => 1,
+        'm' => 60,
+        'h' => 3_600,
+        'd' => 86_400,
+        _ => return Err(bad()),
+    };
+    if number.is_empty() || !number.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(bad());
+    }
+    let seconds = number
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(per_unit))
+        .ok_or_else(|| format!("{text:?} is too long a duration"))?;
+    if seconds == 0 {
+        return Err("the duration must be more than zero".to_owned());
+    }
+    Ok(seconds)
+}
+
+/// Seconds in the largest whole unit: `1d`, `2h`, `90m`, `45s`.
+pub fn format_duration(seconds: u64) -> String {
+    match seconds {
+        0 => "0s".to_owned(),
+        s if s % 86_400 == 0 => format!("{}d", s / 86_400),
+        s if s % 3_600 == 0 => format!("{}h", s / 3_600),
+        s if s % 60 == 0 => format!("{}m", s / 60),
+        s => format!("{s}s"),
+    }
+}
+
+/// GiB, whole or with up to six decimals that make whole MiB (`4`, `0.5`), in MiB.
+pub fn parse_gib_to_mib(text: &str) -> std::result::Result<u64, String> {
+    let bad = || format!("{text:?} is not an amount of GiB: write e.g. 256 or 0.5");
+    let micro_gib = parse_yuan(text).ok_or_else(bad)?;
+    let scaled = u128::from(micro_gib) * 1024;
+    let per = u128::from(MICROS_PER_YUAN);
+    if scaled % per != 0 {
+        return Err(format!("{text:?} GiB is not a whole number of MiB"));
+    }
+    u64::try_from(scaled / per).map_err(|_| bad())
+}
+
+/// A node as `NAME:CPUS:MEMORY_GIB[:MODEL:COUNT][@PARTITION]`.
+pub fn parse_node_spec(text: &str) -> std::result::Result<api::NodeSpec, String> {
+    let usage =
+        "write NAME:CPUS:MEMORY_GIB[:MODEL:COUNT][@PARTITION], e.g. gpu-01:96:1024:H100-80G:8 \
+                 or cn-01:64:256@batch";
+    let (rest, partition) = match text.split_once('@') {
+        Some((rest, partition)) if !partition.is_empty() && !partition.contains(['@', ':']) => {
+            (rest, Some(partition.to_owned()))
+        }
+        Some(_) => return Err(format!("{text:?}: bad partition; {usage}")),
+        None => (text, None),
+    };
+    let parts: Vec<&str> = rest.split(':').collect();
+    let (name, cpus, memory, model) = match parts.as_slice() {
+        [name, cpus, memory] => (*name, *cpus, *memory, None),
+        [name, cpus, memory, model, count] => (*name, *cpus, *memory, Some((*model, *count))),
+        _ => return Err(format!("{text:?}: {usage}")),
+    };
+    if name.is_empty() {
+        return Err(format!("{text:?}: the node needs a name; {usage}"));
+    }
+    let cpus: u64 = cpus
+        .parse()
+        .map_err(|_| format!("{text:?}: CPUS must be a whole number, not {cpus:?}"))?;
+    let memory_mib = parse_gib_to_mib(memory).map_err(|e| format!("{text:?}: MEMORY_GIB: {e}"))?;
+    let (accelerator_model, accelerators) = match model {
+        None => (None, 0),
+        Some((model, count)) => {
+            if model.is_empty() {
+                return Err(format!("{text:?}: the accelerator model is empty; {usage}"));
+            }
+            let count: u64 = count
+                .parse()
+                .map_err(|_| format!("{text:?}: COUNT must be a whole number, not {count:?}"))?;
+            (Some(model.to_owned()), count)
+        }
+    };
+    Ok(api::NodeSpec {
+        name: name.to_owned(),
+        cpus,
+        memory_mib,
+        accelerator_model,
+        accelerators,
+        partition,
+    })
+}
+
+/// Accelerators as `MODEL[:COUNT]`.
+pub fn parse_gpus(text: &str) -> std::result::Result<GpuSpec, String> {
+    let (model, count) = match text.split_once(':') {
+        Some((model, count)) => {
+            let count: u64 = count
+                .parse()
+                .ok()
+                .filter(|n| *n > 0)
+                .ok_or_else(|| format!("{text:?}: COUNT must be a whole number above zero"))?;
+            (model, Some(count))
+        }
+        None => (text, None),
+    };
+    if model.is_empty() {
+        return Err(format!("{text:?}: write MODEL[:COUNT], e.g. H100-80G:8"));
+    }
+    Ok(GpuSpec {
+        model: model.to_owned(),
+        count,
+    })
+}
+
+/// An RFC 3339 time, checked and passed on as written.
+pub fn parse_rfc3339(text: &str) -> std::result::Result<String, String> {
+    chrono::DateTime::parse_from_rfc3339(text)
+        .map(|_| text.to_owned())
+        .map_err(|e| format!("{text:?} is not an RFC 3339 time (e.g. 2026-01-31T00:00:00Z): {e}"))
+}
+
+/// A fresh idempotency key: `cli-` and 32 random hex digits.
+pub fn fresh_idempotency_key() -> Result<String> {
+    let mut bytes = [0u8; 16];
+    getrandom::fill(&mut bytes)
+        .map_err(|e| anyhow::anyhow!("cannot draw a random idempotency key: {e}"))?;
+    let mut key = String::from("cli-");
+    for byte in bytes {
+        write!(key, "{byte:02x}")?;
+    }
+    Ok(key)
+}
+
+// --- output helpers ------------------------------------------------------------------------------
+
+/// Micros as `¥12.500000`.
+pub fn yuan(micros: u64) -> String {
+    format!("¥{}", Yuan(micros))
+}
+
+/// Signed micros as `¥12.500000` or `-¥3.000001`.
+pub fn signed_yuan(micros: i64) -> String {
+    if micros < 0 {
+        format!("-¥{}", SignedYuan(-i128::from(micros)))
+    } else {
+        format!("¥{}", SignedYuan(i128::from(micros)))
+    }
+}
+
+/// A price as `¥12.500000/unit-h`.
+pub fn price(micros_per_unit_hour: u64) -> String {
+    format!("{}/unit-h", yuan(micros_per_unit_hour))
+}
+
+/// Micros as yuan for a command line: `12.5`, `1000`.
+fn yuan_arg(micros: u64) -> String {
+    let text = Yuan(micros).to_string();
+    text.trim_end_matches('0').trim_end_matches('.').to_owned()
+}
+
+/// MiB as `256GiB` when whole, else `1536MiB`.
+fn memory(mib: u64) -> String {
+    let gib = mib / 1024;
+    if gib * 1024 == mib {
+        format!("{gib}GiB")
+    } else {
+        format!("{mib}MiB")
+    }
+}
+
+fn or_dash(value: Option<&str>) -> String {
+    value.unwrap_or("-").to_owned()
+}
+
+/// Columns a terminal gives `text`: two for East Asian wide characters (CJK, Hangul, full-width
+/// forms), one for the others.
+pub fn display_width(text: &str) -> usize {
+    text.chars()
+        .map(|c| match u32::from(c) {
+            0x1100..=0x115F
+            | 0x2E80..=0x303E
+            | 0x3041..=0x33FF
+            | 0x3400..=0x4DBF
+            | 0x4E00..=0x9FFF
+            | 0xA000..=0xA4CF
+            | 0xAC00..=0xD7A3
+            | 0xF900..=0xFAFF
+            | 0xFE30..=0xFE4F
+            | 0xFF00..=0xFF60
+            | 0xFFE0..=0xFFE6
+            | 0x20000..=0x3FFFD => 2,
+            _ => 1,
+        })
+        .sum()
+}
+
+/// An aligned table: a header row and rows, columns padded to their widest cell and two spaces
+/// apart. `(none)` when there are no rows.
+pub fn render_table(header: &[&str], rows: &[Vec<String>]) -> String {
+    if rows.is_empty() {
+        return "(none)\n".to_owned();
+    }
+    let mut widths: Vec<usize> = header.iter().map(|h| display_width(h)).collect();
+    for row in rows {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(display_width(cell));
+        }
+    }
+    let mut text = String::new();
+    let mut push_row = |cells: Vec<&str>| {
+        let last = cells.len().saturating_sub(1);
+        for (i, (cell, width)) in cells.iter().zip(&widths).enumerate() {
+            text.push_str(cell);
+            if i < last {
+                let pad = width.saturating_sub(display_width(cell)) + 2;
+                text.extend(std::iter::repeat_n(' ', pad));
+            }
+        }
+        text.push('\n');
+    };
+    push_row(header.to_vec());
+    for row in rows {
+        push_row(row.iter().map(String::as_str).collect());
+    }
+    text
+}
+
+/// Labels and values, one pair a line, values aligned.
+pub fn render_pairs(pairs: &[(&str, String)]) -> String {
+    let width = pairs
+        .iter()
+        .map(|(label, _)| display_width(label))
+        .max()
+        .unwrap_or(0);
+    let mut text = String::new();
+    for (label, value) in pairs {
+        let pad = width - display_width(label) + 2;
+        text.push_str(label);
+        text.extend(std::iter::repeat_n(' ', pad));
+        text.push_str(value);
+        text.push('\n');
+    }
+    text
+}
+
+/// What a command prints: stdout, then notes on stderr.
+#[derive(Debug, Default)]
+struct Output {
+    out: String,
+    err: String,
+}
+
+impl Output {
+    fn table(&mut self, header: &[&str], rows: &[Vec<String>]) {
+        self.out.push_str(&render_table(header, rows));
+    }
+
+    fn pairs(&mut self, pairs: &[(&str, String)]) {
+        self.out.push_str(&render_pairs(pairs));
+    }
+
+    fn line(&mut self, line: &str) {
+        self.out.push_str(line);
+        self.out.push('\n');
+    }
+
+    fn note(&mut self, line: &str) {
+        self.err.push_str(line);
+        self.err.push('\n');
+    }
+
+    fn json<T: Serialize>(&mut self, value: &T) -> Result {
+        self.line(&serde_json::to_string_pretty(value)?);
+        Ok(())
+    }
+
+    /// Writes stdout then stderr; a closed stdout (`| head`) is not an error.
+    fn emit(&self) -> Result {
+        let mut stdout = std::io::stdout().lock();
+        match stdout
+            .write_all(self.out.as_bytes())
+            .and_then(|()| stdout.flush())
+        {
+            Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+                return Err(e).context("cannot write to stdout")
+            }
+            _ => {}
+        }
+        let _ = std::io::stderr().write_all(self.err.as_bytes());
+        Ok(())
+    }
+}
+
+fn org_pairs(org: &api::Org) -> Vec<(&'static str, String)> {
+    let mut pairs = vec![
+        ("org", org.id.clone()),
+        ("name", org.name.clone()),
+        ("kind", org.kind.as_str().to_owned()),
+    ];
+    if let Some(consumer_type) = org.consumer_type {
+        pairs.push(("consumer type", consumer_type.as_str().to_owned()));
+    }
+    pairs.extend([
+        ("zone", org.zone.clone()),
+        ("origin region", org.origin_region.clone()),
+        ("created", org.created_at.clone()),
+    ]);
+    pairs
+}
+
+/// `active`, `revoked` or `expired`.
+fn token_state(token: &api::ApiToken) -> &'static str {
+    if token.revoked_at.is_some() {
+        return "revoked";
+    }
+    match chrono::DateTime::parse_from_rfc3339(&token.expires_at) {
+        Ok(expires) if expires <= chrono::Utc::now() => "expired",
+        _ => "active",
+    }
+}
+
+fn token_pairs(token: &api::ApiToken) -> Vec<(&'static str, String)> {
+    vec![
+        ("token", token.id.clone()),
+        ("name", token.name.clone()),
+        ("member", token.member_id.clone()),
+        ("role", token.role.as_str().to_owned()),
+        ("state", token_state(token).to_owned()),
+        ("created", token.created_at.clone()),
+        ("expires", token.expires_at.clone()),
+    ]
+}
+
+fn member_pairs(member: &api::Member) -> Vec<(&'static str, String)> {
+    vec![
+        ("member", member.id.clone()),
+        ("name", member.name.clone()),
+        ("email", or_dash(member.email.as_deref())),
+        ("role", member.role.as_str().to_owned()),
+        ("created", member.created_at.clone()),
+    ]
+}
+
+fn transfer_pairs(transfer: &api::Transfer) -> Vec<(&'static str, String)> {
+    let mut pairs = vec![
+        ("transfer", transfer.id.clone()),
+        ("kind", transfer.kind.clone()),
+        ("amount", yuan(transfer.amount_micros)),
+        ("debit", transfer.debit_account_id.clone()),
+        ("credit", transfer.credit_account_id.clone()),
+    ];
+    if let Some(reference) = &transfer.external_ref {
+        pairs.push(("ref", reference.clone()));
+    }
+    pairs.push(("created", transfer.created_at.clone()));
+    pairs
+}
+
+/// `8× H100-80G`, or `-` for none.
+fn accelerators(model: Option<&str>, count: u64) -> String {
+    match (model, count) {
+        (_, 0) => "-".to_owned(),
+        (Some(model), n) => format!("{n}× {model}"),
+        (None, n) => n.to_string(),
+    }
+}
+
+fn print_pool(o: &mut Output, pool: &api::Pool) {
+    o.pairs(&[
+        ("pool", pool.id.clone()),
+        ("name", pool.name.clone()),
+        ("zone", pool.zone.clone()),
+        (
+            "agent",
+            if pool.agent_connected {
+                "connected"
+            } else {
+                "none"
+            }
+            .to_owned(),
+        ),
+        ("created", pool.created_at.clone()),
+    ]);
+    o.line("");
+    let rows: Vec<Vec<String>> = pool
+        .nodes
+        .iter()
+        .map(|n| {
+            vec![
+                n.id.clone(),
+                n.name.clone(),
+                format!("{}/{}", n.cpus_reserved, n.cpus),
+                format!("{}/{}", memory(n.memory_mib_reserved), memory(n.memory_mib)),
+                match &n.accelerator_model {
+                    Some(model) if n.accelerators > 0 => {
+                        format!("{}/{} {model}", n.accelerators_reserved, n.accelerators)
+                    }
+                    _ => "-".to_owned(),
+                },
+                or_dash(n.partition.as_deref()),
+            ]
+        })
+        .collect();
+    o.table(
+        &[
+            "NODE",
+            "NAME",
+            "CPUS USED",
+            "MEMORY USED",
+            "ACCELERATORS USED",
+            "PARTITION",
+        ],
+        &rows,
+    );
+}
+
+fn pool_row(pool: &api::Pool) -> Vec<String> {
+    let cpus: u64 = pool.nodes.iter().map(|n| n.cpus).sum();
+    let memory_mib: u64 = pool.nodes.iter().map(|n| n.memory_mib).sum();
+    let mut models: std::collections::BTreeMap<&str, u64> = std::collections::BTreeMap::new();
+    for node in &pool.nodes {
+        if let Some(model) = &node.accelerator_model {
+            *models.entry(model).or_default() += node.accelerators;
+        }
+    }
+    let accel: Vec<String> = models
+        .iter()
+        .filter(|(_, n)| **n > 0)
+        .map(|(m, n)| accelerators(Some(m), *n))
+        .collect();
+    vec![
+        pool.id.clone(),
+        pool.name.clone(),
+        pool.zone.clone(),
+        pool.nodes.len().to_string(),
+        cpus.to_string(),
+        memory(memory_mib),
+        if accel.is_empty() {
+            "-".to_owned()
+        } else {
+            accel.join(", ")
+        },
+        if pool.agent_connected { "yes" } else { "no" }.to_owned(),
+    ]
+}
+
+/// `1 CPU, 8GiB, 80GiB accelerator memory`.
+fn unit_shape(offer: &api::Offer) -> String {
+    let mut shape = format!(
+        "{} CPU{}, {}",
+        offer.cpus_per_unit,
+        if offer.cpus_per_unit == 1 { "" } else { "s" },
+        memory(offer.memory_mib_per_unit)
+    );
+    if offer.accelerator_memory_gib > 0 {
+        write!(
+            shape,
+            ", {}GiB accelerator memory",
+            offer.accelerator_memory_gib
+        )
+        .expect("writing to a String cannot fail");
+    }
+    shape
+}
+
+fn offer_pairs(offer: &api::Offer) -> Vec<(&'static str, String)> {
+    vec![
+        ("offer", offer.id.clone()),
+        ("provider", offer.org_id.clone()),
+        ("pool", offer.pool_id.clone()),
+        ("class", offer.class.clone()),
+        ("category", offer.category.clone()),
+        ("zone", offer.zone.clone()),
+        ("price", price(offer.price_micros_per_unit_hour)),
+        ("unit", unit_shape(offer)),
+        (
+            "units",
+            format!(
+                "{}–{} per lease, {} free",
+                offer.min_units, offer.max_units, offer.units_available
+            ),
+        ),
+        (
+            "valid",
+            format!("{} to {}", offer.valid_from, offer.valid_until),
+        ),
+        ("state", offer.state.clone()),
+        ("created", offer.created_at.clone()),
+    ]
+}
+
+fn lease_pairs(lease: &api::Lease) -> Vec<(&'static str, String)> {
+    let mut pairs = vec![
+        ("lease", lease.id.clone()),
+        ("state", lease.state.clone()),
+        ("offer", lease.offer_id.clone()),
+        ("class", lease.class.clone()),
+        ("zone", lease.zone.clone()),
+        ("consumer", lease.consumer_org_id.clone()),
+        ("provider", lease.provider_org_id.clone()),
+        ("pool", lease.pool_id.clone()),
+        ("units", lease.units.to_string()),
+        ("price", price(lease.price_micros_per_unit_hour)),
+        ("duration limit", format_duration(lease.duration_limit_s)),
+        ("started", lease.started_at.clone()),
+        ("ends", lease.ends_at.clone()),
+    ];
+    if let Some(ended) = &lease.ended_at {
+        pairs.push(("ended", ended.clone()));
+    }
+    if let Some(billed) = lease.billed_seconds {
+        pairs.push(("billed", format!("{billed} s")));
+    }
+    if let Some(cost) = lease.cost_micros {
+        pairs.push(("cost", yuan(cost)));
+    }
+    if let Some(fee) = lease.fee_micros {
+        pairs.push(("fee", yuan(fee)));
+    }
+    let mut hold = format!(
+        "{} {} ({})",
+        lease.hold.id,
+        yuan(lease.hold.amount_micros),
+        lease.hold.state
+    );
+    if lease.hold.state == "posted" {
+        write!(hold, ", charged {}", yuan(lease.hold.posted_micros))
+            .expect("writing to a String cannot fail");
+    }
+    pairs.push(("hold", hold));
+    let allocations: Vec<String> = lease
+        .allocations
+        .iter()
+        .map(|a| format!("{}×{}", a.node_id, a.units))
+        .collect();
+    pairs.push((
+        "nodes",
+        if allocations.is_empty() {
+            "-".to_owned()
+        } else {
+            allocations.join(", ")
+        },
+    ));
+    pairs
+}
+
+/// `excluded: 3 zone, 1 price`, most frequent reason first.
+fn excluded_line(counts: &std::collections::BTreeMap<String, u64>) -> Option<String> {
+    let mut counts: Vec<(&String, &u64)> = counts.iter().filter(|(_, n)| **n > 0).collect();
+    if counts.is_empty() {
+        return None;
+    }
+    counts.sort_by(|a, b| b.1.cmp(a.1).then_with(|| a.0.cmp(b.0)));
+    let parts: Vec<String> = counts
+        .iter()
+        .map(|(reason, n)| format!("{n} {reason}"))
+        .collect();
+    Some(format!("excluded: {}", parts.join(", ")))
+}
+
+// --- running -------------------------------------------------------------------------------------
+
+/// What every command needs.
+struct Ctx {
+    client: Client,
+    json: bool,
+    key: String,
+    server: String,
+}
+
+impl Ctx {
+    fn key(&self) -> Option<&str> {
+        Some(&self.key)
+    }
+}
+
+/// Whether the command sends a POST that changes the exchange.
+fn is_mutating(command: &Command) -> bool {
+    matches!(
+        command,
+        Command::Models(ModelsCommand::Add { .. })
+            | Command::Org(OrgCommand::Create(_))
+            | Command::Deposit(_)
+            | Command::Withdraw(_)
+            | Command::Member(MemberCommand::Add { .. })
+            | Command::Token(TokenCommand::Create { .. } | TokenCommand::Revoke { .. })
+            | Command::Pool(PoolCommand::Create { .. })
+            | Command::Offer(OfferCommand::Create(_) | OfferCommand::Withdraw { .. })
+            | Command::Buy(_)
+            | Command::End { .. }
+            | Command::Cancel { .. }
+    )
+}
+
+/// Runs every command but `serve` and `demo`, which main runs.
+pub async fn run(cli: Cli) -> Result {
+    let Cli {
+        server,
+        token,
+        profile,
+        json,
+        idempotency_key,
+        command,
+    } = cli;
+    if matches!(command, Command::Serve(_) | Command::Demo(_)) {
+        bail!("`serve` and `demo` are run by main, not by cli::run");
+    }
+    let conn = profiles::resolve(&profiles::Flags {
+        server,
+        token,
+        profile,
+    })?;
+    if !matches!(command, Command::Health) {
+        conn.require_token()?;
+    }
+    let mutating = is_mutating(&command);
+    let key = match idempotency_key {
+        Some(key) => key,
+        None => fresh_idempotency_key()?,
+    };
+    let ctx = Ctx {
+        client: Client::new(conn.server.clone(), conn.token.clone()),
+        json,
+        key,
+        server: conn.server,
+    };
+    let mut output = Output::default();
+    let result = match execute(&ctx, command, &mut output).await {
+        Err(err) if mutating && matches!(err.downcast_ref(), Some(ClientError::Transport(_))) => {
+            Err(anyhow::anyhow!(
+                "{err}\nnote: the exchange may or may not have done it; repeat the command with \
+                 --idempotency-key {} to retry safely",
+                ctx.key
+            ))
+        }
+        other => other,
+    };
+    output.emit()?;
+    result
+}
+
+async fn execute(ctx: &Ctx, command: Command, o: &mut Output) -> Result {
+    let client = &ctx.client;
+    match command {
+        Command::Serve(_) | Command::Demo(_) => {
+            bail!("`serve` and `demo` are run by main, not by cli::run")
+        }
+        Command::Whoami => {
+            let me = client.me().await?;
+            if ctx.json {
+                return o.json(&me);
+            }
+            let mut pairs: Vec<(&str, String)> = org_pairs(&me.org)
+                .into_iter()
+                .filter(|(label, _)| *label != "created")
+                .collect();
+            pairs.extend([
+                ("member", me.token.member_id.clone()),
+                ("role", me.token.role.as_str().to_owned()),
+                ("token", format!("{} ({})", me.token.id, me.token.name)),
+                ("expires", me.token.expires_at.clone()),
+                ("server", ctx.server.clone()),
+            ]);
+            o.pairs(&pairs);
+        }
+        Command::Health => {
+            let health = client.health().await?;
+            if ctx.json {
+                return o.json(&health);
+            }
+            o.pairs(&[
+                ("status", health.status),
+                ("version", health.version),
+                ("store", health.store),
+                ("server", ctx.server.clone()),
+            ]);
+        }
+        Command::Zones => {
+            let zones = client.list_zones().await?;
+            if ctx.json {
+                return o.json(&zones);
+            }
+            let rows: Vec<Vec<String>> = zones
+                .items
+                .iter()
+                .map(|z| vec![z.id.clone(), z.name.clone(), z.kind.clone()])
+                .collect();
+            o.table(&["ID", "NAME", "KIND"], &rows);
+        }
+        Command::Models(ModelsCommand::List) => {
+            let models = client.list_accelerator_models().await?;
+            if ctx.json {
+                return o.json(&models);
+            }
+            let rows: Vec<Vec<String>> = models
+                .items
+                .iter()
+                .map(|m| {
+                    vec![
+                        m.name.clone(),
+                        m.vendor.clone(),
+                        format!("{}GiB", m.memory_gib),
+                    ]
+                })
+                .collect();
+            o.table(&["NAME", "VENDOR", "MEMORY"], &rows);
+        }
+        Command::Models(ModelsCommand::Add {
+            name,
+            vendor,
+            memory_gib,
+        }) => {
+            let request = api::CreateAcceleratorModelRequest {
+                name,
+                vendor,
+                memory_gib,
+            };
+            let model = client.create_accelerator_model(&request, ctx.key()).await?;
+            if ctx.json {
+                return o.json(&model);
+            }
+            o.pairs(&[
+                ("model", model.name),
+                ("vendor", model.vendor),
+                ("memory", format!("{}GiB", model.memory_gib)),
+            ]);
+        }
+        Command::Org(OrgCommand::Create(args)) => org_create(ctx, args, o).await?,
+        Command::Org(OrgCommand::List) => {
+            let orgs = client.list_orgs().await?;
+            if ctx.json {
+                return o.json(&orgs);
+            }
+            let rows: Vec<Vec<String>> = orgs
+                .items
+                .iter()
+                .map(|org| {
+                    vec![
+                        org.id.clone(),
+                        org.name.clone(),
+                        org.kind.as_str().to_owned(),
+                        or_dash(org.consumer_type.map(|t| t.as_str())),
+                        org.zone.clone(),
+                        org.origin_region.clone(),
+                        org.created_at.clone(),
+                    ]
+                })
+                .collect();
+            o.table(
+                &[
+                    "ID",
+                    "NAME",
+                    "KIND",
+                    "CONSUMER TYPE",
+                    "ZONE",
+                    "REGION",
+                    "CREATED",
+                ],
+                &rows,
+            );
+        }
+        Command::Org(OrgCommand::Show { id }) => {
+            let org = client.get_org(&id).await?;
+            if ctx.json {
+                return o.json(&org);
+            }
+            o.pairs(&org_pairs(&org));
+        }
+        Command::Deposit(args) => {
+            let request = api::DepositRequest {
+                amount_micros: args.amount_micros,
+                external_ref: args.reference,
+            };
+            let transfer = client.deposit(&args.org_id, &request, ctx.key()).await?;
+            if ctx.json {
+                return o.json(&transfer);
+            }
+            o.pairs(&transfer_pairs(&transfer));
+        }
+        Command::Withdraw(args) => {
+            let request = api::WithdrawalRequest {
+                amount_micros: args.amount_micros,
+                external_ref: args.reference,
+                source: args.source.into(),
+            };
+            let transfer = client.withdraw(&args.org_id, &request, ctx.key()).await?;
+            if ctx.json {
+                return o.json(&transfer);
+            }
+            o.pairs(&transfer_pairs(&transfer));
+        }
+        Command::Ledger(LedgerCommand::Check) => {
+            let check = client.ledger_check().await?;
+            if ctx.json {
+                o.json(&check)?;
+            } else {
+                o.pairs(&[
+                    ("ok", if check.ok { "yes" } else { "no" }.to_owned()),
+                    ("accounts", check.accounts.to_string()),
+                    ("transfers", check.transfers.to_string()),
+                    ("holds pending", check.holds_pending.to_string()),
+                ]);
+                for violation in &check.violations {
+                    o.line(&format!("violation: {violation}"));
+                }
+            }
+            if !check.ok {
+                bail!(
+                    "the ledger check found {} violation(s)",
+                    check.violations.len()
+                );
+            }
+        }
+        Command::Member(MemberCommand::List) => {
+            let members = client.list_members().await?;
+            if ctx.json {
+                return o.json(&members);
+            }
+            let rows: Vec<Vec<String>> = members
+                .items
+                .iter()
+                .map(|m| {
+                    vec![
+                        m.id.clone(),
+                        m.name.clone(),
+                        or_dash(m.email.as_deref()),
+                        m.role.as_str().to_owned(),
+                        m.created_at.clone(),
+                    ]
+                })
+                .collect();
+            o.table(&["ID", "NAME", "EMAIL", "ROLE", "CREATED"], &rows);
+        }
+        Command::Member(MemberCommand::Add { name, email, role }) => {
+            let request = api::CreateMemberRequest {
+                name,
+                email,
+                role: role.into(),
+            };
+            let member = client.create_member(&request, ctx.key()).await?;
+            if ctx.json {
+                return o.json(&member);
+            }
+            o.pairs(&member_pairs(&member));
+        }
+        Command::Token(TokenCommand::List) => {
+            let tokens = client.list_tokens().await?;
+            if ctx.json {
+                return o.json(&tokens);
+            }
+            let rows: Vec<Vec<String>> = tokens
+                .items
+                .iter()
+                .map(|t| {
+                    vec![
+                        t.id.clone(),
+                        t.name.clone(),
+                        t.member_id.clone(),
+                        t.role.as_str().to_owned(),
+                        token_state(t).to_owned(),
+                        t.expires_at.clone(),
+                    ]
+                })
+                .collect();
+            o.table(&["ID", "NAME", "MEMBER", "ROLE", "STATE", "EXPIRES"], &rows);
+        }
+        Command::Token(TokenCommand::Create {
+            name,
+            member_id,
+            expires_in_days,
+            save_profile,
+        }) => {
+            let expires_in_s = match expires_in_days {
+                Some(days) => Some(
+                    days.checked_mul(86_400)
+                        .context("--expires-in-days is too large")?,
+                ),
+                None => None,
+            };
+            let request = api::CreateTokenRequest {
+                name,
+                member_id,
+                expires_in_s,
+            };
+            let created = client.create_token(&request, ctx.key()).await?;
+            if ctx.json {
+                o.json(&created)?;
+            } else {
+                let mut pairs = token_pairs(&created.token);
+                pairs.push(("secret", created.secret.clone()));
+                o.pairs(&pairs);
+            }
+            o.note("warning: the secret is shown only once; store it now.");
+            if let Some(profile) = save_profile {
+                let org = client
+                    .with_token(Some(created.secret.clone()))
+                    .me()
+                    .await
+                    .ok();
+                save_profile_of(
+                    ctx,
+                    o,
+                    &profile,
+                    &created.secret,
+                    org.as_ref()
+                        .map(|me| (me.org.id.as_str(), me.org.name.as_str())),
+                )?;
+            }
+        }
+        Command::Token(TokenCommand::Revoke { id }) => {
+            let token = client.revoke_token(&id, ctx.key()).await?;
+            if ctx.json {
+                return o.json(&token);
+            }
+            o.pairs(&token_pairs(&token));
+        }
+        Command::Pool(PoolCommand::Create { name, zone, nodes }) => {
+            let request = api::CreatePoolRequest { name, zone, nodes };
+            let pool = client.create_pool(&request, ctx.key()).await?;
+            if ctx.json {
+                return o.json(&pool);
+            }
+            print_pool(o, &pool);
+        }
+        Command::Pool(PoolCommand::List) => {
+            let pools = client.list_pools().await?;
+            if ctx.json {
+                return o.json(&pools);
+            }
+            let rows: Vec<Vec<String>> = pools.items.iter().map(pool_row).collect();
+            o.table(
+                &[
+                    "ID",
+                    "NAME",
+                    "ZONE",
+                    "NODES",
+                    "CPUS",
+                    "MEMORY",
+                    "ACCELERATORS",
+                    "AGENT",
+                ],
+                &rows,
+            );
+        }
+        Command::Pool(PoolCommand::Show { id }) => {
+            let pool = client.get_pool(&id).await?;
+            if ctx.json {
+                return o.json(&pool);
+            }
+            print_pool(o, &pool);
+        }
+        Command::Offer(OfferCommand::Create(args)) => {
+            let request = api::CreateOfferRequest {
+                pool_id: args.pool_id,
+                class: args.class,
+                cpus_per_unit: args.cpus_per_unit,
+                memory_mib_per_unit: args.memory_mib_per_unit,
+                price_micros_per_unit_hour: args.price_micros,
+                min_units: args.min_units,
+                max_units: args.max_units,
+                valid_from: None,
+                valid_until: args.valid_until,
+            };
+            let offer = client.create_offer(&request, ctx.key()).await?;
+            if ctx.json {
+                return o.json(&offer);
+            }
+            o.pairs(&offer_pairs(&offer));
+        }
+        Command::Offer(OfferCommand::List) => {
+            let offers = client.list_offers().await?;
+            if ctx.json {
+                return o.json(&offers);
+            }
+            let rows: Vec<Vec<String>> = offers
+                .items
+                .iter()
+                .map(|offer| {
+                    vec![
+                        offer.id.clone(),
+                        offer.pool_id.clone(),
+                        offer.class.clone(),
+                        offer.zone.clone(),
+                        price(offer.price_micros_per_unit_hour),
+                        offer.units_available.to_string(),
+                        format!("{}–{}", offer.min_units, offer.max_units),
+                        offer.state.clone(),
+                        offer.valid_until.clone(),
+                    ]
+                })
+                .collect();
+            o.table(
+                &[
+                    "ID",
+                    "POOL",
+                    "CLASS",
+                    "ZONE",
+                    "PRICE/UNIT-H",
+                    "UNITS FREE",
+                    "PER LEASE",
+                    "STATE",
+                    "VALID UNTIL",
+                ],
+                &rows,
+            );
+        }
+        Command::Offer(OfferCommand::Show { id }) => {
+            let offer = client.get_offer(&id).await?;
+            if ctx.json {
+                return o.json(&offer);
+            }
+            o.pairs(&offer_pairs(&offer));
+        }
+        Command::Offer(OfferCommand::Withdraw { id }) => {
+            let offer = client.withdraw_offer(&id, ctx.key()).await?;
+            if ctx.json {
+                return o.json(&offer);
+            }
+            o.pairs(&[("offer", offer.id), ("state", offer.state)]);
+        }
+        Command::Earnings => {
+            let balance = client.balance().await?;
+            if ctx.json {
+                return o.json(&balance);
+            }
+            o.pairs(&[
+                ("org", balance.org_id),
+                ("earnings", signed_yuan(balance.earnings_micros)),
+            ]);
+        }
+        Command::Catalog(args) => {
+            let params = api::CatalogParams {
+                category: args.category,
+                zone: args.zone,
+                limit: args.limit,
+            };
+            let offers = client.catalog(&params).await?;
+            if ctx.json {
+                return o.json(&offers);
+            }
+            let rows: Vec<Vec<String>> = offers
+                .items
+                .iter()
+                .map(|offer| {
+                    vec![
+                        offer.id.clone(),
+                        offer.org_id.clone(),
+                        offer.class.clone(),
+                        offer.zone.clone(),
+                        price(offer.price_micros_per_unit_hour),
+                        offer.units_available.to_string(),
+                        unit_shape(offer),
+                    ]
+                })
+                .collect();
+            o.table(
+                &[
+                    "OFFER",
+                    "PROVIDER",
+                    "CLASS",
+                    "ZONE",
+                    "PRICE/UNIT-H",
+                    "UNITS FREE",
+                    "UNIT",
+                ],
+                &rows,
+            );
+        }
+        Command::Quote(args) => quote(ctx, args, o).await?,
+        Command::Buy(args) => {
+            let request = api::PurchaseRequest {
+                offer_id: args.offer_id,
+                units: args.units,
+                duration_limit_s: args.duration_s,
+                max_price_micros_per_unit_hour: args.max_price_micros,
+            };
+            let lease = client.purchase(&request, ctx.key()).await?;
+            if ctx.json {
+                return o.json(&lease);
+            }
+            o.pairs(&lease_pairs(&lease));
+            o.line("");
+            o.line(&format!(
+                "{} is held until the lease ends; you pay for the seconds used. End it with: \
+                 suanli end {}",
+                yuan(lease.hold.amount_micros),
+                lease.id
+            ));
+        }
+        Command::Leases(args) => {
+            let params = api::LeaseListParams {
+                state: args.state,
+                side: args.side,
+                limit: args.limit,
+            };
+            let leases = client.list_leases(&params).await?;
+            if ctx.json {
+                return o.json(&leases);
+            }
+            let rows: Vec<Vec<String>> = leases
+                .items
+                .iter()
+                .map(|l| {
+                    vec![
+                        l.id.clone(),
+                        l.state.clone(),
+                        l.class.clone(),
+                        l.zone.clone(),
+                        l.units.to_string(),
+                        price(l.price_micros_per_unit_hour),
+                        l.started_at.clone(),
+                        l.ended_at
+                            .clone()
+                            .unwrap_or_else(|| format!("(ends {})", l.ends_at)),
+                        l.cost_micros.map(yuan).unwrap_or_else(|| "-".to_owned()),
+                    ]
+                })
+                .collect();
+            o.table(
+                &[
+                    "ID",
+                    "STATE",
+                    "CLASS",
+                    "ZONE",
+                    "UNITS",
+                    "PRICE/UNIT-H",
+                    "STARTED",
+                    "ENDED",
+                    "COST",
+                ],
+                &rows,
+            );
+        }
+        Command::Lease(LeaseCommand::Show { id }) => {
+            let lease = client.get_lease(&id).await?;
+            if ctx.json {
+                return o.json(&lease);
+            }
+            o.pairs(&lease_pairs(&lease));
+        }
+        Command::End { lease_id } => {
+            let lease = client.end_lease(&lease_id, ctx.key()).await?;
+            if ctx.json {
+                return o.json(&lease);
+            }
+            o.pairs(&lease_pairs(&lease));
+        }
+        Command::Cancel { lease_id } => {
+            let lease = client.cancel_lease(&lease_id, ctx.key()).await?;
+            if ctx.json {
+                return o.json(&lease);
+            }
+            o.pairs(&lease_pairs(&lease));
+        }
+        Command::Balance => {
+            let balance = client.balance().await?;
+            if ctx.json {
+                return o.json(&balance);
+            }
+            o.pairs(&[
+                ("org", balance.org_id.clone()),
+                ("available", signed_yuan(balance.available_micros)),
+                ("held", signed_yuan(balance.held_micros)),
+                ("earnings", signed_yuan(balance.earnings_micros)),
+            ]);
+            o.line("");
+            let rows: Vec<Vec<String>> = balance
+                .accounts
+                .iter()
+                .map(|a| {
+                    vec![
+                        a.id.clone(),
+                        a.kind.clone(),
+                        yuan(a.debits_micros),
+                        yuan(a.credits_micros),
+                        signed_yuan(a.balance_micros),
+                    ]
+                })
+                .collect();
+            o.table(&["ACCOUNT", "KIND", "DEBITS", "CREDITS", "BALANCE"], &rows);
+        }
+        Command::Statement(args) => {
+            let params = api::PageParams {
+                limit: args.limit,
+                after: args.after,
+            };
+            let statement = client.statement(&params).await?;
+            if ctx.json {
+                return o.json(&statement);
+            }
+            let rows: Vec<Vec<String>> = statement
+                .lines
+                .iter()
+                .map(|l| {
+                    let reference = l
+                        .lease_id
+                        .as_deref()
+                        .or(l.external_ref.as_deref())
+                        .or(l.hold_id.as_deref());
+                    vec![
+                        l.seq.to_string(),
+                        l.created_at.clone(),
+                        l.kind.clone(),
+                        l.account_kind.clone(),
+                        l.direction.clone(),
+                        yuan(l.amount_micros),
+                        signed_yuan(l.balance_micros),
+                        or_dash(reference),
+                    ]
+                })
+                .collect();
+            o.table(
+                &[
+                    "SEQ",
+                    "TIME",
+                    "KIND",
+                    "ACCOUNT",
+                    "DIRECTION",
+                    "AMOUNT",
+                    "BALANCE",
+                    "REFERENCE",
+                ],
+                &rows,
+            );
+            if let Some(next) = statement.next_after {
+                o.line(&format!("more: suanli statement --after {next}"));
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn org_create(ctx: &Ctx, args: OrgCreateArgs, o: &mut Output) -> Result {
+    let request = api::CreateOrgRequest {
+        name: args.name,
+        kind: args.kind.into(),
+        consumer_type: args.consumer_type.map(Into::into),
+        zone: args.zone,
+        origin_region: args.origin_region,
+        admin_name: args.admin_name,
+        admin_email: args.admin_email,
+    };
+    let created = ctx.client.create_org(&request, ctx.key()).await?;
+    if ctx.json {
+        o.json(&created)?;
+    } else {
+        let mut pairs = org_pairs(&created.org);
+        pairs.extend([
+            (
+                "admin",
+                format!("{} ({})", created.admin.id, created.admin.name),
+            ),
+            ("token", created.token.token.id.clone()),
+            ("secret", created.token.secret.clone()),
+        ]);
+        o.pairs(&pairs);
+    }
+    o.note("warning: the admin token's secret is shown only once; store it now.");
+    if let Some(profile) = args.save_profile {
+        save_profile_of(
+            ctx,
+            o,
+            &profile,
+            &created.token.secret,
+            Some((&created.org.id, &created.org.name)),
+        )?;
+    }
+    Ok(())
+}
+
+/// Saves a token as a profile for this server.
+fn save_profile_of(
+    ctx: &Ctx,
+    o: &mut Output,
+    name: &str,
+    secret: &str,
+    org: Option<(&str, &str)>,
+) -> Result {
+    let path = profiles::config_path();
+    let profile = profiles::Profile {
+        server: Some(ctx.server.clone()),
+        token: Some(secret.to_owned()),
+        org_id: org.map(|(id, _)| id.to_owned()),
+        org_name: org.map(|(_, name)| name.to_owned()),
+    };
+    profiles::save_profiles(&path, &[(name.to_owned(), profile)], None)?;
+    o.note(&format!(
+        "saved profile {name:?} to {}; use it with --profile {name}",
+        path.display()
+    ));
+    Ok(())
+}
+
+async fn quote(ctx: &Ctx, args: QuoteArgs, o: &mut Output) -> Result {
+    let (accelerator_model, accelerators) = match args.gpus {
+        Some(GpuSpec { model, count }) => (Some(model), count),
+        None => (None, None),
+    };
+    let request = api::QuoteRequest {
+        class: args.class,
+        accelerator_model,
+        accelerators,
+        min_accelerator_memory_gib: args.min_gpu_memory_gib,
+        cpus: args.cpus,
+        memory_mib: args.memory_mib,
+        units: args.units,
+        zone: args.zone,
+        max_price_micros_per_unit_hour: args.max_price_micros,
+        duration_limit_s: args.duration_s,
+        excluded_limit: if args.explain { Some(1000) } else { None },
+    };
+    let quote = ctx.client.quote(&request, ctx.key()).await?;
+    if ctx.json {
+        return o.json(&quote);
+    }
+    o.line(&format!(
+        "{} units for up to {}; TOTAL is price × units × duration, the most a lease can cost",
+        quote.units,
+        format_duration(quote.duration_limit_s)
+    ));
+    o.line("");
+    if quote.offers.is_empty() {
+        o.line("no offer fits");
+    } else {
+        let rows: Vec<Vec<String>> = quote
+            .offers
+            .iter()
+            .map(|q| {
+                vec![
+                    q.rank.to_string(),
+                    q.offer.id.clone(),
+                    q.offer.org_id.clone(),
+                    q.offer.class.clone(),
+                    q.offer.zone.clone(),
+                    price(q.offer.price_micros_per_unit_hour),
+                    q.offer.units_available.to_string(),
+                    yuan(q.total_micros),
+                ]
+            })
+            .collect();
+        o.table(
+            &[
+                "RANK",
+                "OFFER",
+                "PROVIDER",
+                "CLASS",
+                "ZONE",
+                "PRICE/UNIT-H",
+                "UNITS FREE",
+                "TOTAL",
+            ],
+            &rows,
+        );
+    }
+    if let Some(line) = excluded_line(&quote.excluded_counts) {
+        o.line(&line);
+    }
+    if args.explain && !quote.excluded.is_empty() {
+        o.line("");
+        let rows: Vec<Vec<String>> = quote
+            .excluded
+            .iter()
+            .map(|x| {
+                vec![
+                    x.offer_id.clone(),
+                    x.provider_org_id.clone(),
+                    x.class.clone(),
+                    x.zone.clone(),
+                    price(x.price_micros_per_unit_hour),
+                    x.units_available.to_string(),
+                    x.reason.clone(),
+                ]
+            })
+            .collect();
+        o.table(
+            &[
+                "EXCLUDED",
+                "PROVIDER",
+                "CLASS",
+                "ZONE",
+                "PRICE/UNIT-H",
+                "UNITS FREE",
+                "REASON",
+            ],
+            &rows,
+        );
+    }
+    if let Some(top) = quote.offers.iter().min_by_key(|q| q.rank) {
+        o.line(&format!(
+            "buy the best with: suanli buy {} --units {} --duration {} --max-price {}",
+            top.offer.id,
+            top.units,
+            format_duration(quote.duration_limit_s),
+            yuan_arg(top.offer.price_micros_per_unit_hour)
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse_and_format() {
+        assert_eq!(parse_duration("90s"), Ok(90));
+        assert_eq!(parse_duration("30m"), Ok(1_800));
+        assert_eq!(parse_duration("2h"), Ok(7_200));
+        assert_eq!(parse_duration("1d"), Ok(86_400));
+        assert_eq!(parse_duration("3600"), Ok(3_600));
+        assert_eq!(parse_duration(" 2H "), Ok(7_200));
+        for bad in ["", "h", "2x", "-1h", "1.5h", "0", "0m", "2hh"] {
+            assert!(parse_duration(bad).is_err(), "{bad:?}");
+        }
+        assert!(parse_duration("99999999999999999999d").is_err());
+        assert_eq!(format_duration(90), "90s");
+        assert_eq!(format_duration(5_400), "90m");
+        assert_eq!(format_duration(7_200), "2h");
+        assert_eq!(format_duration(172_800), "2d");
+        for seconds in [1, 59, 60, 3_599, 3_600, 86_400, 90_000] {
+            assert_eq!(parse_duration(&format_duration(seconds)), Ok(seconds));
+        }
+    }
+
+    #[test]
+    fn amounts_are_yuan() {
+        assert_eq!(parse_amount("1000"), Ok(1_000_000_000));
+        assert_eq!(parse_amount("12.5"), Ok(12_500_000));
+        assert_eq!(parse_money("0"), Ok(0));
+        let err = parse_amount("0").unwrap_err();
+        assert!(err.contains("more than zero"), "{err}");
+        for bad in ["", "abc", "-5", "1.2345678", "1,5", "99999999999999999999"] {
+            let err = parse_amount(bad).unwrap_err();
+            assert!(err.contains("not an amount in yuan"), "{bad:?}: {err}");
+        }
+        assert_eq!(yuan(12_500_000), "¥12.500000");
+        assert_eq!(signed_yuan(-3_000_001), "-¥3.000001");
+        assert_eq!(price(36_000), "¥0.036000/unit-h");
+        assert_eq!(yuan_arg(12_500_000), "12.5");
+        assert_eq!(yuan_arg(1_000_000_000), "1000");
+        assert_eq!(yuan_arg(0), "0");
+        assert_eq!(parse_money(&yuan_arg(36_000)), Ok(36_000));
+    }
+
+    #[test]
+    fn node_specs_parse() {
+        let node = parse_node_spec("gpu-01:96:1024:H100-80G:8").unwrap();
+        assert_eq!(
+            node,
+            api::NodeSpec {
+                name: "gpu-01".into(),
+                cpus: 96,
+                memory_mib: 1024 * 1024,
+                accelerator_model: Some("H100-80G".into()),
+                accelerators: 8,
+                partition: None,
+            }
+        );
+        let node = parse_node_spec("cn-01:64:256@batch").unwrap();
+        assert_eq!(node.partition.as_deref(), Some("batch"));
+        assert_eq!(
+            (node.cpus, node.memory_mib, node.accelerators),
+            (64, 256 * 1024, 0)
+        );
+        assert_eq!(node.accelerator_model, None);
+        let node = parse_node_spec("g:8:0.5:A800:2@p1").unwrap();
+        assert_eq!(
+            (node.memory_mib, node.partition.as_deref()),
+            (512, Some("p1"))
+        );
+        for bad in [
+            "",
+            "n",
+            "n:1",
+            ":1:1",
+            "n:x:1",
+            "n:1:x",
+            "n:1:1:M",
+            "n:1:1::2",
+            "n:1:1:M:x",
+            "n:1:1@",
+            "n:1:1@a@b",
+            "n:1:1:M:2:3",
+        ] {
+            assert!(parse_node_spec(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn gpus_and_memory_parse() {
+        assert_eq!(
+            parse_gpus("H100-80G:8"),
+            Ok(GpuSpec {
+                model: "H100-80G".into(),
+                count: Some(8)
+            })
+        );
+        assert_eq!(
+            parse_gpus("A800"),
+            Ok(GpuSpec {
+                model: "A800".into(),
+                count: None
+            })
+        );
+        for bad in ["", ":8", "H100:", "H100:0", "H100:x"] {
+            assert!(parse_gpus(bad).is_err(), "{bad:?}");
+        }
+        assert_eq!(parse_gib_to_mib("256"), Ok(256 * 1024));
+        assert_eq!(parse_gib_to_mib("0.5"), Ok(512));
+        assert!(parse_gib_to_mib("0.0001").is_err());
+        assert!(parse_gib_to_mib("x").is_err());
+        assert!(parse_rfc3339("2026-01-31T00:00:00Z").is_ok());
+        assert!(parse_rfc3339("2026-01-31").is_err());
+    }
+
+    #[test]
+    fn tables_align() {
+        let text = render_table(
+            &["ID", "PRICE"],
+            &[
+                vec!["off_1".into(), "¥1.000000".into()],
+                vec!["o".into(), "¥12.000000".into()],
+            ],
+        );
+        assert_eq!(text, "ID     PRICE\noff_1  ¥1.000000\no      ¥12.000000\n");
+        assert_eq!(render_table(&["A"], &[]), "(none)\n");
+        let text = render_table(
+            &["NAME", "KIND"],
+            &[vec!["武清 Wuqing".into(), "core".into()]],
+        );
+        assert_eq!(text, "NAME         KIND\n武清 Wuqing  core\n");
+        assert_eq!(display_width("¥1× –"), 5);
+        assert_eq!(
+            render_pairs(&[("a", "1".into()), ("long", "2".into())]),
+            "a     1\nlong  2\n"
+        );
+    }
+
+    #[test]
+    fn excluded_reasons_are_counted_most_first() {
+        let counts = [
+            ("price".to_owned(), 1),
+            ("zone".to_owned(), 3),
+            ("model".to_owned(), 0),
+        ]
+        .into();
+        assert_eq!(
+            excluded_line(&counts).as_deref(),
+            Some("excluded: 3 zone, 1 price")
+        );
+        assert_eq!(excluded_line(&Default::default()), None);
+    }
+
+    #[test]
+    fn the_command_line_parses() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+
+        let cli = Cli::try_parse_from([
+            "suanli",
+            "--json",
+            "pool",
+            "create",
+            "--name",
+            "p",
+            "--zone",
+            "z",
+            "--node",
+            "a:1:1",
+            "b:2:2@x",
+            "--node",
+            "c:3:3:M:1",
+        ])
+        .unwrap();
+        assert!(cli.json);
+        match cli.command {
+            Command::Pool(PoolCommand::Create { nodes, .. }) => assert_eq!(nodes.len(), 3),
+            other => panic!("{other:?}"),
+        }
+
+        let cli = Cli::try_parse_from([
+            "suanli",
+            "quote",
+            "--gpus",
+            "H100-80G:8",
+            "--duration",
+            "2h",
+            "--max-price",
+            "12.5",
+        ])
+        .unwrap();
+        match cli.command {
+            Command::Quote(q) => {
+                assert_eq!(
+                    (q.duration_s, q.max_price_micros),
+                    (7_200, Some(12_500_000))
+                );
+                assert_eq!(q.gpus.map(|g| g.count), Some(Some(8)));
+            }
+            other => panic!("{other:?}"),
+        }
+
+        let cli = Cli::try_parse_from([
+            "suanli",
+            "withdraw",
+            "org_1",
+            "12.5",
+            "--ref",
+            "r",
+            "--from",
+            "earnings",
+            "--idempotency-key",
+            "k1",
+        ])
+        .unwrap();
+        assert_eq!(cli.idempotency_key.as_deref(), Some("k1"));
+        assert!(is_mutating(&cli.command));
+        match cli.command {
+            Command::Withdraw(w) => {
+                assert_eq!(
+                    (w.amount_micros, w.source),
+                    (12_500_000, SourceArg::Earnings)
+                )
+            }
+            other => panic!("{other:?}"),
+        }
+
+        let cli = Cli::try_parse_from([
+            "suanli",
+            "org",
+            "create",
+            "--name",
+            "n",
+            "--kind",
+            "consumer",
+            "--consumer-type",
+            "research_institute",
+            "--zone",
+            "z",
+            "--origin-region",
+            "tianjin",
+        ])
+        .unwrap();
+        assert!(is_mutating(&cli.command));
+        assert!(!is_mutating(
+            &Cli::try_parse_from(["suanli", "leases"]).unwrap().command
+        ));
+
+        assert!(
+            Cli::try_parse_from(["suanli", "deposit", "org_1", "1.2345678", "--ref", "r"]).is_err()
+        );
+        assert!(Cli::try_parse_from(["suanli", "buy", "off_1", "--units", "1"]).is_err());
+    }
+
+    #[test]
+    fn idempotency_keys_are_fresh() {
+        let a = fresh_idempotency_key().unwrap();
+        let b = fresh_idempotency_key().unwrap();
+        assert_ne!(a, b);
+        assert_eq!(a.len(), 4 + 32);
+        assert!(a.starts_with("cli-"));
+    }
+}
