@@ -77,7 +77,11 @@ mod tests {
     fn codes_are_unique_and_parse_back() {
         let mut seen = std::collections::HashSet::new();
         for code in ErrorCode::ALL {
-            assert!(seen.insert(code.as_str()), "duplicate code {}", code.as_str());
+            assert!(
+                seen.insert(code.as_str()),
+                "duplicate code {}",
+                code.as_str()
+            );
             assert_eq!(ErrorCode::parse(code.as_str()), Some(*code));
             assert!((400..600).contains(&code.http_status()));
         }

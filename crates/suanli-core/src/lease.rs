@@ -68,7 +68,8 @@ pub struct LeaseTerms {
 impl LeaseTerms {
     /// When the duration limit passes.
     pub fn ends_at_ms(&self) -> i64 {
-        let limit_ms = i64::try_from(self.duration_limit_s.saturating_mul(1_000)).unwrap_or(i64::MAX);
+        let limit_ms =
+            i64::try_from(self.duration_limit_s.saturating_mul(1_000)).unwrap_or(i64::MAX);
         self.started_ms.saturating_add(limit_ms)
     }
 
@@ -80,7 +81,16 @@ impl LeaseTerms {
             _ => now_ms.min(self.ends_at_ms()),
         };
         let seconds = billable_seconds(self.started_ms, end_ms, self.duration_limit_s);
-        (seconds, settle(self.hold_micros, self.price_micros_per_unit_hour, self.units, seconds, fee_bps))
+        (
+            seconds,
+            settle(
+                self.hold_micros,
+                self.price_micros_per_unit_hour,
+                self.units,
+                seconds,
+                fee_bps,
+            ),
+        )
     }
 }
 

@@ -149,7 +149,11 @@ pub fn billable_seconds(started_ms: i64, ended_ms: i64, duration_limit_s: u64) -
 }
 
 /// The worst case a purchase holds: price × units × duration limit.
-pub fn hold_amount(price_micros_per_unit_hour: u64, units: u64, duration_limit_s: u64) -> Result<u64, Overflow> {
+pub fn hold_amount(
+    price_micros_per_unit_hour: u64,
+    units: u64,
+    duration_limit_s: u64,
+) -> Result<u64, Overflow> {
     cost_micros(price_micros_per_unit_hour, units, duration_limit_s)
 }
 
@@ -204,7 +208,11 @@ pub struct LedgerSnapshot {
 pub fn check_invariants(s: &LedgerSnapshot) -> Vec<String> {
     let mut violations = Vec::new();
     let debits: u128 = s.accounts.iter().map(|a| u128::from(a.debits_micros)).sum();
-    let credits: u128 = s.accounts.iter().map(|a| u128::from(a.credits_micros)).sum();
+    let credits: u128 = s
+        .accounts
+        .iter()
+        .map(|a| u128::from(a.credits_micros))
+        .sum();
     if debits != credits {
         violations.push(format!("total debits {debits} != total credits {credits}"));
     }
@@ -226,7 +234,12 @@ pub fn check_invariants(s: &LedgerSnapshot) -> Vec<String> {
     }
     for a in &s.accounts {
         if a.kind.must_not_go_negative() && a.balance() < 0 {
-            violations.push(format!("account {} ({}) is negative: {}", a.account_id, a.kind.as_str(), a.balance()));
+            violations.push(format!(
+                "account {} ({}) is negative: {}",
+                a.account_id,
+                a.kind.as_str(),
+                a.balance()
+            ));
         }
         if a.kind == AccountKind::Held {
             let open: u128 = s
@@ -247,7 +260,10 @@ pub fn check_invariants(s: &LedgerSnapshot) -> Vec<String> {
     for (id, _, _, state, resolutions) in &s.holds {
         let expected = u64::from(*state != HoldState::Pending);
         if *resolutions != expected {
-            violations.push(format!("hold {id} in state {} was resolved {resolutions} times", state.as_str()));
+            violations.push(format!(
+                "hold {id} in state {} was resolved {resolutions} times",
+                state.as_str()
+            ));
         }
     }
     violations
@@ -269,7 +285,10 @@ mod tests {
         assert_eq!(s.provider_micros, 1_900_000);
         assert_eq!(s.release_micros, 2_000_000);
         assert_eq!(s.hold_state(), HoldState::Posted);
-        assert_eq!(settle(hold, 1_000_000, 4, 0, 500).hold_state(), HoldState::Voided);
+        assert_eq!(
+            settle(hold, 1_000_000, 4, 0, 500).hold_state(),
+            HoldState::Voided
+        );
     }
 
     #[test]
@@ -316,7 +335,11 @@ mod tests {
             transfer_amount_sum: 140,
             recomputed: vec![("av".into(), 40, 100)],
         };
-        assert!(check_invariants(&s).is_empty(), "{:?}", check_invariants(&s));
+        assert!(
+            check_invariants(&s).is_empty(),
+            "{:?}",
+            check_invariants(&s)
+        );
         s.holds[0].3 = HoldState::Posted;
         assert_eq!(check_invariants(&s).len(), 2);
         s.accounts[1].debits_micros = 200;

@@ -37,7 +37,9 @@ pub fn cost_micros(
 pub fn fee_micros(amount_micros: u64, fee_bps: u32) -> u64 {
     let fee = u128::from(amount_micros) * u128::from(fee_bps) / u128::from(BPS_PER_WHOLE);
     // fee_bps <= 10_000 is validated at configuration time, so fee <= amount and fits.
-    u64::try_from(fee).unwrap_or(amount_micros).min(amount_micros)
+    u64::try_from(fee)
+        .unwrap_or(amount_micros)
+        .min(amount_micros)
 }
 
 /// Formats micros as yuan with six decimals, e.g. `12.500000`.
@@ -45,7 +47,12 @@ pub struct Yuan(pub u64);
 
 impl fmt::Display for Yuan {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}.{:06}", self.0 / MICROS_PER_YUAN, self.0 % MICROS_PER_YUAN)
+        write!(
+            f,
+            "{}.{:06}",
+            self.0 / MICROS_PER_YUAN,
+            self.0 % MICROS_PER_YUAN
+        )
     }
 }
 
@@ -77,8 +84,16 @@ pub fn parse_yuan(text: &str) -> Option<u64> {
     if frac.len() > 6 {
         return None;
     }
-    let whole: u64 = if whole.is_empty() { 0 } else { whole.parse().ok()? };
-    let mut frac_micros: u64 = if frac.is_empty() { 0 } else { frac.parse().ok()? };
+    let whole: u64 = if whole.is_empty() {
+        0
+    } else {
+        whole.parse().ok()?
+    };
+    let mut frac_micros: u64 = if frac.is_empty() {
+        0
+    } else {
+        frac.parse().ok()?
+    };
     for _ in frac.len()..6 {
         frac_micros *= 10;
     }

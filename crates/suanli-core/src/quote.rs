@@ -223,7 +223,10 @@ impl OfferBook {
             self.position.remove(&offer.offer_id);
         }
         let i = self.offers.len();
-        self.buckets.entry(class_key(&offer.class)).or_default().push(i);
+        self.buckets
+            .entry(class_key(&offer.class))
+            .or_default()
+            .push(i);
         self.position.insert(offer.offer_id.clone(), i);
         self.offers.push(offer);
         self.live.push(true);
@@ -232,7 +235,11 @@ impl OfferBook {
 
     /// Every live offer, in insertion order.
     pub fn live(&self) -> impl Iterator<Item = &OfferView> {
-        self.offers.iter().zip(&self.live).filter(|(_, live)| **live).map(|(o, _)| o)
+        self.offers
+            .iter()
+            .zip(&self.live)
+            .filter(|(_, live)| **live)
+            .map(|(o, _)| o)
     }
 
     /// Sets the units available of one offer, if it is in the book.
@@ -284,8 +291,15 @@ impl OfferBook {
                 let offer = &self.offers[i];
                 match exclusion(offer, req, now_ms) {
                     None => {
-                        let total = cost_micros(offer.price_micros_per_unit_hour, req.units, req.duration_s)?;
-                        out.candidates.push(Candidate { offer_index: i, total_micros: total });
+                        let total = cost_micros(
+                            offer.price_micros_per_unit_hour,
+                            req.units,
+                            req.duration_s,
+                        )?;
+                        out.candidates.push(Candidate {
+                            offer_index: i,
+                            total_micros: total,
+                        });
                     }
                     Some(reason) => {
                         *out.excluded_counts.entry(reason).or_default() += 1;
@@ -301,8 +315,8 @@ impl OfferBook {
                 if !self.live[i] {
                     continue;
                 }
-                let reason = exclusion(&self.offers[i], req, now_ms)
-                    .unwrap_or(ExclusionReason::Category);
+                let reason =
+                    exclusion(&self.offers[i], req, now_ms).unwrap_or(ExclusionReason::Category);
                 *out.excluded_counts.entry(reason).or_default() += 1;
                 if out.excluded.len() < excluded_limit {
                     out.excluded.push((i, reason));
@@ -313,7 +327,10 @@ impl OfferBook {
             let (oa, ob) = (&self.offers[a.offer_index], &self.offers[b.offer_index]);
             a.total_micros
                 .cmp(&b.total_micros)
-                .then(oa.price_micros_per_unit_hour.cmp(&ob.price_micros_per_unit_hour))
+                .then(
+                    oa.price_micros_per_unit_hour
+                        .cmp(&ob.price_micros_per_unit_hour),
+                )
                 .then_with(|| oa.offer_id.cmp(&ob.offer_id))
         });
         Ok(out)
@@ -350,7 +367,10 @@ mod tests {
     }
 
     fn ids(book: &OfferBook, out: &QuoteOutcome) -> Vec<String> {
-        out.candidates.iter().map(|c| book.offer(c.offer_index).offer_id.clone()).collect()
+        out.candidates
+            .iter()
+            .map(|c| book.offer(c.offer_index).offer_id.clone())
+            .collect()
     }
 
     #[test]
@@ -396,7 +416,11 @@ mod tests {
             book.upsert(offer(&format!("o{i}"), "general", "core", 1_000 + i, 0));
         }
         book.upsert(offer("live", "general", "core", 5_000, 32));
-        let req = Requirements { units: 4, duration_s: 60, ..Requirements::default() };
+        let req = Requirements {
+            units: 4,
+            duration_s: 60,
+            ..Requirements::default()
+        };
         let out = book.quote(&req, 10, 3).unwrap();
         assert_eq!(ids(&book, &out), ["live"]);
         assert_eq!(out.excluded.len(), 3);
@@ -405,7 +429,10 @@ mod tests {
         assert_eq!(book.len(), 10);
         assert!(book.quote(&req, 10, 3).unwrap().candidates.is_empty());
         assert!(book.get("live").is_none());
-        assert_eq!(book.quote(&Requirements { units: 0, ..req }, 0, 0), Err(RequirementsError::ZeroUnits));
+        assert_eq!(
+            book.quote(&Requirements { units: 0, ..req }, 0, 0),
+            Err(RequirementsError::ZeroUnits)
+        );
     }
 
     #[test]
@@ -420,7 +447,16 @@ mod tests {
         };
         let out = book.quote(&req, 10, 10).unwrap();
         assert_eq!(out.excluded[0].1, ExclusionReason::Memory);
-        let out = book.quote(&Requirements { memory_mib: None, ..req }, 2_000_000, 10).unwrap();
+        let out = book
+            .quote(
+                &Requirements {
+                    memory_mib: None,
+                    ..req
+                },
+                2_000_000,
+                10,
+            )
+            .unwrap();
         assert_eq!(out.excluded[0].1, ExclusionReason::NotValidNow);
     }
 }

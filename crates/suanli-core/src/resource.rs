@@ -15,8 +15,11 @@ pub enum Category {
 }
 
 impl Category {
-    pub const ALL: [Category; 3] =
-        [Category::General, Category::Intelligent, Category::Supercomputing];
+    pub const ALL: [Category; 3] = [
+        Category::General,
+        Category::Intelligent,
+        Category::Supercomputing,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -85,7 +88,10 @@ impl FromStr for ResourceClass {
         match (category, qual) {
             (Category::General, Some(_)) => Err(()),
             (_, Some(q)) if q.is_empty() || q.len() > 64 => Err(()),
-            (_, q) => Ok(ResourceClass { category, qualifier: q.map(str::to_owned) }),
+            (_, q) => Ok(ResourceClass {
+                category,
+                qualifier: q.map(str::to_owned),
+            }),
         }
     }
 }
@@ -144,7 +150,7 @@ impl Capacity {
 
     /// How many whole units of `per_unit` fit in this capacity.
     pub fn units_of(self, per_unit: Capacity) -> u64 {
-        let fit = |have: u64, need: u64| if need == 0 { u64::MAX } else { have / need };
+        let fit = |have: u64, need: u64| have.checked_div(need).unwrap_or(u64::MAX);
         fit(self.cpus, per_unit.cpus)
             .min(fit(self.memory_mib, per_unit.memory_mib))
             .min(fit(self.accelerators, per_unit.accelerators))
@@ -194,7 +200,9 @@ pub struct Allocation {
 /// (intelligent: required and must match) or partition (supercomputing: must match when given).
 fn node_matches(node: &NodeFree, shape: &UnitShape, qualifier: Option<&str>) -> bool {
     match shape.category {
-        Category::Intelligent => qualifier.is_some() && node.accelerator_model.as_deref() == qualifier,
+        Category::Intelligent => {
+            qualifier.is_some() && node.accelerator_model.as_deref() == qualifier
+        }
         Category::Supercomputing => qualifier.is_none() || node.partition.as_deref() == qualifier,
         Category::General => true,
     }
@@ -232,7 +240,11 @@ pub fn place(
         .filter(|(fit, _)| *fit > 0)
         .collect();
     let alloc = |node: &NodeFree, units: u64| -> Option<Allocation> {
-        Some(Allocation { node_id: node.node_id.clone(), units, taken: per_unit.checked_mul(units)? })
+        Some(Allocation {
+            node_id: node.node_id.clone(),
+            units,
+            taken: per_unit.checked_mul(units)?,
+        })
     };
     if let Some((_, node)) = candidates
         .iter()
@@ -264,7 +276,11 @@ mod tests {
             node_id: id.into(),
             accelerator_model: model.map(Into::into),
             partition: None,
-            free: Capacity { cpus, memory_mib: mem, accelerators: acc },
+            free: Capacity {
+                cpus,
+                memory_mib: mem,
+                accelerators: acc,
+            },
         }
     }
 
@@ -280,8 +296,11 @@ mod tests {
 
     #[test]
     fn placement_prefers_one_node_then_spreads() {
-        let shape =
-            UnitShape { category: Category::Intelligent, cpus_per_unit: 8, memory_mib_per_unit: 64 };
+        let shape = UnitShape {
+            category: Category::Intelligent,
+            cpus_per_unit: 8,
+            memory_mib_per_unit: 64,
+        };
         let nodes = vec![
             node("a", Some("H100-80G"), 64, 1024, 8),
             node("b", Some("H100-80G"), 32, 1024, 4),
@@ -294,15 +313,25 @@ mod tests {
         let spread = place(&nodes, &shape, Some("H100-80G"), 10).unwrap();
         assert_eq!(spread.iter().map(|a| a.units).sum::<u64>(), 10);
         assert_eq!(spread[0].node_id, "a");
-        assert_eq!(spread[0].taken, Capacity { cpus: 64, memory_mib: 512, accelerators: 8 });
+        assert_eq!(
+            spread[0].taken,
+            Capacity {
+                cpus: 64,
+                memory_mib: 512,
+                accelerators: 8
+            }
+        );
         assert!(place(&nodes, &shape, Some("H100-80G"), 13).is_none());
         assert!(place(&nodes, &shape, Some("H100-80G"), 0).is_none());
     }
 
     #[test]
     fn general_units_are_limited_by_memory_too() {
-        let shape =
-            UnitShape { category: Category::General, cpus_per_unit: 1, memory_mib_per_unit: 4096 };
+        let shape = UnitShape {
+            category: Category::General,
+            cpus_per_unit: 1,
+            memory_mib_per_unit: 4096,
+        };
         let nodes = vec![node("a", None, 16, 16 * 1024, 0)];
         assert_eq!(units_available(&nodes, &shape, None), 4);
     }

@@ -45,7 +45,10 @@ pub fn slug(value: &str) -> Result<(), &'static str> {
     if value.is_empty() || value.len() > 64 {
         return Err("must be 1 to 64 characters");
     }
-    if !value.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')) {
+    if !value
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+    {
         return Err("may only contain ASCII letters, digits, '-', '_' and '.'");
     }
     Ok(())

@@ -46,7 +46,10 @@ impl Caller {
             Ok(())
         } else {
             let names: Vec<&str> = kinds.iter().map(|k| k.as_str()).collect();
-            Err(ApiError::forbidden(format!("{what} is for {} orgs", names.join(" and "))))
+            Err(ApiError::forbidden(format!(
+                "{what} is for {} orgs",
+                names.join(" and ")
+            )))
         }
     }
 
@@ -64,19 +67,33 @@ impl FromRequestParts<AppState> for Caller {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         let header = parts.headers.get(AUTHORIZATION).ok_or_else(|| {
-            ApiError::new(ErrorCode::Unauthenticated, "send an API token: Authorization: Bearer <token>")
+            ApiError::new(
+                ErrorCode::Unauthenticated,
+                "send an API token: Authorization: Bearer <token>",
+            )
         })?;
         let value = header.to_str().map_err(|_| {
-            ApiError::new(ErrorCode::TokenInvalid, "the Authorization header is not valid ASCII")
+            ApiError::new(
+                ErrorCode::TokenInvalid,
+                "the Authorization header is not valid ASCII",
+            )
         })?;
         let secret = value
             .strip_prefix("Bearer ")
             .or_else(|| value.strip_prefix("bearer "))
             .map(str::trim)
             .filter(|s| !s.is_empty())
-            .ok_or_else(|| ApiError::new(ErrorCode::TokenInvalid, "use the Bearer scheme: Authorization: Bearer <token>"))?;
+            .ok_or_else(|| {
+                ApiError::new(
+                    ErrorCode::TokenInvalid,
+                    "use the Bearer scheme: Authorization: Bearer <token>",
+                )
+            })?;
         if secret.len() > 256 {
-            return Err(ApiError::new(ErrorCode::TokenInvalid, "the token is not valid"));
+            return Err(ApiError::new(
+                ErrorCode::TokenInvalid,
+                "the token is not valid",
+            ));
         }
         let hash = secret_sha256(secret);
         let now = crate::now_ms();
@@ -93,14 +110,23 @@ impl FromRequestParts<AppState> for Caller {
             .and_then(|(token, org)| match (token, org) {
                 (Some(token), Some(org)) => {
                     if token.revoked_ms.is_some() {
-                        Err(ApiError::new(ErrorCode::TokenRevoked, "the token was revoked"))
+                        Err(ApiError::new(
+                            ErrorCode::TokenRevoked,
+                            "the token was revoked",
+                        ))
                     } else if token.expires_ms <= now {
-                        Err(ApiError::new(ErrorCode::TokenExpired, "the token has expired"))
+                        Err(ApiError::new(
+                            ErrorCode::TokenExpired,
+                            "the token has expired",
+                        ))
                     } else {
                         Ok(Caller { org, token })
                     }
                 }
-                _ => Err(ApiError::new(ErrorCode::TokenInvalid, "the token is not valid")),
+                _ => Err(ApiError::new(
+                    ErrorCode::TokenInvalid,
+                    "the token is not valid",
+                )),
             })
     }
 }

@@ -13,7 +13,9 @@ tokio::task_local! {
 
 /// The current request's id, or `-` outside a request.
 pub fn current_request_id() -> String {
-    REQUEST_ID.try_with(Clone::clone).unwrap_or_else(|_| "-".into())
+    REQUEST_ID
+        .try_with(Clone::clone)
+        .unwrap_or_else(|_| "-".into())
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -25,11 +27,19 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        ApiError { code, message: message.into(), field: None }
+        ApiError {
+            code,
+            message: message.into(),
+            field: None,
+        }
     }
 
     pub fn field(code: ErrorCode, field: impl Into<String>, message: impl Into<String>) -> Self {
-        ApiError { code, message: message.into(), field: Some(field.into()) }
+        ApiError {
+            code,
+            message: message.into(),
+            field: Some(field.into()),
+        }
     }
 
     pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
@@ -76,22 +86,38 @@ impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::NotFound(what) => ApiError::not_found(what),
-            StoreError::Conflict(m) => ApiError::new(ErrorCode::Conflict, format!("already exists: {m}")),
-            StoreError::InsufficientFunds { .. } => ApiError::new(ErrorCode::InsufficientFunds, e.to_string()),
-            StoreError::CapacityUnavailable => ApiError::new(ErrorCode::CapacityUnavailable, e.to_string()),
+            StoreError::Conflict(m) => {
+                ApiError::new(ErrorCode::Conflict, format!("already exists: {m}"))
+            }
+            StoreError::InsufficientFunds { .. } => {
+                ApiError::new(ErrorCode::InsufficientFunds, e.to_string())
+            }
+            StoreError::CapacityUnavailable => {
+                ApiError::new(ErrorCode::CapacityUnavailable, e.to_string())
+            }
             StoreError::OfferNotAvailable(_) => {
                 ApiError::field(ErrorCode::OfferNotAvailable, "offer_id", e.to_string())
             }
-            StoreError::LeaseNotActive(_) => ApiError::new(ErrorCode::LeaseNotActive, e.to_string()),
-            StoreError::PriceAboveLimit { .. } => {
-                ApiError::field(ErrorCode::PriceAboveLimit, "max_price_micros_per_unit_hour", e.to_string())
+            StoreError::LeaseNotActive(_) => {
+                ApiError::new(ErrorCode::LeaseNotActive, e.to_string())
             }
+            StoreError::PriceAboveLimit { .. } => ApiError::field(
+                ErrorCode::PriceAboveLimit,
+                "max_price_micros_per_unit_hour",
+                e.to_string(),
+            ),
             StoreError::Invalid { field, message } => ApiError::invalid(field, message),
             StoreError::Forbidden(m) => ApiError::forbidden(m),
-            StoreError::Overflow => ApiError::new(ErrorCode::Overflow, "the amount overflows what the ledger can hold"),
+            StoreError::Overflow => ApiError::new(
+                ErrorCode::Overflow,
+                "the amount overflows what the ledger can hold",
+            ),
             StoreError::Backend(m) => {
                 tracing::error!(error = %m, request_id = %current_request_id(), "store failure");
-                ApiError::new(ErrorCode::Unavailable, "the store is unavailable; retry with the same idempotency key")
+                ApiError::new(
+                    ErrorCode::Unavailable,
+                    "the store is unavailable; retry with the same idempotency key",
+                )
             }
         }
     }

@@ -37,12 +37,19 @@ fn json_error(path: String, e: &serde_json::Error) -> ApiError {
     let field = if path == "." { None } else { Some(path) };
     let clean = msg.split(" at line ").next().unwrap_or(&msg).to_owned();
     if e.is_syntax() || e.is_eof() {
-        return ApiError::new(ErrorCode::InvalidJson, format!("the body is not valid JSON: {clean}"));
+        return ApiError::new(
+            ErrorCode::InvalidJson,
+            format!("the body is not valid JSON: {clean}"),
+        );
     }
     if let Some(rest) = clean.strip_prefix("unknown field `") {
         // The path already ends at the unknown field.
         let name = rest.split('`').next().unwrap_or_default();
-        return ApiError::field(ErrorCode::UnknownField, field.unwrap_or_else(|| name.to_owned()), clean);
+        return ApiError::field(
+            ErrorCode::UnknownField,
+            field.unwrap_or_else(|| name.to_owned()),
+            clean,
+        );
     }
     if let Some(rest) = clean.strip_prefix("missing field `") {
         let name = rest.split('`').next().unwrap_or_default();
@@ -78,8 +85,15 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
             .and_then(|v| v.to_str().ok())
             .unwrap_or_default()
             .to_ascii_lowercase();
-        let mime = content_type.split(';').next().unwrap_or_default().trim().to_owned();
-        if mime != "application/json" && !(mime.starts_with("application/") && mime.ends_with("+json")) {
+        let mime = content_type
+            .split(';')
+            .next()
+            .unwrap_or_default()
+            .trim()
+            .to_owned();
+        if mime != "application/json"
+            && !(mime.starts_with("application/") && mime.ends_with("+json"))
+        {
             return Err(ApiError::new(
                 ErrorCode::UnsupportedMediaType,
                 "send the body as JSON with Content-Type: application/json",
@@ -91,11 +105,17 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
             if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
                 ApiError::new(ErrorCode::PayloadTooLarge, "the body is larger than 1 MiB")
             } else {
-                ApiError::new(ErrorCode::InvalidJson, format!("the body could not be read: {e}"))
+                ApiError::new(
+                    ErrorCode::InvalidJson,
+                    format!("the body could not be read: {e}"),
+                )
             }
         })?;
         let value = parse_json(&bytes)?;
-        Ok(ApiJson { value, request_sha256: request_hash(&method, &path, &bytes) })
+        Ok(ApiJson {
+            value,
+            request_sha256: request_hash(&method, &path, &bytes),
+        })
     }
 }
 
@@ -106,7 +126,11 @@ impl<S: Send + Sync> FromRequestParts<S> for BodylessHash {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
-        Ok(BodylessHash(request_hash(parts.method.as_str(), parts.uri.path(), b"")))
+        Ok(BodylessHash(request_hash(
+            parts.method.as_str(),
+            parts.uri.path(),
+            b"",
+        )))
     }
 }
 
@@ -119,16 +143,22 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for ApiQuery<T> {
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
         let query = parts.uri.query().unwrap_or_default();
         let de = serde_urlencoded::Deserializer::new(form_urlencoded_parse(query));
-        serde_path_to_error::deserialize(de).map(ApiQuery).map_err(|e| {
-            let path = e.path().to_string();
-            let msg = e.inner().to_string();
-            let field = if path == "." {
-                msg.split('`').nth(1).map(str::to_owned)
-            } else {
-                Some(path)
-            };
-            ApiError { code: ErrorCode::InvalidQuery, message: msg, field }
-        })
+        serde_path_to_error::deserialize(de)
+            .map(ApiQuery)
+            .map_err(|e| {
+                let path = e.path().to_string();
+                let msg = e.inner().to_string();
+                let field = if path == "." {
+                    msg.split('`').nth(1).map(str::to_owned)
+                } else {
+                    Some(path)
+                };
+                ApiError {
+                    code: ErrorCode::InvalidQuery,
+                    message: msg,
+                    field,
+                }
+            })
     }
 }
 
@@ -168,9 +198,16 @@ impl<S: Send + Sync> FromRequestParts<S> for IdPath {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
-        let axum::extract::Path(id) = axum::extract::Path::<String>::from_request_parts(parts, state)
-            .await
-            .map_err(|e| ApiError::field(ErrorCode::InvalidField, "id", format!("bad id in the path: {e}")))?;
+        let axum::extract::Path(id) =
+            axum::extract::Path::<String>::from_request_parts(parts, state)
+                .await
+                .map_err(|e| {
+                    ApiError::field(
+                        ErrorCode::InvalidField,
+                        "id",
+                        format!("bad id in the path: {e}"),
+                    )
+                })?;
         Ok(IdPath(id))
     }
 }

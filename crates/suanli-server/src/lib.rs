@@ -54,13 +54,37 @@ pub struct ServerConfig {
 
 /// The zones of the Wuqing Beijing–Tianjin industrial new city: one core, several function zones.
 pub fn default_zones() -> Vec<Zone> {
-    let z = |id: &str, name: &str, kind: &str| Zone { id: id.into(), name: name.into(), kind: kind.into() };
+    let z = |id: &str, name: &str, kind: &str| Zone {
+        id: id.into(),
+        name: name.into(),
+        kind: kind.into(),
+    };
     vec![
-        z("wuqing-core", "科创先导区 Science and Innovation Pilot Zone", "core"),
-        z("wuqing-devzone", "武清开发区 Wuqing Development Zone", "function"),
-        z("jingqing-auto", "京清汽车产业园 Jing-Qing Automotive Park", "function"),
-        z("precision-medicine", "精准医疗科技产业园 Precision Medicine Park", "function"),
-        z("finance-district", "金融商务街区 Finance and Business District", "function"),
+        z(
+            "wuqing-core",
+            "科创先导区 Science and Innovation Pilot Zone",
+            "core",
+        ),
+        z(
+            "wuqing-devzone",
+            "武清开发区 Wuqing Development Zone",
+            "function",
+        ),
+        z(
+            "jingqing-auto",
+            "京清汽车产业园 Jing-Qing Automotive Park",
+            "function",
+        ),
+        z(
+            "precision-medicine",
+            "精准医疗科技产业园 Precision Medicine Park",
+            "function",
+        ),
+        z(
+            "finance-district",
+            "金融商务街区 Finance and Business District",
+            "function",
+        ),
     ]
 }
 
@@ -95,12 +119,18 @@ enum Outcome {
 pub fn redact_secret(body: &mut serde_json::Value) {
     if let Some(obj) = body.get_mut("token").and_then(|t| t.as_object_mut()) {
         if obj.contains_key("secret") {
-            obj.insert("secret".into(), serde_json::Value::String("(shown once; create a new token)".into()));
+            obj.insert(
+                "secret".into(),
+                serde_json::Value::String("(shown once; create a new token)".into()),
+            );
         }
     }
     if let Some(obj) = body.as_object_mut() {
         if obj.contains_key("secret") {
-            obj.insert("secret".into(), serde_json::Value::String("(shown once; create a new token)".into()));
+            obj.insert(
+                "secret".into(),
+                serde_json::Value::String("(shown once; create a new token)".into()),
+            );
         }
     }
 }
@@ -137,7 +167,8 @@ impl AppState {
         T: Serialize,
         F: FnOnce(&mut Tx<'_>) -> Result<T, StoreError> + Send + 'static,
     {
-        self.mutate_redacted(org_id, idempotency_key, request_sha256, status, None, f).await
+        self.mutate_redacted(org_id, idempotency_key, request_sha256, status, None, f)
+            .await
     }
 
     /// [`AppState::mutate`], storing the idempotent copy of a success through `redact`.
@@ -176,7 +207,8 @@ impl AppState {
                     Ok(value) => {
                         tx.release("op")?;
                         let encode = |v: &serde_json::Value| {
-                            serde_json::to_string(v).map_err(|e| StoreError::Backend(format!("encode response: {e}")))
+                            serde_json::to_string(v)
+                                .map_err(|e| StoreError::Backend(format!("encode response: {e}")))
                         };
                         let mut json = serde_json::to_value(&value)
                             .map_err(|e| StoreError::Backend(format!("encode response: {e}")))?;
@@ -184,7 +216,11 @@ impl AppState {
                             fresh = Some(encode(&json)?);
                             redact(&mut json);
                         }
-                        StoredResponse { request_sha256, status: status.as_u16(), body: encode(&json)? }
+                        StoredResponse {
+                            request_sha256,
+                            status: status.as_u16(),
+                            body: encode(&json)?,
+                        }
                     }
                     Err(StoreError::Backend(m)) => return Err(StoreError::Backend(m)),
                     Err(refusal) => {
@@ -196,14 +232,21 @@ impl AppState {
                         body.request_id = request_id;
                         let body = serde_json::to_string(&body)
                             .map_err(|e| StoreError::Backend(format!("encode error: {e}")))?;
-                        StoredResponse { request_sha256, status: err.code.http_status(), body }
+                        StoredResponse {
+                            request_sha256,
+                            status: err.code.http_status(),
+                            body,
+                        }
                     }
                 };
                 if let Some(key) = &idempotency_key {
-                    tx.store_idempotent_response(&org_id, key, &response, now).map_err(|e| match e {
-                        StoreError::Conflict(_) => StoreError::Backend("idempotency key in flight".into()),
-                        e => e,
-                    })?;
+                    tx.store_idempotent_response(&org_id, key, &response, now)
+                        .map_err(|e| match e {
+                            StoreError::Conflict(_) => {
+                                StoreError::Backend("idempotency key in flight".into())
+                            }
+                            e => e,
+                        })?;
                 }
                 Ok(Outcome::Done(match fresh {
                     Some(body) => StoredResponse { body, ..response },
@@ -221,9 +264,10 @@ impl AppState {
             Outcome::Done(stored) => {
                 let status = StatusCode::from_u16(stored.status).unwrap_or(StatusCode::OK);
                 let mut response = (status, stored.body).into_response();
-                response
-                    .headers_mut()
-                    .insert(axum::http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+                response.headers_mut().insert(
+                    axum::http::header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/json"),
+                );
                 Ok(response)
             }
         }
@@ -240,7 +284,9 @@ async fn request_id_layer(req: Request, next: Next) -> Response {
         .unwrap_or_else(|| suanli_store::ops::new_id("req"));
     let mut response = REQUEST_ID.scope(id.clone(), next.run(req)).await;
     if let Ok(v) = HeaderValue::from_str(&id) {
-        response.headers_mut().insert(suanli_api::REQUEST_ID_HEADER, v);
+        response
+            .headers_mut()
+            .insert(suanli_api::REQUEST_ID_HEADER, v);
     }
     response
 }
@@ -249,10 +295,16 @@ async fn request_id_layer(req: Request, next: Next) -> Response {
 pub fn router(state: AppState) -> Router {
     routes::router()
         .fallback(|| async {
-            ApiError::new(ErrorCode::RouteNotFound, "no such route; see /api/v1/openapi.json")
+            ApiError::new(
+                ErrorCode::RouteNotFound,
+                "no such route; see /api/v1/openapi.json",
+            )
         })
         .method_not_allowed_fallback(|| async {
-            ApiError::new(ErrorCode::MethodNotAllowed, "this route does not take this method")
+            ApiError::new(
+                ErrorCode::MethodNotAllowed,
+                "this route does not take this method",
+            )
         })
         .layer(DefaultBodyLimit::max(1024 * 1024))
         .layer(axum::middleware::from_fn(request_id_layer))
@@ -271,12 +323,20 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<(AppState, Bootstrap)
     let location = config.database.clone();
     let writer_config = config.writer;
     let store = tokio::task::spawn_blocking(move || Store::open(location, writer_config)).await??;
-    let state = AppState { store: Arc::new(store), config: Arc::new(config) };
+    let state = AppState {
+        store: Arc::new(store),
+        config: Arc::new(config),
+    };
     let models: Vec<(String, String, u32)> = suanli_core::resource::default_accelerator_models()
         .into_iter()
         .map(|m| (m.name, m.vendor, m.memory_gib))
         .collect();
-    let zone = state.config.zones.first().map(|z| z.id.clone()).unwrap_or_else(|| "default".into());
+    let zone = state
+        .config
+        .zones
+        .first()
+        .map(|z| z.id.clone())
+        .unwrap_or_else(|| "default".into());
     let now = now_ms();
     let (operator, token_secret) = state
         .store
@@ -297,16 +357,33 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<(AppState, Bootstrap)
             };
             let admin = tx.create_org(&org, "operator-admin", None)?;
             let secret = auth::new_secret();
-            tx.create_token(&org.id, &admin.id, "bootstrap", &auth::secret_sha256(&secret), now, now + routes::MAX_TOKEN_LIFETIME_MS)?;
+            tx.create_token(
+                &org.id,
+                &admin.id,
+                "bootstrap",
+                &auth::secret_sha256(&secret),
+                now,
+                now + routes::MAX_TOKEN_LIFETIME_MS,
+            )?;
             Ok((org, Some(secret)))
         })
         .await?;
     tokio::spawn(expiry_service(state.clone()));
-    Ok((state, Bootstrap { operator, token_secret }))
+    Ok((
+        state,
+        Bootstrap {
+            operator,
+            token_secret,
+        },
+    ))
 }
 
 /// Serves `state` on `addr` until the process ends. Returns the bound address via `on_bound`.
-pub async fn serve(state: AppState, addr: SocketAddr, on_bound: impl FnOnce(SocketAddr)) -> anyhow::Result<()> {
+pub async fn serve(
+    state: AppState,
+    addr: SocketAddr,
+    on_bound: impl FnOnce(SocketAddr),
+) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
     on_bound(listener.local_addr()?);
     axum::serve(listener, router(state)).await?;
@@ -340,7 +417,9 @@ async fn expiry_service(state: AppState) {
                 .submit(move |tx| tx.end_lease(None, &lease_id, EndReason::Expired, now))
                 .await;
             match result {
-                Ok(l) => tracing::info!(lease = %l.id, cost_micros = l.cost_micros.unwrap_or(0), "lease expired and settled"),
+                Ok(l) => {
+                    tracing::info!(lease = %l.id, cost_micros = l.cost_micros.unwrap_or(0), "lease expired and settled")
+                }
                 Err(StoreError::LeaseNotActive(_)) => {}
                 Err(e) => tracing::warn!(error = %e, "expiry: could not settle a lease"),
             }

@@ -15,7 +15,9 @@ pub fn time(ms: i64) -> String {
 
 /// Parses an RFC 3339 time into milliseconds since the epoch.
 pub fn parse_time(s: &str) -> Option<i64> {
-    DateTime::parse_from_rfc3339(s).ok().map(|t| t.timestamp_millis())
+    DateTime::parse_from_rfc3339(s)
+        .ok()
+        .map(|t| t.timestamp_millis())
 }
 
 pub fn org(o: &OrgRow) -> api::Org {
@@ -23,7 +25,10 @@ pub fn org(o: &OrgRow) -> api::Org {
         id: o.id.clone(),
         name: o.name.clone(),
         kind: api::OrgKind::parse(&o.kind).unwrap_or(api::OrgKind::Consumer),
-        consumer_type: o.consumer_type.as_deref().and_then(api::ConsumerType::parse),
+        consumer_type: o
+            .consumer_type
+            .as_deref()
+            .and_then(api::ConsumerType::parse),
         zone: o.zone.clone(),
         origin_region: o.origin_region.clone(),
         created_at: time(o.created_ms),
@@ -90,8 +95,12 @@ pub fn offer(o: &OfferRow) -> api::Offer {
         zone: o.zone.clone(),
         class: o.class.to_string(),
         category: o.class.category.as_str().into(),
-        accelerator_model: (o.class.category == Category::Intelligent).then(|| o.class.qualifier.clone()).flatten(),
-        partition: (o.class.category == Category::Supercomputing).then(|| o.class.qualifier.clone()).flatten(),
+        accelerator_model: (o.class.category == Category::Intelligent)
+            .then(|| o.class.qualifier.clone())
+            .flatten(),
+        partition: (o.class.category == Category::Supercomputing)
+            .then(|| o.class.qualifier.clone())
+            .flatten(),
         accelerator_memory_gib: o.accelerator_memory_gib,
         cpus_per_unit: o.cpus_per_unit,
         memory_mib_per_unit: o.memory_mib_per_unit,
@@ -130,7 +139,10 @@ pub fn lease(l: &LeaseRow) -> api::Lease {
         allocations: l
             .allocations
             .iter()
-            .map(|(node_id, units)| api::LeaseAllocation { node_id: node_id.clone(), units: *units })
+            .map(|(node_id, units)| api::LeaseAllocation {
+                node_id: node_id.clone(),
+                units: *units,
+            })
             .collect(),
         ended_at: l.ended_ms.map(time),
         billed_seconds: l.billed_seconds,
@@ -155,7 +167,13 @@ pub fn transfer(t: &TransferRow) -> api::Transfer {
 
 pub fn balance(org_id: &str, accounts: &[AccountRow]) -> api::Balance {
     use suanli_core::ledger::AccountKind;
-    let of = |k: AccountKind| accounts.iter().find(|a| a.kind == k).map(AccountRow::balance).unwrap_or(0);
+    let of = |k: AccountKind| {
+        accounts
+            .iter()
+            .find(|a| a.kind == k)
+            .map(AccountRow::balance)
+            .unwrap_or(0)
+    };
     api::Balance {
         org_id: org_id.into(),
         available_micros: of(AccountKind::Available),
@@ -176,12 +194,19 @@ pub fn balance(org_id: &str, accounts: &[AccountRow]) -> api::Balance {
 
 /// Statement lines for `org_id`: one line per movement on one of its accounts, with the balance
 /// of that account after it.
-pub fn statement_lines(accounts: &[AccountRow], transfers: &[TransferRow]) -> Vec<api::StatementLine> {
+pub fn statement_lines(
+    accounts: &[AccountRow],
+    transfers: &[TransferRow],
+) -> Vec<api::StatementLine> {
     let mut lines = Vec::new();
     for t in transfers {
         for (account_id, direction, after) in [
             (&t.debit_account_id, "debit", t.debit_balance_after_micros),
-            (&t.credit_account_id, "credit", t.credit_balance_after_micros),
+            (
+                &t.credit_account_id,
+                "credit",
+                t.credit_balance_after_micros,
+            ),
         ] {
             if let Some(a) = accounts.iter().find(|a| &a.id == account_id) {
                 lines.push(api::StatementLine {

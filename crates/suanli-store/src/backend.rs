@@ -88,7 +88,10 @@ pub enum StoreError {
     #[error("{0}")]
     Conflict(String),
     #[error("insufficient funds: {needed_micros} micros needed, {available_micros} available")]
-    InsufficientFunds { needed_micros: u64, available_micros: i64 },
+    InsufficientFunds {
+        needed_micros: u64,
+        available_micros: i64,
+    },
     #[error("the requested capacity is no longer available")]
     CapacityUnavailable,
     #[error("offer is not available: {0}")]
@@ -96,9 +99,15 @@ pub enum StoreError {
     #[error("lease is not active (it is {0})")]
     LeaseNotActive(String),
     #[error("the offer's price {price_micros} is above the limit {limit_micros}")]
-    PriceAboveLimit { price_micros: u64, limit_micros: u64 },
+    PriceAboveLimit {
+        price_micros: u64,
+        limit_micros: u64,
+    },
     #[error("{message}")]
-    Invalid { field: &'static str, message: String },
+    Invalid {
+        field: &'static str,
+        message: String,
+    },
     #[error("{0}")]
     Forbidden(String),
     #[error("amount overflows")]
@@ -109,7 +118,10 @@ pub enum StoreError {
 
 impl StoreError {
     pub fn invalid(field: &'static str, message: impl Into<String>) -> Self {
-        StoreError::Invalid { field, message: message.into() }
+        StoreError::Invalid {
+            field,
+            message: message.into(),
+        }
     }
 }
 

@@ -85,7 +85,12 @@ impl Store {
             }
         }
         let writer = Writer::start(writer_conn, book.clone(), config);
-        Ok(Store { location, writer, readers: Mutex::new(Vec::new()), book })
+        Ok(Store {
+            location,
+            writer,
+            readers: Mutex::new(Vec::new()),
+            book,
+        })
     }
 
     pub fn kind(&self) -> &'static str {
@@ -97,7 +102,10 @@ impl Store {
     }
 
     /// Runs `f` on a read connection (blocking: call from a blocking context).
-    pub fn read<R>(&self, f: impl FnOnce(&mut Tx<'_>) -> Result<R, StoreError>) -> Result<R, StoreError> {
+    pub fn read<R>(
+        &self,
+        f: impl FnOnce(&mut Tx<'_>) -> Result<R, StoreError>,
+    ) -> Result<R, StoreError> {
         let conn = self.readers.lock().unwrap_or_else(|p| p.into_inner()).pop();
         let mut conn = match conn {
             Some(c) => c,

@@ -324,7 +324,10 @@ fn offer_row(r: &Row) -> OfferRow {
         org_id: r.str(1),
         pool_id: r.str(2),
         zone: r.str(3),
-        class: ResourceClass { category: category(&r.str(4)), qualifier: r.opt_str(5) },
+        class: ResourceClass {
+            category: category(&r.str(4)),
+            qualifier: r.opt_str(5),
+        },
         accelerator_memory_gib: u32::try_from(r.u64(6)).unwrap_or(0),
         cpus_per_unit: r.u64(7),
         memory_mib_per_unit: r.u64(8),
@@ -346,7 +349,10 @@ fn lease_row(r: &Row) -> LeaseRow {
         provider_org_id: r.str(2),
         offer_id: r.str(3),
         pool_id: r.str(4),
-        class: ResourceClass { category: category(&r.str(5)), qualifier: r.opt_str(6) },
+        class: ResourceClass {
+            category: category(&r.str(5)),
+            qualifier: r.opt_str(6),
+        },
         zone: r.str(7),
         units: r.u64(8),
         price_micros_per_unit_hour: r.u64(9),
@@ -403,7 +409,10 @@ fn int(v: u64) -> Result<Value, StoreError> {
 
 impl<'a> Tx<'a> {
     pub fn new(b: &'a mut dyn Backend) -> Self {
-        Tx { b, dirty_pools: BTreeSet::new() }
+        Tx {
+            b,
+            dirty_pools: BTreeSet::new(),
+        }
     }
 
     pub fn backend_kind(&self) -> &'static str {
@@ -443,14 +452,22 @@ impl<'a> Tx<'a> {
                 org.created_ms.into(),
             ],
         )?;
-        let mut kinds = vec![AccountKind::Available, AccountKind::Held, AccountKind::Earnings];
+        let mut kinds = vec![
+            AccountKind::Available,
+            AccountKind::Held,
+            AccountKind::Earnings,
+        ];
         if org.kind == "operator" {
             kinds.extend([AccountKind::Fees, AccountKind::External]);
         }
         for kind in kinds {
             self.b.execute(
                 "INSERT INTO accounts (id, org_id, kind) VALUES ($1, $2, $3)",
-                &[account_id(&org.id, kind).into(), (&org.id).into(), kind.as_str().into()],
+                &[
+                    account_id(&org.id, kind).into(),
+                    (&org.id).into(),
+                    kind.as_str().into(),
+                ],
             )?;
         }
         self.create_member(&org.id, admin_name, admin_email, "admin", org.created_ms)
@@ -487,13 +504,18 @@ impl<'a> Tx<'a> {
     }
 
     pub fn get_org(&mut self, org_id: &str) -> Result<OrgRow, StoreError> {
-        let rows =
-            self.b.query(&format!("SELECT {ORG_COLS} FROM orgs WHERE id = $1"), &[org_id.into()])?;
+        let rows = self.b.query(
+            &format!("SELECT {ORG_COLS} FROM orgs WHERE id = $1"),
+            &[org_id.into()],
+        )?;
         rows.first().map(org_row).ok_or(StoreError::NotFound("org"))
     }
 
     pub fn list_orgs(&mut self) -> Result<Vec<OrgRow>, StoreError> {
-        let rows = self.b.query(&format!("SELECT {ORG_COLS} FROM orgs ORDER BY created_ms, id"), &[])?;
+        let rows = self.b.query(
+            &format!("SELECT {ORG_COLS} FROM orgs ORDER BY created_ms, id"),
+            &[],
+        )?;
         Ok(rows.iter().map(org_row).collect())
     }
 
@@ -511,7 +533,9 @@ impl<'a> Tx<'a> {
             "SELECT id, org_id, name, email, role, created_ms FROM members WHERE id = $1 AND org_id = $2",
             &[member_id.into(), org_id.into()],
         )?;
-        rows.first().map(member_row).ok_or(StoreError::NotFound("member"))
+        rows.first()
+            .map(member_row)
+            .ok_or(StoreError::NotFound("member"))
     }
 
     pub fn list_members(&mut self, org_id: &str) -> Result<Vec<MemberRow>, StoreError> {
@@ -575,19 +599,29 @@ impl<'a> Tx<'a> {
             &format!("{} WHERE t.id = $1 AND t.org_id = $2", Self::TOKEN_SELECT),
             &[token_id.into(), org_id.into()],
         )?;
-        rows.first().map(token_row).ok_or(StoreError::NotFound("token"))
+        rows.first()
+            .map(token_row)
+            .ok_or(StoreError::NotFound("token"))
     }
 
     pub fn list_tokens(&mut self, org_id: &str) -> Result<Vec<TokenRow>, StoreError> {
         let rows = self.b.query(
-            &format!("{} WHERE t.org_id = $1 ORDER BY t.created_ms, t.id", Self::TOKEN_SELECT),
+            &format!(
+                "{} WHERE t.org_id = $1 ORDER BY t.created_ms, t.id",
+                Self::TOKEN_SELECT
+            ),
             &[org_id.into()],
         )?;
         Ok(rows.iter().map(token_row).collect())
     }
 
     /// Revokes a token (idempotent: revoking twice keeps the first time).
-    pub fn revoke_token(&mut self, org_id: &str, token_id: &str, now_ms: i64) -> Result<TokenRow, StoreError> {
+    pub fn revoke_token(
+        &mut self,
+        org_id: &str,
+        token_id: &str,
+        now_ms: i64,
+    ) -> Result<TokenRow, StoreError> {
         self.b.execute(
             "UPDATE api_tokens SET revoked_ms = $3 WHERE id = $1 AND org_id = $2 AND revoked_ms IS NULL",
             &[token_id.into(), org_id.into(), now_ms.into()],
@@ -598,17 +632,31 @@ impl<'a> Tx<'a> {
     // ---------------------------------------------------------------- accelerator models
 
     pub fn list_accelerator_models(&mut self) -> Result<Vec<(String, String, u32)>, StoreError> {
-        let rows = self.b.query("SELECT name, vendor, memory_gib FROM accelerator_models ORDER BY name", &[])?;
-        Ok(rows.iter().map(|r| (r.str(0), r.str(1), u32::try_from(r.u64(2)).unwrap_or(0))).collect())
+        let rows = self.b.query(
+            "SELECT name, vendor, memory_gib FROM accelerator_models ORDER BY name",
+            &[],
+        )?;
+        Ok(rows
+            .iter()
+            .map(|r| (r.str(0), r.str(1), u32::try_from(r.u64(2)).unwrap_or(0)))
+            .collect())
     }
 
     pub fn accelerator_memory_gib(&mut self, model: &str) -> Result<Option<u32>, StoreError> {
-        let rows = self.b.query("SELECT memory_gib FROM accelerator_models WHERE name = $1", &[model.into()])?;
+        let rows = self.b.query(
+            "SELECT memory_gib FROM accelerator_models WHERE name = $1",
+            &[model.into()],
+        )?;
         Ok(rows.first().map(|r| u32::try_from(r.u64(0)).unwrap_or(0)))
     }
 
     /// Adds a model; an existing name is a conflict.
-    pub fn add_accelerator_model(&mut self, name: &str, vendor: &str, memory_gib: u32) -> Result<(), StoreError> {
+    pub fn add_accelerator_model(
+        &mut self,
+        name: &str,
+        vendor: &str,
+        memory_gib: u32,
+    ) -> Result<(), StoreError> {
         self.b.execute(
             "INSERT INTO accelerator_models (name, vendor, memory_gib) VALUES ($1, $2, $3)",
             &[name.into(), vendor.into(), i64::from(memory_gib).into()],
@@ -617,7 +665,10 @@ impl<'a> Tx<'a> {
     }
 
     /// Adds the models that are not yet known, leaving existing ones as the operator set them.
-    pub fn seed_accelerator_models(&mut self, models: &[(String, String, u32)]) -> Result<(), StoreError> {
+    pub fn seed_accelerator_models(
+        &mut self,
+        models: &[(String, String, u32)],
+    ) -> Result<(), StoreError> {
         for (name, vendor, mem) in models {
             self.b.execute(
                 "INSERT INTO accelerator_models (name, vendor, memory_gib) VALUES ($1, $2, $3) \
@@ -641,7 +692,13 @@ impl<'a> Tx<'a> {
         let pool_id = new_id("pool");
         self.b.execute(
             "INSERT INTO pools (id, org_id, name, zone, created_ms) VALUES ($1, $2, $3, $4, $5)",
-            &[(&pool_id).into(), org_id.into(), name.into(), zone.into(), now_ms.into()],
+            &[
+                (&pool_id).into(),
+                org_id.into(),
+                name.into(),
+                zone.into(),
+                now_ms.into(),
+            ],
         )?;
         for n in nodes {
             self.b.execute(
@@ -699,20 +756,29 @@ impl<'a> Tx<'a> {
             "SELECT id FROM pools WHERE org_id = $1 ORDER BY created_ms, id",
             &[org_id.into()],
         )?;
-        ids.iter().map(|r| self.get_pool(Some(org_id), &r.str(0))).collect()
+        ids.iter()
+            .map(|r| self.get_pool(Some(org_id), &r.str(0)))
+            .collect()
     }
 
     pub fn create_offer(&mut self, o: &NewOffer, now_ms: i64) -> Result<OfferRow, StoreError> {
-        let pool = self.get_pool(Some(&o.org_id), &o.pool_id).map_err(|e| match e {
-            StoreError::NotFound(_) => StoreError::invalid("pool_id", "no such pool"),
-            e => e,
-        })?;
+        let pool = self
+            .get_pool(Some(&o.org_id), &o.pool_id)
+            .map_err(|e| match e {
+                StoreError::NotFound(_) => StoreError::invalid("pool_id", "no such pool"),
+                e => e,
+            })?;
         let accelerator_memory_gib = match (o.class.category, &o.class.qualifier) {
-            (Category::Intelligent, Some(model)) => self
-                .accelerator_memory_gib(model)?
-                .ok_or_else(|| StoreError::invalid("class", format!("unknown accelerator model {model:?}")))?,
+            (Category::Intelligent, Some(model)) => {
+                self.accelerator_memory_gib(model)?.ok_or_else(|| {
+                    StoreError::invalid("class", format!("unknown accelerator model {model:?}"))
+                })?
+            }
             (Category::Intelligent, None) => {
-                return Err(StoreError::invalid("class", "intelligent offers name an accelerator model"))
+                return Err(StoreError::invalid(
+                    "class",
+                    "intelligent offers name an accelerator model",
+                ))
             }
             _ => 0,
         };
@@ -743,14 +809,25 @@ impl<'a> Tx<'a> {
         self.get_offer(Some(&o.org_id), &id)
     }
 
-    fn with_availability(&mut self, mut offers: Vec<OfferRow>) -> Result<Vec<OfferRow>, StoreError> {
+    fn with_availability(
+        &mut self,
+        mut offers: Vec<OfferRow>,
+    ) -> Result<Vec<OfferRow>, StoreError> {
         let mut cache: Vec<(String, Vec<NodeFree>)> = Vec::new();
         for o in &mut offers {
             if !cache.iter().any(|(p, _)| p == &o.pool_id) {
-                let nodes = self.nodes_of_pool(&o.pool_id)?.iter().map(NodeRow::free).collect();
+                let nodes = self
+                    .nodes_of_pool(&o.pool_id)?
+                    .iter()
+                    .map(NodeRow::free)
+                    .collect();
                 cache.push((o.pool_id.clone(), nodes));
             }
-            let nodes = &cache.iter().find(|(p, _)| p == &o.pool_id).expect("cached above").1;
+            let nodes = &cache
+                .iter()
+                .find(|(p, _)| p == &o.pool_id)
+                .expect("cached above")
+                .1;
             o.units_available = if o.state == "active" {
                 units_available(nodes, &o.shape(), o.class.qualifier.as_deref())
             } else {
@@ -761,12 +838,19 @@ impl<'a> Tx<'a> {
     }
 
     /// An offer; with `org_id`, only if that org owns it.
-    pub fn get_offer(&mut self, org_id: Option<&str>, offer_id: &str) -> Result<OfferRow, StoreError> {
+    pub fn get_offer(
+        &mut self,
+        org_id: Option<&str>,
+        offer_id: &str,
+    ) -> Result<OfferRow, StoreError> {
         let rows = self.b.query(
             &format!("SELECT {OFFER_COLS} FROM offers o JOIN pools p ON p.id = o.pool_id WHERE o.id = $1"),
             &[offer_id.into()],
         )?;
-        let offer = rows.first().map(offer_row).ok_or(StoreError::NotFound("offer"))?;
+        let offer = rows
+            .first()
+            .map(offer_row)
+            .ok_or(StoreError::NotFound("offer"))?;
         if org_id.is_some_and(|o| o != offer.org_id) {
             return Err(StoreError::NotFound("offer"));
         }
@@ -786,7 +870,10 @@ impl<'a> Tx<'a> {
     }
 
     /// Offers of the given pools (all active offers when `pool_ids` is `None`), with availability.
-    pub fn offers_of_pools(&mut self, pool_ids: Option<&BTreeSet<String>>) -> Result<Vec<OfferRow>, StoreError> {
+    pub fn offers_of_pools(
+        &mut self,
+        pool_ids: Option<&BTreeSet<String>>,
+    ) -> Result<Vec<OfferRow>, StoreError> {
         let mut offers = Vec::new();
         match pool_ids {
             None => {
@@ -817,7 +904,10 @@ impl<'a> Tx<'a> {
 
     pub fn withdraw_offer(&mut self, org_id: &str, offer_id: &str) -> Result<OfferRow, StoreError> {
         let offer = self.get_offer(Some(org_id), offer_id)?;
-        self.b.execute("UPDATE offers SET state = 'withdrawn' WHERE id = $1", &[offer_id.into()])?;
+        self.b.execute(
+            "UPDATE offers SET state = 'withdrawn' WHERE id = $1",
+            &[offer_id.into()],
+        )?;
         self.dirty_pools.insert(offer.pool_id);
         self.get_offer(Some(org_id), offer_id)
     }
@@ -839,7 +929,10 @@ impl<'a> Tx<'a> {
         now_ms: i64,
     ) -> Result<TransferRow, StoreError> {
         if amount == 0 {
-            return Err(StoreError::invalid("amount_micros", "must be greater than zero"));
+            return Err(StoreError::invalid(
+                "amount_micros",
+                "must be greater than zero",
+            ));
         }
         let amount_v = int(amount)?;
         let debit_is_external = debit.ends_with(".external");
@@ -858,7 +951,10 @@ impl<'a> Tx<'a> {
             )?;
             return match rows.first() {
                 None => Err(StoreError::NotFound("account")),
-                Some(r) => Err(StoreError::InsufficientFunds { needed_micros: amount, available_micros: r.i64(0) }),
+                Some(r) => Err(StoreError::InsufficientFunds {
+                    needed_micros: amount,
+                    available_micros: r.i64(0),
+                }),
             };
         };
         let rows = self.b.query(
@@ -866,7 +962,10 @@ impl<'a> Tx<'a> {
              RETURNING credits_micros - debits_micros",
             &[credit.into(), amount_v.clone()],
         )?;
-        let credit_after = rows.first().map(|r| r.i64(0)).ok_or(StoreError::NotFound("account"))?;
+        let credit_after = rows
+            .first()
+            .map(|r| r.i64(0))
+            .ok_or(StoreError::NotFound("account"))?;
         let id = new_id("tr");
         let rows = self.b.query(
             "INSERT INTO transfers (id, kind, debit_account_id, credit_account_id, amount_micros, \
@@ -910,7 +1009,13 @@ impl<'a> Tx<'a> {
     }
 
     /// Records money received for `org_id` from outside: external → available.
-    pub fn deposit(&mut self, org_id: &str, amount: u64, external_ref: &str, now_ms: i64) -> Result<TransferRow, StoreError> {
+    pub fn deposit(
+        &mut self,
+        org_id: &str,
+        amount: u64,
+        external_ref: &str,
+        now_ms: i64,
+    ) -> Result<TransferRow, StoreError> {
         self.get_org(org_id)?;
         let external = self.operator_account(AccountKind::External)?;
         self.transfer(
@@ -957,7 +1062,12 @@ impl<'a> Tx<'a> {
     }
 
     /// Movements on `org_id`'s accounts after ledger position `after`, oldest first.
-    pub fn statement(&mut self, org_id: &str, after: i64, limit: u32) -> Result<Vec<TransferRow>, StoreError> {
+    pub fn statement(
+        &mut self,
+        org_id: &str,
+        after: i64,
+        limit: u32,
+    ) -> Result<Vec<TransferRow>, StoreError> {
         let rows = self.b.query(
             &format!(
                 "SELECT {TRANSFER_COLS} FROM transfers WHERE seq > $2 AND (\
@@ -983,7 +1093,10 @@ impl<'a> Tx<'a> {
     pub fn ledger_snapshot(&mut self) -> Result<LedgerSnapshot, StoreError> {
         let accounts = self
             .b
-            .query("SELECT id, org_id, kind, debits_micros, credits_micros FROM accounts ORDER BY id", &[])?
+            .query(
+                "SELECT id, org_id, kind, debits_micros, credits_micros FROM accounts ORDER BY id",
+                &[],
+            )?
             .iter()
             .map(account_row)
             .map(|a| AccountTotals {
@@ -996,7 +1109,10 @@ impl<'a> Tx<'a> {
             .collect();
         let holds = self
             .b
-            .query("SELECT id, org_id, amount_micros, state, resolutions FROM holds ORDER BY id", &[])?
+            .query(
+                "SELECT id, org_id, amount_micros, state, resolutions FROM holds ORDER BY id",
+                &[],
+            )?
             .iter()
             .map(|r| {
                 (
@@ -1008,9 +1124,10 @@ impl<'a> Tx<'a> {
                 )
             })
             .collect();
-        let sum = self
-            .b
-            .query("SELECT CAST(COALESCE(SUM(amount_micros), 0) AS BIGINT) FROM transfers", &[])?;
+        let sum = self.b.query(
+            "SELECT CAST(COALESCE(SUM(amount_micros), 0) AS BIGINT) FROM transfers",
+            &[],
+        )?;
         let recomputed = self
             .b
             .query(
@@ -1037,7 +1154,9 @@ impl<'a> Tx<'a> {
     }
 
     pub fn count(&mut self, table: &'static str) -> Result<u64, StoreError> {
-        let rows = self.b.query(&format!("SELECT COUNT(*) FROM {table}"), &[])?;
+        let rows = self
+            .b
+            .query(&format!("SELECT COUNT(*) FROM {table}"), &[])?;
         Ok(rows.first().map(|r| r.u64(0)).unwrap_or(0))
     }
 
@@ -1047,22 +1166,33 @@ impl<'a> Tx<'a> {
     pub fn purchase(&mut self, p: &Purchase) -> Result<LeaseRow, StoreError> {
         let org = self.get_org(&p.consumer_org_id)?;
         if org.kind != "consumer" {
-            return Err(StoreError::Forbidden("only consumer orgs buy capacity".into()));
+            return Err(StoreError::Forbidden(
+                "only consumer orgs buy capacity".into(),
+            ));
         }
         let offer = match self.get_offer(None, &p.offer_id) {
-            Err(StoreError::NotFound(_)) => return Err(StoreError::invalid("offer_id", "no such offer")),
+            Err(StoreError::NotFound(_)) => {
+                return Err(StoreError::invalid("offer_id", "no such offer"))
+            }
             other => other?,
         };
         if offer.state != "active" {
-            return Err(StoreError::OfferNotAvailable("the offer was withdrawn".into()));
+            return Err(StoreError::OfferNotAvailable(
+                "the offer was withdrawn".into(),
+            ));
         }
         if p.now_ms < offer.valid_from_ms || p.now_ms >= offer.valid_until_ms {
-            return Err(StoreError::OfferNotAvailable("the offer is outside its validity window".into()));
+            return Err(StoreError::OfferNotAvailable(
+                "the offer is outside its validity window".into(),
+            ));
         }
         if p.units < offer.min_units || p.units > offer.max_units {
             return Err(StoreError::invalid(
                 "units",
-                format!("this offer sells {} to {} units per lease", offer.min_units, offer.max_units),
+                format!(
+                    "this offer sells {} to {} units per lease",
+                    offer.min_units, offer.max_units
+                ),
             ));
         }
         if let Some(limit) = p.max_price_micros_per_unit_hour {
@@ -1073,15 +1203,32 @@ impl<'a> Tx<'a> {
                 });
             }
         }
-        let hold_micros = hold_amount(offer.price_micros_per_unit_hour, p.units, p.duration_limit_s)
-            .map_err(|_| StoreError::Overflow)?;
+        let hold_micros = hold_amount(
+            offer.price_micros_per_unit_hour,
+            p.units,
+            p.duration_limit_s,
+        )
+        .map_err(|_| StoreError::Overflow)?;
         if hold_micros == 0 {
-            return Err(StoreError::invalid("duration_limit_s", "the lease would cost nothing; buy a longer duration"));
+            return Err(StoreError::invalid(
+                "duration_limit_s",
+                "the lease would cost nothing; buy a longer duration",
+            ));
         }
         to_i64(hold_micros)?;
-        let nodes: Vec<NodeFree> = self.nodes_of_pool(&offer.pool_id)?.iter().map(NodeRow::free).collect();
-        let allocations = place(&nodes, &offer.shape(), offer.class.qualifier.as_deref(), p.units)
-            .ok_or(StoreError::CapacityUnavailable)?;
+        let nodes: Vec<NodeFree> = self
+            .nodes_of_pool(&offer.pool_id)?
+            .iter()
+            .map(NodeRow::free)
+            .collect();
+        let mut allocations = place(
+            &nodes,
+            &offer.shape(),
+            offer.class.qualifier.as_deref(),
+            p.units,
+        )
+        .ok_or(StoreError::CapacityUnavailable)?;
+        allocations.sort_by(|a, b| a.node_id.cmp(&b.node_id));
         // Capacity first (in node order, the same order every writer uses), then money.
         for a in &allocations {
             let n = self.b.execute(
@@ -1165,12 +1312,19 @@ impl<'a> Tx<'a> {
     }
 
     /// A lease; with `org_id`, only if that org bought or sold it.
-    pub fn get_lease(&mut self, org_id: Option<&str>, lease_id: &str) -> Result<LeaseRow, StoreError> {
+    pub fn get_lease(
+        &mut self,
+        org_id: Option<&str>,
+        lease_id: &str,
+    ) -> Result<LeaseRow, StoreError> {
         let rows = self.b.query(
             &format!("SELECT {LEASE_COLS} FROM leases l JOIN holds h ON h.id = l.hold_id WHERE l.id = $1"),
             &[lease_id.into()],
         )?;
-        let mut lease = rows.first().map(lease_row).ok_or(StoreError::NotFound("lease"))?;
+        let mut lease = rows
+            .first()
+            .map(lease_row)
+            .ok_or(StoreError::NotFound("lease"))?;
         if let Some(org) = org_id {
             if lease.consumer_org_id != org && lease.provider_org_id != org {
                 return Err(StoreError::NotFound("lease"));
@@ -1245,7 +1399,9 @@ impl<'a> Tx<'a> {
         let lease = self.get_lease(org_id, lease_id)?;
         if let Some(org) = org_id {
             if lease.consumer_org_id != org {
-                return Err(StoreError::Forbidden("only the consumer that bought a lease ends it".into()));
+                return Err(StoreError::Forbidden(
+                    "only the consumer that bought a lease ends it".into(),
+                ));
             }
         }
         if lease.state.is_final() {
@@ -1259,7 +1415,11 @@ impl<'a> Tx<'a> {
             hold_micros: lease.hold.amount_micros,
         };
         let (seconds, s) = terms.settle_at(now_ms, reason, lease.fee_bps);
-        let ended_ms = if reason == EndReason::Expired { terms.ends_at_ms() } else { now_ms };
+        let ended_ms = if reason == EndReason::Expired {
+            terms.ends_at_ms()
+        } else {
+            now_ms
+        };
         let n = self.b.execute(
             "UPDATE leases SET state = $2, ended_ms = $3, billed_seconds = $4, cost_micros = $5, fee_micros = $6 \
              WHERE id = $1 AND state = 'active'",
@@ -1281,7 +1441,10 @@ impl<'a> Tx<'a> {
             &[(&lease.hold.id).into(), s.hold_state().as_str().into(), int(s.cost_micros)?, now_ms.into()],
         )?;
         if n != 1 {
-            return Err(StoreError::Backend(format!("hold {} of an active lease is not pending", lease.hold.id)));
+            return Err(StoreError::Backend(format!(
+                "hold {} of an active lease is not pending",
+                lease.hold.id
+            )));
         }
         // Capacity back to the pool, in node order.
         let allocs = self.b.query(
@@ -1297,13 +1460,34 @@ impl<'a> Tx<'a> {
         }
         let held = account_id(&lease.consumer_org_id, AccountKind::Held);
         let legs = [
-            (TransferKind::Settle, account_id(&lease.provider_org_id, AccountKind::Earnings), s.provider_micros),
-            (TransferKind::Fee, self.operator_account(AccountKind::Fees)?, s.fee_micros),
-            (TransferKind::Release, account_id(&lease.consumer_org_id, AccountKind::Available), s.release_micros),
+            (
+                TransferKind::Settle,
+                account_id(&lease.provider_org_id, AccountKind::Earnings),
+                s.provider_micros,
+            ),
+            (
+                TransferKind::Fee,
+                self.operator_account(AccountKind::Fees)?,
+                s.fee_micros,
+            ),
+            (
+                TransferKind::Release,
+                account_id(&lease.consumer_org_id, AccountKind::Available),
+                s.release_micros,
+            ),
         ];
         for (kind, credit, amount) in legs {
             if amount > 0 {
-                self.transfer(kind, &held, &credit, amount, Some(&lease.hold.id), Some(lease_id), None, now_ms)?;
+                self.transfer(
+                    kind,
+                    &held,
+                    &credit,
+                    amount,
+                    Some(&lease.hold.id),
+                    Some(lease_id),
+                    None,
+                    now_ms,
+                )?;
             }
         }
         self.dirty_pools.insert(lease.pool_id.clone());
@@ -1312,7 +1496,11 @@ impl<'a> Tx<'a> {
 
     // ---------------------------------------------------------------- idempotency
 
-    pub fn idempotent_response(&mut self, org_id: &str, key: &str) -> Result<Option<StoredResponse>, StoreError> {
+    pub fn idempotent_response(
+        &mut self,
+        org_id: &str,
+        key: &str,
+    ) -> Result<Option<StoredResponse>, StoreError> {
         let rows = self.b.query(
             "SELECT request_sha256, status, body FROM idempotency_keys WHERE org_id = $1 AND idempotency_key = $2",
             &[org_id.into(), key.into()],

@@ -30,7 +30,10 @@ impl PostgresBackend {
     /// Connects to `url` and, when `migrate` is set, brings the schema up to date.
     pub fn connect(url: &str, migrate: bool) -> Result<Self, StoreError> {
         let client = Client::connect(url, NoTls).map_err(map_err)?;
-        let mut me = PostgresBackend { client: Some(client), statements: HashMap::new() };
+        let mut me = PostgresBackend {
+            client: Some(client),
+            statements: HashMap::new(),
+        };
         if migrate {
             crate::schema::migrate(&mut me)?;
         }
@@ -68,12 +71,17 @@ impl Backend for PostgresBackend {
 
     fn execute(&mut self, sql: &str, params: &[Value]) -> Result<u64, StoreError> {
         let stmt = self.prepare(sql)?;
-        self.client().execute(&stmt, &Self::params(params)).map_err(map_err)
+        self.client()
+            .execute(&stmt, &Self::params(params))
+            .map_err(map_err)
     }
 
     fn query(&mut self, sql: &str, params: &[Value]) -> Result<Vec<Row>, StoreError> {
         let stmt = self.prepare(sql)?;
-        let rows = self.client().query(&stmt, &Self::params(params)).map_err(map_err)?;
+        let rows = self
+            .client()
+            .query(&stmt, &Self::params(params))
+            .map_err(map_err)?;
         let mut out = Vec::with_capacity(rows.len());
         for row in rows {
             let mut values = Vec::with_capacity(row.len());
@@ -81,13 +89,19 @@ impl Backend for PostgresBackend {
                 let v = match *col.type_() {
                     Type::INT8 => Value::Int(row.try_get::<_, Option<i64>>(i).map_err(map_err)?),
                     Type::INT4 => Value::Int(
-                        row.try_get::<_, Option<i32>>(i).map_err(map_err)?.map(i64::from),
+                        row.try_get::<_, Option<i32>>(i)
+                            .map_err(map_err)?
+                            .map(i64::from),
                     ),
                     Type::INT2 => Value::Int(
-                        row.try_get::<_, Option<i16>>(i).map_err(map_err)?.map(i64::from),
+                        row.try_get::<_, Option<i16>>(i)
+                            .map_err(map_err)?
+                            .map(i64::from),
                     ),
                     Type::BOOL => Value::Int(
-                        row.try_get::<_, Option<bool>>(i).map_err(map_err)?.map(i64::from),
+                        row.try_get::<_, Option<bool>>(i)
+                            .map_err(map_err)?
+                            .map(i64::from),
                     ),
                     _ => Value::Text(row.try_get::<_, Option<String>>(i).map_err(map_err)?),
                 };
@@ -108,7 +122,9 @@ impl Drop for PostgresBackend {
     /// runtime; close it on a thread of its own instead.
     fn drop(&mut self) {
         if let Some(client) = self.client.take() {
-            let _ = std::thread::Builder::new().name("pg-close".into()).spawn(move || drop(client));
+            let _ = std::thread::Builder::new()
+                .name("pg-close".into())
+                .spawn(move || drop(client));
         }
     }
 }

@@ -187,7 +187,10 @@ pub fn migrate(b: &mut dyn Backend) -> Result<(), StoreError> {
         b.batch("SELECT pg_advisory_lock(7261636)")?;
     }
     let result = (|| {
-        let applied = b.query("SELECT COALESCE(MAX(version), 0) FROM schema_migrations", &[])?;
+        let applied = b.query(
+            "SELECT COALESCE(MAX(version), 0) FROM schema_migrations",
+            &[],
+        )?;
         let current = applied.first().map(|r| r.i64(0)).unwrap_or(0);
         for (i, _) in MIGRATIONS.iter().enumerate() {
             let version = i as i64 + 1;

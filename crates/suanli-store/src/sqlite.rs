@@ -58,7 +58,8 @@ impl SqliteBackend {
             OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )
         .map_err(map_err)?;
-        conn.execute_batch("PRAGMA busy_timeout=10000; PRAGMA query_only=ON;").map_err(map_err)?;
+        conn.execute_batch("PRAGMA busy_timeout=10000; PRAGMA query_only=ON;")
+            .map_err(map_err)?;
         conn.set_prepared_statement_cache_capacity(128);
         Ok(SqliteBackend { conn })
     }
@@ -70,15 +71,25 @@ impl Backend for SqliteBackend {
     }
 
     fn execute(&mut self, sql: &str, params: &[Value]) -> Result<u64, StoreError> {
-        let mut stmt = self.conn.prepare_cached(&placeholders(sql)).map_err(map_err)?;
-        let n = stmt.execute(rusqlite::params_from_iter(params.iter())).map_err(map_err)?;
+        let mut stmt = self
+            .conn
+            .prepare_cached(&placeholders(sql))
+            .map_err(map_err)?;
+        let n = stmt
+            .execute(rusqlite::params_from_iter(params.iter()))
+            .map_err(map_err)?;
         Ok(n as u64)
     }
 
     fn query(&mut self, sql: &str, params: &[Value]) -> Result<Vec<Row>, StoreError> {
-        let mut stmt = self.conn.prepare_cached(&placeholders(sql)).map_err(map_err)?;
+        let mut stmt = self
+            .conn
+            .prepare_cached(&placeholders(sql))
+            .map_err(map_err)?;
         let columns = stmt.column_count();
-        let mut rows = stmt.query(rusqlite::params_from_iter(params.iter())).map_err(map_err)?;
+        let mut rows = stmt
+            .query(rusqlite::params_from_iter(params.iter()))
+            .map_err(map_err)?;
         let mut out = Vec::new();
         while let Some(row) = rows.next().map_err(map_err)? {
             let mut values = Vec::with_capacity(columns);

@@ -35,7 +35,10 @@ pub struct WriterConfig {
 
 impl Default for WriterConfig {
     fn default() -> Self {
-        WriterConfig { max_batch: 1024, queue: 4096 }
+        WriterConfig {
+            max_batch: 1024,
+            queue: 4096,
+        }
     }
 }
 
@@ -84,8 +87,12 @@ impl Writer {
             });
             (ok, deliver)
         });
-        self.sender.send(job).await.map_err(|_| StoreError::Backend("the writer has stopped".into()))?;
-        rx.await.map_err(|_| StoreError::Backend("the writer dropped the request".into()))?
+        self.sender
+            .send(job)
+            .await
+            .map_err(|_| StoreError::Backend("the writer has stopped".into()))?;
+        rx.await
+            .map_err(|_| StoreError::Backend("the writer dropped the request".into()))?
     }
 }
 
@@ -109,7 +116,11 @@ fn run_batch(backend: &mut dyn Backend, jobs: &mut Vec<Job>, book: &Arc<RwLock<O
         }
         let (ok, deliver) = job(&mut tx);
         let pools = std::mem::take(&mut tx.dirty_pools);
-        let end = if ok { tx.release("job") } else { tx.rollback_to("job").and_then(|()| tx.release("job")) };
+        let end = if ok {
+            tx.release("job")
+        } else {
+            tx.rollback_to("job").and_then(|()| tx.release("job"))
+        };
         if let Err(e) = end {
             failure = Some(e);
         } else if ok {
@@ -122,9 +133,8 @@ fn run_batch(backend: &mut dyn Backend, jobs: &mut Vec<Job>, book: &Arc<RwLock<O
             let _ = backend.batch("ROLLBACK");
             Err(e)
         }
-        None => backend.batch("COMMIT").map_err(|e| {
+        None => backend.batch("COMMIT").inspect_err(|_| {
             let _ = backend.batch("ROLLBACK");
-            e
         }),
     };
     if let Err(e) = &outcome {
@@ -169,7 +179,11 @@ impl Backend for NoBackend {
     fn execute(&mut self, _: &str, _: &[crate::backend::Value]) -> Result<u64, StoreError> {
         Err(StoreError::Backend("the batch failed".into()))
     }
-    fn query(&mut self, _: &str, _: &[crate::backend::Value]) -> Result<Vec<crate::backend::Row>, StoreError> {
+    fn query(
+        &mut self,
+        _: &str,
+        _: &[crate::backend::Value],
+    ) -> Result<Vec<crate::backend::Row>, StoreError> {
         Err(StoreError::Backend("the batch failed".into()))
     }
     fn batch(&mut self, _: &str) -> Result<(), StoreError> {

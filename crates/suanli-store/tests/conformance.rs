@@ -15,9 +15,11 @@ fn fresh_store() -> Arc<Store> {
         Ok(url) if !url.is_empty() => {
             let name = new_id("t").replace('_', "");
             tokio::task::block_in_place(|| {
-                let mut admin =
-                    postgres::Client::connect(&url, postgres::NoTls).expect("connect to the test PostgreSQL");
-                admin.batch_execute(&format!("CREATE DATABASE {name}")).expect("create a test database");
+                let mut admin = postgres::Client::connect(&url, postgres::NoTls)
+                    .expect("connect to the test PostgreSQL");
+                admin
+                    .batch_execute(&format!("CREATE DATABASE {name}"))
+                    .expect("create a test database");
             });
             let base = url.rsplit_once('/').map(|(b, _)| b).unwrap_or(&url);
             Location::Postgres(format!("{base}/{name}"))
@@ -110,7 +112,12 @@ async fn market(funds: u64) -> Market {
         })
         .await
         .expect("set up the market");
-    Market { store, consumer, provider, offer }
+    Market {
+        store,
+        consumer,
+        provider,
+        offer,
+    }
 }
 
 fn purchase(m: &Market, units: u64, duration_s: u64, now_ms: i64) -> Purchase {
@@ -127,7 +134,10 @@ fn purchase(m: &Market, units: u64, duration_s: u64, now_ms: i64) -> Purchase {
 
 fn assert_books_sound(store: &Store) {
     let violations = read(store, |tx| tx.check_ledger()).unwrap();
-    assert!(violations.is_empty(), "ledger invariants violated: {violations:?}");
+    assert!(
+        violations.is_empty(),
+        "ledger invariants violated: {violations:?}"
+    );
 }
 
 fn balance(store: &Store, org: &str, kind: AccountKind) -> i64 {
@@ -144,13 +154,33 @@ fn balance(store: &Store, org: &str, kind: AccountKind) -> i64 {
 async fn purchase_and_end_settle_exactly() {
     let m = market(1_000_000_000).await;
     let p = purchase(&m, 2, 3_600, 1_000);
-    let lease = m.store.writer().submit(move |tx| tx.purchase(&p)).await.unwrap();
+    let lease = m
+        .store
+        .writer()
+        .submit(move |tx| tx.purchase(&p))
+        .await
+        .unwrap();
     // Worst case: 2 accelerators × 36 CNY × 1 h.
     assert_eq!(lease.hold.amount_micros, 72_000_000);
     assert_eq!(lease.allocations.len(), 1);
-    assert_eq!(balance(&m.store, &m.consumer, AccountKind::Held), 72_000_000);
-    assert_eq!(balance(&m.store, &m.consumer, AccountKind::Available), 928_000_000);
-    assert_eq!(m.store.book.read().unwrap().get(&m.offer).unwrap().units_available, 6);
+    assert_eq!(
+        balance(&m.store, &m.consumer, AccountKind::Held),
+        72_000_000
+    );
+    assert_eq!(
+        balance(&m.store, &m.consumer, AccountKind::Available),
+        928_000_000
+    );
+    assert_eq!(
+        m.store
+            .book
+            .read()
+            .unwrap()
+            .get(&m.offer)
+            .unwrap()
+            .units_available,
+        6
+    );
     assert_books_sound(&m.store);
 
     // End after 600.9 s: 600 whole seconds × 2 units × 10,000 micros/s.
@@ -165,17 +195,42 @@ async fn purchase_and_end_settle_exactly() {
     assert_eq!(ended.cost_micros, Some(12_000_000));
     assert_eq!(ended.fee_micros, Some(600_000));
     assert_eq!(ended.hold.state, HoldState::Posted);
-    assert_eq!(balance(&m.store, &m.provider, AccountKind::Earnings), 11_400_000);
+    assert_eq!(
+        balance(&m.store, &m.provider, AccountKind::Earnings),
+        11_400_000
+    );
     assert_eq!(balance(&m.store, &m.consumer, AccountKind::Held), 0);
-    assert_eq!(balance(&m.store, &m.consumer, AccountKind::Available), 988_000_000);
-    assert_eq!(m.store.book.read().unwrap().get(&m.offer).unwrap().units_available, 8);
+    assert_eq!(
+        balance(&m.store, &m.consumer, AccountKind::Available),
+        988_000_000
+    );
+    assert_eq!(
+        m.store
+            .book
+            .read()
+            .unwrap()
+            .get(&m.offer)
+            .unwrap()
+            .units_available,
+        8
+    );
     assert_books_sound(&m.store);
 
     // Ending again changes nothing.
     let (org, id) = (m.consumer.clone(), lease.id.clone());
-    let again = m.store.writer().submit(move |tx| tx.end_lease(Some(&org), &id, EndReason::Ended, 9_999_999)).await;
-    assert!(matches!(again, Err(StoreError::LeaseNotActive(_))), "{again:?}");
-    assert_eq!(balance(&m.store, &m.provider, AccountKind::Earnings), 11_400_000);
+    let again = m
+        .store
+        .writer()
+        .submit(move |tx| tx.end_lease(Some(&org), &id, EndReason::Ended, 9_999_999))
+        .await;
+    assert!(
+        matches!(again, Err(StoreError::LeaseNotActive(_))),
+        "{again:?}"
+    );
+    assert_eq!(
+        balance(&m.store, &m.provider, AccountKind::Earnings),
+        11_400_000
+    );
     assert_books_sound(&m.store);
 
     // The statement shows every movement with running balances.
@@ -183,20 +238,43 @@ async fn purchase_and_end_settle_exactly() {
     let lines = read(&m.store, move |tx| tx.statement(&org, 0, 100)).unwrap();
     let kinds: Vec<&str> = lines.iter().map(|t| t.kind.as_str()).collect();
     assert_eq!(kinds, ["deposit", "hold", "settle", "fee", "release"]);
-    assert_eq!(lines.last().unwrap().credit_balance_after_micros, 988_000_000);
+    assert_eq!(
+        lines.last().unwrap().credit_balance_after_micros,
+        988_000_000
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn insufficient_funds_holds_nothing_and_reserves_nothing() {
     let m = market(1_000_000).await;
     let p = purchase(&m, 1, 3_600, 0);
-    let err = m.store.writer().submit(move |tx| tx.purchase(&p)).await.unwrap_err();
-    assert!(matches!(err, StoreError::InsufficientFunds { needed_micros: 36_000_000, .. }), "{err:?}");
-    assert_eq!(balance(&m.store, &m.consumer, AccountKind::Available), 1_000_000);
+    let err = m
+        .store
+        .writer()
+        .submit(move |tx| tx.purchase(&p))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            StoreError::InsufficientFunds {
+                needed_micros: 36_000_000,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert_eq!(
+        balance(&m.store, &m.consumer, AccountKind::Available),
+        1_000_000
+    );
     assert_eq!(balance(&m.store, &m.consumer, AccountKind::Held), 0);
     let offer = m.offer.clone();
     let o = read(&m.store, move |tx| tx.get_offer(None, &offer)).unwrap();
-    assert_eq!(o.units_available, 8, "a refused purchase reserves no capacity");
+    assert_eq!(
+        o.units_available, 8,
+        "a refused purchase reserves no capacity"
+    );
     assert_books_sound(&m.store);
 }
 
@@ -207,7 +285,9 @@ async fn concurrent_purchases_never_oversell() {
     for i in 0..24 {
         let p = purchase(&m, 3, 60, i);
         let store = m.store.clone();
-        handles.push(tokio::spawn(async move { store.writer().submit(move |tx| tx.purchase(&p)).await }));
+        handles.push(tokio::spawn(async move {
+            store.writer().submit(move |tx| tx.purchase(&p)).await
+        }));
     }
     let mut sold = 0;
     let mut refused = 0;
@@ -223,7 +303,10 @@ async fn concurrent_purchases_never_oversell() {
     let org = m.provider.clone();
     let pools = read(&m.store, move |tx| tx.list_pools(&org)).unwrap();
     assert_eq!(pools[0].nodes[0].accelerators_reserved, 6);
-    assert_eq!(balance(&m.store, &m.consumer, AccountKind::Held), 2 * 3 * 600_000);
+    assert_eq!(
+        balance(&m.store, &m.consumer, AccountKind::Held),
+        2 * 3 * 600_000
+    );
     assert_books_sound(&m.store);
 }
 
@@ -231,21 +314,38 @@ async fn concurrent_purchases_never_oversell() {
 async fn expiry_bills_the_full_limit_and_tenants_are_isolated() {
     let m = market(1_000_000_000).await;
     let p = purchase(&m, 1, 60, 0);
-    let lease = m.store.writer().submit(move |tx| tx.purchase(&p)).await.unwrap();
+    let lease = m
+        .store
+        .writer()
+        .submit(move |tx| tx.purchase(&p))
+        .await
+        .unwrap();
     let due = read(&m.store, |tx| tx.due_leases(59_999, 10)).unwrap();
     assert!(due.is_empty());
     let due = read(&m.store, |tx| tx.due_leases(60_000, 10)).unwrap();
     assert_eq!(due, vec![lease.id.clone()]);
 
     let (prov, id) = (m.provider.clone(), lease.id.clone());
-    let refused = m.store.writer().submit(move |tx| tx.end_lease(Some(&prov), &id, EndReason::Ended, 1)).await;
-    assert!(matches!(refused, Err(StoreError::Forbidden(_))), "a provider cannot end the consumer's lease");
+    let refused = m
+        .store
+        .writer()
+        .submit(move |tx| tx.end_lease(Some(&prov), &id, EndReason::Ended, 1))
+        .await;
+    assert!(
+        matches!(refused, Err(StoreError::Forbidden(_))),
+        "a provider cannot end the consumer's lease"
+    );
     let id = lease.id.clone();
     let stranger = read(&m.store, move |tx| tx.get_lease(Some("org_nobody"), &id));
     assert_eq!(stranger.unwrap_err(), StoreError::NotFound("lease"));
 
     let id = lease.id.clone();
-    let expired = m.store.writer().submit(move |tx| tx.end_lease(None, &id, EndReason::Expired, 90_000)).await.unwrap();
+    let expired = m
+        .store
+        .writer()
+        .submit(move |tx| tx.end_lease(None, &id, EndReason::Expired, 90_000))
+        .await
+        .unwrap();
     assert_eq!(expired.billed_seconds, Some(60));
     assert_eq!(expired.cost_micros, Some(600_000));
     assert_eq!(expired.ended_ms, Some(60_000));
@@ -256,7 +356,11 @@ async fn expiry_bills_the_full_limit_and_tenants_are_isolated() {
 async fn idempotency_records_are_unique_per_org_and_key() {
     let m = market(0).await;
     let (org, other) = (m.consumer.clone(), m.provider.clone());
-    let r = suanli_store::ops::StoredResponse { request_sha256: "h".into(), status: 201, body: "{}".into() };
+    let r = suanli_store::ops::StoredResponse {
+        request_sha256: "h".into(),
+        status: 201,
+        body: "{}".into(),
+    };
     let stored = r.clone();
     m.store
         .writer()
@@ -272,10 +376,19 @@ async fn idempotency_records_are_unique_per_org_and_key() {
         .await
         .unwrap();
     let (org, other) = (m.consumer.clone(), m.provider.clone());
-    assert_eq!(read(&m.store, move |tx| tx.idempotent_response(&org, "k1")).unwrap(), Some(stored.clone()));
-    assert_eq!(read(&m.store, move |tx| tx.idempotent_response(&other, "k1")).unwrap(), Some(stored));
+    assert_eq!(
+        read(&m.store, move |tx| tx.idempotent_response(&org, "k1")).unwrap(),
+        Some(stored.clone())
+    );
+    assert_eq!(
+        read(&m.store, move |tx| tx.idempotent_response(&other, "k1")).unwrap(),
+        Some(stored)
+    );
     let org = m.consumer.clone();
-    assert_eq!(read(&m.store, move |tx| tx.idempotent_response(&org, "k2")).unwrap(), None);
+    assert_eq!(
+        read(&m.store, move |tx| tx.idempotent_response(&org, "k2")).unwrap(),
+        None
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -290,9 +403,18 @@ async fn withdrawals_cannot_overdraw_and_deposits_need_an_org() {
         .unwrap_err();
     assert!(matches!(err, StoreError::InsufficientFunds { .. }));
     let org = m.consumer.clone();
-    m.store.writer().submit(move |tx| tx.withdraw(&org, AccountKind::Available, 5_000_000, "out-2", 0)).await.unwrap();
+    m.store
+        .writer()
+        .submit(move |tx| tx.withdraw(&org, AccountKind::Available, 5_000_000, "out-2", 0))
+        .await
+        .unwrap();
     assert_eq!(balance(&m.store, &m.consumer, AccountKind::Available), 0);
-    let err = m.store.writer().submit(|tx| tx.deposit("org_missing", 1, "x", 0)).await.unwrap_err();
+    let err = m
+        .store
+        .writer()
+        .submit(|tx| tx.deposit("org_missing", 1, "x", 0))
+        .await
+        .unwrap_err();
     assert_eq!(err, StoreError::NotFound("org"));
     assert_eq!(account_id("org_a", AccountKind::Held), "org_a.held");
     assert_books_sound(&m.store);

@@ -27,22 +27,42 @@ type Result<T = ()> = anyhow::Result<T>;
 #[command(name = "suanli", version, propagate_version = true)]
 pub struct Cli {
     /// URL of the exchange [env: SUANLI_SERVER; else the profile's; else http://127.0.0.1:8080].
-    #[arg(long, global = true, value_name = "URL")]
+    #[arg(
+        long,
+        global = true,
+        help_heading = "Global options",
+        value_name = "URL"
+    )]
     pub server: Option<String>,
     /// API token [env: SUANLI_TOKEN; else the profile's].
-    #[arg(long, global = true, value_name = "SECRET")]
+    #[arg(
+        long,
+        global = true,
+        help_heading = "Global options",
+        value_name = "SECRET"
+    )]
     pub token: Option<String>,
     /// Profile of the config file to use [env: SUANLI_PROFILE; else its default_profile]. The file
     /// is $SUANLI_CONFIG, else $XDG_CONFIG_HOME/suanli/config.toml, else
     /// ~/.config/suanli/config.toml.
-    #[arg(long, global = true, value_name = "NAME")]
+    #[arg(
+        long,
+        global = true,
+        help_heading = "Global options",
+        value_name = "NAME"
+    )]
     pub profile: Option<String>,
     /// Print the response as JSON instead of tables.
-    #[arg(long, global = true)]
+    #[arg(long, global = true, help_heading = "Global options")]
     pub json: bool,
     /// Idempotency key of the request the command sends (default: a fresh random one). Repeat a
     /// command with the same key to retry it without doing it twice.
-    #[arg(long, global = true, value_name = "KEY")]
+    #[arg(
+        long,
+        global = true,
+        help_heading = "Global options",
+        value_name = "KEY"
+    )]
     pub idempotency_key: Option<String>,
     #[command(subcommand)]
     pub command: Command,
@@ -153,6 +173,7 @@ pub struct OrgCreateArgs {
     /// Required for consumers.
     #[arg(long, value_enum)]
     pub consumer_type: Option<ConsumerTypeArg>,
+    /// Zone the org is in (see `suanli zones`).
     #[arg(long)]
     pub zone: String,
     /// Where the org comes from, for statistics (e.g. tianjin, beijing).
@@ -310,6 +331,7 @@ pub enum PoolCommand {
     Create {
         #[arg(long)]
         name: String,
+        /// Zone the pool is in (see `suanli zones`).
         #[arg(long)]
         zone: String,
         /// A node, as NAME:CPUS:MEMORY_GIB[:MODEL:COUNT][@PARTITION], e.g. gpu-01:96:1024:H100-80G:8
@@ -373,6 +395,7 @@ pub struct OfferCreateArgs {
 pub struct CatalogArgs {
     #[arg(long, value_parser = ["general", "intelligent", "supercomputing"])]
     pub category: Option<String>,
+    /// Only offers in this zone.
     #[arg(long)]
     pub zone: Option<String>,
     /// At most this many offers.
@@ -400,6 +423,7 @@ pub struct QuoteArgs {
     /// Least memory of one accelerator, in GiB.
     #[arg(long, value_name = "GIB")]
     pub min_gpu_memory_gib: Option<u32>,
+    /// Only offers in this zone.
     #[arg(long)]
     pub zone: Option<String>,
     /// Highest price in yuan per unit-hour.
@@ -424,6 +448,7 @@ pub struct GpuSpec {
 pub struct BuyArgs {
     #[arg(value_name = "OFFER_ID")]
     pub offer_id: String,
+    /// Units to buy: vCPUs, accelerators or cores, by the offer's category.
     #[arg(long, value_name = "N")]
     pub units: u64,
     /// How long at most: 90s, 30m, 2h, 1d or seconds. The lease is paid by the second used.

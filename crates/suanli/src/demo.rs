@@ -8,7 +8,8 @@ use std::path::Path;
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use suanli_api::{
-    ConsumerType, CreateOfferRequest, CreateOrgRequest, CreatePoolRequest, DepositRequest, NodeSpec, OrgKind,
+    ConsumerType, CreateOfferRequest, CreateOrgRequest, CreatePoolRequest, DepositRequest,
+    NodeSpec, OrgKind,
 };
 use suanli_client::Client;
 
@@ -30,7 +31,13 @@ struct DemoOrg {
     token: String,
 }
 
-fn node(name: &str, cpus: u64, memory_gib: u64, gpu: Option<(&str, u64)>, partition: Option<&str>) -> NodeSpec {
+fn node(
+    name: &str,
+    cpus: u64,
+    memory_gib: u64,
+    gpu: Option<(&str, u64)>,
+    partition: Option<&str>,
+) -> NodeSpec {
     NodeSpec {
         name: name.into(),
         cpus,
@@ -41,7 +48,14 @@ fn node(name: &str, cpus: u64, memory_gib: u64, gpu: Option<(&str, u64)>, partit
     }
 }
 
-fn offer(pool_id: &str, class: &str, cpus_per_unit: Option<u64>, memory_gib_per_unit: u64, yuan_per_unit_hour: f64, max_units: u64) -> CreateOfferRequest {
+fn offer(
+    pool_id: &str,
+    class: &str,
+    cpus_per_unit: Option<u64>,
+    memory_gib_per_unit: u64,
+    yuan_per_unit_hour: f64,
+    max_units: u64,
+) -> CreateOfferRequest {
     CreateOfferRequest {
         pool_id: pool_id.into(),
         class: class.into(),
@@ -67,7 +81,12 @@ async fn seed(base: &str, operator_token: &str) -> Result<DemoState> {
         kind: "operator".into(),
         token: operator_token.into(),
     }];
-    let admit = |profile: &str, name: &str, kind: OrgKind, consumer_type: Option<ConsumerType>, zone: &str, origin: &str| {
+    let admit = |profile: &str,
+                 name: &str,
+                 kind: OrgKind,
+                 consumer_type: Option<ConsumerType>,
+                 zone: &str,
+                 origin: &str| {
         (
             profile.to_owned(),
             CreateOrgRequest {
@@ -82,15 +101,53 @@ async fn seed(base: &str, operator_token: &str) -> Result<DemoState> {
         )
     };
     let requests = [
-        admit("general-center", "Wuqing General Compute Center 武清通用算力中心", OrgKind::Provider, None, "wuqing-devzone", "tianjin"),
-        admit("ai-center", "Jingjin AI Compute Center 京津智算中心", OrgKind::Provider, None, "wuqing-core", "tianjin"),
-        admit("hpc-center", "Tianjin Supercomputing Center (demo) 天津超算中心", OrgKind::Provider, None, "wuqing-core", "tianjin"),
-        admit("enterprise", "Jingqing Autonomous Driving Co. 京清智驾科技", OrgKind::Consumer, Some(ConsumerType::Enterprise), "jingqing-auto", "beijing"),
-        admit("institute", "Synthetic Biology Research Institute 合成生物研究院", OrgKind::Consumer, Some(ConsumerType::ResearchInstitute), "wuqing-core", "tianjin"),
+        admit(
+            "general-center",
+            "Wuqing General Compute Center 武清通用算力中心",
+            OrgKind::Provider,
+            None,
+            "wuqing-devzone",
+            "tianjin",
+        ),
+        admit(
+            "ai-center",
+            "Jingjin AI Compute Center 京津智算中心",
+            OrgKind::Provider,
+            None,
+            "wuqing-core",
+            "tianjin",
+        ),
+        admit(
+            "hpc-center",
+            "Tianjin Supercomputing Center (demo) 天津超算中心",
+            OrgKind::Provider,
+            None,
+            "wuqing-core",
+            "tianjin",
+        ),
+        admit(
+            "enterprise",
+            "Jingqing Autonomous Driving Co. 京清智驾科技",
+            OrgKind::Consumer,
+            Some(ConsumerType::Enterprise),
+            "jingqing-auto",
+            "beijing",
+        ),
+        admit(
+            "institute",
+            "Synthetic Biology Research Institute 合成生物研究院",
+            OrgKind::Consumer,
+            Some(ConsumerType::ResearchInstitute),
+            "wuqing-core",
+            "tianjin",
+        ),
     ];
     for (profile, req) in requests {
         let key = format!("demo-org-{profile}");
-        let created = op.create_org(&req, Some(&key)).await.with_context(|| format!("admit {}", req.name))?;
+        let created = op
+            .create_org(&req, Some(&key))
+            .await
+            .with_context(|| format!("admit {}", req.name))?;
         orgs.push(DemoOrg {
             profile,
             org_id: created.org.id,
@@ -100,18 +157,40 @@ async fn seed(base: &str, operator_token: &str) -> Result<DemoState> {
         });
     }
     let client_of = |profile: &str| {
-        let org = orgs.iter().find(|o| o.profile == profile).expect("admitted above");
+        let org = orgs
+            .iter()
+            .find(|o| o.profile == profile)
+            .expect("admitted above");
         Client::new(base, Some(org.token.clone()))
     };
 
     // General compute: four CPU servers, standard and high-memory vCPUs.
     let general = client_of("general-center");
-    let nodes = (1..=4).map(|i| node(&format!("cpu-{i:02}"), 64, 256, None, None)).collect();
+    let nodes = (1..=4)
+        .map(|i| node(&format!("cpu-{i:02}"), 64, 256, None, None))
+        .collect();
     let pool = general
-        .create_pool(&CreatePoolRequest { name: "cpu-farm".into(), zone: "wuqing-devzone".into(), nodes }, Some("demo-pool-cpu"))
+        .create_pool(
+            &CreatePoolRequest {
+                name: "cpu-farm".into(),
+                zone: "wuqing-devzone".into(),
+                nodes,
+            },
+            Some("demo-pool-cpu"),
+        )
         .await?;
-    general.create_offer(&offer(&pool.id, "general", None, 4, 0.05, 256), Some("demo-offer-cpu-std")).await?;
-    general.create_offer(&offer(&pool.id, "general", None, 8, 0.08, 128), Some("demo-offer-cpu-highmem")).await?;
+    general
+        .create_offer(
+            &offer(&pool.id, "general", None, 4, 0.05, 256),
+            Some("demo-offer-cpu-std"),
+        )
+        .await?;
+    general
+        .create_offer(
+            &offer(&pool.id, "general", None, 8, 0.08, 128),
+            Some("demo-offer-cpu-highmem"),
+        )
+        .await?;
 
     // Intelligent compute: H100 servers in the core zone; A800 and Ascend servers in the
     // development zone.
@@ -129,7 +208,18 @@ async fn seed(base: &str, operator_token: &str) -> Result<DemoState> {
             Some("demo-pool-h100"),
         )
         .await?;
-    ai.create_offer(&offer(&core_pool.id, "intelligent:H100-80G", Some(16), 128, 28.0, 16), Some("demo-offer-h100")).await?;
+    ai.create_offer(
+        &offer(
+            &core_pool.id,
+            "intelligent:H100-80G",
+            Some(16),
+            128,
+            28.0,
+            16,
+        ),
+        Some("demo-offer-h100"),
+    )
+    .await?;
     let dev_pool = ai
         .create_pool(
             &CreatePoolRequest {
@@ -143,23 +233,60 @@ async fn seed(base: &str, operator_token: &str) -> Result<DemoState> {
             Some("demo-pool-mixed"),
         )
         .await?;
-    ai.create_offer(&offer(&dev_pool.id, "intelligent:A800-80G", Some(12), 96, 19.5, 8), Some("demo-offer-a800")).await?;
-    ai.create_offer(&offer(&dev_pool.id, "intelligent:Ascend-910B", Some(24), 192, 16.0, 8), Some("demo-offer-910b")).await?;
+    ai.create_offer(
+        &offer(&dev_pool.id, "intelligent:A800-80G", Some(12), 96, 19.5, 8),
+        Some("demo-offer-a800"),
+    )
+    .await?;
+    ai.create_offer(
+        &offer(
+            &dev_pool.id,
+            "intelligent:Ascend-910B",
+            Some(24),
+            192,
+            16.0,
+            8,
+        ),
+        Some("demo-offer-910b"),
+    )
+    .await?;
 
     // Supercomputing: a batch partition of eight 64-core nodes, sold by the core-hour.
     let hpc = client_of("hpc-center");
-    let nodes = (1..=8).map(|i| node(&format!("cn{i:03}"), 64, 256, None, Some("batch"))).collect();
+    let nodes = (1..=8)
+        .map(|i| node(&format!("cn{i:03}"), 64, 256, None, Some("batch")))
+        .collect();
     let pool = hpc
-        .create_pool(&CreatePoolRequest { name: "batch-cluster".into(), zone: "wuqing-core".into(), nodes }, Some("demo-pool-hpc"))
+        .create_pool(
+            &CreatePoolRequest {
+                name: "batch-cluster".into(),
+                zone: "wuqing-core".into(),
+                nodes,
+            },
+            Some("demo-pool-hpc"),
+        )
         .await?;
-    hpc.create_offer(&offer(&pool.id, "supercomputing:batch", None, 4, 0.03, 512), Some("demo-offer-hpc")).await?;
+    hpc.create_offer(
+        &offer(&pool.id, "supercomputing:batch", None, 4, 0.03, 512),
+        Some("demo-offer-hpc"),
+    )
+    .await?;
 
     // Fund the consumers.
-    for (profile, yuan, reference) in [("enterprise", 100_000u64, "demo-bank-0001"), ("institute", 50_000, "demo-bank-0002")] {
-        let org = orgs.iter().find(|o| o.profile == profile).expect("admitted above");
+    for (profile, yuan, reference) in [
+        ("enterprise", 100_000u64, "demo-bank-0001"),
+        ("institute", 50_000, "demo-bank-0002"),
+    ] {
+        let org = orgs
+            .iter()
+            .find(|o| o.profile == profile)
+            .expect("admitted above");
         op.deposit(
             &org.org_id,
-            &DepositRequest { amount_micros: yuan * 1_000_000, external_ref: reference.into() },
+            &DepositRequest {
+                amount_micros: yuan * 1_000_000,
+                external_ref: reference.into(),
+            },
             Some(&format!("demo-deposit-{profile}")),
         )
         .await?;
@@ -200,14 +327,19 @@ pub async fn run(args: DemoArgs) -> Result<()> {
     let state_path = args.data_dir.join("demo.json");
     let demo = match (boot.token_secret, state_path.exists()) {
         (Some(secret), _) => {
-            let demo = seed(&base, &secret).await.context("create the demo market")?;
+            let demo = seed(&base, &secret)
+                .await
+                .context("create the demo market")?;
             write_state(&state_path, &demo)?;
             println!("Created a new demo market in {}.", args.data_dir.display());
             demo
         }
         (None, true) => {
             let text = std::fs::read_to_string(&state_path)?;
-            println!("Reopened the demo market in {} (pass --fresh to start over).", args.data_dir.display());
+            println!(
+                "Reopened the demo market in {} (pass --fresh to start over).",
+                args.data_dir.display()
+            );
             serde_json::from_str(&text).context("read demo.json")?
         }
         (None, false) => bail!(
@@ -249,26 +381,47 @@ fn print_guide(base: &str, db_path: &str, config_path: &Path, demo: &DemoState) 
         .ok()
         .and_then(|p| {
             let cwd = std::env::current_dir().ok()?;
-            Some(p.strip_prefix(&cwd).map(|r| format!("./{}", r.display())).unwrap_or_else(|_| p.display().to_string()))
+            Some(
+                p.strip_prefix(&cwd)
+                    .map(|r| format!("./{}", r.display()))
+                    .unwrap_or_else(|_| p.display().to_string()),
+            )
         })
         .unwrap_or_else(|| "suanli".into());
     println!();
     println!("Suanli demo exchange   {base}");
     println!("  API                  {base}/api/v1   (OpenAPI: {base}/api/v1/openapi.json)");
     println!("  store                SQLite, {db_path}");
-    println!("  CLI profiles         {} (default: enterprise)", config_path.display());
+    println!(
+        "  CLI profiles         {} (default: enterprise)",
+        config_path.display()
+    );
     println!();
-    let width = demo.orgs.iter().map(|o| o.profile.len()).max().unwrap_or(8).max(8);
-    println!("  {:<width$}  {:<9}  {:<20}  ORG", "PROFILE", "KIND", "ORG ID");
+    let width = demo
+        .orgs
+        .iter()
+        .map(|o| o.profile.len())
+        .max()
+        .unwrap_or(8)
+        .max(8);
+    println!(
+        "  {:<width$}  {:<9}  {:<20}  ORG",
+        "PROFILE", "KIND", "ORG ID"
+    );
     for o in &demo.orgs {
-        println!("  {:<width$}  {:<9}  {:<20}  {}", o.profile, o.kind, o.org_id, o.name);
+        println!(
+            "  {:<width$}  {:<9}  {:<20}  {}",
+            o.profile, o.kind, o.org_id, o.name
+        );
     }
     println!();
     println!("Tokens are in the profiles (and in demo.json); use one directly with");
     println!("  curl -H \"Authorization: Bearer $TOKEN\" {base}/api/v1/me");
     println!();
     println!("The providers have no agent yet: their capacity is what they registered, and leases");
-    println!("reserve it without running jobs. Live agents that run jobs come in the next release.");
+    println!(
+        "reserve it without running jobs. Live agents that run jobs come in the next release."
+    );
     println!();
     println!("Try it from another terminal (alias suanli={exe}):");
     println!("  suanli catalog                                   # every offer, cheapest first");
@@ -278,7 +431,9 @@ fn print_guide(base: &str, db_path: &str, config_path: &Path, demo: &DemoState) 
     println!("  suanli end LEASE_ID                              # settle the elapsed seconds");
     println!("  suanli balance && suanli statement");
     println!("  suanli --profile ai-center earnings");
-    println!("  suanli --profile institute quote --class supercomputing:batch --cpus 256 --duration 6h");
+    println!(
+        "  suanli --profile institute quote --class supercomputing:batch --cpus 256 --duration 6h"
+    );
     println!("  suanli --profile operator ledger check");
     println!();
 }

@@ -5,7 +5,7 @@ use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 use suanli_api::Zone;
-use suanli_server::{ServerConfig, Bootstrap};
+use suanli_server::{Bootstrap, ServerConfig};
 use suanli_store::{Location, WriterConfig};
 
 use crate::args::ServeArgs;
@@ -18,13 +18,21 @@ pub fn parse_zones(flags: &[String]) -> Result<Vec<Zone>> {
     flags
         .iter()
         .map(|f| {
-            let (id, rest) = f.split_once('=').context("zones are written ID=NAME:KIND")?;
-            let (name, kind) = rest.rsplit_once(':').context("zones are written ID=NAME:KIND")?;
+            let (id, rest) = f
+                .split_once('=')
+                .context("zones are written ID=NAME:KIND")?;
+            let (name, kind) = rest
+                .rsplit_once(':')
+                .context("zones are written ID=NAME:KIND")?;
             suanli_core::validate::slug(id).map_err(|m| anyhow::anyhow!("zone id {id:?} {m}"))?;
             if kind != "core" && kind != "function" {
                 bail!("zone kind is core or function, not {kind:?}");
             }
-            Ok(Zone { id: id.into(), name: name.into(), kind: kind.into() })
+            Ok(Zone {
+                id: id.into(),
+                name: name.into(),
+                kind: kind.into(),
+            })
         })
         .collect()
 }
@@ -44,7 +52,8 @@ pub fn location(data_dir: &Path, database_url: Option<&str>) -> Result<Location>
 
 /// Writes a secret to a file only its owner can read.
 pub fn write_secret(path: &Path, secret: &str) -> Result<()> {
-    std::fs::write(path, format!("{secret}\n")).with_context(|| format!("write {}", path.display()))?;
+    std::fs::write(path, format!("{secret}\n"))
+        .with_context(|| format!("write {}", path.display()))?;
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
@@ -60,26 +69,50 @@ pub fn config(args: &ServeArgs) -> Result<ServerConfig> {
     let mut config = ServerConfig::new(location(&args.data_dir, args.database_url.as_deref())?);
     config.fee_bps = args.fee_bps;
     config.zones = parse_zones(&args.zones)?;
-    config.writer = WriterConfig { max_batch: args.max_batch.max(1), ..WriterConfig::default() };
+    config.writer = WriterConfig {
+        max_batch: args.max_batch.max(1),
+        ..WriterConfig::default()
+    };
     Ok(config)
 }
 
 pub async fn run(args: ServeArgs) -> Result<()> {
     let config = config(&args)?;
     let store_kind = config.database.kind();
-    let (state, Bootstrap { operator, token_secret }) = suanli_server::start(config).await?;
+    let (
+        state,
+        Bootstrap {
+            operator,
+            token_secret,
+        },
+    ) = suanli_server::start(config).await?;
     if let Some(secret) = token_secret {
         let path = args.data_dir.join("operator.token");
         if args.database_url.is_none() {
             write_secret(&path, &secret)?;
         }
-        println!("Created the operator org {} ({}).", operator.name, operator.id);
-        println!("Operator admin token (shown once{}):", if args.database_url.is_none() { format!(", also in {}", path.display()) } else { String::new() });
+        println!(
+            "Created the operator org {} ({}).",
+            operator.name, operator.id
+        );
+        println!(
+            "Operator admin token (shown once{}):",
+            if args.database_url.is_none() {
+                format!(", also in {}", path.display())
+            } else {
+                String::new()
+            }
+        );
         println!("  {secret}");
     }
-    let addr: SocketAddr = format!("{}:{}", args.bind, args.port).parse().context("--bind and --port")?;
+    let addr: SocketAddr = format!("{}:{}", args.bind, args.port)
+        .parse()
+        .context("--bind and --port")?;
     suanli_server::serve(state, addr, |bound| {
-        println!("Suanli exchange listening on http://{bound} (store: {store_kind}, fee {} bps)", args.fee_bps);
+        println!(
+            "Suanli exchange listening on http://{bound} (store: {store_kind}, fee {} bps)",
+            args.fee_bps
+        );
         tracing::info!(%bound, "listening");
     })
     .await

@@ -38,7 +38,11 @@ struct Server {
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 fn start_server(data_dir: &Path, port: u16) -> Server {
@@ -51,7 +55,10 @@ fn start_server(data_dir: &Path, port: u16) -> Server {
         .stderr(Stdio::null())
         .spawn()
         .expect("start suanli serve");
-    Server { child, base: format!("http://127.0.0.1:{port}") }
+    Server {
+        child,
+        base: format!("http://127.0.0.1:{port}"),
+    }
 }
 
 async fn wait_healthy(base: &str) {
@@ -101,12 +108,18 @@ fn without_request_id(mut v: Value) -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acknowledged_writes_survive_sigkill() {
-    let seed: u64 = std::env::var("SUANLI_CRASH_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
-        let mut b = [0u8; 8];
-        getrandom::fill(&mut b).unwrap();
-        u64::from_le_bytes(b) | 1
-    });
-    let rounds: usize = std::env::var("SUANLI_CRASH_ROUNDS").ok().and_then(|s| s.parse().ok()).unwrap_or(20);
+    let seed: u64 = std::env::var("SUANLI_CRASH_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            let mut b = [0u8; 8];
+            getrandom::fill(&mut b).unwrap();
+            u64::from_le_bytes(b) | 1
+        });
+    let rounds: usize = std::env::var("SUANLI_CRASH_ROUNDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(20);
     println!("crash test seed {seed} ({rounds} rounds); replay with SUANLI_CRASH_SEED={seed}");
     let mut rng = Rng(seed);
 
@@ -117,24 +130,46 @@ async fn acknowledged_writes_survive_sigkill() {
     let mut server = start_server(&dir, port);
     let base = server.base.clone();
     wait_healthy(&base).await;
-    let operator_token = std::fs::read_to_string(dir.join("operator.token")).unwrap().trim().to_owned();
+    let operator_token = std::fs::read_to_string(dir.join("operator.token"))
+        .unwrap()
+        .trim()
+        .to_owned();
     let operator = Client::new(base.clone(), Some(operator_token));
 
     // The market: one provider with a pool big enough that capacity rarely runs out, an offer, and
     // three consumers.
     let admit = |name: &str, kind: &str| {
-        let mut body = json!({"name": name, "kind": kind, "zone": "wuqing-core", "origin_region": "tianjin"});
+        let mut body =
+            json!({"name": name, "kind": kind, "zone": "wuqing-core", "origin_region": "tianjin"});
         if kind == "consumer" {
             body["consumer_type"] = json!("enterprise");
         }
         body
     };
-    let (s, provider) = operator.raw(Method::POST, "/api/v1/orgs", Some(admit("P", "provider")), Some("setup-p")).await.unwrap();
+    let (s, provider) = operator
+        .raw(
+            Method::POST,
+            "/api/v1/orgs",
+            Some(admit("P", "provider")),
+            Some("setup-p"),
+        )
+        .await
+        .unwrap();
     assert_eq!(s, 201);
-    let provider_client = Client::new(base.clone(), Some(provider["token"]["secret"].as_str().unwrap().to_owned()));
-    let nodes: Vec<Value> = (0..4).map(|i| json!({"name": format!("n{i}"), "cpus": 512, "memory_mib": 4_194_304})).collect();
+    let provider_client = Client::new(
+        base.clone(),
+        Some(provider["token"]["secret"].as_str().unwrap().to_owned()),
+    );
+    let nodes: Vec<Value> = (0..4)
+        .map(|i| json!({"name": format!("n{i}"), "cpus": 512, "memory_mib": 4_194_304}))
+        .collect();
     let (s, pool) = provider_client
-        .raw(Method::POST, "/api/v1/pools", Some(json!({"name": "pool", "zone": "wuqing-core", "nodes": nodes})), Some("setup-pool"))
+        .raw(
+            Method::POST,
+            "/api/v1/pools",
+            Some(json!({"name": "pool", "zone": "wuqing-core", "nodes": nodes})),
+            Some("setup-pool"),
+        )
         .await
         .unwrap();
     assert_eq!(s, 201, "{pool}");
@@ -152,13 +187,21 @@ async fn acknowledged_writes_survive_sigkill() {
     let mut consumers: Vec<(String, Client)> = Vec::new();
     for i in 0..3 {
         let (s, c) = operator
-            .raw(Method::POST, "/api/v1/orgs", Some(admit(&format!("C{i}"), "consumer")), Some(&format!("setup-c{i}")))
+            .raw(
+                Method::POST,
+                "/api/v1/orgs",
+                Some(admit(&format!("C{i}"), "consumer")),
+                Some(&format!("setup-c{i}")),
+            )
             .await
             .unwrap();
         assert_eq!(s, 201);
         consumers.push((
             c["org"]["id"].as_str().unwrap().to_owned(),
-            Client::new(base.clone(), Some(c["token"]["secret"].as_str().unwrap().to_owned())),
+            Client::new(
+                base.clone(),
+                Some(c["token"]["secret"].as_str().unwrap().to_owned()),
+            ),
         ));
     }
 
@@ -262,8 +305,17 @@ async fn acknowledged_writes_survive_sigkill() {
         let mut resolved: Vec<Sent> = Vec::with_capacity(sent.len());
         for s in sent {
             let c = client_of(&s.org);
-            let again = send(&c, &s.path, s.body.clone(), &s.key).await.expect("the restarted server answers");
-            assert!(again.0 < 500, "{} {} answered {} after restart: {}", s.path, s.key, again.0, again.1);
+            let again = send(&c, &s.path, s.body.clone(), &s.key)
+                .await
+                .expect("the restarted server answers");
+            assert!(
+                again.0 < 500,
+                "{} {} answered {} after restart: {}",
+                s.path,
+                s.key,
+                again.0,
+                again.1
+            );
             if let Some(original) = &s.answer {
                 assert_eq!(
                     (again.0, without_request_id(again.1.clone())),
@@ -275,21 +327,38 @@ async fn acknowledged_writes_survive_sigkill() {
             }
             if s.path == "/api/v1/leases" && again.0 == 201 {
                 let id = again.1["id"].as_str().unwrap();
-                let (st, lease) = c.raw(Method::GET, &format!("/api/v1/leases/{id}"), None, None).await.unwrap();
+                let (st, lease) = c
+                    .raw(Method::GET, &format!("/api/v1/leases/{id}"), None, None)
+                    .await
+                    .unwrap();
                 assert_eq!(st, 200, "acknowledged lease {id} is missing after restart");
                 assert_eq!(lease["id"], again.1["id"]);
             }
-            resolved.push(Sent { answer: Some(again), ..s });
+            resolved.push(Sent {
+                answer: Some(again),
+                ..s
+            });
         }
         // Acknowledged deposits are on the statements, exactly once each.
         let mut transfers_by_org: HashMap<String, Vec<String>> = HashMap::new();
         for (org, c) in &consumers {
             let mut after = 0i64;
             loop {
-                let (st, page) = c.raw(Method::GET, &format!("/api/v1/statement?after={after}&limit=1000"), None, None).await.unwrap();
+                let (st, page) = c
+                    .raw(
+                        Method::GET,
+                        &format!("/api/v1/statement?after={after}&limit=1000"),
+                        None,
+                        None,
+                    )
+                    .await
+                    .unwrap();
                 assert_eq!(st, 200);
                 for line in page["lines"].as_array().unwrap() {
-                    transfers_by_org.entry(org.clone()).or_default().push(line["transfer_id"].as_str().unwrap().to_owned());
+                    transfers_by_org
+                        .entry(org.clone())
+                        .or_default()
+                        .push(line["transfer_id"].as_str().unwrap().to_owned());
                 }
                 match page["next_after"].as_i64() {
                     Some(a) => after = a,
@@ -302,19 +371,33 @@ async fn acknowledged_writes_survive_sigkill() {
             if *status == 201 {
                 let org = s.path.split('/').nth(4).unwrap();
                 let id = body["id"].as_str().unwrap();
-                let n = transfers_by_org.get(org).map(|t| t.iter().filter(|t| *t == id).count()).unwrap_or(0);
+                let n = transfers_by_org
+                    .get(org)
+                    .map(|t| t.iter().filter(|t| *t == id).count())
+                    .unwrap_or(0);
                 assert_eq!(n, 1, "deposit {id} appears {n} times on the statement");
             }
         }
         *log.lock().unwrap() = resolved;
-        let (st, check) = operator.raw(Method::GET, "/api/v1/ledger/check", None, None).await.unwrap();
+        let (st, check) = operator
+            .raw(Method::GET, "/api/v1/ledger/check", None, None)
+            .await
+            .unwrap();
         assert_eq!(st, 200);
-        assert_eq!(check["ok"], json!(true), "round {round}: ledger invariants violated after restart: {check}");
+        assert_eq!(
+            check["ok"],
+            json!(true),
+            "round {round}: ledger invariants violated after restart: {check}"
+        );
     }
-    let acknowledged = log.lock().unwrap().iter().filter(|s| s.answer.as_ref().is_some_and(|a| a.0 < 300)).count();
+    let acknowledged = log
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|s| s.answer.as_ref().is_some_and(|a| a.0 < 300))
+        .count();
     assert!(acknowledged > 0, "the load made no successful request");
     println!("{rounds} kills survived; {acknowledged} acknowledged writes checked");
     kill(&mut server);
     let _ = std::fs::remove_dir_all(&dir);
 }
-

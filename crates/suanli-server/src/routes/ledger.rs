@@ -19,7 +19,10 @@ use crate::{now_ms, wire, AppState};
 
 fn external_ref(value: &str) -> Result<(), ApiError> {
     if value.trim().is_empty() {
-        return Err(ApiError::invalid("external_ref", "external_ref names the payment outside the exchange"));
+        return Err(ApiError::invalid(
+            "external_ref",
+            "external_ref names the payment outside the exchange",
+        ));
     }
     text("external_ref", value)
 }
@@ -43,9 +46,20 @@ pub async fn deposit(
     external_ref(&req.external_ref)?;
     let now = now_ms();
     state
-        .mutate(caller.org_id(), key, body.request_sha256, StatusCode::CREATED, move |tx| {
-            Ok(wire::transfer(&tx.deposit(&org_id, req.amount_micros, &req.external_ref, now)?))
-        })
+        .mutate(
+            caller.org_id(),
+            key,
+            body.request_sha256,
+            StatusCode::CREATED,
+            move |tx| {
+                Ok(wire::transfer(&tx.deposit(
+                    &org_id,
+                    req.amount_micros,
+                    &req.external_ref,
+                    now,
+                )?))
+            },
+        )
         .await
 }
 
@@ -72,16 +86,31 @@ pub async fn withdraw(
     };
     let now = now_ms();
     state
-        .mutate(caller.org_id(), key, body.request_sha256, StatusCode::CREATED, move |tx| {
-            Ok(wire::transfer(&tx.withdraw(&org_id, source, req.amount_micros, &req.external_ref, now)?))
-        })
+        .mutate(
+            caller.org_id(),
+            key,
+            body.request_sha256,
+            StatusCode::CREATED,
+            move |tx| {
+                Ok(wire::transfer(&tx.withdraw(
+                    &org_id,
+                    source,
+                    req.amount_micros,
+                    &req.external_ref,
+                    now,
+                )?))
+            },
+        )
         .await
 }
 
 /// The caller's balances: available, held in escrow, and earnings.
 #[utoipa::path(get, path = "/api/v1/balance", tag = "ledger", security(("bearer" = [])),
     responses((status = 200, body = Balance), (status = 401, body = ErrorBody)))]
-pub async fn balance(State(state): State<AppState>, caller: Caller) -> Result<Json<Balance>, ApiError> {
+pub async fn balance(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> Result<Json<Balance>, ApiError> {
     let org = caller.org.id.clone();
     let accounts = state.read(move |tx| tx.accounts_of(&org)).await?;
     Ok(Json(wire::balance(&caller.org.id, &accounts)))
@@ -102,7 +131,9 @@ pub async fn statement(
     let (accounts, transfers) = state
         .read(move |tx| Ok((tx.accounts_of(&org)?, tx.statement(&org, after, limit)?)))
         .await?;
-    let next_after = (transfers.len() == limit as usize).then(|| transfers.last().map(|t| t.seq)).flatten();
+    let next_after = (transfers.len() == limit as usize)
+        .then(|| transfers.last().map(|t| t.seq))
+        .flatten();
     Ok(Json(Statement {
         org_id: caller.org.id.clone(),
         lines: wire::statement_lines(&accounts, &transfers),
@@ -113,14 +144,33 @@ pub async fn statement(
 /// Checks the ledger invariants over the whole book (operator only).
 #[utoipa::path(get, path = "/api/v1/ledger/check", tag = "operator", security(("bearer" = [])),
     responses((status = 200, body = LedgerCheck), (status = 403, body = ErrorBody)))]
-pub async fn check(State(state): State<AppState>, caller: Caller) -> Result<Json<LedgerCheck>, ApiError> {
+pub async fn check(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> Result<Json<LedgerCheck>, ApiError> {
     caller.require_kind(&[OrgKind::Operator], "checking the ledger")?;
     let (violations, accounts, transfers, pending) = state
         .read(|tx| {
             let violations = tx.check_ledger()?;
-            let pending = tx.ledger_snapshot()?.holds.iter().filter(|h| h.3 == suanli_core::ledger::HoldState::Pending).count();
-            Ok((violations, tx.count("accounts")?, tx.count("transfers")?, pending as u64))
+            let pending = tx
+                .ledger_snapshot()?
+                .holds
+                .iter()
+                .filter(|h| h.3 == suanli_core::ledger::HoldState::Pending)
+                .count();
+            Ok((
+                violations,
+                tx.count("accounts")?,
+                tx.count("transfers")?,
+                pending as u64,
+            ))
         })
         .await?;
-    Ok(Json(LedgerCheck { ok: violations.is_empty(), accounts, transfers, holds_pending: pending, violations }))
+    Ok(Json(LedgerCheck {
+        ok: violations.is_empty(),
+        accounts,
+        transfers,
+        holds_pending: pending,
+        violations,
+    }))
 }

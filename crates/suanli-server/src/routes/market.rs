@@ -5,8 +5,8 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use axum::Json;
 use suanli_api::{
-    CatalogParams, ErrorBody, ExcludedOffer, Lease, LeaseListParams, List, Offer, OrgKind, PurchaseRequest,
-    QuoteRequest, QuoteResponse, QuotedOffer,
+    CatalogParams, ErrorBody, ExcludedOffer, Lease, LeaseListParams, List, Offer, OrgKind,
+    PurchaseRequest, QuoteRequest, QuoteResponse, QuotedOffer,
 };
 use suanli_core::lease::EndReason;
 use suanli_core::quote::{OfferView, Requirements};
@@ -29,8 +29,12 @@ pub fn offer_of_view(o: &OfferView) -> Offer {
         zone: o.zone.clone(),
         class: o.class.to_string(),
         category: o.class.category.as_str().into(),
-        accelerator_model: (o.class.category == Category::Intelligent).then(|| o.class.qualifier.clone()).flatten(),
-        partition: (o.class.category == Category::Supercomputing).then(|| o.class.qualifier.clone()).flatten(),
+        accelerator_model: (o.class.category == Category::Intelligent)
+            .then(|| o.class.qualifier.clone())
+            .flatten(),
+        partition: (o.class.category == Category::Supercomputing)
+            .then(|| o.class.qualifier.clone())
+            .flatten(),
         accelerator_memory_gib: o.accelerator_memory_gib,
         cpus_per_unit: o.shape.cpus_per_unit,
         memory_mib_per_unit: o.shape.memory_mib_per_unit,
@@ -58,8 +62,13 @@ pub async fn catalog(
         .category
         .as_deref()
         .map(|c| {
-            c.parse::<Category>()
-                .map_err(|()| ApiError::field(suanli_api::ErrorCode::InvalidQuery, "category", "category is general, intelligent or supercomputing"))
+            c.parse::<Category>().map_err(|()| {
+                ApiError::field(
+                    suanli_api::ErrorCode::InvalidQuery,
+                    "category",
+                    "category is general, intelligent or supercomputing",
+                )
+            })
         })
         .transpose()?;
     let limit = limit(params.limit)? as usize;
@@ -76,7 +85,9 @@ pub async fn catalog(
             .cmp(&b.price_micros_per_unit_hour)
             .then_with(|| a.offer_id.cmp(&b.offer_id))
     });
-    Ok(Json(List { items: offers.into_iter().take(limit).map(offer_of_view).collect() }))
+    Ok(Json(List {
+        items: offers.into_iter().take(limit).map(offer_of_view).collect(),
+    }))
 }
 
 /// Turns a quote request into core requirements, refusing unknown or contradictory constraints.
@@ -90,10 +101,16 @@ async fn requirements(state: &AppState, req: &QuoteRequest) -> Result<Requiremen
             None => (class.as_str(), None),
         };
         let cat: Category = cat.parse().map_err(|()| {
-            ApiError::invalid("class", "class is general, intelligent[:MODEL] or supercomputing[:PARTITION]")
+            ApiError::invalid(
+                "class",
+                "class is general, intelligent[:MODEL] or supercomputing[:PARTITION]",
+            )
         })?;
         if cat == Category::General && qual.is_some() {
-            return Err(ApiError::invalid("class", "the general class has no qualifier"));
+            return Err(ApiError::invalid(
+                "class",
+                "the general class has no qualifier",
+            ));
         }
         if let Some(q) = &qual {
             slug("class", q)?;
@@ -101,31 +118,44 @@ async fn requirements(state: &AppState, req: &QuoteRequest) -> Result<Requiremen
         category = Some(cat);
         qualifier = qual;
     }
-    let wants_accelerators =
-        req.accelerator_model.is_some() || req.accelerators.is_some() || req.min_accelerator_memory_gib.is_some();
+    let wants_accelerators = req.accelerator_model.is_some()
+        || req.accelerators.is_some()
+        || req.min_accelerator_memory_gib.is_some();
     if wants_accelerators {
         match category {
             None => category = Some(Category::Intelligent),
             Some(Category::Intelligent) => {}
             Some(_) => {
-                return Err(ApiError::invalid("class", "accelerator constraints need the intelligent class"))
+                return Err(ApiError::invalid(
+                    "class",
+                    "accelerator constraints need the intelligent class",
+                ))
             }
         }
     }
     if let Some(model) = &req.accelerator_model {
         slug("accelerator_model", model)?;
         if qualifier.as_deref().is_some_and(|q| q != model) {
-            return Err(ApiError::invalid("accelerator_model", "accelerator_model contradicts the class"));
+            return Err(ApiError::invalid(
+                "accelerator_model",
+                "accelerator_model contradicts the class",
+            ));
         }
         qualifier = Some(model.clone());
     }
     let category = category.unwrap_or(Category::General);
     if category == Category::Intelligent {
         if let Some(model) = qualifier.clone() {
-            let known = state.read(move |tx| tx.accelerator_memory_gib(&model)).await?;
+            let known = state
+                .read(move |tx| tx.accelerator_memory_gib(&model))
+                .await?;
             if known.is_none() {
                 return Err(ApiError::invalid(
-                    if req.accelerator_model.is_some() { "accelerator_model" } else { "class" },
+                    if req.accelerator_model.is_some() {
+                        "accelerator_model"
+                    } else {
+                        "class"
+                    },
                     "unknown accelerator model; see /api/v1/accelerator-models",
                 ));
             }
@@ -133,14 +163,20 @@ async fn requirements(state: &AppState, req: &QuoteRequest) -> Result<Requiremen
     }
     let units = match (category, req.units, req.accelerators, req.cpus) {
         (_, Some(u), Some(a), _) if u != a => {
-            return Err(ApiError::invalid("units", "units and accelerators disagree"));
+            return Err(ApiError::invalid(
+                "units",
+                "units and accelerators disagree",
+            ));
         }
         (_, Some(u), _, _) => u,
         (Category::Intelligent, None, Some(a), _) => a,
         (Category::Intelligent, None, None, _) => 1,
         (_, None, _, Some(c)) => c,
         (_, None, _, None) => {
-            return Err(ApiError::invalid("units", "say how many units (or cpus) you need"));
+            return Err(ApiError::invalid(
+                "units",
+                "say how many units (or cpus) you need",
+            ));
         }
     };
     range("units", units, 1, MAX_UNITS)?;
@@ -185,7 +221,12 @@ pub async fn quote(
     let excluded_limit = match req.excluded_limit {
         None => 50,
         Some(v) if v <= 1000 => v as usize,
-        Some(_) => return Err(ApiError::invalid("excluded_limit", "excluded_limit is at most 1000")),
+        Some(_) => {
+            return Err(ApiError::invalid(
+                "excluded_limit",
+                "excluded_limit is at most 1000",
+            ))
+        }
     };
     let requirements = requirements(&state, &req).await?;
     let now = now_ms();
@@ -223,7 +264,11 @@ pub async fn quote(
                 }
             })
             .collect(),
-        excluded_counts: outcome.excluded_counts.iter().map(|(r, n)| (r.as_str().to_owned(), *n)).collect(),
+        excluded_counts: outcome
+            .excluded_counts
+            .iter()
+            .map(|(r, n)| (r.as_str().to_owned(), *n))
+            .collect(),
         quoted_at: wire::time(now),
     }))
 }
@@ -261,9 +306,13 @@ pub async fn purchase(
         now_ms: now_ms(),
     };
     state
-        .mutate(caller.org_id(), key, body.request_sha256, StatusCode::CREATED, move |tx| {
-            Ok(wire::lease(&tx.purchase(&purchase)?))
-        })
+        .mutate(
+            caller.org_id(),
+            key,
+            body.request_sha256,
+            StatusCode::CREATED,
+            move |tx| Ok(wire::lease(&tx.purchase(&purchase)?)),
+        )
         .await
 }
 
@@ -278,38 +327,68 @@ pub async fn list_leases(
 ) -> Result<Json<List<Lease>>, ApiError> {
     if let Some(s) = &params.state {
         if suanli_core::lease::LeaseState::parse(s).is_none() {
-            return Err(ApiError::field(suanli_api::ErrorCode::InvalidQuery, "state", "state is active, ended, cancelled or expired"));
+            return Err(ApiError::field(
+                suanli_api::ErrorCode::InvalidQuery,
+                "state",
+                "state is active, ended, cancelled or expired",
+            ));
         }
     }
     if let Some(s) = &params.side {
         if s != "consumer" && s != "provider" {
-            return Err(ApiError::field(suanli_api::ErrorCode::InvalidQuery, "side", "side is consumer or provider"));
+            return Err(ApiError::field(
+                suanli_api::ErrorCode::InvalidQuery,
+                "side",
+                "side is consumer or provider",
+            ));
         }
     }
     let limit = limit(params.limit)?;
     let org = caller.org.id.clone();
     let leases = state
-        .read(move |tx| tx.list_leases(&org, params.side.as_deref(), params.state.as_deref(), limit))
+        .read(move |tx| {
+            tx.list_leases(&org, params.side.as_deref(), params.state.as_deref(), limit)
+        })
         .await?;
-    Ok(Json(List { items: leases.iter().map(wire::lease).collect() }))
+    Ok(Json(List {
+        items: leases.iter().map(wire::lease).collect(),
+    }))
 }
 
 /// One lease the caller bought or sold.
 #[utoipa::path(get, path = "/api/v1/leases/{lease_id}", tag = "market", security(("bearer" = [])),
     params(("lease_id" = String, Path)),
     responses((status = 200, body = Lease), (status = 404, body = ErrorBody)))]
-pub async fn get_lease(State(state): State<AppState>, caller: Caller, IdPath(lease_id): IdPath) -> Result<Json<Lease>, ApiError> {
+pub async fn get_lease(
+    State(state): State<AppState>,
+    caller: Caller,
+    IdPath(lease_id): IdPath,
+) -> Result<Json<Lease>, ApiError> {
     let org = caller.org.id.clone();
-    let lease = state.read(move |tx| tx.get_lease(Some(&org), &lease_id)).await?;
+    let lease = state
+        .read(move |tx| tx.get_lease(Some(&org), &lease_id))
+        .await?;
     Ok(Json(wire::lease(&lease)))
 }
 
-async fn end(state: AppState, caller: Caller, key: Option<String>, hash: String, lease_id: String, reason: EndReason) -> Result<Response, ApiError> {
+async fn end(
+    state: AppState,
+    caller: Caller,
+    key: Option<String>,
+    hash: String,
+    lease_id: String,
+    reason: EndReason,
+) -> Result<Response, ApiError> {
     let org = caller.org.id.clone();
     let now = now_ms();
     state
         .mutate(caller.org_id(), key, hash, StatusCode::OK, move |tx| {
-            Ok(wire::lease(&tx.end_lease(Some(&org), &lease_id, reason, now)?))
+            Ok(wire::lease(&tx.end_lease(
+                Some(&org),
+                &lease_id,
+                reason,
+                now,
+            )?))
         })
         .await
 }

@@ -29,25 +29,49 @@ pub fn router() -> Router<AppState> {
         .route("/api/v1/openapi.json", get(crate::openapi::document))
         .route("/api/v1/me", get(orgs::me))
         .route("/api/v1/zones", get(orgs::zones))
-        .route("/api/v1/accelerator-models", get(provider::list_models).post(provider::add_model))
+        .route(
+            "/api/v1/accelerator-models",
+            get(provider::list_models).post(provider::add_model),
+        )
         .route("/api/v1/orgs", get(orgs::list_orgs).post(orgs::create_org))
         .route("/api/v1/orgs/{org_id}", get(orgs::get_org))
         .route("/api/v1/orgs/{org_id}/deposits", post(ledger::deposit))
         .route("/api/v1/orgs/{org_id}/withdrawals", post(ledger::withdraw))
-        .route("/api/v1/members", get(orgs::list_members).post(orgs::create_member))
-        .route("/api/v1/tokens", get(orgs::list_tokens).post(orgs::create_token))
+        .route(
+            "/api/v1/members",
+            get(orgs::list_members).post(orgs::create_member),
+        )
+        .route(
+            "/api/v1/tokens",
+            get(orgs::list_tokens).post(orgs::create_token),
+        )
         .route("/api/v1/tokens/{token_id}/revoke", post(orgs::revoke_token))
-        .route("/api/v1/pools", get(provider::list_pools).post(provider::create_pool))
+        .route(
+            "/api/v1/pools",
+            get(provider::list_pools).post(provider::create_pool),
+        )
         .route("/api/v1/pools/{pool_id}", get(provider::get_pool))
-        .route("/api/v1/offers", get(provider::list_offers).post(provider::create_offer))
+        .route(
+            "/api/v1/offers",
+            get(provider::list_offers).post(provider::create_offer),
+        )
         .route("/api/v1/offers/{offer_id}", get(provider::get_offer))
-        .route("/api/v1/offers/{offer_id}/withdraw", post(provider::withdraw_offer))
+        .route(
+            "/api/v1/offers/{offer_id}/withdraw",
+            post(provider::withdraw_offer),
+        )
         .route("/api/v1/catalog/offers", get(market::catalog))
         .route("/api/v1/quotes", post(market::quote))
-        .route("/api/v1/leases", get(market::list_leases).post(market::purchase))
+        .route(
+            "/api/v1/leases",
+            get(market::list_leases).post(market::purchase),
+        )
         .route("/api/v1/leases/{lease_id}", get(market::get_lease))
         .route("/api/v1/leases/{lease_id}/end", post(market::end_lease))
-        .route("/api/v1/leases/{lease_id}/cancel", post(market::cancel_lease))
+        .route(
+            "/api/v1/leases/{lease_id}/cancel",
+            post(market::cancel_lease),
+        )
         .route("/api/v1/balance", get(ledger::balance))
         .route("/api/v1/statement", get(ledger::statement))
         .route("/api/v1/ledger/check", get(ledger::check))
@@ -71,7 +95,10 @@ pub fn slug(field: &str, value: &str) -> Result<(), ApiError> {
 /// Validates an integer in `min..=max`.
 pub fn range(field: &str, value: u64, min: u64, max: u64) -> Result<(), ApiError> {
     if value < min || value > max {
-        return Err(ApiError::invalid(field, format!("{field} must be between {min} and {max}")));
+        return Err(ApiError::invalid(
+            field,
+            format!("{field} must be between {min} and {max}"),
+        ));
     }
     Ok(())
 }
@@ -95,6 +122,9 @@ pub fn zone(state: &AppState, field: &str, value: &str) -> Result<(), ApiError> 
         Ok(())
     } else {
         let known: Vec<&str> = state.config.zones.iter().map(|z| z.id.as_str()).collect();
-        Err(ApiError::invalid(field, format!("unknown zone {value:?}; zones are {}", known.join(", "))))
+        Err(ApiError::invalid(
+            field,
+            format!("unknown zone {value:?}; zones are {}", known.join(", ")),
+        ))
     }
 }

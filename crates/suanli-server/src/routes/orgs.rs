@@ -5,8 +5,8 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use axum::Json;
 use suanli_api::{
-    ApiToken, ConsumerType, CreateMemberRequest, CreateOrgRequest, CreateOrgResponse, CreateTokenRequest,
-    CreatedToken, ErrorBody, Health, List, Me, Member, Org, OrgKind, Zone,
+    ApiToken, ConsumerType, CreateMemberRequest, CreateOrgRequest, CreateOrgResponse,
+    CreateTokenRequest, CreatedToken, ErrorBody, Health, List, Me, Member, Org, OrgKind, Zone,
 };
 use suanli_store::ops::{new_id, OrgRow};
 
@@ -31,14 +31,19 @@ pub async fn health(State(state): State<AppState>) -> Result<Json<Health>, ApiEr
 #[utoipa::path(get, path = "/api/v1/me", tag = "orgs", security(("bearer" = [])),
     responses((status = 200, body = Me), (status = 401, body = ErrorBody)))]
 pub async fn me(caller: Caller) -> Json<Me> {
-    Json(Me { org: wire::org(&caller.org), token: wire::token(&caller.token) })
+    Json(Me {
+        org: wire::org(&caller.org),
+        token: wire::token(&caller.token),
+    })
 }
 
 /// The market's zones.
 #[utoipa::path(get, path = "/api/v1/zones", tag = "orgs", security(("bearer" = [])),
     responses((status = 200, body = List<Zone>), (status = 401, body = ErrorBody)))]
 pub async fn zones(State(state): State<AppState>, _caller: Caller) -> Json<List<Zone>> {
-    Json(List { items: state.config.zones.clone() })
+    Json(List {
+        items: state.config.zones.clone(),
+    })
 }
 
 /// Admits an org (operator only): creates it with its accounts, a first admin and that admin's token.
@@ -60,15 +65,24 @@ pub async fn create_org(
     slug("origin_region", &req.origin_region)?;
     match (req.kind, req.consumer_type) {
         (OrgKind::Consumer, None) => {
-            return Err(ApiError::invalid("consumer_type", "consumer orgs are an enterprise or a research_institute"))
+            return Err(ApiError::invalid(
+                "consumer_type",
+                "consumer orgs are an enterprise or a research_institute",
+            ))
         }
         (OrgKind::Provider | OrgKind::Operator, Some(_)) => {
-            return Err(ApiError::invalid("consumer_type", "only consumer orgs have a consumer_type"))
+            return Err(ApiError::invalid(
+                "consumer_type",
+                "only consumer orgs have a consumer_type",
+            ))
         }
         _ => {}
     }
     if req.kind == OrgKind::Operator {
-        return Err(ApiError::invalid("kind", "the exchange has exactly one operator org"));
+        return Err(ApiError::invalid(
+            "kind",
+            "the exchange has exactly one operator org",
+        ));
     }
     let admin_name = req.admin_name.clone().unwrap_or_else(|| "admin".into());
     name("admin_name", &admin_name)?;
@@ -79,43 +93,73 @@ pub async fn create_org(
     let secret = new_secret();
     let hash = secret_sha256(&secret);
     state
-        .mutate_redacted(caller.org_id(), key, body.request_sha256, StatusCode::CREATED, Some(crate::redact_secret), move |tx| {
-            let org = OrgRow {
-                id: new_id("org"),
-                name: req.name.clone(),
-                kind: req.kind.as_str().into(),
-                consumer_type: req.consumer_type.map(|c: ConsumerType| c.as_str().to_owned()),
-                zone: req.zone.clone(),
-                origin_region: req.origin_region.clone(),
-                created_ms: now,
-            };
-            let admin = tx.create_org(&org, &admin_name, req.admin_email.as_deref())?;
-            let token = tx.create_token(&org.id, &admin.id, "admin", &hash, now, now + DEFAULT_TOKEN_LIFETIME_MS)?;
-            Ok(CreateOrgResponse {
-                org: wire::org(&org),
-                admin: wire::member(&admin),
-                token: CreatedToken { token: wire::token(&token), secret },
-            })
-        })
+        .mutate_redacted(
+            caller.org_id(),
+            key,
+            body.request_sha256,
+            StatusCode::CREATED,
+            Some(crate::redact_secret),
+            move |tx| {
+                let org = OrgRow {
+                    id: new_id("org"),
+                    name: req.name.clone(),
+                    kind: req.kind.as_str().into(),
+                    consumer_type: req
+                        .consumer_type
+                        .map(|c: ConsumerType| c.as_str().to_owned()),
+                    zone: req.zone.clone(),
+                    origin_region: req.origin_region.clone(),
+                    created_ms: now,
+                };
+                let admin = tx.create_org(&org, &admin_name, req.admin_email.as_deref())?;
+                let token = tx.create_token(
+                    &org.id,
+                    &admin.id,
+                    "admin",
+                    &hash,
+                    now,
+                    now + DEFAULT_TOKEN_LIFETIME_MS,
+                )?;
+                Ok(CreateOrgResponse {
+                    org: wire::org(&org),
+                    admin: wire::member(&admin),
+                    token: CreatedToken {
+                        token: wire::token(&token),
+                        secret,
+                    },
+                })
+            },
+        )
         .await
 }
 
 /// Orgs: every org for the operator, the caller's own org otherwise.
 #[utoipa::path(get, path = "/api/v1/orgs", tag = "orgs", security(("bearer" = [])),
     responses((status = 200, body = List<Org>), (status = 401, body = ErrorBody)))]
-pub async fn list_orgs(State(state): State<AppState>, caller: Caller) -> Result<Json<List<Org>>, ApiError> {
+pub async fn list_orgs(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> Result<Json<List<Org>>, ApiError> {
     if caller.kind() != OrgKind::Operator {
-        return Ok(Json(List { items: vec![wire::org(&caller.org)] }));
+        return Ok(Json(List {
+            items: vec![wire::org(&caller.org)],
+        }));
     }
     let orgs = state.read(|tx| tx.list_orgs()).await?;
-    Ok(Json(List { items: orgs.iter().map(wire::org).collect() }))
+    Ok(Json(List {
+        items: orgs.iter().map(wire::org).collect(),
+    }))
 }
 
 /// One org: the caller's own, or any for the operator.
 #[utoipa::path(get, path = "/api/v1/orgs/{org_id}", tag = "orgs", security(("bearer" = [])),
     params(("org_id" = String, Path)),
     responses((status = 200, body = Org), (status = 404, body = ErrorBody)))]
-pub async fn get_org(State(state): State<AppState>, caller: Caller, IdPath(org_id): IdPath) -> Result<Json<Org>, ApiError> {
+pub async fn get_org(
+    State(state): State<AppState>,
+    caller: Caller,
+    IdPath(org_id): IdPath,
+) -> Result<Json<Org>, ApiError> {
     if caller.kind() != OrgKind::Operator && org_id != caller.org.id {
         return Err(ApiError::not_found("org"));
     }
@@ -126,10 +170,15 @@ pub async fn get_org(State(state): State<AppState>, caller: Caller, IdPath(org_i
 /// Members of the caller's org.
 #[utoipa::path(get, path = "/api/v1/members", tag = "orgs", security(("bearer" = [])),
     responses((status = 200, body = List<Member>), (status = 401, body = ErrorBody)))]
-pub async fn list_members(State(state): State<AppState>, caller: Caller) -> Result<Json<List<Member>>, ApiError> {
+pub async fn list_members(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> Result<Json<List<Member>>, ApiError> {
     let org = caller.org.id.clone();
     let members = state.read(move |tx| tx.list_members(&org)).await?;
-    Ok(Json(List { items: members.iter().map(wire::member).collect() }))
+    Ok(Json(List {
+        items: members.iter().map(wire::member).collect(),
+    }))
 }
 
 /// Adds a member to the caller's org (admins only).
@@ -152,21 +201,38 @@ pub async fn create_member(
     let org = caller.org.id.clone();
     let now = now_ms();
     state
-        .mutate(caller.org_id(), key, body.request_sha256, StatusCode::CREATED, move |tx| {
-            let m = tx.create_member(&org, &req.name, req.email.as_deref(), req.role.as_str(), now)?;
-            Ok(wire::member(&m))
-        })
+        .mutate(
+            caller.org_id(),
+            key,
+            body.request_sha256,
+            StatusCode::CREATED,
+            move |tx| {
+                let m = tx.create_member(
+                    &org,
+                    &req.name,
+                    req.email.as_deref(),
+                    req.role.as_str(),
+                    now,
+                )?;
+                Ok(wire::member(&m))
+            },
+        )
         .await
 }
 
 /// Tokens of the caller's org (never their secrets).
 #[utoipa::path(get, path = "/api/v1/tokens", tag = "orgs", security(("bearer" = [])),
     responses((status = 200, body = List<ApiToken>), (status = 401, body = ErrorBody)))]
-pub async fn list_tokens(State(state): State<AppState>, caller: Caller) -> Result<Json<List<ApiToken>>, ApiError> {
+pub async fn list_tokens(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> Result<Json<List<ApiToken>>, ApiError> {
     caller.require_admin()?;
     let org = caller.org.id.clone();
     let tokens = state.read(move |tx| tx.list_tokens(&org)).await?;
-    Ok(Json(List { items: tokens.iter().map(wire::token).collect() }))
+    Ok(Json(List {
+        items: tokens.iter().map(wire::token).collect(),
+    }))
 }
 
 /// Creates a token for a member of the caller's org (admins only). The secret is shown once.
@@ -186,23 +252,43 @@ pub async fn create_token(
     let lifetime_ms = match req.expires_in_s {
         None => DEFAULT_TOKEN_LIFETIME_MS,
         Some(s) if (60..=(MAX_TOKEN_LIFETIME_MS as u64 / 1000)).contains(&s) => s as i64 * 1000,
-        Some(_) => return Err(ApiError::invalid("expires_in_s", "expires_in_s must be between 60 seconds and one year")),
+        Some(_) => {
+            return Err(ApiError::invalid(
+                "expires_in_s",
+                "expires_in_s must be between 60 seconds and one year",
+            ))
+        }
     };
     let org = caller.org.id.clone();
-    let member = req.member_id.clone().unwrap_or_else(|| caller.token.member_id.clone());
+    let member = req
+        .member_id
+        .clone()
+        .unwrap_or_else(|| caller.token.member_id.clone());
     let now = now_ms();
     let secret = new_secret();
     let hash = secret_sha256(&secret);
     state
-        .mutate_redacted(caller.org_id(), key, body.request_sha256, StatusCode::CREATED, Some(crate::redact_secret), move |tx| {
-            let t = tx
-                .create_token(&org, &member, &req.name, &hash, now, now + lifetime_ms)
-                .map_err(|e| match e {
-                    suanli_store::StoreError::NotFound(_) => suanli_store::StoreError::invalid("member_id", "no such member"),
-                    e => e,
-                })?;
-            Ok(CreatedToken { token: wire::token(&t), secret })
-        })
+        .mutate_redacted(
+            caller.org_id(),
+            key,
+            body.request_sha256,
+            StatusCode::CREATED,
+            Some(crate::redact_secret),
+            move |tx| {
+                let t = tx
+                    .create_token(&org, &member, &req.name, &hash, now, now + lifetime_ms)
+                    .map_err(|e| match e {
+                        suanli_store::StoreError::NotFound(_) => {
+                            suanli_store::StoreError::invalid("member_id", "no such member")
+                        }
+                        e => e,
+                    })?;
+                Ok(CreatedToken {
+                    token: wire::token(&t),
+                    secret,
+                })
+            },
+        )
         .await
 }
 

@@ -5,8 +5,8 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use axum::Json;
 use suanli_api::{
-    AcceleratorModel, CreateAcceleratorModelRequest, CreateOfferRequest, CreatePoolRequest, ErrorBody, List,
-    Offer, OrgKind, Pool,
+    AcceleratorModel, CreateAcceleratorModelRequest, CreateOfferRequest, CreatePoolRequest,
+    ErrorBody, List, Offer, OrgKind, Pool,
 };
 use suanli_core::resource::{Category, ResourceClass};
 use suanli_core::validate::{MAX_NODES_PER_POOL, MAX_UNITS};
@@ -21,12 +21,19 @@ use crate::{now_ms, wire, AppState};
 /// The accelerator model registry.
 #[utoipa::path(get, path = "/api/v1/accelerator-models", tag = "market", security(("bearer" = [])),
     responses((status = 200, body = List<AcceleratorModel>), (status = 401, body = ErrorBody)))]
-pub async fn list_models(State(state): State<AppState>, _caller: Caller) -> Result<Json<List<AcceleratorModel>>, ApiError> {
+pub async fn list_models(
+    State(state): State<AppState>,
+    _caller: Caller,
+) -> Result<Json<List<AcceleratorModel>>, ApiError> {
     let models = state.read(|tx| tx.list_accelerator_models()).await?;
     Ok(Json(List {
         items: models
             .into_iter()
-            .map(|(name, vendor, memory_gib)| AcceleratorModel { name, vendor, memory_gib })
+            .map(|(name, vendor, memory_gib)| AcceleratorModel {
+                name,
+                vendor,
+                memory_gib,
+            })
             .collect(),
     }))
 }
@@ -48,10 +55,20 @@ pub async fn add_model(
     name("vendor", &req.vendor)?;
     range("memory_gib", u64::from(req.memory_gib), 1, 65_536)?;
     state
-        .mutate(caller.org_id(), key, body.request_sha256, StatusCode::CREATED, move |tx| {
-            tx.add_accelerator_model(&req.name, &req.vendor, req.memory_gib)?;
-            Ok(AcceleratorModel { name: req.name, vendor: req.vendor, memory_gib: req.memory_gib })
-        })
+        .mutate(
+            caller.org_id(),
+            key,
+            body.request_sha256,
+            StatusCode::CREATED,
+            move |tx| {
+                tx.add_accelerator_model(&req.name, &req.vendor, req.memory_gib)?;
+                Ok(AcceleratorModel {
+                    name: req.name,
+                    vendor: req.vendor,
+                    memory_gib: req.memory_gib,
+                })
+            },
+        )
         .await
 }
 
@@ -71,7 +88,10 @@ pub async fn create_pool(
     name("name", &req.name)?;
     zone(&state, "zone", &req.zone)?;
     if req.nodes.is_empty() || req.nodes.len() > MAX_NODES_PER_POOL {
-        return Err(ApiError::invalid("nodes", format!("a pool has 1 to {MAX_NODES_PER_POOL} nodes")));
+        return Err(ApiError::invalid(
+            "nodes",
+            format!("a pool has 1 to {MAX_NODES_PER_POOL} nodes"),
+        ));
     }
     let mut nodes = Vec::with_capacity(req.nodes.len());
     for (i, n) in req.nodes.iter().enumerate() {
@@ -83,7 +103,12 @@ pub async fn create_pool(
         match (&n.accelerator_model, n.accelerators) {
             (Some(m), _) => slug(&f("accelerator_model"), m)?,
             (None, 0) => {}
-            (None, _) => return Err(ApiError::invalid(f("accelerator_model"), "nodes with accelerators name their model")),
+            (None, _) => {
+                return Err(ApiError::invalid(
+                    f("accelerator_model"),
+                    "nodes with accelerators name their model",
+                ))
+            }
         }
         if let Some(p) = &n.partition {
             slug(&f("partition"), p)?;
@@ -119,19 +144,30 @@ pub async fn create_pool(
 /// The caller's pools.
 #[utoipa::path(get, path = "/api/v1/pools", tag = "provider", security(("bearer" = [])),
     responses((status = 200, body = List<Pool>), (status = 401, body = ErrorBody)))]
-pub async fn list_pools(State(state): State<AppState>, caller: Caller) -> Result<Json<List<Pool>>, ApiError> {
+pub async fn list_pools(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> Result<Json<List<Pool>>, ApiError> {
     let org = caller.org.id.clone();
     let pools = state.read(move |tx| tx.list_pools(&org)).await?;
-    Ok(Json(List { items: pools.iter().map(wire::pool).collect() }))
+    Ok(Json(List {
+        items: pools.iter().map(wire::pool).collect(),
+    }))
 }
 
 /// One of the caller's pools.
 #[utoipa::path(get, path = "/api/v1/pools/{pool_id}", tag = "provider", security(("bearer" = [])),
     params(("pool_id" = String, Path)),
     responses((status = 200, body = Pool), (status = 404, body = ErrorBody)))]
-pub async fn get_pool(State(state): State<AppState>, caller: Caller, IdPath(pool_id): IdPath) -> Result<Json<Pool>, ApiError> {
+pub async fn get_pool(
+    State(state): State<AppState>,
+    caller: Caller,
+    IdPath(pool_id): IdPath,
+) -> Result<Json<Pool>, ApiError> {
     let org = caller.org.id.clone();
-    let pool = state.read(move |tx| tx.get_pool(Some(&org), &pool_id)).await?;
+    let pool = state
+        .read(move |tx| tx.get_pool(Some(&org), &pool_id))
+        .await?;
     Ok(Json(wire::pool(&pool)))
 }
 
@@ -149,7 +185,10 @@ pub async fn create_offer(
     caller.require_kind(&[OrgKind::Provider], "publishing offers")?;
     let req = body.value;
     let class: ResourceClass = req.class.parse().map_err(|()| {
-        ApiError::invalid("class", "class is general, intelligent:<MODEL> or supercomputing:<PARTITION>")
+        ApiError::invalid(
+            "class",
+            "class is general, intelligent:<MODEL> or supercomputing:<PARTITION>",
+        )
     })?;
     if let Some(q) = &class.qualifier {
         slug("class", q)?;
@@ -157,14 +196,32 @@ pub async fn create_offer(
     let cpus_per_unit = match (class.category, req.cpus_per_unit) {
         (Category::Intelligent, Some(c)) => c,
         (Category::Intelligent, None) => {
-            return Err(ApiError::invalid("cpus_per_unit", "intelligent offers say how many CPUs come with each accelerator"))
+            return Err(ApiError::invalid(
+                "cpus_per_unit",
+                "intelligent offers say how many CPUs come with each accelerator",
+            ))
         }
         (_, None | Some(1)) => 1,
-        (_, Some(_)) => return Err(ApiError::invalid("cpus_per_unit", "one unit of general or supercomputing capacity is one CPU")),
+        (_, Some(_)) => {
+            return Err(ApiError::invalid(
+                "cpus_per_unit",
+                "one unit of general or supercomputing capacity is one CPU",
+            ))
+        }
     };
     range("cpus_per_unit", cpus_per_unit, 1, 1024)?;
-    range("memory_mib_per_unit", req.memory_mib_per_unit, 1, MAX_MEMORY_MIB)?;
-    range("price_micros_per_unit_hour", req.price_micros_per_unit_hour, 1, MAX_PRICE_MICROS)?;
+    range(
+        "memory_mib_per_unit",
+        req.memory_mib_per_unit,
+        1,
+        MAX_MEMORY_MIB,
+    )?;
+    range(
+        "price_micros_per_unit_hour",
+        req.price_micros_per_unit_hour,
+        1,
+        MAX_PRICE_MICROS,
+    )?;
     let min_units = req.min_units.unwrap_or(1);
     range("min_units", min_units, 1, MAX_UNITS)?;
     let max_units = req.max_units.unwrap_or(MAX_UNITS);
@@ -172,17 +229,27 @@ pub async fn create_offer(
     let now = now_ms();
     let parse = |field: &str, v: &Option<String>| -> Result<Option<i64>, ApiError> {
         v.as_deref()
-            .map(|s| crate::wire::parse_time(s).ok_or_else(|| ApiError::invalid(field, format!("{field} is not an RFC 3339 time"))))
+            .map(|s| {
+                crate::wire::parse_time(s).ok_or_else(|| {
+                    ApiError::invalid(field, format!("{field} is not an RFC 3339 time"))
+                })
+            })
             .transpose()
     };
     let valid_from_ms = parse("valid_from", &req.valid_from)?.unwrap_or(now);
     let valid_until_ms = parse("valid_until", &req.valid_until)?
         .unwrap_or(valid_from_ms.saturating_add(365 * 24 * 3_600_000));
     if valid_until_ms <= valid_from_ms || valid_until_ms <= now {
-        return Err(ApiError::invalid("valid_until", "valid_until must be after valid_from and in the future"));
+        return Err(ApiError::invalid(
+            "valid_until",
+            "valid_until must be after valid_from and in the future",
+        ));
     }
     if valid_until_ms > now.saturating_add(10 * 366 * 24 * 3_600_000) {
-        return Err(ApiError::invalid("valid_until", "valid_until is more than ten years away"));
+        return Err(ApiError::invalid(
+            "valid_until",
+            "valid_until is more than ten years away",
+        ));
     }
     let offer = NewOffer {
         org_id: caller.org.id.clone(),
@@ -197,26 +264,39 @@ pub async fn create_offer(
         valid_until_ms,
     };
     state
-        .mutate(caller.org_id(), key, body.request_sha256, StatusCode::CREATED, move |tx| {
-            Ok(wire::offer(&tx.create_offer(&offer, now)?))
-        })
+        .mutate(
+            caller.org_id(),
+            key,
+            body.request_sha256,
+            StatusCode::CREATED,
+            move |tx| Ok(wire::offer(&tx.create_offer(&offer, now)?)),
+        )
         .await
 }
 
 /// The caller's offers, withdrawn ones included.
 #[utoipa::path(get, path = "/api/v1/offers", tag = "provider", security(("bearer" = [])),
     responses((status = 200, body = List<Offer>), (status = 401, body = ErrorBody)))]
-pub async fn list_offers(State(state): State<AppState>, caller: Caller) -> Result<Json<List<Offer>>, ApiError> {
+pub async fn list_offers(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> Result<Json<List<Offer>>, ApiError> {
     let org = caller.org.id.clone();
     let offers = state.read(move |tx| tx.list_offers(&org)).await?;
-    Ok(Json(List { items: offers.iter().map(wire::offer).collect() }))
+    Ok(Json(List {
+        items: offers.iter().map(wire::offer).collect(),
+    }))
 }
 
 /// One offer: any active offer of the market, or one of the caller's own in any state.
 #[utoipa::path(get, path = "/api/v1/offers/{offer_id}", tag = "market", security(("bearer" = [])),
     params(("offer_id" = String, Path)),
     responses((status = 200, body = Offer), (status = 404, body = ErrorBody)))]
-pub async fn get_offer(State(state): State<AppState>, caller: Caller, IdPath(offer_id): IdPath) -> Result<Json<Offer>, ApiError> {
+pub async fn get_offer(
+    State(state): State<AppState>,
+    caller: Caller,
+    IdPath(offer_id): IdPath,
+) -> Result<Json<Offer>, ApiError> {
     let org = caller.org.id.clone();
     let offer = state.read(move |tx| tx.get_offer(None, &offer_id)).await?;
     if offer.org_id != org && offer.state != "active" {

@@ -23,8 +23,11 @@ pub fn fresh_location() -> Location {
             let u = url.clone();
             let n = name.clone();
             std::thread::spawn(move || {
-                let mut admin = postgres::Client::connect(&u, postgres::NoTls).expect("connect to the test PostgreSQL");
-                admin.batch_execute(&format!("CREATE DATABASE {n}")).expect("create a test database");
+                let mut admin = postgres::Client::connect(&u, postgres::NoTls)
+                    .expect("connect to the test PostgreSQL");
+                admin
+                    .batch_execute(&format!("CREATE DATABASE {n}"))
+                    .expect("create a test database");
             })
             .join()
             .unwrap();
@@ -47,14 +50,22 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut ServerConfig)) -> App {
     let mut config = ServerConfig::new(fresh_location());
     config.expiry_interval = std::time::Duration::from_millis(100);
     adjust(&mut config);
-    let (state, boot) = suanli_server::start(config).await.expect("start the server");
-    let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await.unwrap();
+    let (state, boot) = suanli_server::start(config)
+        .await
+        .expect("start the server");
+    let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0)))
+        .await
+        .unwrap();
     let addr = listener.local_addr().unwrap();
     let router = suanli_server::router(state.clone());
     tokio::spawn(async move { axum::serve(listener, router).await });
     let base = format!("http://{addr}");
     let operator = Client::new(base.clone(), boot.token_secret);
-    App { base, operator, state }
+    App {
+        base,
+        operator,
+        state,
+    }
 }
 
 pub struct Org {
@@ -81,12 +92,22 @@ impl App {
             )
             .await
             .expect("admit an org");
-        Org { id: created.org.id, client: Client::new(self.base.clone(), Some(created.token.secret)) }
+        Org {
+            id: created.org.id,
+            client: Client::new(self.base.clone(), Some(created.token.secret)),
+        }
     }
 
     pub async fn fund(&self, org: &Org, yuan: u64) {
         self.operator
-            .deposit(&org.id, &DepositRequest { amount_micros: yuan * 1_000_000, external_ref: "bank".into() }, None)
+            .deposit(
+                &org.id,
+                &DepositRequest {
+                    amount_micros: yuan * 1_000_000,
+                    external_ref: "bank".into(),
+                },
+                None,
+            )
             .await
             .expect("deposit");
     }
@@ -141,5 +162,10 @@ impl App {
 }
 
 pub fn buy(offer: &Offer, units: u64, duration_limit_s: u64) -> PurchaseRequest {
-    PurchaseRequest { offer_id: offer.id.clone(), units, duration_limit_s, max_price_micros_per_unit_hour: None }
+    PurchaseRequest {
+        offer_id: offer.id.clone(),
+        units,
+        duration_limit_s,
+        max_price_micros_per_unit_hour: None,
+    }
 }

@@ -1,0 +1,173 @@
+//! `suanli-bench`: benchmarks of the exchange core. Performance is measured here, not asserted in
+//! tests; `scripts/bench.sh` runs everything and docs/BENCHMARKS.md records the figures.
+//!
+//! Each subcommand prints one human line and then one JSON line with the results.
+
+mod disk;
+mod ledger;
+mod pg;
+mod purchases;
+mod quote;
+mod stats;
+mod table;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "suanli-bench",
+    about = "Benchmarks of the Suanli exchange core"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Quotes with five constraints over a synthetic market of live offers (in-process).
+    Quote {
+        #[arg(long, default_value_t = 100_000)]
+        offers: usize,
+        #[arg(long, default_value_t = 2_000)]
+        quotes: usize,
+        #[arg(long, default_value_t = 500)]
+        warmup: usize,
+        #[arg(long, default_value_t = 20_240_601)]
+        seed: u64,
+    },
+    /// Durable purchases through the HTTP API of an in-process server.
+    Purchases {
+        #[arg(long, value_enum, default_value = "sqlite")]
+        backend: purchases::Backend,
+        /// Measured seconds (after the warm-up).
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        #[arg(long, default_value_t = 1)]
+        warmup_seconds: u64,
+        #[arg(long, default_value_t = 64)]
+        connections: usize,
+        /// Nodes in the provider's pool.
+        #[arg(long, default_value_t = 64)]
+        nodes: usize,
+        #[arg(long, default_value_t = 1_024)]
+        cpus_per_node: u64,
+        /// End each lease right after buying it (purchase-then-end mix).
+        #[arg(long)]
+        end: bool,
+        /// PostgreSQL server to create a fresh database on, e.g. postgres://postgres@127.0.0.1:55432/postgres
+        #[arg(long, env = "SUANLI_BENCH_DATABASE_URL")]
+        database_url: Option<String>,
+    },
+    /// Ledger transfers per second through the store's writer (no HTTP).
+    Ledger {
+        #[arg(long, value_enum, default_value = "sqlite")]
+        backend: ledger::Backend,
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        #[arg(long, default_value_t = 1)]
+        warmup_seconds: u64,
+        #[arg(long, default_value_t = 16)]
+        clients: usize,
+        /// The writer's `max_batch` (1 turns group commit off).
+        #[arg(long, default_value_t = suanli_store::WriterConfig::default().max_batch)]
+        max_batch: usize,
+        #[arg(long, env = "SUANLI_BENCH_DATABASE_URL")]
+        database_url: Option<String>,
+    },
+    /// How many 4 KiB append + fdatasync cycles per second the temp dir's disk does.
+    Fsync {
+        #[arg(long, default_value_t = 2)]
+        seconds: u64,
+    },
+    /// Summarises a pgbench run: its report and its per-transaction logs (`-l`).
+    PgbenchSummary {
+        #[arg(long)]
+        report: String,
+        #[arg(long, default_value_t = 16)]
+        clients: usize,
+        /// The per-transaction log files.
+        logs: Vec<String>,
+    },
+    /// Prints the markdown table of a file of result JSON lines.
+    Table { results: String },
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?)
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    // Kept until the process exits: the in-process server's tasks are never shut down.
+    let rt = runtime()?;
+    let result = match cli.command {
+        Command::Quote {
+            offers,
+            quotes,
+            warmup,
+            seed,
+        } => quote::run(&quote::Options {
+            offers,
+            quotes,
+            warmup,
+            seed,
+        })?,
+        Command::Purchases {
+            backend,
+            seconds,
+            warmup_seconds,
+            connections,
+            nodes,
+            cpus_per_node,
+            end,
+            database_url,
+        } => {
+            let o = purchases::Options {
+                backend,
+                seconds: seconds.max(1),
+                warmup_seconds,
+                connections: connections.max(1),
+                nodes: nodes.max(1),
+                cpus_per_node,
+                end,
+                database_url,
+            };
+            rt.block_on(purchases::run(&o))?
+        }
+        Command::Ledger {
+            backend,
+            seconds,
+            warmup_seconds,
+            clients,
+            max_batch,
+            database_url,
+        } => {
+            let o = ledger::Options {
+                backend,
+                seconds: seconds.max(1),
+                warmup_seconds,
+                clients: clients.max(1),
+                max_batch,
+                database_url,
+            };
+            rt.block_on(ledger::run(&o))?
+        }
+        Command::Fsync { seconds } => disk::fsync(seconds.max(1))?,
+        Command::PgbenchSummary {
+            report,
+            clients,
+            logs,
+        } => disk::pgbench_summary(&report, &logs, clients)?,
+        Command::Table { results } => {
+            table::print(&results)?;
+            return Ok(());
+        }
+    };
+    println!("{result}");
+    // The in-process server and the writer threads are not shut down gracefully (and the runtime is
+    // not dropped, which would wait for them): just leave.
+    std::process::exit(0);
+}

@@ -1,0 +1,377 @@
+//! Benchmark 2: durable purchases through the HTTP API.
+//!
+//! Starts the real server in this process on 127.0.0.1:0 (SQLite in a temp dir with WAL and
+//! `synchronous=FULL`, or a fresh PostgreSQL database), creates a market through the client (one
+//! provider with one pool and one general offer, one funded consumer org per connection), then runs
+//! `connections` tokio tasks, each with its own HTTP connection, looping `POST /api/v1/leases` (one
+//! unit for 60 s) with a fresh `Idempotency-Key` per request. Requests that complete during the
+//! measured window (after a warm-up) count; only 201s count as purchases, anything else is reported
+//! separately. With `--end`, each purchase is followed by `POST /leases/{id}/end` on the same
+//! connection (the all-in lifecycle of a short job).
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use suanli_api::{
+    ConsumerType, CreateOfferRequest, CreateOrgRequest, CreatePoolRequest, DepositRequest,
+    NodeSpec, OrgKind,
+};
+use suanli_client::{Client, Method};
+use suanli_server::ServerConfig;
+use suanli_store::{Location, WriterConfig};
+
+use crate::stats::{ms, Latencies};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Backend {
+    /// SQLite with group commit (the default writer).
+    Sqlite,
+    /// PostgreSQL with group commit.
+    Postgres,
+    /// SQLite with one commit per request (`max_batch: 1`): the naive baseline.
+    NaiveSqlite,
+}
+
+impl Backend {
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::Sqlite => "sqlite",
+            Backend::Postgres => "postgres",
+            Backend::NaiveSqlite => "naive-sqlite",
+        }
+    }
+}
+
+pub struct Options {
+    pub backend: Backend,
+    pub seconds: u64,
+    pub warmup_seconds: u64,
+    pub connections: usize,
+    pub nodes: usize,
+    pub cpus_per_node: u64,
+    pub end: bool,
+    pub database_url: Option<String>,
+}
+
+/// Where the bench's database lives, and what to clean up afterwards.
+pub struct Db {
+    pub location: Location,
+    pub url: Option<String>,
+    pub dir: Option<std::path::PathBuf>,
+}
+
+impl Db {
+    pub fn fresh(postgres: bool, database_url: Option<&str>, what: &str) -> anyhow::Result<Db> {
+        if postgres {
+            let admin = database_url.context(
+                "--database-url (or SUANLI_BENCH_DATABASE_URL) is needed for PostgreSQL",
+            )?;
+            let url = crate::pg::fresh_database(admin, what)?;
+            Ok(Db {
+                location: Location::Postgres(url.clone()),
+                url: Some(url),
+                dir: None,
+            })
+        } else {
+            let dir = std::env::temp_dir()
+                .join(suanli_store::ops::new_id(&format!("suanli-bench-{what}")));
+            std::fs::create_dir_all(&dir)?;
+            let path = dir.join("bench.db").to_string_lossy().into_owned();
+            Ok(Db {
+                location: Location::Sqlite(path),
+                url: None,
+                dir: Some(dir),
+            })
+        }
+    }
+
+    pub fn cleanup(&self) {
+        if let Some(dir) = &self.dir {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
+
+#[derive(Default)]
+struct TaskResult {
+    latencies: Latencies,
+    purchases_in_window: u64,
+    ends_in_window: u64,
+    purchases_total: u64,
+    ends_total: u64,
+    other_statuses: BTreeMap<String, u64>,
+    sample_error: Option<String>,
+}
+
+impl TaskResult {
+    fn other(&mut self, what: String, detail: impl FnOnce() -> String) {
+        *self.other_statuses.entry(what).or_default() += 1;
+        if self.sample_error.is_none() {
+            self.sample_error = Some(detail());
+        }
+    }
+}
+
+async fn admit(operator: &Client, name: &str, kind: OrgKind) -> anyhow::Result<(String, String)> {
+    let created = operator
+        .create_org(
+            &CreateOrgRequest {
+                name: name.into(),
+                kind,
+                consumer_type: (kind == OrgKind::Consumer).then_some(ConsumerType::Enterprise),
+                zone: "wuqing-core".into(),
+                origin_region: "tianjin".into(),
+                admin_name: None,
+                admin_email: None,
+            },
+            None,
+        )
+        .await
+        .with_context(|| format!("admit {name}"))?;
+    Ok((created.org.id, created.token.secret))
+}
+
+pub async fn run(o: &Options) -> anyhow::Result<serde_json::Value> {
+    let db = Db::fresh(
+        o.backend == Backend::Postgres,
+        o.database_url.as_deref(),
+        "purchases",
+    )?;
+    let result = run_on(o, &db).await;
+    db.cleanup();
+    result
+}
+
+async fn run_on(o: &Options, db: &Db) -> anyhow::Result<serde_json::Value> {
+    let mut config = ServerConfig::new(db.location.clone());
+    if o.backend == Backend::NaiveSqlite {
+        config.writer = WriterConfig {
+            max_batch: 1,
+            ..WriterConfig::default()
+        };
+    }
+    let writer = config.writer;
+    let (state, boot) = suanli_server::start(config)
+        .await
+        .context("start the server")?;
+    let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await?;
+    let base = format!("http://{}", listener.local_addr()?);
+    tokio::spawn(suanli_server::serve_on(listener, state.clone()));
+    let operator = Client::new(base.clone(), boot.token_secret.clone());
+
+    // The market: one provider, one pool, one general offer; one funded consumer per connection.
+    let (_, provider_secret) = admit(&operator, "Bench Provider", OrgKind::Provider).await?;
+    let provider = Client::new(base.clone(), Some(provider_secret));
+    let nodes = (0..o.nodes)
+        .map(|i| NodeSpec {
+            name: format!("node-{i:03}"),
+            cpus: o.cpus_per_node,
+            memory_mib: o.cpus_per_node * 2_048,
+            accelerator_model: None,
+            accelerators: 0,
+            partition: None,
+        })
+        .collect();
+    let pool = provider
+        .create_pool(
+            &CreatePoolRequest {
+                name: "bench".into(),
+                zone: "wuqing-core".into(),
+                nodes,
+            },
+            None,
+        )
+        .await
+        .context("create the pool")?;
+    let offer = provider
+        .create_offer(
+            &CreateOfferRequest {
+                pool_id: pool.id,
+                class: "general".into(),
+                cpus_per_unit: None,
+                memory_mib_per_unit: 2_048,
+                price_micros_per_unit_hour: 100_000,
+                min_units: None,
+                max_units: Some(1_024),
+                valid_from: None,
+                valid_until: None,
+            },
+            None,
+        )
+        .await
+        .context("create the offer")?;
+    let mut consumers = Vec::with_capacity(o.connections);
+    for i in 0..o.connections {
+        let (id, secret) =
+            admit(&operator, &format!("Bench Consumer {i}"), OrgKind::Consumer).await?;
+        operator
+            .deposit(
+                &id,
+                &DepositRequest {
+                    amount_micros: 10_000_000_000,
+                    external_ref: "bench".into(),
+                },
+                None,
+            )
+            .await
+            .context("fund a consumer")?;
+        consumers.push(secret);
+    }
+
+    let body =
+        Arc::new(serde_json::json!({"offer_id": offer.id, "units": 1, "duration_limit_s": 60}));
+    let wal_before = db.url.as_deref().and_then(crate::pg::wal_syncs);
+    let start = Instant::now();
+    let warm_until = start + Duration::from_secs(o.warmup_seconds);
+    let end = warm_until + Duration::from_secs(o.seconds);
+    let mut tasks = Vec::with_capacity(o.connections);
+    for (i, secret) in consumers.into_iter().enumerate() {
+        let http = reqwest::Client::builder()
+            .pool_max_idle_per_host(1)
+            .timeout(Duration::from_secs(30))
+            .build()?;
+        let client = Client::with_http(base.clone(), Some(secret), http);
+        let body = body.clone();
+        let with_end = o.end;
+        tasks.push(tokio::spawn(async move {
+            let mut r = TaskResult {
+                latencies: Latencies::with_capacity(32_768),
+                ..TaskResult::default()
+            };
+            let mut n = 0u64;
+            while Instant::now() < end {
+                n += 1;
+                let key = format!("bench-{i}-{n}");
+                let t = Instant::now();
+                let answer = client
+                    .raw(
+                        Method::POST,
+                        "/api/v1/leases",
+                        Some((*body).clone()),
+                        Some(&key),
+                    )
+                    .await;
+                let done = Instant::now();
+                let in_window = done >= warm_until && done <= end;
+                let lease_id = match answer {
+                    Ok((201, v)) => {
+                        r.purchases_total += 1;
+                        if in_window {
+                            r.purchases_in_window += 1;
+                            r.latencies.record(done - t);
+                        }
+                        v.get("id").and_then(|x| x.as_str()).map(str::to_owned)
+                    }
+                    Ok((status, v)) => {
+                        r.other(format!("purchase {status}"), || {
+                            format!("purchase HTTP {status}: {v}")
+                        });
+                        None
+                    }
+                    Err(e) => {
+                        r.other("purchase transport".into(), || format!("purchase: {e}"));
+                        None
+                    }
+                };
+                if let (true, Some(id)) = (with_end, lease_id) {
+                    let t = Instant::now();
+                    let answer = client.end_lease(&id, Some(&format!("{key}-end"))).await;
+                    let done = Instant::now();
+                    match answer {
+                        Ok(_) => {
+                            r.ends_total += 1;
+                            if done >= warm_until && done <= end {
+                                r.ends_in_window += 1;
+                                r.latencies.record(done - t);
+                            }
+                        }
+                        Err(e) => {
+                            r.other(format!("end {}", e.status().unwrap_or(0)), || {
+                                format!("end: {e}")
+                            });
+                        }
+                    }
+                }
+            }
+            r
+        }));
+    }
+    let mut all = TaskResult::default();
+    for t in tasks {
+        let r = t.await?;
+        all.latencies.extend(r.latencies);
+        all.purchases_in_window += r.purchases_in_window;
+        all.ends_in_window += r.ends_in_window;
+        all.purchases_total += r.purchases_total;
+        all.ends_total += r.ends_total;
+        for (k, v) in r.other_statuses {
+            *all.other_statuses.entry(k).or_default() += v;
+        }
+        if all.sample_error.is_none() {
+            all.sample_error = r.sample_error;
+        }
+    }
+    let wal_after = db.url.as_deref().and_then(crate::pg::wal_syncs);
+
+    // Cross-checks: every 201 is a lease in the database, and the ledger balances.
+    let store = state.store.clone();
+    let leases_in_db =
+        tokio::task::spawn_blocking(move || store.read(|tx| tx.count("leases"))).await??;
+    let check = operator.ledger_check().await.context("ledger check")?;
+
+    let secs = o.seconds as f64;
+    let rate = all.purchases_in_window as f64 / secs;
+    let s = all.latencies.summary();
+    let others: u64 = all.other_statuses.values().sum();
+    let wal = match (wal_before, wal_after) {
+        (Some(a), Some(b)) => Some(b - a),
+        _ => None,
+    };
+    let bench = if o.end { "purchase_end" } else { "purchases" };
+    let what = if o.end {
+        "purchase+end pairs"
+    } else {
+        "purchases"
+    };
+    let pairs_rate = all.ends_in_window as f64 / secs;
+    println!(
+        "{bench} [{}]: {:.0} {what}/s over {} s with {} connections{}; per request p50 {}, p99 {}, max {}; \
+         {others} non-201 answers{}; leases in db {leases_in_db} (= {} 201s); ledger check {}{}",
+        o.backend.name(),
+        if o.end { pairs_rate } else { rate },
+        o.seconds,
+        o.connections,
+        if o.end { format!(" ({rate:.0} purchases/s + {pairs_rate:.0} ends/s)") } else { String::new() },
+        ms(s.p50_us),
+        ms(s.p99_us),
+        ms(s.max_us),
+        all.sample_error.as_deref().map(|e| format!(" (first: {e})")).unwrap_or_default(),
+        all.purchases_total,
+        if check.ok { "ok" } else { "FAILED" },
+        wal.map(|w| format!("; ~{w} WAL fsyncs in the run")).unwrap_or_default(),
+    );
+    Ok(serde_json::json!({
+        "bench": bench,
+        "backend": o.backend.name(),
+        "seconds": o.seconds,
+        "warmup_seconds": o.warmup_seconds,
+        "connections": o.connections,
+        "writer_max_batch": writer.max_batch,
+        "rate_per_s": (if o.end { pairs_rate } else { rate }).round(),
+        "purchases_per_s": rate.round(),
+        "ends_per_s": pairs_rate.round(),
+        "purchases_in_window": all.purchases_in_window,
+        "purchases_total": all.purchases_total,
+        "ends_total": all.ends_total,
+        "latency": s.json(),
+        "non_201": all.other_statuses,
+        "sample_error": all.sample_error,
+        "leases_in_db": leases_in_db,
+        "ledger_ok": check.ok,
+        "wal_fsyncs_approx": wal,
+        "goal_p99_us": 20_000,
+    }))
+}

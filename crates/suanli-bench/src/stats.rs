@@ -1,0 +1,152 @@
+//! Latency summaries and a tiny deterministic random number generator.
+
+use std::time::Duration;
+
+/// Latencies in microseconds, summarised as percentiles.
+#[derive(Debug, Default, Clone)]
+pub struct Latencies {
+    micros: Vec<u64>,
+}
+
+/// Percentiles of a set of latencies, in microseconds.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Summary {
+    pub count: usize,
+    pub mean_us: f64,
+    pub p50_us: u64,
+    pub p90_us: u64,
+    pub p99_us: u64,
+    pub max_us: u64,
+}
+
+impl Latencies {
+    pub fn with_capacity(n: usize) -> Self {
+        Latencies {
+            micros: Vec::with_capacity(n),
+        }
+    }
+
+    pub fn record(&mut self, d: Duration) {
+        self.micros
+            .push(u64::try_from(d.as_micros()).unwrap_or(u64::MAX));
+    }
+
+    pub fn extend(&mut self, other: Latencies) {
+        self.micros.extend(other.micros);
+    }
+
+    pub fn len(&self) -> usize {
+        self.micros.len()
+    }
+
+    /// Nearest-rank percentiles over everything recorded.
+    pub fn summary(&self) -> Summary {
+        let mut v = self.micros.clone();
+        v.sort_unstable();
+        let rank = |p: f64| -> u64 {
+            if v.is_empty() {
+                return 0;
+            }
+            let i = ((p / 100.0) * v.len() as f64).ceil() as usize;
+            v[i.clamp(1, v.len()) - 1]
+        };
+        let sum: u128 = v.iter().map(|&x| u128::from(x)).sum();
+        Summary {
+            count: v.len(),
+            mean_us: if v.is_empty() {
+                0.0
+            } else {
+                sum as f64 / v.len() as f64
+            },
+            p50_us: rank(50.0),
+            p90_us: rank(90.0),
+            p99_us: rank(99.0),
+            max_us: v.last().copied().unwrap_or(0),
+        }
+    }
+}
+
+impl Summary {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "count": self.count,
+            "mean_us": (self.mean_us * 10.0).round() / 10.0,
+            "p50_us": self.p50_us,
+            "p90_us": self.p90_us,
+            "p99_us": self.p99_us,
+            "max_us": self.max_us,
+        })
+    }
+}
+
+/// Milliseconds with two decimals, for the human lines.
+pub fn ms(us: u64) -> String {
+    format!("{:.2} ms", us as f64 / 1000.0)
+}
+
+/// xorshift64*: deterministic, good enough to spread a synthetic market, no dependency.
+#[derive(Debug, Clone)]
+pub struct XorShift(u64);
+
+impl XorShift {
+    pub fn new(seed: u64) -> Self {
+        XorShift(seed.max(1))
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.0 = x;
+        x.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    /// Uniform in `0..n` (n > 0; the modulo bias is irrelevant here).
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next_u64() % n.max(1)
+    }
+
+    /// Uniform in `lo..=hi`.
+    pub fn range(&mut self, lo: u64, hi: u64) -> u64 {
+        lo + self.below(hi - lo + 1)
+    }
+
+    /// True with probability `percent`/100.
+    pub fn chance(&mut self, percent: u64) -> bool {
+        self.below(100) < percent
+    }
+
+    pub fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
+        &items[self.below(items.len() as u64) as usize]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_use_nearest_rank() {
+        let mut l = Latencies::default();
+        for us in 1..=100 {
+            l.record(Duration::from_micros(us));
+        }
+        let s = l.summary();
+        assert_eq!(
+            (s.count, s.p50_us, s.p90_us, s.p99_us, s.max_us),
+            (100, 50, 90, 99, 100)
+        );
+        assert_eq!(Latencies::default().summary().p99_us, 0);
+    }
+
+    #[test]
+    fn xorshift_is_deterministic() {
+        let (mut a, mut b) = (XorShift::new(7), XorShift::new(7));
+        for _ in 0..100 {
+            let x = a.range(3, 9);
+            assert_eq!(x, b.range(3, 9));
+            assert!((3..=9).contains(&x));
+        }
+    }
+}

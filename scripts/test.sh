@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Runs every test of Suanli on this machine:
+#   1. the whole workspace on the embedded default (SQLite), including the SIGKILL crash test;
+#   2. the store conformance suite and the API tests again on a real PostgreSQL 15, started here
+#      from the installed binaries on a throwaway cluster;
+#   3. a schemathesis fuzz run over the OpenAPI document against a real demo server (zero 5xx).
+# Needs: cargo, PostgreSQL 15 binaries (/usr/lib/postgresql/15/bin), python3 with venv.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$PWD
+
+work=$(mktemp -d /tmp/suanli-test.XXXXXX)
+pg_port=$((56000 + RANDOM % 2000))
+cleanup() {
+  scripts/pg.sh stop "$work/pg" || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+if [ ! -x /usr/lib/postgresql/15/bin/initdb ]; then
+  echo "== installing PostgreSQL 15"
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql-15 >/dev/null
+fi
+
+echo "== cargo test --workspace (SQLite)"
+cargo test --workspace --locked
+
+echo "== PostgreSQL 15 on 127.0.0.1:$pg_port"
+scripts/pg.sh start "$work/pg" "$pg_port"
+export SUANLI_TEST_DATABASE_URL="postgres://postgres@127.0.0.1:$pg_port/postgres"
+echo "== store conformance and API tests on PostgreSQL"
+cargo test --locked -p suanli-store -p suanli-server
+unset SUANLI_TEST_DATABASE_URL
+
+echo "== schemathesis fuzz over /api/v1/openapi.json"
+"$root/scripts/fuzz.sh"
