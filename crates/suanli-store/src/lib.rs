@@ -97,6 +97,10 @@ impl Store {
         self.location.kind()
     }
 
+    pub fn location(&self) -> &Location {
+        &self.location
+    }
+
     pub fn writer(&self) -> &Writer {
         &self.writer
     }
