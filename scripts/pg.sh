@@ -14,7 +14,11 @@ start)
     echo "PostgreSQL 15 is not installed (apt-get install -y postgresql-15)" >&2; exit 1
   fi
   mkdir -p "$dir"
-  [ "$(id -u)" = 0 ] && chown postgres "$dir"
+  if [ "$(id -u)" = 0 ]; then
+    # The server runs as postgres: it must reach the directory (mktemp makes parents 0700).
+    chmod a+x "$(dirname "$dir")"
+    chown postgres "$dir"
+  fi
   if [ ! -f "$dir/data/PG_VERSION" ]; then
     as_pg "$PGBIN/initdb" -D "$dir/data" -A trust -U postgres --no-sync >/dev/null
   fi

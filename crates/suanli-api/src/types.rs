@@ -328,6 +328,8 @@ pub struct CreateOfferRequest {
 pub struct Offer {
     pub id: String,
     pub org_id: String,
+    /// The provider's name.
+    pub provider_name: String,
     pub pool_id: String,
     pub zone: String,
     pub class: String,
@@ -397,6 +399,7 @@ pub struct QuotedOffer {
 pub struct ExcludedOffer {
     pub offer_id: String,
     pub provider_org_id: String,
+    pub provider_name: String,
     pub class: String,
     pub zone: String,
     pub price_micros_per_unit_hour: u64,

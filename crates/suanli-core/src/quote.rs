@@ -12,6 +12,8 @@ use crate::resource::{Category, ResourceClass, UnitShape};
 pub struct OfferView {
     pub offer_id: String,
     pub provider_org_id: String,
+    /// The provider's name, for people reading a quote.
+    pub provider_name: String,
     pub pool_id: String,
     pub zone: String,
     pub class: ResourceClass,
@@ -347,6 +349,7 @@ mod tests {
         OfferView {
             offer_id: id.into(),
             provider_org_id: "org_p".into(),
+            provider_name: "Provider".into(),
             pool_id: "pool_1".into(),
             zone: zone.into(),
             shape: UnitShape {

@@ -91,6 +91,7 @@ pub fn offer(o: &OfferRow) -> api::Offer {
     api::Offer {
         id: o.id.clone(),
         org_id: o.org_id.clone(),
+        provider_name: o.provider_name.clone(),
         pool_id: o.pool_id.clone(),
         zone: o.zone.clone(),
         class: o.class.to_string(),

@@ -137,6 +137,7 @@ pub struct OfferRow {
     pub valid_until_ms: i64,
     pub state: String,
     pub created_ms: i64,
+    pub provider_name: String,
     pub units_available: u64,
 }
 
@@ -153,6 +154,7 @@ impl OfferRow {
         OfferView {
             offer_id: self.id.clone(),
             provider_org_id: self.org_id.clone(),
+            provider_name: self.provider_name.clone(),
             pool_id: self.pool_id.clone(),
             zone: self.zone.clone(),
             class: self.class.clone(),
@@ -278,7 +280,7 @@ const NODE_COLS: &str = "id, pool_id, name, cpus, memory_mib, accelerator_model,
     partition_name, cpus_reserved, memory_mib_reserved, accelerators_reserved";
 const OFFER_COLS: &str = "o.id, o.org_id, o.pool_id, p.zone, o.category, o.qualifier, \
     o.accelerator_memory_gib, o.cpus_per_unit, o.memory_mib_per_unit, o.price_micros_per_unit_hour, \
-    o.min_units, o.max_units, o.valid_from_ms, o.valid_until_ms, o.state, o.created_ms";
+    o.min_units, o.max_units, o.valid_from_ms, o.valid_until_ms, o.state, o.created_ms, g.name";
 const LEASE_COLS: &str = "l.id, l.consumer_org_id, l.provider_org_id, l.offer_id, l.pool_id, \
     l.category, l.qualifier, l.zone, l.units, l.price_micros_per_unit_hour, l.fee_bps, \
     l.duration_limit_s, l.started_ms, l.ends_ms, l.state, h.id, h.org_id, h.amount_micros, h.state, \
@@ -338,6 +340,7 @@ fn offer_row(r: &Row) -> OfferRow {
         valid_until_ms: r.i64(13),
         state: r.str(14),
         created_ms: r.i64(15),
+        provider_name: r.str(16),
         units_available: 0,
     }
 }
@@ -844,7 +847,7 @@ impl<'a> Tx<'a> {
         offer_id: &str,
     ) -> Result<OfferRow, StoreError> {
         let rows = self.b.query(
-            &format!("SELECT {OFFER_COLS} FROM offers o JOIN pools p ON p.id = o.pool_id WHERE o.id = $1"),
+            &format!("SELECT {OFFER_COLS} FROM offers o JOIN pools p ON p.id = o.pool_id JOIN orgs g ON g.id = o.org_id WHERE o.id = $1"),
             &[offer_id.into()],
         )?;
         let offer = rows
@@ -860,7 +863,7 @@ impl<'a> Tx<'a> {
     pub fn list_offers(&mut self, org_id: &str) -> Result<Vec<OfferRow>, StoreError> {
         let rows = self.b.query(
             &format!(
-                "SELECT {OFFER_COLS} FROM offers o JOIN pools p ON p.id = o.pool_id \
+                "SELECT {OFFER_COLS} FROM offers o JOIN pools p ON p.id = o.pool_id JOIN orgs g ON g.id = o.org_id \
                  WHERE o.org_id = $1 ORDER BY o.created_ms, o.id"
             ),
             &[org_id.into()],
@@ -879,7 +882,7 @@ impl<'a> Tx<'a> {
             None => {
                 let rows = self.b.query(
                     &format!(
-                        "SELECT {OFFER_COLS} FROM offers o JOIN pools p ON p.id = o.pool_id \
+                        "SELECT {OFFER_COLS} FROM offers o JOIN pools p ON p.id = o.pool_id JOIN orgs g ON g.id = o.org_id \
                          WHERE o.state = 'active' ORDER BY o.pool_id, o.id"
                     ),
                     &[],
@@ -890,7 +893,7 @@ impl<'a> Tx<'a> {
                 for pool_id in ids {
                     let rows = self.b.query(
                         &format!(
-                            "SELECT {OFFER_COLS} FROM offers o JOIN pools p ON p.id = o.pool_id \
+                            "SELECT {OFFER_COLS} FROM offers o JOIN pools p ON p.id = o.pool_id JOIN orgs g ON g.id = o.org_id \
                              WHERE o.pool_id = $1 ORDER BY o.id"
                         ),
                         &[pool_id.into()],

@@ -980,7 +980,10 @@ fn unit_shape(offer: &api::Offer) -> String {
 fn offer_pairs(offer: &api::Offer) -> Vec<(&'static str, String)> {
     vec![
         ("offer", offer.id.clone()),
-        ("provider", offer.org_id.clone()),
+        (
+            "provider",
+            format!("{} ({})", offer.provider_name, offer.org_id),
+        ),
         ("pool", offer.pool_id.clone()),
         ("class", offer.class.clone()),
         ("category", offer.category.clone()),
@@ -1558,7 +1561,7 @@ async fn execute(ctx: &Ctx, command: Command, o: &mut Output) -> Result {
                 .map(|offer| {
                     vec![
                         offer.id.clone(),
-                        offer.org_id.clone(),
+                        offer.provider_name.clone(),
                         offer.class.clone(),
                         offer.zone.clone(),
                         price(offer.price_micros_per_unit_hour),
@@ -1843,7 +1846,7 @@ async fn quote(ctx: &Ctx, args: QuoteArgs, o: &mut Output) -> Result {
                 vec![
                     q.rank.to_string(),
                     q.offer.id.clone(),
-                    q.offer.org_id.clone(),
+                    q.offer.provider_name.clone(),
                     q.offer.class.clone(),
                     q.offer.zone.clone(),
                     price(q.offer.price_micros_per_unit_hour),
@@ -1877,7 +1880,7 @@ async fn quote(ctx: &Ctx, args: QuoteArgs, o: &mut Output) -> Result {
             .map(|x| {
                 vec![
                     x.offer_id.clone(),
-                    x.provider_org_id.clone(),
+                    x.provider_name.clone(),
                     x.class.clone(),
                     x.zone.clone(),
                     price(x.price_micros_per_unit_hour),

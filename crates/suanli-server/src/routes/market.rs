@@ -25,6 +25,7 @@ pub fn offer_of_view(o: &OfferView) -> Offer {
     Offer {
         id: o.offer_id.clone(),
         org_id: o.provider_org_id.clone(),
+        provider_name: o.provider_name.clone(),
         pool_id: o.pool_id.clone(),
         zone: o.zone.clone(),
         class: o.class.to_string(),
@@ -256,6 +257,7 @@ pub async fn quote(
                 ExcludedOffer {
                     offer_id: o.offer_id.clone(),
                     provider_org_id: o.provider_org_id.clone(),
+                    provider_name: o.provider_name.clone(),
                     class: o.class.to_string(),
                     zone: o.zone.clone(),
                     price_micros_per_unit_hour: o.price_micros_per_unit_hour,
