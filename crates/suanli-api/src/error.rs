@@ -65,6 +65,10 @@ error_codes! {
     IdempotencyKeyReused = ("idempotency_key_reused", 422),
     IdempotencyKeyInFlight = ("idempotency_key_in_flight", 409),
     Overflow = ("amount_overflow", 422),
+    StaleAttempt = ("stale_attempt", 409),
+    JobNotActive = ("job_not_active", 409),
+    InvalidSignature = ("invalid_signature", 400),
+    AgentNotConnected = ("agent_not_connected", 409),
     Unavailable = ("unavailable", 503),
     Internal = ("internal", 500),
 }

@@ -7,9 +7,11 @@
 //! fields.
 
 pub mod error;
+pub mod jobs;
 pub mod types;
 
 pub use error::{ErrorBody, ErrorCode};
+pub use jobs::*;
 pub use types::*;
 
 /// The API's path prefix.

@@ -428,6 +428,9 @@ pub struct PurchaseRequest {
     /// Refuse the purchase if the offer's price is now above this.
     #[serde(default)]
     pub max_price_micros_per_unit_hour: Option<u64>,
+    /// End the lease (and settle it) when its last job ends, as `suanli launch` does.
+    #[serde(default)]
+    pub auto_end: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -463,6 +466,13 @@ pub struct Lease {
     /// `active`, `ended`, `cancelled` or `expired`.
     pub state: String,
     pub hold: Hold,
+    /// `elapsed` (wall time of the lease, for pools without an agent) or `metered` (the signed
+    /// usage its jobs' agent reported).
+    pub billing: String,
+    /// Ends when its last job ends.
+    pub auto_end: bool,
+    /// Metered use acknowledged so far, in unit-seconds (metered leases).
+    pub metered_unit_seconds: u64,
     pub allocations: Vec<LeaseAllocation>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ended_at: Option<String>,

@@ -9,8 +9,10 @@
 //! - [`quote`]: the offer book and the ranking of feasible offers.
 //! - [`ledger`]: account and transfer kinds, holds, settlement and the invariant checker.
 //! - [`lease`]: lease states and how a lease is settled when it ends.
+//! - [`job`]: the job state machine with attempts, and the cap on billable usage.
 //! - [`validate`]: limits on names and strings shared by every entry point.
 
+pub mod job;
 pub mod lease;
 pub mod ledger;
 pub mod money;

@@ -108,6 +108,8 @@ impl From<StoreError> for ApiError {
             ),
             StoreError::Invalid { field, message } => ApiError::invalid(field, message),
             StoreError::Forbidden(m) => ApiError::forbidden(m),
+            StoreError::StaleAttempt(_) => ApiError::new(ErrorCode::StaleAttempt, e.to_string()),
+            StoreError::JobNotActive(_) => ApiError::new(ErrorCode::JobNotActive, e.to_string()),
             StoreError::Overflow => ApiError::new(
                 ErrorCode::Overflow,
                 "the amount overflows what the ledger can hold",

@@ -211,3 +211,24 @@ impl<S: Send + Sync> FromRequestParts<S> for IdPath {
         Ok(IdPath(id))
     }
 }
+
+/// Two ids in a route's path (agent and attempt).
+pub struct TwoIdPath(pub String, pub String);
+
+impl<S: Send + Sync> FromRequestParts<S> for TwoIdPath {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let axum::extract::Path((a, b)) =
+            axum::extract::Path::<(String, String)>::from_request_parts(parts, state)
+                .await
+                .map_err(|e| {
+                    ApiError::field(
+                        ErrorCode::InvalidField,
+                        "id",
+                        format!("bad id in the path: {e}"),
+                    )
+                })?;
+        Ok(TwoIdPath(a, b))
+    }
+}

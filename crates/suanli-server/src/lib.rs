@@ -50,6 +50,12 @@ pub struct ServerConfig {
     pub writer: WriterConfig,
     /// How often the expiry service looks for leases past their duration limit.
     pub expiry_interval: Duration,
+    /// How often agents are asked to send a heartbeat.
+    pub heartbeat_interval: Duration,
+    /// Silence after which an agent is suspect.
+    pub suspect_after: Duration,
+    /// Silence after which an agent is lost and its attempts with it.
+    pub lost_after: Duration,
 }
 
 /// The zones of the Wuqing Beijing–Tianjin industrial new city: one core, several function zones.
@@ -96,6 +102,9 @@ impl ServerConfig {
             zones: default_zones(),
             writer: WriterConfig::default(),
             expiry_interval: Duration::from_millis(500),
+            heartbeat_interval: Duration::from_secs(5),
+            suspect_after: Duration::from_secs(15),
+            lost_after: Duration::from_secs(60),
         }
     }
 }
@@ -105,6 +114,25 @@ impl ServerConfig {
 pub struct AppState {
     pub store: Arc<Store>,
     pub config: Arc<ServerConfig>,
+    /// Wakes agents long-polling for work when a job is queued.
+    pub work: Arc<tokio::sync::Notify>,
+    /// Wakes readers long-polling a job's log when chunks arrive or a job ends.
+    pub logs: Arc<tokio::sync::Notify>,
+    /// Counters for `/metrics`.
+    pub metrics: Arc<Metrics>,
+    /// When this process started: agents' silence is counted from here at the earliest.
+    pub started_ms: i64,
+}
+
+/// Counters exported at `/metrics`.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    pub self_suspicions: std::sync::atomic::AtomicU64,
+    pub agents_lost: std::sync::atomic::AtomicU64,
+    pub jobs_requeued: std::sync::atomic::AtomicU64,
+    pub jobs_lost: std::sync::atomic::AtomicU64,
+    pub usage_records: std::sync::atomic::AtomicU64,
+    pub usage_duplicates: std::sync::atomic::AtomicU64,
 }
 
 /// What a write job answered: fresh, replayed from the idempotency store, or a key reused with
@@ -326,6 +354,10 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<(AppState, Bootstrap)
     let state = AppState {
         store: Arc::new(store),
         config: Arc::new(config),
+        work: Arc::new(tokio::sync::Notify::new()),
+        logs: Arc::new(tokio::sync::Notify::new()),
+        metrics: Arc::new(Metrics::default()),
+        started_ms: now_ms(),
     };
     let models: Vec<(String, String, u32)> = suanli_core::resource::default_accelerator_models()
         .into_iter()
@@ -369,6 +401,7 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<(AppState, Bootstrap)
         })
         .await?;
     tokio::spawn(expiry_service(state.clone()));
+    tokio::spawn(routes::agents::monitor_service(state.clone()));
     Ok((
         state,
         Bootstrap {

@@ -4,7 +4,7 @@ use axum::Json;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::routes::{ledger, market, orgs, provider};
+use crate::routes::{agents, jobs, ledger, market, orgs, provider};
 
 struct BearerAuth;
 
@@ -29,12 +29,17 @@ impl Modify for BearerAuth {
         market::catalog, market::quote, market::purchase, market::list_leases, market::get_lease,
         market::end_lease, market::cancel_lease,
         ledger::deposit, ledger::withdraw, ledger::balance, ledger::statement, ledger::check,
+        jobs::create_job, jobs::list_jobs, jobs::get_job, jobs::cancel_job, jobs::job_logs,
+        agents::register, agents::list_agents, agents::heartbeat, agents::poll, agents::event,
+        agents::usage, agents::logs,
     ),
     modifiers(&BearerAuth),
     tags((name = "market", description = "catalog, quotes, purchases and leases"),
          (name = "provider", description = "pools and offers"),
          (name = "operator", description = "admission, deposits, withdrawals, registry"),
          (name = "ledger", description = "balances and statements"),
+         (name = "jobs", description = "jobs on leases, their attempts and logs"),
+         (name = "agents", description = "the outbound protocol of providers' agents"),
          (name = "orgs", description = "orgs, members, tokens"),
          (name = "meta", description = "health and this document"))
 )]

@@ -137,6 +137,9 @@ pub fn lease(l: &LeaseRow) -> api::Lease {
             state: l.hold.state.as_str().into(),
             posted_micros: l.hold.posted_micros,
         },
+        billing: if l.metered { "metered" } else { "elapsed" }.into(),
+        auto_end: l.auto_end,
+        metered_unit_seconds: l.metered_unit_seconds,
         allocations: l
             .allocations
             .iter()
@@ -228,4 +231,55 @@ pub fn statement_lines(
         }
     }
     lines
+}
+
+pub fn agent(a: &suanli_store::jobs::AgentRow, config: &crate::ServerConfig) -> api::Agent {
+    api::Agent {
+        id: a.id.clone(),
+        org_id: a.org_id.clone(),
+        pool_id: a.pool_id.clone(),
+        name: a.name.clone(),
+        backend: a.backend.clone(),
+        isolation: a.isolation.clone(),
+        version: a.version.clone(),
+        state: a.state.clone(),
+        registered_at: time(a.registered_ms),
+        last_seen_at: time(a.last_seen_ms),
+        heartbeat_interval_s: config.heartbeat_interval.as_secs(),
+        suspect_after_s: config.suspect_after.as_secs(),
+        lost_after_s: config.lost_after.as_secs(),
+    }
+}
+
+pub fn job(j: &suanli_store::jobs::JobRow) -> api::Job {
+    api::Job {
+        id: j.id.clone(),
+        org_id: j.org_id.clone(),
+        lease_id: j.lease_id.clone(),
+        name: j.name.clone(),
+        state: j.state.as_str().into(),
+        restartable: j.restartable,
+        exit_code: j.exit_code,
+        reason: j.reason.clone(),
+        created_at: time(j.created_ms),
+        started_at: j.started_ms.map(time),
+        ended_at: j.ended_ms.map(time),
+        unit_seconds: j.unit_seconds,
+        attempts: j
+            .attempts
+            .iter()
+            .map(|a| api::Attempt {
+                id: a.id.clone(),
+                number: a.number,
+                agent_id: a.agent_id.clone(),
+                state: a.state.as_str().into(),
+                exit_code: a.exit_code,
+                reason: a.reason.clone(),
+                dispatched_at: time(a.dispatched_ms),
+                started_at: a.started_ms.map(time),
+                ended_at: a.ended_ms.map(time),
+                backend_id: a.backend_id.clone(),
+            })
+            .collect(),
+    }
 }

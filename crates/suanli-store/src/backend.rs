@@ -110,6 +110,11 @@ pub enum StoreError {
     },
     #[error("{0}")]
     Forbidden(String),
+    /// A report about an attempt that is no longer current (fencing).
+    #[error("stale attempt: {0}")]
+    StaleAttempt(String),
+    #[error("the job has ended ({0})")]
+    JobNotActive(String),
     #[error("amount overflows")]
     Overflow,
     #[error("database error: {0}")]

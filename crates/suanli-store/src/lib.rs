@@ -5,12 +5,14 @@
 //! - [`sqlite`], [`postgres`]: the two implementations; [`schema`]: their migrations.
 //! - [`ops`]: every domain read and write, written once over any backend, with the conditional
 //!   updates that keep capacity and money invariants under concurrency.
+//! - [`jobs`]: agents, jobs and attempts with fencing, signed usage and logs.
 //! - [`writer`]: the single writer thread with group commit.
 //! - [`Store`]: opens a backend from a URL and hands out the writer and read connections.
 //!
 //! This crate knows nothing of HTTP or JSON.
 
 pub mod backend;
+pub mod jobs;
 pub mod ops;
 pub mod postgres;
 pub mod schema;

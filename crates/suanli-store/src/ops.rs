@@ -215,6 +215,11 @@ pub struct LeaseRow {
     pub billed_seconds: Option<u64>,
     pub cost_micros: Option<u64>,
     pub fee_micros: Option<u64>,
+    /// Billed on the signed usage of its jobs (pool with an agent) rather than on elapsed time.
+    pub metered: bool,
+    /// Ends when its last job ends.
+    pub auto_end: bool,
+    pub metered_unit_seconds: u64,
     pub allocations: Vec<(String, u64)>,
 }
 
@@ -227,6 +232,7 @@ pub struct Purchase {
     pub max_price_micros_per_unit_hour: Option<u64>,
     pub fee_bps: u32,
     pub now_ms: i64,
+    pub auto_end: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -270,7 +276,7 @@ pub struct StoredResponse {
 
 /// An open transaction (writer) or a read connection (readers).
 pub struct Tx<'a> {
-    b: &'a mut dyn Backend,
+    pub(crate) b: &'a mut dyn Backend,
     /// Pools whose capacity or offers changed; the writer refreshes the offer book after commit.
     pub dirty_pools: BTreeSet<String>,
 }
@@ -284,7 +290,8 @@ const OFFER_COLS: &str = "o.id, o.org_id, o.pool_id, p.zone, o.category, o.quali
 const LEASE_COLS: &str = "l.id, l.consumer_org_id, l.provider_org_id, l.offer_id, l.pool_id, \
     l.category, l.qualifier, l.zone, l.units, l.price_micros_per_unit_hour, l.fee_bps, \
     l.duration_limit_s, l.started_ms, l.ends_ms, l.state, h.id, h.org_id, h.amount_micros, h.state, \
-    h.posted_micros, l.ended_ms, l.billed_seconds, l.cost_micros, l.fee_micros";
+    h.posted_micros, l.ended_ms, l.billed_seconds, l.cost_micros, l.fee_micros, l.billing, l.auto_end, \
+    l.metered_unit_seconds";
 const TRANSFER_COLS: &str = "seq, id, kind, debit_account_id, credit_account_id, amount_micros, \
     debit_balance_after_micros, credit_balance_after_micros, hold_id, lease_id, external_ref, created_ms";
 
@@ -375,6 +382,9 @@ fn lease_row(r: &Row) -> LeaseRow {
         billed_seconds: r.opt_u64(21),
         cost_micros: r.opt_u64(22),
         fee_micros: r.opt_u64(23),
+        metered: r.str(24) == "metered",
+        auto_end: r.i64(25) != 0,
+        metered_unit_seconds: r.u64(26),
         allocations: Vec::new(),
     }
 }
@@ -1219,6 +1229,8 @@ impl<'a> Tx<'a> {
             ));
         }
         to_i64(hold_micros)?;
+        // Pools an agent serves bill the signed usage of the jobs run on them.
+        let metered = self.pool_has_agent(&offer.pool_id)?;
         let nodes: Vec<NodeFree> = self
             .nodes_of_pool(&offer.pool_id)?
             .iter()
@@ -1276,8 +1288,9 @@ impl<'a> Tx<'a> {
         };
         self.b.execute(
             "INSERT INTO leases (id, consumer_org_id, provider_org_id, offer_id, pool_id, category, qualifier, \
-             zone, units, price_micros_per_unit_hour, fee_bps, duration_limit_s, started_ms, ends_ms, state, hold_id) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, 'active', $15)",
+             zone, units, price_micros_per_unit_hour, fee_bps, duration_limit_s, started_ms, ends_ms, state, hold_id, \
+             billing, auto_end) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, 'active', $15, $16, $17)",
             &[
                 (&lease_id).into(),
                 (&org.id).into(),
@@ -1294,6 +1307,8 @@ impl<'a> Tx<'a> {
                 p.now_ms.into(),
                 terms.ends_at_ms().into(),
                 (&hold_id).into(),
+                if metered { "metered" } else { "elapsed" }.into(),
+                i64::from(p.auto_end).into(),
             ],
         )?;
         for a in &allocations {
@@ -1417,7 +1432,18 @@ impl<'a> Tx<'a> {
             started_ms: lease.started_ms,
             hold_micros: lease.hold.amount_micros,
         };
-        let (seconds, s) = terms.settle_at(now_ms, reason, lease.fee_bps);
+        let (seconds, mut s) = terms.settle_at(now_ms, reason, lease.fee_bps);
+        if lease.metered {
+            // The consumer pays the acknowledged usage of its jobs, never more than the hold.
+            s = suanli_core::ledger::settle(
+                lease.hold.amount_micros,
+                lease.price_micros_per_unit_hour,
+                1,
+                lease.metered_unit_seconds,
+                lease.fee_bps,
+            );
+            self.cancel_jobs_of_lease(lease_id, "the lease ended", now_ms)?;
+        }
         let ended_ms = if reason == EndReason::Expired {
             terms.ends_at_ms()
         } else {

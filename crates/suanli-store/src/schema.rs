@@ -166,6 +166,88 @@ CREATE TABLE idempotency_keys (
     PRIMARY KEY (org_id, idempotency_key)
 );
 "#,
+    // 2: agents, jobs and their attempts, signed usage, logs; metered leases.
+    r#"
+ALTER TABLE leases ADD COLUMN billing TEXT NOT NULL DEFAULT 'elapsed';
+ALTER TABLE leases ADD COLUMN auto_end BIGINT NOT NULL DEFAULT 0;
+ALTER TABLE leases ADD COLUMN metered_unit_seconds BIGINT NOT NULL DEFAULT 0;
+CREATE TABLE agents (
+    id TEXT PRIMARY KEY,
+    org_id TEXT NOT NULL REFERENCES orgs(id),
+    pool_id TEXT NOT NULL REFERENCES pools(id),
+    name TEXT NOT NULL,
+    public_key_hex TEXT NOT NULL,
+    backend TEXT NOT NULL,
+    isolation TEXT NOT NULL,
+    version TEXT NOT NULL,
+    state TEXT NOT NULL CHECK (state IN ('alive', 'suspect', 'lost')),
+    registered_ms BIGINT NOT NULL,
+    last_seen_ms BIGINT NOT NULL,
+    UNIQUE (org_id, public_key_hex)
+);
+CREATE INDEX agents_pool ON agents(pool_id);
+CREATE TABLE jobs (
+    id TEXT PRIMARY KEY,
+    org_id TEXT NOT NULL REFERENCES orgs(id),
+    lease_id TEXT NOT NULL REFERENCES leases(id),
+    pool_id TEXT NOT NULL REFERENCES pools(id),
+    name TEXT NOT NULL,
+    spec TEXT NOT NULL,
+    state TEXT NOT NULL,
+    restartable BIGINT NOT NULL,
+    attempts BIGINT NOT NULL DEFAULT 0,
+    current_attempt_id TEXT,
+    exit_code BIGINT,
+    reason TEXT,
+    time_limit_s BIGINT NOT NULL,
+    created_ms BIGINT NOT NULL,
+    started_ms BIGINT,
+    ended_ms BIGINT,
+    unit_seconds BIGINT NOT NULL DEFAULT 0
+);
+CREATE INDEX jobs_queue ON jobs(pool_id, state, created_ms);
+CREATE INDEX jobs_org ON jobs(org_id, created_ms);
+CREATE INDEX jobs_lease ON jobs(lease_id);
+CREATE TABLE attempts (
+    id TEXT PRIMARY KEY,
+    job_id TEXT NOT NULL REFERENCES jobs(id),
+    number BIGINT NOT NULL,
+    agent_id TEXT NOT NULL REFERENCES agents(id),
+    state TEXT NOT NULL,
+    exit_code BIGINT,
+    reason TEXT,
+    backend_id TEXT,
+    dispatched_ms BIGINT NOT NULL,
+    started_ms BIGINT,
+    ended_ms BIGINT,
+    unit_seconds BIGINT NOT NULL DEFAULT 0,
+    UNIQUE (job_id, number)
+);
+CREATE INDEX attempts_agent ON attempts(agent_id, state);
+CREATE TABLE usage_records (
+    attempt_id TEXT NOT NULL REFERENCES attempts(id),
+    seq BIGINT NOT NULL,
+    job_id TEXT NOT NULL,
+    unit_seconds BIGINT NOT NULL,
+    billed_unit_seconds BIGINT NOT NULL,
+    cpu_ms BIGINT,
+    peak_memory_mib BIGINT,
+    signature_hex TEXT NOT NULL,
+    received_ms BIGINT NOT NULL,
+    PRIMARY KEY (attempt_id, seq)
+);
+CREATE TABLE job_logs (
+    seq {SEQ},
+    job_id TEXT NOT NULL,
+    attempt_id TEXT NOT NULL,
+    chunk_seq BIGINT NOT NULL,
+    stream TEXT NOT NULL,
+    data TEXT NOT NULL,
+    created_ms BIGINT NOT NULL,
+    UNIQUE (attempt_id, chunk_seq)
+);
+CREATE INDEX job_logs_job ON job_logs(job_id, seq);
+"#,
 ];
 
 /// The migration text for `backend_kind`.

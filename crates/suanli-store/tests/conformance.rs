@@ -134,6 +134,7 @@ fn purchase(m: &Market, units: u64, duration_s: u64, now_ms: i64) -> Purchase {
         max_price_micros_per_unit_hour: None,
         fee_bps: 500,
         now_ms,
+        auto_end: false,
     }
 }
 

@@ -1590,6 +1590,7 @@ async fn execute(ctx: &Ctx, command: Command, o: &mut Output) -> Result {
                 units: args.units,
                 duration_limit_s: args.duration_s,
                 max_price_micros_per_unit_hour: args.max_price_micros,
+                auto_end: false,
             };
             let lease = client.purchase(&request, ctx.key()).await?;
             if ctx.json {

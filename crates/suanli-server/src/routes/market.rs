@@ -306,6 +306,7 @@ pub async fn purchase(
         max_price_micros_per_unit_hour: req.max_price_micros_per_unit_hour,
         fee_bps: state.config.fee_bps,
         now_ms: now_ms(),
+        auto_end: req.auto_end,
     };
     state
         .mutate(

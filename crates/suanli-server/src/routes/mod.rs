@@ -1,5 +1,7 @@
 //! Routes under `/api/v1`, one module per area.
 
+pub mod agents;
+pub mod jobs;
 pub mod ledger;
 pub mod market;
 pub mod orgs;
@@ -75,6 +77,33 @@ pub fn router() -> Router<AppState> {
         .route("/api/v1/balance", get(ledger::balance))
         .route("/api/v1/statement", get(ledger::statement))
         .route("/api/v1/ledger/check", get(ledger::check))
+        .route("/api/v1/leases/{lease_id}/jobs", post(jobs::create_job))
+        .route("/api/v1/jobs", get(jobs::list_jobs))
+        .route("/api/v1/jobs/{job_id}", get(jobs::get_job))
+        .route("/api/v1/jobs/{job_id}/cancel", post(jobs::cancel_job))
+        .route("/api/v1/jobs/{job_id}/logs", get(jobs::job_logs))
+        .route(
+            "/api/v1/agents",
+            get(agents::list_agents).post(agents::register),
+        )
+        .route(
+            "/api/v1/agents/{agent_id}/heartbeat",
+            post(agents::heartbeat),
+        )
+        .route("/api/v1/agents/{agent_id}/poll", post(agents::poll))
+        .route(
+            "/api/v1/agents/{agent_id}/attempts/{attempt_id}/events",
+            post(agents::event),
+        )
+        .route(
+            "/api/v1/agents/{agent_id}/attempts/{attempt_id}/usage",
+            post(agents::usage),
+        )
+        .route(
+            "/api/v1/agents/{agent_id}/attempts/{attempt_id}/logs",
+            post(agents::logs),
+        )
+        .route("/metrics", get(agents::metrics))
 }
 
 /// Validates a name field.

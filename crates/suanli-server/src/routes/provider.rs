@@ -93,51 +93,22 @@ pub async fn create_pool(
             format!("a pool has 1 to {MAX_NODES_PER_POOL} nodes"),
         ));
     }
-    let mut nodes = Vec::with_capacity(req.nodes.len());
-    for (i, n) in req.nodes.iter().enumerate() {
-        let f = |x: &str| format!("nodes[{i}].{x}");
-        name(&f("name"), &n.name)?;
-        range(&f("cpus"), n.cpus, 1, MAX_NODE_CPUS)?;
-        range(&f("memory_mib"), n.memory_mib, 1, MAX_MEMORY_MIB)?;
-        range(&f("accelerators"), n.accelerators, 0, 1024)?;
-        match (&n.accelerator_model, n.accelerators) {
-            (Some(m), _) => slug(&f("accelerator_model"), m)?,
-            (None, 0) => {}
-            (None, _) => {
-                return Err(ApiError::invalid(
-                    f("accelerator_model"),
-                    "nodes with accelerators name their model",
-                ))
-            }
-        }
-        if let Some(p) = &n.partition {
-            slug(&f("partition"), p)?;
-        }
-        nodes.push(NewNode {
-            name: n.name.clone(),
-            cpus: n.cpus,
-            memory_mib: n.memory_mib,
-            accelerator_model: n.accelerator_model.clone(),
-            accelerators: n.accelerators,
-            partition: n.partition.clone(),
-        });
-    }
+    let nodes = validate_nodes(&req.nodes)?;
     let org = caller.org.id.clone();
     let now = now_ms();
     state
-        .mutate(caller.org_id(), key, body.request_sha256, StatusCode::CREATED, move |tx| {
-            for (i, n) in nodes.iter().enumerate() {
-                if let Some(model) = &n.accelerator_model {
-                    if tx.accelerator_memory_gib(model)?.is_none() {
-                        return Err(suanli_store::StoreError::Invalid {
-                            field: "nodes",
-                            message: format!("nodes[{i}]: unknown accelerator model {model:?}; see /api/v1/accelerator-models"),
-                        });
-                    }
-                }
-            }
-            Ok(wire::pool(&tx.create_pool(&org, &req.name, &req.zone, &nodes, now)?))
-        })
+        .mutate(
+            caller.org_id(),
+            key,
+            body.request_sha256,
+            StatusCode::CREATED,
+            move |tx| {
+                check_models(tx, &nodes)?;
+                Ok(wire::pool(
+                    &tx.create_pool(&org, &req.name, &req.zone, &nodes, now)?,
+                ))
+            },
+        )
         .await
 }
 
@@ -322,4 +293,62 @@ pub async fn withdraw_offer(
             Ok(wire::offer(&tx.withdraw_offer(&org, &offer_id)?))
         })
         .await
+}
+
+/// Validates node specs (pool registration and agent registration alike).
+pub fn validate_nodes(specs: &[suanli_api::NodeSpec]) -> Result<Vec<NewNode>, ApiError> {
+    if specs.is_empty() || specs.len() > MAX_NODES_PER_POOL {
+        return Err(ApiError::invalid(
+            "nodes",
+            format!("a pool has 1 to {MAX_NODES_PER_POOL} nodes"),
+        ));
+    }
+    let mut nodes = Vec::with_capacity(specs.len());
+    for (i, n) in specs.iter().enumerate() {
+        let f = |x: &str| format!("nodes[{i}].{x}");
+        name(&f("name"), &n.name)?;
+        range(&f("cpus"), n.cpus, 1, MAX_NODE_CPUS)?;
+        range(&f("memory_mib"), n.memory_mib, 1, MAX_MEMORY_MIB)?;
+        range(&f("accelerators"), n.accelerators, 0, 1024)?;
+        match (&n.accelerator_model, n.accelerators) {
+            (Some(m), _) => slug(&f("accelerator_model"), m)?,
+            (None, 0) => {}
+            (None, _) => {
+                return Err(ApiError::invalid(
+                    f("accelerator_model"),
+                    "nodes with accelerators name their model",
+                ))
+            }
+        }
+        if let Some(p) = &n.partition {
+            slug(&f("partition"), p)?;
+        }
+        nodes.push(NewNode {
+            name: n.name.clone(),
+            cpus: n.cpus,
+            memory_mib: n.memory_mib,
+            accelerator_model: n.accelerator_model.clone(),
+            accelerators: n.accelerators,
+            partition: n.partition.clone(),
+        });
+    }
+    Ok(nodes)
+}
+
+/// Refuses nodes whose accelerator model is not in the registry.
+pub fn check_models(
+    tx: &mut suanli_store::Tx<'_>,
+    nodes: &[NewNode],
+) -> Result<(), suanli_store::StoreError> {
+    for (i, n) in nodes.iter().enumerate() {
+        if let Some(model) = &n.accelerator_model {
+            if tx.accelerator_memory_gib(model)?.is_none() {
+                return Err(suanli_store::StoreError::Invalid {
+                    field: "nodes",
+                    message: format!("nodes[{i}]: unknown accelerator model {model:?}; see /api/v1/accelerator-models"),
+                });
+            }
+        }
+    }
+    Ok(())
 }

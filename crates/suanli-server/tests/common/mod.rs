@@ -167,5 +167,6 @@ pub fn buy(offer: &Offer, units: u64, duration_limit_s: u64) -> PurchaseRequest 
         units,
         duration_limit_s,
         max_price_micros_per_unit_hour: None,
+        auto_end: false,
     }
 }

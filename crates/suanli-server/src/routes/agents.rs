@@ -1,0 +1,519 @@
+//! The agent protocol. Agents connect outbound only: they register their measured capacity,
+//! send heartbeats, long-poll for work, and report attempt states, logs and signed usage. Every
+//! report names an attempt and is refused once that attempt is no longer current (fencing).
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use ed25519_dalek::{Signature, VerifyingKey};
+use suanli_api::{
+    Agent, AttemptEvent, ErrorBody, ErrorCode, HeartbeatRequest, HeartbeatResponse, List, LogBatch,
+    OrgKind, PollRequest, PollResponse, RegisterAgentRequest, UsageAck, UsageBatch,
+};
+use suanli_core::job::JobState;
+use suanli_store::jobs::{NewAgent, VerifiedUsage};
+
+use crate::auth::Caller;
+use crate::error::ApiError;
+use crate::extract::{ApiJson, IdPath, IdempotencyKey, TwoIdPath};
+use crate::routes::provider::{check_models, validate_nodes};
+use crate::routes::{name, slug, text, zone};
+use crate::{now_ms, wire, AppState};
+
+fn hex_bytes<const N: usize>(field: &str, s: &str) -> Result<[u8; N], ApiError> {
+    let bad = || ApiError::invalid(field, format!("{field} is {N} bytes in hex"));
+    if s.len() != N * 2 {
+        return Err(bad());
+    }
+    let mut out = [0u8; N];
+    for (i, chunk) in s.as_bytes().chunks(2).enumerate() {
+        let text = std::str::from_utf8(chunk).map_err(|_| bad())?;
+        out[i] = u8::from_str_radix(text, 16).map_err(|_| bad())?;
+    }
+    Ok(out)
+}
+
+/// Registers an agent of the caller's provider org with the capacity it measured; a known key
+/// re-attaches to its agent and pool.
+#[utoipa::path(post, path = "/api/v1/agents", tag = "agents", security(("bearer" = [])),
+    params(("Idempotency-Key" = Option<String>, Header, description = "retry key")),
+    request_body = RegisterAgentRequest,
+    responses((status = 201, body = Agent), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody)))]
+pub async fn register(
+    State(state): State<AppState>,
+    caller: Caller,
+    IdempotencyKey(key): IdempotencyKey,
+    body: ApiJson<RegisterAgentRequest>,
+) -> Result<Response, ApiError> {
+    caller.require_kind(&[OrgKind::Provider], "running agents")?;
+    let req = body.value;
+    name("name", &req.name)?;
+    zone(&state, "zone", &req.zone)?;
+    hex_bytes::<32>("public_key_hex", &req.public_key_hex)?;
+    VerifyingKey::from_bytes(&hex_bytes::<32>("public_key_hex", &req.public_key_hex)?)
+        .map_err(|_| ApiError::invalid("public_key_hex", "not an ed25519 public key"))?;
+    if req.backend != "local" && req.backend != "slurm" {
+        return Err(ApiError::invalid("backend", "backend is local or slurm"));
+    }
+    text("isolation", &req.isolation)?;
+    slug("version", &req.version)?;
+    if let Some(p) = &req.pool_id {
+        slug("pool_id", p)?;
+    }
+    let nodes = validate_nodes(&req.nodes)?;
+    let agent = NewAgent {
+        org_id: caller.org.id.clone(),
+        name: req.name,
+        zone: req.zone,
+        public_key_hex: req.public_key_hex.to_ascii_lowercase(),
+        backend: req.backend,
+        isolation: req.isolation,
+        version: req.version,
+        nodes,
+        pool_id: req.pool_id,
+    };
+    let now = now_ms();
+    let config = state.config.clone();
+    state
+        .mutate(
+            caller.org_id(),
+            key,
+            body.request_sha256,
+            StatusCode::CREATED,
+            move |tx| {
+                check_models(tx, &agent.nodes)?;
+                Ok(wire::agent(&tx.register_agent(&agent, now)?, &config))
+            },
+        )
+        .await
+}
+
+/// Agents: the caller's own (provider) or every agent (operator).
+#[utoipa::path(get, path = "/api/v1/agents", tag = "agents", security(("bearer" = [])),
+    responses((status = 200, body = List<Agent>), (status = 401, body = ErrorBody)))]
+pub async fn list_agents(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> Result<Json<List<Agent>>, ApiError> {
+    let org = (caller.kind() != OrgKind::Operator).then(|| caller.org.id.clone());
+    let agents = state.read(move |tx| tx.list_agents(org.as_deref())).await?;
+    Ok(Json(List {
+        items: agents
+            .iter()
+            .map(|a| wire::agent(a, &state.config))
+            .collect(),
+    }))
+}
+
+/// A heartbeat: the attempts the agent runs; the answer names those it must stop.
+#[utoipa::path(post, path = "/api/v1/agents/{agent_id}/heartbeat", tag = "agents", security(("bearer" = [])),
+    params(("agent_id" = String, Path)), request_body = HeartbeatRequest,
+    responses((status = 200, body = HeartbeatResponse), (status = 404, body = ErrorBody)))]
+pub async fn heartbeat(
+    State(state): State<AppState>,
+    caller: Caller,
+    IdempotencyKey(key): IdempotencyKey,
+    IdPath(agent_id): IdPath,
+    body: ApiJson<HeartbeatRequest>,
+) -> Result<Response, ApiError> {
+    let running = body.value.running;
+    if running.len() > 10_000 {
+        return Err(ApiError::invalid("running", "at most 10000 attempts"));
+    }
+    let org = caller.org.id.clone();
+    let now = now_ms();
+    let config = state.config.clone();
+    state
+        .mutate(
+            caller.org_id(),
+            key,
+            body.request_sha256,
+            StatusCode::OK,
+            move |tx| {
+                let (agent, stop) = tx.heartbeat(&org, &agent_id, &running, now)?;
+                Ok(HeartbeatResponse {
+                    stop,
+                    agent: wire::agent(&agent, &config),
+                })
+            },
+        )
+        .await
+}
+
+/// Long-polls for work: returns as soon as jobs are queued on the agent's pool, or after `wait_ms`.
+#[utoipa::path(post, path = "/api/v1/agents/{agent_id}/poll", tag = "agents", security(("bearer" = [])),
+    params(("agent_id" = String, Path)), request_body = PollRequest,
+    responses((status = 200, body = PollResponse), (status = 404, body = ErrorBody)))]
+pub async fn poll(
+    State(state): State<AppState>,
+    caller: Caller,
+    IdPath(agent_id): IdPath,
+    body: ApiJson<PollRequest>,
+) -> Result<Json<PollResponse>, ApiError> {
+    let wait = Duration::from_millis(body.value.wait_ms.min(30_000));
+    let max = body.value.max.unwrap_or(8).clamp(1, 64);
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        let notified = state.work.notified();
+        let (org, agent) = (caller.org.id.clone(), agent_id.clone());
+        let now = now_ms();
+        let dispatched = state
+            .store
+            .writer()
+            .submit(move |tx| tx.dispatch(&org, &agent, max, now))
+            .await
+            .map_err(ApiError::from)?;
+        if !dispatched.is_empty() || tokio::time::Instant::now() >= deadline {
+            let mut assignments = Vec::with_capacity(dispatched.len());
+            for d in dispatched {
+                let task = serde_json::from_str(&d.job.spec).map_err(|e| {
+                    ApiError::new(
+                        ErrorCode::Internal,
+                        format!("stored task of {}: {e}", d.job.id),
+                    )
+                })?;
+                assignments.push(suanli_api::Assignment {
+                    attempt_id: d.attempt_id,
+                    job_id: d.job.id.clone(),
+                    lease_id: d.lease.id.clone(),
+                    task,
+                    units: d.lease.units,
+                    cpus: d.cpus,
+                    memory_mib: d.memory_mib,
+                    accelerators: d.accelerators,
+                    time_limit_s: d.time_limit_s,
+                    node_ids: d.lease.allocations.iter().map(|(n, _)| n.clone()).collect(),
+                });
+            }
+            if !assignments.is_empty() {
+                state.logs.notify_waiters();
+            }
+            return Ok(Json(PollResponse { assignments }));
+        }
+        let _ = tokio::time::timeout_at(
+            deadline.min(tokio::time::Instant::now() + Duration::from_millis(1_000)),
+            notified,
+        )
+        .await;
+    }
+}
+
+/// An attempt's state: running, or how it ended.
+#[utoipa::path(post, path = "/api/v1/agents/{agent_id}/attempts/{attempt_id}/events", tag = "agents",
+    security(("bearer" = [])), params(("agent_id" = String, Path), ("attempt_id" = String, Path)),
+    request_body = AttemptEvent,
+    responses((status = 200, body = suanli_api::Job), (status = 409, body = ErrorBody)))]
+pub async fn event(
+    State(state): State<AppState>,
+    caller: Caller,
+    IdempotencyKey(key): IdempotencyKey,
+    TwoIdPath(agent_id, attempt_id): TwoIdPath,
+    body: ApiJson<AttemptEvent>,
+) -> Result<Response, ApiError> {
+    let ev = body.value;
+    let new_state = JobState::parse(&ev.state)
+        .filter(|s| *s == JobState::Running || (s.is_final() && *s != JobState::Lost))
+        .ok_or_else(|| {
+            ApiError::invalid(
+                "state",
+                "state is running, succeeded, failed, cancelled or timed_out",
+            )
+        })?;
+    if let Some(m) = &ev.message {
+        text("message", m)?;
+    }
+    if let Some(b) = &ev.backend_id {
+        slug("backend_id", b)?;
+    }
+    let org = caller.org.id.clone();
+    let now = now_ms();
+    let response = state
+        .mutate(
+            caller.org_id(),
+            key,
+            body.request_sha256,
+            StatusCode::OK,
+            move |tx| {
+                let job = tx.attempt_event(
+                    &org,
+                    &agent_id,
+                    &attempt_id,
+                    new_state,
+                    ev.exit_code,
+                    ev.message.as_deref(),
+                    ev.backend_id.as_deref(),
+                    now,
+                )?;
+                Ok(wire::job(&job))
+            },
+        )
+        .await?;
+    state.logs.notify_waiters();
+    Ok(response)
+}
+
+/// Signed usage of an attempt. Each record's signature is checked against the agent's key; a
+/// record already counted (same sequence number) is acknowledged again but not counted twice.
+#[utoipa::path(post, path = "/api/v1/agents/{agent_id}/attempts/{attempt_id}/usage", tag = "agents",
+    security(("bearer" = [])), params(("agent_id" = String, Path), ("attempt_id" = String, Path)),
+    request_body = UsageBatch,
+    responses((status = 200, body = UsageAck), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub async fn usage(
+    State(state): State<AppState>,
+    caller: Caller,
+    TwoIdPath(agent_id, attempt_id): TwoIdPath,
+    body: ApiJson<UsageBatch>,
+) -> Result<Json<UsageAck>, ApiError> {
+    let records = body.value.records;
+    if records.is_empty() || records.len() > 1_000 {
+        return Err(ApiError::invalid("records", "send 1 to 1000 records"));
+    }
+    let (org, id, att) = (caller.org.id.clone(), agent_id.clone(), attempt_id.clone());
+    let (agent, job_id) = state
+        .read(move |tx| {
+            let agent = tx.get_agent(Some(&org), &id)?;
+            let job = tx.job_of_attempt(&att)?;
+            Ok((agent, job))
+        })
+        .await?;
+    let key = VerifyingKey::from_bytes(&hex_bytes::<32>("public_key_hex", &agent.public_key_hex)?)
+        .map_err(|_| ApiError::new(ErrorCode::Internal, "stored agent key is invalid"))?;
+    let mut verified = Vec::with_capacity(records.len());
+    for (i, r) in records.iter().enumerate() {
+        let field = format!("records[{i}].signature_hex");
+        let sig = Signature::from_bytes(&hex_bytes::<64>(&field, &r.signature_hex)?);
+        let message = suanli_api::usage_message(
+            &job_id,
+            &attempt_id,
+            r.seq,
+            r.unit_seconds,
+            r.cpu_ms,
+            r.peak_memory_mib,
+        );
+        key.verify_strict(message.as_bytes(), &sig).map_err(|_| {
+            ApiError::field(
+                ErrorCode::InvalidSignature,
+                field,
+                "the signature does not match the agent's key",
+            )
+        })?;
+        if r.seq == 0 || r.unit_seconds > 1_000_000_000 {
+            return Err(ApiError::invalid(
+                format!("records[{i}]"),
+                "seq starts at 1; unit_seconds is at most 10^9",
+            ));
+        }
+        verified.push(VerifiedUsage {
+            seq: r.seq,
+            unit_seconds: r.unit_seconds,
+            cpu_ms: r.cpu_ms,
+            peak_memory_mib: r.peak_memory_mib,
+            signature_hex: r.signature_hex.clone(),
+        });
+    }
+    let org = caller.org.id.clone();
+    let now = now_ms();
+    let (accepted, duplicates, unit_seconds) = state
+        .store
+        .writer()
+        .submit(move |tx| tx.record_usage(&org, &agent_id, &attempt_id, &verified, now))
+        .await
+        .map_err(ApiError::from)?;
+    state
+        .metrics
+        .usage_records
+        .fetch_add(u64::from(accepted), Ordering::Relaxed);
+    state
+        .metrics
+        .usage_duplicates
+        .fetch_add(u64::from(duplicates), Ordering::Relaxed);
+    Ok(Json(UsageAck {
+        accepted,
+        duplicates,
+        unit_seconds,
+    }))
+}
+
+/// Output of an attempt.
+#[utoipa::path(post, path = "/api/v1/agents/{agent_id}/attempts/{attempt_id}/logs", tag = "agents",
+    security(("bearer" = [])), params(("agent_id" = String, Path), ("attempt_id" = String, Path)),
+    request_body = LogBatch,
+    responses((status = 200, description = "stored"), (status = 409, body = ErrorBody)))]
+pub async fn logs(
+    State(state): State<AppState>,
+    caller: Caller,
+    TwoIdPath(agent_id, attempt_id): TwoIdPath,
+    body: ApiJson<LogBatch>,
+) -> Result<Response, ApiError> {
+    let chunks = body.value.chunks;
+    if chunks.len() > 1_000 {
+        return Err(ApiError::invalid("chunks", "at most 1000 chunks"));
+    }
+    let mut rows = Vec::with_capacity(chunks.len());
+    for (i, c) in chunks.into_iter().enumerate() {
+        if !matches!(c.stream.as_str(), "stdout" | "stderr" | "system")
+            || c.seq == 0
+            || c.data.len() > 256 * 1024
+        {
+            return Err(ApiError::invalid(
+                format!("chunks[{i}]"),
+                "stream is stdout, stderr or system; seq from 1; data at most 256 KiB",
+            ));
+        }
+        rows.push((c.seq, c.stream, c.data));
+    }
+    let org = caller.org.id.clone();
+    let now = now_ms();
+    let stored = state
+        .store
+        .writer()
+        .submit(move |tx| tx.append_logs(&org, &agent_id, &attempt_id, &rows, now))
+        .await
+        .map_err(ApiError::from)?;
+    state.logs.notify_waiters();
+    Ok(Json(serde_json::json!({ "stored": stored })).into_response())
+}
+
+/// Prometheus text metrics: agents and jobs by state, and the monitor's counters.
+pub async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError> {
+    let (agents, jobs) = state
+        .read(|tx| {
+            let agents = tx.list_agents(None)?;
+            let jobs = tx.count_jobs_by_state()?;
+            Ok((agents, jobs))
+        })
+        .await?;
+    let mut out = String::new();
+    out.push_str("# HELP suanli_agents Agents by state.\n# TYPE suanli_agents gauge\n");
+    for s in ["alive", "suspect", "lost"] {
+        let n = agents.iter().filter(|a| a.state == s).count();
+        out.push_str(&format!("suanli_agents{{state=\"{s}\"}} {n}\n"));
+    }
+    out.push_str("# HELP suanli_jobs Jobs by state.\n# TYPE suanli_jobs gauge\n");
+    for s in JobState::ALL {
+        let n = jobs
+            .iter()
+            .find(|(k, _)| k == s.as_str())
+            .map(|(_, n)| *n)
+            .unwrap_or(0);
+        out.push_str(&format!("suanli_jobs{{state=\"{}\"}} {n}\n", s.as_str()));
+    }
+    let m = &state.metrics;
+    for (name, help, v) in [
+        (
+            "suanli_monitor_self_suspicions_total",
+            "Times more than half of the agents went silent at once and nobody was declared lost.",
+            &m.self_suspicions,
+        ),
+        (
+            "suanli_agents_lost_total",
+            "Agents declared lost.",
+            &m.agents_lost,
+        ),
+        (
+            "suanli_jobs_requeued_total",
+            "Restartable jobs re-queued after their agent was lost.",
+            &m.jobs_requeued,
+        ),
+        (
+            "suanli_jobs_lost_total",
+            "Jobs that ended lost with their agent.",
+            &m.jobs_lost,
+        ),
+        (
+            "suanli_usage_records_total",
+            "Usage records counted.",
+            &m.usage_records,
+        ),
+        (
+            "suanli_usage_duplicates_total",
+            "Usage records received again and not counted twice.",
+            &m.usage_duplicates,
+        ),
+    ] {
+        out.push_str(&format!(
+            "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}\n",
+            v.load(Ordering::Relaxed)
+        ));
+    }
+    Ok((
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4",
+        )],
+        out,
+    )
+        .into_response())
+}
+
+/// Watches agents' heartbeats: suspect, then lost (their attempts lost, restartable jobs queued
+/// again), unless the exchange itself looks like the one that went silent.
+pub async fn monitor_service(state: AppState) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut was_suspecting = false;
+    loop {
+        tick.tick().await;
+        let now = now_ms();
+        let suspect = state.config.suspect_after.as_millis() as i64;
+        let lost = state.config.lost_after.as_millis() as i64;
+        let since = state.started_ms;
+        let outcome = match state
+            .store
+            .writer()
+            .submit(move |tx| tx.monitor_agents(now, suspect, lost, since))
+            .await
+        {
+            Ok(o) => o,
+            Err(e) => {
+                tracing::warn!(error = %e, "monitor: could not check agents");
+                continue;
+            }
+        };
+        if outcome.self_suspected {
+            if !was_suspecting {
+                state
+                    .metrics
+                    .self_suspicions
+                    .fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(
+                    silent = outcome.silent_agents,
+                    live = outcome.live_agents,
+                    "more than half of the agents went silent at once: suspecting a partition or a stall on the \
+                     exchange's side; no agent is declared lost"
+                );
+            }
+            was_suspecting = true;
+            continue;
+        }
+        was_suspecting = false;
+        for a in &outcome.newly_suspect {
+            tracing::warn!(agent = %a, "agent is suspect: no heartbeat");
+        }
+        for a in &outcome.newly_lost {
+            tracing::warn!(agent = %a, "agent is lost: its running attempts are lost");
+        }
+        state
+            .metrics
+            .agents_lost
+            .fetch_add(outcome.newly_lost.len() as u64, Ordering::Relaxed);
+        state
+            .metrics
+            .jobs_requeued
+            .fetch_add(outcome.requeued_jobs.len() as u64, Ordering::Relaxed);
+        state
+            .metrics
+            .jobs_lost
+            .fetch_add(outcome.lost_jobs.len() as u64, Ordering::Relaxed);
+        if !outcome.requeued_jobs.is_empty() {
+            state.work.notify_waiters();
+        }
+        if !outcome.requeued_jobs.is_empty() || !outcome.lost_jobs.is_empty() {
+            state.logs.notify_waiters();
+        }
+    }
+}

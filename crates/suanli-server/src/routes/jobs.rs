@@ -1,0 +1,279 @@
+//! Jobs: what consumers run on their leases, their state and their logs.
+
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::Response;
+use axum::Json;
+use suanli_api::{
+    CreateJobRequest, ErrorBody, Job, JobListParams, List, LogChunk, LogPage, LogParams, OrgKind,
+    TaskSpec,
+};
+use suanli_core::job::JobState;
+use suanli_store::jobs::NewJob;
+
+use crate::auth::Caller;
+use crate::error::ApiError;
+use crate::extract::{ApiJson, ApiQuery, BodylessHash, IdPath, IdempotencyKey};
+use crate::routes::{limit, name, text};
+use crate::{now_ms, wire, AppState};
+
+/// Largest uploaded working directory, decoded (the request body is limited to 1 MiB).
+pub const MAX_WORKDIR_BYTES: usize = 512 * 1024;
+/// Longest `setup` or `run` script.
+pub const MAX_SCRIPT_BYTES: usize = 64 * 1024;
+
+fn relative_path(field: &str, p: &str) -> Result<(), ApiError> {
+    let bad = p.is_empty()
+        || p.len() > 255
+        || p.starts_with('/')
+        || p.split('/')
+            .any(|c| c == ".." || c.is_empty() && !p.ends_with('/'))
+        || p.chars().any(char::is_control);
+    if bad {
+        return Err(ApiError::invalid(
+            field,
+            format!("{p:?} must be a relative path inside the job directory"),
+        ));
+    }
+    Ok(())
+}
+
+/// Checks a task before it is queued: sizes, names, paths.
+pub fn validate_task(task: &TaskSpec) -> Result<(), ApiError> {
+    if let Some(n) = &task.name {
+        name("task.name", n)?;
+    }
+    if task.run.trim().is_empty() {
+        return Err(ApiError::invalid(
+            "task.run",
+            "run holds the commands of the job",
+        ));
+    }
+    if task.run.len() > MAX_SCRIPT_BYTES
+        || task
+            .setup
+            .as_ref()
+            .is_some_and(|s| s.len() > MAX_SCRIPT_BYTES)
+    {
+        return Err(ApiError::invalid(
+            "task.run",
+            "setup and run are at most 64 KiB each",
+        ));
+    }
+    if task.env.len() > 256 {
+        return Err(ApiError::invalid(
+            "task.env",
+            "at most 256 environment variables",
+        ));
+    }
+    for (k, v) in &task.env {
+        let ok_name = !k.is_empty()
+            && k.len() <= 128
+            && !k.starts_with(|c: char| c.is_ascii_digit())
+            && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if !ok_name {
+            return Err(ApiError::invalid(
+                format!("task.env.{k}"),
+                "variable names are letters, digits and _",
+            ));
+        }
+        if v.len() > 4096 || v.contains('\0') {
+            return Err(ApiError::invalid(
+                format!("task.env.{k}"),
+                "values are at most 4 KiB, without NUL",
+            ));
+        }
+    }
+    let mut total = 0usize;
+    for (i, f) in task.workdir.iter().enumerate() {
+        relative_path(&format!("task.workdir[{i}].path"), &f.path)?;
+        total += f.content_base64.len() / 4 * 3;
+        if f.mode.is_some_and(|m| m > 0o7777) {
+            return Err(ApiError::invalid(
+                format!("task.workdir[{i}].mode"),
+                "mode is Unix permission bits",
+            ));
+        }
+    }
+    if total > MAX_WORKDIR_BYTES || task.workdir.len() > 1_000 {
+        return Err(ApiError::invalid(
+            "task.workdir",
+            "the working directory is at most 512 KiB and 1000 files",
+        ));
+    }
+    for (i, o) in task.outputs.iter().enumerate() {
+        relative_path(&format!("task.outputs[{i}]"), o)?;
+    }
+    if task.outputs.len() > 64 {
+        return Err(ApiError::invalid("task.outputs", "at most 64 output paths"));
+    }
+    if task.time_limit_s == Some(0) {
+        return Err(ApiError::invalid(
+            "task.time_limit_s",
+            "time_limit_s must be at least 1",
+        ));
+    }
+    Ok(())
+}
+
+/// Queues a job on one of the caller's leases. The lease's pool must be served by an agent.
+#[utoipa::path(post, path = "/api/v1/leases/{lease_id}/jobs", tag = "jobs", security(("bearer" = [])),
+    params(("lease_id" = String, Path), ("Idempotency-Key" = Option<String>, Header, description = "retry key")),
+    request_body = CreateJobRequest,
+    responses((status = 201, body = Job), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 409, body = ErrorBody)))]
+pub async fn create_job(
+    State(state): State<AppState>,
+    caller: Caller,
+    IdempotencyKey(key): IdempotencyKey,
+    IdPath(lease_id): IdPath,
+    body: ApiJson<CreateJobRequest>,
+) -> Result<Response, ApiError> {
+    caller.require_kind(&[OrgKind::Consumer], "running jobs")?;
+    let task = body.value.task;
+    validate_task(&task)?;
+    if let Some(n) = &task.name {
+        text("task.name", n)?;
+    }
+    let spec =
+        serde_json::to_string(&task).map_err(|e| ApiError::invalid("task", e.to_string()))?;
+    let job = NewJob {
+        org_id: caller.org.id.clone(),
+        lease_id,
+        name: task.name.clone().unwrap_or_else(|| "job".into()),
+        spec,
+        restartable: task.restartable,
+        time_limit_s: task.time_limit_s,
+    };
+    let now = now_ms();
+    let response = state
+        .mutate(
+            caller.org_id(),
+            key,
+            body.request_sha256,
+            StatusCode::CREATED,
+            move |tx| Ok(wire::job(&tx.create_job(&job, now)?)),
+        )
+        .await?;
+    state.work.notify_waiters();
+    Ok(response)
+}
+
+/// The caller's jobs, newest first.
+#[utoipa::path(get, path = "/api/v1/jobs", tag = "jobs", security(("bearer" = [])), params(JobListParams),
+    responses((status = 200, body = List<Job>), (status = 400, body = ErrorBody)))]
+pub async fn list_jobs(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiQuery(params): ApiQuery<JobListParams>,
+) -> Result<Json<List<Job>>, ApiError> {
+    if let Some(s) = &params.state {
+        if JobState::parse(s).is_none() {
+            return Err(ApiError::field(
+                suanli_api::ErrorCode::InvalidQuery,
+                "state",
+                "unknown job state",
+            ));
+        }
+    }
+    let limit = limit(params.limit)?;
+    let org = caller.org.id.clone();
+    let jobs = state
+        .read(move |tx| {
+            tx.list_jobs(
+                &org,
+                params.lease_id.as_deref(),
+                params.state.as_deref(),
+                limit,
+            )
+        })
+        .await?;
+    Ok(Json(List {
+        items: jobs.iter().map(wire::job).collect(),
+    }))
+}
+
+/// One of the caller's jobs with its attempts.
+#[utoipa::path(get, path = "/api/v1/jobs/{job_id}", tag = "jobs", security(("bearer" = [])),
+    params(("job_id" = String, Path)), responses((status = 200, body = Job), (status = 404, body = ErrorBody)))]
+pub async fn get_job(
+    State(state): State<AppState>,
+    caller: Caller,
+    IdPath(job_id): IdPath,
+) -> Result<Json<Job>, ApiError> {
+    let org = caller.org.id.clone();
+    let job = state.read(move |tx| tx.get_job(&org, &job_id)).await?;
+    Ok(Json(wire::job(&job)))
+}
+
+/// Cancels a job; its agent stops the process tree at its next heartbeat.
+#[utoipa::path(post, path = "/api/v1/jobs/{job_id}/cancel", tag = "jobs", security(("bearer" = [])),
+    params(("job_id" = String, Path), ("Idempotency-Key" = Option<String>, Header, description = "retry key")),
+    responses((status = 200, body = Job), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub async fn cancel_job(
+    State(state): State<AppState>,
+    caller: Caller,
+    IdempotencyKey(key): IdempotencyKey,
+    BodylessHash(hash): BodylessHash,
+    IdPath(job_id): IdPath,
+) -> Result<Response, ApiError> {
+    let org = caller.org.id.clone();
+    let now = now_ms();
+    let response = state
+        .mutate(caller.org_id(), key, hash, StatusCode::OK, move |tx| {
+            Ok(wire::job(&tx.cancel_job(&org, &job_id, now)?))
+        })
+        .await?;
+    state.logs.notify_waiters();
+    Ok(response)
+}
+
+/// A job's output after position `after`; with `wait_ms`, waits for new output (long poll).
+#[utoipa::path(get, path = "/api/v1/jobs/{job_id}/logs", tag = "jobs", security(("bearer" = [])),
+    params(("job_id" = String, Path), LogParams),
+    responses((status = 200, body = LogPage), (status = 404, body = ErrorBody)))]
+pub async fn job_logs(
+    State(state): State<AppState>,
+    caller: Caller,
+    IdPath(job_id): IdPath,
+    ApiQuery(params): ApiQuery<LogParams>,
+) -> Result<Json<LogPage>, ApiError> {
+    let limit = limit(params.limit)?;
+    let after = params.after.unwrap_or(0);
+    let wait = Duration::from_millis(params.wait_ms.unwrap_or(0).min(30_000));
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        // Register for wake-ups before reading, so nothing that lands in between is missed.
+        let notified = state.logs.notified();
+        let (org, id) = (caller.org.id.clone(), job_id.clone());
+        let (job, logs) = state
+            .read(move |tx| tx.job_logs(&org, &id, after, limit))
+            .await?;
+        let finished = job.state.is_final();
+        if !logs.is_empty() || finished || tokio::time::Instant::now() >= deadline {
+            let next_after = logs.last().map(|l| l.seq).unwrap_or(after);
+            return Ok(Json(LogPage {
+                done: finished && logs.len() < limit as usize,
+                next_after,
+                state: job.state.as_str().into(),
+                chunks: logs
+                    .into_iter()
+                    .map(|l| LogChunk {
+                        seq: l.seq,
+                        attempt_id: l.attempt_id,
+                        stream: l.stream,
+                        data: l.data,
+                        created_at: wire::time(l.created_ms),
+                    })
+                    .collect(),
+            }));
+        }
+        let _ = tokio::time::timeout_at(
+            deadline.min(tokio::time::Instant::now() + Duration::from_millis(500)),
+            notified,
+        )
+        .await;
+    }
+}

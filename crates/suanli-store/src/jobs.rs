@@ -1,0 +1,950 @@
+//! Agents, jobs, attempts, signed usage and logs.
+//!
+//! Fencing: every report names an attempt; it is accepted only from the agent the attempt was
+//! dispatched to, while the attempt is the job's current one and has not ended. Usage records are
+//! counted once per (attempt, sequence number), and never past the lease's units × duration limit
+//! or its hold.
+
+use suanli_core::job::{billable_unit_seconds, next, JobEvent, JobState};
+use suanli_core::lease::EndReason;
+
+use crate::backend::{to_i64, Row, StoreError, Value};
+use crate::ops::{new_id, LeaseRow, NewNode, Tx};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentRow {
+    pub id: String,
+    pub org_id: String,
+    pub pool_id: String,
+    pub name: String,
+    pub public_key_hex: String,
+    pub backend: String,
+    pub isolation: String,
+    pub version: String,
+    pub state: String,
+    pub registered_ms: i64,
+    pub last_seen_ms: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewAgent {
+    pub org_id: String,
+    pub name: String,
+    pub zone: String,
+    pub public_key_hex: String,
+    pub backend: String,
+    pub isolation: String,
+    pub version: String,
+    pub nodes: Vec<NewNode>,
+    pub pool_id: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AttemptRow {
+    pub id: String,
+    pub job_id: String,
+    pub number: u32,
+    pub agent_id: String,
+    pub state: JobState,
+    pub exit_code: Option<i32>,
+    pub reason: Option<String>,
+    pub backend_id: Option<String>,
+    pub dispatched_ms: i64,
+    pub started_ms: Option<i64>,
+    pub ended_ms: Option<i64>,
+    pub unit_seconds: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobRow {
+    pub id: String,
+    pub org_id: String,
+    pub lease_id: String,
+    pub pool_id: String,
+    pub name: String,
+    /// The task as JSON text; the store does not look inside.
+    pub spec: String,
+    pub state: JobState,
+    pub restartable: bool,
+    pub current_attempt_id: Option<String>,
+    pub exit_code: Option<i32>,
+    pub reason: Option<String>,
+    pub time_limit_s: u64,
+    pub created_ms: i64,
+    pub started_ms: Option<i64>,
+    pub ended_ms: Option<i64>,
+    pub unit_seconds: u64,
+    pub attempts: Vec<AttemptRow>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewJob {
+    pub org_id: String,
+    pub lease_id: String,
+    pub name: String,
+    pub spec: String,
+    pub restartable: bool,
+    pub time_limit_s: Option<u64>,
+}
+
+/// A job handed to an agent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Dispatched {
+    pub job: JobRow,
+    pub attempt_id: String,
+    pub lease: LeaseRow,
+    pub time_limit_s: u64,
+    pub cpus: u64,
+    pub memory_mib: u64,
+    pub accelerators: u64,
+}
+
+/// A usage record whose signature the caller has verified.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifiedUsage {
+    pub seq: u64,
+    pub unit_seconds: u64,
+    pub cpu_ms: Option<u64>,
+    pub peak_memory_mib: Option<u64>,
+    pub signature_hex: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogRow {
+    pub seq: i64,
+    pub attempt_id: String,
+    pub stream: String,
+    pub data: String,
+    pub created_ms: i64,
+}
+
+/// What the liveness monitor did.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct MonitorOutcome {
+    /// More than half of the agents went silent at once: the exchange suspects itself (a partition
+    /// or a stall on its side) and declared nobody lost.
+    pub self_suspected: bool,
+    pub silent_agents: u64,
+    pub live_agents: u64,
+    pub newly_suspect: Vec<String>,
+    pub newly_lost: Vec<String>,
+    /// Jobs that went back to the queue (restartable) or ended lost.
+    pub requeued_jobs: Vec<String>,
+    pub lost_jobs: Vec<String>,
+}
+
+const AGENT_COLS: &str =
+    "id, org_id, pool_id, name, public_key_hex, backend, isolation, version, state, \
+    registered_ms, last_seen_ms";
+const JOB_COLS: &str =
+    "id, org_id, lease_id, pool_id, name, spec, state, restartable, current_attempt_id, \
+    exit_code, reason, time_limit_s, created_ms, started_ms, ended_ms, unit_seconds";
+const ATTEMPT_COLS: &str = "id, job_id, number, agent_id, state, exit_code, reason, backend_id, \
+    dispatched_ms, started_ms, ended_ms, unit_seconds";
+
+fn agent_row(r: &Row) -> AgentRow {
+    AgentRow {
+        id: r.str(0),
+        org_id: r.str(1),
+        pool_id: r.str(2),
+        name: r.str(3),
+        public_key_hex: r.str(4),
+        backend: r.str(5),
+        isolation: r.str(6),
+        version: r.str(7),
+        state: r.str(8),
+        registered_ms: r.i64(9),
+        last_seen_ms: r.i64(10),
+    }
+}
+
+fn state(s: &str) -> JobState {
+    JobState::parse(s).unwrap_or(JobState::Lost)
+}
+
+fn job_row(r: &Row) -> JobRow {
+    JobRow {
+        id: r.str(0),
+        org_id: r.str(1),
+        lease_id: r.str(2),
+        pool_id: r.str(3),
+        name: r.str(4),
+        spec: r.str(5),
+        state: state(&r.str(6)),
+        restartable: r.i64(7) != 0,
+        current_attempt_id: r.opt_str(8),
+        exit_code: r.opt_i64(9).map(|c| c as i32),
+        reason: r.opt_str(10),
+        time_limit_s: r.u64(11),
+        created_ms: r.i64(12),
+        started_ms: r.opt_i64(13),
+        ended_ms: r.opt_i64(14),
+        unit_seconds: r.u64(15),
+        attempts: Vec::new(),
+    }
+}
+
+fn attempt_row(r: &Row) -> AttemptRow {
+    AttemptRow {
+        id: r.str(0),
+        job_id: r.str(1),
+        number: u32::try_from(r.u64(2)).unwrap_or(0),
+        agent_id: r.str(3),
+        state: state(&r.str(4)),
+        exit_code: r.opt_i64(5).map(|c| c as i32),
+        reason: r.opt_str(6),
+        backend_id: r.opt_str(7),
+        dispatched_ms: r.i64(8),
+        started_ms: r.opt_i64(9),
+        ended_ms: r.opt_i64(10),
+        unit_seconds: r.u64(11),
+    }
+}
+
+fn stale(why: &str) -> StoreError {
+    StoreError::StaleAttempt(why.to_owned())
+}
+
+impl Tx<'_> {
+    /// Whether any agent serves `pool_id` (its leases are then billed on metered usage).
+    pub fn pool_has_agent(&mut self, pool_id: &str) -> Result<bool, StoreError> {
+        let rows = self.b.query(
+            "SELECT COUNT(*) FROM agents WHERE pool_id = $1",
+            &[pool_id.into()],
+        )?;
+        Ok(rows.first().map(|r| r.i64(0)).unwrap_or(0) > 0)
+    }
+
+    /// Registers an agent, or re-registers it (same org and key): it gets the same id and pool, and
+    /// the pool's nodes take the capacity it measured. Capacity already sold is never taken back:
+    /// a node reports at least what is reserved on it.
+    pub fn register_agent(&mut self, a: &NewAgent, now_ms: i64) -> Result<AgentRow, StoreError> {
+        let existing = self.b.query(
+            &format!("SELECT {AGENT_COLS} FROM agents WHERE org_id = $1 AND public_key_hex = $2"),
+            &[(&a.org_id).into(), (&a.public_key_hex).into()],
+        )?;
+        let pool_id = match (existing.first().map(agent_row), &a.pool_id) {
+            (Some(agent), _) => agent.pool_id,
+            (None, Some(pool_id)) => {
+                self.get_pool(Some(&a.org_id), pool_id)
+                    .map_err(|e| match e {
+                        StoreError::NotFound(_) => StoreError::invalid("pool_id", "no such pool"),
+                        e => e,
+                    })?;
+                pool_id.clone()
+            }
+            (None, None) => {
+                self.create_pool(&a.org_id, &a.name, &a.zone, &a.nodes, now_ms)?
+                    .id
+            }
+        };
+        let current = self.nodes_of_pool(&pool_id)?;
+        for n in &a.nodes {
+            match current.iter().find(|c| c.name == n.name) {
+                Some(c) => {
+                    self.b.execute(
+                        "UPDATE nodes SET cpus = $2, memory_mib = $3, accelerator_model = $4, accelerators = $5, \
+                         partition_name = $6 WHERE id = $1",
+                        &[
+                            (&c.id).into(),
+                            Value::from(to_i64(n.cpus.max(c.cpus_reserved))?),
+                            Value::from(to_i64(n.memory_mib.max(c.memory_mib_reserved))?),
+                            n.accelerator_model.clone().into(),
+                            Value::from(to_i64(n.accelerators.max(c.accelerators_reserved))?),
+                            n.partition.clone().into(),
+                        ],
+                    )?;
+                }
+                None => {
+                    self.b.execute(
+                        "INSERT INTO nodes (id, pool_id, name, cpus, memory_mib, accelerator_model, accelerators, \
+                         partition_name, cpus_reserved, memory_mib_reserved, accelerators_reserved) \
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 0, 0, 0)",
+                        &[
+                            new_id("node").into(),
+                            (&pool_id).into(),
+                            (&n.name).into(),
+                            Value::from(to_i64(n.cpus)?),
+                            Value::from(to_i64(n.memory_mib)?),
+                            n.accelerator_model.clone().into(),
+                            Value::from(to_i64(n.accelerators)?),
+                            n.partition.clone().into(),
+                        ],
+                    )?;
+                }
+            }
+        }
+        self.dirty_pools.insert(pool_id.clone());
+        let id = match existing.first() {
+            Some(r) => {
+                let id = r.str(0);
+                self.b.execute(
+                    "UPDATE agents SET name = $2, backend = $3, isolation = $4, version = $5, state = 'alive', \
+                     last_seen_ms = $6 WHERE id = $1",
+                    &[
+                        (&id).into(),
+                        (&a.name).into(),
+                        (&a.backend).into(),
+                        (&a.isolation).into(),
+                        (&a.version).into(),
+                        now_ms.into(),
+                    ],
+                )?;
+                id
+            }
+            None => {
+                let id = new_id("agent");
+                self.b.execute(
+                    &format!("INSERT INTO agents ({AGENT_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'alive', $9, $9)"),
+                    &[
+                        (&id).into(),
+                        (&a.org_id).into(),
+                        (&pool_id).into(),
+                        (&a.name).into(),
+                        (&a.public_key_hex).into(),
+                        (&a.backend).into(),
+                        (&a.isolation).into(),
+                        (&a.version).into(),
+                        now_ms.into(),
+                    ],
+                )?;
+                id
+            }
+        };
+        self.get_agent(Some(&a.org_id), &id)
+    }
+
+    /// An agent; with `org_id`, only if that org owns it.
+    pub fn get_agent(
+        &mut self,
+        org_id: Option<&str>,
+        agent_id: &str,
+    ) -> Result<AgentRow, StoreError> {
+        let rows = self.b.query(
+            &format!("SELECT {AGENT_COLS} FROM agents WHERE id = $1"),
+            &[agent_id.into()],
+        )?;
+        let agent = rows
+            .first()
+            .map(agent_row)
+            .ok_or(StoreError::NotFound("agent"))?;
+        if org_id.is_some_and(|o| o != agent.org_id) {
+            return Err(StoreError::NotFound("agent"));
+        }
+        Ok(agent)
+    }
+
+    pub fn list_agents(&mut self, org_id: Option<&str>) -> Result<Vec<AgentRow>, StoreError> {
+        let rows = self.b.query(
+            &format!("SELECT {AGENT_COLS} FROM agents WHERE ($1 = '' OR org_id = $1) ORDER BY registered_ms, id"),
+            &[org_id.unwrap_or("").into()],
+        )?;
+        Ok(rows.iter().map(agent_row).collect())
+    }
+
+    /// Marks an agent seen now: alive again if it was suspect or lost.
+    pub fn touch_agent(
+        &mut self,
+        org_id: &str,
+        agent_id: &str,
+        now_ms: i64,
+    ) -> Result<AgentRow, StoreError> {
+        let n = self.b.execute(
+            "UPDATE agents SET last_seen_ms = $3, state = 'alive' WHERE id = $1 AND org_id = $2",
+            &[agent_id.into(), org_id.into(), now_ms.into()],
+        )?;
+        if n != 1 {
+            return Err(StoreError::NotFound("agent"));
+        }
+        self.get_agent(Some(org_id), agent_id)
+    }
+
+    /// A heartbeat: the agent is alive; of the attempts it says it runs, those it must stop.
+    pub fn heartbeat(
+        &mut self,
+        org_id: &str,
+        agent_id: &str,
+        running: &[String],
+        now_ms: i64,
+    ) -> Result<(AgentRow, Vec<String>), StoreError> {
+        let agent = self.touch_agent(org_id, agent_id, now_ms)?;
+        let mut stop = Vec::new();
+        for attempt_id in running {
+            if self.fence(agent_id, attempt_id).is_err() {
+                stop.push(attempt_id.clone());
+            }
+        }
+        Ok((agent, stop))
+    }
+
+    /// The attempt and its job if `agent_id` may still report on it.
+    fn fence(
+        &mut self,
+        agent_id: &str,
+        attempt_id: &str,
+    ) -> Result<(AttemptRow, JobRow), StoreError> {
+        let rows = self.b.query(
+            &format!("SELECT {ATTEMPT_COLS} FROM attempts WHERE id = $1"),
+            &[attempt_id.into()],
+        )?;
+        let attempt = rows
+            .first()
+            .map(attempt_row)
+            .ok_or_else(|| stale("unknown attempt"))?;
+        if attempt.agent_id != agent_id {
+            return Err(stale("the attempt belongs to another agent"));
+        }
+        if attempt.state.is_final() {
+            return Err(stale(&format!(
+                "the attempt has ended ({})",
+                attempt.state.as_str()
+            )));
+        }
+        let job = self.job(&attempt.job_id)?;
+        if job.current_attempt_id.as_deref() != Some(attempt_id) || job.state.is_final() {
+            return Err(stale("the attempt was superseded"));
+        }
+        Ok((attempt, job))
+    }
+
+    fn job(&mut self, job_id: &str) -> Result<JobRow, StoreError> {
+        let rows = self.b.query(
+            &format!("SELECT {JOB_COLS} FROM jobs WHERE id = $1"),
+            &[job_id.into()],
+        )?;
+        let mut job = rows
+            .first()
+            .map(job_row)
+            .ok_or(StoreError::NotFound("job"))?;
+        job.attempts = self
+            .b
+            .query(
+                &format!("SELECT {ATTEMPT_COLS} FROM attempts WHERE job_id = $1 ORDER BY number"),
+                &[job_id.into()],
+            )?
+            .iter()
+            .map(attempt_row)
+            .collect();
+        Ok(job)
+    }
+
+    /// The job an attempt belongs to.
+    pub fn job_of_attempt(&mut self, attempt_id: &str) -> Result<String, StoreError> {
+        let rows = self.b.query(
+            "SELECT job_id FROM attempts WHERE id = $1",
+            &[attempt_id.into()],
+        )?;
+        rows.first()
+            .map(|r| r.str(0))
+            .ok_or_else(|| stale("unknown attempt"))
+    }
+
+    /// How many jobs are in each state.
+    pub fn count_jobs_by_state(&mut self) -> Result<Vec<(String, u64)>, StoreError> {
+        let rows = self
+            .b
+            .query("SELECT state, COUNT(*) FROM jobs GROUP BY state", &[])?;
+        Ok(rows.iter().map(|r| (r.str(0), r.u64(1))).collect())
+    }
+
+    /// A job of `org_id`.
+    pub fn get_job(&mut self, org_id: &str, job_id: &str) -> Result<JobRow, StoreError> {
+        let job = self.job(job_id)?;
+        if job.org_id != org_id {
+            return Err(StoreError::NotFound("job"));
+        }
+        Ok(job)
+    }
+
+    pub fn list_jobs(
+        &mut self,
+        org_id: &str,
+        lease_id: Option<&str>,
+        state: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<JobRow>, StoreError> {
+        let ids = self.b.query(
+            "SELECT id FROM jobs WHERE org_id = $1 AND ($2 = '' OR lease_id = $2) AND ($3 = '' OR state = $3) \
+             ORDER BY created_ms DESC, id LIMIT $4",
+            &[org_id.into(), lease_id.unwrap_or("").into(), state.unwrap_or("").into(), i64::from(limit).into()],
+        )?;
+        ids.iter().map(|r| self.job(&r.str(0))).collect()
+    }
+
+    /// Queues a job on one of the consumer's active leases whose pool an agent serves.
+    pub fn create_job(&mut self, j: &NewJob, now_ms: i64) -> Result<JobRow, StoreError> {
+        let lease = self
+            .get_lease(Some(&j.org_id), &j.lease_id)
+            .map_err(|e| match e {
+                StoreError::NotFound(_) => StoreError::invalid("lease_id", "no such lease"),
+                e => e,
+            })?;
+        if lease.consumer_org_id != j.org_id {
+            return Err(StoreError::invalid("lease_id", "no such lease"));
+        }
+        if lease.state.is_final() {
+            return Err(StoreError::LeaseNotActive(lease.state.as_str().into()));
+        }
+        if !lease.metered {
+            return Err(StoreError::Invalid {
+                field: "lease_id",
+                message: "no agent serves this lease's pool, so jobs cannot run on it".into(),
+            });
+        }
+        let remaining_s = u64::try_from((lease.ends_ms - now_ms).max(0) / 1_000).unwrap_or(0);
+        if remaining_s == 0 {
+            return Err(StoreError::LeaseNotActive("ending".into()));
+        }
+        let time_limit_s = j
+            .time_limit_s
+            .unwrap_or(remaining_s)
+            .min(remaining_s)
+            .max(1);
+        let id = new_id("job");
+        self.b.execute(
+            &format!(
+                "INSERT INTO jobs ({JOB_COLS}) VALUES ($1, $2, $3, $4, $5, $6, 'queued', $7, NULL, NULL, NULL, $8, $9, \
+                 NULL, NULL, 0)"
+            ),
+            &[
+                (&id).into(),
+                (&j.org_id).into(),
+                (&lease.id).into(),
+                (&lease.pool_id).into(),
+                (&j.name).into(),
+                (&j.spec).into(),
+                i64::from(j.restartable).into(),
+                Value::from(to_i64(time_limit_s)?),
+                now_ms.into(),
+            ],
+        )?;
+        self.job(&id)
+    }
+
+    /// Hands queued jobs of the agent's pool to the agent, each as a new attempt.
+    pub fn dispatch(
+        &mut self,
+        org_id: &str,
+        agent_id: &str,
+        max: u32,
+        now_ms: i64,
+    ) -> Result<Vec<Dispatched>, StoreError> {
+        let agent = self.touch_agent(org_id, agent_id, now_ms)?;
+        let queued = self.b.query(
+            "SELECT j.id FROM jobs j JOIN leases l ON l.id = j.lease_id \
+             WHERE j.pool_id = $1 AND j.state = 'queued' AND l.state = 'active' ORDER BY j.created_ms, j.id LIMIT $2",
+            &[(&agent.pool_id).into(), i64::from(max).into()],
+        )?;
+        let mut out = Vec::new();
+        for r in queued {
+            let job = self.job(&r.str(0))?;
+            next(job.state, JobEvent::Dispatch).map_err(|e| StoreError::Conflict(e.to_string()))?;
+            let attempt_id = new_id("att");
+            let number = job.attempts.len() as i64 + 1;
+            let n = self.b.execute(
+                "UPDATE jobs SET state = 'dispatched', attempts = attempts + 1, current_attempt_id = $2 \
+                 WHERE id = $1 AND state = 'queued'",
+                &[(&job.id).into(), (&attempt_id).into()],
+            )?;
+            if n != 1 {
+                continue;
+            }
+            self.b.execute(
+                &format!(
+                    "INSERT INTO attempts ({ATTEMPT_COLS}) VALUES ($1, $2, $3, $4, 'dispatched', NULL, NULL, NULL, $5, \
+                     NULL, NULL, 0)"
+                ),
+                &[(&attempt_id).into(), (&job.id).into(), number.into(), agent_id.into(), now_ms.into()],
+            )?;
+            let lease = self.get_lease(None, &job.lease_id)?;
+            let sums = self.b.query(
+                "SELECT CAST(COALESCE(SUM(cpus), 0) AS BIGINT), CAST(COALESCE(SUM(memory_mib), 0) AS BIGINT), \
+                 CAST(COALESCE(SUM(accelerators), 0) AS BIGINT) FROM lease_allocations WHERE lease_id = $1",
+                &[(&lease.id).into()],
+            )?;
+            let s = sums
+                .first()
+                .cloned()
+                .unwrap_or(Row(vec![Value::Int(Some(0)); 3]));
+            let remaining_s = u64::try_from((lease.ends_ms - now_ms).max(0) / 1_000).unwrap_or(0);
+            out.push(Dispatched {
+                time_limit_s: job.time_limit_s.min(remaining_s).max(1),
+                job: self.job(&job.id)?,
+                attempt_id,
+                cpus: s.u64(0),
+                memory_mib: s.u64(1),
+                accelerators: s.u64(2),
+                lease,
+            });
+        }
+        Ok(out)
+    }
+
+    /// An agent's report of how an attempt goes: running, or how it ended.
+    #[allow(clippy::too_many_arguments)]
+    pub fn attempt_event(
+        &mut self,
+        org_id: &str,
+        agent_id: &str,
+        attempt_id: &str,
+        new_state: JobState,
+        exit_code: Option<i32>,
+        message: Option<&str>,
+        backend_id: Option<&str>,
+        now_ms: i64,
+    ) -> Result<JobRow, StoreError> {
+        self.touch_agent(org_id, agent_id, now_ms)?;
+        let (attempt, job) = self.fence(agent_id, attempt_id)?;
+        let event = match new_state {
+            JobState::Running => JobEvent::Start,
+            s if s.is_final() && s != JobState::Lost => JobEvent::Finish(s),
+            s => {
+                return Err(StoreError::invalid(
+                    "state",
+                    format!("an agent cannot report {}", s.as_str()),
+                ))
+            }
+        };
+        let to = next(job.state, event).map_err(|e| StoreError::invalid("state", e.to_string()))?;
+        if to == JobState::Running {
+            self.b.execute(
+                "UPDATE attempts SET state = 'running', started_ms = COALESCE(started_ms, $2), \
+                 backend_id = COALESCE($3, backend_id) WHERE id = $1",
+                &[attempt_id.into(), now_ms.into(), backend_id.into()],
+            )?;
+            self.b.execute(
+                "UPDATE jobs SET state = 'running', started_ms = COALESCE(started_ms, $2) WHERE id = $1",
+                &[(&job.id).into(), now_ms.into()],
+            )?;
+        } else {
+            self.b.execute(
+                "UPDATE attempts SET state = $2, exit_code = $3, reason = $4, ended_ms = $5, \
+                 backend_id = COALESCE($6, backend_id) WHERE id = $1",
+                &[
+                    (&attempt.id).into(),
+                    to.as_str().into(),
+                    exit_code.map(i64::from).into(),
+                    message.into(),
+                    now_ms.into(),
+                    backend_id.into(),
+                ],
+            )?;
+            self.finish_job(&job.id, to, exit_code, message, now_ms)?;
+        }
+        self.job(&job.id)
+    }
+
+    fn finish_job(
+        &mut self,
+        job_id: &str,
+        to: JobState,
+        exit_code: Option<i32>,
+        reason: Option<&str>,
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        self.b.execute(
+            "UPDATE jobs SET state = $2, exit_code = $3, reason = $4, ended_ms = $5 WHERE id = $1",
+            &[
+                job_id.into(),
+                to.as_str().into(),
+                exit_code.map(i64::from).into(),
+                reason.into(),
+                now_ms.into(),
+            ],
+        )?;
+        let job = self.job(job_id)?;
+        self.maybe_auto_end(&job.lease_id, now_ms)
+    }
+
+    /// Ends an auto-ending lease once none of its jobs is left to run.
+    fn maybe_auto_end(&mut self, lease_id: &str, now_ms: i64) -> Result<(), StoreError> {
+        let lease = self.get_lease(None, lease_id)?;
+        if !lease.auto_end || lease.state.is_final() {
+            return Ok(());
+        }
+        let open = self.b.query(
+            "SELECT COUNT(*) FROM jobs WHERE lease_id = $1 AND state IN ('queued', 'dispatched', 'running')",
+            &[lease_id.into()],
+        )?;
+        if open.first().map(|r| r.i64(0)).unwrap_or(0) == 0 {
+            self.end_lease(None, lease_id, EndReason::Ended, now_ms)?;
+        }
+        Ok(())
+    }
+
+    /// Counts signed usage of an attempt (signatures verified by the caller), once per sequence
+    /// number, and never past what the lease may bill. Returns (accepted, duplicates, attempt total).
+    pub fn record_usage(
+        &mut self,
+        org_id: &str,
+        agent_id: &str,
+        attempt_id: &str,
+        records: &[VerifiedUsage],
+        now_ms: i64,
+    ) -> Result<(u32, u32, u64), StoreError> {
+        self.touch_agent(org_id, agent_id, now_ms)?;
+        let (attempt, job) = self.fence(agent_id, attempt_id)?;
+        let mut lease = self.get_lease(None, &job.lease_id)?;
+        if lease.state.is_final() {
+            return Err(stale("the lease has ended"));
+        }
+        let (mut accepted, mut duplicates, mut total) = (0u32, 0u32, attempt.unit_seconds);
+        for r in records {
+            let billable = billable_unit_seconds(
+                lease.metered_unit_seconds,
+                r.unit_seconds,
+                lease.units,
+                lease.duration_limit_s,
+                lease.hold.amount_micros,
+                lease.price_micros_per_unit_hour,
+            );
+            let n = self.b.execute(
+                "INSERT INTO usage_records (attempt_id, seq, job_id, unit_seconds, billed_unit_seconds, cpu_ms, \
+                 peak_memory_mib, signature_hex, received_ms) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
+                 ON CONFLICT (attempt_id, seq) DO NOTHING",
+                &[
+                    attempt_id.into(),
+                    Value::from(to_i64(r.seq)?),
+                    (&job.id).into(),
+                    Value::from(to_i64(r.unit_seconds)?),
+                    Value::from(to_i64(billable)?),
+                    r.cpu_ms.map(to_i64).transpose()?.into(),
+                    r.peak_memory_mib.map(to_i64).transpose()?.into(),
+                    (&r.signature_hex).into(),
+                    now_ms.into(),
+                ],
+            )?;
+            if n == 0 {
+                duplicates += 1;
+                continue;
+            }
+            accepted += 1;
+            total += billable;
+            lease.metered_unit_seconds += billable;
+            let b = Value::from(to_i64(billable)?);
+            self.b.execute(
+                "UPDATE attempts SET unit_seconds = unit_seconds + $2 WHERE id = $1",
+                &[attempt_id.into(), b.clone()],
+            )?;
+            self.b.execute(
+                "UPDATE jobs SET unit_seconds = unit_seconds + $2 WHERE id = $1",
+                &[(&job.id).into(), b.clone()],
+            )?;
+            self.b.execute(
+                "UPDATE leases SET metered_unit_seconds = metered_unit_seconds + $2 WHERE id = $1",
+                &[(&lease.id).into(), b],
+            )?;
+        }
+        Ok((accepted, duplicates, total))
+    }
+
+    /// Appends an attempt's log chunks (repeats ignored). Refused for attempts that are no longer
+    /// current, so an orphan's output never mixes into the job's log.
+    pub fn append_logs(
+        &mut self,
+        org_id: &str,
+        agent_id: &str,
+        attempt_id: &str,
+        chunks: &[(u64, String, String)],
+        now_ms: i64,
+    ) -> Result<u32, StoreError> {
+        self.touch_agent(org_id, agent_id, now_ms)?;
+        let rows = self.b.query(
+            &format!("SELECT {ATTEMPT_COLS} FROM attempts WHERE id = $1"),
+            &[attempt_id.into()],
+        )?;
+        let attempt = rows
+            .first()
+            .map(attempt_row)
+            .ok_or_else(|| stale("unknown attempt"))?;
+        if attempt.agent_id != agent_id || attempt.state == JobState::Lost {
+            return Err(stale("the attempt is not this agent's"));
+        }
+        let mut stored = 0;
+        for (seq, stream, data) in chunks {
+            stored += self.b.execute(
+                "INSERT INTO job_logs (job_id, attempt_id, chunk_seq, stream, data, created_ms) \
+                 VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (attempt_id, chunk_seq) DO NOTHING",
+                &[
+                    (&attempt.job_id).into(),
+                    attempt_id.into(),
+                    Value::from(to_i64(*seq)?),
+                    stream.into(),
+                    data.into(),
+                    now_ms.into(),
+                ],
+            )? as u32;
+        }
+        Ok(stored)
+    }
+
+    /// A job's log after position `after`.
+    pub fn job_logs(
+        &mut self,
+        org_id: &str,
+        job_id: &str,
+        after: i64,
+        limit: u32,
+    ) -> Result<(JobRow, Vec<LogRow>), StoreError> {
+        let job = self.get_job(org_id, job_id)?;
+        let rows = self.b.query(
+            "SELECT seq, attempt_id, stream, data, created_ms FROM job_logs WHERE job_id = $1 AND seq > $2 \
+             ORDER BY seq LIMIT $3",
+            &[job_id.into(), after.into(), i64::from(limit).into()],
+        )?;
+        let logs = rows
+            .iter()
+            .map(|r| LogRow {
+                seq: r.i64(0),
+                attempt_id: r.str(1),
+                stream: r.str(2),
+                data: r.str(3),
+                created_ms: r.i64(4),
+            })
+            .collect();
+        Ok((job, logs))
+    }
+
+    /// Cancels a job of `org_id`. A running attempt is told to stop at the agent's next heartbeat;
+    /// usage it reports after this is refused.
+    pub fn cancel_job(
+        &mut self,
+        org_id: &str,
+        job_id: &str,
+        now_ms: i64,
+    ) -> Result<JobRow, StoreError> {
+        let job = self.get_job(org_id, job_id)?;
+        if job.state.is_final() {
+            return Err(StoreError::JobNotActive(job.state.as_str().into()));
+        }
+        self.cancel_one(&job, "cancelled by the consumer", now_ms)?;
+        self.job(job_id)
+    }
+
+    fn cancel_one(&mut self, job: &JobRow, reason: &str, now_ms: i64) -> Result<(), StoreError> {
+        if let Some(attempt_id) = &job.current_attempt_id {
+            self.b.execute(
+                "UPDATE attempts SET state = 'cancelled', reason = $2, ended_ms = $3 \
+                 WHERE id = $1 AND state IN ('dispatched', 'running')",
+                &[attempt_id.into(), reason.into(), now_ms.into()],
+            )?;
+        }
+        self.finish_job(&job.id, JobState::Cancelled, None, Some(reason), now_ms)
+    }
+
+    /// Cancels every job of a lease that has not ended (the lease is ending).
+    pub fn cancel_jobs_of_lease(
+        &mut self,
+        lease_id: &str,
+        reason: &str,
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        let open = self.b.query(
+            "SELECT id FROM jobs WHERE lease_id = $1 AND state IN ('queued', 'dispatched', 'running')",
+            &[lease_id.into()],
+        )?;
+        for r in open {
+            let job = self.job(&r.str(0))?;
+            if let Some(attempt_id) = &job.current_attempt_id {
+                self.b.execute(
+                    "UPDATE attempts SET state = 'cancelled', reason = $2, ended_ms = $3 \
+                     WHERE id = $1 AND state IN ('dispatched', 'running')",
+                    &[attempt_id.into(), reason.into(), now_ms.into()],
+                )?;
+            }
+            self.b.execute(
+                "UPDATE jobs SET state = 'cancelled', reason = $2, ended_ms = $3 WHERE id = $1",
+                &[(&job.id).into(), reason.into(), now_ms.into()],
+            )?;
+        }
+        Ok(())
+    }
+
+    /// The liveness monitor: agents silent past `suspect_ms` become suspect, past `lost_ms` lost,
+    /// and their attempts lost — unless more than half of the (at least two) agents went silent at
+    /// once, in which case the exchange suspects itself and declares nobody lost. Silence is counted
+    /// from `since_ms` at the earliest (this process's start), so a restarted exchange gives agents
+    /// time to reconnect.
+    pub fn monitor_agents(
+        &mut self,
+        now_ms: i64,
+        suspect_ms: i64,
+        lost_ms: i64,
+        since_ms: i64,
+    ) -> Result<MonitorOutcome, StoreError> {
+        let agents: Vec<AgentRow> = self
+            .list_agents(None)?
+            .into_iter()
+            .filter(|a| a.state != "lost")
+            .collect();
+        let silence = |a: &AgentRow| now_ms - a.last_seen_ms.max(since_ms);
+        let silent: Vec<&AgentRow> = agents.iter().filter(|a| silence(a) > suspect_ms).collect();
+        let mut out = MonitorOutcome {
+            silent_agents: silent.len() as u64,
+            live_agents: (agents.len() - silent.len()) as u64,
+            ..MonitorOutcome::default()
+        };
+        if agents.len() >= 2 && silent.len() * 2 > agents.len() {
+            out.self_suspected = true;
+            return Ok(out);
+        }
+        for a in silent {
+            if silence(a) > lost_ms {
+                self.b.execute(
+                    "UPDATE agents SET state = 'lost' WHERE id = $1",
+                    &[(&a.id).into()],
+                )?;
+                out.newly_lost.push(a.id.clone());
+                let attempts = self.b.query(
+                    "SELECT id, job_id FROM attempts WHERE agent_id = $1 AND state IN ('dispatched', 'running')",
+                    &[(&a.id).into()],
+                )?;
+                for r in attempts {
+                    let (attempt_id, job_id) = (r.str(0), r.str(1));
+                    self.b.execute(
+                        "UPDATE attempts SET state = 'lost', reason = 'the agent went silent', ended_ms = $2 WHERE id = $1",
+                        &[(&attempt_id).into(), now_ms.into()],
+                    )?;
+                    let job = self.job(&job_id)?;
+                    if job.current_attempt_id.as_deref() != Some(attempt_id.as_str())
+                        || job.state.is_final()
+                    {
+                        continue;
+                    }
+                    match next(
+                        job.state,
+                        JobEvent::AgentLost {
+                            restartable: job.restartable,
+                        },
+                    ) {
+                        Ok(JobState::Queued) => {
+                            self.b.execute(
+                                "UPDATE jobs SET state = 'queued', current_attempt_id = NULL WHERE id = $1",
+                                &[(&job.id).into()],
+                            )?;
+                            out.requeued_jobs.push(job.id);
+                        }
+                        Ok(_) => {
+                            self.finish_job(
+                                &job.id,
+                                JobState::Lost,
+                                None,
+                                Some("the agent went silent"),
+                                now_ms,
+                            )?;
+                            out.lost_jobs.push(job.id);
+                        }
+                        Err(_) => {}
+                    }
+                }
+            } else if a.state == "alive" {
+                self.b.execute(
+                    "UPDATE agents SET state = 'suspect' WHERE id = $1 AND state = 'alive'",
+                    &[(&a.id).into()],
+                )?;
+                out.newly_suspect.push(a.id.clone());
+            }
+        }
+        Ok(out)
+    }
+}
