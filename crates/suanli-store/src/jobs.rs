@@ -133,6 +133,9 @@ pub struct MonitorOutcome {
     pub lost_jobs: Vec<String>,
 }
 
+/// How long an agent has to report a dispatched attempt before it counts as never delivered.
+pub const DISPATCH_GRACE_MS: i64 = 15_000;
+
 const AGENT_COLS: &str =
     "id, org_id, pool_id, name, public_key_hex, backend, isolation, version, state, \
     registered_ms, last_seen_ms";
@@ -373,6 +376,28 @@ impl Tx<'_> {
             if self.fence(agent_id, attempt_id).is_err() {
                 stop.push(attempt_id.clone());
             }
+        }
+        // An attempt dispatched long ago that the agent does not run never reached it (the poll's
+        // answer was lost): it never ran, so its job goes back to the queue as a new attempt.
+        let unseen = self.b.query(
+            "SELECT id, job_id FROM attempts WHERE agent_id = $1 AND state = 'dispatched' AND dispatched_ms < $2",
+            &[agent_id.into(), (now_ms - DISPATCH_GRACE_MS).into()],
+        )?;
+        for r in unseen {
+            let (attempt_id, job_id) = (r.str(0), r.str(1));
+            if running.contains(&attempt_id) {
+                continue;
+            }
+            self.b.execute(
+                "UPDATE attempts SET state = 'lost', reason = 'the assignment never reached the agent', ended_ms = $2 \
+                 WHERE id = $1 AND state = 'dispatched'",
+                &[(&attempt_id).into(), now_ms.into()],
+            )?;
+            self.b.execute(
+                "UPDATE jobs SET state = 'queued', current_attempt_id = NULL WHERE id = $1 AND current_attempt_id = $2 \
+                 AND state = 'dispatched'",
+                &[job_id.into(), attempt_id.into()],
+            )?;
         }
         Ok((agent, stop))
     }
