@@ -43,3 +43,11 @@ pub struct DemoArgs {
     #[arg(long)]
     pub setup_only: bool,
 }
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct AgentArgs {
+    /// The agent's config file (TOML): server, token file, name, zone, state directory, backend,
+    /// capacity overrides. See docs/PROVIDERS.md.
+    #[arg(long, env = "SUANLI_AGENT_CONFIG")]
+    pub config: PathBuf,
+}

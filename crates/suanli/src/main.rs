@@ -1,10 +1,12 @@
 //! The `suanli` binary: the exchange (`serve`, `demo`) and the CLI for operators, providers and
 //! consumers.
 //!
-//! - [`args`]: arguments of `serve` and `demo`; [`serve`], [`demo`]: running the exchange.
+//! - [`args`]: arguments of `serve`, `demo` and `agent`; [`serve`], [`demo`]: running the exchange;
+//!   [`agent`]: a provider's agent in front of this machine.
 //! - [`cli`]: every API command, with tables for people and `--json` for scripts.
 //! - [`profiles`]: the CLI's config file of named profiles (server URL and token).
 
+mod agent;
 mod args;
 mod cli;
 mod demo;
@@ -19,7 +21,7 @@ use clap::Parser;
 async fn main() -> ExitCode {
     let cli = cli::Cli::parse();
     let default_level = match cli.command {
-        cli::Command::Serve(_) | cli::Command::Demo(_) => "info",
+        cli::Command::Serve(_) | cli::Command::Demo(_) | cli::Command::Agent(_) => "info",
         _ => "warn",
     };
     tracing_subscriber::fmt()
@@ -32,6 +34,7 @@ async fn main() -> ExitCode {
     let result = match cli.command {
         cli::Command::Serve(args) => serve::run(args).await,
         cli::Command::Demo(args) => demo::run(args).await,
+        cli::Command::Agent(args) => agent::run(args).await,
         _ => cli::run(cli).await,
     };
     match result {

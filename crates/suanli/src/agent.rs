@@ -1,0 +1,562 @@
+//! `suanli agent`: a provider's agent in front of this machine.
+//!
+//! It connects outbound only. It registers the machine's measured capacity with an ed25519 key of
+//! its own (created on first start in the state directory), then runs three loops: heartbeats
+//! (which also tell it which attempts to stop), a long poll for work, and one supervisor per
+//! attempt that starts the job on the local backend, streams its logs, reports signed usage every
+//! few seconds and its final state. Every report is retried until the exchange answers; a report
+//! the exchange refuses as stale means the attempt is no longer ours, and the job is stopped.
+//! After a restart the agent finds its jobs again through the backend and carries on, or reports
+//! how they ended.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use base64::Engine;
+use ed25519_dalek::{Signer, SigningKey};
+use serde::{Deserialize, Serialize};
+use suanli_agent::capacity::{self, CapacityOverride, MachineCapacity};
+use suanli_agent::local::{
+    JobFile, JobLaunch, JobState as LocalState, LocalBackend, LocalOptions, LogStream, Outcome, Reattached,
+    RunningJob, UseBubblewrap,
+};
+use suanli_api::{
+    AgentLogChunk, Assignment, AttemptEvent, HeartbeatRequest, LogBatch, NodeSpec, PollRequest,
+    RegisterAgentRequest, UsageBatch, UsageRecord,
+};
+use suanli_client::{Client, ClientError};
+use tokio::sync::watch;
+
+use crate::args::AgentArgs;
+
+/// The agent's config file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentConfig {
+    /// The exchange, e.g. `https://exchange.example` or `http://127.0.0.1:8080`.
+    pub server: String,
+    /// File holding the provider's API token (keep it 0600). Preferred over `token`.
+    #[serde(default)]
+    pub token_file: Option<PathBuf>,
+    #[serde(default)]
+    pub token: Option<String>,
+    /// The agent's name (also its node's name).
+    pub name: String,
+    /// The zone the machine is in.
+    pub zone: String,
+    /// Where the agent keeps its key, identity and job directories.
+    pub state_dir: PathBuf,
+    /// `local` (this machine's processes).
+    #[serde(default = "default_backend")]
+    pub backend: String,
+    /// Serve this existing pool of the provider instead of one named after the agent.
+    #[serde(default)]
+    pub pool_id: Option<String>,
+    /// Explicit capacity; what is not given is measured.
+    #[serde(default)]
+    pub capacity: CapacityOverride,
+    /// `auto` (bubblewrap when it works here), `always` or `never`.
+    #[serde(default)]
+    pub sandbox: UseBubblewrap,
+    /// Seconds between usage reports of a running job.
+    #[serde(default = "default_usage_interval")]
+    pub usage_interval_s: u64,
+}
+
+fn default_backend() -> String {
+    "local".into()
+}
+
+fn default_usage_interval() -> u64 {
+    5
+}
+
+impl AgentConfig {
+    pub fn load(path: &Path) -> Result<AgentConfig> {
+        let text = std::fs::read_to_string(path).with_context(|| format!("read {}", path.display()))?;
+        let config: AgentConfig = toml::from_str(&text).with_context(|| format!("parse {}", path.display()))?;
+        if config.backend != "local" {
+            bail!("{}: backend {:?} is not available in this build (local is)", path.display(), config.backend);
+        }
+        Ok(config)
+    }
+
+    fn token(&self) -> Result<String> {
+        match (&self.token_file, &self.token) {
+            (Some(f), _) => Ok(std::fs::read_to_string(f)
+                .with_context(|| format!("read the token file {}", f.display()))?
+                .trim()
+                .to_owned()),
+            (None, Some(t)) => Ok(t.clone()),
+            (None, None) => bail!("the config names no token_file (or token)"),
+        }
+    }
+}
+
+/// The agent's signing key, created once and kept in `state_dir/agent.key` (0600).
+fn load_or_create_key(state_dir: &Path) -> Result<SigningKey> {
+    let path = state_dir.join("agent.key");
+    if let Ok(text) = std::fs::read_to_string(&path) {
+        let bytes = hex_decode(text.trim()).context("agent.key is not hex")?;
+        let bytes: [u8; 32] = bytes.try_into().map_err(|_| anyhow::anyhow!("agent.key is not 32 bytes"))?;
+        return Ok(SigningKey::from_bytes(&bytes));
+    }
+    let mut seed = [0u8; 32];
+    getrandom::fill(&mut seed).map_err(|e| anyhow::anyhow!("random: {e}"))?;
+    crate::serve::write_secret(&path, &hex(&seed))?;
+    Ok(SigningKey::from_bytes(&seed))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn hex_decode(s: &str) -> Option<Vec<u8>> {
+    if s.len() % 2 != 0 {
+        return None;
+    }
+    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok()).collect()
+}
+
+/// What the agent remembers about the attempts it started, so a restart can find them.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct AttemptNote {
+    attempt_id: String,
+    job_id: String,
+    units: u64,
+    usage_seq: u64,
+    unit_seconds_reported: u64,
+    log_seq: u64,
+}
+
+fn notes_dir(state_dir: &Path) -> PathBuf {
+    state_dir.join("attempts")
+}
+
+fn save_note(state_dir: &Path, note: &AttemptNote) {
+    let path = notes_dir(state_dir).join(format!("{}.json", note.attempt_id));
+    let tmp = path.with_extension("json.tmp");
+    let ok = serde_json::to_vec(note)
+        .ok()
+        .and_then(|b| std::fs::write(&tmp, b).ok())
+        .and_then(|()| std::fs::rename(&tmp, &path).ok());
+    if ok.is_none() {
+        tracing::warn!(attempt = %note.attempt_id, "could not save the attempt's note");
+    }
+}
+
+fn drop_note(state_dir: &Path, attempt_id: &str) {
+    let _ = std::fs::remove_file(notes_dir(state_dir).join(format!("{attempt_id}.json")));
+}
+
+/// Shared state of the agent's loops.
+struct Agent {
+    client: Client,
+    agent_id: String,
+    key: SigningKey,
+    backend: LocalBackend,
+    state_dir: PathBuf,
+    usage_interval: Duration,
+    /// Attempts being supervised, with the switch that tells each to stop.
+    running: Mutex<HashMap<String, watch::Sender<bool>>>,
+}
+
+/// Retries a call while the exchange cannot be reached or is unavailable; gives up on a definite
+/// answer. Backoff doubles up to 10 s.
+async fn retry<T, F, Fut>(what: &str, mut f: F) -> Result<T, ClientError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, ClientError>>,
+{
+    let mut delay = Duration::from_millis(200);
+    loop {
+        match f().await {
+            Ok(v) => return Ok(v),
+            Err(e @ ClientError::Api { status, .. }) if status != 503 => return Err(e),
+            Err(e) => {
+                tracing::warn!(error = %e, "{what}: exchange unreachable; retrying in {delay:?}");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(10));
+            }
+        }
+    }
+}
+
+fn is_stale(e: &ClientError) -> bool {
+    matches!(e.code(), Some("stale_attempt") | Some("not_found"))
+}
+
+pub async fn run(args: AgentArgs) -> Result<()> {
+    let config = AgentConfig::load(&args.config)?;
+    std::fs::create_dir_all(notes_dir(&config.state_dir))
+        .with_context(|| format!("create {}", config.state_dir.display()))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        // Jobs run as another user must be able to pass through to their job directories
+        // (search, not list); the key and the attempt notes stay the agent's alone.
+        std::fs::set_permissions(&config.state_dir, std::fs::Permissions::from_mode(0o711))?;
+        std::fs::set_permissions(notes_dir(&config.state_dir), std::fs::Permissions::from_mode(0o700))?;
+    }
+    let token = config.token()?;
+    let key = load_or_create_key(&config.state_dir)?;
+    let measured = capacity::detect_async().await;
+    let machine = capacity::apply_override(measured, &config.capacity);
+    let mut hidden = vec![args.config.clone(), config.state_dir.join("agent.key"), config.state_dir.join("attempts")];
+    hidden.extend(config.token_file.clone());
+    let options = LocalOptions { use_bubblewrap: config.sandbox, hidden_paths: hidden, ..LocalOptions::default() };
+    let backend = LocalBackend::new(config.state_dir.join("jobs"), options).context("start the local backend")?;
+    let isolation = backend.isolation();
+    let client = Client::new(config.server.trim_end_matches('/').to_owned(), Some(token));
+    let request = registration(&config, &machine, &key, &isolation.summary);
+    let agent = retry("register", || client.register_agent(&request, None))
+        .await
+        .context("register with the exchange")?;
+    println!(
+        "agent {} serving pool {} on {} ({} CPUs, {} MiB{}); isolation: {}",
+        agent.id,
+        agent.pool_id,
+        config.server,
+        machine.cpus,
+        machine.memory_mib,
+        accelerators_text(&machine),
+        isolation.summary
+    );
+    for note in &isolation.notes {
+        println!("  note: {note}");
+    }
+    let agent = Arc::new(Agent {
+        client,
+        agent_id: agent.id,
+        key,
+        backend,
+        state_dir: config.state_dir.clone(),
+        usage_interval: Duration::from_secs(config.usage_interval_s.max(1)),
+        running: Mutex::new(HashMap::new()),
+    });
+    reattach_all(&agent).await;
+    let heartbeat_every = Duration::from_secs(agent_heartbeat(&agent).await);
+    tokio::spawn(heartbeat_loop(agent.clone(), heartbeat_every));
+    poll_loop(agent).await
+}
+
+fn accelerators_text(m: &MachineCapacity) -> String {
+    m.accelerators.iter().map(|a| format!(", {}× {} ({})", a.count, a.model, a.source)).collect()
+}
+
+fn registration(config: &AgentConfig, m: &MachineCapacity, key: &SigningKey, isolation: &str) -> RegisterAgentRequest {
+    // One node per agent; a machine with several accelerator models reports the largest group.
+    let gpu = m.accelerators.iter().max_by_key(|a| a.count);
+    RegisterAgentRequest {
+        name: config.name.clone(),
+        zone: config.zone.clone(),
+        public_key_hex: hex(&key.verifying_key().to_bytes()),
+        backend: config.backend.clone(),
+        isolation: isolation.chars().take(500).collect(),
+        version: env!("CARGO_PKG_VERSION").into(),
+        nodes: vec![NodeSpec {
+            name: config.name.clone(),
+            cpus: m.cpus.max(1),
+            memory_mib: m.memory_mib.max(1),
+            accelerator_model: gpu.map(|g| g.model.clone()),
+            accelerators: gpu.map(|g| g.count).unwrap_or(0),
+            partition: None,
+        }],
+        pool_id: config.pool_id.clone(),
+    }
+}
+
+/// The heartbeat interval the exchange asks for (first heartbeat).
+async fn agent_heartbeat(agent: &Agent) -> u64 {
+    match agent.client.heartbeat(&agent.agent_id, &HeartbeatRequest { running: running_ids(agent) }).await {
+        Ok(r) => r.agent.heartbeat_interval_s.max(1),
+        Err(_) => 5,
+    }
+}
+
+fn running_ids(agent: &Agent) -> Vec<String> {
+    agent.running.lock().unwrap_or_else(|p| p.into_inner()).keys().cloned().collect()
+}
+
+async fn heartbeat_loop(agent: Arc<Agent>, every: Duration) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let request = HeartbeatRequest { running: running_ids(&agent) };
+        match agent.client.heartbeat(&agent.agent_id, &request).await {
+            Ok(r) => {
+                for attempt in r.stop {
+                    tracing::warn!(attempt = %attempt, "the exchange says this attempt is over: stopping it");
+                    if let Some(stop) = agent.running.lock().unwrap_or_else(|p| p.into_inner()).get(&attempt) {
+                        stop.send_replace(true);
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "heartbeat failed; jobs keep running"),
+        }
+    }
+}
+
+async fn poll_loop(agent: Arc<Agent>) -> Result<()> {
+    let mut delay = Duration::from_millis(200);
+    loop {
+        match agent.client.poll(&agent.agent_id, &PollRequest { wait_ms: 20_000, max: Some(16) }).await {
+            Ok(r) => {
+                delay = Duration::from_millis(200);
+                for a in r.assignments {
+                    let (stop_tx, stop_rx) = watch::channel(false);
+                    agent.running.lock().unwrap_or_else(|p| p.into_inner()).insert(a.attempt_id.clone(), stop_tx);
+                    tokio::spawn(supervise_new(agent.clone(), a, stop_rx));
+                }
+            }
+            Err(e @ ClientError::Api { status: 401 | 403 | 404, .. }) => {
+                bail!("the exchange refused this agent: {e}");
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "poll failed; retrying in {delay:?}");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(10));
+            }
+        }
+    }
+}
+
+fn decode_files(a: &Assignment) -> Result<Vec<JobFile>, String> {
+    a.task
+        .workdir
+        .iter()
+        .map(|f| {
+            let data = base64::engine::general_purpose::STANDARD
+                .decode(&f.content_base64)
+                .map_err(|e| format!("{}: {e}", f.path))?;
+            Ok(JobFile { path: f.path.clone(), data, mode: f.mode.unwrap_or(0o644) })
+        })
+        .collect()
+}
+
+async fn supervise_new(agent: Arc<Agent>, a: Assignment, stop: watch::Receiver<bool>) {
+    let mut note = AttemptNote {
+        attempt_id: a.attempt_id.clone(),
+        job_id: a.job_id.clone(),
+        units: a.units,
+        usage_seq: 0,
+        unit_seconds_reported: 0,
+        log_seq: 0,
+    };
+    save_note(&agent.state_dir, &note);
+    let launch = match decode_files(&a) {
+        Ok(files) => JobLaunch {
+            attempt_id: a.attempt_id.clone(),
+            setup: a.task.setup.clone(),
+            run: a.task.run.clone(),
+            env: a.task.env.clone().into_iter().collect::<BTreeMap<_, _>>(),
+            files,
+            cpus: a.cpus.max(1),
+            memory_mib: a.memory_mib.max(64),
+            pids_max: 512,
+            time_limit_s: a.time_limit_s.max(1),
+            network: a.task.network,
+        },
+        Err(e) => {
+            finish(&agent, &mut note, "failed", None, &format!("the working directory could not be unpacked: {e}"), None).await;
+            return;
+        }
+    };
+    match agent.backend.start(launch).await {
+        Ok(job) => {
+            let event = AttemptEvent { state: "running".into(), exit_code: None, message: None, backend_id: Some(job.pid().to_string()) };
+            match retry("report running", || agent.client.attempt_event(&agent.agent_id, &a.attempt_id, &event, None)).await {
+                Ok(_) => supervise(agent, job, note, stop).await,
+                Err(e) => {
+                    tracing::warn!(attempt = %a.attempt_id, error = %e, "the exchange refused the attempt: stopping it");
+                    job.cancel().await;
+                    forget(&agent, &a.attempt_id);
+                }
+            }
+        }
+        Err(e) => finish(&agent, &mut note, "failed", None, &format!("the job could not start: {e}"), None).await,
+    }
+}
+
+/// Watches a running job until it ends or the exchange stops it, forwarding logs and usage.
+async fn supervise(agent: Arc<Agent>, mut job: RunningJob, mut note: AttemptNote, mut stop: watch::Receiver<bool>) {
+    let mut logs = job.take_logs();
+    let log_agent = agent.clone();
+    let attempt_id = note.attempt_id.clone();
+    let first_seq = note.log_seq;
+    let forwarder = tokio::spawn(async move { forward_logs(log_agent, attempt_id, &mut logs, first_seq).await });
+    let mut tick = tokio::time::interval(agent.usage_interval);
+    tick.tick().await;
+    let mut stopped = false;
+    let outcome = loop {
+        if let Some(o) = job.try_outcome() {
+            break o;
+        }
+        tokio::select! {
+            changed = stop.changed(), if !stopped => {
+                if changed.is_err() || *stop.borrow() {
+                    stopped = true;
+                    job.cancel().await;
+                }
+            }
+            _ = tick.tick() => {
+                if !report_usage(&agent, &mut note, job.usage().wall_ms, job.usage().cpu_ms, job.usage().peak_memory_mib).await {
+                    stopped = true;
+                    job.cancel().await;
+                }
+            }
+            _ = tokio::time::sleep(Duration::from_millis(50)) => {}
+        }
+    };
+    // Every chunk has been sent once the outcome is known; let the forwarder drain them.
+    if let Ok(last) = forwarder.await {
+        note.log_seq = last;
+    }
+    let u = outcome.usage;
+    report_usage(&agent, &mut note, u.wall_ms, u.cpu_ms, u.peak_memory_mib).await;
+    let (state, code) = outcome_state(&outcome);
+    finish(&agent, &mut note, state, code, &outcome.message, None).await;
+}
+
+fn outcome_state(o: &Outcome) -> (&'static str, Option<i32>) {
+    match &o.state {
+        LocalState::Succeeded => ("succeeded", Some(0)),
+        LocalState::Failed { exit_code } => ("failed", *exit_code),
+        LocalState::Cancelled => ("cancelled", o.exit_code),
+        LocalState::TimedOut => ("timed_out", o.exit_code),
+        LocalState::OutOfMemory => ("failed", o.exit_code),
+    }
+}
+
+/// Reports usage up to `wall_ms`: units × whole seconds, the difference since the last report,
+/// signed. False when the exchange refused the attempt as stale.
+async fn report_usage(agent: &Agent, note: &mut AttemptNote, wall_ms: u64, cpu_ms: Option<u64>, peak: Option<u64>) -> bool {
+    let total = note.units.saturating_mul(wall_ms / 1_000);
+    let delta = total.saturating_sub(note.unit_seconds_reported);
+    if delta == 0 {
+        return true;
+    }
+    let seq = note.usage_seq + 1;
+    let message = suanli_api::usage_message(&note.job_id, &note.attempt_id, seq, delta, cpu_ms, peak);
+    let record = UsageRecord {
+        seq,
+        unit_seconds: delta,
+        cpu_ms,
+        peak_memory_mib: peak,
+        signature_hex: hex(&agent.key.sign(message.as_bytes()).to_bytes()),
+    };
+    // The sequence number is saved before sending, so a retry after a restart repeats it and the
+    // exchange counts it once.
+    note.usage_seq = seq;
+    note.unit_seconds_reported = total;
+    save_note(&agent.state_dir, note);
+    let batch = UsageBatch { records: vec![record] };
+    match retry("report usage", || agent.client.usage(&agent.agent_id, &note.attempt_id, &batch)).await {
+        Ok(_) => true,
+        Err(e) if is_stale(&e) => false,
+        Err(e) => {
+            tracing::warn!(error = %e, "usage refused");
+            true
+        }
+    }
+}
+
+/// Sends the job's output in batches; returns the last sequence number sent.
+async fn forward_logs(
+    agent: Arc<Agent>,
+    attempt_id: String,
+    logs: &mut tokio::sync::mpsc::Receiver<suanli_agent::local::LogChunk>,
+    offset: u64,
+) -> u64 {
+    let mut last = offset;
+    let mut batch: Vec<AgentLogChunk> = Vec::new();
+    loop {
+        let more = tokio::select! {
+            chunk = logs.recv() => chunk,
+            _ = tokio::time::sleep(Duration::from_millis(100)), if !batch.is_empty() => None,
+        };
+        let closed = more.is_none() && batch.is_empty();
+        if let Some(c) = more {
+            // The backend numbers chunks from 0; the exchange from 1.
+            last = offset + c.seq + 1;
+            batch.push(AgentLogChunk {
+                seq: last,
+                stream: match c.stream {
+                    LogStream::Stdout => "stdout",
+                    LogStream::Stderr => "stderr",
+                    LogStream::System => "system",
+                }
+                .into(),
+                data: c.data,
+            });
+            if batch.len() < 200 {
+                continue;
+            }
+        }
+        if !batch.is_empty() {
+            let chunks = LogBatch { chunks: std::mem::take(&mut batch) };
+            if let Err(e) = retry("send logs", || agent.client.logs(&agent.agent_id, &attempt_id, &chunks)).await {
+                if is_stale(&e) {
+                    return last;
+                }
+                tracing::warn!(attempt = %attempt_id, error = %e, "the exchange refused a batch of logs");
+            }
+            continue;
+        }
+        if closed {
+            return last;
+        }
+    }
+}
+
+/// Reports how an attempt ended (retried until the exchange answers) and forgets it.
+async fn finish(agent: &Agent, note: &mut AttemptNote, state: &str, exit_code: Option<i32>, message: &str, backend_id: Option<String>) {
+    let event = AttemptEvent {
+        state: state.into(),
+        exit_code,
+        message: Some(message.chars().take(500).collect::<String>()).filter(|m| !m.is_empty()),
+        backend_id,
+    };
+    let key = format!("{}-end", note.attempt_id);
+    match retry("report the end", || agent.client.attempt_event(&agent.agent_id, &note.attempt_id, &event, Some(&key))).await {
+        Ok(job) => tracing::info!(attempt = %note.attempt_id, job = %job.id, state = %job.state, "attempt ended"),
+        Err(e) => tracing::warn!(attempt = %note.attempt_id, error = %e, "the exchange refused the end report"),
+    }
+    forget(agent, &note.attempt_id);
+}
+
+fn forget(agent: &Agent, attempt_id: &str) {
+    agent.running.lock().unwrap_or_else(|p| p.into_inner()).remove(attempt_id);
+    drop_note(&agent.state_dir, attempt_id);
+}
+
+/// After a restart: finds the attempts this agent had started and supervises them again, or
+/// reports how they ended while it was away.
+async fn reattach_all(agent: &Arc<Agent>) {
+    let Ok(entries) = std::fs::read_dir(notes_dir(&agent.state_dir)) else { return };
+    for entry in entries.flatten() {
+        let Ok(text) = std::fs::read(entry.path()) else { continue };
+        let Ok(mut note) = serde_json::from_slice::<AttemptNote>(&text) else { continue };
+        match agent.backend.reattach(&note.attempt_id).await {
+            Ok(Some(Reattached::Running(job))) => {
+                println!("re-attached to attempt {} (pid {})", note.attempt_id, job.pid());
+                let (stop_tx, stop_rx) = watch::channel(false);
+                agent.running.lock().unwrap_or_else(|p| p.into_inner()).insert(note.attempt_id.clone(), stop_tx);
+                tokio::spawn(supervise(agent.clone(), job, note, stop_rx));
+            }
+            Ok(Some(Reattached::Finished(outcome))) => {
+                let u = outcome.usage;
+                report_usage(agent, &mut note, u.wall_ms, u.cpu_ms, u.peak_memory_mib).await;
+                let (state, code) = outcome_state(&outcome);
+                finish(agent, &mut note, state, code, &outcome.message, None).await;
+            }
+            Ok(None) | Err(_) => {
+                finish(agent, &mut note, "failed", None, "the job was gone when the agent restarted", None).await;
+            }
+        }
+    }
+}
