@@ -4,7 +4,8 @@
 #   2. the store conformance suite and the API tests again on a real PostgreSQL 15, started here
 #      from the installed binaries on a throwaway cluster;
 #   3. a schemathesis fuzz run over the OpenAPI document against a real demo server (zero 5xx).
-# Needs: cargo, PostgreSQL 15 binaries (/usr/lib/postgresql/15/bin), python3 with venv.
+# Needs: cargo, PostgreSQL 15 binaries (/usr/lib/postgresql/15/bin), python3 with venv, bubblewrap
+# (installed here with apt-get when missing).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
@@ -20,6 +21,11 @@ trap cleanup EXIT
 if [ ! -x /usr/lib/postgresql/15/bin/initdb ]; then
   echo "== installing PostgreSQL 15"
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql-15 >/dev/null
+fi
+
+if ! command -v bwrap >/dev/null 2>&1; then
+  echo "== installing bubblewrap (the local backend's sandbox; its tests require it)"
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bubblewrap >/dev/null
 fi
 
 echo "== cargo test --workspace (SQLite)"

@@ -1,0 +1,272 @@
+//! How a job's command line is built: the wrapper shell, the rlimit prefix and bubblewrap.
+//!
+//! The process the backend spawns is always the wrapper, `/bin/sh -c WRAPPER suanli-wrapper
+//! ATTEMPT DIR SETUP RUN [PREFIX…]`. It waits on a gate (one line on stdin) so that the backend
+//! can move it into the job's cgroup before anything of the job runs, then runs `PREFIX… /bin/sh
+//! -c SETUP` and `PREFIX… /bin/sh -c RUN`, and records how it ended in `DIR/exit_code`. The
+//! prefix is the rlimit wrapper (when limits are not enforced by a cgroup) followed by
+//! bubblewrap (when sandboxing). The wrapper stays outside the sandbox, as the sandbox's parent:
+//! bubblewrap's `--die-with-parent` then ties the sandbox to the wrapper, not to the agent, so a
+//! job survives an agent restart and dies with its wrapper.
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+/// `argv[0]` of the wrapper, used to recognise it after an agent restart.
+pub(crate) const WRAPPER_NAME: &str = "suanli-wrapper";
+
+/// The wrapper script. `$1` attempt id (for recognition), `$2` job dir, `$3` setup (may be
+/// empty), `$4` run, then the prefix. SIGTERM is remembered, not obeyed, so that the wrapper
+/// outlives its command and records its status (its handler is reset in children by `exec`, so
+/// the job itself gets SIGTERM normally). `set -C` makes the status file's creation exclusive:
+/// a job that planted a symlink there makes the write fail instead of redirecting it.
+pub(crate) const WRAPPER: &str = r#"trap 'suanli_stop=1' TERM INT HUP
+read -r suanli_go || exit 125
+exec </dev/null
+suanli_dir=$2
+suanli_setup=$3
+suanli_run=$4
+shift 4
+suanli_finish() {
+  rm -f "$suanli_dir/.exit_code.tmp" 2>/dev/null
+  set -C
+  { echo "$2"; echo "phase $1"; times; } >"$suanli_dir/.exit_code.tmp" 2>/dev/null &&
+    mv -f "$suanli_dir/.exit_code.tmp" "$suanli_dir/exit_code" 2>/dev/null
+  exit "$2"
+}
+if [ -n "$suanli_setup" ]; then
+  "$@" /bin/sh -c "$suanli_setup"
+  suanli_code=$?
+  [ "$suanli_code" -eq 0 ] || suanli_finish setup "$suanli_code"
+  [ -z "$suanli_stop" ] || suanli_finish setup 143
+fi
+"$@" /bin/sh -c "$suanli_run"
+suanli_finish run "$?"
+"#;
+
+/// Sets rlimits without `prlimit`: `$1` KiB of address space, `$2` processes, `$3` CPU seconds
+/// (0 = unchanged). dash names the process limit `-p`, bash `-u`.
+const ULIMIT_SCRIPT: &str = r#"[ "$1" = 0 ] || ulimit -v "$1" || exit 126
+[ "$2" = 0 ] || ulimit -p "$2" 2>/dev/null || ulimit -u "$2" || exit 126
+[ "$3" = 0 ] || ulimit -t "$3" || exit 126
+shift 3
+exec "$@"
+"#;
+
+/// Rlimits for the fallback without cgroups; 0 is no limit.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Rlimits {
+    pub address_space_bytes: u64,
+    pub processes: u64,
+    pub cpu_seconds: u64,
+}
+
+/// The rlimit prefix: `prlimit --as=… --nproc=… --cpu=… --`, or a `ulimit` shell.
+pub(crate) fn rlimit_prefix(prlimit: Option<&Path>, l: Rlimits) -> Vec<OsString> {
+    let mut v: Vec<OsString> = Vec::new();
+    if l.address_space_bytes == 0 && l.processes == 0 && l.cpu_seconds == 0 {
+        return v;
+    }
+    match prlimit {
+        Some(p) => {
+            v.push(p.into());
+            if l.address_space_bytes > 0 {
+                v.push(format!("--as={}", l.address_space_bytes).into());
+            }
+            if l.processes > 0 {
+                v.push(format!("--nproc={}", l.processes).into());
+            }
+            if l.cpu_seconds > 0 {
+                v.push(format!("--cpu={}", l.cpu_seconds).into());
+            }
+            v.push("--".into());
+        }
+        None => {
+            v.extend(["/bin/sh", "-c", ULIMIT_SCRIPT, "suanli-limits"].map(OsString::from));
+            v.push(l.address_space_bytes.div_ceil(1024).to_string().into());
+            v.push(l.processes.to_string().into());
+            v.push(l.cpu_seconds.to_string().into());
+        }
+    }
+    v
+}
+
+/// What bubblewrap needs besides the job: what to hide and which devices to pass through.
+#[derive(Debug, Clone)]
+pub(crate) struct Bubblewrap {
+    pub binary: PathBuf,
+    /// Directories get an empty tmpfs over them, files `/dev/null`.
+    pub hidden: Vec<PathBuf>,
+    /// Accelerator device nodes (`/dev/nvidia*`, `/dev/davinci*`, …) bound into the sandbox.
+    pub devices: Vec<PathBuf>,
+}
+
+/// Options common to the probe and to jobs: read-only root, minimal `/dev`, own `/proc` and
+/// `/tmp`, every namespace unshared, no capabilities (a root job keeping its capabilities in the
+/// sandbox's user namespace could unmount the tmpfs that hides a path), its own session.
+fn common_args(v: &mut Vec<OsString>) {
+    v.extend(
+        [
+            "--ro-bind",
+            "/",
+            "/",
+            "--dev",
+            "/dev",
+            "--proc",
+            "/proc",
+            "--tmpfs",
+            "/tmp",
+        ]
+        .map(OsString::from),
+    );
+}
+
+fn tail_args(v: &mut Vec<OsString>, network: bool) {
+    v.push("--unshare-all".into());
+    if network {
+        v.push("--share-net".into());
+    }
+    v.extend(
+        [
+            "--die-with-parent",
+            "--new-session",
+            "--cap-drop",
+            "ALL",
+            "--",
+        ]
+        .map(OsString::from),
+    );
+}
+
+impl Bubblewrap {
+    /// The prefix that runs a command in the sandbox with `job_dir` as its only writable place.
+    /// `root_dir` (every job's directory) is hidden, then the job's own directory bound back.
+    pub fn prefix(&self, root_dir: &Path, job_dir: &Path, network: bool) -> Vec<OsString> {
+        let mut v: Vec<OsString> = vec![self.binary.clone().into()];
+        common_args(&mut v);
+        for dev in &self.devices {
+            v.extend([
+                "--dev-bind-try".into(),
+                dev.clone().into(),
+                dev.clone().into(),
+            ]);
+        }
+        v.extend(["--tmpfs".into(), root_dir.into()]);
+        for h in &self.hidden {
+            match std::fs::metadata(h) {
+                Ok(m) if m.is_dir() => v.extend(["--tmpfs".into(), h.clone().into()]),
+                Ok(_) => v.extend(["--ro-bind".into(), "/dev/null".into(), h.clone().into()]),
+                Err(_) => {}
+            }
+        }
+        v.extend([
+            "--bind".into(),
+            job_dir.into(),
+            job_dir.into(),
+            "--chdir".into(),
+            job_dir.into(),
+        ]);
+        tail_args(&mut v, network);
+        v
+    }
+
+    /// Runs `/bin/true` in a sandbox as the job user: `Err` with bubblewrap's complaint if it
+    /// cannot work here (e.g. unprivileged user namespaces are disabled).
+    pub fn probe(binary: &Path, user: Option<(u32, u32)>) -> Result<(), String> {
+        use std::os::unix::process::CommandExt;
+        let mut v: Vec<OsString> = Vec::new();
+        common_args(&mut v);
+        tail_args(&mut v, false);
+        let mut cmd = Command::new(binary);
+        cmd.args(&v)
+            .arg("/bin/true")
+            .env_clear()
+            .current_dir("/")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        if let Some((uid, gid)) = user {
+            cmd.uid(uid).gid(gid);
+        }
+        match cmd.output() {
+            Ok(out) if out.status.success() => Ok(()),
+            Ok(out) => Err(format!(
+                "{} failed ({}): {}",
+                binary.display(),
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            )),
+            Err(e) => Err(format!("{}: {e}", binary.display())),
+        }
+    }
+}
+
+/// Accelerator device nodes present on this machine.
+pub(crate) fn accelerator_devices() -> Vec<PathBuf> {
+    let Ok(dir) = std::fs::read_dir("/dev") else {
+        return Vec::new();
+    };
+    let mut out: Vec<PathBuf> = dir
+        .filter_map(|e| {
+            let name = e.ok()?.file_name().into_string().ok()?;
+            let wanted = name.starts_with("nvidia")
+                || name.starts_with("davinci")
+                || matches!(name.as_str(), "devmm_svm" | "hisi_hdc" | "kfd");
+            wanted.then(|| Path::new("/dev").join(name))
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn strs(v: &[OsString]) -> Vec<String> {
+        v.iter().map(|s| s.to_string_lossy().into_owned()).collect()
+    }
+
+    #[test]
+    fn prefixes() {
+        let l = Rlimits {
+            address_space_bytes: 64 << 20,
+            processes: 64,
+            cpu_seconds: 10,
+        };
+        assert_eq!(
+            strs(&rlimit_prefix(Some(Path::new("/usr/bin/prlimit")), l)),
+            vec![
+                "/usr/bin/prlimit",
+                "--as=67108864",
+                "--nproc=64",
+                "--cpu=10",
+                "--"
+            ]
+        );
+        let sh = strs(&rlimit_prefix(None, l));
+        assert_eq!(sh[..2], ["/bin/sh", "-c"]);
+        assert_eq!(sh[4..], ["65536", "64", "10"]);
+
+        let b = Bubblewrap {
+            binary: "/usr/bin/bwrap".into(),
+            hidden: vec!["/nonexistent-suanli-hidden".into(), "/etc".into()],
+            devices: vec![],
+        };
+        let a = strs(&b.prefix(
+            Path::new("/var/lib/suanli/jobs"),
+            Path::new("/var/lib/suanli/jobs/a1"),
+            false,
+        ));
+        let joined = a.join(" ");
+        assert!(
+            joined.starts_with("/usr/bin/bwrap --ro-bind / / --dev /dev --proc /proc --tmpfs /tmp")
+        );
+        assert!(joined.contains("--tmpfs /var/lib/suanli/jobs --tmpfs /etc --bind /var/lib/suanli/jobs/a1 /var/lib/suanli/jobs/a1 --chdir /var/lib/suanli/jobs/a1"));
+        assert!(!joined.contains("nonexistent"));
+        assert!(joined.ends_with("--unshare-all --die-with-parent --new-session --cap-drop ALL --"));
+        let net = strs(&b.prefix(Path::new("/r"), Path::new("/r/a"), true)).join(" ");
+        assert!(net.contains("--unshare-all --share-net"));
+    }
+}
