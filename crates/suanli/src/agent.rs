@@ -393,10 +393,8 @@ async fn supervise(agent: Arc<Agent>, mut job: RunningJob, mut note: AttemptNote
     tick.tick().await;
     let mut stopped = false;
     let outcome = loop {
-        if let Some(o) = job.try_outcome() {
-            break o;
-        }
         tokio::select! {
+            o = job.finished() => break o,
             changed = stop.changed(), if !stopped => {
                 if changed.is_err() || *stop.borrow() {
                     stopped = true;
@@ -409,7 +407,6 @@ async fn supervise(agent: Arc<Agent>, mut job: RunningJob, mut note: AttemptNote
                     job.cancel().await;
                 }
             }
-            _ = tokio::time::sleep(Duration::from_millis(50)) => {}
         }
     };
     // Every chunk has been sent once the outcome is known; let the forwarder drain them.

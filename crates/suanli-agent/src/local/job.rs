@@ -618,6 +618,21 @@ impl RunningJob {
         let _ = rx.wait_for(Option::is_some).await;
     }
 
+    /// Waits for the job to end, keeping the handle (so that it can still be cancelled meanwhile).
+    pub async fn finished(&self) -> Outcome {
+        let mut rx = self.outcome.clone();
+        let outcome = rx.wait_for(Option::is_some).await.map(|o| (*o).clone());
+        match outcome {
+            Ok(o) => o.expect("checked by wait_for"),
+            Err(_) => Outcome {
+                state: JobState::Failed { exit_code: None },
+                exit_code: None,
+                usage: self.shared.usage(),
+                message: "the job's supervisor stopped (runtime shut down)".into(),
+            },
+        }
+    }
+
     /// Waits for the job to end. Every log chunk has been sent by then.
     pub async fn wait(mut self) -> Outcome {
         match self.outcome.wait_for(Option::is_some).await {
