@@ -15,7 +15,7 @@ use suanli_store::ops::{account_id, OrgRow};
 use suanli_store::{Store, WriterConfig};
 
 use crate::purchases::Db;
-use crate::stats::{ms, Latencies};
+use crate::stats::{ms, CpuSample, Latencies};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Backend {
@@ -110,6 +110,12 @@ async fn run_on(o: &Options, db: &Db) -> anyhow::Result<serde_json::Value> {
     let start = Instant::now();
     let warm_until = start + Duration::from_secs(o.warmup_seconds);
     let end = warm_until + Duration::from_secs(o.seconds);
+    let sampler = tokio::spawn(async move {
+        tokio::time::sleep_until(warm_until.into()).await;
+        let a = CpuSample::now("suanli-writer");
+        tokio::time::sleep_until(end.into()).await;
+        CpuSample::now("suanli-writer").since(&a)
+    });
     let mut tasks = Vec::with_capacity(o.clients);
     for c in &consumers {
         let store = store.clone();
@@ -186,6 +192,8 @@ async fn run_on(o: &Options, db: &Db) -> anyhow::Result<serde_json::Value> {
         }
     }
     let wal_after = db.url.as_deref().and_then(crate::pg::wal_syncs);
+    let cpu = sampler.await?;
+    let cpu_note = format!("; CPU: {}", cpu.describe());
 
     let s2 = store.clone();
     let (transfers_in_db, violations) = tokio::task::spawn_blocking(move || {
@@ -207,7 +215,7 @@ async fn run_on(o: &Options, db: &Db) -> anyhow::Result<serde_json::Value> {
     println!(
         "ledger [{}]: {:.0} transfers/s over {} s with {} clients (goal >= {goal:.0}/s); per transfer p50 {}, \
          p99 {}, max {}; {failed} failed{}; transfers in db {transfers_in_db} (expected {expected_in_db}); \
-         ledger check {}{}{}",
+         ledger check {}{}{}{cpu_note}",
         o.backend.name(),
         rate,
         o.seconds,
@@ -218,7 +226,7 @@ async fn run_on(o: &Options, db: &Db) -> anyhow::Result<serde_json::Value> {
         first_error.as_deref().map(|e| format!(" (first: {e})")).unwrap_or_default(),
         if violations.is_empty() { "ok".to_owned() } else { format!("FAILED: {violations:?}") },
         round_trip.map(|r| format!("; PostgreSQL round trip {r:.0} us")).unwrap_or_default(),
-        wal.map(|w| format!("; ~{w} WAL fsyncs in the run")).unwrap_or_default(),
+        wal.map(|w| format!("; ~{w} WAL fsyncs in the run (warm-up included)")).unwrap_or_default(),
     );
     Ok(serde_json::json!({
         "bench": "ledger",
@@ -237,6 +245,7 @@ async fn run_on(o: &Options, db: &Db) -> anyhow::Result<serde_json::Value> {
         "ledger_ok": violations.is_empty(),
         "pg_round_trip_us": round_trip.map(|r| r.round()),
         "wal_fsyncs_approx": wal,
+        "cpu": cpu.json(),
         "goal_per_s": goal,
         "goal_met": rate >= goal,
     }))

@@ -11,6 +11,8 @@ mod quote;
 mod stats;
 mod table;
 
+use std::io::Write;
+
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
@@ -31,10 +33,13 @@ enum Command {
         offers: usize,
         #[arg(long, default_value_t = 2_000)]
         quotes: usize,
-        #[arg(long, default_value_t = 500)]
+        #[arg(long, default_value_t = 200)]
         warmup: usize,
         #[arg(long, default_value_t = 20_240_601)]
         seed: u64,
+        /// Quotes (the first ones) that the diagnostic variants are also timed on.
+        #[arg(long, default_value_t = 300)]
+        diagnostic_quotes: usize,
     },
     /// Durable purchases through the HTTP API of an in-process server.
     Purchases {
@@ -109,11 +114,13 @@ fn main() -> anyhow::Result<()> {
             quotes,
             warmup,
             seed,
+            diagnostic_quotes,
         } => quote::run(&quote::Options {
             offers,
             quotes,
             warmup,
             seed,
+            diagnostic_quotes,
         })?,
         Command::Purchases {
             backend,
@@ -166,7 +173,8 @@ fn main() -> anyhow::Result<()> {
             return Ok(());
         }
     };
-    println!("{result}");
+    // Not `println!`: a closed pipe (`| head -1`) is not worth a panic.
+    let _ = writeln!(std::io::stdout(), "{result}");
     // The in-process server and the writer threads are not shut down gracefully (and the runtime is
     // not dropped, which would wait for them): just leave.
     std::process::exit(0);

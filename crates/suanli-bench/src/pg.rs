@@ -60,3 +60,17 @@ pub fn round_trip_us(url: &str, n: u32) -> anyhow::Result<f64> {
         Ok(t.elapsed().as_secs_f64() * 1e6 / f64::from(n.max(1)))
     })
 }
+
+/// Sessions (connections) opened to the database of `url` so far (`pg_stat_database.sessions`,
+/// PostgreSQL 14+), counting the one this call opens.
+pub fn sessions(url: &str) -> Option<i64> {
+    let url = url.to_owned();
+    on_thread(move || {
+        let row = connect(&url)?.query_one(
+            "SELECT sessions FROM pg_stat_database WHERE datname = current_database()",
+            &[],
+        )?;
+        Ok(row.get::<_, i64>(0))
+    })
+    .ok()
+}

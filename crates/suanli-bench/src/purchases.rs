@@ -23,7 +23,7 @@ use suanli_client::{Client, Method};
 use suanli_server::ServerConfig;
 use suanli_store::{Location, WriterConfig};
 
-use crate::stats::{ms, Latencies};
+use crate::stats::{ms, CpuSample, Latencies};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Backend {
@@ -224,9 +224,16 @@ async fn run_on(o: &Options, db: &Db) -> anyhow::Result<serde_json::Value> {
     let body =
         Arc::new(serde_json::json!({"offer_id": offer.id, "units": 1, "duration_limit_s": 60}));
     let wal_before = db.url.as_deref().and_then(crate::pg::wal_syncs);
+    let sessions_before = db.url.as_deref().and_then(crate::pg::sessions);
     let start = Instant::now();
     let warm_until = start + Duration::from_secs(o.warmup_seconds);
     let end = warm_until + Duration::from_secs(o.seconds);
+    let sampler = tokio::spawn(async move {
+        tokio::time::sleep_until(warm_until.into()).await;
+        let a = CpuSample::now("suanli-writer");
+        tokio::time::sleep_until(end.into()).await;
+        CpuSample::now("suanli-writer").since(&a)
+    });
     let mut tasks = Vec::with_capacity(o.connections);
     for (i, secret) in consumers.into_iter().enumerate() {
         let http = reqwest::Client::builder()
@@ -315,6 +322,14 @@ async fn run_on(o: &Options, db: &Db) -> anyhow::Result<serde_json::Value> {
         }
     }
     let wal_after = db.url.as_deref().and_then(crate::pg::wal_syncs);
+    let sessions = db
+        .url
+        .as_deref()
+        .and_then(crate::pg::sessions)
+        .zip(sessions_before)
+        .map(|(after, before)| after - before - 1);
+    let cpu = sampler.await?;
+    let cpu_note = format!("; CPU: {}", cpu.describe());
 
     // Cross-checks: every 201 is a lease in the database, and the ledger balances.
     let store = state.store.clone();
@@ -339,7 +354,7 @@ async fn run_on(o: &Options, db: &Db) -> anyhow::Result<serde_json::Value> {
     let pairs_rate = all.ends_in_window as f64 / secs;
     println!(
         "{bench} [{}]: {:.0} {what}/s over {} s with {} connections{}; per request p50 {}, p99 {}, max {}; \
-         {others} non-201 answers{}; leases in db {leases_in_db} (= {} 201s); ledger check {}{}",
+         {others} non-201 answers{}; leases in db {leases_in_db} (= {} 201s); ledger check {}{}{}{cpu_note}",
         o.backend.name(),
         if o.end { pairs_rate } else { rate },
         o.seconds,
@@ -351,7 +366,11 @@ async fn run_on(o: &Options, db: &Db) -> anyhow::Result<serde_json::Value> {
         all.sample_error.as_deref().map(|e| format!(" (first: {e})")).unwrap_or_default(),
         all.purchases_total,
         if check.ok { "ok" } else { "FAILED" },
-        wal.map(|w| format!("; ~{w} WAL fsyncs in the run")).unwrap_or_default(),
+        wal.map(|w| format!("; ~{w} WAL fsyncs in the run (warm-up included)"))
+            .unwrap_or_default(),
+        sessions
+            .map(|n| format!("; {n} PostgreSQL connections opened during the run"))
+            .unwrap_or_default(),
     );
     Ok(serde_json::json!({
         "bench": bench,
@@ -372,6 +391,8 @@ async fn run_on(o: &Options, db: &Db) -> anyhow::Result<serde_json::Value> {
         "leases_in_db": leases_in_db,
         "ledger_ok": check.ok,
         "wal_fsyncs_approx": wal,
+        "pg_connections_opened": sessions,
+        "cpu": cpu.json(),
         "goal_p99_us": 20_000,
     }))
 }

@@ -8,12 +8,13 @@
 //! constraints: class (category and model or partition), zone, maximum price, minimum accelerator
 //! memory / total memory / total CPUs, and a number of units that the offer must have available.
 
+use std::collections::HashMap;
 use std::time::Instant;
 
-use suanli_core::quote::{OfferBook, OfferView, Requirements};
+use suanli_core::quote::{exclusion, OfferBook, OfferView, Requirements};
 use suanli_core::resource::{Category, ResourceClass, UnitShape};
 
-use crate::stats::{Latencies, XorShift};
+use crate::stats::{CpuSample, Latencies, XorShift};
 
 /// Accelerator models of the market with memory (GiB) and a typical price (micros per
 /// accelerator-hour).
@@ -39,6 +40,7 @@ pub struct Options {
     pub quotes: usize,
     pub warmup: usize,
     pub seed: u64,
+    pub diagnostic_quotes: usize,
 }
 
 fn zone_ids() -> Vec<String> {
@@ -155,6 +157,7 @@ pub fn market(n: usize, seed: u64, now_ms: i64) -> Vec<OfferView> {
             OfferView {
                 offer_id: format!("offer_{:016x}", rng.next_u64()),
                 provider_org_id: format!("org_p{provider:05}"),
+                provider_name: format!("Provider {provider}"),
                 pool_id: format!("pool_p{provider:05}_{zone}"),
                 zone,
                 class,
@@ -242,8 +245,8 @@ pub fn run(o: &Options) -> anyhow::Result<serde_json::Value> {
         .iter()
         .map(|&c| (c, Latencies::default()))
         .collect();
-    let mut wire = Latencies::with_capacity(reqs.len());
     let mut candidates: Vec<usize> = Vec::with_capacity(reqs.len());
+    let cpu_before = CpuSample::now("main");
     for r in &reqs {
         let t = Instant::now();
         let out = book.quote(r, now, excluded_limit)?;
@@ -255,8 +258,13 @@ pub fn run(o: &Options) -> anyhow::Result<serde_json::Value> {
         candidates.push(out.candidates.len());
         std::hint::black_box(&out);
     }
-    // The same quotes, also turning every candidate into the wire offer the HTTP answer lists.
-    for r in &reqs {
+    // Share of the wall time this process got a CPU (1.0: it was never descheduled).
+    let cpu_share = CpuSample::now("main").since(&cpu_before).process_cores;
+    // Diagnostics over the first `diag` quotes (they cost as much again, so not all of them):
+    // 1. the same quotes, also turning every candidate into the wire offer the HTTP answer lists;
+    let diag = &reqs[..reqs.len().min(o.diagnostic_quotes)];
+    let mut wire = Latencies::with_capacity(diag.len());
+    for r in diag {
         let t = Instant::now();
         let out = book.quote(r, now, excluded_limit)?;
         let offers: Vec<suanli_api::Offer> = out
@@ -267,9 +275,40 @@ pub fn run(o: &Options) -> anyhow::Result<serde_json::Value> {
         wire.record(t.elapsed());
         std::hint::black_box(offers);
     }
+    // 2. the floor of a full scan: `exclusion()` on every live offer, nothing recorded;
+    let mut scan = Latencies::with_capacity(diag.len());
+    for r in diag {
+        let t = Instant::now();
+        let feasible = book
+            .live()
+            .filter(|v| exclusion(v, r, now).is_none())
+            .count();
+        scan.record(t.elapsed());
+        std::hint::black_box(feasible);
+    }
+    // 3. the same quotes on a book that holds only the requested class's offers (what a quote
+    //    costs when the offers of other classes are not visited one by one).
+    let mut by_class: HashMap<(Category, Option<String>), OfferBook> = HashMap::new();
+    for v in book.live() {
+        by_class
+            .entry((v.class.category, v.class.qualifier.clone()))
+            .or_default()
+            .upsert(v.clone());
+    }
+    let mut class_only = Latencies::with_capacity(diag.len());
+    for r in diag {
+        let b = by_class.get(&(r.category.unwrap_or(Category::General), r.qualifier.clone()));
+        let t = Instant::now();
+        if let Some(b) = b {
+            std::hint::black_box(b.quote(r, now, excluded_limit)?);
+        }
+        class_only.record(t.elapsed());
+    }
 
     let s = all.summary();
     let w = wire.summary();
+    let sc = scan.summary();
+    let co = class_only.summary();
     let mut sorted = candidates.clone();
     sorted.sort_unstable();
     let mean_candidates = sorted.iter().sum::<usize>() as f64 / sorted.len().max(1) as f64;
@@ -292,7 +331,8 @@ pub fn run(o: &Options) -> anyhow::Result<serde_json::Value> {
     println!(
         "quote: {} live offers ({} general / {} intelligent / {} supercomputing), {} quotes with 5 constraints: \
          p50 {} us, p99 {} us, max {} us (goal p99 <= 1000 us); candidates median {}, mean {:.0}, max {}, \
-         {} quotes with none; with wire offers p99 {} us",
+         {} quotes with none; CPU share {}; diagnostics over {} quotes: p99 with wire offers {} us, \
+         full-scan floor p50/p99 {}/{} us, class-only book p50/p99 {}/{} us",
         book.len(),
         counts[0],
         counts[1],
@@ -305,7 +345,13 @@ pub fn run(o: &Options) -> anyhow::Result<serde_json::Value> {
         mean_candidates,
         max_candidates,
         zero,
+        cpu_share.map(|c| c.to_string()).unwrap_or_else(|| "?".into()),
+        diag.len(),
         w.p99_us,
+        sc.p50_us,
+        sc.p99_us,
+        co.p50_us,
+        co.p99_us,
     );
     Ok(serde_json::json!({
         "bench": "quote",
@@ -317,10 +363,43 @@ pub fn run(o: &Options) -> anyhow::Result<serde_json::Value> {
         "excluded_limit": excluded_limit,
         "latency": s.json(),
         "latency_by_category": per_cat,
+        "cpu_share": cpu_share,
+        "diagnostic_quotes": diag.len(),
         "latency_with_wire_offers": w.json(),
+        "latency_full_scan_floor": sc.json(),
+        "latency_class_only_book": co.json(),
         "candidates": {"median": median_candidates, "mean": (mean_candidates * 10.0).round() / 10.0,
                        "max": max_candidates, "quotes_with_none": zero},
         "goal_p99_us": 1000,
         "goal_met": s.p99_us <= 1000,
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn market_has_the_city_mix_and_quotes_five_constraints() {
+        let offers = market(10_000, 7, 1_000_000_000_000);
+        let share = |c: Category| {
+            offers.iter().filter(|o| o.class.category == c).count() * 100 / offers.len()
+        };
+        assert!((55..=65).contains(&share(Category::General)));
+        assert!((25..=35).contains(&share(Category::Intelligent)));
+        assert!((7..=13).contains(&share(Category::Supercomputing)));
+        assert_eq!(
+            offers,
+            market(10_000, 7, 1_000_000_000_000),
+            "deterministic"
+        );
+        for r in requests(500, 7) {
+            let fourth = r.min_accelerator_memory_gib.is_some() as u8
+                + r.memory_mib.is_some() as u8
+                + r.cpus.is_some() as u8;
+            assert!(r.category.is_some() && r.zone.is_some());
+            assert!(r.max_price_micros_per_unit_hour.is_some() && r.units > 0);
+            assert_eq!(fourth, 1, "{r:?}");
+        }
+    }
 }

@@ -79,6 +79,105 @@ impl Summary {
     }
 }
 
+/// User + system CPU ticks (1/100 s on Linux) of a `/proc/.../stat` line.
+fn stat_ticks(stat: &str) -> Option<u64> {
+    // Fields after the command name, which is in parentheses and may contain spaces.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
+}
+
+/// CPU time used so far by this process, and by its threads named `thread` (e.g.
+/// `suanli-writer`): time on a CPU and time runnable but waiting for one (`/proc/.../schedstat`).
+#[derive(Debug, Clone, Copy)]
+pub struct CpuSample {
+    at: std::time::Instant,
+    process_ticks: Option<u64>,
+    thread_ns: Option<(u64, u64)>,
+}
+
+/// What a thread did between two samples.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CpuUse {
+    /// CPU cores the whole process used on average.
+    pub process_cores: Option<f64>,
+    /// Share of the wall time the thread ran on a CPU.
+    pub thread_busy: Option<f64>,
+    /// Share of the wall time the thread was runnable but waited for a CPU (taken by others).
+    pub thread_runqueue_wait: Option<f64>,
+}
+
+impl CpuSample {
+    pub fn now(thread: &str) -> Self {
+        let process_ticks = std::fs::read_to_string("/proc/self/stat")
+            .ok()
+            .and_then(|s| stat_ticks(&s));
+        let mut thread_ns: Option<(u64, u64)> = None;
+        if let Ok(dir) = std::fs::read_dir("/proc/self/task") {
+            for task in dir.flatten() {
+                let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+                if comm.trim() != thread {
+                    continue;
+                }
+                let stat =
+                    std::fs::read_to_string(task.path().join("schedstat")).unwrap_or_default();
+                let mut f = stat.split_whitespace().map(|x| x.parse::<u64>().ok());
+                if let (Some(Some(run)), Some(Some(wait))) = (f.next(), f.next()) {
+                    let (r, w) = thread_ns.unwrap_or((0, 0));
+                    thread_ns = Some((r + run, w + wait));
+                }
+            }
+        }
+        CpuSample {
+            at: std::time::Instant::now(),
+            process_ticks,
+            thread_ns,
+        }
+    }
+
+    pub fn since(&self, earlier: &CpuSample) -> CpuUse {
+        let wall = (self.at - earlier.at).as_secs_f64().max(1e-9);
+        let round = |x: f64| (x * 100.0).round() / 100.0;
+        let ns = |pick: fn((u64, u64)) -> u64| {
+            let (a, b) = (earlier.thread_ns?, self.thread_ns?);
+            Some(round((pick(b) as f64 - pick(a) as f64) / 1e9 / wall))
+        };
+        CpuUse {
+            process_cores: earlier
+                .process_ticks
+                .zip(self.process_ticks)
+                .map(|(a, b)| round((b as f64 - a as f64) / 100.0 / wall)),
+            thread_busy: ns(|t| t.0),
+            thread_runqueue_wait: ns(|t| t.1),
+        }
+    }
+}
+
+impl CpuUse {
+    pub fn describe(&self) -> String {
+        let pct = |x: Option<f64>| {
+            x.map(|v| format!("{:.0} %", v * 100.0))
+                .unwrap_or_else(|| "?".into())
+        };
+        format!(
+            "process {} cores, writer thread on CPU {} and waiting for a CPU {}",
+            self.process_cores
+                .map(|c| format!("{c:.2}"))
+                .unwrap_or_else(|| "?".into()),
+            pct(self.thread_busy),
+            pct(self.thread_runqueue_wait),
+        )
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "process_cores": self.process_cores,
+            "writer_on_cpu": self.thread_busy,
+            "writer_runqueue_wait": self.thread_runqueue_wait,
+        })
+    }
+}
+
 /// Milliseconds with two decimals, for the human lines.
 pub fn ms(us: u64) -> String {
     format!("{:.2} ms", us as f64 / 1000.0)

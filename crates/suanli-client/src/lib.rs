@@ -14,16 +14,21 @@ use std::fmt;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use suanli_api::{
-    AcceleratorModel, ApiToken, Balance, CatalogParams, CreateAcceleratorModelRequest,
-    CreateMemberRequest, CreateOfferRequest, CreateOrgRequest, CreateOrgResponse,
-    CreatePoolRequest, CreateTokenRequest, CreatedToken, DepositRequest, ErrorBody, Health, Lease,
-    LeaseListParams, LedgerCheck, List, Me, Member, Offer, Org, PageParams, Pool, PurchaseRequest,
-    QuoteRequest, QuoteResponse, Statement, Transfer, WithdrawalRequest, Zone, API_PREFIX,
-    IDEMPOTENCY_KEY_HEADER,
+    AcceleratorModel, Agent, ApiToken, AttemptEvent, Balance, CatalogParams,
+    CreateAcceleratorModelRequest, CreateJobRequest, CreateMemberRequest, CreateOfferRequest,
+    CreateOrgRequest, CreateOrgResponse, CreatePoolRequest, CreateTokenRequest, CreatedToken,
+    DepositRequest, ErrorBody, Health, HeartbeatRequest, HeartbeatResponse, Job, JobListParams,
+    Lease, LeaseListParams, LedgerCheck, List, LogBatch, LogPage, LogParams, Me, Member, Offer,
+    Org, PageParams, PollRequest, PollResponse, Pool, PurchaseRequest, QuoteRequest, QuoteResponse,
+    RegisterAgentRequest, Statement, Transfer, UsageAck, UsageBatch, WithdrawalRequest, Zone,
+    API_PREFIX, IDEMPOTENCY_KEY_HEADER,
 };
 
 /// HTTP methods, for [`Client::raw`].
 pub use reqwest::Method;
+
+/// How long [`Client::new`]'s client waits for a TCP connection.
+pub const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Why a call failed.
 #[derive(Debug, thiserror::Error)]
@@ -104,6 +109,15 @@ fn describe(err: &reqwest::Error) -> String {
     text
 }
 
+/// `/agents/{agent}/attempts/{attempt}/{leaf}`, both ids percent-encoded.
+fn attempt_path(agent_id: &str, attempt_id: &str, leaf: &str) -> Result<String, ClientError> {
+    Ok(format!(
+        "/agents/{}/attempts/{}/{leaf}",
+        path_segment(agent_id)?,
+        path_segment(attempt_id)?
+    ))
+}
+
 /// Client of one exchange, acting with one token (or none).
 #[derive(Debug, Clone)]
 pub struct Client {
@@ -115,11 +129,20 @@ pub struct Client {
 impl Client {
     /// A client of the exchange at `base_url` (scheme, host and port, e.g. `http://127.0.0.1:8080`;
     /// a trailing `/` is ignored), authenticating with `token` when given.
+    ///
+    /// The `reqwest` client has a connect timeout ([`CONNECT_TIMEOUT`]) but no overall timeout:
+    /// long polls ([`Client::poll`], [`Client::job_logs`] with `wait_ms`) legitimately last up to
+    /// their wait plus the server's latency.
     pub fn new(base_url: impl Into<String>, token: Option<String>) -> Client {
-        Client::with_http(base_url, token, reqwest::Client::new())
+        let http = reqwest::Client::builder()
+            .connect_timeout(CONNECT_TIMEOUT)
+            .build()
+            .unwrap_or_else(|_| reqwest::Client::new());
+        Client::with_http(base_url, token, http)
     }
 
-    /// Like [`Client::new`], with a `reqwest` client of the caller's (timeouts, pools).
+    /// Like [`Client::new`], with a `reqwest` client of the caller's (timeouts, pools). An overall
+    /// timeout shorter than a long poll's wait (up to 30 s) makes long polls fail.
     pub fn with_http(
         base_url: impl Into<String>,
         token: Option<String>,
@@ -524,6 +547,118 @@ impl Client {
     pub async fn statement(&self, params: &PageParams) -> Result<Statement, ClientError> {
         self.get_query("/statement", params).await
     }
+
+    // --- jobs ---------------------------------------------------------------------------------
+
+    /// `POST /leases/{id}/jobs`: queues a job on one of the caller's leases.
+    pub async fn create_job(
+        &self,
+        lease_id: &str,
+        request: &CreateJobRequest,
+        idempotency_key: Option<&str>,
+    ) -> Result<Job, ClientError> {
+        let path = format!("/leases/{}/jobs", path_segment(lease_id)?);
+        self.post(&path, request, idempotency_key).await
+    }
+
+    /// `GET /jobs`: the caller's jobs, newest first.
+    pub async fn list_jobs(&self, params: &JobListParams) -> Result<List<Job>, ClientError> {
+        self.get_query("/jobs", params).await
+    }
+
+    /// `GET /jobs/{id}`, with its attempts.
+    pub async fn get_job(&self, job_id: &str) -> Result<Job, ClientError> {
+        self.get(&format!("/jobs/{}", path_segment(job_id)?)).await
+    }
+
+    /// `POST /jobs/{id}/cancel`.
+    pub async fn cancel_job(
+        &self,
+        job_id: &str,
+        idempotency_key: Option<&str>,
+    ) -> Result<Job, ClientError> {
+        let path = format!("/jobs/{}/cancel", path_segment(job_id)?);
+        self.post_empty(&path, idempotency_key).await
+    }
+
+    /// `GET /jobs/{id}/logs`: output after `params.after`; with `wait_ms`, a long poll.
+    pub async fn job_logs(&self, job_id: &str, params: &LogParams) -> Result<LogPage, ClientError> {
+        let path = format!("/jobs/{}/logs", path_segment(job_id)?);
+        self.get_query(&path, params).await
+    }
+
+    // --- agents -------------------------------------------------------------------------------
+
+    /// `POST /agents`: an agent announcing itself and its capacity.
+    pub async fn register_agent(
+        &self,
+        request: &RegisterAgentRequest,
+        idempotency_key: Option<&str>,
+    ) -> Result<Agent, ClientError> {
+        self.post("/agents", request, idempotency_key).await
+    }
+
+    /// `GET /agents`: the caller's agents (every agent, for the operator).
+    pub async fn list_agents(&self) -> Result<List<Agent>, ClientError> {
+        self.get("/agents").await
+    }
+
+    /// `POST /agents/{id}/heartbeat`: the attempts running; the answer names those to stop.
+    pub async fn heartbeat(
+        &self,
+        agent_id: &str,
+        request: &HeartbeatRequest,
+    ) -> Result<HeartbeatResponse, ClientError> {
+        let path = format!("/agents/{}/heartbeat", path_segment(agent_id)?);
+        self.post(&path, request, None).await
+    }
+
+    /// `POST /agents/{id}/poll`: long-polls for work for up to `request.wait_ms` (at most 30 s);
+    /// the call itself may last a few seconds longer.
+    pub async fn poll(
+        &self,
+        agent_id: &str,
+        request: &PollRequest,
+    ) -> Result<PollResponse, ClientError> {
+        let path = format!("/agents/{}/poll", path_segment(agent_id)?);
+        self.post(&path, request, None).await
+    }
+
+    /// `POST /agents/{id}/attempts/{attempt}/events`: an attempt's new state.
+    pub async fn attempt_event(
+        &self,
+        agent_id: &str,
+        attempt_id: &str,
+        event: &AttemptEvent,
+        idempotency_key: Option<&str>,
+    ) -> Result<Job, ClientError> {
+        let path = attempt_path(agent_id, attempt_id, "events")?;
+        self.post(&path, event, idempotency_key).await
+    }
+
+    /// `POST /agents/{id}/attempts/{attempt}/usage`: signed usage records; a record sent again
+    /// (same `seq`) is acknowledged but counted once.
+    pub async fn usage(
+        &self,
+        agent_id: &str,
+        attempt_id: &str,
+        batch: &UsageBatch,
+    ) -> Result<UsageAck, ClientError> {
+        let path = attempt_path(agent_id, attempt_id, "usage")?;
+        self.post(&path, batch, None).await
+    }
+
+    /// `POST /agents/{id}/attempts/{attempt}/logs`: output of an attempt; chunks sent again
+    /// (same `seq`) are ignored. The answer is `{"stored": N}`.
+    pub async fn logs(
+        &self,
+        agent_id: &str,
+        attempt_id: &str,
+        batch: &LogBatch,
+    ) -> Result<serde_json::Value, ClientError> {
+        let path = attempt_path(agent_id, attempt_id, "logs")?;
+        self.post(&path, batch, None).await
+    }
 }
 
 #[cfg(test)]
@@ -623,5 +758,30 @@ mod tests {
         );
         assert!(request.headers().get("authorization").is_none());
         assert!(request.headers().get("idempotency-key").is_none());
+    }
+
+    #[test]
+    fn job_and_agent_paths_are_encoded() {
+        assert_eq!(
+            attempt_path("agt_1", "att/2", "usage").unwrap(),
+            "/agents/agt_1/attempts/att%2F2/usage"
+        );
+        assert!(attempt_path("agt_1", "..", "logs").is_err());
+        let client = Client::new("http://127.0.0.1:8080", None);
+        let params = LogParams {
+            after: Some(42),
+            limit: None,
+            wait_ms: Some(20_000),
+        };
+        let request = client
+            .request::<()>(Method::GET, "/jobs/job_1/logs", None, None)
+            .query(&params)
+            .build()
+            .unwrap();
+        assert_eq!(
+            request.url().as_str(),
+            "http://127.0.0.1:8080/api/v1/jobs/job_1/logs?after=42&wait_ms=20000"
+        );
+        assert!(request.timeout().is_none());
     }
 }

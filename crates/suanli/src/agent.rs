@@ -20,8 +20,8 @@ use ed25519_dalek::{Signer, SigningKey};
 use serde::{Deserialize, Serialize};
 use suanli_agent::capacity::{self, CapacityOverride, MachineCapacity};
 use suanli_agent::local::{
-    JobFile, JobLaunch, JobState as LocalState, LocalBackend, LocalOptions, LogStream, Outcome, Reattached,
-    RunningJob, UseBubblewrap,
+    JobFile, JobLaunch, JobState as LocalState, LocalBackend, LocalOptions, LogStream, Outcome,
+    Reattached, RunningJob, UseBubblewrap,
 };
 use suanli_api::{
     AgentLogChunk, Assignment, AttemptEvent, HeartbeatRequest, LogBatch, NodeSpec, PollRequest,
@@ -47,8 +47,12 @@ pub struct AgentConfig {
     pub name: String,
     /// The zone the machine is in.
     pub zone: String,
-    /// Where the agent keeps its key, identity and job directories.
+    /// Where the agent keeps its key and what it knows of its attempts.
     pub state_dir: PathBuf,
+    /// Where jobs get their directories (default `STATE_DIR/jobs`). Jobs run as `nobody` when the
+    /// agent is root, so every directory on the way must allow search (o+x).
+    #[serde(default)]
+    pub jobs_dir: Option<PathBuf>,
     /// `local` (this machine's processes).
     #[serde(default = "default_backend")]
     pub backend: String,
@@ -76,10 +80,16 @@ fn default_usage_interval() -> u64 {
 
 impl AgentConfig {
     pub fn load(path: &Path) -> Result<AgentConfig> {
-        let text = std::fs::read_to_string(path).with_context(|| format!("read {}", path.display()))?;
-        let config: AgentConfig = toml::from_str(&text).with_context(|| format!("parse {}", path.display()))?;
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("read {}", path.display()))?;
+        let config: AgentConfig =
+            toml::from_str(&text).with_context(|| format!("parse {}", path.display()))?;
         if config.backend != "local" {
-            bail!("{}: backend {:?} is not available in this build (local is)", path.display(), config.backend);
+            bail!(
+                "{}: backend {:?} is not available in this build (local is)",
+                path.display(),
+                config.backend
+            );
         }
         Ok(config)
     }
@@ -101,7 +111,9 @@ fn load_or_create_key(state_dir: &Path) -> Result<SigningKey> {
     let path = state_dir.join("agent.key");
     if let Ok(text) = std::fs::read_to_string(&path) {
         let bytes = hex_decode(text.trim()).context("agent.key is not hex")?;
-        let bytes: [u8; 32] = bytes.try_into().map_err(|_| anyhow::anyhow!("agent.key is not 32 bytes"))?;
+        let bytes: [u8; 32] = bytes
+            .try_into()
+            .map_err(|_| anyhow::anyhow!("agent.key is not 32 bytes"))?;
         return Ok(SigningKey::from_bytes(&bytes));
     }
     let mut seed = [0u8; 32];
@@ -115,10 +127,13 @@ fn hex(bytes: &[u8]) -> String {
 }
 
 fn hex_decode(s: &str) -> Option<Vec<u8>> {
-    if s.len() % 2 != 0 {
+    if !s.len().is_multiple_of(2) {
         return None;
     }
-    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok()).collect()
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
+        .collect()
 }
 
 /// What the agent remembers about the attempts it started, so a restart can find them.
@@ -191,6 +206,11 @@ fn is_stale(e: &ClientError) -> bool {
 
 pub async fn run(args: AgentArgs) -> Result<()> {
     let config = AgentConfig::load(&args.config)?;
+    run_with(config, args.config).await
+}
+
+/// Runs an agent from an already loaded config (`config_path` is hidden from jobs).
+pub async fn run_with(config: AgentConfig, config_path: PathBuf) -> Result<()> {
     std::fs::create_dir_all(notes_dir(&config.state_dir))
         .with_context(|| format!("create {}", config.state_dir.display()))?;
     #[cfg(unix)]
@@ -199,16 +219,31 @@ pub async fn run(args: AgentArgs) -> Result<()> {
         // Jobs run as another user must be able to pass through to their job directories
         // (search, not list); the key and the attempt notes stay the agent's alone.
         std::fs::set_permissions(&config.state_dir, std::fs::Permissions::from_mode(0o711))?;
-        std::fs::set_permissions(notes_dir(&config.state_dir), std::fs::Permissions::from_mode(0o700))?;
+        std::fs::set_permissions(
+            notes_dir(&config.state_dir),
+            std::fs::Permissions::from_mode(0o700),
+        )?;
     }
     let token = config.token()?;
     let key = load_or_create_key(&config.state_dir)?;
     let measured = capacity::detect_async().await;
     let machine = capacity::apply_override(measured, &config.capacity);
-    let mut hidden = vec![args.config.clone(), config.state_dir.join("agent.key"), config.state_dir.join("attempts")];
+    let mut hidden = vec![
+        config_path,
+        config.state_dir.join("agent.key"),
+        config.state_dir.join("attempts"),
+    ];
     hidden.extend(config.token_file.clone());
-    let options = LocalOptions { use_bubblewrap: config.sandbox, hidden_paths: hidden, ..LocalOptions::default() };
-    let backend = LocalBackend::new(config.state_dir.join("jobs"), options).context("start the local backend")?;
+    let options = LocalOptions {
+        use_bubblewrap: config.sandbox,
+        hidden_paths: hidden,
+        ..LocalOptions::default()
+    };
+    let jobs_dir = config
+        .jobs_dir
+        .clone()
+        .unwrap_or_else(|| config.state_dir.join("jobs"));
+    let backend = LocalBackend::new(jobs_dir, options).context("start the local backend")?;
     let isolation = backend.isolation();
     let client = Client::new(config.server.trim_end_matches('/').to_owned(), Some(token));
     let request = registration(&config, &machine, &key, &isolation.summary);
@@ -244,10 +279,18 @@ pub async fn run(args: AgentArgs) -> Result<()> {
 }
 
 fn accelerators_text(m: &MachineCapacity) -> String {
-    m.accelerators.iter().map(|a| format!(", {}× {} ({})", a.count, a.model, a.source)).collect()
+    m.accelerators
+        .iter()
+        .map(|a| format!(", {}× {} ({})", a.count, a.model, a.source))
+        .collect()
 }
 
-fn registration(config: &AgentConfig, m: &MachineCapacity, key: &SigningKey, isolation: &str) -> RegisterAgentRequest {
+fn registration(
+    config: &AgentConfig,
+    m: &MachineCapacity,
+    key: &SigningKey,
+    isolation: &str,
+) -> RegisterAgentRequest {
     // One node per agent; a machine with several accelerator models reports the largest group.
     let gpu = m.accelerators.iter().max_by_key(|a| a.count);
     RegisterAgentRequest {
@@ -271,14 +314,29 @@ fn registration(config: &AgentConfig, m: &MachineCapacity, key: &SigningKey, iso
 
 /// The heartbeat interval the exchange asks for (first heartbeat).
 async fn agent_heartbeat(agent: &Agent) -> u64 {
-    match agent.client.heartbeat(&agent.agent_id, &HeartbeatRequest { running: running_ids(agent) }).await {
+    match agent
+        .client
+        .heartbeat(
+            &agent.agent_id,
+            &HeartbeatRequest {
+                running: running_ids(agent),
+            },
+        )
+        .await
+    {
         Ok(r) => r.agent.heartbeat_interval_s.max(1),
         Err(_) => 5,
     }
 }
 
 fn running_ids(agent: &Agent) -> Vec<String> {
-    agent.running.lock().unwrap_or_else(|p| p.into_inner()).keys().cloned().collect()
+    agent
+        .running
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .keys()
+        .cloned()
+        .collect()
 }
 
 async fn heartbeat_loop(agent: Arc<Agent>, every: Duration) {
@@ -286,12 +344,19 @@ async fn heartbeat_loop(agent: Arc<Agent>, every: Duration) {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        let request = HeartbeatRequest { running: running_ids(&agent) };
+        let request = HeartbeatRequest {
+            running: running_ids(&agent),
+        };
         match agent.client.heartbeat(&agent.agent_id, &request).await {
             Ok(r) => {
                 for attempt in r.stop {
                     tracing::warn!(attempt = %attempt, "the exchange says this attempt is over: stopping it");
-                    if let Some(stop) = agent.running.lock().unwrap_or_else(|p| p.into_inner()).get(&attempt) {
+                    if let Some(stop) = agent
+                        .running
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .get(&attempt)
+                    {
                         stop.send_replace(true);
                     }
                 }
@@ -304,16 +369,35 @@ async fn heartbeat_loop(agent: Arc<Agent>, every: Duration) {
 async fn poll_loop(agent: Arc<Agent>) -> Result<()> {
     let mut delay = Duration::from_millis(200);
     loop {
-        match agent.client.poll(&agent.agent_id, &PollRequest { wait_ms: 20_000, max: Some(16) }).await {
+        match agent
+            .client
+            .poll(
+                &agent.agent_id,
+                &PollRequest {
+                    wait_ms: 20_000,
+                    max: Some(16),
+                },
+            )
+            .await
+        {
             Ok(r) => {
                 delay = Duration::from_millis(200);
                 for a in r.assignments {
                     let (stop_tx, stop_rx) = watch::channel(false);
-                    agent.running.lock().unwrap_or_else(|p| p.into_inner()).insert(a.attempt_id.clone(), stop_tx);
+                    agent
+                        .running
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .insert(a.attempt_id.clone(), stop_tx);
                     tokio::spawn(supervise_new(agent.clone(), a, stop_rx));
                 }
             }
-            Err(e @ ClientError::Api { status: 401 | 403 | 404, .. }) => {
+            Err(
+                e @ ClientError::Api {
+                    status: 401 | 403 | 404,
+                    ..
+                },
+            ) => {
                 bail!("the exchange refused this agent: {e}");
             }
             Err(e) => {
@@ -333,7 +417,11 @@ fn decode_files(a: &Assignment) -> Result<Vec<JobFile>, String> {
             let data = base64::engine::general_purpose::STANDARD
                 .decode(&f.content_base64)
                 .map_err(|e| format!("{}: {e}", f.path))?;
-            Ok(JobFile { path: f.path.clone(), data, mode: f.mode.unwrap_or(0o644) })
+            Ok(JobFile {
+                path: f.path.clone(),
+                data,
+                mode: f.mode.unwrap_or(0o644),
+            })
         })
         .collect()
 }
@@ -362,14 +450,33 @@ async fn supervise_new(agent: Arc<Agent>, a: Assignment, stop: watch::Receiver<b
             network: a.task.network,
         },
         Err(e) => {
-            finish(&agent, &mut note, "failed", None, &format!("the working directory could not be unpacked: {e}"), None).await;
+            finish(
+                &agent,
+                &mut note,
+                "failed",
+                None,
+                &format!("the working directory could not be unpacked: {e}"),
+                None,
+            )
+            .await;
             return;
         }
     };
     match agent.backend.start(launch).await {
         Ok(job) => {
-            let event = AttemptEvent { state: "running".into(), exit_code: None, message: None, backend_id: Some(job.pid().to_string()) };
-            match retry("report running", || agent.client.attempt_event(&agent.agent_id, &a.attempt_id, &event, None)).await {
+            let event = AttemptEvent {
+                state: "running".into(),
+                exit_code: None,
+                message: None,
+                backend_id: Some(job.pid().to_string()),
+            };
+            match retry("report running", || {
+                agent
+                    .client
+                    .attempt_event(&agent.agent_id, &a.attempt_id, &event, None)
+            })
+            .await
+            {
                 Ok(_) => supervise(agent, job, note, stop).await,
                 Err(e) => {
                     tracing::warn!(attempt = %a.attempt_id, error = %e, "the exchange refused the attempt: stopping it");
@@ -378,17 +485,35 @@ async fn supervise_new(agent: Arc<Agent>, a: Assignment, stop: watch::Receiver<b
                 }
             }
         }
-        Err(e) => finish(&agent, &mut note, "failed", None, &format!("the job could not start: {e}"), None).await,
+        Err(e) => {
+            finish(
+                &agent,
+                &mut note,
+                "failed",
+                None,
+                &format!("the job could not start: {e}"),
+                None,
+            )
+            .await
+        }
     }
 }
 
 /// Watches a running job until it ends or the exchange stops it, forwarding logs and usage.
-async fn supervise(agent: Arc<Agent>, mut job: RunningJob, mut note: AttemptNote, mut stop: watch::Receiver<bool>) {
+async fn supervise(
+    agent: Arc<Agent>,
+    mut job: RunningJob,
+    mut note: AttemptNote,
+    mut stop: watch::Receiver<bool>,
+) {
     let mut logs = job.take_logs();
     let log_agent = agent.clone();
     let attempt_id = note.attempt_id.clone();
     let first_seq = note.log_seq;
-    let forwarder = tokio::spawn(async move { forward_logs(log_agent, attempt_id, &mut logs, first_seq).await });
+    let forwarder =
+        tokio::spawn(
+            async move { forward_logs(log_agent, attempt_id, &mut logs, first_seq).await },
+        );
     let mut tick = tokio::time::interval(agent.usage_interval);
     tick.tick().await;
     let mut stopped = false;
@@ -431,14 +556,21 @@ fn outcome_state(o: &Outcome) -> (&'static str, Option<i32>) {
 
 /// Reports usage up to `wall_ms`: units × whole seconds, the difference since the last report,
 /// signed. False when the exchange refused the attempt as stale.
-async fn report_usage(agent: &Agent, note: &mut AttemptNote, wall_ms: u64, cpu_ms: Option<u64>, peak: Option<u64>) -> bool {
+async fn report_usage(
+    agent: &Agent,
+    note: &mut AttemptNote,
+    wall_ms: u64,
+    cpu_ms: Option<u64>,
+    peak: Option<u64>,
+) -> bool {
     let total = note.units.saturating_mul(wall_ms / 1_000);
     let delta = total.saturating_sub(note.unit_seconds_reported);
     if delta == 0 {
         return true;
     }
     let seq = note.usage_seq + 1;
-    let message = suanli_api::usage_message(&note.job_id, &note.attempt_id, seq, delta, cpu_ms, peak);
+    let message =
+        suanli_api::usage_message(&note.job_id, &note.attempt_id, seq, delta, cpu_ms, peak);
     let record = UsageRecord {
         seq,
         unit_seconds: delta,
@@ -451,8 +583,16 @@ async fn report_usage(agent: &Agent, note: &mut AttemptNote, wall_ms: u64, cpu_m
     note.usage_seq = seq;
     note.unit_seconds_reported = total;
     save_note(&agent.state_dir, note);
-    let batch = UsageBatch { records: vec![record] };
-    match retry("report usage", || agent.client.usage(&agent.agent_id, &note.attempt_id, &batch)).await {
+    let batch = UsageBatch {
+        records: vec![record],
+    };
+    match retry("report usage", || {
+        agent
+            .client
+            .usage(&agent.agent_id, &note.attempt_id, &batch)
+    })
+    .await
+    {
         Ok(_) => true,
         Err(e) if is_stale(&e) => false,
         Err(e) => {
@@ -495,8 +635,14 @@ async fn forward_logs(
             }
         }
         if !batch.is_empty() {
-            let chunks = LogBatch { chunks: std::mem::take(&mut batch) };
-            if let Err(e) = retry("send logs", || agent.client.logs(&agent.agent_id, &attempt_id, &chunks)).await {
+            let chunks = LogBatch {
+                chunks: std::mem::take(&mut batch),
+            };
+            if let Err(e) = retry("send logs", || {
+                agent.client.logs(&agent.agent_id, &attempt_id, &chunks)
+            })
+            .await
+            {
                 if is_stale(&e) {
                     return last;
                 }
@@ -511,7 +657,14 @@ async fn forward_logs(
 }
 
 /// Reports how an attempt ended (retried until the exchange answers) and forgets it.
-async fn finish(agent: &Agent, note: &mut AttemptNote, state: &str, exit_code: Option<i32>, message: &str, backend_id: Option<String>) {
+async fn finish(
+    agent: &Agent,
+    note: &mut AttemptNote,
+    state: &str,
+    exit_code: Option<i32>,
+    message: &str,
+    backend_id: Option<String>,
+) {
     let event = AttemptEvent {
         state: state.into(),
         exit_code,
@@ -519,30 +672,58 @@ async fn finish(agent: &Agent, note: &mut AttemptNote, state: &str, exit_code: O
         backend_id,
     };
     let key = format!("{}-end", note.attempt_id);
-    match retry("report the end", || agent.client.attempt_event(&agent.agent_id, &note.attempt_id, &event, Some(&key))).await {
-        Ok(job) => tracing::info!(attempt = %note.attempt_id, job = %job.id, state = %job.state, "attempt ended"),
-        Err(e) => tracing::warn!(attempt = %note.attempt_id, error = %e, "the exchange refused the end report"),
+    match retry("report the end", || {
+        agent
+            .client
+            .attempt_event(&agent.agent_id, &note.attempt_id, &event, Some(&key))
+    })
+    .await
+    {
+        Ok(job) => {
+            tracing::info!(attempt = %note.attempt_id, job = %job.id, state = %job.state, "attempt ended")
+        }
+        Err(e) => {
+            tracing::warn!(attempt = %note.attempt_id, error = %e, "the exchange refused the end report")
+        }
     }
     forget(agent, &note.attempt_id);
 }
 
 fn forget(agent: &Agent, attempt_id: &str) {
-    agent.running.lock().unwrap_or_else(|p| p.into_inner()).remove(attempt_id);
+    agent
+        .running
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .remove(attempt_id);
     drop_note(&agent.state_dir, attempt_id);
 }
 
 /// After a restart: finds the attempts this agent had started and supervises them again, or
 /// reports how they ended while it was away.
 async fn reattach_all(agent: &Arc<Agent>) {
-    let Ok(entries) = std::fs::read_dir(notes_dir(&agent.state_dir)) else { return };
+    let Ok(entries) = std::fs::read_dir(notes_dir(&agent.state_dir)) else {
+        return;
+    };
     for entry in entries.flatten() {
-        let Ok(text) = std::fs::read(entry.path()) else { continue };
-        let Ok(mut note) = serde_json::from_slice::<AttemptNote>(&text) else { continue };
+        let Ok(text) = std::fs::read(entry.path()) else {
+            continue;
+        };
+        let Ok(mut note) = serde_json::from_slice::<AttemptNote>(&text) else {
+            continue;
+        };
         match agent.backend.reattach(&note.attempt_id).await {
             Ok(Some(Reattached::Running(job))) => {
-                println!("re-attached to attempt {} (pid {})", note.attempt_id, job.pid());
+                println!(
+                    "re-attached to attempt {} (pid {})",
+                    note.attempt_id,
+                    job.pid()
+                );
                 let (stop_tx, stop_rx) = watch::channel(false);
-                agent.running.lock().unwrap_or_else(|p| p.into_inner()).insert(note.attempt_id.clone(), stop_tx);
+                agent
+                    .running
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(note.attempt_id.clone(), stop_tx);
                 tokio::spawn(supervise(agent.clone(), job, note, stop_rx));
             }
             Ok(Some(Reattached::Finished(outcome))) => {
@@ -552,7 +733,15 @@ async fn reattach_all(agent: &Arc<Agent>) {
                 finish(agent, &mut note, state, code, &outcome.message, None).await;
             }
             Ok(None) | Err(_) => {
-                finish(agent, &mut note, "failed", None, "the job was gone when the agent restarted", None).await;
+                finish(
+                    agent,
+                    &mut note,
+                    "failed",
+                    None,
+                    "the job was gone when the agent restarted",
+                    None,
+                )
+                .await;
             }
         }
     }

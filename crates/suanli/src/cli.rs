@@ -5,10 +5,20 @@
 //! or as pretty JSON with `--json`. Every command that sends a POST sends an idempotency key: a
 //! fresh random one, or the one given with `--idempotency-key` so that scripts can retry safely.
 //! Amounts are typed in yuan (`1000`, `12.5`) and shown as `¥12.500000`; durations are typed as
-//! `90s`, `30m`, `2h`, `1d` or plain seconds. `serve` and `demo` are declared here but run by main.
+//! `90s`, `30m`, `2h`, `1d` or plain seconds. `serve`, `demo` and `agent` are declared here but
+//! run by main.
+//!
+//! Jobs: `launch` reads a task file ([`task`]), quotes it, buys the best offer (failing over to the
+//! next ones), queues the job and follows its output; `exec` runs another job on a lease; `logs`
+//! reads or follows a job's output by long polling. These stream their output as it comes instead
+//! of printing it at the end.
+
+#[path = "task.rs"]
+pub mod task;
 
 use std::fmt::Write as _;
-use std::io::Write as _;
+use std::io::{IsTerminal as _, Write as _};
+use std::path::PathBuf;
 
 use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -17,7 +27,7 @@ use suanli_api as api;
 use suanli_client::{Client, ClientError};
 use suanli_core::money::{parse_yuan, SignedYuan, Yuan, MICROS_PER_YUAN};
 
-use crate::args::{DemoArgs, ServeArgs};
+use crate::args::{AgentArgs, DemoArgs, ServeArgs};
 use crate::profiles;
 
 type Result<T = ()> = anyhow::Result<T>;
@@ -115,19 +125,35 @@ pub enum Command {
     Buy(BuyArgs),
     /// List your leases, bought and sold.
     Leases(LeasesArgs),
-    /// One lease.
+    /// One lease: show, end or cancel it.
     #[command(subcommand)]
     Lease(LeaseCommand),
-    /// End an active lease and pay for the time used.
+    /// End an active lease and pay for what was used (same as `lease end`).
     End {
         #[arg(value_name = "LEASE_ID")]
         lease_id: String,
     },
-    /// Cancel a lease.
+    /// Run a task file: buy the best offer for it, run it as a job and follow its output.
+    #[command(after_long_help = TASK_FILE_HELP)]
+    Launch(LaunchArgs),
+    /// Run another job on a lease you hold.
+    Exec(ExecArgs),
+    /// List your jobs, newest first.
+    Jobs(JobsArgs),
+    /// One job.
+    #[command(subcommand)]
+    Job(JobCommand),
+    /// Show a job's output; -f follows it until the job ends.
+    Logs(LogsArgs),
+    /// Cancel a job (to cancel a lease: `suanli lease cancel LEASE_ID`).
     Cancel {
-        #[arg(value_name = "LEASE_ID")]
-        lease_id: String,
+        #[arg(value_name = "JOB_ID")]
+        job_id: String,
     },
+    /// List your agents (provider; every agent for the operator).
+    Agents,
+    /// Run an agent in front of this machine.
+    Agent(AgentArgs),
     /// Show your org's balance.
     Balance,
     /// Show your org's ledger lines.
@@ -477,6 +503,130 @@ pub enum LeaseCommand {
         #[arg(value_name = "LEASE_ID")]
         id: String,
     },
+    /// End an active lease and pay for what was used.
+    End {
+        #[arg(value_name = "LEASE_ID")]
+        id: String,
+    },
+    /// Cancel an active lease.
+    Cancel {
+        #[arg(value_name = "LEASE_ID")]
+        id: String,
+    },
+}
+
+/// The task file's format, shown by `suanli launch --help`.
+const TASK_FILE_HELP: &str = "\
+Task file (YAML; only `run` is required, and `duration` and what to buy for launch):
+
+  name: train-resnet
+  resources:
+    accelerators: H100:8        # MODEL[:COUNT]; a unique prefix of a model of
+                                # `suanli models list`, any case
+    cpus: 16                    # total CPUs: the units of general and
+                                # supercomputing classes
+    memory: 64                  # GiB in all
+    class: general              # general | intelligent[:MODEL] |
+                                # supercomputing[:PARTITION]
+    min_accelerator_memory: 80  # GiB
+  zone: wuqing-core
+  max_price: 30                 # yuan per unit-hour
+  duration: 2h                  # the lease's limit: 90s, 30m, 2h, 1d
+  time_limit: 30m               # the job's wall-clock limit
+  restartable: false            # may run again if its agent is lost
+  network: false
+  env: {KEY: value}
+  workdir: ./src                # uploaded, relative to the task file: at most
+                                # 512 KiB and 1000 files; .git, target and
+                                # node_modules are skipped
+  setup: |
+    pip install -r requirements.txt
+  run: |
+    python train.py
+  outputs: [results/]
+
+launch quotes the task, shows the offers and asks before buying the best (unless --yes); if an
+offer is gone or its pool has no agent, it buys the next one. The lease is paid by metered use
+and ends with the job unless --keep. The exit status is 0 when the job succeeded.";
+
+#[derive(Debug, Args)]
+pub struct LaunchArgs {
+    /// The task file (YAML): what to buy and what to run (format below).
+    #[arg(value_name = "TASK.yaml")]
+    pub task: PathBuf,
+    /// Buy without asking for confirmation (needed without a terminal).
+    #[arg(long, short = 'y')]
+    pub yes: bool,
+    /// Keep the lease after the job ends, for more jobs with `suanli exec`; end it with
+    /// `suanli end`. By default the lease ends (and is settled) when its job ends.
+    #[arg(long)]
+    pub keep: bool,
+    /// Return once the job is queued instead of following its output.
+    #[arg(long, short = 'd')]
+    pub detach: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ExecArgs {
+    #[arg(value_name = "LEASE_ID")]
+    pub lease_id: String,
+    /// The task file to run (its resources, zone, max_price and duration are ignored).
+    #[arg(
+        value_name = "TASK.yaml",
+        required_unless_present = "run",
+        conflicts_with = "run"
+    )]
+    pub task: Option<PathBuf>,
+    /// Shell commands to run instead of a task file.
+    #[arg(long, value_name = "CMD")]
+    pub run: Option<String>,
+    /// Name of the job (default: the task file's `name`).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Return once the job is queued instead of following its output.
+    #[arg(long, short = 'd')]
+    pub detach: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct JobsArgs {
+    /// Only the jobs of this lease.
+    #[arg(long = "lease", value_name = "LEASE_ID")]
+    pub lease_id: Option<String>,
+    #[arg(long, value_parser = JOB_STATES)]
+    pub state: Option<String>,
+    #[arg(long, value_name = "N")]
+    pub limit: Option<u32>,
+}
+
+/// The states of a job.
+pub const JOB_STATES: [&str; 8] = [
+    "queued",
+    "dispatched",
+    "running",
+    "succeeded",
+    "failed",
+    "cancelled",
+    "timed_out",
+    "lost",
+];
+
+#[derive(Debug, Subcommand)]
+pub enum JobCommand {
+    /// Show a job and its attempts.
+    Show {
+        #[arg(value_name = "JOB_ID")]
+        id: String,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct LogsArgs {
+    /// Follow the output until the job ends.
+    #[arg(long, short = 'f')]
+    pub follow: bool,
+    #[arg(value_name = "JOB_ID")]
+    pub job_id: String,
 }
 
 #[derive(Debug, Args)]
@@ -788,6 +938,14 @@ impl Output {
         Ok(())
     }
 
+    /// Writes what is pending now, before a command streams output of its own.
+    fn flush(&mut self) -> Result {
+        self.emit()?;
+        self.out.clear();
+        self.err.clear();
+        Ok(())
+    }
+
     /// Writes stdout then stderr; a closed stdout (`| head`) is not an error.
     fn emit(&self) -> Result {
         let mut stdout = std::io::stdout().lock();
@@ -1025,6 +1183,13 @@ fn lease_pairs(lease: &api::Lease) -> Vec<(&'static str, String)> {
     if let Some(ended) = &lease.ended_at {
         pairs.push(("ended", ended.clone()));
     }
+    pairs.push(("billing", billing(lease)));
+    if lease.billing == "metered" {
+        pairs.push(("metered", format!("{} unit-s", lease.metered_unit_seconds)));
+        if lease.cost_micros.is_none() {
+            pairs.push(("cost so far", or_dash(metered_cost(lease).as_deref())));
+        }
+    }
     if let Some(billed) = lease.billed_seconds {
         pairs.push(("billed", format!("{billed} s")));
     }
@@ -1061,6 +1226,136 @@ fn lease_pairs(lease: &api::Lease) -> Vec<(&'static str, String)> {
     pairs
 }
 
+/// `metered, ends with its last job`: how a lease is paid.
+fn billing(lease: &api::Lease) -> String {
+    let how = match lease.billing.as_str() {
+        "metered" => "metered (the unit-seconds its jobs used)",
+        "elapsed" => "elapsed (the lease's wall time)",
+        other => other,
+    };
+    if lease.auto_end {
+        format!("{how}, ends with its last job")
+    } else {
+        how.to_owned()
+    }
+}
+
+/// What the metered use of a lease costs so far: unit-seconds × price.
+fn metered_cost(lease: &api::Lease) -> Option<String> {
+    suanli_core::money::cost_micros(
+        lease.price_micros_per_unit_hour,
+        1,
+        lease.metered_unit_seconds,
+    )
+    .ok()
+    .map(yuan)
+}
+
+/// `1h 2m 3s` between two RFC 3339 times.
+fn elapsed(from: &str, to: &str) -> Option<String> {
+    let from = chrono::DateTime::parse_from_rfc3339(from).ok()?;
+    let to = chrono::DateTime::parse_from_rfc3339(to).ok()?;
+    let seconds = u64::try_from((to - from).num_seconds()).ok()?;
+    let (h, m, s) = (seconds / 3_600, seconds / 60 % 60, seconds % 60);
+    Some(match (h, m) {
+        (0, 0) => format!("{s}s"),
+        (0, _) => format!("{m}m {s}s"),
+        _ => format!("{h}h {m}m {s}s"),
+    })
+}
+
+fn job_row(job: &api::Job) -> Vec<String> {
+    vec![
+        job.id.clone(),
+        job.name.clone(),
+        job.state.clone(),
+        job.lease_id.clone(),
+        job.attempts
+            .iter()
+            .map(|a| a.number)
+            .max()
+            .map(|n| n.to_string())
+            .unwrap_or_else(|| "-".to_owned()),
+        job.exit_code
+            .map(|c| c.to_string())
+            .unwrap_or_else(|| "-".to_owned()),
+        job.unit_seconds.to_string(),
+        or_dash(job.started_at.as_deref()),
+        or_dash(job.ended_at.as_deref()),
+    ]
+}
+
+const JOB_HEADER: [&str; 9] = [
+    "ID", "NAME", "STATE", "LEASE", "ATTEMPT", "EXIT", "UNIT-S", "STARTED", "ENDED",
+];
+
+fn print_job(o: &mut Output, job: &api::Job) {
+    let mut pairs = vec![
+        ("job", job.id.clone()),
+        ("name", job.name.clone()),
+        ("state", job.state.clone()),
+        ("lease", job.lease_id.clone()),
+        (
+            "restartable",
+            if job.restartable { "yes" } else { "no" }.to_owned(),
+        ),
+    ];
+    if let Some(code) = job.exit_code {
+        pairs.push(("exit code", code.to_string()));
+    }
+    if let Some(reason) = &job.reason {
+        pairs.push(("reason", reason.clone()));
+    }
+    pairs.push(("created", job.created_at.clone()));
+    if let Some(started) = &job.started_at {
+        pairs.push(("started", started.clone()));
+    }
+    if let Some(ended) = &job.ended_at {
+        pairs.push(("ended", ended.clone()));
+        if let Some(took) = job.started_at.as_deref().and_then(|s| elapsed(s, ended)) {
+            pairs.push(("ran", took));
+        }
+    }
+    pairs.push(("used", format!("{} unit-s", job.unit_seconds)));
+    o.pairs(&pairs);
+    o.line("");
+    let rows: Vec<Vec<String>> = job
+        .attempts
+        .iter()
+        .map(|a| {
+            vec![
+                a.id.clone(),
+                a.number.to_string(),
+                a.agent_id.clone(),
+                a.state.clone(),
+                a.exit_code
+                    .map(|c| c.to_string())
+                    .unwrap_or_else(|| "-".to_owned()),
+                or_dash(a.reason.as_deref()),
+                a.dispatched_at.clone(),
+                or_dash(a.started_at.as_deref()),
+                or_dash(a.ended_at.as_deref()),
+                or_dash(a.backend_id.as_deref()),
+            ]
+        })
+        .collect();
+    o.table(
+        &[
+            "ATTEMPT",
+            "#",
+            "AGENT",
+            "STATE",
+            "EXIT",
+            "REASON",
+            "DISPATCHED",
+            "STARTED",
+            "ENDED",
+            "BACKEND ID",
+        ],
+        &rows,
+    );
+}
+
 /// `excluded: 3 zone, 1 price`, most frequent reason first.
 fn excluded_line(counts: &std::collections::BTreeMap<String, u64>) -> Option<String> {
     let mut counts: Vec<(&String, &u64)> = counts.iter().filter(|(_, n)| **n > 0).collect();
@@ -1089,6 +1384,12 @@ impl Ctx {
     fn key(&self) -> Option<&str> {
         Some(&self.key)
     }
+
+    /// The key of one of several requests of a command: the command's key and a suffix, so that
+    /// repeating the command with the same key repeats none of them.
+    fn sub_key(&self, what: &str) -> String {
+        format!("{}-{what}", self.key)
+    }
 }
 
 /// Whether the command sends a POST that changes the exchange.
@@ -1105,11 +1406,14 @@ fn is_mutating(command: &Command) -> bool {
             | Command::Offer(OfferCommand::Create(_) | OfferCommand::Withdraw { .. })
             | Command::Buy(_)
             | Command::End { .. }
+            | Command::Lease(LeaseCommand::End { .. } | LeaseCommand::Cancel { .. })
+            | Command::Launch(_)
+            | Command::Exec(_)
             | Command::Cancel { .. }
     )
 }
 
-/// Runs every command but `serve` and `demo`, which main runs.
+/// Runs every command but `serve`, `demo` and `agent`, which main runs.
 pub async fn run(cli: Cli) -> Result {
     let Cli {
         server,
@@ -1119,8 +1423,11 @@ pub async fn run(cli: Cli) -> Result {
         idempotency_key,
         command,
     } = cli;
-    if matches!(command, Command::Serve(_) | Command::Demo(_)) {
-        bail!("`serve` and `demo` are run by main, not by cli::run");
+    if matches!(
+        command,
+        Command::Serve(_) | Command::Demo(_) | Command::Agent(_)
+    ) {
+        bail!("`serve`, `demo` and `agent` are run by main, not by cli::run");
     }
     let conn = profiles::resolve(&profiles::Flags {
         server,
@@ -1159,8 +1466,8 @@ pub async fn run(cli: Cli) -> Result {
 async fn execute(ctx: &Ctx, command: Command, o: &mut Output) -> Result {
     let client = &ctx.client;
     match command {
-        Command::Serve(_) | Command::Demo(_) => {
-            bail!("`serve` and `demo` are run by main, not by cli::run")
+        Command::Serve(_) | Command::Demo(_) | Command::Agent(_) => {
+            bail!("`serve`, `demo` and `agent` are run by main, not by cli::run")
         }
         Command::Whoami => {
             let me = client.me().await?;
@@ -1626,6 +1933,12 @@ async fn execute(ctx: &Ctx, command: Command, o: &mut Output) -> Result {
                         l.zone.clone(),
                         l.units.to_string(),
                         price(l.price_micros_per_unit_hour),
+                        l.billing.clone(),
+                        if l.billing == "metered" {
+                            l.metered_unit_seconds.to_string()
+                        } else {
+                            "-".to_owned()
+                        },
                         l.started_at.clone(),
                         l.ended_at
                             .clone()
@@ -1642,6 +1955,8 @@ async fn execute(ctx: &Ctx, command: Command, o: &mut Output) -> Result {
                     "ZONE",
                     "UNITS",
                     "PRICE/UNIT-H",
+                    "BILLING",
+                    "UNIT-S",
                     "STARTED",
                     "ENDED",
                     "COST",
@@ -1656,19 +1971,90 @@ async fn execute(ctx: &Ctx, command: Command, o: &mut Output) -> Result {
             }
             o.pairs(&lease_pairs(&lease));
         }
-        Command::End { lease_id } => {
-            let lease = client.end_lease(&lease_id, ctx.key()).await?;
+        Command::End { lease_id: id } | Command::Lease(LeaseCommand::End { id }) => {
+            let lease = client.end_lease(&id, ctx.key()).await?;
             if ctx.json {
                 return o.json(&lease);
             }
             o.pairs(&lease_pairs(&lease));
         }
-        Command::Cancel { lease_id } => {
-            let lease = client.cancel_lease(&lease_id, ctx.key()).await?;
+        Command::Lease(LeaseCommand::Cancel { id }) => {
+            let lease = client.cancel_lease(&id, ctx.key()).await?;
             if ctx.json {
                 return o.json(&lease);
             }
             o.pairs(&lease_pairs(&lease));
+        }
+        Command::Launch(args) => launch(ctx, args, o).await?,
+        Command::Exec(args) => exec(ctx, args, o).await?,
+        Command::Jobs(args) => {
+            let params = api::JobListParams {
+                lease_id: args.lease_id,
+                state: args.state,
+                limit: args.limit,
+            };
+            let jobs = client.list_jobs(&params).await?;
+            if ctx.json {
+                return o.json(&jobs);
+            }
+            let rows: Vec<Vec<String>> = jobs.items.iter().map(job_row).collect();
+            o.table(&JOB_HEADER, &rows);
+        }
+        Command::Job(JobCommand::Show { id }) => {
+            let job = client.get_job(&id).await?;
+            if ctx.json {
+                return o.json(&job);
+            }
+            print_job(o, &job);
+        }
+        Command::Logs(args) => logs(ctx, args, o).await?,
+        Command::Cancel { job_id } => {
+            let job = client.cancel_job(&job_id, ctx.key()).await?;
+            if ctx.json {
+                return o.json(&job);
+            }
+            let had_attempt = !job.attempts.is_empty();
+            o.pairs(&[
+                ("job", job.id),
+                ("state", job.state),
+                ("reason", or_dash(job.reason.as_deref())),
+            ]);
+            if had_attempt {
+                o.note("its agent stops the job's processes at its next heartbeat");
+            }
+        }
+        Command::Agents => {
+            let agents = client.list_agents().await?;
+            if ctx.json {
+                return o.json(&agents);
+            }
+            let rows: Vec<Vec<String>> = agents
+                .items
+                .iter()
+                .map(|a| {
+                    vec![
+                        a.id.clone(),
+                        a.name.clone(),
+                        a.pool_id.clone(),
+                        a.state.clone(),
+                        a.backend.clone(),
+                        a.isolation.clone(),
+                        a.last_seen_at.clone(),
+                    ]
+                })
+                .collect();
+            o.table(
+                &[
+                    "ID",
+                    "NAME",
+                    "POOL",
+                    "STATE",
+                    "BACKEND",
+                    "ISOLATION",
+                    "LAST SEEN",
+                ],
+                &rows,
+            );
         }
         Command::Balance => {
             let balance = client.balance().await?;
@@ -1809,28 +2195,9 @@ fn save_profile_of(
     Ok(())
 }
 
-async fn quote(ctx: &Ctx, args: QuoteArgs, o: &mut Output) -> Result {
-    let (accelerator_model, accelerators) = match args.gpus {
-        Some(GpuSpec { model, count }) => (Some(model), count),
-        None => (None, None),
-    };
-    let request = api::QuoteRequest {
-        class: args.class,
-        accelerator_model,
-        accelerators,
-        min_accelerator_memory_gib: args.min_gpu_memory_gib,
-        cpus: args.cpus,
-        memory_mib: args.memory_mib,
-        units: args.units,
-        zone: args.zone,
-        max_price_micros_per_unit_hour: args.max_price_micros,
-        duration_limit_s: args.duration_s,
-        excluded_limit: if args.explain { Some(1000) } else { None },
-    };
-    let quote = ctx.client.quote(&request, ctx.key()).await?;
-    if ctx.json {
-        return o.json(&quote);
-    }
+/// The quote as people read it: the ranked offers and why the others were excluded.
+fn quote_text(quote: &api::QuoteResponse, explain: bool) -> String {
+    let mut o = Output::default();
     o.line(&format!(
         "{} units for up to {}; TOTAL is price × units × duration, the most a lease can cost",
         quote.units,
@@ -1873,7 +2240,7 @@ async fn quote(ctx: &Ctx, args: QuoteArgs, o: &mut Output) -> Result {
     if let Some(line) = excluded_line(&quote.excluded_counts) {
         o.line(&line);
     }
-    if args.explain && !quote.excluded.is_empty() {
+    if explain && !quote.excluded.is_empty() {
         o.line("");
         let rows: Vec<Vec<String>> = quote
             .excluded
@@ -1903,6 +2270,32 @@ async fn quote(ctx: &Ctx, args: QuoteArgs, o: &mut Output) -> Result {
             &rows,
         );
     }
+    o.out
+}
+
+async fn quote(ctx: &Ctx, args: QuoteArgs, o: &mut Output) -> Result {
+    let (accelerator_model, accelerators) = match args.gpus {
+        Some(GpuSpec { model, count }) => (Some(model), count),
+        None => (None, None),
+    };
+    let request = api::QuoteRequest {
+        class: args.class,
+        accelerator_model,
+        accelerators,
+        min_accelerator_memory_gib: args.min_gpu_memory_gib,
+        cpus: args.cpus,
+        memory_mib: args.memory_mib,
+        units: args.units,
+        zone: args.zone,
+        max_price_micros_per_unit_hour: args.max_price_micros,
+        duration_limit_s: args.duration_s,
+        excluded_limit: if args.explain { Some(1000) } else { None },
+    };
+    let quote = ctx.client.quote(&request, ctx.key()).await?;
+    if ctx.json {
+        return o.json(&quote);
+    }
+    o.out.push_str(&quote_text(&quote, args.explain));
     if let Some(top) = quote.offers.iter().min_by_key(|q| q.rank) {
         o.line(&format!(
             "buy the best with: suanli buy {} --units {} --duration {} --max-price {}",
@@ -1913,6 +2306,468 @@ async fn quote(ctx: &Ctx, args: QuoteArgs, o: &mut Output) -> Result {
         ));
     }
     Ok(())
+}
+
+// --- jobs ----------------------------------------------------------------------------------------
+
+/// Error codes on which `launch` tries the next ranked offer.
+const FAILOVER_CODES: [&str; 3] = [
+    "capacity_unavailable",
+    "offer_not_available",
+    "price_above_limit",
+];
+
+/// Asks a yes/no question on the terminal; no unless the answer starts with `y`.
+async fn confirm(question: String) -> Result<bool> {
+    tokio::task::spawn_blocking(move || -> Result<bool> {
+        let mut stderr = std::io::stderr().lock();
+        write!(stderr, "{question} [y/N] ")?;
+        stderr.flush()?;
+        let mut answer = String::new();
+        std::io::stdin()
+            .read_line(&mut answer)
+            .context("cannot read the answer")?;
+        Ok(answer.trim().to_lowercase().starts_with('y'))
+    })
+    .await
+    .context("the confirmation prompt failed")?
+}
+
+async fn launch(ctx: &Ctx, args: LaunchArgs, o: &mut Output) -> Result {
+    let client = &ctx.client;
+    if !args.yes && !std::io::stdin().is_terminal() {
+        bail!(
+            "launch buys a lease and asks first: run it on a terminal, or pass --yes to buy \
+             without asking"
+        );
+    }
+    if ctx.key.len() > 160 {
+        bail!(
+            "with launch, --idempotency-key is at most 160 characters: it is extended per request"
+        );
+    }
+    let task = task::Task::load(&args.task)?;
+    let (spec, notes) = task.spec()?;
+    for note in notes {
+        o.note(&format!("[suanli] {note}"));
+    }
+    let (models, zones) = tokio::try_join!(client.list_accelerator_models(), client.list_zones())?;
+    let need = task.need(task::Catalog {
+        models: &models.items,
+        zones: &zones.items,
+    })?;
+    let quote = client
+        .quote(&need.quote, Some(&ctx.sub_key("quote")))
+        .await?;
+    let mut table = quote_text(&quote, false);
+    table.push('\n');
+    if ctx.json {
+        o.err.push_str(&table);
+    } else {
+        o.out.push_str(&table);
+    }
+    let mut offers: Vec<&api::QuotedOffer> = quote.offers.iter().collect();
+    offers.sort_by_key(|q| q.rank);
+    let Some(best) = offers.first() else {
+        bail!(
+            "no offer fits {}: loosen its resources, zone or max_price (`suanli quote --explain` \
+             lists every offer with the reason it was excluded)",
+            task.file
+        );
+    };
+    if !args.yes {
+        o.flush()?;
+        let mut question = format!(
+            "Buy {} units of {} from {} at {} for up to {} (at most {}, held until the lease \
+             ends; you pay for what the job uses)",
+            best.units,
+            best.offer.class,
+            best.offer.provider_name,
+            price(best.offer.price_micros_per_unit_hour),
+            format_duration(quote.duration_limit_s),
+            yuan(best.total_micros),
+        );
+        if offers.len() > 1 {
+            question.push_str(", or the next offers if it is gone");
+        }
+        question.push('?');
+        if !confirm(question).await? {
+            bail!("nothing was bought");
+        }
+    }
+
+    // Buy the best offer, failing over to the next ranked ones.
+    let mut bought = None;
+    for (i, q) in offers.iter().enumerate() {
+        let request = api::PurchaseRequest {
+            offer_id: q.offer.id.clone(),
+            units: q.units,
+            duration_limit_s: quote.duration_limit_s,
+            // Never more than the quoted price, which is within the task's max_price.
+            max_price_micros_per_unit_hour: Some(q.offer.price_micros_per_unit_hour),
+            auto_end: !args.keep,
+        };
+        let key = ctx.sub_key(&format!("buy-{}", q.offer.id));
+        let skipped = match client.purchase(&request, Some(&key)).await {
+            Ok(lease) if lease.billing != "metered" => {
+                // No agent serves the pool: jobs cannot run there.
+                let key = ctx.sub_key(&format!("cancel-{}", lease.id));
+                let cancelled = client.cancel_lease(&lease.id, Some(&key)).await?;
+                format!(
+                    "offer {} has no agent to run jobs; its lease {} was cancelled ({})",
+                    q.offer.id,
+                    cancelled.id,
+                    yuan(cancelled.cost_micros.unwrap_or(0))
+                )
+            }
+            Ok(lease) => {
+                bought = Some(lease);
+                break;
+            }
+            Err(e) if e.code().is_some_and(|c| FAILOVER_CODES.contains(&c)) => {
+                format!("offer {} ({}): {e}", q.offer.id, q.offer.provider_name)
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let next = if i + 1 < offers.len() {
+            "; trying the next offer"
+        } else {
+            ""
+        };
+        o.note(&format!("[suanli] {skipped}{next}"));
+        o.flush()?;
+    }
+    let Some(lease) = bought else {
+        bail!(
+            "none of the {} offer(s) that fit could run the job; no lease is left open",
+            offers.len()
+        );
+    };
+    if !ctx.json {
+        o.line(&format!(
+            "lease {}: {} units of {} in {} at {}, for up to {}",
+            lease.id,
+            lease.units,
+            lease.class,
+            lease.zone,
+            price(lease.price_micros_per_unit_hour),
+            format_duration(lease.duration_limit_s)
+        ));
+        o.line(&format!(
+            "  {}",
+            if lease.auto_end {
+                "ends when its job ends".to_owned()
+            } else {
+                format!(
+                    "kept after the job: run more with `suanli exec {0}`, end it with `suanli end {0}`",
+                    lease.id
+                )
+            }
+        ));
+    }
+    let request = api::CreateJobRequest { task: spec };
+    let job = match client
+        .create_job(&lease.id, &request, Some(&ctx.sub_key("job")))
+        .await
+    {
+        Ok(job) => job,
+        Err(e) => {
+            if args.keep {
+                return Err(anyhow::Error::new(e).context(format!(
+                    "the job could not be queued; lease {0} is still yours (end it with `suanli \
+                     end {0}`)",
+                    lease.id
+                )));
+            }
+            let ended = client.end_lease(&lease.id, Some(&ctx.sub_key("end"))).await;
+            let what = match ended {
+                Ok(l) => format!(
+                    "lease {} was ended ({})",
+                    l.id,
+                    yuan(l.cost_micros.unwrap_or(0))
+                ),
+                Err(end_err) => format!(
+                    "lease {0} could not be ended ({end_err}): end it with `suanli end {0}`",
+                    lease.id
+                ),
+            };
+            return Err(
+                anyhow::Error::new(e).context(format!("the job could not be queued; {what}"))
+            );
+        }
+    };
+    follow_job(ctx, o, &lease, job, args.detach).await
+}
+
+async fn exec(ctx: &Ctx, args: ExecArgs, o: &mut Output) -> Result {
+    let client = &ctx.client;
+    let spec = match (&args.task, args.run) {
+        (Some(path), _) => {
+            let task = task::Task::load(path)?;
+            if task.says_what_to_buy() {
+                o.note(&format!(
+                    "[suanli] {}: resources, zone, max_price and duration are ignored: the job runs \
+                     on lease {}",
+                    task.file, args.lease_id
+                ));
+            }
+            let (mut spec, notes) = task.spec()?;
+            for note in notes {
+                o.note(&format!("[suanli] {note}"));
+            }
+            if args.name.is_some() {
+                spec.name = args.name;
+            }
+            spec
+        }
+        (None, Some(run)) => api::TaskSpec {
+            name: args.name,
+            run,
+            ..api::TaskSpec::default()
+        },
+        (None, None) => bail!("give a task file or --run 'COMMANDS'"),
+    };
+    let lease = client.get_lease(&args.lease_id).await?;
+    let job = client
+        .create_job(&lease.id, &api::CreateJobRequest { task: spec }, ctx.key())
+        .await?;
+    follow_job(ctx, o, &lease, job, args.detach).await
+}
+
+/// After a job is queued: prints its id, then (unless `detach`) follows its output until it ends
+/// and says how it ended and what it cost. Fails unless the job succeeded.
+async fn follow_job(
+    ctx: &Ctx,
+    o: &mut Output,
+    lease: &api::Lease,
+    job: api::Job,
+    detach: bool,
+) -> Result {
+    let client = &ctx.client;
+    if detach {
+        if ctx.json {
+            return o.json(&serde_json::json!({ "lease": lease, "job": job }));
+        }
+        o.line(&format!("job {} queued on lease {}", job.id, lease.id));
+        o.line(&format!("  follow it: suanli logs -f {}", job.id));
+        o.line(&format!("  cancel it: suanli cancel {}", job.id));
+        return Ok(());
+    }
+    if !ctx.json {
+        o.line(&format!(
+            "job {} queued on lease {}; following its output (Ctrl-C stops following, not the job)",
+            job.id, lease.id
+        ));
+    }
+    o.flush()?;
+    follow_logs(client, &job.id, !ctx.json).await?;
+    let job = client.get_job(&job.id).await?;
+    let lease = client.get_lease(&lease.id).await?;
+    if ctx.json {
+        o.json(&serde_json::json!({ "lease": lease, "job": job }))?;
+    } else {
+        for line in job_summary(&job, &lease) {
+            o.note(&format!("[suanli] {line}"));
+        }
+    }
+    if job.state != "succeeded" {
+        bail!("job {} {}", job.id, job_outcome(&job));
+    }
+    Ok(())
+}
+
+/// `failed with exit code 3 (reason)`, `succeeded`.
+fn job_outcome(job: &api::Job) -> String {
+    let mut text = job.state.replace('_', " ");
+    if let Some(code) = job.exit_code {
+        write!(text, " with exit code {code}").expect("writing to a String cannot fail");
+    }
+    if let Some(reason) = &job.reason {
+        write!(text, " ({reason})").expect("writing to a String cannot fail");
+    }
+    text
+}
+
+/// How a job ended and what it cost.
+fn job_summary(job: &api::Job, lease: &api::Lease) -> Vec<String> {
+    let mut first = format!("job {} {}", job.id, job_outcome(job));
+    if let (Some(started), Some(ended)) = (&job.started_at, &job.ended_at) {
+        if let Some(took) = elapsed(started, ended) {
+            write!(first, " after {took}").expect("writing to a String cannot fail");
+        }
+    }
+    let job_cost =
+        suanli_core::money::cost_micros(lease.price_micros_per_unit_hour, 1, job.unit_seconds)
+            .map(yuan)
+            .unwrap_or_else(|_| "-".to_owned());
+    let mut lines = vec![
+        first,
+        format!("job used {} unit-s ({job_cost})", job.unit_seconds),
+    ];
+    lines.push(match lease.cost_micros {
+        Some(cost) => format!("lease {} {}: cost {}", lease.id, lease.state, yuan(cost)),
+        None if lease.billing == "metered" => format!(
+            "lease {0} is still active: {1} so far ({2} unit-s); end it with `suanli end {0}`",
+            lease.id,
+            or_dash(metered_cost(lease).as_deref()),
+            lease.metered_unit_seconds
+        ),
+        None => format!(
+            "lease {0} is still active; end it with `suanli end {0}`",
+            lease.id
+        ),
+    });
+    lines
+}
+
+/// Writes log chunks as they come: stdout to stdout, stderr to stderr, the exchange's and the
+/// agent's own messages (`system`) to stderr as `[suanli] …` lines.
+#[derive(Debug, Default)]
+struct LogPrinter {
+    /// The last byte written to either stream was not a newline.
+    mid_line: bool,
+}
+
+impl LogPrinter {
+    fn print(&mut self, chunks: &[api::LogChunk]) -> std::io::Result<()> {
+        let mut stdout = std::io::stdout().lock();
+        let mut stderr = std::io::stderr().lock();
+        for chunk in chunks {
+            if chunk.data.is_empty() {
+                continue;
+            }
+            match chunk.stream.as_str() {
+                "stdout" => stdout.write_all(chunk.data.as_bytes())?,
+                "stderr" => {
+                    stdout.flush()?;
+                    stderr.write_all(chunk.data.as_bytes())?;
+                }
+                _ => {
+                    stdout.flush()?;
+                    if self.mid_line {
+                        stderr.write_all(b"\n")?;
+                    }
+                    for line in chunk.data.trim_end_matches('\n').lines() {
+                        writeln!(stderr, "[suanli] {line}")?;
+                    }
+                    self.mid_line = false;
+                    continue;
+                }
+            }
+            self.mid_line = !chunk.data.ends_with('\n');
+        }
+        stdout.flush()?;
+        stderr.flush()
+    }
+}
+
+/// Writes log chunks as JSON lines.
+fn print_json_chunks(chunks: &[api::LogChunk]) -> Result {
+    let mut stdout = std::io::stdout().lock();
+    for chunk in chunks {
+        writeln!(stdout, "{}", serde_json::to_string(chunk)?)?;
+    }
+    stdout.flush()?;
+    Ok(())
+}
+
+/// Whether a failed call is worth repeating: no answer, or the exchange is unavailable.
+fn is_transient(err: &ClientError) -> bool {
+    matches!(err, ClientError::Transport(_)) || err.status().is_some_and(|s| s >= 500)
+}
+
+/// Long-polls a job's output until the job has ended and all of it is read, printing it when
+/// `print`. Transient failures are retried a few times; Ctrl-C stops following (not the job).
+/// Returns the job's final state.
+async fn follow_logs(client: &Client, job_id: &str, print: bool) -> Result<String> {
+    let mut after = 0;
+    let mut failures = 0u32;
+    let mut printer = LogPrinter::default();
+    loop {
+        let params = api::LogParams {
+            after: Some(after),
+            limit: None,
+            wait_ms: Some(20_000),
+        };
+        let page = tokio::select! {
+            page = client.job_logs(job_id, &params) => page,
+            _ = tokio::signal::ctrl_c() => bail!(
+                "stopped following; job {job_id} goes on: `suanli logs -f {job_id}` follows it \
+                 again, `suanli cancel {job_id}` cancels it"
+            ),
+        };
+        let page = match page {
+            Ok(page) => page,
+            Err(e) if is_transient(&e) && failures < 5 => {
+                failures += 1;
+                eprintln!("[suanli] {e}; trying again");
+                tokio::time::sleep(std::time::Duration::from_secs(1 << failures)).await;
+                continue;
+            }
+            Err(e) => return Err(e.into()),
+        };
+        failures = 0;
+        if print {
+            if let Err(e) = printer.print(&page.chunks) {
+                bail!(
+                    "cannot write the job's output ({e}); job {job_id} goes on: `suanli logs -f \
+                     {job_id}` follows it again"
+                );
+            }
+        }
+        after = page.next_after;
+        if page.done {
+            return Ok(page.state);
+        }
+    }
+}
+
+async fn logs(ctx: &Ctx, args: LogsArgs, o: &mut Output) -> Result {
+    let client = &ctx.client;
+    o.flush()?;
+    let mut after = 0;
+    let mut printer = LogPrinter::default();
+    let mut failures = 0u32;
+    loop {
+        let params = api::LogParams {
+            after: Some(after),
+            limit: None,
+            wait_ms: args.follow.then_some(20_000),
+        };
+        let page = tokio::select! {
+            page = client.job_logs(&args.job_id, &params) => page,
+            _ = tokio::signal::ctrl_c() => return Ok(()),
+        };
+        let page = match page {
+            Ok(page) => page,
+            Err(e) if args.follow && is_transient(&e) && failures < 5 => {
+                failures += 1;
+                eprintln!("[suanli] {e}; trying again");
+                tokio::time::sleep(std::time::Duration::from_secs(1 << failures)).await;
+                continue;
+            }
+            Err(e) => return Err(e.into()),
+        };
+        failures = 0;
+        if ctx.json {
+            print_json_chunks(&page.chunks)?;
+        } else if let Err(e) = printer.print(&page.chunks) {
+            if e.kind() == std::io::ErrorKind::BrokenPipe {
+                return Ok(());
+            }
+            return Err(e).context("cannot write the job's output");
+        }
+        after = page.next_after;
+        if page.done || (!args.follow && page.chunks.is_empty()) {
+            if !page.done && !ctx.json {
+                o.note(&format!(
+                    "[suanli] job {} is {}; `suanli logs -f {}` follows it",
+                    args.job_id, page.state, args.job_id
+                ));
+            }
+            return Ok(());
+        }
+    }
 }
 
 #[cfg(test)]
@@ -2168,6 +3023,132 @@ mod tests {
             Cli::try_parse_from(["suanli", "deposit", "org_1", "1.2345678", "--ref", "r"]).is_err()
         );
         assert!(Cli::try_parse_from(["suanli", "buy", "off_1", "--units", "1"]).is_err());
+    }
+
+    #[test]
+    fn job_commands_parse() {
+        let parse = |args: &[&str]| {
+            Cli::try_parse_from(std::iter::once("suanli").chain(args.iter().copied()))
+        };
+        match parse(&["launch", "t.yaml", "-y", "--keep", "-d"])
+            .unwrap()
+            .command
+        {
+            Command::Launch(a) => {
+                assert_eq!(a.task, PathBuf::from("t.yaml"));
+                assert!(a.yes && a.keep && a.detach);
+            }
+            other => panic!("{other:?}"),
+        }
+        match parse(&["exec", "lease_1", "--run", "echo hi", "--name", "n"])
+            .unwrap()
+            .command
+        {
+            Command::Exec(a) => {
+                assert_eq!(
+                    (a.lease_id.as_str(), a.run.as_deref(), a.task),
+                    ("lease_1", Some("echo hi"), None)
+                );
+                assert_eq!(a.name.as_deref(), Some("n"));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(parse(&["exec", "lease_1", "t.yaml"]).is_ok());
+        assert!(parse(&["exec", "lease_1"]).is_err(), "a task or --run");
+        assert!(parse(&["exec", "lease_1", "t.yaml", "--run", "x"]).is_err());
+        match parse(&["logs", "-f", "job_1"]).unwrap().command {
+            Command::Logs(a) => assert!(a.follow && a.job_id == "job_1"),
+            other => panic!("{other:?}"),
+        }
+        assert!(parse(&["jobs", "--lease", "l", "--state", "timed_out"]).is_ok());
+        assert!(parse(&["jobs", "--state", "done"]).is_err());
+        assert!(parse(&["job", "show", "job_1"]).is_ok());
+        for mutating in [
+            &["cancel", "job_1"][..],
+            &["lease", "cancel", "lease_1"],
+            &["lease", "end", "lease_1"],
+            &["end", "lease_1"],
+            &["launch", "t.yaml"],
+            &["exec", "lease_1", "--run", "x"],
+        ] {
+            assert!(
+                is_mutating(&parse(mutating).unwrap().command),
+                "{mutating:?}"
+            );
+        }
+        for reading in [
+            &["jobs"][..],
+            &["job", "show", "j"],
+            &["logs", "j"],
+            &["agents"],
+            &["lease", "show", "l"],
+        ] {
+            assert!(
+                !is_mutating(&parse(reading).unwrap().command),
+                "{reading:?}"
+            );
+        }
+        match parse(&["agent", "--config", "a.toml"]).unwrap().command {
+            Command::Agent(a) => assert_eq!(a.config, PathBuf::from("a.toml")),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn job_outcomes_and_costs_read_well() {
+        let lease: api::Lease = serde_json::from_value(serde_json::json!({
+            "id": "lease_1", "consumer_org_id": "c", "provider_org_id": "p", "offer_id": "o",
+            "pool_id": "pool", "class": "general", "zone": "z", "units": 2,
+            "price_micros_per_unit_hour": 3_600_000, "duration_limit_s": 600,
+            "started_at": "2026-01-01T00:00:00Z", "ends_at": "2026-01-01T00:10:00Z",
+            "state": "active",
+            "hold": {"id": "h", "amount_micros": 1_200_000, "state": "pending", "posted_micros": 0},
+            "billing": "metered", "auto_end": false, "metered_unit_seconds": 90,
+            "allocations": []
+        }))
+        .unwrap();
+        let job: api::Job = serde_json::from_value(serde_json::json!({
+            "id": "job_1", "org_id": "c", "lease_id": "lease_1", "name": "n", "state": "timed_out",
+            "restartable": false, "exit_code": 137, "reason": "time limit",
+            "created_at": "2026-01-01T00:00:00Z", "started_at": "2026-01-01T00:00:01Z",
+            "ended_at": "2026-01-01T01:02:04Z", "unit_seconds": 60, "attempts": []
+        }))
+        .unwrap();
+        assert_eq!(
+            job_outcome(&job),
+            "timed out with exit code 137 (time limit)"
+        );
+        assert_eq!(
+            job_summary(&job, &lease),
+            [
+                "job job_1 timed out with exit code 137 (time limit) after 1h 2m 3s",
+                "job used 60 unit-s (¥0.060000)",
+                "lease lease_1 is still active: ¥0.090000 so far (90 unit-s); end it with \
+                 `suanli end lease_1`",
+            ]
+        );
+        let pairs = lease_pairs(&lease);
+        let get = |label: &str| {
+            pairs
+                .iter()
+                .find(|(l, _)| *l == label)
+                .map(|(_, v)| v.clone())
+        };
+        assert_eq!(
+            get("billing").as_deref(),
+            Some("metered (the unit-seconds its jobs used)")
+        );
+        assert_eq!(get("metered").as_deref(), Some("90 unit-s"));
+        assert_eq!(get("cost so far").as_deref(), Some("¥0.090000"));
+        assert_eq!(
+            elapsed("2026-01-01T00:00:00Z", "2026-01-01T00:00:59Z").as_deref(),
+            Some("59s")
+        );
+        assert_eq!(
+            elapsed("2026-01-01T00:00:00Z", "2026-01-01T00:01:00Z").as_deref(),
+            Some("1m 0s")
+        );
+        assert_eq!(elapsed("x", "2026-01-01T00:01:00Z"), None);
     }
 
     #[test]

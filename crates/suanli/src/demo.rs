@@ -3,7 +3,7 @@
 //! offers, and two funded consumers. Writes CLI profiles for every demo org.
 
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
@@ -164,33 +164,8 @@ async fn seed(base: &str, operator_token: &str) -> Result<DemoState> {
         Client::new(base, Some(org.token.clone()))
     };
 
-    // General compute: four CPU servers, standard and high-memory vCPUs.
-    let general = client_of("general-center");
-    let nodes = (1..=4)
-        .map(|i| node(&format!("cpu-{i:02}"), 64, 256, None, None))
-        .collect();
-    let pool = general
-        .create_pool(
-            &CreatePoolRequest {
-                name: "cpu-farm".into(),
-                zone: "wuqing-devzone".into(),
-                nodes,
-            },
-            Some("demo-pool-cpu"),
-        )
-        .await?;
-    general
-        .create_offer(
-            &offer(&pool.id, "general", None, 4, 0.05, 256),
-            Some("demo-offer-cpu-std"),
-        )
-        .await?;
-    general
-        .create_offer(
-            &offer(&pool.id, "general", None, 8, 0.08, 128),
-            Some("demo-offer-cpu-highmem"),
-        )
-        .await?;
+    // General compute: this very machine, through a real agent (started by `run`), which
+    // registers its pool and capacity; its offer is published once the agent is up.
 
     // Intelligent compute: H100 servers in the core zone; A800 and Ascend servers in the
     // development zone.
@@ -298,6 +273,68 @@ fn write_state(path: &Path, state: &DemoState) -> Result<()> {
     crate::serve::write_secret(path, &serde_json::to_string_pretty(state)?)
 }
 
+/// The general center's agent: a real `suanli agent` on this machine, in this process.
+async fn start_local_agent(base: &str, data_dir: &Path, token: &str) -> Result<PathBuf> {
+    let dir = data_dir.join("agent");
+    std::fs::create_dir_all(&dir)?;
+    let dir = dir.canonicalize()?;
+    let token_file = dir.join("provider.token");
+    crate::serve::write_secret(&token_file, token)?;
+    // Jobs run as nobody when the demo runs as root: their directories must be reachable by it,
+    // which a data directory under a private home may not be.
+    let tag: u64 = dir
+        .to_string_lossy()
+        .bytes()
+        .fold(0xcbf2_9ce4_8422_2325, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+        });
+    let jobs_dir = std::env::temp_dir().join(format!("suanli-demo-jobs-{tag:016x}"));
+    let state_dir = dir.join("state");
+    let config_path = dir.join("agent.toml");
+    let text = format!(
+        "# The demo's local agent (general center). See docs/PROVIDERS.md.\n\
+         server = \"{base}\"\ntoken_file = \"{}\"\nname = \"demo-local\"\nzone = \"wuqing-devzone\"\n\
+         state_dir = \"{}\"\njobs_dir = \"{}\"\n",
+        token_file.display(),
+        state_dir.display(),
+        jobs_dir.display()
+    );
+    std::fs::write(&config_path, text)?;
+    let config = crate::agent::AgentConfig::load(&config_path)?;
+    let path = config_path.clone();
+    tokio::spawn(async move {
+        if let Err(e) = crate::agent::run_with(config, path).await {
+            eprintln!("the demo's local agent stopped: {e:#}");
+        }
+    });
+    Ok(config_path)
+}
+
+/// Waits for the general center's agent and publishes its offer once.
+async fn agent_pool(base: &str, token: &str) -> Result<suanli_api::Pool> {
+    let general = Client::new(base, Some(token.to_owned()));
+    for _ in 0..300 {
+        if let Some(agent) = general.list_agents().await?.items.into_iter().next() {
+            let pool = general.get_pool(&agent.pool_id).await?;
+            if general
+                .list_offers()
+                .await?
+                .items
+                .iter()
+                .all(|o| o.pool_id != pool.id)
+            {
+                let node = &pool.nodes[0];
+                let per_cpu_gib = (node.memory_mib / node.cpus.max(1) / 1024).clamp(1, 4);
+                let o = offer(&pool.id, "general", None, per_cpu_gib, 0.05, node.cpus);
+                general.create_offer(&o, Some("demo-offer-local")).await?;
+            }
+            return Ok(pool);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    bail!("the demo's local agent did not register")
+}
+
 pub async fn run(args: DemoArgs) -> Result<()> {
     if args.fresh && args.data_dir.exists() {
         std::fs::remove_dir_all(&args.data_dir)
@@ -347,6 +384,14 @@ pub async fn run(args: DemoArgs) -> Result<()> {
             args.data_dir.display()
         ),
     };
+    let general_token = demo
+        .orgs
+        .iter()
+        .find(|o| o.profile == "general-center")
+        .map(|o| o.token.clone())
+        .context("demo.json names the general center")?;
+    let agent_config = start_local_agent(&base, &args.data_dir, &general_token).await?;
+    let local_pool = agent_pool(&base, &general_token).await?;
     let profiles: Vec<(String, Profile)> = demo
         .orgs
         .iter()
@@ -364,7 +409,14 @@ pub async fn run(args: DemoArgs) -> Result<()> {
         .collect();
     let config_path = profiles::config_path();
     profiles::save_profiles(&config_path, &profiles, Some("enterprise"))?;
-    print_guide(&base, &db_path, &config_path, &demo);
+    print_guide(
+        &base,
+        &db_path,
+        &config_path,
+        &demo,
+        &local_pool,
+        &agent_config,
+    );
     if args.setup_only {
         return Ok(());
     }
@@ -376,7 +428,14 @@ pub async fn run(args: DemoArgs) -> Result<()> {
     Ok(())
 }
 
-fn print_guide(base: &str, db_path: &str, config_path: &Path, demo: &DemoState) {
+fn print_guide(
+    base: &str,
+    db_path: &str,
+    config_path: &Path,
+    demo: &DemoState,
+    pool: &suanli_api::Pool,
+    agent_config: &Path,
+) {
     let exe = std::env::current_exe()
         .ok()
         .and_then(|p| {
@@ -418,12 +477,22 @@ fn print_guide(base: &str, db_path: &str, config_path: &Path, demo: &DemoState) 
     println!("Tokens are in the profiles (and in demo.json); use one directly with");
     println!("  curl -H \"Authorization: Bearer $TOKEN\" {base}/api/v1/me");
     println!();
-    println!("The providers have no agent yet: their capacity is what they registered, and leases");
+    let node = &pool.nodes[0];
     println!(
-        "reserve it without running jobs. Live agents that run jobs come in the next release."
+        "general-center runs a live agent on this machine (pool {}): {} CPUs, {} MiB, {} accelerators,",
+        pool.id, node.cpus, node.memory_mib, node.accelerators
     );
+    println!(
+        "  as measured; config {}. Jobs on its offer run here for real.",
+        agent_config.display()
+    );
+    println!(
+        "ai-center and hpc-center have no live agent: their capacity is what they registered,"
+    );
+    println!("and their leases reserve it without running jobs.");
     println!();
     println!("Try it from another terminal (alias suanli={exe}):");
+    println!("  suanli launch examples/hello.yaml --yes          # quote, buy, run on the live agent, follow logs");
     println!("  suanli catalog                                   # every offer, cheapest first");
     println!("  suanli quote --gpus H100-80G:8 --duration 2h     # ranked offers and exclusions");
     println!("  suanli buy OFFER_ID --units 8 --duration 2h      # hold escrow, reserve, lease");

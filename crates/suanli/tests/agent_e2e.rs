@@ -19,13 +19,20 @@ struct Exchange {
 }
 
 async fn exchange(dir: &Path, adjust: impl FnOnce(&mut ServerConfig)) -> Exchange {
-    let mut config = ServerConfig::new(Location::Sqlite(dir.join("x.db").to_string_lossy().into_owned()));
+    let mut config = ServerConfig::new(Location::Sqlite(
+        dir.join("x.db").to_string_lossy().into_owned(),
+    ));
     adjust(&mut config);
     let (state, boot) = suanli_server::start(config).await.unwrap();
-    let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await.unwrap();
+    let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0)))
+        .await
+        .unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(suanli_server::serve_on(listener, state));
-    Exchange { operator: Client::new(base.clone(), boot.token_secret), base }
+    Exchange {
+        operator: Client::new(base.clone(), boot.token_secret),
+        base,
+    }
 }
 
 struct AgentProcess {
@@ -74,7 +81,8 @@ async fn admit(x: &Exchange, name: &str, kind: OrgKind) -> (String, Client, Stri
             &CreateOrgRequest {
                 name: name.into(),
                 kind,
-                consumer_type: (kind == OrgKind::Consumer).then_some(ConsumerType::ResearchInstitute),
+                consumer_type: (kind == OrgKind::Consumer)
+                    .then_some(ConsumerType::ResearchInstitute),
                 zone: "wuqing-core".into(),
                 origin_region: "tianjin".into(),
                 admin_name: None,
@@ -85,12 +93,23 @@ async fn admit(x: &Exchange, name: &str, kind: OrgKind) -> (String, Client, Stri
         .await
         .unwrap();
     let secret = created.token.secret.clone();
-    (created.org.id, Client::new(x.base.clone(), Some(secret.clone())), secret)
+    (
+        created.org.id,
+        Client::new(x.base.clone(), Some(secret.clone())),
+        secret,
+    )
 }
 
 async fn wait_for_agent(provider: &Client) -> Agent {
     for _ in 0..300 {
-        if let Some(a) = provider.list_agents().await.unwrap().items.into_iter().next() {
+        if let Some(a) = provider
+            .list_agents()
+            .await
+            .unwrap()
+            .items
+            .into_iter()
+            .next()
+        {
             return a;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -115,7 +134,17 @@ async fn all_logs(c: &Client, job_id: &str) -> (String, String) {
     let (mut out, mut err) = (String::new(), String::new());
     let mut after = 0;
     loop {
-        let page = c.job_logs(job_id, &LogParams { after: Some(after), limit: Some(1000), wait_ms: Some(2000) }).await.unwrap();
+        let page = c
+            .job_logs(
+                job_id,
+                &LogParams {
+                    after: Some(after),
+                    limit: Some(1000),
+                    wait_ms: Some(2000),
+                },
+            )
+            .await
+            .unwrap();
         for ch in &page.chunks {
             match ch.stream.as_str() {
                 "stdout" => out.push_str(&ch.data),
@@ -131,7 +160,13 @@ async fn all_logs(c: &Client, job_id: &str) -> (String, String) {
 }
 
 fn task(run: &str) -> CreateJobRequest {
-    CreateJobRequest { task: TaskSpec { name: Some("t".into()), run: run.into(), ..TaskSpec::default() } }
+    CreateJobRequest {
+        task: TaskSpec {
+            name: Some("t".into()),
+            run: run.into(),
+            ..TaskSpec::default()
+        },
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -142,11 +177,21 @@ async fn jobs_run_on_a_real_agent_and_are_paid_for_by_metered_use() {
     let (_pid, provider, provider_token) = admit(&x, "Local compute", OrgKind::Provider).await;
     let agent_proc = start_agent(&dir, &x.base, &provider_token, "node-1");
     let agent = wait_for_agent(&provider).await;
-    assert!(agent.isolation.contains("cgroup") || agent.isolation.contains("rlimit"), "{}", agent.isolation);
+    assert!(
+        agent.isolation.contains("cgroup") || agent.isolation.contains("rlimit"),
+        "{}",
+        agent.isolation
+    );
     let pool = provider.get_pool(&agent.pool_id).await.unwrap();
     let machine_cpus = std::thread::available_parallelism().unwrap().get() as u64;
-    assert_eq!(pool.nodes[0].cpus, machine_cpus, "the agent reports this machine's real CPUs");
-    assert_eq!(pool.nodes[0].accelerators, 0, "no accelerator is invented on a machine without one");
+    assert_eq!(
+        pool.nodes[0].cpus, machine_cpus,
+        "the agent reports this machine's real CPUs"
+    );
+    assert_eq!(
+        pool.nodes[0].accelerators, 0,
+        "no accelerator is invented on a machine without one"
+    );
     let offer = provider
         .create_offer(
             &CreateOfferRequest {
@@ -165,47 +210,95 @@ async fn jobs_run_on_a_real_agent_and_are_paid_for_by_metered_use() {
         .await
         .unwrap();
     let (cid, consumer, _) = admit(&x, "Institute", OrgKind::Consumer).await;
-    x.operator.deposit(&cid, &DepositRequest { amount_micros: 100_000_000, external_ref: "b".into() }, None).await.unwrap();
+    x.operator
+        .deposit(
+            &cid,
+            &DepositRequest {
+                amount_micros: 100_000_000,
+                external_ref: "b".into(),
+            },
+            None,
+        )
+        .await
+        .unwrap();
     let lease = consumer
-        .purchase(&PurchaseRequest { offer_id: offer.id.clone(), units: 1, duration_limit_s: 600, max_price_micros_per_unit_hour: None, auto_end: false }, None)
+        .purchase(
+            &PurchaseRequest {
+                offer_id: offer.id.clone(),
+                units: 1,
+                duration_limit_s: 600,
+                max_price_micros_per_unit_hour: None,
+                auto_end: false,
+            },
+            None,
+        )
         .await
         .unwrap();
     assert_eq!(lease.billing, "metered");
 
     // Success with output on both streams; the agent's own environment does not leak.
     let job = consumer
-        .create_job(&lease.id, &task("echo hello; echo oops >&2; echo token=${SUANLI_TOKEN:-none}; sleep 2"), None)
+        .create_job(
+            &lease.id,
+            &task("echo hello; echo oops >&2; echo token=${SUANLI_TOKEN:-none}; sleep 2"),
+            None,
+        )
         .await
         .unwrap();
     let (out, err) = all_logs(&consumer, &job.id).await;
     let done = wait_job(&consumer, &job.id, |j| j.state == "succeeded").await;
     assert_eq!(done.exit_code, Some(0));
     assert!(out.contains("hello"), "{out}");
-    assert!(out.contains("token=none"), "the agent's environment leaked: {out}");
+    assert!(
+        out.contains("token=none"),
+        "the agent's environment leaked: {out}"
+    );
     assert!(err.contains("oops"), "{err}");
-    assert!(done.unit_seconds >= 2, "a 2-second job was metered: {done:?}");
+    assert!(
+        done.unit_seconds >= 2,
+        "a 2-second job was metered: {done:?}"
+    );
 
     // A failing job reports its exit code.
-    let failing = consumer.create_job(&lease.id, &task("exit 3"), None).await.unwrap();
+    let failing = consumer
+        .create_job(&lease.id, &task("exit 3"), None)
+        .await
+        .unwrap();
     let failed = wait_job(&consumer, &failing.id, |j| j.state == "failed").await;
     assert_eq!(failed.exit_code, Some(3));
 
     // Cancel stops a running job; the agent keeps serving others.
-    let long = consumer.create_job(&lease.id, &task("sleep 300"), None).await.unwrap();
+    let long = consumer
+        .create_job(&lease.id, &task("sleep 300"), None)
+        .await
+        .unwrap();
     wait_job(&consumer, &long.id, |j| j.state == "running").await;
     let c = consumer.cancel_job(&long.id, None).await.unwrap();
     assert_eq!(c.state, "cancelled");
-    let next = consumer.create_job(&lease.id, &task("echo still-serving"), None).await.unwrap();
+    let next = consumer
+        .create_job(&lease.id, &task("echo still-serving"), None)
+        .await
+        .unwrap();
     let (out, _) = all_logs(&consumer, &next.id).await;
     assert!(out.contains("still-serving"));
 
     // Reading the agent's config or token from a job fails.
     let snoop = consumer
-        .create_job(&lease.id, &task(&format!("cat {} && echo READ-IT", agent_proc.config.display())), None)
+        .create_job(
+            &lease.id,
+            &task(&format!(
+                "cat {} && echo READ-IT",
+                agent_proc.config.display()
+            )),
+            None,
+        )
         .await
         .unwrap();
     let (out, _) = all_logs(&consumer, &snoop.id).await;
-    assert!(!out.contains("READ-IT") && !out.contains("token_file"), "a job read the agent's config: {out}");
+    assert!(
+        !out.contains("READ-IT") && !out.contains("token_file"),
+        "a job read the agent's config: {out}"
+    );
 
     // Ending the lease charges exactly the acknowledged unit-seconds.
     let ended = consumer.end_lease(&lease.id, None).await.unwrap();
@@ -236,22 +329,54 @@ async fn a_killed_agent_is_lost_and_the_consumer_pays_only_acknowledged_use() {
         .unwrap()
         .1;
     let (cid, consumer, _) = admit(&x, "Enterprise", OrgKind::Consumer).await;
-    x.operator.deposit(&cid, &DepositRequest { amount_micros: 100_000_000, external_ref: "b".into() }, None).await.unwrap();
-    let lease = consumer
-        .purchase(&PurchaseRequest { offer_id: offer["id"].as_str().unwrap().into(), units: 1, duration_limit_s: 600, max_price_micros_per_unit_hour: None, auto_end: true }, None)
+    x.operator
+        .deposit(
+            &cid,
+            &DepositRequest {
+                amount_micros: 100_000_000,
+                external_ref: "b".into(),
+            },
+            None,
+        )
         .await
         .unwrap();
-    let job = consumer.create_job(&lease.id, &task("sleep 600"), None).await.unwrap();
-    let running = wait_job(&consumer, &job.id, |j| j.state == "running" && j.unit_seconds >= 1).await;
+    let lease = consumer
+        .purchase(
+            &PurchaseRequest {
+                offer_id: offer["id"].as_str().unwrap().into(),
+                units: 1,
+                duration_limit_s: 600,
+                max_price_micros_per_unit_hour: None,
+                auto_end: true,
+            },
+            None,
+        )
+        .await
+        .unwrap();
+    let job = consumer
+        .create_job(&lease.id, &task("sleep 600"), None)
+        .await
+        .unwrap();
+    let running = wait_job(&consumer, &job.id, |j| {
+        j.state == "running" && j.unit_seconds >= 1
+    })
+    .await;
     assert_eq!(running.attempts.len(), 1);
     // SIGKILL the agent: no goodbye, no more heartbeats.
     agent_proc.child.kill().unwrap();
     agent_proc.child.wait().unwrap();
     let lost = wait_job(&consumer, &job.id, |j| j.state == "lost").await;
     let l = consumer.get_lease(&lease.id).await.unwrap();
-    assert_eq!(l.state, "ended", "the auto-ending lease settled when its only job was lost");
+    assert_eq!(
+        l.state, "ended",
+        "the auto-ending lease settled when its only job was lost"
+    );
     assert_eq!(l.metered_unit_seconds, lost.unit_seconds);
-    assert_eq!(l.cost_micros, Some(lost.unit_seconds * 1_000), "the consumer pays only acknowledged usage");
+    assert_eq!(
+        l.cost_micros,
+        Some(lost.unit_seconds * 1_000),
+        "the consumer pays only acknowledged usage"
+    );
     assert!(x.operator.ledger_check().await.unwrap().ok);
     let _ = std::fs::remove_dir_all(&dir);
 }
