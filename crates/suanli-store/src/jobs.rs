@@ -546,7 +546,9 @@ impl Tx<'_> {
         self.job(&id)
     }
 
-    /// Hands queued jobs of the agent's pool to the agent, each as a new attempt.
+    /// Hands queued jobs of the agent's pool to the agent, each as a new attempt. A lease runs one
+    /// job at a time, with all of the lease's resources: the next job of a lease is dispatched when
+    /// the one before it has ended.
     pub fn dispatch(
         &mut self,
         org_id: &str,
@@ -556,12 +558,18 @@ impl Tx<'_> {
     ) -> Result<Vec<Dispatched>, StoreError> {
         let agent = self.touch_agent(org_id, agent_id, now_ms)?;
         let queued = self.b.query(
-            "SELECT j.id FROM jobs j JOIN leases l ON l.id = j.lease_id \
-             WHERE j.pool_id = $1 AND j.state = 'queued' AND l.state = 'active' ORDER BY j.created_ms, j.id LIMIT $2",
-            &[(&agent.pool_id).into(), i64::from(max).into()],
+            "SELECT j.id, j.lease_id FROM jobs j JOIN leases l ON l.id = j.lease_id \
+             WHERE j.pool_id = $1 AND j.state = 'queued' AND l.state = 'active' \
+             AND NOT EXISTS (SELECT 1 FROM jobs b WHERE b.lease_id = j.lease_id AND b.state IN ('dispatched', 'running')) \
+             ORDER BY j.created_ms, j.id LIMIT $2",
+            &[(&agent.pool_id).into(), i64::from(max).saturating_mul(8).into()],
         )?;
         let mut out = Vec::new();
+        let mut leases_taken = std::collections::BTreeSet::new();
         for r in queued {
+            if out.len() >= max as usize || !leases_taken.insert(r.str(1)) {
+                continue;
+            }
             let job = self.job(&r.str(0))?;
             next(job.state, JobEvent::Dispatch).map_err(|e| StoreError::Conflict(e.to_string()))?;
             let attempt_id = new_id("att");

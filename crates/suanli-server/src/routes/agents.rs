@@ -253,6 +253,8 @@ pub async fn event(
         )
         .await?;
     state.logs.notify_waiters();
+    // An ended job frees its lease for the next queued job.
+    state.work.notify_waiters();
     Ok(response)
 }
 
@@ -509,7 +511,7 @@ pub async fn monitor_service(state: AppState) {
             .metrics
             .jobs_lost
             .fetch_add(outcome.lost_jobs.len() as u64, Ordering::Relaxed);
-        if !outcome.requeued_jobs.is_empty() {
+        if !outcome.requeued_jobs.is_empty() || !outcome.lost_jobs.is_empty() {
             state.work.notify_waiters();
         }
         if !outcome.requeued_jobs.is_empty() || !outcome.lost_jobs.is_empty() {

@@ -227,6 +227,8 @@ pub async fn cancel_job(
         })
         .await?;
     state.logs.notify_waiters();
+    // A cancelled job frees its lease for the next queued job.
+    state.work.notify_waiters();
     Ok(response)
 }
 
