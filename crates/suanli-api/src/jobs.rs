@@ -301,6 +301,20 @@ pub struct LogBatch {
     pub chunks: Vec<AgentLogChunk>,
 }
 
+/// A file a job left in one of its output paths.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct OutputFile {
+    pub path: String,
+    pub size_bytes: u64,
+}
+
+/// Output files an agent collected from a job's directory when it ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct OutputBatch {
+    pub files: Vec<WorkdirFile>,
+}
+
 /// The exact bytes an agent signs for a usage record.
 pub fn usage_message(
     job_id: &str,

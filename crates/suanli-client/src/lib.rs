@@ -659,6 +659,60 @@ impl Client {
         let path = attempt_path(agent_id, attempt_id, "logs")?;
         self.post(&path, batch, None).await
     }
+
+    /// `POST /agents/{id}/attempts/{attempt}/outputs`: files a job left in its output paths.
+    pub async fn outputs(
+        &self,
+        agent_id: &str,
+        attempt_id: &str,
+        batch: &suanli_api::OutputBatch,
+    ) -> Result<serde_json::Value, ClientError> {
+        let path = attempt_path(agent_id, attempt_id, "outputs")?;
+        self.post(&path, batch, None).await
+    }
+
+    /// `GET /jobs/{id}/outputs`: the files a job left.
+    pub async fn list_outputs(
+        &self,
+        job_id: &str,
+    ) -> Result<List<suanli_api::OutputFile>, ClientError> {
+        self.get(&format!("/jobs/{}/outputs", path_segment(job_id)?))
+            .await
+    }
+
+    /// `GET /jobs/{id}/outputs/{path}`: one output file's bytes.
+    pub async fn get_output(&self, job_id: &str, file: &str) -> Result<Vec<u8>, ClientError> {
+        let segments: Result<Vec<String>, ClientError> =
+            file.split('/').map(path_segment).collect();
+        let path = format!(
+            "/jobs/{}/outputs/{}",
+            path_segment(job_id)?,
+            segments?.join("/")
+        );
+        let response = self
+            .request::<()>(Method::GET, &path, None, None)
+            .send()
+            .await
+            .map_err(|e| ClientError::Transport(describe(&e)))?;
+        let status = response.status();
+        let bytes = response
+            .bytes()
+            .await
+            .map_err(|e| ClientError::Transport(describe(&e)))?;
+        if status.is_success() {
+            return Ok(bytes.to_vec());
+        }
+        match serde_json::from_slice::<suanli_api::ErrorBody>(&bytes) {
+            Ok(body) => Err(ClientError::Api {
+                status: status.as_u16(),
+                body,
+            }),
+            Err(_) => Err(ClientError::Decode(format!(
+                "HTTP {status}: {}",
+                String::from_utf8_lossy(&bytes)
+            ))),
+        }
+    }
 }
 
 #[cfg(test)]

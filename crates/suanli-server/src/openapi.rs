@@ -30,6 +30,7 @@ impl Modify for BearerAuth {
         market::end_lease, market::cancel_lease,
         ledger::deposit, ledger::withdraw, ledger::balance, ledger::statement, ledger::check,
         jobs::create_job, jobs::list_jobs, jobs::get_job, jobs::cancel_job, jobs::job_logs,
+        jobs::list_outputs, jobs::get_output, agents::outputs,
         agents::register, agents::list_agents, agents::heartbeat, agents::poll, agents::event,
         agents::usage, agents::logs,
     ),

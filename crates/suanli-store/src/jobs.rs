@@ -811,6 +811,83 @@ impl Tx<'_> {
         Ok(stored)
     }
 
+    /// Stores output files of an attempt (a file sent again replaces itself). Only the current
+    /// attempt of a job that has not ended may send them, and a job keeps at most
+    /// `max_total_bytes` of outputs.
+    #[allow(clippy::too_many_arguments)]
+    pub fn put_outputs(
+        &mut self,
+        org_id: &str,
+        agent_id: &str,
+        attempt_id: &str,
+        files: &[(String, u64, String)],
+        max_total_bytes: u64,
+        now_ms: i64,
+    ) -> Result<u32, StoreError> {
+        self.touch_agent(org_id, agent_id, now_ms)?;
+        let (_, job) = self.fence(agent_id, attempt_id)?;
+        for (path, size, content) in files {
+            self.b.execute(
+                "DELETE FROM job_outputs WHERE job_id = $1 AND path = $2",
+                &[(&job.id).into(), path.into()],
+            )?;
+            self.b.execute(
+                "INSERT INTO job_outputs (job_id, attempt_id, path, size_bytes, content_base64, created_ms) \
+                 VALUES ($1, $2, $3, $4, $5, $6)",
+                &[
+                    (&job.id).into(),
+                    attempt_id.into(),
+                    path.into(),
+                    Value::from(to_i64(*size)?),
+                    content.into(),
+                    now_ms.into(),
+                ],
+            )?;
+        }
+        let total = self.b.query(
+            "SELECT CAST(COALESCE(SUM(size_bytes), 0) AS BIGINT) FROM job_outputs WHERE job_id = $1",
+            &[(&job.id).into()],
+        )?;
+        if total.first().map(|r| r.u64(0)).unwrap_or(0) > max_total_bytes {
+            return Err(StoreError::invalid(
+                "files",
+                format!("a job keeps at most {max_total_bytes} bytes of outputs"),
+            ));
+        }
+        Ok(files.len() as u32)
+    }
+
+    /// The output files of a job of `org_id`: (path, size).
+    pub fn list_outputs(
+        &mut self,
+        org_id: &str,
+        job_id: &str,
+    ) -> Result<Vec<(String, u64)>, StoreError> {
+        self.get_job(org_id, job_id)?;
+        let rows = self.b.query(
+            "SELECT path, size_bytes FROM job_outputs WHERE job_id = $1 ORDER BY path",
+            &[job_id.into()],
+        )?;
+        Ok(rows.iter().map(|r| (r.str(0), r.u64(1))).collect())
+    }
+
+    /// One output file of a job of `org_id`, base64.
+    pub fn get_output(
+        &mut self,
+        org_id: &str,
+        job_id: &str,
+        path: &str,
+    ) -> Result<String, StoreError> {
+        self.get_job(org_id, job_id)?;
+        let rows = self.b.query(
+            "SELECT content_base64 FROM job_outputs WHERE job_id = $1 AND path = $2",
+            &[job_id.into(), path.into()],
+        )?;
+        rows.first()
+            .map(|r| r.str(0))
+            .ok_or(StoreError::NotFound("output"))
+    }
+
     /// A job's log after position `after`.
     pub fn job_logs(
         &mut self,

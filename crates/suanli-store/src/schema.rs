@@ -248,6 +248,18 @@ CREATE TABLE job_logs (
 );
 CREATE INDEX job_logs_job ON job_logs(job_id, seq);
 "#,
+    // 3: files a job left as its outputs.
+    r#"
+CREATE TABLE job_outputs (
+    job_id TEXT NOT NULL REFERENCES jobs(id),
+    attempt_id TEXT NOT NULL,
+    path TEXT NOT NULL,
+    size_bytes BIGINT NOT NULL,
+    content_base64 TEXT NOT NULL,
+    created_ms BIGINT NOT NULL,
+    PRIMARY KEY (job_id, path)
+);
+"#,
 ];
 
 /// The migration text for `backend_kind`.

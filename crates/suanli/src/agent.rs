@@ -145,6 +145,9 @@ struct AttemptNote {
     usage_seq: u64,
     unit_seconds_reported: u64,
     log_seq: u64,
+    /// The task's output paths, collected when the job ends.
+    #[serde(default)]
+    outputs: Vec<String>,
 }
 
 fn notes_dir(state_dir: &Path) -> PathBuf {
@@ -434,6 +437,7 @@ async fn supervise_new(agent: Arc<Agent>, a: Assignment, stop: watch::Receiver<b
         usage_seq: 0,
         unit_seconds_reported: 0,
         log_seq: 0,
+        outputs: a.task.outputs.clone(),
     };
     save_note(&agent.state_dir, &note);
     let launch = match decode_files(&a) {
@@ -540,8 +544,85 @@ async fn supervise(
     }
     let u = outcome.usage;
     report_usage(&agent, &mut note, u.wall_ms, u.cpu_ms, u.peak_memory_mib).await;
+    let mut message = outcome.message.clone();
+    if let Err(e) = upload_outputs(&agent, &note, job.job_dir()).await {
+        message = format!("{message}; outputs not collected: {e}");
+    }
     let (state, code) = outcome_state(&outcome);
-    finish(&agent, &mut note, state, code, &outcome.message, None).await;
+    finish(&agent, &mut note, state, code, &message, None).await;
+}
+
+/// Most output bytes collected from one job (the exchange keeps at most this much).
+const MAX_OUTPUT_BYTES: u64 = 8 * 1024 * 1024;
+
+/// Collects the task's output paths from the job directory (files, and directories recursively;
+/// symbolic links and anything outside the job directory are skipped) and sends them.
+async fn upload_outputs(agent: &Agent, note: &AttemptNote, job_dir: &Path) -> Result<()> {
+    if note.outputs.is_empty() {
+        return Ok(());
+    }
+    let root = job_dir.canonicalize().context("job directory")?;
+    let mut files: Vec<(String, Vec<u8>, u32)> = Vec::new();
+    let mut total = 0u64;
+    let mut stack: Vec<PathBuf> = note
+        .outputs
+        .iter()
+        .map(|p| root.join(p.trim_end_matches('/')))
+        .collect();
+    while let Some(path) = stack.pop() {
+        let Ok(meta) = std::fs::symlink_metadata(&path) else {
+            continue;
+        };
+        if meta.file_type().is_symlink() || !path.starts_with(&root) {
+            continue;
+        }
+        if meta.is_dir() {
+            for entry in std::fs::read_dir(&path)?.flatten() {
+                stack.push(entry.path());
+            }
+        } else if meta.is_file() {
+            total += meta.len();
+            if total > MAX_OUTPUT_BYTES || files.len() >= 1_000 {
+                bail!("the outputs are larger than 8 MiB or 1000 files");
+            }
+            let rel = path
+                .strip_prefix(&root)
+                .unwrap_or(&path)
+                .to_string_lossy()
+                .into_owned();
+            #[cfg(unix)]
+            let mode = std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o777;
+            #[cfg(not(unix))]
+            let mode = 0o644;
+            files.push((rel, std::fs::read(&path)?, mode));
+        }
+    }
+    // Batches of at most 4 MiB, under the exchange's body limit once encoded.
+    let mut batch: Vec<suanli_api::WorkdirFile> = Vec::new();
+    let mut batch_bytes = 0usize;
+    let engine = base64::engine::general_purpose::STANDARD;
+    for (i, (path, data, mode)) in files.iter().enumerate() {
+        batch_bytes += data.len();
+        batch.push(suanli_api::WorkdirFile {
+            path: path.clone(),
+            content_base64: engine.encode(data),
+            mode: Some(*mode),
+        });
+        if batch_bytes >= 4 * 1024 * 1024 || i + 1 == files.len() {
+            let body = suanli_api::OutputBatch {
+                files: std::mem::take(&mut batch),
+            };
+            retry("send outputs", || {
+                agent
+                    .client
+                    .outputs(&agent.agent_id, &note.attempt_id, &body)
+            })
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+            batch_bytes = 0;
+        }
+    }
+    Ok(())
 }
 
 fn outcome_state(o: &Outcome) -> (&'static str, Option<i32>) {
@@ -729,8 +810,14 @@ async fn reattach_all(agent: &Arc<Agent>) {
             Ok(Some(Reattached::Finished(outcome))) => {
                 let u = outcome.usage;
                 report_usage(agent, &mut note, u.wall_ms, u.cpu_ms, u.peak_memory_mib).await;
+                let mut message = outcome.message.clone();
+                if let Ok(dir) = agent.backend.job_dir(&note.attempt_id) {
+                    if let Err(e) = upload_outputs(agent, &note, &dir).await {
+                        message = format!("{message}; outputs not collected: {e}");
+                    }
+                }
                 let (state, code) = outcome_state(&outcome);
-                finish(agent, &mut note, state, code, &outcome.message, None).await;
+                finish(agent, &mut note, state, code, &message, None).await;
             }
             Ok(None) | Err(_) => {
                 finish(

@@ -145,6 +145,8 @@ pub enum Command {
     Job(JobCommand),
     /// Show a job's output; -f follows it until the job ends.
     Logs(LogsArgs),
+    /// List a job's output files, or download them with --dest.
+    Outputs(OutputsArgs),
     /// Cancel a job (to cancel a lease: `suanli lease cancel LEASE_ID`).
     Cancel {
         #[arg(value_name = "JOB_ID")]
@@ -618,6 +620,15 @@ pub enum JobCommand {
         #[arg(value_name = "JOB_ID")]
         id: String,
     },
+}
+
+#[derive(Debug, Args)]
+pub struct OutputsArgs {
+    #[arg(value_name = "JOB_ID")]
+    pub job_id: String,
+    /// Download every output file into this directory (paths kept).
+    #[arg(long, value_name = "DIR")]
+    pub dest: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -2008,6 +2019,7 @@ async fn execute(ctx: &Ctx, command: Command, o: &mut Output) -> Result {
             print_job(o, &job);
         }
         Command::Logs(args) => logs(ctx, args, o).await?,
+        Command::Outputs(args) => outputs(ctx, args, o).await?,
         Command::Cancel { job_id } => {
             let job = client.cancel_job(&job_id, ctx.key()).await?;
             if ctx.json {
@@ -2720,6 +2732,45 @@ async fn follow_logs(client: &Client, job_id: &str, print: bool) -> Result<Strin
             return Ok(page.state);
         }
     }
+}
+
+async fn outputs(ctx: &Ctx, args: OutputsArgs, o: &mut Output) -> Result {
+    let files = ctx.client.list_outputs(&args.job_id).await?;
+    if ctx.json && args.dest.is_none() {
+        return o.json(&files);
+    }
+    if let Some(dest) = &args.dest {
+        for f in &files.items {
+            // The exchange only keeps relative paths inside the job directory; check again here.
+            let rel = std::path::Path::new(&f.path);
+            if rel.is_absolute()
+                || rel
+                    .components()
+                    .any(|c| matches!(c, std::path::Component::ParentDir))
+            {
+                anyhow::bail!("refusing the output path {:?}", f.path);
+            }
+            let target = dest.join(rel);
+            if let Some(parent) = target.parent() {
+                std::fs::create_dir_all(parent)?;
+            }
+            let bytes = ctx.client.get_output(&args.job_id, &f.path).await?;
+            std::fs::write(&target, bytes)?;
+            o.line(&format!("{}  ({} bytes)", target.display(), f.size_bytes));
+        }
+        return Ok(());
+    }
+    if files.items.is_empty() {
+        o.note("the job left no output files (its task's outputs: paths, collected when it ends)");
+        return Ok(());
+    }
+    let rows: Vec<Vec<String>> = files
+        .items
+        .iter()
+        .map(|f| vec![f.path.clone(), f.size_bytes.to_string()])
+        .collect();
+    o.table(&["PATH", "BYTES"], &rows);
+    Ok(())
 }
 
 async fn logs(ctx: &Ctx, args: LogsArgs, o: &mut Output) -> Result {

@@ -259,6 +259,43 @@ async fn jobs_run_on_a_real_agent_and_are_paid_for_by_metered_use() {
         "a 2-second job was metered: {done:?}"
     );
 
+    // Output files are collected when the job ends and readable by the job's org only.
+    let with_outputs = CreateJobRequest {
+        task: TaskSpec {
+            run: "mkdir -p results/deep && echo 42 > results/answer.txt && echo x > results/deep/b.txt && echo no > other.txt".into(),
+            outputs: vec!["results/".into()],
+            ..TaskSpec::default()
+        },
+    };
+    let oj = consumer
+        .create_job(&lease.id, &with_outputs, None)
+        .await
+        .unwrap();
+    wait_job(&consumer, &oj.id, |j| j.state == "succeeded").await;
+    let files = consumer.list_outputs(&oj.id).await.unwrap();
+    let paths: Vec<&str> = files.items.iter().map(|f| f.path.as_str()).collect();
+    assert_eq!(paths, ["results/answer.txt", "results/deep/b.txt"]);
+    assert_eq!(
+        consumer
+            .get_output(&oj.id, "results/answer.txt")
+            .await
+            .unwrap(),
+        b"42\n"
+    );
+    let (_, stranger, _) = admit(&x, "Stranger", OrgKind::Consumer).await;
+    assert_eq!(
+        stranger.list_outputs(&oj.id).await.unwrap_err().status(),
+        Some(404)
+    );
+    assert_eq!(
+        stranger
+            .get_output(&oj.id, "results/answer.txt")
+            .await
+            .unwrap_err()
+            .status(),
+        Some(404)
+    );
+
     // A failing job reports its exit code.
     let failing = consumer
         .create_job(&lease.id, &task("exit 3"), None)

@@ -380,6 +380,61 @@ pub async fn logs(
     Ok(Json(serde_json::json!({ "stored": stored })).into_response())
 }
 
+/// Largest body of one outputs upload.
+pub const MAX_OUTPUT_BODY_BYTES: usize = 12 * 1024 * 1024;
+/// Most output bytes a job keeps.
+pub const MAX_OUTPUT_BYTES_PER_JOB: u64 = 8 * 1024 * 1024;
+
+/// Output files of an attempt, collected by the agent when the job ended (before it reports the
+/// end). Kept with the job, readable by the job's org only.
+#[utoipa::path(post, path = "/api/v1/agents/{agent_id}/attempts/{attempt_id}/outputs", tag = "agents",
+    security(("bearer" = [])), params(("agent_id" = String, Path), ("attempt_id" = String, Path)),
+    request_body = suanli_api::OutputBatch,
+    responses((status = 200, description = "stored"), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub async fn outputs(
+    State(state): State<AppState>,
+    caller: Caller,
+    TwoIdPath(agent_id, attempt_id): TwoIdPath,
+    body: ApiJson<suanli_api::OutputBatch>,
+) -> Result<Response, ApiError> {
+    use base64::Engine;
+    let files = body.value.files;
+    if files.len() > 1_000 {
+        return Err(ApiError::invalid("files", "at most 1000 files"));
+    }
+    let mut rows = Vec::with_capacity(files.len());
+    for (i, f) in files.into_iter().enumerate() {
+        crate::routes::jobs::relative_path(&format!("files[{i}].path"), &f.path)?;
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(&f.content_base64)
+            .map_err(|e| {
+                ApiError::invalid(
+                    format!("files[{i}].content_base64"),
+                    format!("not base64: {e}"),
+                )
+            })?;
+        rows.push((f.path, bytes.len() as u64, f.content_base64));
+    }
+    let org = caller.org.id.clone();
+    let now = now_ms();
+    let stored = state
+        .store
+        .writer()
+        .submit(move |tx| {
+            tx.put_outputs(
+                &org,
+                &agent_id,
+                &attempt_id,
+                &rows,
+                MAX_OUTPUT_BYTES_PER_JOB,
+                now,
+            )
+        })
+        .await
+        .map_err(ApiError::from)?;
+    Ok(Json(serde_json::json!({ "stored": stored })).into_response())
+}
+
 /// Prometheus text metrics: agents and jobs by state, and the monitor's counters.
 pub async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError> {
     let (agents, jobs) = state

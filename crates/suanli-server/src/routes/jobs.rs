@@ -24,7 +24,7 @@ pub const MAX_WORKDIR_BYTES: usize = 512 * 1024;
 /// Longest `setup` or `run` script.
 pub const MAX_SCRIPT_BYTES: usize = 64 * 1024;
 
-fn relative_path(field: &str, p: &str) -> Result<(), ApiError> {
+pub fn relative_path(field: &str, p: &str) -> Result<(), ApiError> {
     let bad = p.is_empty()
         || p.len() > 255
         || p.starts_with('/')
@@ -278,4 +278,54 @@ pub async fn job_logs(
         )
         .await;
     }
+}
+
+/// The files a job left in its output paths.
+#[utoipa::path(get, path = "/api/v1/jobs/{job_id}/outputs", tag = "jobs", security(("bearer" = [])),
+    params(("job_id" = String, Path)),
+    responses((status = 200, body = List<suanli_api::OutputFile>), (status = 404, body = ErrorBody)))]
+pub async fn list_outputs(
+    State(state): State<AppState>,
+    caller: Caller,
+    IdPath(job_id): IdPath,
+) -> Result<Json<List<suanli_api::OutputFile>>, ApiError> {
+    let org = caller.org.id.clone();
+    let files = state.read(move |tx| tx.list_outputs(&org, &job_id)).await?;
+    Ok(Json(List {
+        items: files
+            .into_iter()
+            .map(|(path, size_bytes)| suanli_api::OutputFile { path, size_bytes })
+            .collect(),
+    }))
+}
+
+/// One output file of a job, as bytes.
+#[utoipa::path(get, path = "/api/v1/jobs/{job_id}/outputs/{path}", tag = "jobs", security(("bearer" = [])),
+    params(("job_id" = String, Path), ("path" = String, Path)),
+    responses((status = 200, description = "the file's bytes", content_type = "application/octet-stream"),
+        (status = 404, body = ErrorBody)))]
+pub async fn get_output(
+    State(state): State<AppState>,
+    caller: Caller,
+    crate::extract::TwoIdPath(job_id, path): crate::extract::TwoIdPath,
+) -> Result<Response, ApiError> {
+    use axum::response::IntoResponse;
+    use base64::Engine;
+    let org = caller.org.id.clone();
+    let content = state
+        .read(move |tx| tx.get_output(&org, &job_id, &path))
+        .await?;
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(content)
+        .map_err(|e| {
+            ApiError::new(
+                suanli_api::ErrorCode::Internal,
+                format!("stored output: {e}"),
+            )
+        })?;
+    Ok((
+        [(axum::http::header::CONTENT_TYPE, "application/octet-stream")],
+        bytes,
+    )
+        .into_response())
 }

@@ -82,6 +82,17 @@ pub fn router() -> Router<AppState> {
         .route("/api/v1/jobs/{job_id}", get(jobs::get_job))
         .route("/api/v1/jobs/{job_id}/cancel", post(jobs::cancel_job))
         .route("/api/v1/jobs/{job_id}/logs", get(jobs::job_logs))
+        .route("/api/v1/jobs/{job_id}/outputs", get(jobs::list_outputs))
+        .route(
+            "/api/v1/jobs/{job_id}/outputs/{*path}",
+            get(jobs::get_output),
+        )
+        .route(
+            "/api/v1/agents/{agent_id}/attempts/{attempt_id}/outputs",
+            post(agents::outputs).layer(axum::extract::DefaultBodyLimit::max(
+                agents::MAX_OUTPUT_BODY_BYTES,
+            )),
+        )
         .route(
             "/api/v1/agents",
             get(agents::list_agents).post(agents::register),

@@ -1,0 +1,592 @@
+//! Failures with real processes: the real `suanli agent` binary killed, restarted and paused; the
+//! exchange (the real `suanli serve`) killed under a running job; an agent lost while another
+//! serves the same pool; and jobs that break their limits. Each test checks what the consumer and
+//! the provider expect: the job's state and exit code, its attempts, the unit-seconds billed, the
+//! lease's cost, the ledger, and that the agent serves other jobs afterwards.
+
+mod common;
+
+use std::path::Path;
+use std::time::Duration;
+
+use common::*;
+use ed25519_dalek::{Signer, SigningKey};
+use suanli_api::*;
+
+/// Milliseconds the job took by its own clock: it writes `date +%s%3N` to `t0` when it starts
+/// and to `t1` when it ends, in its job directory.
+fn job_wall_ms(job_dir: &Path) -> u64 {
+    let t0 = read_number(&job_dir.join("t0")).expect("the job wrote t0");
+    let t1 = read_number(&job_dir.join("t1")).expect("the job wrote t1");
+    assert!(t1 >= t0, "t0 {t0} t1 {t1}");
+    t1 - t0
+}
+
+/// Waits (generously) until no process of the attempt is left.
+async fn wait_processes_gone(attempt_id: &str) {
+    for _ in 0..600 {
+        if processes_of(attempt_id).is_empty() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!(
+        "processes of attempt {attempt_id} survive: {:?}",
+        processes_of(attempt_id)
+    );
+}
+
+fn lines_in(path: &Path) -> usize {
+    std::fs::read_to_string(path)
+        .map(|s| s.lines().count())
+        .unwrap_or(0)
+}
+
+fn is_open(j: &Job) -> bool {
+    matches!(j.state.as_str(), "queued" | "dispatched" | "running")
+}
+
+/// Scenario 1: the agent is SIGKILLed mid-job and started again with the same config before the
+/// exchange would declare it lost. The job ran on in its own process group; the new agent finds
+/// it, follows it to the end and reports it once: one attempt, `succeeded`, its output complete,
+/// and its unit-seconds not counted twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_agent_reattaches_to_its_running_job_and_bills_it_once() {
+    let dir = Scratch::new("suanli-fail-restart");
+    let x = exchange(dir.path(), |c| {
+        c.heartbeat_interval = Duration::from_secs(1);
+        c.suspect_after = Duration::from_secs(10);
+        c.lost_after = Duration::from_secs(60);
+    })
+    .await;
+    let (_, provider, token) =
+        admit(&x.operator, &x.base, "Local compute", OrgKind::Provider).await;
+    let setup = agent_setup(dir.path(), &x.base, &token, "node-r", None);
+    let mut agent_proc = AgentProcess::start(&setup);
+    let agent = wait_for_agents(&provider, 1).await.remove(0);
+    let offer = offer(&provider, &agent.pool_id).await;
+    let units = 2;
+    let (consumer, lease) =
+        consumer_with_lease(&x.operator, &x.base, &offer.id, units, false).await;
+
+    // The job prints, then waits for a `go` file (that the test creates once the agent is back),
+    // prints again, and ends; it times itself.
+    let job = consumer
+        .create_job(
+            &lease.id,
+            &task(
+                "date +%s%3N > t0; echo before-restart; i=0; \
+                 while [ ! -e go ] && [ $i -lt 300 ]; do sleep 0.1; i=$((i+1)); done; \
+                 echo after-restart; sleep 1; date +%s%3N > t1",
+            ),
+            None,
+        )
+        .await
+        .unwrap();
+    let running = wait_job(&consumer, &job.id, |j| {
+        j.state == "running" && j.unit_seconds >= units
+    })
+    .await;
+    let attempt_id = running.attempts[0].id.clone();
+    let job_dir = setup.jobs_dir.join(&attempt_id);
+
+    agent_proc.sigkill();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(
+        !processes_of(&attempt_id).is_empty(),
+        "the job dies with its agent"
+    );
+    let while_away = consumer.get_job(&job.id).await.unwrap();
+    assert_eq!(while_away.state, "running", "{while_away:#?}");
+
+    // Same config, same key: the same agent, which finds its job again.
+    let _agent_proc = AgentProcess::start(&setup);
+    let back = wait_job(&consumer, &job.id, |j| {
+        j.unit_seconds > while_away.unit_seconds
+    })
+    .await;
+    assert_eq!(back.state, "running");
+    std::fs::write(job_dir.join("go"), "").unwrap();
+    let done = wait_job(&consumer, &job.id, |j| !is_open(j)).await;
+    assert_eq!(done.state, "succeeded", "{done:#?}");
+    assert_eq!(done.exit_code, Some(0));
+    assert_eq!(done.attempts.len(), 1, "one attempt: {done:#?}");
+    assert_eq!(done.attempts[0].id, attempt_id);
+    assert_eq!(done.attempts[0].agent_id, agent.id, "the same agent");
+    assert_eq!(done.attempts[0].state, "succeeded");
+    let agents = provider.list_agents().await.unwrap().items;
+    assert_eq!(agents.len(), 1, "the restart registered no second agent");
+
+    // Not double counted, and not much lost: units × the job's own wall time, within a second
+    // per unit either way for its start-up and the restart.
+    let wall_s = job_wall_ms(&job_dir) / 1000;
+    assert!(
+        done.unit_seconds <= units * (wall_s + 2),
+        "{} unit-seconds for {wall_s} s × {units} units: counted twice",
+        done.unit_seconds
+    );
+    assert!(
+        done.unit_seconds + units * 2 >= units * wall_s,
+        "{} unit-seconds for {wall_s} s × {units} units: usage lost",
+        done.unit_seconds
+    );
+
+    // The consumer sees the job's whole output, also what it printed after the restart.
+    let (out, _, system) = all_logs(&consumer, &job.id).await;
+    assert!(out.contains("before-restart"), "{out:?}");
+    assert!(
+        out.contains("after-restart"),
+        "output printed after the agent restarted is missing from the job's log: \
+         stdout {out:?}, system {system:?}"
+    );
+
+    still_serves(&consumer, &lease.id, "still-serving-after-restart").await;
+    settle(&x.operator, &consumer, &lease.id).await;
+}
+
+/// Scenario 2: the agent is paused (SIGSTOP) past the lost time. The exchange declares the job
+/// lost (it is not restartable) and the consumer pays only the usage acknowledged before. When
+/// the agent resumes (SIGCONT), the exchange tells it to stop its old attempt and refuses its
+/// reports; the agent kills the orphan, and serves new jobs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_agent_is_lost_and_on_resume_stops_the_orphan_whose_reports_are_refused() {
+    let dir = Scratch::new("suanli-fail-pause");
+    let x = exchange(dir.path(), |c| {
+        c.heartbeat_interval = Duration::from_secs(1);
+        c.suspect_after = Duration::from_secs(1);
+        c.lost_after = Duration::from_secs(4);
+    })
+    .await;
+    let (_, provider, token) =
+        admit(&x.operator, &x.base, "Local compute", OrgKind::Provider).await;
+    let setup = agent_setup(dir.path(), &x.base, &token, "node-p", None);
+    let agent_proc = AgentProcess::start(&setup);
+    let agent = wait_for_agents(&provider, 1).await.remove(0);
+    let offer = offer(&provider, &agent.pool_id).await;
+    let (consumer, lease) = consumer_with_lease(&x.operator, &x.base, &offer.id, 1, true).await;
+
+    // Appends a line to `ticks` in its job directory every 200 ms (for 60 s at most).
+    let job = consumer
+        .create_job(
+            &lease.id,
+            &task("i=0; while [ $i -lt 300 ]; do echo $i >> ticks; i=$((i+1)); sleep 0.2; done"),
+            None,
+        )
+        .await
+        .unwrap();
+    let running = wait_job(&consumer, &job.id, |j| {
+        j.state == "running" && j.unit_seconds >= 1
+    })
+    .await;
+    assert!(!running.restartable);
+    let attempt_id = running.attempts[0].id.clone();
+    let ticks = setup.jobs_dir.join(&attempt_id).join("ticks");
+
+    agent_proc.signal("STOP");
+    let lost = wait_job(&consumer, &job.id, |j| j.state == "lost").await;
+    assert_eq!(lost.attempts.len(), 1, "not restartable: no new attempt");
+    assert_eq!(lost.attempts[0].state, "lost");
+    let l = consumer.get_lease(&lease.id).await.unwrap();
+    assert_eq!(
+        l.state, "ended",
+        "the auto-ending lease settled with its job"
+    );
+    assert_eq!(l.metered_unit_seconds, lost.unit_seconds);
+    assert_eq!(
+        l.cost_micros,
+        Some(lost.unit_seconds * 1_000),
+        "the consumer pays only acknowledged usage"
+    );
+    // The orphan runs on while its agent is paused.
+    let before = lines_in(&ticks);
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert!(
+        lines_in(&ticks) > before,
+        "the job kept running while the agent was paused"
+    );
+
+    agent_proc.signal("CONT");
+    // The agent learns that its attempt is over and stops it: every process of it ends and the
+    // file stops growing.
+    wait_processes_gone(&attempt_id).await;
+    let after_stop = lines_in(&ticks);
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert_eq!(lines_in(&ticks), after_stop, "the orphan still writes");
+
+    // The exchange answers a heartbeat naming the old attempt with `stop`.
+    let hb = provider
+        .heartbeat(
+            &agent.id,
+            &HeartbeatRequest {
+                running: vec![attempt_id.clone()],
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(hb.stop, vec![attempt_id.clone()]);
+    assert_eq!(hb.agent.state, "alive", "the resumed agent is alive again");
+
+    // The old attempt's reports are refused: an end event and validly signed usage.
+    let refused = provider
+        .attempt_event(
+            &agent.id,
+            &attempt_id,
+            &AttemptEvent {
+                state: "succeeded".into(),
+                exit_code: Some(0),
+                message: None,
+                backend_id: None,
+            },
+            None,
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Some("stale_attempt"), "{refused:?}");
+    let key_hex = std::fs::read_to_string(setup.state_dir.join("agent.key")).unwrap();
+    let key_bytes: Vec<u8> = (0..64)
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&key_hex.trim()[i..i + 2], 16).unwrap())
+        .collect();
+    let key = SigningKey::from_bytes(&key_bytes.try_into().unwrap());
+    let seq = 1_000;
+    let message = usage_message(&job.id, &attempt_id, seq, 60, None, None);
+    let usage = provider
+        .usage(
+            &agent.id,
+            &attempt_id,
+            &UsageBatch {
+                records: vec![UsageRecord {
+                    seq,
+                    unit_seconds: 60,
+                    cpu_ms: None,
+                    peak_memory_mib: None,
+                    signature_hex: key
+                        .sign(message.as_bytes())
+                        .to_bytes()
+                        .iter()
+                        .map(|b| format!("{b:02x}"))
+                        .collect(),
+                }],
+            },
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(usage.code(), Some("stale_attempt"), "{usage:?}");
+
+    // Nothing the orphan or its agent said after the loss changed the job or the bill.
+    let after = consumer.get_job(&job.id).await.unwrap();
+    assert_eq!(after.state, "lost");
+    assert_eq!(after.attempts[0].state, "lost");
+    assert_eq!(after.unit_seconds, lost.unit_seconds);
+    assert_eq!(after.exit_code, None);
+    let l2 = consumer.get_lease(&lease.id).await.unwrap();
+    assert_eq!(l2.metered_unit_seconds, l.metered_unit_seconds);
+    assert_eq!(l2.cost_micros, l.cost_micros);
+    let (_, _, system) = all_logs(&consumer, &job.id).await;
+    assert!(
+        !system.contains("cancelled"),
+        "the orphan's end reached the job's log: {system:?}"
+    );
+    settle(&x.operator, &consumer, &lease.id).await;
+
+    // The agent serves new work.
+    let lease2 = buy(&consumer, &offer.id, 1, false).await;
+    still_serves(&consumer, &lease2.id, "still-serving-after-pause").await;
+    settle(&x.operator, &consumer, &lease2.id).await;
+}
+
+/// Scenario 3: the exchange (the real `suanli serve`) is SIGKILLed while a job runs and started
+/// again on the same port. The job runs on; the agent reconnects; the job ends `succeeded` with
+/// one attempt, and its usage is neither lost nor counted twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_survives_an_exchange_killed_and_restarted_under_it() {
+    let dir = Scratch::new("suanli-fail-exchange");
+    let data_dir = dir.path().join("exchange");
+    std::fs::create_dir_all(&data_dir).unwrap();
+    let port = free_port();
+    let mut serve = ServeProcess::start(&data_dir, port);
+    serve.wait_healthy().await;
+    let base = serve.base.clone();
+    let operator_token = std::fs::read_to_string(data_dir.join("operator.token"))
+        .unwrap()
+        .trim()
+        .to_owned();
+    let operator = suanli_client::Client::new(base.clone(), Some(operator_token));
+    let (_, provider, token) = admit(&operator, &base, "Local compute", OrgKind::Provider).await;
+    let setup = agent_setup(dir.path(), &base, &token, "node-x", None);
+    let _agent_proc = AgentProcess::start(&setup);
+    let agent = wait_for_agents(&provider, 1).await.remove(0);
+    let offer = offer(&provider, &agent.pool_id).await;
+    let units = 1;
+    let (consumer, lease) = consumer_with_lease(&operator, &base, &offer.id, units, false).await;
+
+    // The job waits for a `go` file (created once the exchange is back) and runs 2 s more.
+    let job = consumer
+        .create_job(
+            &lease.id,
+            &task(
+                "date +%s%3N > t0; i=0; \
+                 while [ ! -e go ] && [ $i -lt 300 ]; do sleep 0.1; i=$((i+1)); done; \
+                 sleep 2; date +%s%3N > t1; echo finished",
+            ),
+            None,
+        )
+        .await
+        .unwrap();
+    let running = wait_job(&consumer, &job.id, |j| {
+        j.state == "running" && j.unit_seconds >= 1
+    })
+    .await;
+    let attempt_id = running.attempts[0].id.clone();
+    let job_dir = setup.jobs_dir.join(&attempt_id);
+
+    serve.sigkill();
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+    assert!(
+        !processes_of(&attempt_id).is_empty(),
+        "the job died with the exchange"
+    );
+    let serve = ServeProcess::start(&data_dir, port);
+    serve.wait_healthy().await;
+    // The agent reconnects: its usage reports arrive again.
+    let back = wait_job(&consumer, &job.id, |j| {
+        j.unit_seconds > running.unit_seconds
+    })
+    .await;
+    assert_eq!(back.state, "running");
+    std::fs::write(job_dir.join("go"), "").unwrap();
+
+    let done = wait_job(&consumer, &job.id, |j| !is_open(j)).await;
+    assert_eq!(done.state, "succeeded", "{done:#?}");
+    assert_eq!(done.exit_code, Some(0));
+    assert_eq!(done.attempts.len(), 1, "dispatched twice: {done:#?}");
+    assert_eq!(done.attempts[0].state, "succeeded");
+    let wall_s = job_wall_ms(&job_dir) / 1000;
+    let expected = units * wall_s;
+    assert!(
+        done.unit_seconds.abs_diff(expected) <= 2,
+        "{} unit-seconds billed for a job of {wall_s} s × {units} units",
+        done.unit_seconds
+    );
+    let (out, _, _) = all_logs(&consumer, &job.id).await;
+    assert!(out.contains("finished"), "{out:?}");
+
+    still_serves(&consumer, &lease.id, "still-serving-after-exchange-restart").await;
+    settle(&operator, &consumer, &lease.id).await;
+    drop(serve);
+}
+
+/// Scenario 4: a restartable job's agent (A) is killed for good while a second agent (B) serves
+/// the same pool. Once A is lost the job is queued again and runs as attempt 2 on B; the consumer
+/// pays attempt 1's acknowledged usage plus attempt 2's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restartable_job_of_a_lost_agent_runs_again_on_another_agent_of_the_pool() {
+    let dir = Scratch::new("suanli-fail-failover");
+    let x = exchange(dir.path(), |c| {
+        c.heartbeat_interval = Duration::from_secs(1);
+        c.suspect_after = Duration::from_secs(1);
+        c.lost_after = Duration::from_secs(3);
+    })
+    .await;
+    let (_, provider, token) =
+        admit(&x.operator, &x.base, "Local compute", OrgKind::Provider).await;
+    let setup_a = agent_setup(dir.path(), &x.base, &token, "node-a", None);
+    let mut agent_a_proc = AgentProcess::start(&setup_a);
+    let agent_a = wait_for_agents(&provider, 1).await.remove(0);
+    let offer = offer(&provider, &agent_a.pool_id).await;
+    let units = 1;
+    let (consumer, lease) =
+        consumer_with_lease(&x.operator, &x.base, &offer.id, units, false).await;
+
+    let mut spec =
+        task("date +%s%3N > t0; sleep 4; date +%s%3N > t1; echo done-on-$SUANLI_ATTEMPT_ID");
+    spec.task.restartable = true;
+    let job = consumer.create_job(&lease.id, &spec, None).await.unwrap();
+    let running = wait_job(&consumer, &job.id, |j| {
+        j.state == "running" && j.unit_seconds >= 1
+    })
+    .await;
+    assert_eq!(running.attempts[0].agent_id, agent_a.id);
+    let attempt_1 = running.attempts[0].id.clone();
+
+    // B joins A's pool, then A dies for good.
+    let setup_b = agent_setup(
+        dir.path(),
+        &x.base,
+        &token,
+        "node-b",
+        Some(&agent_a.pool_id),
+    );
+    let _agent_b_proc = AgentProcess::start(&setup_b);
+    let agents = wait_for_agents(&provider, 2).await;
+    let agent_b = agents.iter().find(|a| a.id != agent_a.id).unwrap().clone();
+    assert_eq!(agent_b.pool_id, agent_a.pool_id);
+    agent_a_proc.sigkill();
+    // Nothing of attempt 1 arrives any more.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let attempt_1_usage = consumer.get_job(&job.id).await.unwrap().unit_seconds;
+    assert!(attempt_1_usage >= 1);
+
+    let done = wait_job(&consumer, &job.id, |j| !is_open(j) && j.attempts.len() >= 2).await;
+    assert_eq!(done.state, "succeeded", "{done:#?}");
+    assert_eq!(done.exit_code, Some(0));
+    assert_eq!(done.attempts.len(), 2, "{done:#?}");
+    assert_eq!(done.attempts[0].id, attempt_1);
+    assert_eq!(done.attempts[0].state, "lost");
+    assert_eq!(done.attempts[0].agent_id, agent_a.id);
+    assert_eq!(done.attempts[1].state, "succeeded");
+    assert_eq!(done.attempts[1].agent_id, agent_b.id);
+    let attempt_2 = done.attempts[1].id.clone();
+    let (out, _, _) = all_logs(&consumer, &job.id).await;
+    assert!(out.contains(&format!("done-on-{attempt_2}")), "{out:?}");
+    assert!(
+        !out.contains(&format!("done-on-{attempt_1}")),
+        "the orphan's output reached the job's log: {out:?}"
+    );
+
+    // Attempt 2 is billed for its own run on B: units × its whole seconds (+1 for its start-up).
+    let wall_2 = job_wall_ms(&setup_b.jobs_dir.join(&attempt_2)) / 1000;
+    let attempt_2_usage = done.unit_seconds - attempt_1_usage;
+    assert!(
+        attempt_2_usage >= units * wall_2 && attempt_2_usage <= units * (wall_2 + 1),
+        "attempt 2 ran {wall_2} s × {units} units and was billed {attempt_2_usage} \
+         (job {}, attempt 1 {attempt_1_usage})",
+        done.unit_seconds
+    );
+
+    still_serves(&consumer, &lease.id, "b-still-serving").await;
+    let settled = settle(&x.operator, &consumer, &lease.id).await;
+    assert!(settled.metered_unit_seconds >= attempt_1_usage + attempt_2_usage);
+    // Attempt 1's orphan had nobody to stop it; it ends on its own.
+    wait_processes_gone(&attempt_1).await;
+}
+
+/// One agent for the limit tests: exchange, provider, agent, offer, consumer with a 1-unit
+/// (256 MiB) lease.
+struct LimitsSetup {
+    _dir: Scratch,
+    x: Exchange,
+    _agent: AgentProcess,
+    consumer: suanli_client::Client,
+    lease: Lease,
+}
+
+async fn limits_setup(prefix: &str) -> LimitsSetup {
+    let dir = Scratch::new(prefix);
+    let x = exchange(dir.path(), |_| {}).await;
+    let (_, provider, token) =
+        admit(&x.operator, &x.base, "Local compute", OrgKind::Provider).await;
+    let setup = agent_setup(dir.path(), &x.base, &token, "node-l", None);
+    let agent_proc = AgentProcess::start(&setup);
+    let agent = wait_for_agents(&provider, 1).await.remove(0);
+    let offer = offer(&provider, &agent.pool_id).await;
+    let (consumer, lease) = consumer_with_lease(&x.operator, &x.base, &offer.id, 1, false).await;
+    LimitsSetup {
+        _dir: dir,
+        x,
+        _agent: agent_proc,
+        consumer,
+        lease,
+    }
+}
+
+/// Scenario 5a: a job past its time limit is stopped and ends `timed_out`, billed for about its
+/// limit; the agent runs the next job.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_past_its_time_limit_ends_timed_out() {
+    let s = limits_setup("suanli-fail-time").await;
+    let mut spec = task("echo started; sleep 60");
+    spec.task.time_limit_s = Some(2);
+    let job = s
+        .consumer
+        .create_job(&s.lease.id, &spec, None)
+        .await
+        .unwrap();
+    let done = wait_job(&s.consumer, &job.id, |j| !is_open(j)).await;
+    assert_eq!(done.state, "timed_out", "{done:#?}");
+    assert_eq!(done.attempts.len(), 1);
+    assert_eq!(done.attempts[0].state, "timed_out");
+    assert!(
+        done.reason
+            .as_deref()
+            .is_some_and(|r| r.contains("time limit")),
+        "{done:#?}"
+    );
+    // Billed from its 2 s up to the limit plus the kill grace (5 s), not for the 60 s it asked.
+    assert!(
+        (2..=8).contains(&done.unit_seconds),
+        "{} unit-seconds for a 2 s limit",
+        done.unit_seconds
+    );
+    let attempt_id = done.attempts[0].id.clone();
+    wait_processes_gone(&attempt_id).await;
+    still_serves(&s.consumer, &s.lease.id, "ok").await;
+    settle(&s.x.operator, &s.consumer, &s.lease.id).await;
+}
+
+/// Scenario 5b: a job allocating far beyond its lease's memory (1 unit × 256 MiB) ends `failed`
+/// with what the backend saw; the agent runs the next job.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_beyond_its_memory_ends_failed() {
+    let s = limits_setup("suanli-fail-memory").await;
+    let job = s
+        .consumer
+        .create_job(
+            &s.lease.id,
+            &task(
+                "python3 -c 'b = bytearray(1024 * 1024 * 1024); print(len(b))' && echo ALLOCATED",
+            ),
+            None,
+        )
+        .await
+        .unwrap();
+    let done = wait_job(&s.consumer, &job.id, |j| !is_open(j)).await;
+    let (out, err, system) = all_logs(&s.consumer, &job.id).await;
+    eprintln!(
+        "memory job: state {} exit {:?} reason {:?}; stderr {err:?}; system {system:?}",
+        done.state, done.exit_code, done.reason
+    );
+    assert_eq!(done.state, "failed", "{done:#?} {out:?} {err:?}");
+    assert!(!out.contains("ALLOCATED"), "1 GiB fit in 256 MiB: {out:?}");
+    let code = done.exit_code.expect("the exit code is reported");
+    assert_ne!(code, 0);
+    let reason = done.reason.clone().unwrap_or_default();
+    // The backend says why: the kernel killed it at the cgroup's limit (out of memory, 137), or
+    // the address-space rlimit made the allocation fail (MemoryError, exit 1).
+    assert!(
+        reason.contains("out of memory") || err.contains("MemoryError"),
+        "the job's report does not say it ran out of memory: exit {code}, reason {reason:?}, \
+         stderr {err:?}"
+    );
+    assert_eq!(done.attempts[0].state, "failed");
+    assert_eq!(done.attempts[0].exit_code, Some(code));
+    still_serves(&s.consumer, &s.lease.id, "ok").await;
+    settle(&s.x.operator, &s.consumer, &s.lease.id).await;
+}
+
+/// Scenario 5c: a fork bomb under the default process limit ends (failed, or timed out at its
+/// small limit), every process of it is gone, and the agent runs `echo ok` next.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fork_bomb_ends_and_the_agent_runs_the_next_job() {
+    let s = limits_setup("suanli-fail-forkbomb").await;
+    let mut spec = task("bomb() { bomb | bomb; }; bomb");
+    spec.task.time_limit_s = Some(5);
+    let job = s
+        .consumer
+        .create_job(&s.lease.id, &spec, None)
+        .await
+        .unwrap();
+    let done = wait_job(&s.consumer, &job.id, |j| !is_open(j)).await;
+    eprintln!(
+        "fork bomb: state {} exit {:?} reason {:?}",
+        done.state, done.exit_code, done.reason
+    );
+    assert!(
+        done.state == "failed" || done.state == "timed_out",
+        "{done:#?}"
+    );
+    assert_eq!(done.attempts.len(), 1);
+    wait_processes_gone(&done.attempts[0].id).await;
+    still_serves(&s.consumer, &s.lease.id, "ok").await;
+    settle(&s.x.operator, &s.consumer, &s.lease.id).await;
+}
