@@ -52,7 +52,7 @@ run quote
 echo "== pgbench: durable single-row inserts, 16 clients"
 psql_bin=/usr/lib/postgresql/15/bin/psql
 [ -x "$psql_bin" ] || psql_bin=psql
-"$psql_bin" -q -X -v ON_ERROR_STOP=1 "$url" \
+PGOPTIONS='-c client_min_messages=warning' "$psql_bin" -q -X -v ON_ERROR_STOP=1 "$url" \
   -c "DROP TABLE IF EXISTS t" -c "CREATE TABLE t (id bigserial PRIMARY KEY, v bigint NOT NULL)"
 cat >"$work/insert.sql" <<'SQL'
 \set i random(1, 1000000000)
