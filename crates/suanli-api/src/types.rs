@@ -384,6 +384,9 @@ pub struct QuoteRequest {
     /// How many excluded offers to list (default 50, at most 1000); all are counted.
     #[serde(default)]
     pub excluded_limit: Option<u32>,
+    /// How many feasible offers to list, best first (default 50, at most 1000); all are counted.
+    #[serde(default)]
+    pub limit: Option<u32>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -413,6 +416,8 @@ pub struct ExcludedOffer {
 pub struct QuoteResponse {
     pub units: u64,
     pub duration_limit_s: u64,
+    /// How many offers are feasible in all; `offers` lists the best `limit` of them.
+    pub feasible: u64,
     pub offers: Vec<QuotedOffer>,
     pub excluded: Vec<ExcludedOffer>,
     pub excluded_counts: BTreeMap<String, u64>,

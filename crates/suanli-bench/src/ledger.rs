@@ -39,6 +39,9 @@ pub struct Options {
     pub clients: usize,
     pub max_batch: usize,
     pub database_url: Option<String>,
+    /// Transfers per request: 1 is one transfer per submit; more is a client sending a batch of
+    /// transfers in one request (as TigerBeetle's clients do), all or nothing.
+    pub transfers_per_request: usize,
 }
 
 fn org(id: &str, kind: &str, now: i64) -> OrgRow {
@@ -117,6 +120,7 @@ async fn run_on(o: &Options, db: &Db) -> anyhow::Result<serde_json::Value> {
         CpuSample::now("suanli-writer").since(&a)
     });
     let mut tasks = Vec::with_capacity(o.clients);
+    let per_request = o.transfers_per_request.max(1);
     for c in &consumers {
         let store = store.clone();
         let external = external.clone();
@@ -126,46 +130,45 @@ async fn run_on(o: &Options, db: &Db) -> anyhow::Result<serde_json::Value> {
             let (mut in_window, mut total, mut failed) = (0u64, 0u64, 0u64);
             let mut first_error: Option<String> = None;
             let mut n = 0u64;
+            let per_request = per_request;
             while Instant::now() < end {
                 n += 1;
-                let (kind, debit, credit, amount) = if n % 2 == 1 {
-                    (
-                        TransferKind::Deposit,
-                        external.clone(),
-                        available.clone(),
-                        1_000_000,
-                    )
-                } else {
-                    (
-                        TransferKind::Withdrawal,
-                        available.clone(),
-                        external.clone(),
-                        500_000,
-                    )
-                };
                 let now = suanli_server::now_ms();
                 let t = Instant::now();
+                let (ext, avail) = (external.clone(), available.clone());
+                // Odd requests start with a deposit, so that every withdrawal is covered; a
+                // request of several transfers alternates within itself.
+                let first_deposit = n % 2 == 1 || per_request > 1;
                 let answer = store
                     .writer()
                     .submit(move |tx| {
-                        tx.transfer(
-                            kind,
-                            &debit,
-                            &credit,
-                            amount,
-                            None,
-                            None,
-                            Some("bench"),
-                            now,
-                        )
+                        for k in 0..per_request {
+                            let deposit = (k % 2 == 0) == first_deposit;
+                            let (kind, debit, credit, amount) = if deposit {
+                                (TransferKind::Deposit, &*ext, &*avail, 1_000_000)
+                            } else {
+                                (TransferKind::Withdrawal, &*avail, &*ext, 500_000)
+                            };
+                            tx.transfer(
+                                kind,
+                                debit,
+                                credit,
+                                amount,
+                                None,
+                                None,
+                                Some("bench"),
+                                now,
+                            )?;
+                        }
+                        Ok(())
                     })
                     .await;
                 let done = Instant::now();
                 match answer {
                     Ok(_) => {
-                        total += 1;
+                        total += per_request as u64;
                         if done >= warm_until && done <= end {
-                            in_window += 1;
+                            in_window += per_request as u64;
                             lat.record(done - t);
                         }
                     }
@@ -234,6 +237,7 @@ async fn run_on(o: &Options, db: &Db) -> anyhow::Result<serde_json::Value> {
         "seconds": o.seconds,
         "warmup_seconds": o.warmup_seconds,
         "clients": o.clients,
+        "transfers_per_request": per_request,
         "writer_max_batch": o.max_batch,
         "rate_per_s": rate.round(),
         "transfers_in_window": in_window,

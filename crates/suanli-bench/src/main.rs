@@ -79,6 +79,9 @@ enum Command {
         max_batch: usize,
         #[arg(long, env = "SUANLI_BENCH_DATABASE_URL")]
         database_url: Option<String>,
+        /// Transfers per request (a client sending a batch of transfers at once).
+        #[arg(long, default_value_t = 1)]
+        transfers_per_request: usize,
     },
     /// How many 4 KiB append + fdatasync cycles per second the temp dir's disk does.
     Fsync {
@@ -151,8 +154,10 @@ fn main() -> anyhow::Result<()> {
             clients,
             max_batch,
             database_url,
+            transfers_per_request,
         } => {
             let o = ledger::Options {
+                transfers_per_request,
                 backend,
                 seconds: seconds.max(1),
                 warmup_seconds,

@@ -237,7 +237,7 @@ pub fn run(o: &Options) -> anyhow::Result<serde_json::Value> {
     let excluded_limit = 50; // the HTTP API's default
 
     for r in reqs.iter().cycle().take(o.warmup) {
-        std::hint::black_box(book.quote(r, now, excluded_limit)?);
+        std::hint::black_box(book.quote_top(r, now, 50, excluded_limit)?);
     }
 
     let mut all = Latencies::with_capacity(reqs.len());
@@ -249,7 +249,7 @@ pub fn run(o: &Options) -> anyhow::Result<serde_json::Value> {
     let cpu_before = CpuSample::now("main");
     for r in &reqs {
         let t = Instant::now();
-        let out = book.quote(r, now, excluded_limit)?;
+        let out = book.quote_top(r, now, 50, excluded_limit)?;
         let took = t.elapsed();
         all.record(took);
         if let Some((_, l)) = by_category.iter_mut().find(|(c, _)| Some(*c) == r.category) {
@@ -266,7 +266,7 @@ pub fn run(o: &Options) -> anyhow::Result<serde_json::Value> {
     let mut wire = Latencies::with_capacity(diag.len());
     for r in diag {
         let t = Instant::now();
-        let out = book.quote(r, now, excluded_limit)?;
+        let out = book.quote_top(r, now, 50, excluded_limit)?;
         let offers: Vec<suanli_api::Offer> = out
             .candidates
             .iter()

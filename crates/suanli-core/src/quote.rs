@@ -101,7 +101,10 @@ pub struct Candidate {
 /// The answer to a quote: feasible offers cheapest first, then excluded offers with reasons.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct QuoteOutcome {
+    /// The best feasible offers, at most the requested number, cheapest first.
     pub candidates: Vec<Candidate>,
+    /// How many offers are feasible in all.
+    pub feasible: u64,
     /// Excluded offers (index, reason), at most the requested limit, matching classes first.
     pub excluded: Vec<(usize, ExclusionReason)>,
     /// Every excluded offer counted by reason, also those beyond the limit.
@@ -172,19 +175,111 @@ pub fn exclusion(offer: &OfferView, req: &Requirements, now_ms: i64) -> Option<E
     None
 }
 
-type ClassKey = (Category, String);
-
-fn class_key(class: &ResourceClass) -> ClassKey {
-    (class.category, class.qualifier.clone().unwrap_or_default())
+/// The fields a quote checks, packed without strings so that a scan touches little memory.
+#[derive(Debug, Clone, Copy)]
+struct Hot {
+    live: bool,
+    /// Index of the offer in the book's `offers`.
+    offer: u32,
+    price: u64,
+    units_available: u64,
+    min_units: u64,
+    max_units: u64,
+    cpus_per_unit: u64,
+    memory_mib_per_unit: u64,
+    accelerator_memory_gib: u32,
+    valid_from_ms: i64,
+    valid_until_ms: i64,
 }
 
-/// Live offers indexed by resource class.
+impl Hot {
+    fn of(o: &OfferView, offer: u32) -> Hot {
+        Hot {
+            live: true,
+            offer,
+            price: o.price_micros_per_unit_hour,
+            units_available: o.units_available,
+            min_units: o.min_units,
+            max_units: o.max_units,
+            cpus_per_unit: o.shape.cpus_per_unit,
+            memory_mib_per_unit: o.shape.memory_mib_per_unit,
+            accelerator_memory_gib: o.accelerator_memory_gib,
+            valid_from_ms: o.valid_from_ms,
+            valid_until_ms: o.valid_until_ms,
+        }
+    }
+
+    /// [`exclusion`] past the class and zone checks, which the bucket already answered.
+    fn exclusion(&self, req: &Requirements, now_ms: i64) -> Option<ExclusionReason> {
+        if now_ms < self.valid_from_ms || now_ms >= self.valid_until_ms {
+            return Some(ExclusionReason::NotValidNow);
+        }
+        if req
+            .min_accelerator_memory_gib
+            .is_some_and(|m| self.accelerator_memory_gib < m)
+        {
+            return Some(ExclusionReason::AcceleratorMemory);
+        }
+        if req
+            .max_price_micros_per_unit_hour
+            .is_some_and(|p| self.price > p)
+        {
+            return Some(ExclusionReason::Price);
+        }
+        if req.units < self.min_units || req.units > self.max_units {
+            return Some(ExclusionReason::UnitsOutOfRange);
+        }
+        if req
+            .cpus
+            .is_some_and(|c| self.cpus_per_unit.saturating_mul(req.units) < c)
+        {
+            return Some(ExclusionReason::Cpus);
+        }
+        if req
+            .memory_mib
+            .is_some_and(|m| self.memory_mib_per_unit.saturating_mul(req.units) < m)
+        {
+            return Some(ExclusionReason::Memory);
+        }
+        if self.units_available < req.units {
+            return Some(ExclusionReason::Capacity);
+        }
+        None
+    }
+}
+
+/// A bucket: the offers of one resource class in one zone, their checked fields stored
+/// contiguously so that a scan reads memory in order.
+#[derive(Debug, Clone)]
+struct Bucket {
+    category: Category,
+    qualifier: String,
+    zone: String,
+    hot: Vec<Hot>,
+    live: usize,
+}
+
+type BucketKey = (Category, String, String);
+
+fn bucket_key(o: &OfferView) -> BucketKey {
+    (
+        o.class.category,
+        o.class.qualifier.clone().unwrap_or_default(),
+        o.zone.clone(),
+    )
+}
+
+/// Live offers indexed by resource class and zone. A quote scans only the buckets of the class
+/// and zone it asks for, over a packed array of the fields it checks; the other buckets are
+/// counted whole (their reason is the class or the zone, for every offer in them).
 #[derive(Debug, Default, Clone)]
 pub struct OfferBook {
     offers: Vec<OfferView>,
-    live: Vec<bool>,
+    /// Where each offer's checked fields are: (bucket, slot).
+    slots: Vec<(u32, u32)>,
     position: HashMap<String, usize>,
-    buckets: BTreeMap<ClassKey, Vec<usize>>,
+    index: BTreeMap<BucketKey, u32>,
+    buckets: Vec<Bucket>,
     live_count: usize,
 }
 
@@ -207,17 +302,45 @@ impl OfferBook {
 
     pub fn get(&self, offer_id: &str) -> Option<&OfferView> {
         let i = *self.position.get(offer_id)?;
-        self.live[i].then(|| &self.offers[i])
+        self.hot(i).live.then(|| &self.offers[i])
+    }
+
+    fn hot(&self, i: usize) -> &Hot {
+        let (b, slot) = self.slots[i];
+        &self.buckets[b as usize].hot[slot as usize]
+    }
+
+    fn hot_mut(&mut self, i: usize) -> &mut Hot {
+        let (b, slot) = self.slots[i];
+        &mut self.buckets[b as usize].hot[slot as usize]
+    }
+
+    fn bucket_of(&mut self, key: BucketKey) -> u32 {
+        if let Some(b) = self.index.get(&key) {
+            return *b;
+        }
+        let id = self.buckets.len() as u32;
+        self.buckets.push(Bucket {
+            category: key.0,
+            qualifier: key.1.clone(),
+            zone: key.2.clone(),
+            hot: Vec::new(),
+            live: 0,
+        });
+        self.index.insert(key, id);
+        id
     }
 
     /// Inserts an offer or replaces its terms and availability.
     pub fn upsert(&mut self, offer: OfferView) {
+        let key = bucket_key(&offer);
         if let Some(&i) = self.position.get(&offer.offer_id) {
-            if class_key(&self.offers[i].class) == class_key(&offer.class) {
-                if !self.live[i] {
-                    self.live[i] = true;
+            if bucket_key(&self.offers[i]) == key {
+                if !self.hot(i).live {
+                    self.buckets[self.slots[i].0 as usize].live += 1;
                     self.live_count += 1;
                 }
+                *self.hot_mut(i) = Hot::of(&offer, i as u32);
                 self.offers[i] = offer;
                 return;
             }
@@ -225,13 +348,13 @@ impl OfferBook {
             self.position.remove(&offer.offer_id);
         }
         let i = self.offers.len();
-        self.buckets
-            .entry(class_key(&offer.class))
-            .or_default()
-            .push(i);
+        let bucket = self.bucket_of(key);
+        let b = &mut self.buckets[bucket as usize];
+        b.hot.push(Hot::of(&offer, i as u32));
+        b.live += 1;
+        self.slots.push((bucket, (b.hot.len() - 1) as u32));
         self.position.insert(offer.offer_id.clone(), i);
         self.offers.push(offer);
-        self.live.push(true);
         self.live_count += 1;
     }
 
@@ -239,23 +362,25 @@ impl OfferBook {
     pub fn live(&self) -> impl Iterator<Item = &OfferView> {
         self.offers
             .iter()
-            .zip(&self.live)
-            .filter(|(_, live)| **live)
-            .map(|(o, _)| o)
+            .enumerate()
+            .filter(|(i, _)| self.hot(*i).live)
+            .map(|(_, o)| o)
     }
 
     /// Sets the units available of one offer, if it is in the book.
     pub fn set_units_available(&mut self, offer_id: &str, units: u64) {
         if let Some(&i) = self.position.get(offer_id) {
             self.offers[i].units_available = units;
+            self.hot_mut(i).units_available = units;
         }
     }
 
     /// Takes an offer out of the book (withdrawn or expired).
     pub fn remove(&mut self, offer_id: &str) {
         if let Some(&i) = self.position.get(offer_id) {
-            if self.live[i] {
-                self.live[i] = false;
+            if self.hot(i).live {
+                self.hot_mut(i).live = false;
+                self.buckets[self.slots[i].0 as usize].live -= 1;
                 self.live_count -= 1;
             }
         }
@@ -269,72 +394,100 @@ impl OfferBook {
         now_ms: i64,
         excluded_limit: usize,
     ) -> Result<QuoteOutcome, RequirementsError> {
+        self.quote_top(req, now_ms, usize::MAX, excluded_limit)
+    }
+
+    /// [`OfferBook::quote`], keeping only the `candidate_limit` best feasible offers (all are
+    /// counted in `feasible`): selecting the best is linear, sorting them all is not.
+    pub fn quote_top(
+        &self,
+        req: &Requirements,
+        now_ms: i64,
+        candidate_limit: usize,
+        excluded_limit: usize,
+    ) -> Result<QuoteOutcome, RequirementsError> {
         if req.units == 0 {
             return Err(RequirementsError::ZeroUnits);
         }
         if req.duration_s == 0 {
             return Err(RequirementsError::ZeroDuration);
         }
+        // Every candidate has the same units and duration, so ranking by price per unit-hour is
+        // ranking by total; the total is computed once per candidate, checked for overflow.
         let mut out = QuoteOutcome::default();
-        let matches_class = |key: &ClassKey| {
-            req.category.is_none_or(|c| c == key.0)
-                && req.qualifier.as_deref().is_none_or(|q| q == key.1)
-        };
-        let mut others: Vec<&Vec<usize>> = Vec::new();
-        for (key, indices) in &self.buckets {
-            if !matches_class(key) {
-                others.push(indices);
+        let mut whole: Vec<(usize, ExclusionReason)> = Vec::new();
+        for (b, bucket) in self.buckets.iter().enumerate() {
+            if bucket.live == 0 {
                 continue;
             }
-            for &i in indices {
-                if !self.live[i] {
+            let reason = if req.category.is_some_and(|c| c != bucket.category) {
+                Some(ExclusionReason::Category)
+            } else if req
+                .qualifier
+                .as_deref()
+                .is_some_and(|q| q != bucket.qualifier)
+            {
+                Some(ExclusionReason::Model)
+            } else if req.zone.as_deref().is_some_and(|z| z != bucket.zone) {
+                Some(ExclusionReason::Zone)
+            } else {
+                None
+            };
+            if let Some(r) = reason {
+                *out.excluded_counts.entry(r).or_default() += bucket.live as u64;
+                whole.push((b, r));
+                continue;
+            }
+            for h in &bucket.hot {
+                if !h.live {
                     continue;
                 }
-                let offer = &self.offers[i];
-                match exclusion(offer, req, now_ms) {
-                    None => {
-                        let total = cost_micros(
-                            offer.price_micros_per_unit_hour,
-                            req.units,
-                            req.duration_s,
-                        )?;
-                        out.candidates.push(Candidate {
-                            offer_index: i,
-                            total_micros: total,
-                        });
-                    }
+                match h.exclusion(req, now_ms) {
+                    None => out.candidates.push(Candidate {
+                        offer_index: h.offer as usize,
+                        total_micros: h.price,
+                    }),
                     Some(reason) => {
                         *out.excluded_counts.entry(reason).or_default() += 1;
                         if out.excluded.len() < excluded_limit {
-                            out.excluded.push((i, reason));
+                            out.excluded.push((h.offer as usize, reason));
                         }
                     }
                 }
             }
         }
-        for indices in others {
-            for &i in indices {
-                if !self.live[i] {
-                    continue;
+        // List offers of the buckets counted whole, after the informative exclusions.
+        'listing: for (b, reason) in whole {
+            for h in &self.buckets[b].hot {
+                if out.excluded.len() >= excluded_limit {
+                    break 'listing;
                 }
-                let reason =
-                    exclusion(&self.offers[i], req, now_ms).unwrap_or(ExclusionReason::Category);
-                *out.excluded_counts.entry(reason).or_default() += 1;
-                if out.excluded.len() < excluded_limit {
-                    out.excluded.push((i, reason));
+                if h.live {
+                    out.excluded.push((h.offer as usize, reason));
                 }
             }
         }
-        out.candidates.sort_by(|a, b| {
-            let (oa, ob) = (&self.offers[a.offer_index], &self.offers[b.offer_index]);
-            a.total_micros
-                .cmp(&b.total_micros)
-                .then(
-                    oa.price_micros_per_unit_hour
-                        .cmp(&ob.price_micros_per_unit_hour),
-                )
-                .then_with(|| oa.offer_id.cmp(&ob.offer_id))
-        });
+        out.feasible = out.candidates.len() as u64;
+        let rank = |a: &Candidate, b: &Candidate| {
+            a.total_micros.cmp(&b.total_micros).then_with(|| {
+                self.offers[a.offer_index]
+                    .offer_id
+                    .cmp(&self.offers[b.offer_index].offer_id)
+            })
+        };
+        if out.candidates.len() > candidate_limit {
+            if candidate_limit == 0 {
+                out.candidates.clear();
+            } else {
+                out.candidates
+                    .select_nth_unstable_by(candidate_limit - 1, rank);
+                out.candidates.truncate(candidate_limit);
+            }
+        }
+        out.candidates.sort_unstable_by(rank);
+        for c in &mut out.candidates {
+            c.total_micros = cost_micros(c.total_micros, req.units, req.duration_s)?;
+        }
         Ok(out)
     }
 }
@@ -461,5 +614,108 @@ mod tests {
             )
             .unwrap();
         assert_eq!(out.excluded[0].1, ExclusionReason::NotValidNow);
+    }
+
+    mod prop {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn arb_offer() -> impl Strategy<Value = OfferView> {
+            (
+                0usize..3,
+                0usize..3,
+                0usize..3,
+                1u64..50,
+                0u64..20,
+                1u64..4,
+                1u64..30,
+                0i64..3,
+            )
+                .prop_map(|(cat, q, zone, price, avail, min, max, window)| {
+                    let class = match cat {
+                        0 => "general".to_owned(),
+                        1 => format!("intelligent:M{q}"),
+                        _ => format!("supercomputing:p{q}"),
+                    };
+                    let mut o = offer(
+                        "x",
+                        &class,
+                        ["core", "east", "west"][zone],
+                        price * 1_000,
+                        avail,
+                    );
+                    o.min_units = min;
+                    o.max_units = min + max;
+                    o.accelerator_memory_gib = 40 * (1 + q as u32);
+                    o.valid_from_ms = window * 100;
+                    o
+                })
+        }
+
+        proptest! {
+            /// The indexed quote answers exactly what checking every offer one by one answers.
+            #[test]
+            fn indexed_quote_equals_brute_force(
+                offers in proptest::collection::vec(arb_offer(), 0..60),
+                removed in proptest::collection::vec(0usize..60, 0..10),
+                cat in proptest::option::of(0usize..3),
+                q in proptest::option::of(0usize..3),
+                zone in proptest::option::of(0usize..4),
+                units in 1u64..10,
+                max_price in proptest::option::of(1u64..50),
+                min_mem in proptest::option::of(0u32..200),
+                now in 0i64..400,
+            ) {
+                let mut book = OfferBook::new();
+                for (i, mut o) in offers.into_iter().enumerate() {
+                    o.offer_id = format!("o{i:03}");
+                    book.upsert(o);
+                }
+                for r in removed {
+                    book.remove(&format!("o{r:03}"));
+                }
+                let category = cat.map(|c| Category::ALL[c]);
+                let req = Requirements {
+                    category,
+                    qualifier: q.filter(|_| category.is_some_and(|c| c != Category::General)).map(|q| {
+                        if category == Some(Category::Intelligent) { format!("M{q}") } else { format!("p{q}") }
+                    }),
+                    units,
+                    min_accelerator_memory_gib: min_mem,
+                    zone: zone.map(|z| ["core", "east", "west", "moon"][z].to_owned()),
+                    max_price_micros_per_unit_hour: max_price.map(|p| p * 1_000),
+                    duration_s: 3_600,
+                    ..Requirements::default()
+                };
+                let out = book.quote(&req, now, usize::MAX).unwrap();
+                let mut expected: Vec<(u64, String)> = Vec::new();
+                let mut counts: BTreeMap<ExclusionReason, u64> = BTreeMap::new();
+                for o in book.live() {
+                    match exclusion(o, &req, now) {
+                        None => expected.push((cost_micros(o.price_micros_per_unit_hour, units, 3_600).unwrap(), o.offer_id.clone())),
+                        Some(r) => *counts.entry(r).or_default() += 1,
+                    }
+                }
+                expected.sort();
+                let got: Vec<(u64, String)> = out
+                    .candidates
+                    .iter()
+                    .map(|c| (c.total_micros, book.offer(c.offer_index).offer_id.clone()))
+                    .collect();
+                let top = book.quote_top(&req, now, 3, 0).unwrap();
+                let top_ids: Vec<(u64, String)> = top
+                    .candidates
+                    .iter()
+                    .map(|c| (c.total_micros, book.offer(c.offer_index).offer_id.clone()))
+                    .collect();
+                prop_assert_eq!(&top_ids[..], &expected[..expected.len().min(3)]);
+                prop_assert_eq!(top.feasible, expected.len() as u64);
+                prop_assert_eq!(got, expected);
+                prop_assert_eq!(&out.excluded_counts, &counts);
+                for (i, r) in &out.excluded {
+                    prop_assert_eq!(exclusion(book.offer(*i), &req, now), Some(*r));
+                }
+            }
+        }
     }
 }

@@ -850,6 +850,20 @@ impl<'a> Tx<'a> {
         Ok(offers)
     }
 
+    /// An offer's row, without computing its availability.
+    fn offer_terms(&mut self, offer_id: &str) -> Result<OfferRow, StoreError> {
+        let rows = self.b.query(
+            &format!(
+                "SELECT {OFFER_COLS} FROM offers o JOIN pools p ON p.id = o.pool_id JOIN orgs g ON g.id = o.org_id \
+                 WHERE o.id = $1"
+            ),
+            &[offer_id.into()],
+        )?;
+        rows.first()
+            .map(offer_row)
+            .ok_or(StoreError::NotFound("offer"))
+    }
+
     /// An offer; with `org_id`, only if that org owns it.
     pub fn get_offer(
         &mut self,
@@ -1183,7 +1197,7 @@ impl<'a> Tx<'a> {
                 "only consumer orgs buy capacity".into(),
             ));
         }
-        let offer = match self.get_offer(None, &p.offer_id) {
+        let offer = match self.offer_terms(&p.offer_id) {
             Err(StoreError::NotFound(_)) => {
                 return Err(StoreError::invalid("offer_id", "no such offer"))
             }

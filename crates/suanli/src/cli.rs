@@ -2302,6 +2302,7 @@ async fn quote(ctx: &Ctx, args: QuoteArgs, o: &mut Output) -> Result {
         max_price_micros_per_unit_hour: args.max_price_micros,
         duration_limit_s: args.duration_s,
         excluded_limit: if args.explain { Some(1000) } else { None },
+        limit: None,
     };
     let quote = ctx.client.quote(&request, ctx.key()).await?;
     if ctx.json {

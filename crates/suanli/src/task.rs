@@ -739,6 +739,7 @@ impl Task {
                 max_price_micros_per_unit_hour: max_price,
                 duration_limit_s,
                 excluded_limit: None,
+                limit: None,
             },
             units,
         })
@@ -827,6 +828,7 @@ outputs: [results/]
                 max_price_micros_per_unit_hour: Some(30_000_000),
                 duration_limit_s: 7_200,
                 excluded_limit: None,
+                limit: None,
             }
         );
         let (spec, notes) = parse(FULL).unwrap().spec().unwrap();

@@ -36,6 +36,10 @@ async fn wait_processes_gone(attempt_id: &str) {
     );
 }
 
+/// Shell: `wait_for FILE` waits (30 s at most) until FILE exists in the job directory.
+const WAIT_FOR: &str =
+    "wait_for() { i=0; while [ ! -e \"$1\" ] && [ $i -lt 300 ]; do sleep 0.1; i=$((i+1)); done; }; wait_for";
+
 fn lines_in(path: &Path) -> usize {
     std::fs::read_to_string(path)
         .map(|s| s.lines().count())
@@ -48,8 +52,8 @@ fn is_open(j: &Job) -> bool {
 
 /// Scenario 1: the agent is SIGKILLed mid-job and started again with the same config before the
 /// exchange would declare it lost. The job ran on in its own process group; the new agent finds
-/// it, follows it to the end and reports it once: one attempt, `succeeded`, its output complete,
-/// and its unit-seconds not counted twice.
+/// it, follows it to the end and reports it once: one attempt, `succeeded`, and its unit-seconds
+/// not counted twice. (What the consumer sees of its output: the next test.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restarted_agent_reattaches_to_its_running_job_and_bills_it_once() {
     let dir = Scratch::new("suanli-fail-restart");
@@ -69,16 +73,14 @@ async fn a_restarted_agent_reattaches_to_its_running_job_and_bills_it_once() {
     let (consumer, lease) =
         consumer_with_lease(&x.operator, &x.base, &offer.id, units, false).await;
 
-    // The job prints, then waits for a `go` file (that the test creates once the agent is back),
-    // prints again, and ends; it times itself.
+    // The job waits for a `go` file (that the test creates once the agent is back), runs 1 s
+    // more and ends; it times itself.
     let job = consumer
         .create_job(
             &lease.id,
-            &task(
-                "date +%s%3N > t0; echo before-restart; i=0; \
-                 while [ ! -e go ] && [ $i -lt 300 ]; do sleep 0.1; i=$((i+1)); done; \
-                 echo after-restart; sleep 1; date +%s%3N > t1",
-            ),
+            &task(&format!(
+                "date +%s%3N > t0; {WAIT_FOR} go; sleep 1; date +%s%3N > t1"
+            )),
             None,
         )
         .await
@@ -94,7 +96,7 @@ async fn a_restarted_agent_reattaches_to_its_running_job_and_bills_it_once() {
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert!(
         !processes_of(&attempt_id).is_empty(),
-        "the job dies with its agent"
+        "the job died with its agent"
     );
     let while_away = consumer.get_job(&job.id).await.unwrap();
     assert_eq!(while_away.state, "running", "{while_away:#?}");
@@ -117,8 +119,8 @@ async fn a_restarted_agent_reattaches_to_its_running_job_and_bills_it_once() {
     let agents = provider.list_agents().await.unwrap().items;
     assert_eq!(agents.len(), 1, "the restart registered no second agent");
 
-    // Not double counted, and not much lost: units × the job's own wall time, within a second
-    // per unit either way for its start-up and the restart.
+    // Not double counted, and not much lost: units × the job's own wall time, within two
+    // seconds per unit either way (its start-up, a report cut short by the kill).
     let wall_s = job_wall_ms(&job_dir) / 1000;
     assert!(
         done.unit_seconds <= units * (wall_s + 2),
@@ -131,17 +133,103 @@ async fn a_restarted_agent_reattaches_to_its_running_job_and_bills_it_once() {
         done.unit_seconds
     );
 
-    // The consumer sees the job's whole output, also what it printed after the restart.
-    let (out, _, system) = all_logs(&consumer, &job.id).await;
-    assert!(out.contains("before-restart"), "{out:?}");
-    assert!(
-        out.contains("after-restart"),
-        "output printed after the agent restarted is missing from the job's log: \
-         stdout {out:?}, system {system:?}"
-    );
-
     still_serves(&consumer, &lease.id, "still-serving-after-restart").await;
     settle(&x.operator, &consumer, &lease.id).await;
+}
+
+/// Scenario 1, the consumer's view: what a job prints before, while and after its agent is
+/// restarted all reaches the job's log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn output_printed_across_an_agent_restart_reaches_the_consumer() {
+    let dir = Scratch::new("suanli-fail-restart-logs");
+    let x = exchange(dir.path(), |c| {
+        c.heartbeat_interval = Duration::from_secs(1);
+        c.suspect_after = Duration::from_secs(10);
+        c.lost_after = Duration::from_secs(60);
+    })
+    .await;
+    let (_, provider, token) =
+        admit(&x.operator, &x.base, "Local compute", OrgKind::Provider).await;
+    let setup = agent_setup(dir.path(), &x.base, &token, "node-l", None);
+    let mut agent_proc = AgentProcess::start(&setup);
+    let agent = wait_for_agents(&provider, 1).await.remove(0);
+    let offer = offer(&provider, &agent.pool_id).await;
+    let (consumer, lease) = consumer_with_lease(&x.operator, &x.base, &offer.id, 1, false).await;
+    let job = consumer
+        .create_job(
+            &lease.id,
+            &task(&format!(
+                "for i in 1 2 3 4 5; do echo before-restart-$i; sleep 0.3; done; \
+                 {WAIT_FOR} away; echo printed-while-the-agent-was-away; \
+                 {WAIT_FOR} go; for i in 1 2 3 4 5 6 7 8; do echo after-restart-$i; sleep 0.3; done"
+            )),
+            None,
+        )
+        .await
+        .unwrap();
+    // Every line printed so far has reached the exchange.
+    let mut seen = String::new();
+    for _ in 0..600 {
+        let page = consumer
+            .job_logs(
+                &job.id,
+                &LogParams {
+                    after: Some(0),
+                    limit: Some(1000),
+                    wait_ms: Some(1000),
+                },
+            )
+            .await
+            .unwrap();
+        seen = page.chunks.iter().map(|c| c.data.as_str()).collect();
+        if seen.contains("before-restart-5") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(seen.contains("before-restart-5"), "{seen:?}");
+    let attempt_id = consumer.get_job(&job.id).await.unwrap().attempts[0]
+        .id
+        .clone();
+    let job_dir = setup.jobs_dir.join(&attempt_id);
+
+    agent_proc.sigkill();
+    std::fs::write(job_dir.join("away"), "").unwrap();
+    for _ in 0..300 {
+        if std::fs::read_to_string(job_dir.join("stdout.log"))
+            .unwrap()
+            .contains("printed-while-the-agent-was-away")
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let away = consumer.get_job(&job.id).await.unwrap();
+    let _agent_proc = AgentProcess::start(&setup);
+    wait_job(&consumer, &job.id, |j| j.unit_seconds > away.unit_seconds).await;
+    std::fs::write(job_dir.join("go"), "").unwrap();
+    let done = wait_job(&consumer, &job.id, |j| !is_open(j)).await;
+    assert_eq!(done.state, "succeeded", "{done:#?}");
+    assert_eq!(done.attempts.len(), 1);
+
+    let (out, _, system) = all_logs(&consumer, &job.id).await;
+    let on_disk = std::fs::read_to_string(job_dir.join("stdout.log")).unwrap();
+    let expected: Vec<String> = (1..=5)
+        .map(|i| format!("before-restart-{i}"))
+        .chain(std::iter::once(
+            "printed-while-the-agent-was-away".to_owned(),
+        ))
+        .chain((1..=8).map(|i| format!("after-restart-{i}")))
+        .collect();
+    let missing: Vec<&String> = expected
+        .iter()
+        .filter(|l| !out.contains(l.as_str()))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "lines missing from the job's log: {missing:?}\nthe consumer saw stdout {out:?}, \
+         system {system:?}\nthe job wrote {on_disk:?}"
+    );
 }
 
 /// Scenario 2: the agent is paused (SIGSTOP) past the lost time. The exchange declares the job
@@ -295,23 +383,64 @@ async fn a_paused_agent_is_lost_and_on_resume_stops_the_orphan_whose_reports_are
     settle(&x.operator, &consumer, &lease2.id).await;
 }
 
+/// Scenario 2, liveness: a paused agent sends nothing, so the exchange must not see it: its
+/// last-seen time stands still and it turns suspect (the exchange's own handling of the long poll
+/// the agent left pending is no sign of the agent's life).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_agent_is_not_seen_alive_through_its_pending_long_poll() {
+    let dir = Scratch::new("suanli-fail-pause-seen");
+    let x = exchange(dir.path(), |c| {
+        c.heartbeat_interval = Duration::from_secs(1);
+        c.suspect_after = Duration::from_secs(1);
+        c.lost_after = Duration::from_secs(60);
+    })
+    .await;
+    let (_, provider, token) =
+        admit(&x.operator, &x.base, "Local compute", OrgKind::Provider).await;
+    let setup = agent_setup(dir.path(), &x.base, &token, "node-s", None);
+    let agent_proc = AgentProcess::start(&setup);
+    wait_for_agents(&provider, 1).await;
+    // Past its first heartbeat, the agent waits in its long poll.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    agent_proc.signal("STOP");
+    // Whatever the agent had sent before it stopped has been handled by now.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let first = provider.list_agents().await.unwrap().items.remove(0);
+    tokio::time::sleep(Duration::from_millis(3000)).await;
+    let later = provider.list_agents().await.unwrap().items.remove(0);
+    agent_proc.signal("CONT");
+    assert_eq!(
+        (later.last_seen_at.as_str(), later.state.as_str()),
+        (first.last_seen_at.as_str(), "suspect"),
+        "a stopped agent was seen alive: {first:#?} then {later:#?}"
+    );
+}
+
+/// The real `suanli serve` on a fixed port with its data in `dir/exchange`, and its operator.
+async fn serve_exchange(
+    dir: &Path,
+) -> (ServeProcess, std::path::PathBuf, u16, suanli_client::Client) {
+    let data_dir = dir.join("exchange");
+    std::fs::create_dir_all(&data_dir).unwrap();
+    let port = free_port();
+    let serve = ServeProcess::start(&data_dir, port);
+    serve.wait_healthy().await;
+    let operator_token = std::fs::read_to_string(data_dir.join("operator.token"))
+        .unwrap()
+        .trim()
+        .to_owned();
+    let operator = suanli_client::Client::new(serve.base.clone(), Some(operator_token));
+    (serve, data_dir, port, operator)
+}
+
 /// Scenario 3: the exchange (the real `suanli serve`) is SIGKILLed while a job runs and started
 /// again on the same port. The job runs on; the agent reconnects; the job ends `succeeded` with
 /// one attempt, and its usage is neither lost nor counted twice.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_survives_an_exchange_killed_and_restarted_under_it() {
     let dir = Scratch::new("suanli-fail-exchange");
-    let data_dir = dir.path().join("exchange");
-    std::fs::create_dir_all(&data_dir).unwrap();
-    let port = free_port();
-    let mut serve = ServeProcess::start(&data_dir, port);
-    serve.wait_healthy().await;
+    let (mut serve, data_dir, port, operator) = serve_exchange(dir.path()).await;
     let base = serve.base.clone();
-    let operator_token = std::fs::read_to_string(data_dir.join("operator.token"))
-        .unwrap()
-        .trim()
-        .to_owned();
-    let operator = suanli_client::Client::new(base.clone(), Some(operator_token));
     let (_, provider, token) = admit(&operator, &base, "Local compute", OrgKind::Provider).await;
     let setup = agent_setup(dir.path(), &base, &token, "node-x", None);
     let _agent_proc = AgentProcess::start(&setup);
@@ -324,11 +453,9 @@ async fn a_job_survives_an_exchange_killed_and_restarted_under_it() {
     let job = consumer
         .create_job(
             &lease.id,
-            &task(
-                "date +%s%3N > t0; i=0; \
-                 while [ ! -e go ] && [ $i -lt 300 ]; do sleep 0.1; i=$((i+1)); done; \
-                 sleep 2; date +%s%3N > t1; echo finished",
-            ),
+            &task(&format!(
+                "date +%s%3N > t0; {WAIT_FOR} go; sleep 2; date +%s%3N > t1; echo finished"
+            )),
             None,
         )
         .await
@@ -372,6 +499,67 @@ async fn a_job_survives_an_exchange_killed_and_restarted_under_it() {
     assert!(out.contains("finished"), "{out:?}");
 
     still_serves(&consumer, &lease.id, "still-serving-after-exchange-restart").await;
+    settle(&operator, &consumer, &lease.id).await;
+    drop(serve);
+}
+
+/// Scenarios 1 and 3 together: the exchange is down when the agent reports usage, and the agent
+/// is restarted before the exchange is back. The report it could not deliver is still billed
+/// (the agent saved it before sending, to send it again): the job's unit-seconds match its run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn usage_pending_when_the_agent_restarts_is_still_billed() {
+    let dir = Scratch::new("suanli-fail-pending-usage");
+    let (mut serve, data_dir, port, operator) = serve_exchange(dir.path()).await;
+    let base = serve.base.clone();
+    let (_, provider, token) = admit(&operator, &base, "Local compute", OrgKind::Provider).await;
+    let usage_interval_s = 3;
+    let setup = agent_setup_with(dir.path(), &base, &token, "node-u", None, usage_interval_s);
+    let mut agent_proc = AgentProcess::start(&setup);
+    let agent = wait_for_agents(&provider, 1).await.remove(0);
+    let offer = offer(&provider, &agent.pool_id).await;
+    let units = 2;
+    let (consumer, lease) = consumer_with_lease(&operator, &base, &offer.id, units, false).await;
+    let job = consumer
+        .create_job(
+            &lease.id,
+            &task(&format!(
+                "date +%s%3N > t0; {WAIT_FOR} go; sleep 1; date +%s%3N > t1"
+            )),
+            None,
+        )
+        .await
+        .unwrap();
+    let running = wait_job(&consumer, &job.id, |j| {
+        j.state == "running" && j.unit_seconds >= units
+    })
+    .await;
+    let attempt_id = running.attempts[0].id.clone();
+    let job_dir = setup.jobs_dir.join(&attempt_id);
+
+    // The exchange goes down; the agent's next usage report cannot be delivered; then the agent
+    // is killed too.
+    serve.sigkill();
+    tokio::time::sleep(Duration::from_secs(usage_interval_s + 2)).await;
+    agent_proc.sigkill();
+    let serve = ServeProcess::start(&data_dir, port);
+    serve.wait_healthy().await;
+    let _agent_proc = AgentProcess::start(&setup);
+    wait_job(&consumer, &job.id, |j| {
+        j.unit_seconds > running.unit_seconds
+    })
+    .await;
+    std::fs::write(job_dir.join("go"), "").unwrap();
+    let done = wait_job(&consumer, &job.id, |j| !is_open(j)).await;
+    assert_eq!(done.state, "succeeded", "{done:#?}");
+    assert_eq!(done.attempts.len(), 1);
+    let wall_ms = job_wall_ms(&job_dir);
+    let expected = units * (wall_ms / 1000);
+    assert!(
+        done.unit_seconds.abs_diff(expected) <= 2,
+        "{} unit-seconds billed for a job of {wall_ms} ms × {units} units (expected about \
+         {expected}): the report pending at the restart was never sent",
+        done.unit_seconds
+    );
     settle(&operator, &consumer, &lease.id).await;
     drop(serve);
 }

@@ -229,15 +229,21 @@ pub async fn quote(
             ))
         }
     };
+    let limit = match req.limit {
+        None => 50,
+        Some(v) if (1..=1000).contains(&v) => v as usize,
+        Some(_) => return Err(ApiError::invalid("limit", "limit is between 1 and 1000")),
+    };
     let requirements = requirements(&state, &req).await?;
     let now = now_ms();
     let book = state.store.book.read().unwrap_or_else(|p| p.into_inner());
     let outcome = book
-        .quote(&requirements, now, excluded_limit)
+        .quote_top(&requirements, now, limit, excluded_limit)
         .map_err(|e| ApiError::new(suanli_api::ErrorCode::Overflow, e.to_string()))?;
     Ok(Json(QuoteResponse {
         units: requirements.units,
         duration_limit_s: requirements.duration_s,
+        feasible: outcome.feasible,
         offers: outcome
             .candidates
             .iter()

@@ -122,13 +122,26 @@ pub struct AgentSetup {
     pub jobs_dir: PathBuf,
 }
 
-/// Writes an agent's config (and token file) under `dir`. `pool_id`: serve that existing pool.
+/// Writes an agent's config (and token file) under `dir`, reporting usage every second.
+/// `pool_id`: serve that existing pool.
 pub fn agent_setup(
     dir: &Path,
     base: &str,
     token: &str,
     name: &str,
     pool_id: Option<&str>,
+) -> AgentSetup {
+    agent_setup_with(dir, base, token, name, pool_id, 1)
+}
+
+/// [`agent_setup`] reporting usage every `usage_interval_s` seconds.
+pub fn agent_setup_with(
+    dir: &Path,
+    base: &str,
+    token: &str,
+    name: &str,
+    pool_id: Option<&str>,
+    usage_interval_s: u64,
 ) -> AgentSetup {
     let state_dir = dir.join(format!("agent-{name}"));
     std::fs::create_dir_all(&state_dir).unwrap();
@@ -138,7 +151,7 @@ pub fn agent_setup(
     let config = dir.join(format!("{name}.toml"));
     let mut text = format!(
         "server = \"{base}\"\ntoken_file = \"{}\"\nname = \"{name}\"\nzone = \"wuqing-core\"\n\
-         state_dir = \"{}\"\njobs_dir = \"{}\"\nusage_interval_s = 1\n",
+         state_dir = \"{}\"\njobs_dir = \"{}\"\nusage_interval_s = {usage_interval_s}\n",
         token_file.display(),
         state_dir.display(),
         jobs_dir.display(),
