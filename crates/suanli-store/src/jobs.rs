@@ -555,8 +555,19 @@ impl Tx<'_> {
         agent_id: &str,
         max: u32,
         now_ms: i64,
+        fresh_request: bool,
     ) -> Result<Vec<Dispatched>, StoreError> {
-        let agent = self.touch_agent(org_id, agent_id, now_ms)?;
+        // Only a request that just arrived proves the agent alive: the re-checks of a pending long
+        // poll must not, or a paused agent would look alive for as long as its poll lasts.
+        let agent = if fresh_request {
+            self.touch_agent(org_id, agent_id, now_ms)?
+        } else {
+            self.get_agent(Some(org_id), agent_id)?
+        };
+        if agent.state != "alive" {
+            // Nothing goes to an agent the monitor already doubts.
+            return Ok(Vec::new());
+        }
         let queued = self.b.query(
             "SELECT j.id, j.lease_id FROM jobs j JOIN leases l ON l.id = j.lease_id \
              WHERE j.pool_id = $1 AND j.state = 'queued' AND l.state = 'active' \

@@ -20,16 +20,28 @@ use suanli_core::resource::{
 use crate::backend::{to_i64, Backend, Row, StoreError, Value};
 
 /// A fresh random identifier with a type prefix, e.g. `lease_3f9a0c12d4e5b687`.
+///
+/// 64 bits from a per-thread xorshift generator seeded once from the OS: identifiers need to be
+/// unique, not secret (token secrets come from the OS source directly), and a system call per
+/// identifier showed in the writer's profile.
 pub fn new_id(prefix: &str) -> String {
-    let mut bytes = [0u8; 8];
-    getrandom::fill(&mut bytes).expect("the OS random source is available");
-    let mut s = String::with_capacity(prefix.len() + 17);
-    s.push_str(prefix);
-    s.push('_');
-    for b in bytes {
-        s.push_str(&format!("{b:02x}"));
+    use std::cell::Cell;
+    thread_local! {
+        static STATE: Cell<u64> = Cell::new({
+            let mut seed = [0u8; 8];
+            getrandom::fill(&mut seed).expect("the OS random source is available");
+            u64::from_le_bytes(seed) | 1
+        });
     }
-    s
+    let v = STATE.with(|s| {
+        let mut x = s.get();
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        s.set(x);
+        x
+    });
+    format!("{prefix}_{v:016x}")
 }
 
 /// The id of an org's account of `kind`: deterministic, so no lookup is needed.

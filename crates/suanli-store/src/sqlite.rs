@@ -7,6 +7,8 @@ use crate::backend::{Backend, Row, StoreError, Value};
 
 pub struct SqliteBackend {
     conn: Connection,
+    /// Statements rewritten for SQLite, by their shared text: rewriting is done once per statement.
+    rewritten: std::collections::HashMap<String, String>,
 }
 
 impl ToSql for Value {
@@ -46,7 +48,10 @@ impl SqliteBackend {
         )
         .map_err(map_err)?;
         conn.set_prepared_statement_cache_capacity(128);
-        let mut me = SqliteBackend { conn };
+        let mut me = SqliteBackend {
+            conn,
+            rewritten: Default::default(),
+        };
         crate::schema::migrate(&mut me)?;
         Ok(me)
     }
@@ -61,8 +66,22 @@ impl SqliteBackend {
         conn.execute_batch("PRAGMA busy_timeout=10000; PRAGMA query_only=ON;")
             .map_err(map_err)?;
         conn.set_prepared_statement_cache_capacity(128);
-        Ok(SqliteBackend { conn })
+        Ok(SqliteBackend {
+            conn,
+            rewritten: Default::default(),
+        })
     }
+}
+
+/// The SQLite form of a shared statement, rewritten once and then looked up.
+fn rewrite<'a>(cache: &'a mut std::collections::HashMap<String, String>, sql: &str) -> &'a str {
+    if !cache.contains_key(sql) {
+        if cache.len() > 1_024 {
+            cache.clear();
+        }
+        cache.insert(sql.to_owned(), placeholders(sql));
+    }
+    &cache[sql]
 }
 
 impl Backend for SqliteBackend {
@@ -73,7 +92,7 @@ impl Backend for SqliteBackend {
     fn execute(&mut self, sql: &str, params: &[Value]) -> Result<u64, StoreError> {
         let mut stmt = self
             .conn
-            .prepare_cached(&placeholders(sql))
+            .prepare_cached(rewrite(&mut self.rewritten, sql))
             .map_err(map_err)?;
         let n = stmt
             .execute(rusqlite::params_from_iter(params.iter()))
@@ -84,7 +103,7 @@ impl Backend for SqliteBackend {
     fn query(&mut self, sql: &str, params: &[Value]) -> Result<Vec<Row>, StoreError> {
         let mut stmt = self
             .conn
-            .prepare_cached(&placeholders(sql))
+            .prepare_cached(rewrite(&mut self.rewritten, sql))
             .map_err(map_err)?;
         let columns = stmt.column_count();
         let mut rows = stmt

@@ -148,6 +148,10 @@ struct AttemptNote {
     /// The task's output paths, collected when the job ends.
     #[serde(default)]
     outputs: Vec<String>,
+    /// A usage record saved before it was sent and not yet acknowledged: sent again (same
+    /// sequence number, counted once) before anything else, also after a restart.
+    #[serde(default)]
+    pending_usage: Option<UsageRecord>,
 }
 
 fn notes_dir(state_dir: &Path) -> PathBuf {
@@ -168,6 +172,34 @@ fn save_note(state_dir: &Path, note: &AttemptNote) {
 
 fn drop_note(state_dir: &Path, attempt_id: &str) {
     let _ = std::fs::remove_file(notes_dir(state_dir).join(format!("{attempt_id}.json")));
+    let _ = std::fs::remove_file(log_seq_path(state_dir, attempt_id));
+}
+
+/// The last log chunk number the exchange acknowledged for an attempt, kept apart from the note
+/// because the log forwarder updates it after every batch.
+fn log_seq_path(state_dir: &Path, attempt_id: &str) -> PathBuf {
+    notes_dir(state_dir).join(format!("{attempt_id}.logseq"))
+}
+
+/// What the exchange acknowledged of an attempt's output: the last chunk number and the bytes of
+/// stdout and stderr sent (so a restarted agent resumes the log files there).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct LogProgress {
+    seq: u64,
+    stdout_bytes: u64,
+    stderr_bytes: u64,
+}
+
+fn saved_log_progress(state_dir: &Path, attempt_id: &str) -> LogProgress {
+    let text = std::fs::read_to_string(log_seq_path(state_dir, attempt_id)).unwrap_or_default();
+    let mut n = text
+        .split_whitespace()
+        .map(|v| v.parse::<u64>().unwrap_or(0));
+    LogProgress {
+        seq: n.next().unwrap_or(0),
+        stdout_bytes: n.next().unwrap_or(0),
+        stderr_bytes: n.next().unwrap_or(0),
+    }
 }
 
 /// Shared state of the agent's loops.
@@ -438,6 +470,7 @@ async fn supervise_new(agent: Arc<Agent>, a: Assignment, stop: watch::Receiver<b
         unit_seconds_reported: 0,
         log_seq: 0,
         outputs: a.task.outputs.clone(),
+        pending_usage: None,
     };
     save_note(&agent.state_dir, &note);
     let launch = match decode_files(&a) {
@@ -513,11 +546,10 @@ async fn supervise(
     let mut logs = job.take_logs();
     let log_agent = agent.clone();
     let attempt_id = note.attempt_id.clone();
-    let first_seq = note.log_seq;
+    let mut progress = saved_log_progress(&agent.state_dir, &note.attempt_id);
+    progress.seq = progress.seq.max(note.log_seq);
     let forwarder =
-        tokio::spawn(
-            async move { forward_logs(log_agent, attempt_id, &mut logs, first_seq).await },
-        );
+        tokio::spawn(async move { forward_logs(log_agent, attempt_id, &mut logs, progress).await });
     let mut tick = tokio::time::interval(agent.usage_interval);
     tick.tick().await;
     let mut stopped = false;
@@ -644,6 +676,9 @@ async fn report_usage(
     cpu_ms: Option<u64>,
     peak: Option<u64>,
 ) -> bool {
+    if !send_pending_usage(agent, note).await {
+        return false;
+    }
     let total = note.units.saturating_mul(wall_ms / 1_000);
     let delta = total.saturating_sub(note.unit_seconds_reported);
     if delta == 0 {
@@ -659,25 +694,38 @@ async fn report_usage(
         peak_memory_mib: peak,
         signature_hex: hex(&agent.key.sign(message.as_bytes()).to_bytes()),
     };
-    // The sequence number is saved before sending, so a retry after a restart repeats it and the
-    // exchange counts it once.
+    // The record is saved before it is sent: after a restart it is sent again with the same
+    // sequence number, and the exchange counts it once.
     note.usage_seq = seq;
     note.unit_seconds_reported = total;
+    note.pending_usage = Some(record);
     save_note(&agent.state_dir, note);
+    send_pending_usage(agent, note).await
+}
+
+/// Sends the saved, unacknowledged usage record if there is one. False when the exchange refused
+/// the attempt as stale.
+async fn send_pending_usage(agent: &Agent, note: &mut AttemptNote) -> bool {
+    let Some(record) = note.pending_usage.clone() else {
+        return true;
+    };
     let batch = UsageBatch {
         records: vec![record],
     };
-    match retry("report usage", || {
+    let sent = retry("report usage", || {
         agent
             .client
             .usage(&agent.agent_id, &note.attempt_id, &batch)
     })
-    .await
-    {
-        Ok(_) => true,
+    .await;
+    match sent {
         Err(e) if is_stale(&e) => false,
-        Err(e) => {
-            tracing::warn!(error = %e, "usage refused");
+        other => {
+            if let Err(e) = other {
+                tracing::warn!(error = %e, "usage refused");
+            }
+            note.pending_usage = None;
+            save_note(&agent.state_dir, note);
             true
         }
     }
@@ -688,9 +736,11 @@ async fn forward_logs(
     agent: Arc<Agent>,
     attempt_id: String,
     logs: &mut tokio::sync::mpsc::Receiver<suanli_agent::local::LogChunk>,
-    offset: u64,
+    start: LogProgress,
 ) -> u64 {
+    let offset = start.seq;
     let mut last = offset;
+    let mut pending = start;
     let mut batch: Vec<AgentLogChunk> = Vec::new();
     loop {
         let more = tokio::select! {
@@ -701,6 +751,12 @@ async fn forward_logs(
         if let Some(c) = more {
             // The backend numbers chunks from 0; the exchange from 1.
             last = offset + c.seq + 1;
+            pending.seq = last;
+            match c.stream {
+                LogStream::Stdout => pending.stdout_bytes += c.data.len() as u64,
+                LogStream::Stderr => pending.stderr_bytes += c.data.len() as u64,
+                LogStream::System => {}
+            }
             batch.push(AgentLogChunk {
                 seq: last,
                 stream: match c.stream {
@@ -719,15 +775,24 @@ async fn forward_logs(
             let chunks = LogBatch {
                 chunks: std::mem::take(&mut batch),
             };
-            if let Err(e) = retry("send logs", || {
+            let sent = retry("send logs", || {
                 agent.client.logs(&agent.agent_id, &attempt_id, &chunks)
             })
-            .await
-            {
-                if is_stale(&e) {
-                    return last;
+            .await;
+            match sent {
+                Ok(_) => {
+                    // Remembered, so that a restarted agent numbers its chunks after these and
+                    // resumes the log files where these end.
+                    let line = format!(
+                        "{} {} {}",
+                        pending.seq, pending.stdout_bytes, pending.stderr_bytes
+                    );
+                    let _ = std::fs::write(log_seq_path(&agent.state_dir, &attempt_id), line);
                 }
-                tracing::warn!(attempt = %attempt_id, error = %e, "the exchange refused a batch of logs");
+                Err(e) if is_stale(&e) => return last,
+                Err(e) => {
+                    tracing::warn!(attempt = %attempt_id, error = %e, "the exchange refused a batch of logs")
+                }
             }
             continue;
         }
@@ -792,7 +857,9 @@ async fn reattach_all(agent: &Arc<Agent>) {
         let Ok(mut note) = serde_json::from_slice::<AttemptNote>(&text) else {
             continue;
         };
-        match agent.backend.reattach(&note.attempt_id).await {
+        let progress = saved_log_progress(&agent.state_dir, &note.attempt_id);
+        let offsets = Some((progress.stdout_bytes, progress.stderr_bytes));
+        match agent.backend.reattach_from(&note.attempt_id, offsets).await {
             Ok(Some(Reattached::Running(job))) => {
                 println!(
                     "re-attached to attempt {} (pid {})",

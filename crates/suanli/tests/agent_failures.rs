@@ -36,6 +36,23 @@ async fn wait_processes_gone(attempt_id: &str) {
     );
 }
 
+/// The cgroup directories the backend recorded for a job (in its `attempt.json`).
+fn cgroup_dirs(job_dir: &Path) -> Vec<std::path::PathBuf> {
+    fn strings(v: &serde_json::Value, out: &mut Vec<std::path::PathBuf>) {
+        match v {
+            serde_json::Value::String(s) if s.starts_with('/') => out.push(s.into()),
+            serde_json::Value::Array(a) => a.iter().for_each(|v| strings(v, out)),
+            serde_json::Value::Object(o) => o.values().for_each(|v| strings(v, out)),
+            _ => {}
+        }
+    }
+    let text = std::fs::read_to_string(job_dir.join("attempt.json")).unwrap();
+    let record: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let mut out = Vec::new();
+    strings(&record["cgroup"], &mut out);
+    out
+}
+
 /// Shell: `wait_for FILE` waits (30 s at most) until FILE exists in the job directory.
 const WAIT_FOR: &str =
     "wait_for() { i=0; while [ ! -e \"$1\" ] && [ $i -lt 300 ]; do sleep 0.1; i=$((i+1)); done; }; wait_for";
@@ -647,6 +664,42 @@ async fn a_restartable_job_of_a_lost_agent_runs_again_on_another_agent_of_the_po
     assert!(settled.metered_unit_seconds >= attempt_1_usage + attempt_2_usage);
     // Attempt 1's orphan had nobody to stop it; it ends on its own.
     wait_processes_gone(&attempt_1).await;
+
+    // A comes back: it finds attempt 1 over, its reports are refused and change nothing, and
+    // it cleans up after it (its note, its cgroup).
+    let job_dir_1 = setup_a.jobs_dir.join(&attempt_1);
+    let cgroups_1 = cgroup_dirs(&job_dir_1);
+    let note_1 = setup_a
+        .state_dir
+        .join("attempts")
+        .join(format!("{attempt_1}.json"));
+    assert!(note_1.exists(), "A's note of attempt 1 is gone");
+    let _agent_a_again = AgentProcess::start(&setup_a);
+    for _ in 0..600 {
+        if !note_1.exists() && cgroups_1.iter().all(|d| !d.exists()) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        !note_1.exists(),
+        "the returned agent never settled attempt 1"
+    );
+    let left: Vec<_> = cgroups_1.iter().filter(|d| d.exists()).collect();
+    assert!(left.is_empty(), "attempt 1's cgroups are left: {left:?}");
+    let after = consumer.get_job(&job.id).await.unwrap();
+    assert_eq!(
+        (
+            after.state.as_str(),
+            after.unit_seconds,
+            after.attempts.len()
+        ),
+        ("succeeded", done.unit_seconds, 2),
+        "{after:#?}"
+    );
+    assert_eq!(after.attempts[0].state, "lost");
+    let check = x.operator.ledger_check().await.unwrap();
+    assert!(check.ok, "{:?}", check.violations);
 }
 
 /// One agent for the limit tests: exchange, provider, agent, offer, consumer with a 1-unit

@@ -692,6 +692,17 @@ impl LocalBackend {
     /// (earlier output is in them). A finished job comes back with the outcome the wrapper
     /// recorded in `exit_code`, and its cgroup is cleaned up.
     pub async fn reattach(&self, attempt_id: &str) -> Result<Option<Reattached>> {
+        self.reattach_from(attempt_id, None).await
+    }
+
+    /// [`LocalBackend::reattach`], with the log stream resuming at the given byte offsets of
+    /// `stdout.log` and `stderr.log` (what the caller had already forwarded) instead of their
+    /// current end, so that output written while nobody watched is not skipped.
+    pub async fn reattach_from(
+        &self,
+        attempt_id: &str,
+        offsets: Option<(u64, u64)>,
+    ) -> Result<Option<Reattached>> {
         validate_attempt_id(attempt_id)?;
         let job_dir = self.inner.root.join(attempt_id);
 
@@ -743,8 +754,12 @@ impl LocalBackend {
             && record.cgroup.as_ref().is_none_or(|c| c.contains(pid));
 
         if is_wrapper {
-            let (stdout_r, stdout_len) = open_at_end(&job_dir.join("stdout.log")).await?;
-            let (stderr_r, stderr_len) = open_at_end(&job_dir.join("stderr.log")).await?;
+            let (out_at, err_at) = match offsets {
+                Some((o, e)) => (Some(o), Some(e)),
+                None => (None, None),
+            };
+            let (stdout_r, stdout_len) = open_at(&job_dir.join("stdout.log"), out_at).await?;
+            let (stderr_r, stderr_len) = open_at(&job_dir.join("stderr.log"), err_at).await?;
             let (tx, rx) = mpsc::channel(self.inner.options.log_channel_capacity.max(2));
             let shared = job::Shared::new(
                 job_dir.clone(),
@@ -752,10 +767,14 @@ impl LocalBackend {
                 self.inner.options.kill_grace,
                 logs::LogSink::new(tx),
             );
-            shared.sink.system(format!(
-                "reattached to the running job (pid {pid}); earlier output is in stdout.log \
-                 ({stdout_len} bytes) and stderr.log ({stderr_len} bytes)"
-            ));
+            shared.sink.system(if offsets.is_some() {
+                format!("reattached to the running job (pid {pid}); output resumes where it was last sent")
+            } else {
+                format!(
+                    "reattached to the running job (pid {pid}); earlier output is in stdout.log \
+                     ({stdout_len} bytes) and stderr.log ({stderr_len} bytes)"
+                )
+            });
             let deadline = record.deadline_ms.and_then(|d| {
                 tokio::time::Instant::now()
                     .checked_add(Duration::from_millis(d.saturating_sub(now_ms())))
@@ -778,7 +797,8 @@ impl LocalBackend {
 }
 
 /// Opens a log file for tailing from its current end.
-async fn open_at_end(path: &Path) -> Result<(tokio::fs::File, u64)> {
+/// Opens a log file at `offset` (at most its length), or at its end; returns the position.
+async fn open_at(path: &Path, offset: Option<u64>) -> Result<(tokio::fs::File, u64)> {
     let mut f = tokio::fs::File::open(path)
         .await
         .context(|| format!("opening {}", path.display()))?;
@@ -786,7 +806,11 @@ async fn open_at_end(path: &Path) -> Result<(tokio::fs::File, u64)> {
         .seek(std::io::SeekFrom::End(0))
         .await
         .context(|| format!("seeking {}", path.display()))?;
-    Ok((f, len))
+    let at = offset.map_or(len, |o| o.min(len));
+    f.seek(std::io::SeekFrom::Start(at))
+        .await
+        .context(|| format!("seeking {}", path.display()))?;
+    Ok((f, at))
 }
 
 async fn write_record(job_dir: &Path, record: &AttemptRecord) -> Result<()> {

@@ -157,14 +157,16 @@ pub async fn poll(
     let wait = Duration::from_millis(body.value.wait_ms.min(30_000));
     let max = body.value.max.unwrap_or(8).clamp(1, 64);
     let deadline = tokio::time::Instant::now() + wait;
+    let mut fresh = true;
     loop {
         let notified = state.work.notified();
         let (org, agent) = (caller.org.id.clone(), agent_id.clone());
         let now = now_ms();
+        let first = std::mem::replace(&mut fresh, false);
         let dispatched = state
             .store
             .writer()
-            .submit(move |tx| tx.dispatch(&org, &agent, max, now))
+            .submit(move |tx| tx.dispatch(&org, &agent, max, now, first))
             .await
             .map_err(ApiError::from)?;
         if !dispatched.is_empty() || tokio::time::Instant::now() >= deadline {
