@@ -4,6 +4,7 @@
 //! Each subcommand prints one human line and then one JSON line with the results.
 
 mod disk;
+mod jobs;
 mod ledger;
 mod pg;
 mod purchases;
@@ -97,6 +98,42 @@ enum Command {
         /// The per-transaction log files.
         logs: Vec<String>,
     },
+    /// Jobs through the exchange and the real `suanli agent` (local backend): submit → running
+    /// latency, or throughput of trivial jobs side by side with a real single-node Slurm.
+    Jobs {
+        #[arg(value_enum)]
+        which: jobs::Which,
+        /// The `suanli` binary whose `agent` subcommand serves this machine.
+        #[arg(long, default_value = "target/release/suanli")]
+        suanli_bin: std::path::PathBuf,
+        /// Measured jobs (default: 200 for latency, 1000 for throughput).
+        #[arg(long)]
+        jobs: Option<usize>,
+        /// Latency: jobs run first and not counted.
+        #[arg(long, default_value_t = 10)]
+        warmup: usize,
+        /// Throughput: leases of 1 unit (0: as many as this machine's CPUs).
+        #[arg(long, default_value_t = 0)]
+        leases: usize,
+        /// Throughput: concurrent submitters (tasks for Suanli, threads for sbatch).
+        #[arg(long, default_value_t = 4)]
+        submitters: usize,
+        /// Throughput: how often both sides look for the last job's end.
+        #[arg(long, default_value_t = 100)]
+        poll_ms: u64,
+        /// Latency: pause between a job's end and the next submit.
+        #[arg(long, default_value_t = 20)]
+        gap_ms: u64,
+        /// The agent's `sandbox` setting.
+        #[arg(long, value_enum, default_value = "auto")]
+        sandbox: jobs::Sandbox,
+        /// Throughput: leave Slurm out.
+        #[arg(long)]
+        no_slurm: bool,
+        /// Give up after this many seconds (each side).
+        #[arg(long, default_value_t = 600)]
+        timeout_s: u64,
+    },
     /// Prints the markdown table of a file of result JSON lines.
     Table { results: String },
 }
@@ -173,8 +210,34 @@ fn main() -> anyhow::Result<()> {
             clients,
             logs,
         } => disk::pgbench_summary(&report, &logs, clients)?,
+        Command::Jobs {
+            which,
+            suanli_bin,
+            jobs,
+            warmup,
+            leases,
+            submitters,
+            poll_ms,
+            gap_ms,
+            sandbox,
+            no_slurm,
+            timeout_s,
+        } => rt.block_on(jobs::run(&jobs::Options {
+            which,
+            suanli_bin,
+            jobs,
+            warmup,
+            leases,
+            submitters,
+            poll_ms,
+            gap_ms,
+            sandbox,
+            no_slurm,
+            timeout_s,
+        }))?,
         Command::Table { results } => {
             table::print(&results)?;
+            jobs::print_table(&results)?;
             return Ok(());
         }
     };

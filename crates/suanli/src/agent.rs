@@ -514,7 +514,7 @@ async fn supervise_new(agent: Arc<Agent>, a: Assignment, stop: watch::Receiver<b
             })
             .await
             {
-                Ok(_) => supervise(agent, job, note, stop).await,
+                Ok(_) => supervise(agent, job, note, stop, false).await,
                 Err(e) => {
                     tracing::warn!(attempt = %a.attempt_id, error = %e, "the exchange refused the attempt: stopping it");
                     job.cancel().await;
@@ -542,12 +542,20 @@ async fn supervise(
     mut job: RunningJob,
     mut note: AttemptNote,
     mut stop: watch::Receiver<bool>,
+    resumed: bool,
 ) {
     let mut logs = job.take_logs();
     let log_agent = agent.clone();
     let attempt_id = note.attempt_id.clone();
     let mut progress = saved_log_progress(&agent.state_dir, &note.attempt_id);
     progress.seq = progress.seq.max(note.log_seq);
+    if resumed {
+        // The agent that died may have had one batch (at most 200 chunks) acknowledged after it
+        // last wrote its progress: number this agent's chunks past any it could have used, so
+        // that none is mistaken for a repeat. The output of that batch may then appear twice;
+        // none is lost.
+        progress.seq += 1_000;
+    }
     let forwarder =
         tokio::spawn(async move { forward_logs(log_agent, attempt_id, &mut logs, progress).await });
     let mut tick = tokio::time::interval(agent.usage_interval);
@@ -872,7 +880,7 @@ async fn reattach_all(agent: &Arc<Agent>) {
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
                     .insert(note.attempt_id.clone(), stop_tx);
-                tokio::spawn(supervise(agent.clone(), job, note, stop_rx));
+                tokio::spawn(supervise(agent.clone(), job, note, stop_rx, true));
             }
             Ok(Some(Reattached::Finished(outcome))) => {
                 let u = outcome.usage;
