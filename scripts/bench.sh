@@ -5,8 +5,14 @@
 # Usage: scripts/bench.sh [RESULTS_FILE]
 #   SECONDS_PER_RUN (default 10)  measured seconds of each throughput benchmark
 #   PG_PORT         (default 55499) port of the throwaway PostgreSQL cluster
-#   SKIP_BUILD=1    use the release binary as it is
-# Needs PostgreSQL 15 binaries (/usr/lib/postgresql/15/bin, see scripts/pg.sh) and pgbench.
+#   SKIP_BUILD=1    use the release binaries as they are
+#   JOBS_N          (default 1000) trivial jobs of the jobs throughput benchmark; JOBS_N=0 skips
+#                   both jobs benchmarks
+#   SLURM           (default tuned) the Slurm the jobs are compared with (scripts/slurm.sh):
+#                   tuned (batch_sched_delay=0), recipe (Slurm's defaults; ~3x slower, about 25 min
+#                   for 1,000 jobs on 2 CPUs), 0 (Suanli side only)
+# Needs PostgreSQL 15 binaries (/usr/lib/postgresql/15/bin, see scripts/pg.sh) and pgbench; the
+# jobs benchmarks need root for Slurm (scripts/slurm.sh installs and starts it) and the agent.
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -19,14 +25,21 @@ pgdir="$work/pg"
 pgbench_bin=${PGBENCH:-$(command -v pgbench || echo /usr/lib/postgresql/15/bin/pgbench)}
 url="postgres://postgres@127.0.0.1:$port/postgres"
 
+jobs_n=${JOBS_N:-1000}
+slurm_mode=${SLURM:-tuned}
+slurm_started=0
+
 cleanup() {
   scripts/pg.sh stop "$pgdir" || true
+  if [ "$slurm_started" = 1 ]; then
+    scripts/slurm.sh stop || true
+  fi
   rm -rf "$work"
 }
 trap cleanup EXIT
 
 if [ "${SKIP_BUILD:-0}" != 1 ]; then
-  cargo build --release -p suanli-bench
+  cargo build --release -p suanli -p suanli-bench
 fi
 bin="$root/target/release/suanli-bench"
 : >"$results"
@@ -73,6 +86,23 @@ run purchases --backend sqlite --seconds "$secs" --end
 echo "== ledger transfers through the store's writer, 16 clients"
 run ledger --backend sqlite --seconds "$secs"
 run ledger --backend postgres --seconds "$secs" --database-url "$url"
+
+if [ "$jobs_n" != 0 ]; then
+  echo "== jobs through the exchange and the real agent (local backend)"
+  run jobs latency --suanli-bin "$root/target/release/suanli"
+  slurm_args=(--no-slurm)
+  if [ "$slurm_mode" != 0 ]; then
+    scripts/slurm.sh status || slurm_started=1
+    mode_arg=""
+    [ "$slurm_mode" = tuned ] && mode_arg=tuned
+    if scripts/slurm.sh start $mode_arg; then
+      slurm_args=()
+    else
+      echo "Slurm could not be started (above): the jobs are measured on Suanli only"
+    fi
+  fi
+  run jobs throughput --jobs "$jobs_n" --suanli-bin "$root/target/release/suanli" "${slurm_args[@]}"
+fi
 
 cpu=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')
 mem=$(awk '/MemTotal/ {printf "%.1f GiB", $2 / 1048576}' /proc/meminfo)

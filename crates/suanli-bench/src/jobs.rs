@@ -107,6 +107,7 @@ struct Market {
     agent: Child,
     agent_log: PathBuf,
     isolation: String,
+    isolation_full: String,
     node_cpus: u64,
 }
 
@@ -194,6 +195,7 @@ impl Market {
             agent,
             agent_log,
             isolation: String::new(),
+            isolation_full: String::new(),
             node_cpus: 0,
         };
         let registered = async {
@@ -213,7 +215,8 @@ impl Market {
         }
         .await;
         let agent = registered.map_err(|e| market.explain(e))?;
-        market.isolation = agent.isolation.clone();
+        market.isolation = short_isolation(&agent.isolation);
+        market.isolation_full = agent.isolation.clone();
         let pool = provider.get_pool(&agent.pool_id).await?;
         market.node_cpus = pool.nodes.first().map(|n| n.cpus).unwrap_or(1);
         let offer = provider
@@ -307,6 +310,24 @@ impl Market {
             let _ = self.agent.kill();
             let _ = self.agent.wait();
         }
+    }
+}
+
+/// `cgroup v1 + bubblewrap` from the agent's long isolation summary.
+fn short_isolation(s: &str) -> String {
+    let limits = if s.contains("cgroup v2") {
+        "cgroup v2"
+    } else if s.contains("cgroup v1") {
+        "cgroup v1"
+    } else if s.contains("rlimit") {
+        "rlimits"
+    } else {
+        "no limits"
+    };
+    if s.contains("sandbox bubblewrap") {
+        format!("{limits} + bubblewrap")
+    } else {
+        limits.to_owned()
     }
 }
 
@@ -579,6 +600,7 @@ async fn latency(o: &Options, m: &Market) -> anyhow::Result<Value> {
         "bench": "job_latency",
         "backend": "local",
         "isolation": m.isolation,
+        "isolation_full": m.isolation_full,
         "jobs": n,
         "warmup": o.warmup,
         "gap_ms": o.gap_ms,
@@ -763,6 +785,7 @@ async fn throughput(o: &Options, m: &Market, dir: &Path) -> anyhow::Result<Value
         "leases": leases_n,
         "submitters": submitters,
         "isolation": m.isolation,
+        "isolation_full": m.isolation_full,
         "node_cpus": m.node_cpus,
         "submitted_s": round3(submitted.as_secs_f64()),
         "all_final_s": round3(all_final.as_secs_f64()),
@@ -881,6 +904,15 @@ fn slurm_run(
     }
     let nodes = output(Command::new("sinfo").args(["-h", "-o", "%N %c %T"]))?;
     let version = output(Command::new("sbatch").arg("--version"))?;
+    let config = output(Command::new("scontrol").args(["show", "config"]))?;
+    let sched = config
+        .lines()
+        .find(|l| l.starts_with("SchedulerParameters"))
+        .and_then(|l| l.split_once('='))
+        .map(|(_, v)| v.trim())
+        .filter(|v| !v.is_empty() && *v != "(null)")
+        .unwrap_or("defaults")
+        .to_owned();
     // Nothing of an earlier run may still be in the queue.
     let wait_until = Instant::now() + Duration::from_secs(60);
     while !queued_ids()?.is_empty() {
@@ -949,7 +981,9 @@ fn slurm_run(
     let done = start.elapsed();
     let rate = n as f64 / done.as_secs_f64();
 
-    // Confirmation: the jobcomp file (`sacct -c`) lists every job, with its state and times.
+    // Confirmation: the jobcomp file (`sacct -c`) lists every job, with its state and times. Its
+    // `Submit` column shows the start time there (22.05); `Eligible` is the submit time (no
+    // dependencies or holds here).
     let ours: HashSet<&str> = ids.iter().map(String::as_str).collect();
     let mut states: BTreeMap<String, u64> = BTreeMap::new();
     let mut wait = Latencies::with_capacity(n);
@@ -962,7 +996,7 @@ fn slurm_run(
             "-n",
             "-P",
             "-o",
-            "JobID,State,ExitCode,Submit,Start,End",
+            "JobID,State,ExitCode,Eligible,Start,End",
         ])) {
             Ok(text) => {
                 states.clear();
@@ -997,6 +1031,7 @@ fn slurm_run(
         "jobs": n,
         "threads": threads,
         "version": version.trim(),
+        "scheduler_parameters": sched,
         "node": nodes.trim(),
         "submitted_s": round3(submitted.as_secs_f64()),
         "queue_empty_s": round3(done.as_secs_f64()),
@@ -1027,11 +1062,12 @@ fn describe_slurm(v: &Value) -> String {
         )
     };
     format!(
-        "{} jobs `sbatch --wrap true` ({} threads, {}): {} jobs/s (submitted in {} s, queue empty at {} s); \
+        "{} jobs `sbatch --wrap true` ({} threads, {}, SchedulerParameters {}): {} jobs/s (submitted in {} s, queue empty at {} s); \
          sacct -c confirms {} of them: {}; per job: sbatch {}, submit → start {} and start → end {} (1 s resolution)",
         v["jobs"],
         v["threads"],
         v["version"].as_str().unwrap_or("?"),
+        v["scheduler_parameters"].as_str().unwrap_or("?"),
         v["jobs_per_s"],
         v["submitted_s"],
         v["queue_empty_s"],
@@ -1087,7 +1123,10 @@ pub fn print_table(path: &str) -> anyhow::Result<()> {
             if p50 <= 50_000 { "**met**" } else { "**missed**" },
         );
     }
-    if let Some(r) = find("jobs_throughput") {
+    let throughput = results
+        .iter()
+        .filter(|r| r.get("bench").and_then(Value::as_str) == Some("jobs_throughput"));
+    for r in throughput {
         let s = &r["suanli"];
         let ratio = r["ratio"].as_f64();
         println!(
@@ -1109,9 +1148,10 @@ pub fn print_table(path: &str) -> anyhow::Result<()> {
         let sl = &r["slurm"];
         if let Some(rate) = sl["jobs_per_s"].as_f64() {
             println!(
-                "| {} trivial jobs, Slurm | single-node Slurm ({}), `sbatch --wrap true` from {} threads, until `squeue` is empty; latency of `sbatch` | {rate:.1} jobs/s | {} | {} | baseline | — |",
+                "| {} trivial jobs, Slurm | single-node Slurm ({}, SchedulerParameters: {}), `sbatch --wrap true` from {} threads, until `squeue` is empty; latency of `sbatch` | {rate:.1} jobs/s | {} | {} | baseline | — |",
                 sl["jobs"],
                 sl["version"].as_str().unwrap_or("?"),
+                sl["scheduler_parameters"].as_str().unwrap_or("?"),
                 sl["threads"],
                 us(sl, "sbatch_call"),
                 us99(sl, "sbatch_call"),
