@@ -1035,7 +1035,7 @@ fn slurm_run(
         "node": nodes.trim(),
         "submitted_s": round3(submitted.as_secs_f64()),
         "queue_empty_s": round3(done.as_secs_f64()),
-        "jobs_per_s": round1(rate),
+        "jobs_per_s": round3(rate),
         "job_ids": ids.len(),
         "confirmed_by_sacct": confirmed,
         "states": states,
@@ -1148,7 +1148,7 @@ pub fn print_table(path: &str) -> anyhow::Result<()> {
         let sl = &r["slurm"];
         if let Some(rate) = sl["jobs_per_s"].as_f64() {
             println!(
-                "| {} trivial jobs, Slurm | single-node Slurm ({}, SchedulerParameters: {}), `sbatch --wrap true` from {} threads, until `squeue` is empty; latency of `sbatch` | {rate:.1} jobs/s | {} | {} | baseline | — |",
+                "| {} trivial jobs, Slurm | single-node Slurm ({}, SchedulerParameters: {}), `sbatch --wrap true` from {} threads, until `squeue` is empty; latency of `sbatch` | {rate:.2} jobs/s | {} | {} | baseline | — |",
                 sl["jobs"],
                 sl["version"].as_str().unwrap_or("?"),
                 sl["scheduler_parameters"].as_str().unwrap_or("?"),

@@ -260,6 +260,10 @@ CREATE TABLE job_outputs (
     PRIMARY KEY (job_id, path)
 );
 "#,
+    // 4: dispatch asks, for every queued job, whether its lease is busy: answer from an index.
+    r#"
+CREATE INDEX jobs_lease_state ON jobs(lease_id, state);
+"#,
 ];
 
 /// The migration text for `backend_kind`.
