@@ -22,6 +22,12 @@ pub struct ServeArgs {
     /// Most requests per group commit; 1 commits every request on its own.
     #[arg(long, default_value_t = 1024)]
     pub max_batch: usize,
+    /// Seconds without a heartbeat after which an agent is suspect.
+    #[arg(long, default_value_t = 15)]
+    pub agent_suspect_after_s: u64,
+    /// Seconds without a heartbeat after which an agent is lost, and its running attempts with it.
+    #[arg(long, default_value_t = 60)]
+    pub agent_lost_after_s: u64,
     /// Zones of the market, as id=name:kind (kind is core or function). Default: the Wuqing
     /// industrial new city's core zone and function zones.
     #[arg(long = "zone", value_name = "ID=NAME:KIND")]

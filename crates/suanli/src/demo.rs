@@ -348,6 +348,8 @@ pub async fn run(args: DemoArgs) -> Result<()> {
         fee_bps: 500,
         max_batch: 1024,
         zones: Vec::new(),
+        agent_suspect_after_s: 15,
+        agent_lost_after_s: 60,
     };
     let config = crate::serve::config(&serve_args)?;
     let db_path = match &config.database {

@@ -73,6 +73,11 @@ pub fn config(args: &ServeArgs) -> Result<ServerConfig> {
         max_batch: args.max_batch.max(1),
         ..WriterConfig::default()
     };
+    if args.agent_suspect_after_s == 0 || args.agent_lost_after_s <= args.agent_suspect_after_s {
+        bail!("--agent-lost-after-s must be longer than --agent-suspect-after-s, which must be at least 1");
+    }
+    config.suspect_after = std::time::Duration::from_secs(args.agent_suspect_after_s);
+    config.lost_after = std::time::Duration::from_secs(args.agent_lost_after_s);
     Ok(config)
 }
 
