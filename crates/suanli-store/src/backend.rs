@@ -1,7 +1,7 @@
 //! The store trait: one narrow SQL connection interface, implemented by SQLite and PostgreSQL.
 //!
 //! Domain queries ([`crate::ops`]) are written once in the SQL both databases share (`$N`
-//! placeholders, `RETURNING`, `ON CONFLICT`); each backend owns its connection handling, its error
+//! parameters, `RETURNING`, `ON CONFLICT`); each backend owns its connection handling, its error
 //! mapping and its migrations.
 
 /// A bound parameter or a read column. Typed nulls, because PostgreSQL checks parameter types.
@@ -135,9 +135,9 @@ impl StoreError {
 pub trait Backend: Send {
     /// `sqlite` or `postgres`.
     fn kind(&self) -> &'static str;
-    /// Runs one statement with `$N` placeholders; returns the rows it changed.
+    /// Runs one statement with `$N` parameters; returns the rows it changed.
     fn execute(&mut self, sql: &str, params: &[Value]) -> Result<u64, StoreError>;
-    /// Runs one query with `$N` placeholders.
+    /// Runs one query with `$N` parameters.
     fn query(&mut self, sql: &str, params: &[Value]) -> Result<Vec<Row>, StoreError>;
     /// Runs statements without parameters (transaction control, migrations).
     fn batch(&mut self, sql: &str) -> Result<(), StoreError>;

@@ -33,8 +33,8 @@ fn map_err(e: rusqlite::Error) -> StoreError {
     StoreError::Backend(e.to_string())
 }
 
-/// Rewrites `$N` placeholders as SQLite's explicit `?N`.
-fn placeholders(sql: &str) -> String {
+/// Rewrites `$N` parameters as SQLite's explicit `?N`.
+fn numbered_parameters(sql: &str) -> String {
     sql.replace('$', "?")
 }
 
@@ -79,7 +79,7 @@ fn rewrite<'a>(cache: &'a mut std::collections::HashMap<String, String>, sql: &s
         if cache.len() > 1_024 {
             cache.clear();
         }
-        cache.insert(sql.to_owned(), placeholders(sql));
+        cache.insert(sql.to_owned(), numbered_parameters(sql));
     }
     &cache[sql]
 }
