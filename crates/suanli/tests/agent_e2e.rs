@@ -2,38 +2,18 @@
 //! machine running jobs as child processes, and a consumer buying, launching, following logs and
 //! paying for metered use.
 
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use serde_json::{json, Value};
 use suanli_api::*;
+
+// Shared with the failure scenarios: the in-process exchange, the task and the job poll.
+#[allow(dead_code)]
+mod common;
+use common::{exchange, task, wait_job, Exchange};
 use suanli_client::{Client, Method};
-use suanli_server::ServerConfig;
-use suanli_store::Location;
-
-struct Exchange {
-    base: String,
-    operator: Client,
-}
-
-async fn exchange(dir: &Path, adjust: impl FnOnce(&mut ServerConfig)) -> Exchange {
-    let mut config = ServerConfig::new(Location::Sqlite(
-        dir.join("x.db").to_string_lossy().into_owned(),
-    ));
-    adjust(&mut config);
-    let (state, boot) = suanli_server::start(config).await.unwrap();
-    let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0)))
-        .await
-        .unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(suanli_server::serve_on(listener, state));
-    Exchange {
-        operator: Client::new(base.clone(), boot.token_secret),
-        base,
-    }
-}
 
 struct AgentProcess {
     child: Child,
@@ -117,19 +97,6 @@ async fn wait_for_agent(provider: &Client) -> Agent {
     panic!("the agent never registered");
 }
 
-async fn wait_job(c: &Client, job_id: &str, done: impl Fn(&Job) -> bool) -> Job {
-    let mut last = None;
-    for _ in 0..600 {
-        let j = c.get_job(job_id).await.unwrap();
-        if done(&j) {
-            return j;
-        }
-        last = Some(j);
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("job {job_id} did not reach the expected state: {last:#?}");
-}
-
 async fn all_logs(c: &Client, job_id: &str) -> (String, String) {
     let (mut out, mut err) = (String::new(), String::new());
     let mut after = 0;
@@ -156,16 +123,6 @@ async fn all_logs(c: &Client, job_id: &str) -> (String, String) {
         if page.done {
             return (out, err);
         }
-    }
-}
-
-fn task(run: &str) -> CreateJobRequest {
-    CreateJobRequest {
-        task: TaskSpec {
-            name: Some("t".into()),
-            run: run.into(),
-            ..TaskSpec::default()
-        },
     }
 }
 
