@@ -53,7 +53,6 @@ pub async fn register(
     let req = body.value;
     name("name", &req.name)?;
     zone(&state, "zone", &req.zone)?;
-    hex_bytes::<32>("public_key_hex", &req.public_key_hex)?;
     VerifyingKey::from_bytes(&hex_bytes::<32>("public_key_hex", &req.public_key_hex)?)
         .map_err(|_| ApiError::invalid("public_key_hex", "not an ed25519 public key"))?;
     if req.backend != "local" && req.backend != "slurm" {

@@ -16,7 +16,7 @@ use suanli_store::jobs::NewJob;
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::extract::{ApiJson, ApiQuery, BodylessHash, IdPath, IdempotencyKey};
-use crate::routes::{limit, name, text};
+use crate::routes::{limit, name};
 use crate::{now_ms, wire, AppState};
 
 /// Largest uploaded working directory, decoded (the request body is limited to 1 MiB).
@@ -134,9 +134,6 @@ pub async fn create_job(
     caller.require_kind(&[OrgKind::Consumer], "running jobs")?;
     let task = body.value.task;
     validate_task(&task)?;
-    if let Some(n) = &task.name {
-        text("task.name", n)?;
-    }
     let spec =
         serde_json::to_string(&task).map_err(|e| ApiError::invalid("task", e.to_string()))?;
     let job = NewJob {
