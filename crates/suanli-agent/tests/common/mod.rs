@@ -19,10 +19,12 @@ pub fn test_root(name: &str) -> PathBuf {
     base.join(format!("{name}-{}", std::process::id()))
 }
 
-/// A directory outside `/tmp` (which bubblewrap replaces anyway), for files jobs must not read.
+/// A directory outside `/tmp` (which bubblewrap replaces), for files jobs must not read. Not under
+/// the build directory either: a checkout may itself live under `/tmp`.
 pub fn private_dir(name: &str) -> PathBuf {
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
-        .join(format!("suanli-agent-{name}-{}", std::process::id()));
+    let base = Path::new("/var/tmp/suanli-agent-tests");
+    std::fs::create_dir_all(base).unwrap();
+    let dir = base.join(format!("suanli-agent-{name}-{}", std::process::id()));
     remove_earlier_runs(dir.parent().unwrap(), &format!("suanli-agent-{name}"));
     std::fs::create_dir_all(&dir).unwrap();
     dir
