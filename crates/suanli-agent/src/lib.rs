@@ -10,6 +10,8 @@
 //!   environment. Its handle ([`local::RunningJob`]) streams output, meters usage, cancels (the
 //!   whole process tree) and waits for the [`local::Outcome`]; a restarted agent finds its jobs
 //!   again with [`local::LocalBackend::reattach`].
+//! - [`slurm`]: the Slurm backend for supercomputing centers: jobs become Slurm batch jobs run as
+//!   mapped Unix accounts; capacity, states and usage come from Slurm's own commands.
 //! - [`Error`]: the error type of both.
 //!
 //! Nothing here uses `unsafe`: signals go through the shell's `kill`, rlimits through `prlimit`,
@@ -19,5 +21,6 @@ pub mod capacity;
 mod cgroupfs;
 mod error;
 pub mod local;
+pub mod slurm;
 
 pub use error::{Error, Result};

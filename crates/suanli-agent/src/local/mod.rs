@@ -16,8 +16,8 @@
 
 mod cgroup;
 mod job;
-mod logs;
-mod procfs;
+pub(crate) mod logs;
+pub(crate) mod procfs;
 mod sandbox;
 
 use std::collections::{BTreeMap, HashMap};
@@ -898,7 +898,7 @@ pub(crate) fn safe_relative(path: &str) -> Result<PathBuf> {
     Ok(out)
 }
 
-fn validate_launch(spec: &JobLaunch) -> Result<()> {
+pub(crate) fn validate_launch(spec: &JobLaunch) -> Result<()> {
     validate_attempt_id(&spec.attempt_id)?;
     if spec.run.trim().is_empty() {
         return Err(Error::InvalidJob("run command is empty".into()));
@@ -1008,7 +1008,7 @@ fn prepare_job_dir(
     result
 }
 
-fn chown_tree(dir: &Path, uid: u32, gid: u32) -> Result<()> {
+pub(crate) fn chown_tree(dir: &Path, uid: u32, gid: u32) -> Result<()> {
     std::os::unix::fs::lchown(dir, Some(uid), Some(gid))
         .context(|| format!("chown {}", dir.display()))?;
     for entry in std::fs::read_dir(dir).context(|| format!("listing {}", dir.display()))? {
