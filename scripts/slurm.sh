@@ -12,7 +12,9 @@
 #           up to 3 s, which on one node means a scheduling pass every 3 s)
 #   stop    stops the three daemons (by their pid files)
 #   status  exit 0 when slurmctld answers and the node is up
-# Needs root. Finished jobs: `sacct -c` reads /var/log/slurm/jobcomp.txt.
+# Needs root. Finished jobs: `sacct -c` reads /var/log/slurm/jobcomp.txt. Two partitions over the
+# one node: `debug` (the default, no time limit) and `short` (jobs of at most one minute; a
+# longer request pends forever with reason PartitionTimeLimit, which the Slurm backend's tests use).
 set -euo pipefail
 
 conf=/etc/slurm/slurm.conf
@@ -90,6 +92,7 @@ JobCompType=jobcomp/filetxt
 JobCompLoc=/var/log/slurm/jobcomp.txt
 $node NodeAddr=127.0.0.1 State=UNKNOWN
 PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP
+PartitionName=short Nodes=ALL MaxTime=1 State=UP
 CONF
   if [ "${1:-}" = tuned ]; then
     echo "SchedulerParameters=batch_sched_delay=0"

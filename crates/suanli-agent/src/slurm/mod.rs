@@ -180,6 +180,15 @@ pub struct SlurmBackend {
     inner: Arc<Inner>,
 }
 
+impl std::fmt::Debug for SlurmBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SlurmBackend")
+            .field("version", &self.inner.version)
+            .field("options", &self.inner.options)
+            .finish()
+    }
+}
+
 struct Inner {
     options: SlurmOptions,
     agent_is_root: bool,
