@@ -233,6 +233,12 @@ pub struct Assignment {
     pub time_limit_s: u64,
     /// Node ids of the lease's allocations.
     pub node_ids: Vec<String>,
+    /// The lease's resource class (`supercomputing:<PARTITION>` tells a Slurm agent where to run).
+    #[serde(default)]
+    pub class: String,
+    /// The consumer org, which a Slurm agent maps to a Unix account.
+    #[serde(default)]
+    pub consumer_org_id: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -244,7 +250,8 @@ pub struct PollResponse {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AttemptEvent {
-    /// `running`, `succeeded`, `failed`, `cancelled` or `timed_out`.
+    /// `pending` (waiting in the backend's queue; `message` says why), `running`, `succeeded`,
+    /// `failed`, `cancelled` or `timed_out`.
     pub state: String,
     #[serde(default)]
     pub exit_code: Option<i32>,

@@ -624,7 +624,8 @@ impl Tx<'_> {
         Ok(out)
     }
 
-    /// An agent's report of how an attempt goes: running, or how it ended.
+    /// An agent's report of how an attempt goes: pending in its backend's queue (`Dispatched`,
+    /// with the reason as `message`), running, or how it ended.
     #[allow(clippy::too_many_arguments)]
     pub fn attempt_event(
         &mut self,
@@ -639,6 +640,24 @@ impl Tx<'_> {
     ) -> Result<JobRow, StoreError> {
         self.touch_agent(org_id, agent_id, now_ms)?;
         let (attempt, job) = self.fence(agent_id, attempt_id)?;
+        if new_state == JobState::Dispatched {
+            // Pending in the backend's queue: the job waits; its reason says why.
+            if job.state != JobState::Dispatched {
+                return Err(StoreError::invalid(
+                    "state",
+                    format!("a {} job cannot be pending", job.state.as_str()),
+                ));
+            }
+            self.b.execute(
+                "UPDATE attempts SET reason = $2, backend_id = COALESCE($3, backend_id) WHERE id = $1",
+                &[attempt_id.into(), message.into(), backend_id.into()],
+            )?;
+            self.b.execute(
+                "UPDATE jobs SET reason = $2 WHERE id = $1",
+                &[(&job.id).into(), message.into()],
+            )?;
+            return self.job(&job.id);
+        }
         let event = match new_state {
             JobState::Running => JobEvent::Start,
             s if s.is_final() && s != JobState::Lost => JobEvent::Finish(s),
@@ -656,8 +675,13 @@ impl Tx<'_> {
                  backend_id = COALESCE($3, backend_id) WHERE id = $1",
                 &[attempt_id.into(), now_ms.into(), backend_id.into()],
             )?;
+            // A reason left from waiting in the backend's queue no longer applies.
             self.b.execute(
-                "UPDATE jobs SET state = 'running', started_ms = COALESCE(started_ms, $2) WHERE id = $1",
+                "UPDATE attempts SET reason = NULL WHERE id = $1 AND state = 'running'",
+                &[attempt_id.into()],
+            )?;
+            self.b.execute(
+                "UPDATE jobs SET state = 'running', started_ms = COALESCE(started_ms, $2), reason = NULL WHERE id = $1",
                 &[(&job.id).into(), now_ms.into()],
             )?;
         } else {

@@ -53,9 +53,13 @@ pub struct AgentConfig {
     /// agent is root, so every directory on the way must allow search (o+x).
     #[serde(default)]
     pub jobs_dir: Option<PathBuf>,
-    /// `local` (this machine's processes).
+    /// `local` (this machine's processes) or `slurm` (the cluster this login node submits to;
+    /// see `[slurm]` and docs/SUPERCOMPUTING.md).
     #[serde(default = "default_backend")]
     pub backend: String,
+    /// The Slurm backend's partitions, prices, accounts and polling.
+    #[serde(default)]
+    pub slurm: Option<crate::agent_slurm::SlurmSection>,
     /// Serve this existing pool of the provider instead of one named after the agent.
     #[serde(default)]
     pub pool_id: Option<String>,
@@ -84,12 +88,20 @@ impl AgentConfig {
             std::fs::read_to_string(path).with_context(|| format!("read {}", path.display()))?;
         let config: AgentConfig =
             toml::from_str(&text).with_context(|| format!("parse {}", path.display()))?;
-        if config.backend != "local" {
-            bail!(
-                "{}: backend {:?} is not available in this build (local is)",
-                path.display(),
-                config.backend
-            );
+        match (config.backend.as_str(), &config.slurm) {
+            ("local", None) => {}
+            ("local", Some(_)) => bail!(
+                "{}: [slurm] is set but backend is \"local\"; write backend = \"slurm\"",
+                path.display()
+            ),
+            ("slurm", Some(section)) => section
+                .validate()
+                .with_context(|| format!("{}: [slurm]", path.display()))?,
+            ("slurm", None) => bail!(
+                "{}: backend = \"slurm\" needs a [slurm] section with the partitions sold",
+                path.display()
+            ),
+            (other, _) => bail!("{}: backend {other:?} is local or slurm", path.display()),
         }
         Ok(config)
     }
@@ -138,13 +150,13 @@ fn hex_decode(s: &str) -> Option<Vec<u8>> {
 
 /// What the agent remembers about the attempts it started, so a restart can find them.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-struct AttemptNote {
-    attempt_id: String,
+pub(crate) struct AttemptNote {
+    pub attempt_id: String,
     job_id: String,
     units: u64,
     usage_seq: u64,
     unit_seconds_reported: u64,
-    log_seq: u64,
+    pub log_seq: u64,
     /// The task's output paths, collected when the job ends.
     #[serde(default)]
     outputs: Vec<String>,
@@ -152,13 +164,40 @@ struct AttemptNote {
     /// sequence number, counted once) before anything else, also after a restart.
     #[serde(default)]
     pending_usage: Option<UsageRecord>,
+    /// The backend's id of the job (the Slurm job id), once it has one.
+    #[serde(default)]
+    pub backend_id: Option<String>,
+    /// The attempt's wall-clock limit (enforced again after a restart).
+    #[serde(default)]
+    pub time_limit_s: u64,
+    /// Whether the exchange was told the job runs.
+    #[serde(default)]
+    pub reported_running: bool,
+}
+
+impl AttemptNote {
+    pub(crate) fn new(a: &Assignment) -> AttemptNote {
+        AttemptNote {
+            attempt_id: a.attempt_id.clone(),
+            job_id: a.job_id.clone(),
+            units: a.units,
+            usage_seq: 0,
+            unit_seconds_reported: 0,
+            log_seq: 0,
+            outputs: a.task.outputs.clone(),
+            pending_usage: None,
+            backend_id: None,
+            time_limit_s: a.time_limit_s,
+            reported_running: false,
+        }
+    }
 }
 
 fn notes_dir(state_dir: &Path) -> PathBuf {
     state_dir.join("attempts")
 }
 
-fn save_note(state_dir: &Path, note: &AttemptNote) {
+pub(crate) fn save_note(state_dir: &Path, note: &AttemptNote) {
     let path = notes_dir(state_dir).join(format!("{}.json", note.attempt_id));
     let tmp = path.with_extension("json.tmp");
     let ok = serde_json::to_vec(note)
@@ -184,13 +223,13 @@ fn log_seq_path(state_dir: &Path, attempt_id: &str) -> PathBuf {
 /// What the exchange acknowledged of an attempt's output: the last chunk number and the bytes of
 /// stdout and stderr sent (so a restarted agent resumes the log files there).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-struct LogProgress {
-    seq: u64,
-    stdout_bytes: u64,
-    stderr_bytes: u64,
+pub(crate) struct LogProgress {
+    pub seq: u64,
+    pub stdout_bytes: u64,
+    pub stderr_bytes: u64,
 }
 
-fn saved_log_progress(state_dir: &Path, attempt_id: &str) -> LogProgress {
+pub(crate) fn saved_log_progress(state_dir: &Path, attempt_id: &str) -> LogProgress {
     let text = std::fs::read_to_string(log_seq_path(state_dir, attempt_id)).unwrap_or_default();
     let mut n = text
         .split_whitespace()
@@ -202,21 +241,28 @@ fn saved_log_progress(state_dir: &Path, attempt_id: &str) -> LogProgress {
     }
 }
 
+/// Where the agent runs jobs.
+enum Backend {
+    Local(LocalBackend),
+    Slurm(Arc<crate::agent_slurm::SlurmSide>),
+}
+
 /// Shared state of the agent's loops.
-struct Agent {
-    client: Client,
-    agent_id: String,
+pub(crate) struct Agent {
+    pub client: Client,
+    pub agent_id: String,
+    pub pool_id: String,
     key: SigningKey,
-    backend: LocalBackend,
-    state_dir: PathBuf,
-    usage_interval: Duration,
+    backend: Backend,
+    pub state_dir: PathBuf,
+    pub usage_interval: Duration,
     /// Attempts being supervised, with the switch that tells each to stop.
-    running: Mutex<HashMap<String, watch::Sender<bool>>>,
+    pub running: Mutex<HashMap<String, watch::Sender<bool>>>,
 }
 
 /// Retries a call while the exchange cannot be reached or is unavailable; gives up on a definite
 /// answer. Backoff doubles up to 10 s.
-async fn retry<T, F, Fut>(what: &str, mut f: F) -> Result<T, ClientError>
+pub(crate) async fn retry<T, F, Fut>(what: &str, mut f: F) -> Result<T, ClientError>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<T, ClientError>>,
@@ -235,7 +281,7 @@ where
     }
 }
 
-fn is_stale(e: &ClientError) -> bool {
+pub(crate) fn is_stale(e: &ClientError) -> bool {
     matches!(e.code(), Some("stale_attempt") | Some("not_found"))
 }
 
@@ -261,89 +307,134 @@ pub async fn run_with(config: AgentConfig, config_path: PathBuf) -> Result<()> {
     }
     let token = config.token()?;
     let key = load_or_create_key(&config.state_dir)?;
-    let measured = capacity::detect_async().await;
-    let machine = capacity::apply_override(measured, &config.capacity);
-    let mut hidden = vec![
-        config_path,
-        config.state_dir.join("agent.key"),
-        config.state_dir.join("attempts"),
-    ];
-    hidden.extend(config.token_file.clone());
-    let options = LocalOptions {
-        use_bubblewrap: config.sandbox,
-        hidden_paths: hidden,
-        ..LocalOptions::default()
-    };
-    let jobs_dir = config
-        .jobs_dir
-        .clone()
-        .unwrap_or_else(|| config.state_dir.join("jobs"));
-    let backend = LocalBackend::new(jobs_dir, options).context("start the local backend")?;
-    let isolation = backend.isolation();
     let client = Client::new(config.server.trim_end_matches('/').to_owned(), Some(token));
-    let request = registration(&config, &machine, &key, &isolation.summary);
-    let agent = retry("register", || client.register_agent(&request, None))
+    let (backend, summary, notes, nodes) = match config.backend.as_str() {
+        "slurm" => {
+            let side = crate::agent_slurm::SlurmSide::new(&config).await?;
+            let nodes = side.node_specs().await?;
+            let summary = side.backend.summary();
+            (Backend::Slurm(Arc::new(side)), summary, Vec::new(), nodes)
+        }
+        _ => {
+            let measured = capacity::detect_async().await;
+            let machine = capacity::apply_override(measured, &config.capacity);
+            let mut hidden = vec![
+                config_path,
+                config.state_dir.join("agent.key"),
+                config.state_dir.join("attempts"),
+            ];
+            hidden.extend(config.token_file.clone());
+            let options = LocalOptions {
+                use_bubblewrap: config.sandbox,
+                hidden_paths: hidden,
+                ..LocalOptions::default()
+            };
+            let jobs_dir = config
+                .jobs_dir
+                .clone()
+                .unwrap_or_else(|| config.state_dir.join("jobs"));
+            let backend =
+                LocalBackend::new(jobs_dir, options).context("start the local backend")?;
+            let isolation = backend.isolation();
+            (
+                Backend::Local(backend),
+                isolation.summary.clone(),
+                isolation.notes.clone(),
+                vec![local_node(&config, &machine)],
+            )
+        }
+    };
+    let request = RegisterAgentRequest {
+        name: config.name.clone(),
+        zone: config.zone.clone(),
+        public_key_hex: hex(&key.verifying_key().to_bytes()),
+        backend: config.backend.clone(),
+        isolation: summary.chars().take(500).collect(),
+        version: env!("CARGO_PKG_VERSION").into(),
+        nodes,
+        pool_id: config.pool_id.clone(),
+    };
+    let registered = retry("register", || client.register_agent(&request, None))
         .await
         .context("register with the exchange")?;
     println!(
-        "agent {} serving pool {} on {} ({} CPUs, {} MiB{}); isolation: {}",
-        agent.id,
-        agent.pool_id,
+        "agent {} serving pool {} on {} ({}); isolation: {}",
+        registered.id,
+        registered.pool_id,
         config.server,
-        machine.cpus,
-        machine.memory_mib,
-        accelerators_text(&machine),
-        isolation.summary
+        nodes_text(&request.nodes),
+        summary
     );
-    for note in &isolation.notes {
+    for note in &notes {
         println!("  note: {note}");
+    }
+    if let Backend::Slurm(side) = &backend {
+        side.sync_offers(&client, &registered.pool_id, &request.nodes)
+            .await
+            .context("publish the partitions' offers")?;
     }
     let agent = Arc::new(Agent {
         client,
-        agent_id: agent.id,
+        agent_id: registered.id,
+        pool_id: registered.pool_id,
         key,
         backend,
         state_dir: config.state_dir.clone(),
         usage_interval: Duration::from_secs(config.usage_interval_s.max(1)),
         running: Mutex::new(HashMap::new()),
     });
+    if let Backend::Slurm(side) = &agent.backend {
+        tokio::spawn(crate::agent_slurm::capacity_loop(
+            agent.clone(),
+            side.clone(),
+            request,
+        ));
+    }
     reattach_all(&agent).await;
     let heartbeat_every = Duration::from_secs(agent_heartbeat(&agent).await);
     tokio::spawn(heartbeat_loop(agent.clone(), heartbeat_every));
     poll_loop(agent).await
 }
 
-fn accelerators_text(m: &MachineCapacity) -> String {
-    m.accelerators
+/// The nodes, for people: `vm (2 CPUs, 24105 MiB, 8× H100-80G) @debug`.
+fn nodes_text(nodes: &[NodeSpec]) -> String {
+    nodes
         .iter()
-        .map(|a| format!(", {}× {} ({})", a.count, a.model, a.source))
-        .collect()
+        .map(|n| {
+            let acc = n
+                .accelerator_model
+                .as_ref()
+                .map(|m| format!(", {}× {m}", n.accelerators))
+                .unwrap_or_default();
+            let part = n
+                .partition
+                .as_ref()
+                .map(|p| format!(" @{p}"))
+                .unwrap_or_default();
+            let idle = if n.cpus == 0 { ", not taking work" } else { "" };
+            format!(
+                "{} ({} CPUs, {} MiB{acc}{idle}){part}",
+                n.name, n.cpus, n.memory_mib
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
-fn registration(
-    config: &AgentConfig,
-    m: &MachineCapacity,
-    key: &SigningKey,
-    isolation: &str,
-) -> RegisterAgentRequest {
-    // One node per agent; a machine with several accelerator models reports the largest group.
+/// The one node of a local agent: this machine as measured. A machine with several
+/// accelerator models reports the largest group.
+fn local_node(config: &AgentConfig, m: &MachineCapacity) -> NodeSpec {
     let gpu = m.accelerators.iter().max_by_key(|a| a.count);
-    RegisterAgentRequest {
+    if let Some(g) = gpu {
+        println!("accelerators: {}× {} ({})", g.count, g.model, g.source);
+    }
+    NodeSpec {
         name: config.name.clone(),
-        zone: config.zone.clone(),
-        public_key_hex: hex(&key.verifying_key().to_bytes()),
-        backend: config.backend.clone(),
-        isolation: isolation.chars().take(500).collect(),
-        version: env!("CARGO_PKG_VERSION").into(),
-        nodes: vec![NodeSpec {
-            name: config.name.clone(),
-            cpus: m.cpus.max(1),
-            memory_mib: m.memory_mib.max(1),
-            accelerator_model: gpu.map(|g| g.model.clone()),
-            accelerators: gpu.map(|g| g.count).unwrap_or(0),
-            partition: None,
-        }],
-        pool_id: config.pool_id.clone(),
+        cpus: m.cpus.max(1),
+        memory_mib: m.memory_mib.max(1),
+        accelerator_model: gpu.map(|g| g.model.clone()),
+        accelerators: gpu.map(|g| g.count).unwrap_or(0),
+        partition: None,
     }
 }
 
@@ -444,7 +535,7 @@ async fn poll_loop(agent: Arc<Agent>) -> Result<()> {
     }
 }
 
-fn decode_files(a: &Assignment) -> Result<Vec<JobFile>, String> {
+pub(crate) fn decode_files(a: &Assignment) -> Result<Vec<JobFile>, String> {
     a.task
         .workdir
         .iter()
@@ -462,16 +553,14 @@ fn decode_files(a: &Assignment) -> Result<Vec<JobFile>, String> {
 }
 
 async fn supervise_new(agent: Arc<Agent>, a: Assignment, stop: watch::Receiver<bool>) {
-    let mut note = AttemptNote {
-        attempt_id: a.attempt_id.clone(),
-        job_id: a.job_id.clone(),
-        units: a.units,
-        usage_seq: 0,
-        unit_seconds_reported: 0,
-        log_seq: 0,
-        outputs: a.task.outputs.clone(),
-        pending_usage: None,
+    let local = match &agent.backend {
+        Backend::Local(local) => local.clone(),
+        Backend::Slurm(side) => {
+            let side = side.clone();
+            return crate::agent_slurm::supervise_new(agent, side, a, stop).await;
+        }
     };
+    let mut note = AttemptNote::new(&a);
     save_note(&agent.state_dir, &note);
     let launch = match decode_files(&a) {
         Ok(files) => JobLaunch {
@@ -499,7 +588,7 @@ async fn supervise_new(agent: Arc<Agent>, a: Assignment, stop: watch::Receiver<b
             return;
         }
     };
-    match agent.backend.start(launch).await {
+    match local.start(launch).await {
         Ok(job) => {
             let event = AttemptEvent {
                 state: "running".into(),
@@ -597,7 +686,11 @@ const MAX_OUTPUT_BYTES: u64 = 8 * 1024 * 1024;
 
 /// Collects the task's output paths from the job directory (files, and directories recursively;
 /// symbolic links and anything outside the job directory are skipped) and sends them.
-async fn upload_outputs(agent: &Agent, note: &AttemptNote, job_dir: &Path) -> Result<()> {
+pub(crate) async fn upload_outputs(
+    agent: &Agent,
+    note: &AttemptNote,
+    job_dir: &Path,
+) -> Result<()> {
     if note.outputs.is_empty() {
         return Ok(());
     }
@@ -665,7 +758,7 @@ async fn upload_outputs(agent: &Agent, note: &AttemptNote, job_dir: &Path) -> Re
     Ok(())
 }
 
-fn outcome_state(o: &Outcome) -> (&'static str, Option<i32>) {
+pub(crate) fn outcome_state(o: &Outcome) -> (&'static str, Option<i32>) {
     match &o.state {
         LocalState::Succeeded => ("succeeded", Some(0)),
         LocalState::Failed { exit_code } => ("failed", *exit_code),
@@ -677,7 +770,7 @@ fn outcome_state(o: &Outcome) -> (&'static str, Option<i32>) {
 
 /// Reports usage up to `wall_ms`: units × whole seconds, the difference since the last report,
 /// signed. False when the exchange refused the attempt as stale.
-async fn report_usage(
+pub(crate) async fn report_usage(
     agent: &Agent,
     note: &mut AttemptNote,
     wall_ms: u64,
@@ -740,7 +833,7 @@ async fn send_pending_usage(agent: &Agent, note: &mut AttemptNote) -> bool {
 }
 
 /// Sends the job's output in batches; returns the last sequence number sent.
-async fn forward_logs(
+pub(crate) async fn forward_logs(
     agent: Arc<Agent>,
     attempt_id: String,
     logs: &mut tokio::sync::mpsc::Receiver<suanli_agent::local::LogChunk>,
@@ -811,7 +904,7 @@ async fn forward_logs(
 }
 
 /// Reports how an attempt ended (retried until the exchange answers) and forgets it.
-async fn finish(
+pub(crate) async fn finish(
     agent: &Agent,
     note: &mut AttemptNote,
     state: &str,
@@ -843,7 +936,7 @@ async fn finish(
     forget(agent, &note.attempt_id);
 }
 
-fn forget(agent: &Agent, attempt_id: &str) {
+pub(crate) fn forget(agent: &Agent, attempt_id: &str) {
     agent
         .running
         .lock()
@@ -865,9 +958,16 @@ async fn reattach_all(agent: &Arc<Agent>) {
         let Ok(mut note) = serde_json::from_slice::<AttemptNote>(&text) else {
             continue;
         };
+        let local = match &agent.backend {
+            Backend::Local(local) => local,
+            Backend::Slurm(side) => {
+                crate::agent_slurm::reattach(agent, side, note).await;
+                continue;
+            }
+        };
         let progress = saved_log_progress(&agent.state_dir, &note.attempt_id);
         let offsets = Some((progress.stdout_bytes, progress.stderr_bytes));
-        match agent.backend.reattach_from(&note.attempt_id, offsets).await {
+        match local.reattach_from(&note.attempt_id, offsets).await {
             Ok(Some(Reattached::Running(job))) => {
                 println!(
                     "re-attached to attempt {} (pid {})",
@@ -886,7 +986,7 @@ async fn reattach_all(agent: &Arc<Agent>) {
                 let u = outcome.usage;
                 report_usage(agent, &mut note, u.wall_ms, u.cpu_ms, u.peak_memory_mib).await;
                 let mut message = outcome.message.clone();
-                if let Ok(dir) = agent.backend.job_dir(&note.attempt_id) {
+                if let Ok(dir) = local.job_dir(&note.attempt_id) {
                     if let Err(e) = upload_outputs(agent, &note, &dir).await {
                         message = format!("{message}; outputs not collected: {e}");
                     }

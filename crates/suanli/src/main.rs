@@ -7,6 +7,7 @@
 //! - [`profiles`]: the CLI's config file of named profiles (server URL and token).
 
 mod agent;
+mod agent_slurm;
 mod args;
 mod cli;
 mod demo;

@@ -598,8 +598,7 @@ impl SlurmBackend {
                     .stdout
                     .lines()
                     .filter_map(parse::parse_sacct_line)
-                    .filter(|r| r.job_id == slurm_id)
-                    .last()
+                    .rfind(|r| r.job_id == slurm_id)
                 {
                     return Ok(Some(r));
                 }
@@ -1036,6 +1035,11 @@ impl SlurmJob {
     /// job is over and every byte has been read.
     pub fn take_logs(&mut self) -> mpsc::Receiver<LogChunk> {
         self.logs.take().unwrap_or_else(|| mpsc::channel(1).1)
+    }
+
+    /// A receiver of the job's phase, to wait on changes.
+    pub fn watch(&self) -> watch::Receiver<Phase> {
+        self.phase.clone()
     }
 
     /// Where the job stands now.

@@ -32,7 +32,7 @@ impl SlurmState {
     /// Reads `RUNNING`, `CANCELLED by 0`, `CANCELLED+`, `OUT_OF_MEMORY`, `OOM`, ….
     pub fn parse(s: &str) -> SlurmState {
         let base = s
-            .split(|c: char| c == ' ' || c == '+')
+            .split([' ', '+'])
             .next()
             .unwrap_or("")
             .to_ascii_uppercase();

@@ -63,7 +63,8 @@ pub async fn register(
     if let Some(p) = &req.pool_id {
         slug("pool_id", p)?;
     }
-    let nodes = validate_nodes(&req.nodes)?;
+    // An agent reports drained or down nodes with no capacity: they stop being sold.
+    let nodes = validate_nodes(&req.nodes, 0)?;
     let agent = NewAgent {
         org_id: caller.org.id.clone(),
         name: req.name,
@@ -188,6 +189,8 @@ pub async fn poll(
                     accelerators: d.accelerators,
                     time_limit_s: d.time_limit_s,
                     node_ids: d.lease.allocations.iter().map(|(n, _)| n.clone()).collect(),
+                    class: d.lease.class.to_string(),
+                    consumer_org_id: d.lease.consumer_org_id.clone(),
                 });
             }
             if !assignments.is_empty() {
@@ -203,7 +206,7 @@ pub async fn poll(
     }
 }
 
-/// An attempt's state: running, or how it ended.
+/// An attempt's state: pending in its backend's queue (with the reason), running, or how it ended.
 #[utoipa::path(post, path = "/api/v1/agents/{agent_id}/attempts/{attempt_id}/events", tag = "agents",
     security(("bearer" = [])), params(("agent_id" = String, Path), ("attempt_id" = String, Path)),
     request_body = AttemptEvent,
@@ -216,14 +219,20 @@ pub async fn event(
     body: ApiJson<AttemptEvent>,
 ) -> Result<Response, ApiError> {
     let ev = body.value;
-    let new_state = JobState::parse(&ev.state)
-        .filter(|s| *s == JobState::Running || (s.is_final() && *s != JobState::Lost))
-        .ok_or_else(|| {
-            ApiError::invalid(
-                "state",
-                "state is running, succeeded, failed, cancelled or timed_out",
-            )
-        })?;
+    // `pending`: the backend holds the job in its queue (a Slurm job waiting for resources);
+    // the job stays dispatched and its reason tells the consumer why.
+    let new_state = if ev.state == "pending" {
+        Some(JobState::Dispatched)
+    } else {
+        JobState::parse(&ev.state)
+            .filter(|s| *s == JobState::Running || (s.is_final() && *s != JobState::Lost))
+    }
+    .ok_or_else(|| {
+        ApiError::invalid(
+            "state",
+            "state is pending, running, succeeded, failed, cancelled or timed_out",
+        )
+    })?;
     if let Some(m) = &ev.message {
         text("message", m)?;
     }

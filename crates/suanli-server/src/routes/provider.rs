@@ -93,7 +93,7 @@ pub async fn create_pool(
             format!("a pool has 1 to {MAX_NODES_PER_POOL} nodes"),
         ));
     }
-    let nodes = validate_nodes(&req.nodes)?;
+    let nodes = validate_nodes(&req.nodes, 1)?;
     let org = caller.org.id.clone();
     let now = now_ms();
     state
@@ -295,8 +295,9 @@ pub async fn withdraw_offer(
         .await
 }
 
-/// Validates node specs (pool registration and agent registration alike).
-pub fn validate_nodes(specs: &[suanli_api::NodeSpec]) -> Result<Vec<NewNode>, ApiError> {
+/// Validates node specs (pool registration and agent registration alike); `min` is the least
+/// CPUs and memory a node may have (0 for agents, whose drained nodes sell nothing).
+pub fn validate_nodes(specs: &[suanli_api::NodeSpec], min: u64) -> Result<Vec<NewNode>, ApiError> {
     if specs.is_empty() || specs.len() > MAX_NODES_PER_POOL {
         return Err(ApiError::invalid(
             "nodes",
@@ -307,8 +308,8 @@ pub fn validate_nodes(specs: &[suanli_api::NodeSpec]) -> Result<Vec<NewNode>, Ap
     for (i, n) in specs.iter().enumerate() {
         let f = |x: &str| format!("nodes[{i}].{x}");
         name(&f("name"), &n.name)?;
-        range(&f("cpus"), n.cpus, 1, MAX_NODE_CPUS)?;
-        range(&f("memory_mib"), n.memory_mib, 1, MAX_MEMORY_MIB)?;
+        range(&f("cpus"), n.cpus, min, MAX_NODE_CPUS)?;
+        range(&f("memory_mib"), n.memory_mib, min, MAX_MEMORY_MIB)?;
         range(&f("accelerators"), n.accelerators, 0, 1024)?;
         match (&n.accelerator_model, n.accelerators) {
             (Some(m), _) => slug(&f("accelerator_model"), m)?,

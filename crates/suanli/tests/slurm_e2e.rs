@@ -1,0 +1,403 @@
+//! End to end on a real Slurm: an exchange, the real `suanli agent` binary with the Slurm
+//! backend, a consumer who quotes core-hours, buys, runs jobs and pays exactly the metered
+//! core-seconds Slurm recorded, and a provider paid less the fee. Also: a pending reason the
+//! consumer sees, a job Slurm can never run (failed with Slurm's reason, hold released), and an
+//! agent killed mid-job that re-attaches without double counting.
+//!
+//! Without Slurm these tests say so and pass, unless `SUANLI_REQUIRE_SLURM=1` (set by
+//! `scripts/test.sh`, which starts Slurm). They take turns on the one-node Slurm.
+
+mod common;
+
+use std::path::Path;
+use std::time::Duration;
+
+use common::*;
+use suanli_api::*;
+use suanli_client::Client;
+
+static TURN: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+fn slurm_or_skip(test: &str) -> bool {
+    let up = std::process::Command::new("scontrol")
+        .arg("ping")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).contains("is UP"))
+        .unwrap_or(false);
+    if up {
+        return true;
+    }
+    assert!(
+        std::env::var("SUANLI_REQUIRE_SLURM").as_deref() != Ok("1"),
+        "SUANLI_REQUIRE_SLURM=1 but Slurm does not answer: run scripts/slurm.sh start"
+    );
+    eprintln!("{test}: skipped, no Slurm here (scripts/slurm.sh start runs one)");
+    false
+}
+
+/// Writes a Slurm agent's config selling `partition` (`debug`, or `short` for one-minute jobs)
+/// at 3.6 CNY per core-hour (1000 micros per core-second); every org's jobs run as `nobody`.
+fn slurm_agent(dir: &Path, base: &str, token: &str, partition: &str) -> AgentSetup {
+    let state_dir = dir.join("agent-hpc");
+    let jobs_dir = Path::new("/var/tmp/suanli-slurm-e2e").join(dir.file_name().unwrap());
+    std::fs::create_dir_all(&state_dir).unwrap();
+    std::fs::create_dir_all(jobs_dir.parent().unwrap()).unwrap();
+    let token_file = dir.join("hpc.token");
+    std::fs::write(&token_file, token).unwrap();
+    let config = dir.join("hpc.toml");
+    let text = format!(
+        r#"server = "{base}"
+token_file = "{}"
+name = "hpc-login"
+zone = "wuqing-core"
+state_dir = "{}"
+jobs_dir = "{}"
+backend = "slurm"
+usage_interval_s = 1
+
+[slurm]
+allow_root = true
+poll_interval_s = 1
+capacity_refresh_s = 2
+default_account = "nobody"
+
+[[slurm.partitions]]
+name = "{partition}"
+price_per_unit_hour = "3.6"
+memory_mib_per_unit = 100
+"#,
+        token_file.display(),
+        state_dir.display(),
+        jobs_dir.display(),
+    );
+    std::fs::write(&config, text).unwrap();
+    AgentSetup {
+        config,
+        state_dir,
+        jobs_dir,
+    }
+}
+
+/// The provider's published offer for `class`, once the agent has created it.
+async fn published(consumer: &Client, class: &str) -> Offer {
+    for _ in 0..600 {
+        if let Ok(list) = consumer
+            .catalog(&CatalogParams {
+                category: class.split(':').next().map(Into::into),
+                ..CatalogParams::default()
+            })
+            .await
+        {
+            if let Some(o) = list
+                .items
+                .into_iter()
+                .find(|o| o.class == class && o.units_available > 0)
+            {
+                return o;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("no offer for {class} appeared");
+}
+
+struct Market {
+    _dir: Scratch,
+    x: Exchange,
+    provider: Client,
+    consumer: Client,
+    agent: AgentProcess,
+    setup: AgentSetup,
+}
+
+async fn market(name: &str, partition: &str) -> Market {
+    let dir = Scratch::new(name);
+    let x = exchange(dir.path(), |_| {}).await;
+    let (_, provider, provider_token) =
+        admit(&x.operator, &x.base, "HPC Center", OrgKind::Provider).await;
+    let (cid, consumer, _) = admit(&x.operator, &x.base, "Institute", OrgKind::Consumer).await;
+    x.operator
+        .deposit(
+            &cid,
+            &DepositRequest {
+                amount_micros: 100_000_000,
+                external_ref: "bank-1".into(),
+            },
+            None,
+        )
+        .await
+        .unwrap();
+    let setup = slurm_agent(dir.path(), &x.base, &provider_token, partition);
+    let agent = AgentProcess::start(&setup);
+    let agents = wait_for_agents(&provider, 1).await;
+    assert_eq!(agents[0].backend, "slurm");
+    assert!(
+        agents[0].isolation.contains("slurm"),
+        "{}",
+        agents[0].isolation
+    );
+    Market {
+        _dir: dir,
+        x,
+        provider,
+        consumer,
+        agent,
+        setup,
+    }
+}
+
+async fn buy_core_hours(
+    consumer: &Client,
+    offer_id: &str,
+    units: u64,
+    duration_limit_s: u64,
+) -> Lease {
+    consumer
+        .purchase(
+            &PurchaseRequest {
+                offer_id: offer_id.into(),
+                units,
+                duration_limit_s,
+                max_price_micros_per_unit_hour: None,
+                auto_end: true,
+            },
+            None,
+        )
+        .await
+        .unwrap()
+}
+
+async fn finished(consumer: &Client, job_id: &str) -> Job {
+    wait_job(consumer, job_id, |j| {
+        !matches!(j.state.as_str(), "queued" | "dispatched" | "running")
+    })
+    .await
+}
+
+/// Slurm's record from the job-completion log: (state, elapsed seconds, allocated CPUs).
+fn slurm_record(id: &str) -> (String, u64, u64) {
+    let out = std::process::Command::new("sacct")
+        .args([
+            "-c",
+            "-j",
+            id,
+            "-P",
+            "-n",
+            "-o",
+            "JobID,State,Elapsed,AllocCPUS",
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text
+        .lines()
+        .find(|l| l.starts_with(&format!("{id}|")))
+        .unwrap_or_else(|| panic!("sacct -c has no line for job {id}: {text:?}"));
+    let f: Vec<&str> = line.split('|').collect();
+    let elapsed = suanli_agent::slurm::parse::parse_duration(f[2]).unwrap();
+    (f[1].to_owned(), elapsed, f[3].parse().unwrap())
+}
+
+async fn ended_lease(consumer: &Client, lease_id: &str) -> Lease {
+    for _ in 0..300 {
+        let l = consumer.get_lease(lease_id).await.unwrap();
+        if l.state != "active" {
+            return l;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("lease {lease_id} did not end with its job");
+}
+
+#[tokio::test]
+async fn consumer_pays_exactly_the_core_seconds_slurm_recorded() {
+    let _turn = TURN.lock().await;
+    if !slurm_or_skip("consumer_pays_exactly_the_core_seconds_slurm_recorded") {
+        return;
+    }
+    let m = market("slurm-e2e", "debug").await;
+    let offer = published(&m.consumer, "supercomputing:debug").await;
+    assert_eq!(offer.partition.as_deref(), Some("debug"));
+    assert_eq!(offer.price_micros_per_unit_hour, 3_600_000);
+
+    // A quote for core-hours on the partition finds the agent's offer.
+    let quote = m
+        .consumer
+        .quote(
+            &QuoteRequest {
+                class: Some("supercomputing:debug".into()),
+                units: Some(2),
+                duration_limit_s: 600,
+                ..QuoteRequest::default()
+            },
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        quote.offers.first().map(|q| q.offer.id.as_str()),
+        Some(offer.id.as_str()),
+        "{quote:#?}"
+    );
+
+    // Another user of the center holds the whole node for a while: the consumer's job waits in
+    // Slurm's queue, and the consumer sees Slurm's reason.
+    let outside = std::process::Command::new("sbatch")
+        .args([
+            "--parsable",
+            "-p",
+            "debug",
+            "-n",
+            "2",
+            "--mem-per-cpu=100",
+            "-o",
+            "/dev/null",
+            "--wrap",
+            "sleep 5",
+        ])
+        .output()
+        .unwrap();
+    assert!(outside.status.success(), "{outside:?}");
+    let lease = buy_core_hours(&m.consumer, &offer.id, 2, 600).await;
+    let job = m
+        .consumer
+        .create_job(
+            &lease.id,
+            &task("echo \"hello from $(id -un) on $SLURM_JOB_PARTITION\"; sleep 4"),
+            None,
+        )
+        .await
+        .unwrap();
+    let pending = wait_job(&m.consumer, &job.id, |j| {
+        j.state == "dispatched"
+            && j.reason
+                .as_deref()
+                .is_some_and(|r| r.contains("pending: Resources"))
+    })
+    .await;
+    let slurm_id = pending.attempts[0]
+        .backend_id
+        .clone()
+        .expect("the Slurm job id is on the attempt");
+    let done = finished(&m.consumer, &job.id).await;
+    assert_eq!(done.state, "succeeded", "{done:#?}");
+    assert_eq!(done.exit_code, Some(0));
+    let (out, _, system) = all_logs(&m.consumer, &job.id).await;
+    assert_eq!(out, "hello from nobody on debug\n");
+    assert!(
+        system.contains(&format!("Slurm job {slurm_id} submitted")),
+        "{system}"
+    );
+    assert!(
+        !done.reason.clone().unwrap_or_default().contains("pending"),
+        "the pending reason is gone once it ran: {done:#?}"
+    );
+
+    // The bill is Slurm's own record: allocated CPUs × elapsed seconds, at 1000 micros each.
+    let lease = ended_lease(&m.consumer, &lease.id).await;
+    let (state, elapsed, cpus) = slurm_record(&slurm_id);
+    assert_eq!(state, "COMPLETED");
+    assert_eq!(cpus, 2);
+    assert!(elapsed >= 4, "{elapsed}");
+    assert_eq!(lease.metered_unit_seconds, cpus * elapsed, "{lease:#?}");
+    assert_eq!(lease.cost_micros, Some(cpus * elapsed * 1_000));
+    let fee = lease.fee_micros.unwrap();
+    assert_eq!(
+        fee,
+        cpus * elapsed * 1_000 * 500 / 10_000,
+        "5% fee, rounded down"
+    );
+    let provider = m.provider.balance().await.unwrap();
+    assert_eq!(
+        provider.earnings_micros as u64,
+        lease.cost_micros.unwrap() - fee,
+        "the provider is paid the cost less the fee"
+    );
+    let consumer = m.consumer.balance().await.unwrap();
+    assert_eq!(consumer.held_micros, 0, "every hold ended");
+    assert_eq!(
+        consumer.available_micros as u64,
+        100_000_000 - lease.cost_micros.unwrap()
+    );
+    let check = m.x.operator.ledger_check().await.unwrap();
+    assert!(check.ok, "{:?}", check.violations);
+}
+
+#[tokio::test]
+async fn a_job_slurm_can_never_run_fails_with_its_reason_and_costs_nothing() {
+    let _turn = TURN.lock().await;
+    if !slurm_or_skip("a_job_slurm_can_never_run_fails_with_its_reason_and_costs_nothing") {
+        return;
+    }
+    let m = market("slurm-never", "short").await;
+    let offer = published(&m.consumer, "supercomputing:short").await;
+    // Ten minutes on a partition whose jobs may run one.
+    let lease = buy_core_hours(&m.consumer, &offer.id, 1, 600).await;
+    assert!(m.consumer.balance().await.unwrap().held_micros > 0);
+    let job = m
+        .consumer
+        .create_job(&lease.id, &task("echo never"), None)
+        .await
+        .unwrap();
+    let done = finished(&m.consumer, &job.id).await;
+    assert_eq!(done.state, "failed", "{done:#?}");
+    let reason = done.reason.clone().unwrap_or_default();
+    assert!(
+        reason.contains("Slurm cannot run this job (PartitionTimeLimit)"),
+        "{reason}"
+    );
+    let lease = ended_lease(&m.consumer, &lease.id).await;
+    assert_eq!(lease.metered_unit_seconds, 0);
+    assert_eq!(lease.cost_micros, Some(0));
+    let b = m.consumer.balance().await.unwrap();
+    assert_eq!(
+        (b.held_micros, b.available_micros),
+        (0, 100_000_000),
+        "the hold is released whole"
+    );
+}
+
+#[tokio::test]
+async fn an_agent_killed_mid_job_reattaches_and_bills_once() {
+    let _turn = TURN.lock().await;
+    if !slurm_or_skip("an_agent_killed_mid_job_reattaches_and_bills_once") {
+        return;
+    }
+    let mut m = market("slurm-restart", "debug").await;
+    let offer = published(&m.consumer, "supercomputing:debug").await;
+    let lease = buy_core_hours(&m.consumer, &offer.id, 1, 600).await;
+    let job = m
+        .consumer
+        .create_job(&lease.id, &task("echo before; sleep 6; echo after"), None)
+        .await
+        .unwrap();
+    let running = wait_job(&m.consumer, &job.id, |j| {
+        j.state == "running" && j.unit_seconds >= 1
+    })
+    .await;
+    let slurm_id = running.attempts[0].backend_id.clone().unwrap();
+    m.agent.sigkill();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    m.agent = AgentProcess::start(&m.setup);
+    let done = finished(&m.consumer, &job.id).await;
+    assert_eq!(done.state, "succeeded", "{done:#?}");
+    assert_eq!(
+        done.attempts.len(),
+        1,
+        "the same attempt, not a rerun: {done:#?}"
+    );
+    let (out, _, _) = all_logs(&m.consumer, &job.id).await;
+    assert!(
+        out.contains("before\n") && out.ends_with("after\n"),
+        "{out:?}"
+    );
+    let lease = ended_lease(&m.consumer, &lease.id).await;
+    let (state, elapsed, cpus) = slurm_record(&slurm_id);
+    assert_eq!(state, "COMPLETED");
+    assert_eq!(
+        lease.metered_unit_seconds,
+        cpus * elapsed,
+        "counted once: {lease:#?}"
+    );
+    assert_eq!(lease.cost_micros, Some(cpus * elapsed * 1_000));
+}
