@@ -5,7 +5,9 @@
 #      from the installed binaries on a throwaway cluster;
 #   3. a schemathesis fuzz run over the OpenAPI document against a real demo server (zero 5xx).
 # Needs: cargo, PostgreSQL 15 binaries (/usr/lib/postgresql/15/bin), python3 with venv, bubblewrap
-# (installed here with apt-get when missing).
+# (installed here with apt-get when missing), and root for a real single-node Slurm (started by
+# scripts/slurm.sh, which installs its Debian packages when missing): the Slurm backend's tests
+# run real jobs through it and are required to (SUANLI_REQUIRE_SLURM=1).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
@@ -27,6 +29,10 @@ if ! command -v bwrap >/dev/null 2>&1; then
   echo "== installing bubblewrap (the local backend's sandbox; its tests require it)"
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bubblewrap >/dev/null
 fi
+
+echo "== Slurm (single node, for the Slurm backend's tests)"
+scripts/slurm.sh start tuned
+export SUANLI_REQUIRE_SLURM=1
 
 echo "== cargo test --workspace (SQLite)"
 cargo test --workspace --locked

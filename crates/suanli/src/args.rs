@@ -48,6 +48,10 @@ pub struct DemoArgs {
     /// Create the market, print how to use it, and exit instead of serving.
     #[arg(long)]
     pub setup_only: bool,
+    /// Make the supercomputing center real: a Slurm agent sells this machine's Slurm (started
+    /// with scripts/slurm.sh when installed and run as root; the demo says how otherwise).
+    #[arg(long)]
+    pub with_slurm: bool,
 }
 
 #[derive(Debug, Clone, clap::Args)]

@@ -282,12 +282,7 @@ async fn start_local_agent(base: &str, data_dir: &Path, token: &str) -> Result<P
     crate::serve::write_secret(&token_file, token)?;
     // Jobs run as nobody when the demo runs as root: their directories must be reachable by it,
     // which a data directory under a private home may not be.
-    let tag: u64 = dir
-        .to_string_lossy()
-        .bytes()
-        .fold(0xcbf2_9ce4_8422_2325, |h, b| {
-            (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
-        });
+    let tag = path_tag(&dir);
     let jobs_dir = std::env::temp_dir().join(format!("suanli-demo-jobs-{tag:016x}"));
     let state_dir = dir.join("state");
     let config_path = dir.join("agent.toml");
@@ -308,6 +303,154 @@ async fn start_local_agent(base: &str, data_dir: &Path, token: &str) -> Result<P
         }
     });
     Ok(config_path)
+}
+
+/// Runs a command, true when it succeeds (false when it cannot even start).
+fn command_ok(program: &str, args: &[&str]) -> bool {
+    std::process::Command::new(program)
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+fn slurm_answers() -> bool {
+    std::process::Command::new("scontrol")
+        .arg("ping")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("is UP"))
+}
+
+fn running_as_root() -> bool {
+    std::fs::read_to_string("/proc/self/status").is_ok_and(|s| {
+        s.lines()
+            .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"))
+    })
+}
+
+/// The supercomputing center's Slurm agent (`--with-slurm`): sells the local Slurm's default
+/// partition. Returns the partition, or `None` (having said why and how to fix it) when there is
+/// no Slurm to use.
+async fn start_slurm_agent(base: &str, data_dir: &Path, token: &str) -> Result<Option<String>> {
+    const INSTALL: &str =
+        "sudo apt-get install -y --no-install-recommends slurmctld slurmd slurm-client munge";
+    if !command_ok("sinfo", &["--version"]) {
+        println!(
+            "--with-slurm: Slurm is not installed here. Install and start a single-node Slurm with"
+        );
+        println!("  {INSTALL}");
+        println!("  sudo scripts/slurm.sh start");
+        println!("then run the demo again with --with-slurm. Going on without it.");
+        return Ok(None);
+    }
+    if !slurm_answers() {
+        let script = Path::new("scripts/slurm.sh");
+        if running_as_root() && script.exists() {
+            println!("--with-slurm: starting a single-node Slurm (scripts/slurm.sh start)");
+            if !command_ok("scripts/slurm.sh", &["start"]) {
+                println!("--with-slurm: scripts/slurm.sh start failed; going on without Slurm");
+                return Ok(None);
+            }
+        } else {
+            println!("--with-slurm: Slurm is installed but its controller does not answer.");
+            println!("  Start it (as root, from the repository): sudo scripts/slurm.sh start");
+            println!("Going on without it.");
+            return Ok(None);
+        }
+    }
+    let out = std::process::Command::new("scontrol")
+        .args(["-o", "show", "partition"])
+        .output()?;
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let partitions: Vec<(String, bool)> = text
+        .lines()
+        .map(suanli_agent::slurm::parse::parse_kv_line)
+        .filter_map(|kv| {
+            Some((
+                kv.get("PartitionName")?.clone(),
+                kv.get("Default").is_some_and(|d| d == "YES"),
+            ))
+        })
+        .collect();
+    let Some(partition) = partitions
+        .iter()
+        .find(|(_, default)| *default)
+        .or(partitions.first())
+        .map(|(p, _)| p.clone())
+    else {
+        println!("--with-slurm: this Slurm has no partition; going on without it");
+        return Ok(None);
+    };
+    let dir = data_dir.join("slurm-agent");
+    std::fs::create_dir_all(&dir)?;
+    let dir = dir.canonicalize()?;
+    let token_file = dir.join("provider.token");
+    crate::serve::write_secret(&token_file, token)?;
+    let jobs_dir =
+        std::env::temp_dir().join(format!("suanli-demo-slurm-jobs-{:016x}", path_tag(&dir)));
+    // As root the agent must be allowed to run as root; jobs run as nobody. Otherwise jobs run
+    // as the user running the demo (the agent cannot submit as anyone else).
+    let (allow_root, account) = if running_as_root() {
+        (true, "nobody".to_owned())
+    } else {
+        (
+            false,
+            std::env::var("USER").unwrap_or_else(|_| "nobody".into()),
+        )
+    };
+    let config_path = dir.join("agent.toml");
+    let text = format!(
+        "# The demo's Slurm agent (supercomputing center). See docs/SUPERCOMPUTING.md.\n\
+         server = \"{base}\"\ntoken_file = \"{}\"\nname = \"demo-slurm\"\nzone = \"wuqing-core\"\n\
+         state_dir = \"{}\"\njobs_dir = \"{}\"\nbackend = \"slurm\"\n\n\
+         [slurm]\nallow_root = {allow_root}\ndefault_account = \"{account}\"\n\n\
+         [[slurm.partitions]]\nname = \"{partition}\"\nprice_per_unit_hour = \"0.04\"\n",
+        token_file.display(),
+        dir.join("state").display(),
+        jobs_dir.display()
+    );
+    std::fs::write(&config_path, text)?;
+    let config = crate::agent::AgentConfig::load(&config_path)?;
+    let path = config_path.clone();
+    tokio::spawn(async move {
+        if let Err(e) = crate::agent::run_with(config, path).await {
+            eprintln!("the demo's Slurm agent stopped: {e:#}");
+        }
+    });
+    // Wait until its offer is published, so the guide's commands work at once.
+    let hpc = Client::new(base, Some(token.to_owned()));
+    let class = format!("supercomputing:{partition}");
+    for _ in 0..300 {
+        let live = hpc
+            .list_agents()
+            .await?
+            .items
+            .iter()
+            .any(|a| a.backend == "slurm");
+        if live
+            && hpc
+                .list_offers()
+                .await?
+                .items
+                .iter()
+                .any(|o| o.class == class && o.state == "active")
+        {
+            return Ok(Some(partition));
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    bail!("the demo's Slurm agent did not publish its offer (see its messages above)")
+}
+
+/// A stable tag for a directory, to name its jobs directory under the temp dir.
+fn path_tag(dir: &Path) -> u64 {
+    dir.to_string_lossy()
+        .bytes()
+        .fold(0xcbf2_9ce4_8422_2325, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+        })
 }
 
 /// Waits for the general center's agent and publishes its offer once.
@@ -394,6 +537,17 @@ pub async fn run(args: DemoArgs) -> Result<()> {
         .context("demo.json names the general center")?;
     let agent_config = start_local_agent(&base, &args.data_dir, &general_token).await?;
     let local_pool = agent_pool(&base, &general_token).await?;
+    let slurm_partition = if args.with_slurm {
+        let hpc_token = demo
+            .orgs
+            .iter()
+            .find(|o| o.profile == "hpc-center")
+            .map(|o| o.token.clone())
+            .context("demo.json names the supercomputing center")?;
+        start_slurm_agent(&base, &args.data_dir, &hpc_token).await?
+    } else {
+        None
+    };
     let profiles: Vec<(String, Profile)> = demo
         .orgs
         .iter()
@@ -418,6 +572,7 @@ pub async fn run(args: DemoArgs) -> Result<()> {
         &demo,
         &local_pool,
         &agent_config,
+        slurm_partition.as_deref(),
     );
     if args.setup_only {
         return Ok(());
@@ -437,6 +592,7 @@ fn print_guide(
     demo: &DemoState,
     pool: &suanli_api::Pool,
     agent_config: &Path,
+    slurm_partition: Option<&str>,
 ) {
     let exe = std::env::current_exe()
         .ok()
@@ -488,10 +644,29 @@ fn print_guide(
         "  as measured; config {}. Jobs on its offer run here for real.",
         agent_config.display()
     );
-    println!(
-        "ai-center and hpc-center have no live agent: their capacity is what they registered,"
-    );
-    println!("and their leases reserve it without running jobs.");
+    match slurm_partition {
+        Some(p) => {
+            println!(
+                "hpc-center runs a live Slurm agent: it sells partition {p} of this machine's Slurm"
+            );
+            println!(
+                "  (supercomputing:{p}, 0.04 CNY per core-hour); jobs there become Slurm jobs (see squeue)."
+            );
+            println!(
+                "ai-center has no live agent, nor hpc-center's batch partition: their capacity is what"
+            );
+            println!("they registered, and their leases reserve it without running jobs.");
+        }
+        None => {
+            println!(
+                "ai-center and hpc-center have no live agent: their capacity is what they registered,"
+            );
+            println!(
+                "and their leases reserve it without running jobs (suanli demo --with-slurm makes"
+            );
+            println!("hpc-center sell this machine's Slurm through a real Slurm agent).");
+        }
+    }
     println!();
     println!("Try it from another terminal (alias suanli={exe}):");
     println!("  suanli launch examples/hello.yaml --yes          # quote, buy, run on the live agent, follow logs");
@@ -505,6 +680,9 @@ fn print_guide(
     println!(
         "  suanli --profile institute quote --class supercomputing:batch --cpus 256 --duration 6h"
     );
+    if slurm_partition.is_some() {
+        println!("  suanli --profile institute launch examples/slurm.yaml --yes   # a real Slurm job, billed core-seconds");
+    }
     println!("  suanli --profile operator ledger check");
     println!();
 }

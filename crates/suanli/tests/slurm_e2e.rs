@@ -7,6 +7,8 @@
 //! Without Slurm these tests say so and pass, unless `SUANLI_REQUIRE_SLURM=1` (set by
 //! `scripts/test.sh`, which starts Slurm). They take turns on the one-node Slurm.
 
+// Shared helpers: the in-process exchange, orgs, the agent process and the job poll.
+#[allow(dead_code)]
 mod common;
 
 use std::path::Path;
