@@ -16,8 +16,8 @@ pub enum Error {
     #[error("bubblewrap required but unusable: {0}")]
     SandboxUnavailable(String),
     /// The backend cannot work with this configuration (e.g. the job user cannot reach the
-    /// root directory).
-    #[error("local backend: {0}")]
+    /// root directory, or a Slurm account does not exist).
+    #[error("backend configuration: {0}")]
     Config(String),
     /// The job could not be started (nothing of it ran).
     #[error("starting the job: {0}")]

@@ -181,6 +181,9 @@ impl SlurmSide {
         let backend = SlurmBackend::new(options)
             .await
             .context("start the Slurm backend")?;
+        for account in accounts.values().chain(&default_account) {
+            backend.check_account(account)?;
+        }
         Ok(SlurmSide {
             backend,
             config: section,

@@ -15,8 +15,9 @@
 //!   run. Each [`SlurmJob`] follows its job through pending (with Slurm's reason), running
 //!   (Slurm's elapsed time) and its end, which it reads from `scontrol show job`, else from
 //!   `sacct` (slurmdbd), else from `sacct -c` (the job-completion log). It streams the output
-//!   files, enforces the attempt's time limit to the second (Slurm's own limit is minute-grained
-//!   and rounded up), cancels a job that can never start, and cancels with `scancel`.
+//!   files, enforces the attempt's time limit within a poll interval (Slurm's own limit is
+//!   minute-grained and rounded up), cancels a job that can never start, and cancels with
+//!   `scancel`.
 //! - Restarts: a job is found again by its Slurm id ([`SlurmBackend::attach`]) or, when the agent
 //!   died before it saved the id, by its job name `suanli-<attempt_id>` ([`SlurmBackend::find`]).
 //!   While slurmctld is down the watcher keeps asking and nothing is concluded.
@@ -278,6 +279,22 @@ impl SlurmBackend {
         Ok(backend)
     }
 
+    /// Whether jobs can run as `account`: as root the agent switches to any account; otherwise
+    /// only to its own (it has no other way to submit as someone else).
+    pub fn check_account(&self, account: &UnixAccount) -> Result<()> {
+        let me = procfs::euid();
+        if self.inner.agent_is_root || account.uid == me {
+            return Ok(());
+        }
+        Err(Error::Config(format!(
+            "the agent runs as {} (not root), so it can only submit jobs as itself, not as {}: \
+             map orgs to {} or run the agent as root with allow_root = true",
+            procfs::user_name(me),
+            account.name,
+            procfs::user_name(me)
+        )))
+    }
+
     /// `slurm 22.05.8`, as `sinfo --version` says.
     pub fn version(&self) -> &str {
         &self.inner.version
@@ -397,6 +414,7 @@ impl SlurmBackend {
         if s.account.uid == 0 {
             return Err(Error::InvalidJob("jobs never run as root".into()));
         }
+        self.check_account(&s.account)?;
         let job_dir = self.job_dir(&s.launch.attempt_id);
         let script_text = parse::batch_script(
             &s.launch.attempt_id,
