@@ -308,10 +308,12 @@ pub async fn run_with(config: AgentConfig, config_path: PathBuf) -> Result<()> {
     let token = config.token()?;
     let key = load_or_create_key(&config.state_dir)?;
     let client = Client::new(config.server.trim_end_matches('/').to_owned(), Some(token));
+    let mut slurm_nodes = Vec::new();
     let (backend, summary, notes, nodes) = match config.backend.as_str() {
         "slurm" => {
             let side = crate::agent_slurm::SlurmSide::new(&config).await?;
-            let nodes = side.node_specs().await?;
+            let (raw, nodes) = side.read_nodes().await?;
+            slurm_nodes = raw;
             let summary = side.backend.summary();
             (Backend::Slurm(Arc::new(side)), summary, Vec::new(), nodes)
         }
@@ -369,7 +371,7 @@ pub async fn run_with(config: AgentConfig, config_path: PathBuf) -> Result<()> {
         println!("  note: {note}");
     }
     if let Backend::Slurm(side) = &backend {
-        side.sync_offers(&client, &registered.pool_id, &request.nodes)
+        side.sync_offers(&client, &registered.pool_id, &slurm_nodes)
             .await
             .context("publish the partitions' offers")?;
     }

@@ -196,9 +196,9 @@ impl SlurmSide {
         self.config.partitions.iter().find(|p| p.name == name)
     }
 
-    /// The nodes to register: one per Slurm node of a sold partition; a node that does not take
-    /// work is registered with nothing to sell.
-    pub async fn node_specs(&self) -> Result<Vec<NodeSpec>> {
+    /// The nodes of the sold partitions as Slurm describes them, and as they are registered:
+    /// one per Slurm node; a node that does not take work is registered with nothing to sell.
+    pub async fn read_nodes(&self) -> Result<(Vec<SlurmNode>, Vec<NodeSpec>)> {
         let nodes = self.backend.nodes().await?;
         if nodes.is_empty() {
             bail!(
@@ -206,7 +206,8 @@ impl SlurmSide {
                 self.backend.options().partitions.join(", ")
             );
         }
-        Ok(nodes.iter().map(|n| self.node_spec(n)).collect())
+        let specs = nodes.iter().map(|n| self.node_spec(n)).collect();
+        Ok((nodes, specs))
     }
 
     fn node_spec(&self, n: &SlurmNode) -> NodeSpec {
@@ -226,21 +227,21 @@ impl SlurmSide {
     }
 
     /// The offers this agent's pool should have: one per partition, at the config's terms.
-    fn wanted_offers(&self, pool_id: &str, nodes: &[NodeSpec]) -> Vec<CreateOfferRequest> {
+    /// Defaults come from every node of the partition, whatever its state, so that draining a
+    /// node changes what is available, not the terms.
+    fn wanted_offers(&self, pool_id: &str, nodes: &[SlurmNode]) -> Vec<CreateOfferRequest> {
         self.config
             .partitions
             .iter()
             .filter_map(|p| {
-                let mine: Vec<&NodeSpec> = nodes
-                    .iter()
-                    .filter(|n| n.partition.as_deref() == Some(p.name.as_str()) && n.cpus > 0)
-                    .collect();
-                let per = |n: &NodeSpec| if p.gpus() { n.accelerators } else { n.cpus };
+                let mine: Vec<&SlurmNode> =
+                    nodes.iter().filter(|n| n.partition == p.name).collect();
+                let per = |n: &SlurmNode| if p.gpus() { n.gpus } else { n.cpus };
                 let cpus_per_unit = if p.gpus() {
                     p.cpus_per_unit.or_else(|| {
                         mine.iter()
-                            .filter(|n| n.accelerators > 0)
-                            .map(|n| n.cpus / n.accelerators)
+                            .filter(|n| n.gpus > 0)
+                            .map(|n| n.cpus / n.gpus)
                             .min()
                     })
                 } else {
@@ -275,7 +276,7 @@ impl SlurmSide {
         &self,
         client: &Client,
         pool_id: &str,
-        nodes: &[NodeSpec],
+        nodes: &[SlurmNode],
     ) -> Result<()> {
         let wanted = self.wanted_offers(pool_id, nodes);
         let existing: Vec<_> = client
@@ -379,7 +380,7 @@ pub async fn capacity_loop(
     let every = Duration::from_secs(side.config.capacity_refresh_s.max(1));
     loop {
         tokio::time::sleep(every).await;
-        let nodes = match side.node_specs().await {
+        let (raw, nodes) = match side.read_nodes().await {
             Ok(n) => n,
             Err(e) => {
                 tracing::warn!(error = %e, "reading the nodes from Slurm failed; the exchange keeps the last ones");
@@ -403,10 +404,7 @@ pub async fn capacity_loop(
         request.nodes = nodes;
         match retry("register", || agent.client.register_agent(&request, None)).await {
             Ok(_) => {
-                if let Err(e) = side
-                    .sync_offers(&agent.client, &agent.pool_id, &request.nodes)
-                    .await
-                {
+                if let Err(e) = side.sync_offers(&agent.client, &agent.pool_id, &raw).await {
                     tracing::warn!(error = %e, "updating the offers failed");
                 }
             }

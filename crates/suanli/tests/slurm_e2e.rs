@@ -1,8 +1,9 @@
 //! End to end on a real Slurm: an exchange, the real `suanli agent` binary with the Slurm
 //! backend, a consumer who quotes core-hours, buys, runs jobs and pays exactly the metered
 //! core-seconds Slurm recorded, and a provider paid less the fee. Also: a pending reason the
-//! consumer sees, a job Slurm can never run (failed with Slurm's reason, hold released), and an
-//! agent killed mid-job that re-attaches without double counting.
+//! consumer sees, a job Slurm can never run (failed with Slurm's reason, hold released), an agent
+//! killed mid-job that re-attaches without double counting, a consumer's cancel reaching Slurm,
+//! and a drained node leaving the market and coming back.
 //!
 //! Without Slurm these tests say so and pass, unless `SUANLI_REQUIRE_SLURM=1` (set by
 //! `scripts/test.sh`, which starts Slurm). They take turns on the one-node Slurm.
@@ -402,4 +403,102 @@ async fn an_agent_killed_mid_job_reattaches_and_bills_once() {
         "counted once: {lease:#?}"
     );
     assert_eq!(lease.cost_micros, Some(cpus * elapsed * 1_000));
+}
+
+#[tokio::test]
+async fn a_cancelled_job_is_scancelled_and_never_billed_past_slurms_record() {
+    let _turn = TURN.lock().await;
+    if !slurm_or_skip("a_cancelled_job_is_scancelled_and_never_billed_past_slurms_record") {
+        return;
+    }
+    let m = market("slurm-cancel", "debug").await;
+    let offer = published(&m.consumer, "supercomputing:debug").await;
+    let lease = buy_core_hours(&m.consumer, &offer.id, 1, 600).await;
+    let job = m
+        .consumer
+        .create_job(&lease.id, &task("echo started; sleep 300"), None)
+        .await
+        .unwrap();
+    let running = wait_job(&m.consumer, &job.id, |j| {
+        j.state == "running" && j.unit_seconds >= 2
+    })
+    .await;
+    let slurm_id = running.attempts[0].backend_id.clone().unwrap();
+    m.consumer.cancel_job(&job.id, None).await.unwrap();
+    let done = finished(&m.consumer, &job.id).await;
+    assert_eq!(done.state, "cancelled", "{done:#?}");
+    // The agent hears of the cancel with its next heartbeat and runs scancel.
+    let mut state = String::new();
+    for _ in 0..300 {
+        let out = std::process::Command::new("squeue")
+            .args(["-h", "--states=all", "-o", "%T", "-j", &slurm_id])
+            .output()
+            .unwrap();
+        state = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+        if state == "CANCELLED" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(state, "CANCELLED", "Slurm job {slurm_id} was not cancelled");
+    let lease = ended_lease(&m.consumer, &lease.id).await;
+    assert!(lease.metered_unit_seconds >= 2, "{lease:#?}");
+    // Billing stops when the consumer cancels; Slurm's record runs until the agent's scancel a
+    // heartbeat later. The consumer never pays for more than Slurm recorded.
+    let (_, elapsed, cpus) = slurm_record(&slurm_id);
+    assert!(
+        lease.metered_unit_seconds <= cpus * elapsed,
+        "{lease:#?} vs {cpus} × {elapsed}"
+    );
+    let check = m.x.operator.ledger_check().await.unwrap();
+    assert!(check.ok, "{:?}", check.violations);
+}
+
+#[tokio::test]
+async fn a_drained_node_stops_being_sold_and_comes_back() {
+    let _turn = TURN.lock().await;
+    if !slurm_or_skip("a_drained_node_stops_being_sold_and_comes_back") {
+        return;
+    }
+    let m = market("slurm-drain", "debug").await;
+    let offer = published(&m.consumer, "supercomputing:debug").await;
+    let pool = m.provider.get_pool(&offer.pool_id).await.unwrap();
+    let node = pool.nodes[0].name.clone();
+    let free = |consumer: Client, offer_id: String| async move {
+        consumer.get_offer(&offer_id).await.unwrap().units_available
+    };
+    let before = free(m.consumer.clone(), offer.id.clone()).await;
+    assert!(before >= 1);
+    let scontrol = |state: &str| {
+        let ok = std::process::Command::new("scontrol")
+            .args([
+                "update",
+                &format!("NodeName={node}"),
+                &format!("State={state}"),
+                "Reason=suanli-e2e",
+            ])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "scontrol update {state}");
+    };
+    scontrol("DRAIN");
+    let mut now = before;
+    for _ in 0..300 {
+        now = free(m.consumer.clone(), offer.id.clone()).await;
+        if now == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    scontrol("RESUME");
+    assert_eq!(now, 0, "a drained node is not sold");
+    for _ in 0..300 {
+        now = free(m.consumer.clone(), offer.id.clone()).await;
+        if now == before {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(now, before, "the resumed node is sold again");
 }
