@@ -6,18 +6,23 @@
 #   start   installs the Debian packages when missing, writes /etc/slurm/slurm.conf (the node line
 #           comes from `slurmd -C`, so it fits the machine) and starts munged, slurmctld and slurmd;
 #           does nothing when this Slurm already answers with an idle (or busy) node and the same
-#           configuration (a changed one is applied with `scontrol reconfigure`)
+#           configuration (a changed one restarts the daemons; saved jobs survive)
 #   start tuned   the same with `SchedulerParameters=batch_sched_delay=0`: Slurm's documented knob
 #           for high-throughput batch submission (by default it may delay scheduling batch jobs by
 #           up to 3 s, which on one node means a scheduling pass every 3 s)
 #   stop    stops the three daemons (by their pid files)
 #   status  exit 0 when slurmctld answers and the node is up
-# Needs root. Finished jobs: `sacct -c` reads /var/log/slurm/jobcomp.txt. Two partitions over the
-# one node: `debug` (the default, no time limit) and `short` (jobs of at most one minute; a
-# longer request pends forever with reason PartitionTimeLimit, which the Slurm backend's tests use).
+# Needs root. Finished jobs: `sacct -c` reads /var/log/slurm/jobcomp.txt. Three partitions over the
+# one node: `debug` (the default, no time limit), `short` (jobs of at most one minute; a longer
+# request pends forever with reason PartitionTimeLimit, which the Slurm backend's tests use) and
+# `gpu`. The node declares two GPUs as GRES whose device files are stand-ins (/dev/null and
+# /dev/zero; /etc/slurm/gres.conf): Slurm allocates and accounts them like real ones
+# (--gpus-per-task, CUDA_VISIBLE_DEVICES, gres/gpu in TRES), so the GPU path of the Slurm backend
+# runs on a machine without GPUs. Nothing can compute on them.
 set -euo pipefail
 
 conf=/etc/slurm/slurm.conf
+gres_conf=/etc/slurm/gres.conf
 pidfiles=(/run/slurmd.pid /run/slurmctld.pid /run/munge/munged.pid)
 
 # A pid file's process is alive (and not a zombie: daemons re-parented to PID 1 may not be reaped).
@@ -69,6 +74,7 @@ config() {
   node=$(slurmd -C | head -1 | sed 's/ UpTime=.*//; s/ *$//')
   cat <<CONF
 ClusterName=ci
+GresTypes=gpu
 SlurmctldHost=$host(127.0.0.1)
 SlurmUser=root
 AuthType=auth/munge
@@ -90,13 +96,21 @@ AccountingStorageType=accounting_storage/none
 JobAcctGatherType=jobacct_gather/linux
 JobCompType=jobcomp/filetxt
 JobCompLoc=/var/log/slurm/jobcomp.txt
-$node NodeAddr=127.0.0.1 State=UNKNOWN
+$node Gres=gpu:2 NodeAddr=127.0.0.1 State=UNKNOWN
 PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP
 PartitionName=short Nodes=ALL MaxTime=1 State=UP
+PartitionName=gpu Nodes=ALL MaxTime=INFINITE State=UP
 CONF
   if [ "${1:-}" = tuned ]; then
     echo "SchedulerParameters=batch_sched_delay=0"
   fi
+}
+
+# The node's two stand-in GPU devices.
+gres() {
+  local host
+  host=$(slurmd -C | head -1 | sed 's/^NodeName=\([^ ]*\).*/\1/')
+  printf 'NodeName=%s Name=gpu File=/dev/null\nNodeName=%s Name=gpu File=/dev/zero\n' "$host" "$host"
 }
 
 start() {
@@ -114,22 +128,18 @@ start() {
   install_packages
   local wanted
   wanted=$(config "${1:-}")
-  if up; then
-    if [ "$wanted" != "$(cat "$conf" 2>/dev/null)" ]; then
-      printf '%s\n' "$wanted" >"$conf"
-      scontrol reconfigure
-      echo "slurm.sh: running; configuration changed and applied (${1:-recipe})"
-    else
-      echo "slurm.sh: already running (${1:-recipe}; $(sinfo -h -o '%N %c CPUs %T'))"
-    fi
+  if up && [ "$wanted" = "$(cat "$conf" 2>/dev/null)" ] && [ "$(gres)" = "$(cat "$gres_conf" 2>/dev/null)" ]; then
+    echo "slurm.sh: already running (${1:-recipe}; $(sinfo -h -o '%N %c CPUs %T'))"
     return 0
   fi
-  # Whatever half of it runs (a node down, a daemon gone) is restarted from scratch.
+  # Whatever half of it runs (a node down, a daemon gone, an older configuration) is restarted
+  # from scratch; saved jobs survive (StateSaveLocation).
   stop
   install -d -o munge -g munge -m 755 /run/munge
   munge -n >/dev/null 2>&1 || runuser -u munge -- /usr/sbin/munged
   mkdir -p /etc/slurm /var/spool/slurmctld /var/spool/slurmd /var/log/slurm
   printf '%s\n' "$wanted" >"$conf"
+  gres >"$gres_conf"
   slurmctld
   slurmd
   local i

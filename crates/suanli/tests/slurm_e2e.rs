@@ -38,9 +38,16 @@ fn slurm_or_skip(test: &str) -> bool {
     false
 }
 
-/// Writes a Slurm agent's config selling `partition` (`debug`, or `short` for one-minute jobs)
-/// at 3.6 CNY per core-hour (1000 micros per core-second); every org's jobs run as `nobody`.
-fn slurm_agent(dir: &Path, base: &str, token: &str, partition: &str) -> AgentSetup {
+/// `[[slurm.partitions]]` selling `partition` (`debug`, or `short` for one-minute jobs) at 3.6 CNY
+/// per core-hour (1000 micros per core-second).
+fn core_hours(partition: &str) -> String {
+    format!(
+        "[[slurm.partitions]]\nname = \"{partition}\"\nprice_per_unit_hour = \"3.6\"\nmemory_mib_per_unit = 100\n"
+    )
+}
+
+/// Writes a Slurm agent's config selling `partitions` (TOML); every org's jobs run as `nobody`.
+fn slurm_agent(dir: &Path, base: &str, token: &str, partitions: &str) -> AgentSetup {
     let state_dir = dir.join("agent-hpc");
     let jobs_dir = Path::new("/var/tmp/suanli-slurm-e2e").join(dir.file_name().unwrap());
     std::fs::create_dir_all(&state_dir).unwrap();
@@ -64,11 +71,7 @@ poll_interval_s = 1
 capacity_refresh_s = 2
 default_account = "nobody"
 
-[[slurm.partitions]]
-name = "{partition}"
-price_per_unit_hour = "3.6"
-memory_mib_per_unit = 100
-"#,
+{partitions}"#,
         token_file.display(),
         state_dir.display(),
         jobs_dir.display(),
@@ -113,7 +116,7 @@ struct Market {
     setup: AgentSetup,
 }
 
-async fn market(name: &str, partition: &str) -> Market {
+async fn market(name: &str, partitions: &str) -> Market {
     let dir = Scratch::new(name);
     let x = exchange(dir.path(), |_| {}).await;
     let (_, provider, provider_token) =
@@ -130,7 +133,7 @@ async fn market(name: &str, partition: &str) -> Market {
         )
         .await
         .unwrap();
-    let setup = slurm_agent(dir.path(), &x.base, &provider_token, partition);
+    let setup = slurm_agent(dir.path(), &x.base, &provider_token, partitions);
     let agent = AgentProcess::start(&setup);
     let agents = wait_for_agents(&provider, 1).await;
     assert_eq!(agents[0].backend, "slurm");
@@ -218,7 +221,7 @@ async fn consumer_pays_exactly_the_core_seconds_slurm_recorded() {
     if !slurm_or_skip("consumer_pays_exactly_the_core_seconds_slurm_recorded") {
         return;
     }
-    let m = market("slurm-e2e", "debug").await;
+    let m = market("slurm-e2e", &core_hours("debug")).await;
     let offer = published(&m.consumer, "supercomputing:debug").await;
     assert_eq!(offer.partition.as_deref(), Some("debug"));
     assert_eq!(offer.price_micros_per_unit_hour, 3_600_000);
@@ -332,7 +335,7 @@ async fn a_job_slurm_can_never_run_fails_with_its_reason_and_costs_nothing() {
     if !slurm_or_skip("a_job_slurm_can_never_run_fails_with_its_reason_and_costs_nothing") {
         return;
     }
-    let m = market("slurm-never", "short").await;
+    let m = market("slurm-never", &core_hours("short")).await;
     let offer = published(&m.consumer, "supercomputing:short").await;
     // Ten minutes on a partition whose jobs may run one.
     let lease = buy_core_hours(&m.consumer, &offer.id, 1, 600).await;
@@ -366,7 +369,7 @@ async fn an_agent_killed_mid_job_reattaches_and_bills_once() {
     if !slurm_or_skip("an_agent_killed_mid_job_reattaches_and_bills_once") {
         return;
     }
-    let mut m = market("slurm-restart", "debug").await;
+    let mut m = market("slurm-restart", &core_hours("debug")).await;
     let offer = published(&m.consumer, "supercomputing:debug").await;
     let lease = buy_core_hours(&m.consumer, &offer.id, 1, 600).await;
     let job = m
@@ -411,7 +414,7 @@ async fn a_cancelled_job_is_scancelled_and_never_billed_past_slurms_record() {
     if !slurm_or_skip("a_cancelled_job_is_scancelled_and_never_billed_past_slurms_record") {
         return;
     }
-    let m = market("slurm-cancel", "debug").await;
+    let m = market("slurm-cancel", &core_hours("debug")).await;
     let offer = published(&m.consumer, "supercomputing:debug").await;
     let lease = buy_core_hours(&m.consumer, &offer.id, 1, 600).await;
     let job = m
@@ -460,7 +463,7 @@ async fn a_drained_node_stops_being_sold_and_comes_back() {
     if !slurm_or_skip("a_drained_node_stops_being_sold_and_comes_back") {
         return;
     }
-    let m = market("slurm-drain", "debug").await;
+    let m = market("slurm-drain", &core_hours("debug")).await;
     let offer = published(&m.consumer, "supercomputing:debug").await;
     let pool = m.provider.get_pool(&offer.pool_id).await.unwrap();
     let node = pool.nodes[0].name.clone();
@@ -501,4 +504,69 @@ async fn a_drained_node_stops_being_sold_and_comes_back() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(now, before, "the resumed node is sold again");
+}
+
+/// GPU-hours of a partition whose node declares GPUs as GRES (`scripts/slurm.sh` declares two
+/// stand-in devices): the job gets one through Slurm and pays GPUs × Slurm's elapsed seconds.
+#[tokio::test]
+async fn gpu_hours_on_a_gres_partition() {
+    let _turn = TURN.lock().await;
+    if !slurm_or_skip("gpu_hours_on_a_gres_partition") {
+        return;
+    }
+    let gres = std::process::Command::new("sinfo")
+        .args(["-h", "-p", "gpu", "-o", "%G"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_default();
+    if !gres.starts_with("gpu:") {
+        assert!(
+            std::env::var("SUANLI_REQUIRE_SLURM").as_deref() != Ok("1"),
+            "this Slurm has no gpu partition with GPU GRES (scripts/slurm.sh start declares one)"
+        );
+        eprintln!("gpu_hours_on_a_gres_partition: skipped, no gpu partition with GRES here");
+        return;
+    }
+    let m = market(
+        "slurm-gpu",
+        "[[slurm.partitions]]\nname = \"gpu\"\nclass = \"intelligent\"\naccelerator_model = \"A800-80G\"\nprice_per_unit_hour = \"3.6\"\n",
+    )
+    .await;
+    let offer = published(&m.consumer, "intelligent:A800-80G").await;
+    assert_eq!(offer.units_available, 2, "two GPUs: {offer:#?}");
+    assert_eq!(offer.cpus_per_unit, 1, "the node's CPUs per GPU");
+    let lease = buy_core_hours(&m.consumer, &offer.id, 1, 600).await;
+    let job = m
+        .consumer
+        .create_job(
+            &lease.id,
+            &task("echo \"gpus: $CUDA_VISIBLE_DEVICES\"; sleep 2"),
+            None,
+        )
+        .await
+        .unwrap();
+    let done = finished(&m.consumer, &job.id).await;
+    assert_eq!(done.state, "succeeded", "{done:#?}");
+    let slurm_id = done.attempts[0].backend_id.clone().unwrap();
+    let (out, _, system) = all_logs(&m.consumer, &job.id).await;
+    assert_eq!(out, "gpus: 0\n", "Slurm gave the job one GPU");
+    assert!(system.contains("1 GPU(s)"), "{system}");
+    let record = std::process::Command::new("scontrol")
+        .args(["-o", "show", "job", &slurm_id])
+        .output()
+        .unwrap();
+    let record =
+        suanli_agent::slurm::parse::parse_scontrol_job(&String::from_utf8_lossy(&record.stdout))
+            .unwrap();
+    assert_eq!(record.gpus, 1);
+    let lease = ended_lease(&m.consumer, &lease.id).await;
+    assert_eq!(
+        lease.metered_unit_seconds,
+        record.gpus * record.elapsed_s,
+        "{lease:#?}"
+    );
+    assert_eq!(
+        lease.cost_micros,
+        Some(record.gpus * record.elapsed_s * 1_000)
+    );
 }

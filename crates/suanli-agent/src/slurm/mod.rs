@@ -202,6 +202,16 @@ const RESERVED: [&str; 4] = ["stdout.log", "stderr.log", ".tmp", SCRIPT];
 const SCRIPT: &str = ".suanli-job.sh";
 /// How long one Slurm command may take.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a reason that never clears must last before the job is cancelled for it.
+const UNRUNNABLE_GRACE: Duration = Duration::from_secs(5);
+
+async fn sleep_until_opt(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(t) => tokio::time::sleep_until(t).await,
+        None => std::future::pending().await,
+    }
+}
+
 /// How long a submission keeps retrying while the controller cannot be reached.
 const SUBMIT_PATIENCE: Duration = Duration::from_secs(120);
 
@@ -853,8 +863,16 @@ async fn drive(
 ) {
     let mut last_reason = String::new();
     let mut running_seen = false;
+    // When Slurm first gave a reason that never clears: Slurm may show one for a moment right
+    // after submission, so the job is cancelled only when it persists.
+    let mut unrunnable_since: Option<tokio::time::Instant> = None;
     loop {
         let now = observed.borrow_and_update().clone();
+        let unrunnable = matches!(&now, Some(Observed::Queue(e))
+            if !e.state.is_started() && !e.state.is_terminal() && parse::is_unrunnable_reason(&e.reason));
+        if !unrunnable {
+            unrunnable_since = None;
+        }
         match now {
             None => {}
             Some(Observed::Gone) => break,
@@ -895,17 +913,27 @@ async fn drive(
                 phase.send_replace(Phase::Pending {
                     reason: reason.clone(),
                 });
-                if parse::is_unrunnable_reason(&e.reason)
-                    && job.set_why(Why::Unrunnable(e.reason.clone()))
-                {
-                    let b = backend.clone();
-                    let id = job.slurm_id;
-                    tokio::spawn(async move { b.scancel(id).await });
+                if unrunnable {
+                    let since = *unrunnable_since.get_or_insert_with(tokio::time::Instant::now);
+                    if since.elapsed() >= UNRUNNABLE_GRACE
+                        && job.set_why(Why::Unrunnable(e.reason.clone()))
+                    {
+                        let b = backend.clone();
+                        let id = job.slurm_id;
+                        tokio::spawn(async move { b.scancel(id).await });
+                    }
                 }
             }
         }
-        if observed.changed().await.is_err() {
-            break;
+        // Wake on the next observation, or when an unrunnable reason has lasted long enough.
+        let recheck = unrunnable_since.map(|t| t + UNRUNNABLE_GRACE);
+        tokio::select! {
+            changed = observed.changed() => {
+                if changed.is_err() {
+                    break;
+                }
+            }
+            _ = sleep_until_opt(recheck) => {}
         }
     }
     let record = conclude(&backend, &job).await;

@@ -304,9 +304,37 @@ pub fn parse_scontrol_job(line: &str) -> Option<JobRecord> {
         exit_code: parse_exit_code(get("ExitCode")),
         elapsed_s: parse_duration(get("RunTime")).unwrap_or(0),
         cpus: get("NumCPUs").parse().unwrap_or(0),
-        gpus: tres_gpus(get("TRES")),
+        gpus: job_gpus(&kv),
         nodes: get("NodeList").to_owned(),
     })
+}
+
+/// GPUs of a job: the allocated `gres/gpu` in `TRES` when the site accounts for it
+/// (`AccountingStorageTRES=gres/gpu`), else what was asked: `TresPerJob`, `TresPerNode` ×
+/// nodes or `TresPerTask` × tasks (`gres:gpu:2`, `gres:gpu:a100:2`, also `gres/gpu:2`).
+fn job_gpus(kv: &BTreeMap<String, String>) -> u64 {
+    let get = |k: &str| kv.get(k).map(String::as_str).unwrap_or("");
+    let allocated = tres_gpus(get("TRES"));
+    if allocated > 0 {
+        return allocated;
+    }
+    let per = |k: &str| -> u64 {
+        get(k)
+            .split(',')
+            .filter(|e| e.starts_with("gres:gpu") || e.starts_with("gres/gpu"))
+            .filter_map(|e| e.rsplit([':', '=']).next()?.parse::<u64>().ok())
+            .sum()
+    };
+    let count = |k: &str| get(k).parse::<u64>().unwrap_or(1);
+    let job = per("TresPerJob");
+    if job > 0 {
+        return job;
+    }
+    let node = per("TresPerNode");
+    if node > 0 {
+        return node * count("NumNodes");
+    }
+    per("TresPerTask") * count("NumTasks")
 }
 
 /// The fields [`parse_sacct_line`] reads, for `sacct --parsable2 --noheader --format=`.
@@ -626,6 +654,16 @@ mod tests {
         assert_eq!(j.cpus, 1);
         assert_eq!(j.gpus, 0);
         assert_eq!(j.nodes, "vm");
+        // GPUs asked per task, as Slurm 22.05 shows them without gres/gpu accounting.
+        let gpu_job = JOB.replace("NumTasks=1", "NumTasks=2").replace(
+            "Partition=debug",
+            "Partition=gpu TresPerTask=gres:gpu:1 MemPerTres=gres:gpu:100",
+        );
+        assert_eq!(parse_scontrol_job(&gpu_job).unwrap().gpus, 2);
+        let per_node = JOB.replace("NumNodes=1", "NumNodes=2 TresPerNode=gres:gpu:a100:4");
+        assert_eq!(parse_scontrol_job(&per_node).unwrap().gpus, 8);
+        let accounted = JOB.replace("billing=1", "billing=1,gres/gpu=3");
+        assert_eq!(parse_scontrol_job(&accounted).unwrap().gpus, 3);
         let kv = parse_kv_line(JOB);
         assert_eq!(kv["AllocNode:Sid"], "localhost:1915");
         assert_eq!(kv["CPUs/Task"], "1");
