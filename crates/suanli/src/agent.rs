@@ -635,20 +635,7 @@ async fn supervise(
     mut stop: watch::Receiver<bool>,
     resumed: bool,
 ) {
-    let mut logs = job.take_logs();
-    let log_agent = agent.clone();
-    let attempt_id = note.attempt_id.clone();
-    let mut progress = saved_log_progress(&agent.state_dir, &note.attempt_id);
-    progress.seq = progress.seq.max(note.log_seq);
-    if resumed {
-        // The agent that died may have had one batch (at most 200 chunks) acknowledged after it
-        // last wrote its progress: number this agent's chunks past any it could have used, so
-        // that none is mistaken for a repeat. The output of that batch may then appear twice;
-        // none is lost.
-        progress.seq += 1_000;
-    }
-    let forwarder =
-        tokio::spawn(async move { forward_logs(log_agent, attempt_id, &mut logs, progress).await });
+    let forwarder = start_forwarder(&agent, job.take_logs(), &note, resumed);
     let mut tick = tokio::time::interval(agent.usage_interval);
     tick.tick().await;
     let mut stopped = false;
@@ -681,6 +668,28 @@ async fn supervise(
     }
     let (state, code) = outcome_state(&outcome);
     finish(&agent, &mut note, state, code, &message, None).await;
+}
+
+/// Forwards an attempt's output to the exchange from where it was left; the task returns the
+/// last chunk number sent once the job's output is closed and drained.
+pub(crate) fn start_forwarder(
+    agent: &Arc<Agent>,
+    mut logs: tokio::sync::mpsc::Receiver<suanli_agent::local::LogChunk>,
+    note: &AttemptNote,
+    resumed: bool,
+) -> tokio::task::JoinHandle<u64> {
+    let mut progress = saved_log_progress(&agent.state_dir, &note.attempt_id);
+    progress.seq = progress.seq.max(note.log_seq);
+    if resumed {
+        // The agent that died may have had one batch (at most 200 chunks) acknowledged after it
+        // last wrote its progress: number this agent's chunks past any it could have used, so
+        // that none is mistaken for a repeat. The output of that batch may then appear twice;
+        // none is lost.
+        progress.seq += 1_000;
+    }
+    let agent = agent.clone();
+    let attempt_id = note.attempt_id.clone();
+    tokio::spawn(async move { forward_logs(agent, attempt_id, &mut logs, progress).await })
 }
 
 /// Most output bytes collected from one job (the exchange keeps at most this much).

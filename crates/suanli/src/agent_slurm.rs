@@ -19,8 +19,8 @@ use suanli_client::Client;
 use tokio::sync::watch;
 
 use crate::agent::{
-    decode_files, finish, forget, forward_logs, is_stale, outcome_state, report_usage, retry,
-    save_note, saved_log_progress, upload_outputs, Agent, AgentConfig, AttemptNote,
+    decode_files, finish, forget, is_stale, outcome_state, report_usage, retry, save_note,
+    saved_log_progress, start_forwarder, upload_outputs, Agent, AgentConfig, AttemptNote,
 };
 
 /// `[slurm]` of the agent's config.
@@ -504,17 +504,7 @@ async fn supervise(
     mut stop: watch::Receiver<bool>,
     resumed: bool,
 ) {
-    let mut logs = job.take_logs();
-    let log_agent = agent.clone();
-    let attempt_id = note.attempt_id.clone();
-    let mut progress = saved_log_progress(&agent.state_dir, &note.attempt_id);
-    progress.seq = progress.seq.max(note.log_seq);
-    if resumed {
-        // As for local jobs: number past any chunk the previous agent may have had acknowledged.
-        progress.seq += 1_000;
-    }
-    let forwarder =
-        tokio::spawn(async move { forward_logs(log_agent, attempt_id, &mut logs, progress).await });
+    let forwarder = start_forwarder(&agent, job.take_logs(), &note, resumed);
     let backend_id = Some(job.slurm_id().to_string());
     let mut phase = job.watch();
     let mut tick = tokio::time::interval(agent.usage_interval);

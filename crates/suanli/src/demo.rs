@@ -294,14 +294,7 @@ async fn start_local_agent(base: &str, data_dir: &Path, token: &str) -> Result<P
         state_dir.display(),
         jobs_dir.display()
     );
-    std::fs::write(&config_path, text)?;
-    let config = crate::agent::AgentConfig::load(&config_path)?;
-    let path = config_path.clone();
-    tokio::spawn(async move {
-        if let Err(e) = crate::agent::run_with(config, path).await {
-            eprintln!("the demo's local agent stopped: {e:#}");
-        }
-    });
+    spawn_agent(&config_path, text, "local")?;
     Ok(config_path)
 }
 
@@ -411,14 +404,7 @@ async fn start_slurm_agent(base: &str, data_dir: &Path, token: &str) -> Result<O
         dir.join("state").display(),
         jobs_dir.display()
     );
-    std::fs::write(&config_path, text)?;
-    let config = crate::agent::AgentConfig::load(&config_path)?;
-    let path = config_path.clone();
-    tokio::spawn(async move {
-        if let Err(e) = crate::agent::run_with(config, path).await {
-            eprintln!("the demo's Slurm agent stopped: {e:#}");
-        }
-    });
+    spawn_agent(&config_path, text, "Slurm")?;
     // Wait until its offer is published, so the guide's commands work at once.
     let hpc = Client::new(base, Some(token.to_owned()));
     let class = format!("supercomputing:{partition}");
@@ -442,6 +428,19 @@ async fn start_slurm_agent(base: &str, data_dir: &Path, token: &str) -> Result<O
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
     bail!("the demo's Slurm agent did not publish its offer (see its messages above)")
+}
+
+/// Writes an agent's config and runs the agent in this process.
+fn spawn_agent(config_path: &Path, text: String, what: &'static str) -> Result<()> {
+    std::fs::write(config_path, text)?;
+    let config = crate::agent::AgentConfig::load(config_path)?;
+    let path = config_path.to_owned();
+    tokio::spawn(async move {
+        if let Err(e) = crate::agent::run_with(config, path).await {
+            eprintln!("the demo's {what} agent stopped: {e:#}");
+        }
+    });
+    Ok(())
 }
 
 /// A stable tag for a directory, to name its jobs directory under the temp dir.
