@@ -9,6 +9,52 @@ pub struct SqliteBackend {
     conn: Connection,
     /// Statements rewritten for SQLite, by their shared text: rewriting is done once per statement.
     rewritten: std::collections::HashMap<String, String>,
+    /// The writer's checkpointer, stopped when the writer's connection is dropped.
+    _checkpointer: Option<Checkpointer>,
+}
+
+/// Checkpoints the WAL into the database file from a connection of its own, so that the writer
+/// never stops to copy pages and fsync the database file between two batches.
+///
+/// The writer runs with `wal_autocheckpoint=0`; this thread runs a PASSIVE checkpoint (it never
+/// blocks the writer or readers, and copies only frames no reader still needs) every
+/// [`CHECKPOINT_EVERY`]. Its connection is
+/// `synchronous=FULL`, so the WAL is synced before pages are copied and the database file is
+/// synced before the WAL may be reused: durability is what SQLite's own checkpoints give.
+struct Checkpointer {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+/// How often the checkpointer copies the WAL back.
+const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(1000);
+
+impl Checkpointer {
+    fn start(path: &str) -> Result<Checkpointer, StoreError> {
+        let conn = Connection::open(path).map_err(map_err)?;
+        conn.execute_batch("PRAGMA synchronous=FULL; PRAGMA busy_timeout=10000;")
+            .map_err(map_err)?;
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        std::thread::Builder::new()
+            .name("suanli-checkpoint".into())
+            .spawn(move || {
+                while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+                    std::thread::sleep(CHECKPOINT_EVERY);
+                    if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
+                    {
+                        tracing::warn!(error = %e, "WAL checkpoint failed; retrying");
+                    }
+                }
+            })
+            .map_err(|e| StoreError::Backend(format!("start the checkpointer: {e}")))?;
+        Ok(Checkpointer { stop })
+    }
+}
+
+impl Drop for Checkpointer {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 impl ToSql for Value {
@@ -44,13 +90,14 @@ impl SqliteBackend {
         let conn = Connection::open(path).map_err(map_err)?;
         conn.execute_batch(
             "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON; \
-             PRAGMA busy_timeout=10000;",
+             PRAGMA busy_timeout=10000; PRAGMA wal_autocheckpoint=0;",
         )
         .map_err(map_err)?;
         conn.set_prepared_statement_cache_capacity(128);
         let mut me = SqliteBackend {
             conn,
             rewritten: Default::default(),
+            _checkpointer: Some(Checkpointer::start(path)?),
         };
         crate::schema::migrate(&mut me)?;
         Ok(me)
@@ -69,6 +116,7 @@ impl SqliteBackend {
         Ok(SqliteBackend {
             conn,
             rewritten: Default::default(),
+            _checkpointer: None,
         })
     }
 }
