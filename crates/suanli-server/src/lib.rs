@@ -193,7 +193,7 @@ impl AppState {
     ) -> Result<Response, ApiError>
     where
         T: Serialize,
-        F: FnOnce(&mut Tx<'_>) -> Result<T, StoreError> + Send + 'static,
+        F: Fn(&mut Tx<'_>) -> Result<T, StoreError> + Send + 'static,
     {
         self.mutate_redacted(org_id, idempotency_key, request_sha256, status, None, f)
             .await
@@ -211,7 +211,7 @@ impl AppState {
     ) -> Result<Response, ApiError>
     where
         T: Serialize,
-        F: FnOnce(&mut Tx<'_>) -> Result<T, StoreError> + Send + 'static,
+        F: Fn(&mut Tx<'_>) -> Result<T, StoreError> + Send + 'static,
     {
         let org_id = org_id.to_owned();
         let request_id = current_request_id();
@@ -229,11 +229,18 @@ impl AppState {
                     }
                 }
                 let dirty_before = tx.dirty_pools.clone();
-                tx.savepoint("op")?;
+                // In an optimistic batch a refusal fails the job instead (see `Tx::optimistic`):
+                // the writer then runs the batch again with savepoints, and this one with "op".
+                let optimistic = tx.optimistic;
+                if !optimistic {
+                    tx.savepoint("op")?;
+                }
                 let mut fresh = None;
                 let response = match f(tx) {
                     Ok(value) => {
-                        tx.release("op")?;
+                        if !optimistic {
+                            tx.release("op")?;
+                        }
                         let encode = |v: &serde_json::Value| {
                             serde_json::to_string(v)
                                 .map_err(|e| StoreError::Backend(format!("encode response: {e}")))
@@ -245,23 +252,24 @@ impl AppState {
                             redact(&mut json);
                         }
                         StoredResponse {
-                            request_sha256,
+                            request_sha256: request_sha256.clone(),
                             status: status.as_u16(),
                             body: encode(&json)?,
                         }
                     }
                     Err(StoreError::Backend(m)) => return Err(StoreError::Backend(m)),
+                    Err(refusal) if optimistic => return Err(refusal),
                     Err(refusal) => {
                         tx.rollback_to("op")?;
                         tx.release("op")?;
                         tx.dirty_pools = dirty_before;
                         let err = ApiError::from(refusal);
                         let mut body = err.body();
-                        body.request_id = request_id;
+                        body.request_id = request_id.clone();
                         let body = serde_json::to_string(&body)
                             .map_err(|e| StoreError::Backend(format!("encode error: {e}")))?;
                         StoredResponse {
-                            request_sha256,
+                            request_sha256: request_sha256.clone(),
                             status: err.code.http_status(),
                             body,
                         }
@@ -383,7 +391,7 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<(AppState, Bootstrap)
                 name: "Suanli Operator".into(),
                 kind: "operator".into(),
                 consumer_type: None,
-                zone,
+                zone: zone.clone(),
                 origin_region: "local".into(),
                 created_ms: now,
             };

@@ -291,6 +291,11 @@ pub struct Tx<'a> {
     pub(crate) b: &'a mut dyn Backend,
     /// Pools whose capacity or offers changed; the writer refreshes the offer book after commit.
     pub dirty_pools: BTreeSet<String>,
+    /// The writer runs this job without a savepoint of its own: any `Err` it returns makes the
+    /// writer roll the whole batch back and run it again with a savepoint per job. A job that
+    /// would otherwise roll back part of its own work (a refusal kept as an idempotent answer)
+    /// returns its refusal as an `Err` instead when this is set.
+    pub optimistic: bool,
 }
 
 const ORG_COLS: &str = "id, name, kind, consumer_type, zone, origin_region, created_ms";
@@ -437,6 +442,7 @@ impl<'a> Tx<'a> {
         Tx {
             b,
             dirty_pools: BTreeSet::new(),
+            optimistic: false,
         }
     }
 

@@ -1,7 +1,12 @@
 //! The single writer: one thread owns the write connection and group-commits batches of jobs.
 //!
-//! Each job runs inside a savepoint of the batch's transaction, so a refused job (insufficient funds,
-//! capacity taken) leaves no trace while the others in the batch commit. Nobody hears back before the
+//! A batch first runs *optimistically*: its jobs one after another in one transaction, without
+//! savepoints (a savepoint makes SQLite copy every page a job touches). If every job succeeds the
+//! batch commits. If one fails (insufficient funds, capacity taken, a refusal), the whole
+//! transaction is rolled back and the batch runs again with each job in a savepoint of its own, so
+//! that the refused job leaves no trace while the others commit; jobs are therefore `Fn`, run at
+//! most twice, and only the second run counts. After such a batch the next few start with
+//! savepoints at once, so a stream of refusals costs no double work. Nobody hears back before the
 //! batch's `COMMIT` has returned: a 2xx built from a job's result is durable. A batch holds what
 //! queued while the previous commit was running, up to `max_batch`, so under load one fsync serves
 //! many requests and with one client it costs nothing extra.
@@ -16,7 +21,16 @@ use crate::backend::{Backend, StoreError};
 use crate::ops::Tx;
 
 type Deliver = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
-type Job = Box<dyn FnOnce(&mut Tx<'_>) -> (bool, Deliver) + Send>;
+
+/// A job: `run` may be called twice (optimistically, then in a savepoint) and keeps its last
+/// result for `deliver`, which answers the submitter once the batch's fate is known.
+struct Job {
+    run: Box<dyn FnMut(&mut Tx<'_>) -> bool + Send>,
+    deliver: Deliver,
+}
+
+/// Batches run with savepoints at once after a batch had to be run again.
+const SAFE_BATCHES_AFTER_A_REFUSAL: u32 = 8;
 
 /// Handle to the writer thread. Cloning shares the one writer.
 #[derive(Clone)]
@@ -56,6 +70,7 @@ impl Writer {
             .name("suanli-writer".into())
             .spawn(move || {
                 let mut jobs: Vec<Job> = Vec::with_capacity(max_batch);
+                let mut safe_batches = 0u32;
                 while let Some(first) = receiver.blocking_recv() {
                     jobs.push(first);
                     while jobs.len() < max_batch {
@@ -64,7 +79,11 @@ impl Writer {
                             Err(_) => break,
                         }
                     }
-                    run_batch(backend.as_mut(), &mut jobs, &book);
+                    let optimistic = safe_batches == 0;
+                    safe_batches = safe_batches.saturating_sub(1);
+                    if !run_batch(backend.as_mut(), &mut jobs, &book, optimistic) {
+                        safe_batches = SAFE_BATCHES_AFTER_A_REFUSAL;
+                    }
                 }
             })
             .expect("spawn the writer thread");
@@ -75,18 +94,29 @@ impl Writer {
     /// An `Err` from `f` rolls back everything `f` wrote.
     pub async fn submit<R, F>(&self, f: F) -> Result<R, StoreError>
     where
-        F: FnOnce(&mut Tx<'_>) -> Result<R, StoreError> + Send + 'static,
+        F: Fn(&mut Tx<'_>) -> Result<R, StoreError> + Send + 'static,
         R: Send + 'static,
     {
         let (tx, rx) = oneshot::channel();
-        let job: Job = Box::new(move |t: &mut Tx<'_>| {
-            let result = f(t);
-            let ok = result.is_ok();
-            let deliver: Deliver = Box::new(move |commit: Result<(), StoreError>| {
+        let slot: std::sync::Arc<std::sync::Mutex<Option<Result<R, StoreError>>>> =
+            Default::default();
+        let kept = slot.clone();
+        let job = Job {
+            run: Box::new(move |t: &mut Tx<'_>| {
+                let result = f(t);
+                let ok = result.is_ok();
+                *kept.lock().unwrap_or_else(|p| p.into_inner()) = Some(result);
+                ok
+            }),
+            deliver: Box::new(move |commit: Result<(), StoreError>| {
+                let result = slot
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .take()
+                    .unwrap_or_else(|| Err(StoreError::Backend("the batch failed".into())));
                 let _ = tx.send(commit.and(result));
-            });
-            (ok, deliver)
-        });
+            }),
+        };
         self.sender
             .send(job)
             .await
@@ -96,25 +126,79 @@ impl Writer {
     }
 }
 
-fn run_batch(backend: &mut dyn Backend, jobs: &mut Vec<Job>, book: &Arc<RwLock<OfferBook>>) {
-    let mut delivers: Vec<Deliver> = Vec::with_capacity(jobs.len());
+/// Runs and commits one batch, then answers every job. False when the optimistic run met a
+/// failing job and the batch had to run again with savepoints.
+fn run_batch(
+    backend: &mut dyn Backend,
+    jobs: &mut Vec<Job>,
+    book: &Arc<RwLock<OfferBook>>,
+    optimistic: bool,
+) -> bool {
+    let mut clean = true;
+    let mut result = None;
+    if optimistic {
+        match run_optimistically(backend, jobs) {
+            Some(done) => result = Some(done),
+            None => clean = false,
+        }
+    }
+    let (outcome, dirty) = match result {
+        Some(done) => done,
+        None => run_with_savepoints(backend, jobs),
+    };
+    if let Err(e) = &outcome {
+        tracing::error!(error = %e, jobs = jobs.len(), "batch not committed; every job in it fails");
+    } else if !dirty.is_empty() {
+        refresh_book(backend, book, &dirty);
+    }
+    for job in jobs.drain(..) {
+        (job.deliver)(outcome.clone());
+    }
+    clean
+}
+
+type BatchResult = (Result<(), StoreError>, std::collections::BTreeSet<String>);
+
+/// Every job in one transaction without savepoints, then `COMMIT`. `None` (everything rolled
+/// back) when a job failed or the transaction could not be used: run the batch again with
+/// savepoints.
+fn run_optimistically(backend: &mut dyn Backend, jobs: &mut [Job]) -> Option<BatchResult> {
+    backend.begin_write().ok()?;
+    let mut dirty = std::collections::BTreeSet::new();
+    for job in jobs.iter_mut() {
+        let mut tx = Tx::new(backend);
+        tx.optimistic = true;
+        let ok = (job.run)(&mut tx);
+        dirty.append(&mut tx.dirty_pools);
+        if !ok {
+            let _ = backend.batch("ROLLBACK");
+            return None;
+        }
+    }
+    match backend.batch("COMMIT") {
+        Ok(()) => Some((Ok(()), dirty)),
+        Err(e) => {
+            let _ = backend.batch("ROLLBACK");
+            Some((Err(e), std::collections::BTreeSet::new()))
+        }
+    }
+}
+
+/// Each job in a savepoint of one transaction: a failing job leaves no trace, the others commit.
+fn run_with_savepoints(backend: &mut dyn Backend, jobs: &mut [Job]) -> BatchResult {
     let mut dirty = std::collections::BTreeSet::new();
     let mut failure: Option<StoreError> = backend.begin_write().err();
-    for job in jobs.drain(..) {
+    for job in jobs.iter_mut() {
         if failure.is_some() {
-            // The transaction is unusable: answer the rest without running them.
-            let (_, deliver) = job(&mut Tx::new(&mut NoBackend));
-            delivers.push(deliver);
-            continue;
+            // The transaction is unusable: the rest are answered without running.
+            break;
         }
         let mut tx = Tx::new(backend);
         if let Err(e) = tx.savepoint("job") {
             failure = Some(e);
-            let (_, deliver) = job(&mut Tx::new(&mut NoBackend));
-            delivers.push(deliver);
-            continue;
+            break;
         }
-        let (ok, deliver) = job(&mut tx);
+        let ok = (job.run)(&mut tx);
         let pools = std::mem::take(&mut tx.dirty_pools);
         let end = if ok {
             tx.release("job")
@@ -126,7 +210,6 @@ fn run_batch(backend: &mut dyn Backend, jobs: &mut Vec<Job>, book: &Arc<RwLock<O
         } else if ok {
             dirty.extend(pools);
         }
-        delivers.push(deliver);
     }
     let outcome = match failure {
         Some(e) => {
@@ -137,14 +220,12 @@ fn run_batch(backend: &mut dyn Backend, jobs: &mut Vec<Job>, book: &Arc<RwLock<O
             let _ = backend.batch("ROLLBACK");
         }),
     };
-    if let Err(e) = &outcome {
-        tracing::error!(error = %e, jobs = delivers.len(), "batch not committed; every job in it fails");
-    } else if !dirty.is_empty() {
-        refresh_book(backend, book, &dirty);
-    }
-    for deliver in delivers {
-        deliver(outcome.clone());
-    }
+    let dirty = if outcome.is_ok() {
+        dirty
+    } else {
+        Default::default()
+    };
+    (outcome, dirty)
 }
 
 /// Re-reads the offers of `pools` (their availability changed) into the book.
@@ -165,28 +246,5 @@ pub fn refresh_book(
             }
         }
         Err(e) => tracing::error!(error = %e, "could not refresh the offer book"),
-    }
-}
-
-/// Stands in for the connection when a batch has already failed, so that the remaining jobs fail
-/// without touching the database.
-struct NoBackend;
-
-impl Backend for NoBackend {
-    fn kind(&self) -> &'static str {
-        "none"
-    }
-    fn execute(&mut self, _: &str, _: &[crate::backend::Value]) -> Result<u64, StoreError> {
-        Err(StoreError::Backend("the batch failed".into()))
-    }
-    fn query(
-        &mut self,
-        _: &str,
-        _: &[crate::backend::Value],
-    ) -> Result<Vec<crate::backend::Row>, StoreError> {
-        Err(StoreError::Backend("the batch failed".into()))
-    }
-    fn batch(&mut self, _: &str) -> Result<(), StoreError> {
-        Err(StoreError::Backend("the batch failed".into()))
     }
 }

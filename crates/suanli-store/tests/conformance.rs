@@ -581,3 +581,56 @@ async fn random_operations_keep_the_books_and_the_model_in_step() {
         }
     }
 }
+
+/// A batch runs optimistically (no savepoints) and, when a job in it fails, again with a savepoint
+/// per job: the failing jobs leave no trace, every other job's effect is there exactly once, and
+/// no job runs more than twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_job_leaves_no_trace_and_the_rest_of_its_batch_commits() {
+    let m = market(1_000_000).await;
+    for round in 0..3 {
+        let mut handles = Vec::new();
+        let runs: Vec<Arc<std::sync::atomic::AtomicUsize>> =
+            (0..30).map(|_| Arc::default()).collect();
+        for (i, count) in runs.iter().enumerate() {
+            let store = m.store.clone();
+            let org = m.consumer.clone();
+            let count = count.clone();
+            handles.push(tokio::spawn(async move {
+                store
+                    .writer()
+                    .submit(move |tx| {
+                        count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        let r = suanli_store::ops::StoredResponse {
+                            request_sha256: format!("{round}-{i}"),
+                            status: 201,
+                            body: "{}".into(),
+                        };
+                        tx.store_idempotent_response(&org, &format!("batch-{round}-{i}"), &r, 0)?;
+                        // Every third job fails after it wrote.
+                        if i % 3 == 0 {
+                            return Err(StoreError::invalid("i", "refused on purpose"));
+                        }
+                        Ok(i)
+                    })
+                    .await
+            }));
+        }
+        for (i, h) in handles.into_iter().enumerate() {
+            match h.await.unwrap() {
+                Ok(v) => assert!(i % 3 != 0 && v == i),
+                Err(StoreError::Invalid { .. }) => assert_eq!(i % 3, 0),
+                Err(e) => panic!("job {i}: {e:?}"),
+            }
+        }
+        for (i, count) in runs.iter().enumerate() {
+            let n = count.load(std::sync::atomic::Ordering::SeqCst);
+            assert!((1..=2).contains(&n), "job {i} ran {n} times");
+            let org = m.consumer.clone();
+            let key = format!("batch-{round}-{i}");
+            let stored = read(&m.store, move |tx| tx.idempotent_response(&org, &key)).unwrap();
+            assert_eq!(stored.is_some(), i % 3 != 0, "job {i} of round {round}");
+        }
+    }
+    assert_books_sound(&m.store);
+}

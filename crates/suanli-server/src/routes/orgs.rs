@@ -125,7 +125,7 @@ pub async fn create_org(
                     admin: wire::member(&admin),
                     token: CreatedToken {
                         token: wire::token(&token),
-                        secret,
+                        secret: secret.clone(),
                     },
                 })
             },
@@ -285,7 +285,7 @@ pub async fn create_token(
                     })?;
                 Ok(CreatedToken {
                     token: wire::token(&t),
-                    secret,
+                    secret: secret.clone(),
                 })
             },
         )

@@ -63,8 +63,8 @@ pub async fn add_model(
             move |tx| {
                 tx.add_accelerator_model(&req.name, &req.vendor, req.memory_gib)?;
                 Ok(AcceleratorModel {
-                    name: req.name,
-                    vendor: req.vendor,
+                    name: req.name.clone(),
+                    vendor: req.vendor.clone(),
                     memory_gib: req.memory_gib,
                 })
             },
