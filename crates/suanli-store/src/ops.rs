@@ -762,6 +762,40 @@ impl<'a> Tx<'a> {
         Ok(rows.iter().map(node_row).collect())
     }
 
+    /// The nodes of a pool with room for at least one unit needing `per_unit`, as placement sees
+    /// them (full nodes cannot take part in a placement, so they are not read).
+    pub fn nodes_with_room(
+        &mut self,
+        pool_id: &str,
+        per_unit: Capacity,
+    ) -> Result<Vec<NodeFree>, StoreError> {
+        let rows = self.b.query(
+            "SELECT id, accelerator_model, partition_name, cpus - cpus_reserved, \
+             memory_mib - memory_mib_reserved, accelerators - accelerators_reserved FROM nodes \
+             WHERE pool_id = $1 AND cpus - cpus_reserved >= $2 AND memory_mib - memory_mib_reserved >= $3 \
+             AND accelerators - accelerators_reserved >= $4",
+            &[
+                pool_id.into(),
+                int(per_unit.cpus)?,
+                int(per_unit.memory_mib)?,
+                int(per_unit.accelerators)?,
+            ],
+        )?;
+        Ok(rows
+            .iter()
+            .map(|r| NodeFree {
+                node_id: r.str(0),
+                accelerator_model: r.opt_str(1),
+                partition: r.opt_str(2),
+                free: Capacity {
+                    cpus: r.u64(3),
+                    memory_mib: r.u64(4),
+                    accelerators: r.u64(5),
+                },
+            })
+            .collect())
+    }
+
     /// A pool; with `org_id`, only if that org owns it.
     pub fn get_pool(&mut self, org_id: Option<&str>, pool_id: &str) -> Result<PoolRow, StoreError> {
         let rows = self.b.query(
@@ -1263,11 +1297,7 @@ impl<'a> Tx<'a> {
         to_i64(hold_micros)?;
         // Pools an agent serves bill the signed usage of the jobs run on them.
         let metered = self.pool_has_agent(&offer.pool_id)?;
-        let nodes: Vec<NodeFree> = self
-            .nodes_of_pool(&offer.pool_id)?
-            .iter()
-            .map(NodeRow::free)
-            .collect();
+        let nodes = self.nodes_with_room(&offer.pool_id, offer.shape().per_unit())?;
         let mut allocations = place(
             &nodes,
             &offer.shape(),
