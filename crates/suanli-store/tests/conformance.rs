@@ -169,6 +169,10 @@ async fn purchase_and_end_settle_exactly() {
     // Worst case: 2 accelerators × 36 CNY × 1 h.
     assert_eq!(lease.hold.amount_micros, 72_000_000);
     assert_eq!(lease.allocations.len(), 1);
+    // What the purchase answers is what the store holds.
+    let id = lease.id.clone();
+    let stored = read(&m.store, move |tx| tx.get_lease(None, &id)).unwrap();
+    assert_eq!(lease, stored);
     assert_eq!(
         balance(&m.store, &m.consumer, AccountKind::Held),
         72_000_000
@@ -526,6 +530,9 @@ async fn random_operations_keep_the_books_and_the_model_in_step() {
                 match m.store.writer().submit(move |tx| tx.purchase(&p)).await {
                     Ok(l) => {
                         assert_eq!(l.hold.amount_micros, hold);
+                        let id = l.id.clone();
+                        let stored = read(&m.store, move |tx| tx.get_lease(None, &id)).unwrap();
+                        assert_eq!(l, stored, "seed {seed} step {step}: the answer is the row");
                         available -= hold as i64;
                         reserved += units;
                         active.push((l.id, units, now, limit, hold));
