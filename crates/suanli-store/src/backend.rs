@@ -145,7 +145,16 @@ pub trait Backend: Send {
     fn begin_write(&mut self) -> Result<(), StoreError> {
         self.batch("BEGIN")
     }
+    /// Commits the write transaction. `None`: it is durable now. `Some(sync)`: it is durable
+    /// once `sync` has returned `Ok` (the writer runs it on another thread while the next batch
+    /// executes, and answers the batch's requests only then).
+    fn commit(&mut self) -> Result<Option<SyncFn>, StoreError> {
+        self.batch("COMMIT").map(|()| None)
+    }
 }
+
+/// Makes a commit durable (see [`Backend::commit`]).
+pub type SyncFn = Box<dyn FnOnce() -> Result<(), StoreError> + Send>;
 
 /// Converts `i64` columns to `u64` values, refusing what does not fit.
 pub fn to_i64(v: u64) -> Result<i64, StoreError> {

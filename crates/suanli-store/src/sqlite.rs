@@ -1,4 +1,8 @@
-//! SQLite backend: WAL mode, `synchronous=FULL`, one writer connection and read-only readers.
+//! SQLite backend: WAL mode, one writer connection and read-only readers.
+//!
+//! The writer's commits are made durable by an `fdatasync` of the WAL file run apart from the
+//! commit (see [`SqliteBackend::open_writer`]); readers and the checkpointer run with
+//! `synchronous=FULL`.
 
 use rusqlite::types::{ToSqlOutput, ValueRef};
 use rusqlite::{Connection, OpenFlags, ToSql};
@@ -11,6 +15,18 @@ pub struct SqliteBackend {
     rewritten: std::collections::HashMap<String, String>,
     /// The writer's checkpointer, stopped when the writer's connection is dropped.
     _checkpointer: Option<Checkpointer>,
+    /// The writer's WAL file, synced after each commit by [`Backend::commit`]'s sync.
+    wal: Option<std::path::PathBuf>,
+}
+
+impl Drop for SqliteBackend {
+    fn drop(&mut self) {
+        // Closing the last connection checkpoints the WAL and deletes it: with the database file
+        // synced first.
+        if self.wal.is_some() {
+            let _ = self.conn.execute_batch("PRAGMA synchronous=FULL;");
+        }
+    }
 }
 
 /// Checkpoints the WAL into the database file from a connection of its own, so that the writer
@@ -86,6 +102,16 @@ fn numbered_parameters(sql: &str) -> String {
 
 impl SqliteBackend {
     /// Opens (creating) the database at `path` for writing and migrates it.
+    ///
+    /// Migrations run with `synchronous=FULL`. Then the connection runs with `synchronous=OFF`:
+    /// `COMMIT` appends the batch's pages to the WAL without waiting for the disk, and
+    /// [`Backend::commit`] returns an `fdatasync` of the WAL file that the writer runs on another
+    /// thread while it executes the next batch; a batch's requests are answered only after it.
+    /// Nothing acknowledged depends on SQLite's own syncs: the WAL is a log of whole commits
+    /// whose frames are checksummed in a chain, so after a crash SQLite recovers exactly the
+    /// commits whose frames reached the disk, in order. Checkpoints (which copy the WAL into the
+    /// database file and may let the WAL be reused) run on the checkpointer's `synchronous=FULL`
+    /// connection, which syncs the WAL before and the database file after copying.
     pub fn open_writer(path: &str) -> Result<Self, StoreError> {
         let conn = Connection::open(path).map_err(map_err)?;
         conn.execute_batch(
@@ -97,9 +123,15 @@ impl SqliteBackend {
         let mut me = SqliteBackend {
             conn,
             rewritten: Default::default(),
-            _checkpointer: Some(Checkpointer::start(path)?),
+            _checkpointer: None,
+            wal: None,
         };
         crate::schema::migrate(&mut me)?;
+        me.conn
+            .execute_batch("PRAGMA synchronous=OFF;")
+            .map_err(map_err)?;
+        me.wal = Some(std::path::PathBuf::from(format!("{path}-wal")));
+        me._checkpointer = Some(Checkpointer::start(path)?);
         Ok(me)
     }
 
@@ -117,6 +149,7 @@ impl SqliteBackend {
             conn,
             rewritten: Default::default(),
             _checkpointer: None,
+            wal: None,
         })
     }
 }
@@ -181,5 +214,17 @@ impl Backend for SqliteBackend {
     fn begin_write(&mut self) -> Result<(), StoreError> {
         // IMMEDIATE takes the write lock up front, so a batch never fails half-way on a lock upgrade.
         self.batch("BEGIN IMMEDIATE")
+    }
+
+    fn commit(&mut self) -> Result<Option<crate::backend::SyncFn>, StoreError> {
+        self.batch("COMMIT")?;
+        let Some(wal) = self.wal.clone() else {
+            return Ok(None);
+        };
+        Ok(Some(Box::new(move || {
+            std::fs::File::open(&wal)
+                .and_then(|f| f.sync_data())
+                .map_err(|e| StoreError::Backend(format!("fdatasync {}: {e}", wal.display())))
+        })))
     }
 }

@@ -7,9 +7,15 @@
 //! that the refused job leaves no trace while the others commit; jobs are therefore `Fn`, run at
 //! most twice, and only the second run counts. After such a batch the next few start with
 //! savepoints at once, so a stream of refusals costs no double work. Nobody hears back before the
-//! batch's `COMMIT` has returned: a 2xx built from a job's result is durable. A batch holds what
-//! queued while the previous commit was running, up to `max_batch`, so under load one fsync serves
-//! many requests and with one client it costs nothing extra.
+//! batch is durable: a 2xx built from a job's result is durable. A batch holds what queued while
+//! the previous one ran, up to `max_batch`, so under load one fsync serves many requests and with
+//! one client it costs nothing extra.
+//!
+//! When the backend's `COMMIT` leaves the sync to be done (SQLite, see [`Backend::commit`]), a
+//! second thread, the syncer, runs it while the writer executes the next batch, and answers the
+//! batch's requests once it returned: the disk's latency is taken off the writer's path. Batches
+//! are synced in commit order (one sync covers every batch committed before it), and a failed
+//! sync stops the process: what the disk holds is then unknown, and a restart recovers it.
 
 use std::sync::{Arc, RwLock};
 use std::thread;
@@ -17,7 +23,7 @@ use std::thread;
 use suanli_core::quote::OfferBook;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::backend::{Backend, StoreError};
+use crate::backend::{Backend, StoreError, SyncFn};
 use crate::ops::Tx;
 
 type Deliver = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
@@ -41,7 +47,8 @@ pub struct Writer {
 /// Writer settings.
 #[derive(Debug, Clone, Copy)]
 pub struct WriterConfig {
-    /// Most jobs in one transaction; 1 turns group commit off (one commit per request).
+    /// Most jobs in one transaction; 1 turns group commit off (one commit and one sync per
+    /// request, each sync run before the next request: the naive baseline of the benchmarks).
     pub max_batch: usize,
     /// Jobs that may wait for the writer before submitters are made to wait (backpressure).
     pub queue: usize,
@@ -66,6 +73,13 @@ impl Writer {
     ) -> Writer {
         let (sender, mut receiver) = mpsc::channel::<Job>(config.queue.max(1));
         let max_batch = config.max_batch.max(1);
+        // Batches committed and waiting for their sync; bounded, so the writer cannot run far
+        // ahead of the disk.
+        let (to_syncer, syncing) = std::sync::mpsc::sync_channel::<Synced>(4);
+        thread::Builder::new()
+            .name("suanli-sync".into())
+            .spawn(move || sync_loop(syncing))
+            .expect("spawn the syncer thread");
         thread::Builder::new()
             .name("suanli-writer".into())
             .spawn(move || {
@@ -81,7 +95,8 @@ impl Writer {
                     }
                     let optimistic = safe_batches == 0;
                     safe_batches = safe_batches.saturating_sub(1);
-                    if !run_batch(backend.as_mut(), &mut jobs, &book, optimistic) {
+                    let syncer = (max_batch > 1).then_some(&to_syncer);
+                    if !run_batch(backend.as_mut(), &mut jobs, &book, optimistic, syncer) {
                         safe_batches = SAFE_BATCHES_AFTER_A_REFUSAL;
                     }
                 }
@@ -133,6 +148,7 @@ fn run_batch(
     jobs: &mut Vec<Job>,
     book: &Arc<RwLock<OfferBook>>,
     optimistic: bool,
+    syncer: Option<&std::sync::mpsc::SyncSender<Synced>>,
 ) -> bool {
     let mut clean = true;
     let mut result = None;
@@ -151,13 +167,66 @@ fn run_batch(
     } else if !dirty.is_empty() {
         refresh_book(backend, book, &dirty);
     }
-    for job in jobs.drain(..) {
-        (job.deliver)(outcome.clone());
+    let delivers: Vec<Deliver> = jobs.drain(..).map(|j| j.deliver).collect();
+    match outcome {
+        Ok(Some(sync)) => {
+            let batch = Synced { sync, delivers };
+            // Without a syncer (group commit off), or should it be gone: sync here, now.
+            let unsent = match syncer {
+                Some(s) => s.send(batch).err().map(|e| e.0),
+                None => Some(batch),
+            };
+            if let Some(batch) = unsent {
+                sync_and_answer(vec![batch]);
+            }
+        }
+        Ok(None) => delivers.into_iter().for_each(|d| d(Ok(()))),
+        Err(e) => delivers.into_iter().for_each(|d| d(Err(e.clone()))),
     }
     clean
 }
 
-type BatchResult = (Result<(), StoreError>, std::collections::BTreeSet<String>);
+/// A committed batch waiting for its sync, and who to answer then.
+struct Synced {
+    sync: SyncFn,
+    delivers: Vec<Deliver>,
+}
+
+/// Runs the syncs of committed batches in order and answers their requests. Batches that queued
+/// meanwhile share one sync: it covers everything committed before it started.
+fn sync_loop(batches: std::sync::mpsc::Receiver<Synced>) {
+    while let Ok(first) = batches.recv() {
+        let mut waiting = vec![first];
+        while let Ok(more) = batches.try_recv() {
+            waiting.push(more);
+        }
+        sync_and_answer(waiting);
+    }
+}
+
+/// Runs the last batch's sync (it covers the earlier ones) and answers every batch.
+fn sync_and_answer(mut waiting: Vec<Synced>) {
+    let Some(Synced { sync, delivers }) = waiting.pop() else {
+        return;
+    };
+    if let Err(e) = sync() {
+        // After a failed fsync the kernel may have dropped the dirty pages: what the disk holds
+        // is unknown, and going on could acknowledge lost writes. Stop; a restart recovers what
+        // is on disk.
+        tracing::error!(error = %e, "syncing a commit failed; stopping the process");
+        eprintln!("suanli: syncing a commit failed ({e}); stopping");
+        std::process::abort();
+    }
+    for batch in waiting {
+        batch.delivers.into_iter().for_each(|d| d(Ok(())));
+    }
+    delivers.into_iter().for_each(|d| d(Ok(())));
+}
+
+type BatchResult = (
+    Result<Option<SyncFn>, StoreError>,
+    std::collections::BTreeSet<String>,
+);
 
 /// Every job in one transaction without savepoints, then `COMMIT`. `None` (everything rolled
 /// back) when a job failed or the transaction could not be used: run the batch again with
@@ -175,8 +244,8 @@ fn run_optimistically(backend: &mut dyn Backend, jobs: &mut [Job]) -> Option<Bat
             return None;
         }
     }
-    match backend.batch("COMMIT") {
-        Ok(()) => Some((Ok(()), dirty)),
+    match backend.commit() {
+        Ok(sync) => Some((Ok(sync), dirty)),
         Err(e) => {
             let _ = backend.batch("ROLLBACK");
             Some((Err(e), std::collections::BTreeSet::new()))
@@ -216,7 +285,7 @@ fn run_with_savepoints(backend: &mut dyn Backend, jobs: &mut [Job]) -> BatchResu
             let _ = backend.batch("ROLLBACK");
             Err(e)
         }
-        None => backend.batch("COMMIT").inspect_err(|_| {
+        None => backend.commit().inspect_err(|_| {
             let _ = backend.batch("ROLLBACK");
         }),
     };
@@ -246,5 +315,77 @@ pub fn refresh_book(
             }
         }
         Err(e) => tracing::error!(error = %e, "could not refresh the offer book"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+    use super::*;
+    use crate::backend::{Row, Value};
+
+    /// A connection whose commits are durable only once their sync has run (slowly).
+    struct SlowSync {
+        synced: Arc<AtomicUsize>,
+    }
+
+    impl Backend for SlowSync {
+        fn kind(&self) -> &'static str {
+            "test"
+        }
+        fn execute(&mut self, _: &str, _: &[Value]) -> Result<u64, StoreError> {
+            Ok(1)
+        }
+        fn query(&mut self, _: &str, _: &[Value]) -> Result<Vec<Row>, StoreError> {
+            Ok(Vec::new())
+        }
+        fn batch(&mut self, _: &str) -> Result<(), StoreError> {
+            Ok(())
+        }
+        fn commit(&mut self) -> Result<Option<SyncFn>, StoreError> {
+            let synced = self.synced.clone();
+            Ok(Some(Box::new(move || {
+                std::thread::sleep(std::time::Duration::from_millis(200));
+                synced.fetch_add(1, Ordering::SeqCst);
+                Ok(())
+            })))
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn nobody_hears_back_before_their_batch_is_synced() {
+        let synced = Arc::new(AtomicUsize::new(0));
+        let writer = Writer::start(
+            Box::new(SlowSync {
+                synced: synced.clone(),
+            }),
+            Arc::new(RwLock::new(OfferBook::new())),
+            WriterConfig::default(),
+        );
+        let ran = Arc::new(AtomicBool::new(false));
+        let mut handles = Vec::new();
+        for i in 0..20u32 {
+            let (writer, synced, ran) = (writer.clone(), synced.clone(), ran.clone());
+            let in_job = synced.clone();
+            handles.push(tokio::spawn(async move {
+                let seen_at_run = writer
+                    .submit(move |_| {
+                        ran.store(true, Ordering::SeqCst);
+                        Ok(in_job.load(Ordering::SeqCst))
+                    })
+                    .await
+                    .unwrap();
+                // Answered only after a sync that started after this job's batch committed.
+                assert!(
+                    synced.load(Ordering::SeqCst) > seen_at_run,
+                    "job {i} answered before its batch was synced"
+                );
+            }));
+        }
+        for h in handles {
+            h.await.unwrap();
+        }
+        assert!(ran.load(Ordering::SeqCst));
     }
 }
