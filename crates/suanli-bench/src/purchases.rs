@@ -1,7 +1,7 @@
 //! Benchmark 2: durable purchases through the HTTP API.
 //!
-//! Starts the real server in this process on 127.0.0.1:0 (SQLite in a temp dir with WAL and
-//! `synchronous=FULL`, or a fresh PostgreSQL database), creates a market through the client (one
+//! Starts the real server in this process on 127.0.0.1:0 (SQLite in a temp dir with WAL, each
+//! batch's WAL fsynced before it is answered, or a fresh PostgreSQL database), creates a market through the client (one
 //! provider with one pool and one general offer, one funded consumer org per connection), then runs
 //! `connections` tokio tasks, each with its own HTTP connection, looping `POST /api/v1/leases` (one
 //! unit for 60 s) with a fresh `Idempotency-Key` per request. Requests that complete during the

@@ -83,7 +83,7 @@ pub fn print(path: &str) -> anyhow::Result<()> {
             "HTTP, {} connections, {}{}",
             r["connections"],
             match backend {
-                "sqlite" => "SQLite WAL + synchronous=FULL, group commit".to_owned(),
+                "sqlite" => "SQLite WAL, group commit (WAL fsync per batch)".to_owned(),
                 "naive-sqlite" => "SQLite, one commit per request (`max_batch: 1`)".to_owned(),
                 _ => "PostgreSQL 15 (fsync on), group commit".to_owned(),
             },
