@@ -15,8 +15,9 @@ pub struct SqliteBackend {
     rewritten: std::collections::HashMap<String, String>,
     /// The writer's checkpointer, stopped when the writer's connection is dropped.
     _checkpointer: Option<Checkpointer>,
-    /// The writer's WAL file, synced after each commit by [`Backend::commit`]'s sync.
-    wal: Option<std::path::PathBuf>,
+    /// The writer's WAL file, opened once and synced after each commit by [`Backend::commit`]'s
+    /// sync (an open descriptor syncs the file whatever happens to its name).
+    wal: Option<std::sync::Arc<std::fs::File>>,
 }
 
 impl Drop for SqliteBackend {
@@ -127,10 +128,14 @@ impl SqliteBackend {
             wal: None,
         };
         crate::schema::migrate(&mut me)?;
-        me.conn
-            .execute_batch("PRAGMA synchronous=OFF;")
-            .map_err(map_err)?;
-        me.wal = Some(std::path::PathBuf::from(format!("{path}-wal")));
+        // Without a WAL file to sync (it exists once the database has been read in WAL mode),
+        // commits stay synchronous=FULL and durable when they return.
+        if let Ok(file) = std::fs::File::open(format!("{path}-wal")) {
+            me.conn
+                .execute_batch("PRAGMA synchronous=OFF;")
+                .map_err(map_err)?;
+            me.wal = Some(std::sync::Arc::new(file));
+        }
         me._checkpointer = Some(Checkpointer::start(path)?);
         Ok(me)
     }
@@ -222,9 +227,8 @@ impl Backend for SqliteBackend {
             return Ok(None);
         };
         Ok(Some(Box::new(move || {
-            std::fs::File::open(&wal)
-                .and_then(|f| f.sync_data())
-                .map_err(|e| StoreError::Backend(format!("fdatasync {}: {e}", wal.display())))
+            wal.sync_data()
+                .map_err(|e| StoreError::Backend(format!("fdatasync of the WAL: {e}")))
         })))
     }
 }
