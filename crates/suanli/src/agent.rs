@@ -678,19 +678,8 @@ async fn supervise_new(agent: Arc<Agent>, a: Assignment, stop: watch::Receiver<b
     };
     match local.start(launch).await {
         Ok(job) => {
-            let event = AttemptEvent {
-                state: "running".into(),
-                exit_code: None,
-                message: None,
-                backend_id: Some(job.pid().to_string()),
-            };
-            match retry("report running", || {
-                agent
-                    .client
-                    .attempt_event(&agent.agent_id, &a.attempt_id, &event, None)
-            })
-            .await
-            {
+            let backend_id = Some(job.pid().to_string());
+            match report_state(&agent, &a.attempt_id, "running", None, backend_id).await {
                 Ok(_) => supervise(agent, job, note, stop, false).await,
                 Err(e) => {
                     tracing::warn!(attempt = %a.attempt_id, error = %e, "the exchange refused the attempt: stopping it");
@@ -746,14 +735,51 @@ async fn supervise(
     if let Ok(last) = forwarder.await {
         note.log_seq = last;
     }
+    report_outcome(&agent, &mut note, &outcome, Some(job.job_dir()), None).await;
+}
+
+/// Tells the exchange how an attempt stands short of its end (`pending`, `running`); retried
+/// while the exchange cannot be reached. Err when it refused the attempt.
+pub(crate) async fn report_state(
+    agent: &Agent,
+    attempt_id: &str,
+    state: &str,
+    message: Option<String>,
+    backend_id: Option<String>,
+) -> Result<suanli_api::Job, ClientError> {
+    let event = AttemptEvent {
+        state: state.into(),
+        exit_code: None,
+        message,
+        backend_id,
+    };
+    retry(&format!("report {state}"), || {
+        agent
+            .client
+            .attempt_event(&agent.agent_id, attempt_id, &event, None)
+    })
+    .await
+}
+
+/// Reports how a job ended: its last usage, its outputs (from `job_dir`, when there is one) and
+/// its end state.
+pub(crate) async fn report_outcome(
+    agent: &Agent,
+    note: &mut AttemptNote,
+    outcome: &Outcome,
+    job_dir: Option<&Path>,
+    backend_id: Option<String>,
+) {
     let u = outcome.usage;
-    report_usage(&agent, &mut note, u.wall_ms, u.cpu_ms, u.peak_memory_mib).await;
+    report_usage(agent, note, u.wall_ms, u.cpu_ms, u.peak_memory_mib).await;
     let mut message = outcome.message.clone();
-    if let Err(e) = upload_outputs(&agent, &note, job.job_dir()).await {
-        message = format!("{message}; outputs not collected: {e}");
+    if let Some(dir) = job_dir {
+        if let Err(e) = upload_outputs(agent, note, dir).await {
+            message = format!("{message}; outputs not collected: {e}");
+        }
     }
-    let (state, code) = outcome_state(&outcome);
-    finish(&agent, &mut note, state, code, &message, None).await;
+    let (state, code) = outcome_state(outcome);
+    finish(agent, note, state, code, &message, backend_id).await;
 }
 
 /// Forwards an attempt's output to the exchange from where it was left; the task returns the
@@ -783,11 +809,7 @@ const MAX_OUTPUT_BYTES: u64 = 8 * 1024 * 1024;
 
 /// Collects the task's output paths from the job directory (files, and directories recursively;
 /// symbolic links and anything outside the job directory are skipped) and sends them.
-pub(crate) async fn upload_outputs(
-    agent: &Agent,
-    note: &AttemptNote,
-    job_dir: &Path,
-) -> Result<()> {
+async fn upload_outputs(agent: &Agent, note: &AttemptNote, job_dir: &Path) -> Result<()> {
     if note.outputs.is_empty() {
         return Ok(());
     }
@@ -855,7 +877,7 @@ pub(crate) async fn upload_outputs(
     Ok(())
 }
 
-pub(crate) fn outcome_state(o: &Outcome) -> (&'static str, Option<i32>) {
+fn outcome_state(o: &Outcome) -> (&'static str, Option<i32>) {
     match &o.state {
         LocalState::Succeeded => ("succeeded", Some(0)),
         LocalState::Failed { exit_code } => ("failed", *exit_code),
@@ -1080,16 +1102,8 @@ async fn reattach_all(agent: &Arc<Agent>) {
                 tokio::spawn(supervise(agent.clone(), job, note, stop_rx, true));
             }
             Ok(Some(Reattached::Finished(outcome))) => {
-                let u = outcome.usage;
-                report_usage(agent, &mut note, u.wall_ms, u.cpu_ms, u.peak_memory_mib).await;
-                let mut message = outcome.message.clone();
-                if let Ok(dir) = local.job_dir(&note.attempt_id) {
-                    if let Err(e) = upload_outputs(agent, &note, &dir).await {
-                        message = format!("{message}; outputs not collected: {e}");
-                    }
-                }
-                let (state, code) = outcome_state(&outcome);
-                finish(agent, &mut note, state, code, &message, None).await;
+                let dir = local.job_dir(&note.attempt_id).ok();
+                report_outcome(agent, &mut note, &outcome, dir.as_deref(), None).await;
             }
             Ok(None) | Err(_) => {
                 finish(

@@ -14,13 +14,13 @@ use suanli_agent::slurm::{
     lookup_account, Phase, SlurmBackend, SlurmJob, SlurmNode, SlurmOptions, SlurmSubmit,
     UnixAccount,
 };
-use suanli_api::{Assignment, AttemptEvent, CreateOfferRequest, NodeSpec, RegisterAgentRequest};
+use suanli_api::{Assignment, CreateOfferRequest, NodeSpec, RegisterAgentRequest};
 use suanli_client::Client;
 use tokio::sync::watch;
 
 use crate::agent::{
-    decode_files, finish, forget, is_stale, outcome_state, report_usage, retry, save_note,
-    saved_log_progress, start_forwarder, upload_outputs, Agent, AgentConfig, AttemptNote,
+    decode_files, finish, forget, is_stale, report_outcome, report_state, report_usage, retry,
+    save_note, saved_log_progress, start_forwarder, Agent, AgentConfig, AttemptNote,
 };
 
 /// `[slurm]` of the agent's config.
@@ -473,19 +473,8 @@ pub async fn supervise_new(
     note.backend_id = Some(id.clone());
     save_note(&agent.state_dir, &note);
     // The exchange hears at once that the job reached Slurm (and its id).
-    let event = AttemptEvent {
-        state: "pending".into(),
-        exit_code: None,
-        message: Some(format!("submitted to Slurm as job {id}")),
-        backend_id: Some(id),
-    };
-    match retry("report pending", || {
-        agent
-            .client
-            .attempt_event(&agent.agent_id, &a.attempt_id, &event, None)
-    })
-    .await
-    {
+    let message = Some(format!("submitted to Slurm as job {id}"));
+    match report_state(&agent, &a.attempt_id, "pending", message, Some(id)).await {
         Ok(_) => supervise(agent, job, note, stop, false).await,
         Err(e) => {
             tracing::warn!(attempt = %a.attempt_id, error = %e, "the exchange refused the attempt: cancelling its Slurm job");
@@ -516,18 +505,15 @@ async fn supervise(
         match now {
             Phase::Finished(o) => break *o,
             Phase::Pending { reason } if !note.reported_running && reason != last_reason => {
-                last_reason = reason.clone();
-                let event = AttemptEvent {
-                    state: "pending".into(),
-                    exit_code: None,
-                    message: Some(format!("Slurm job {} is pending: {reason}", job.slurm_id())),
-                    backend_id: backend_id.clone(),
-                };
-                let sent = retry("report pending", || {
-                    agent
-                        .client
-                        .attempt_event(&agent.agent_id, &note.attempt_id, &event, None)
-                })
+                let message = Some(format!("Slurm job {} is pending: {reason}", job.slurm_id()));
+                last_reason = reason;
+                let sent = report_state(
+                    &agent,
+                    &note.attempt_id,
+                    "pending",
+                    message,
+                    backend_id.clone(),
+                )
                 .await;
                 if let Err(e) = sent {
                     if is_stale(&e) && !stopped {
@@ -580,18 +566,7 @@ async fn report_running(
     note: &mut AttemptNote,
     backend_id: Option<String>,
 ) -> Result<(), suanli_client::ClientError> {
-    let event = AttemptEvent {
-        state: "running".into(),
-        exit_code: None,
-        message: None,
-        backend_id,
-    };
-    retry("report running", || {
-        agent
-            .client
-            .attempt_event(&agent.agent_id, &note.attempt_id, &event, None)
-    })
-    .await?;
+    report_state(agent, &note.attempt_id, "running", None, backend_id).await?;
     note.reported_running = true;
     save_note(&agent.state_dir, note);
     Ok(())
@@ -611,13 +586,7 @@ async fn conclude(
     {
         let _ = report_running(agent, note, backend_id.clone()).await;
     }
-    report_usage(agent, note, outcome.usage.wall_ms, None, None).await;
-    let mut message = outcome.message.clone();
-    if let Err(e) = upload_outputs(agent, note, job_dir).await {
-        message = format!("{message}; outputs not collected: {e}");
-    }
-    let (state, code) = outcome_state(outcome);
-    finish(agent, note, state, code, &message, backend_id).await;
+    report_outcome(agent, note, outcome, Some(job_dir), backend_id).await;
 }
 
 /// After an agent restart: follows the attempt's Slurm job again (by the id in its note, else
