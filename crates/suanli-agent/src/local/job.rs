@@ -345,7 +345,8 @@ pub(crate) fn launch(
     RunningJob::new(shared, logs_rx)
 }
 
-async fn sleep_until_opt(at: Option<tokio::time::Instant>) {
+/// Sleeps until `at`, or forever when there is none (a `select!` arm that may be off).
+pub(crate) async fn sleep_until_opt(at: Option<tokio::time::Instant>) {
     match at {
         Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,

@@ -36,6 +36,7 @@ use tokio::sync::mpsc;
 
 use crate::error::{Error, IoContext, Result};
 use cgroup::{CgroupSetup, JobCgroup};
+pub(crate) use job::sleep_until_opt;
 pub use job::RunningJob;
 pub use logs::{LogChunk, LogStream, MAX_CHUNK_BYTES};
 use sandbox::{Bubblewrap, Rlimits};

@@ -39,6 +39,7 @@ use tokio::sync::{mpsc, watch};
 
 use crate::error::{Error, IoContext, Result};
 use crate::local::logs::{tail, LogSink};
+use crate::local::sleep_until_opt;
 use crate::local::{
     procfs, safe_relative, validate_launch, JobLaunch, JobState, LogChunk, LogStream, Outcome,
     Usage, JOB_PATH,
@@ -205,13 +206,6 @@ const COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long a reason that never clears must last before the job is cancelled for it.
 const UNRUNNABLE_GRACE: Duration = Duration::from_secs(5);
 
-async fn sleep_until_opt(at: Option<tokio::time::Instant>) {
-    match at {
-        Some(t) => tokio::time::sleep_until(t).await,
-        None => std::future::pending().await,
-    }
-}
-
 /// How long a submission keeps retrying while the controller cannot be reached.
 const SUBMIT_PATIENCE: Duration = Duration::from_secs(120);
 
@@ -230,15 +224,14 @@ impl SlurmBackend {
         if options.partitions.is_empty() {
             return Err(Error::Config("no partition to sell".into()));
         }
-        let probe = SlurmBackend {
-            inner: Arc::new(Inner {
-                options: options.clone(),
-                agent_is_root,
-                version: String::new(),
-                watched: Mutex::new(HashMap::new()),
-            }),
-        };
-        let v = probe.run("sinfo", &["--version".into()], None).await?;
+        let v = run_command(
+            &options,
+            agent_is_root,
+            "sinfo",
+            &["--version".into()],
+            None,
+        )
+        .await?;
         if !v.ok {
             return Err(Error::Config(format!(
                 "sinfo --version: {}",
@@ -246,13 +239,8 @@ impl SlurmBackend {
             )));
         }
         let version = v.stdout.trim().to_owned();
-        let parts = probe
-            .run(
-                "scontrol",
-                &["-o".into(), "show".into(), "partition".into()],
-                None,
-            )
-            .await?;
+        let show = ["-o".into(), "show".into(), "partition".into()];
+        let parts = run_command(&options, agent_is_root, "scontrol", &show, None).await?;
         if !parts.ok {
             return Err(Error::Config(format!(
                 "Slurm does not answer (scontrol show partition): {}",
@@ -328,53 +316,21 @@ impl SlurmBackend {
         self.inner.options.jobs_dir.join(attempt_id)
     }
 
-    /// Runs a Slurm command (as `user` when given and the agent is root) with a clean
-    /// environment and a time limit.
+    /// Runs a Slurm command (see [`run_command`]).
     async fn run(
         &self,
         program: &str,
         args: &[String],
         user: Option<(&UnixAccount, &Path)>,
     ) -> Result<CommandOutput> {
-        let o = &self.inner.options;
-        let path = match &o.bin_dir {
-            Some(dir) => format!("{}:{JOB_PATH}", dir.display()),
-            None => JOB_PATH.to_owned(),
-        };
-        let exe = o
-            .bin_dir
-            .as_ref()
-            .map(|d| d.join(program))
-            .filter(|p| p.exists())
-            .unwrap_or_else(|| PathBuf::from(program));
-        let mut cmd = tokio::process::Command::new(&exe);
-        cmd.args(args)
-            .env_clear()
-            .env("PATH", path)
-            .env("LANG", "C.UTF-8")
-            .env("SLURM_TIME_FORMAT", "standard")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true);
-        if let Some((account, home)) = user {
-            cmd.env("USER", &account.name)
-                .env("LOGNAME", &account.name)
-                .env("HOME", home)
-                .current_dir(home);
-            if self.inner.agent_is_root {
-                cmd.uid(account.uid).gid(account.gid);
-            }
-        }
-        let out = tokio::time::timeout(COMMAND_TIMEOUT, cmd.output())
-            .await
-            .map_err(|_| Error::Start(format!("{program} took longer than {COMMAND_TIMEOUT:?}")))?
-            .context(|| format!("running {}", exe.display()))?;
-        Ok(CommandOutput {
-            ok: out.status.success(),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        })
+        run_command(
+            &self.inner.options,
+            self.inner.agent_is_root,
+            program,
+            args,
+            user,
+        )
+        .await
     }
 
     /// The nodes of the sold partitions, as Slurm describes them now.
@@ -634,6 +590,55 @@ impl SlurmBackend {
         }
         Ok(None)
     }
+}
+
+/// Runs a Slurm command (as `user` when given and the agent is root) with a clean environment
+/// and a time limit.
+async fn run_command(
+    o: &SlurmOptions,
+    agent_is_root: bool,
+    program: &str,
+    args: &[String],
+    user: Option<(&UnixAccount, &Path)>,
+) -> Result<CommandOutput> {
+    let path = match &o.bin_dir {
+        Some(dir) => format!("{}:{JOB_PATH}", dir.display()),
+        None => JOB_PATH.to_owned(),
+    };
+    let exe = o
+        .bin_dir
+        .as_ref()
+        .map(|d| d.join(program))
+        .filter(|p| p.exists())
+        .unwrap_or_else(|| PathBuf::from(program));
+    let mut cmd = tokio::process::Command::new(&exe);
+    cmd.args(args)
+        .env_clear()
+        .env("PATH", path)
+        .env("LANG", "C.UTF-8")
+        .env("SLURM_TIME_FORMAT", "standard")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    if let Some((account, home)) = user {
+        cmd.env("USER", &account.name)
+            .env("LOGNAME", &account.name)
+            .env("HOME", home)
+            .current_dir(home);
+        if agent_is_root {
+            cmd.uid(account.uid).gid(account.gid);
+        }
+    }
+    let out = tokio::time::timeout(COMMAND_TIMEOUT, cmd.output())
+        .await
+        .map_err(|_| Error::Start(format!("{program} took longer than {COMMAND_TIMEOUT:?}")))?
+        .context(|| format!("running {}", exe.display()))?;
+    Ok(CommandOutput {
+        ok: out.status.success(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    })
 }
 
 struct CommandOutput {
