@@ -24,3 +24,8 @@ pub mod local;
 pub mod slurm;
 
 pub use error::{Error, Result};
+
+/// Whether this process runs as root (effective uid 0): jobs then switch to another user.
+pub fn running_as_root() -> bool {
+    local::procfs::euid() == 0
+}

@@ -529,11 +529,7 @@ async fn root_is_refused_unless_allowed_and_jobs_never_run_as_root() {
     }
     assert!(lookup_account("root").await.is_err());
     assert!(lookup_account("no-such-user-here").await.is_err());
-    let running_as_root = std::fs::read_to_string("/proc/self/status")
-        .unwrap()
-        .lines()
-        .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"));
-    if running_as_root {
+    if suanli_agent::running_as_root() {
         let o = SlurmOptions::new(jobs_dir("root"), vec!["debug".into()]);
         let err = SlurmBackend::new(o).await.unwrap_err();
         assert!(err.to_string().contains("allow_root"), "{err}");

@@ -316,13 +316,6 @@ fn slurm_answers() -> bool {
         .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("is UP"))
 }
 
-fn running_as_root() -> bool {
-    std::fs::read_to_string("/proc/self/status").is_ok_and(|s| {
-        s.lines()
-            .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"))
-    })
-}
-
 /// The supercomputing center's Slurm agent (`--with-slurm`): sells the local Slurm's default
 /// partition. Returns the partition, or `None` (having said why and how to fix it) when there is
 /// no Slurm to use.
@@ -340,7 +333,7 @@ async fn start_slurm_agent(base: &str, data_dir: &Path, token: &str) -> Result<O
     }
     if !slurm_answers() {
         let script = Path::new("scripts/slurm.sh");
-        if running_as_root() && script.exists() {
+        if suanli_agent::running_as_root() && script.exists() {
             println!("--with-slurm: starting a single-node Slurm (scripts/slurm.sh start)");
             if !command_ok("scripts/slurm.sh", &["start"]) {
                 println!("--with-slurm: scripts/slurm.sh start failed; going on without Slurm");
@@ -385,7 +378,7 @@ async fn start_slurm_agent(base: &str, data_dir: &Path, token: &str) -> Result<O
         std::env::temp_dir().join(format!("suanli-demo-slurm-jobs-{:016x}", path_tag(&dir)));
     // As root the agent must be allowed to run as root; jobs run as nobody. Otherwise jobs run
     // as the user running the demo (the agent cannot submit as anyone else).
-    let (allow_root, account) = if running_as_root() {
+    let (allow_root, account) = if suanli_agent::running_as_root() {
         (true, "nobody".to_owned())
     } else {
         (
