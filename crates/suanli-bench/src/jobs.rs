@@ -22,12 +22,14 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use serde_json::{json, Value};
 use suanli_api::{
-    ConsumerType, CreateJobRequest, CreateOfferRequest, CreateOrgRequest, DepositRequest, Job,
-    JobListParams, LogParams, OrgKind, PurchaseRequest, TaskSpec,
+    CreateJobRequest, CreateOfferRequest, DepositRequest, Job, JobListParams, LogParams, OrgKind,
+    PurchaseRequest, TaskSpec,
 };
 use suanli_client::Client;
 use suanli_server::ServerConfig;
 use suanli_store::Location;
+
+use crate::purchases::admit;
 
 use crate::stats::{ms, Latencies, Summary};
 
@@ -115,25 +117,6 @@ impl Drop for Market {
     fn drop(&mut self) {
         self.stop_agent();
     }
-}
-
-async fn admit(operator: &Client, name: &str, kind: OrgKind) -> anyhow::Result<(String, String)> {
-    let created = operator
-        .create_org(
-            &CreateOrgRequest {
-                name: name.into(),
-                kind,
-                consumer_type: (kind == OrgKind::Consumer).then_some(ConsumerType::Enterprise),
-                zone: "wuqing-core".into(),
-                origin_region: "tianjin".into(),
-                admin_name: None,
-                admin_email: None,
-            },
-            None,
-        )
-        .await
-        .with_context(|| format!("admit {name}"))?;
-    Ok((created.org.id, created.token.secret))
 }
 
 impl Market {

@@ -115,7 +115,12 @@ impl TaskResult {
     }
 }
 
-async fn admit(operator: &Client, name: &str, kind: OrgKind) -> anyhow::Result<(String, String)> {
+/// Admits an org as the operator: its id and its admin token.
+pub(crate) async fn admit(
+    operator: &Client,
+    name: &str,
+    kind: OrgKind,
+) -> anyhow::Result<(String, String)> {
     let created = operator
         .create_org(
             &CreateOrgRequest {
