@@ -26,13 +26,41 @@ use tokio::sync::{mpsc, oneshot};
 use crate::backend::{Backend, StoreError, SyncFn};
 use crate::ops::Tx;
 
-type Deliver = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
+/// A job of a batch: `run` may be called twice (optimistically, then in a savepoint) and keeps
+/// its last result; `deliver` answers the submitter with it once the batch's fate is known.
+trait BatchJob: Send {
+    /// Runs the job; false when it failed (its effects must be undone).
+    fn run(&mut self, tx: &mut Tx<'_>) -> bool;
+    fn deliver(self: Box<Self>, commit: Result<(), StoreError>);
+}
 
-/// A job: `run` may be called twice (optimistically, then in a savepoint) and keeps its last
-/// result for `deliver`, which answers the submitter once the batch's fate is known.
-struct Job {
-    run: Box<dyn FnMut(&mut Tx<'_>) -> bool + Send>,
-    deliver: Deliver,
+type Job = Box<dyn BatchJob>;
+
+/// A submitted closure, its last result and who waits for it.
+struct Submitted<F, R> {
+    f: F,
+    result: Option<Result<R, StoreError>>,
+    reply: oneshot::Sender<Result<R, StoreError>>,
+}
+
+impl<F, R> BatchJob for Submitted<F, R>
+where
+    F: Fn(&mut Tx<'_>) -> Result<R, StoreError> + Send,
+    R: Send,
+{
+    fn run(&mut self, tx: &mut Tx<'_>) -> bool {
+        let result = (self.f)(tx);
+        let ok = result.is_ok();
+        self.result = Some(result);
+        ok
+    }
+
+    fn deliver(self: Box<Self>, commit: Result<(), StoreError>) {
+        let result = self
+            .result
+            .unwrap_or_else(|| Err(StoreError::Backend("the batch failed".into())));
+        let _ = self.reply.send(commit.and(result));
+    }
 }
 
 /// Batches run with savepoints at once after a batch had to be run again.
@@ -112,26 +140,12 @@ impl Writer {
         F: Fn(&mut Tx<'_>) -> Result<R, StoreError> + Send + 'static,
         R: Send + 'static,
     {
-        let (tx, rx) = oneshot::channel();
-        let slot: std::sync::Arc<std::sync::Mutex<Option<Result<R, StoreError>>>> =
-            Default::default();
-        let kept = slot.clone();
-        let job = Job {
-            run: Box::new(move |t: &mut Tx<'_>| {
-                let result = f(t);
-                let ok = result.is_ok();
-                *kept.lock().unwrap_or_else(|p| p.into_inner()) = Some(result);
-                ok
-            }),
-            deliver: Box::new(move |commit: Result<(), StoreError>| {
-                let result = slot
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .take()
-                    .unwrap_or_else(|| Err(StoreError::Backend("the batch failed".into())));
-                let _ = tx.send(commit.and(result));
-            }),
-        };
+        let (reply, rx) = oneshot::channel();
+        let job: Job = Box::new(Submitted {
+            f,
+            result: None,
+            reply,
+        });
         self.sender
             .send(job)
             .await
@@ -167,10 +181,10 @@ fn run_batch(
     } else if !dirty.is_empty() {
         refresh_book(backend, book, &dirty);
     }
-    let delivers: Vec<Deliver> = jobs.drain(..).map(|j| j.deliver).collect();
+    let done: Vec<Job> = std::mem::take(jobs);
     match outcome {
         Ok(Some(sync)) => {
-            let batch = Synced { sync, delivers };
+            let batch = Synced { sync, jobs: done };
             // Without a syncer (group commit off), or should it be gone: sync here, now.
             let unsent = match syncer {
                 Some(s) => s.send(batch).err().map(|e| e.0),
@@ -180,8 +194,8 @@ fn run_batch(
                 sync_and_answer(vec![batch]);
             }
         }
-        Ok(None) => delivers.into_iter().for_each(|d| d(Ok(()))),
-        Err(e) => delivers.into_iter().for_each(|d| d(Err(e.clone()))),
+        Ok(None) => done.into_iter().for_each(|j| j.deliver(Ok(()))),
+        Err(e) => done.into_iter().for_each(|j| j.deliver(Err(e.clone()))),
     }
     clean
 }
@@ -189,7 +203,7 @@ fn run_batch(
 /// A committed batch waiting for its sync, and who to answer then.
 struct Synced {
     sync: SyncFn,
-    delivers: Vec<Deliver>,
+    jobs: Vec<Job>,
 }
 
 /// Runs the syncs of committed batches in order and answers their requests. Batches that queued
@@ -206,7 +220,7 @@ fn sync_loop(batches: std::sync::mpsc::Receiver<Synced>) {
 
 /// Runs the last batch's sync (it covers the earlier ones) and answers every batch.
 fn sync_and_answer(mut waiting: Vec<Synced>) {
-    let Some(Synced { sync, delivers }) = waiting.pop() else {
+    let Some(Synced { sync, jobs }) = waiting.pop() else {
         return;
     };
     if let Err(e) = sync() {
@@ -218,9 +232,9 @@ fn sync_and_answer(mut waiting: Vec<Synced>) {
         std::process::abort();
     }
     for batch in waiting {
-        batch.delivers.into_iter().for_each(|d| d(Ok(())));
+        batch.jobs.into_iter().for_each(|j| j.deliver(Ok(())));
     }
-    delivers.into_iter().for_each(|d| d(Ok(())));
+    jobs.into_iter().for_each(|j| j.deliver(Ok(())));
 }
 
 type BatchResult = (
@@ -237,7 +251,7 @@ fn run_optimistically(backend: &mut dyn Backend, jobs: &mut [Job]) -> Option<Bat
     for job in jobs.iter_mut() {
         let mut tx = Tx::new(backend);
         tx.optimistic = true;
-        let ok = (job.run)(&mut tx);
+        let ok = job.run(&mut tx);
         dirty.append(&mut tx.dirty_pools);
         if !ok {
             let _ = backend.batch("ROLLBACK");
@@ -267,7 +281,7 @@ fn run_with_savepoints(backend: &mut dyn Backend, jobs: &mut [Job]) -> BatchResu
             failure = Some(e);
             break;
         }
-        let ok = (job.run)(&mut tx);
+        let ok = job.run(&mut tx);
         let pools = std::mem::take(&mut tx.dirty_pools);
         let end = if ok {
             tx.release("job")
