@@ -1074,10 +1074,6 @@ impl SlurmJob {
         self.shared.slurm_id
     }
 
-    pub fn attempt_id(&self) -> &str {
-        &self.shared.attempt_id
-    }
-
     pub fn job_dir(&self) -> &Path {
         &self.shared.job_dir
     }

@@ -78,26 +78,6 @@ impl SlurmState {
             SlurmState::Running | SlurmState::Suspended | SlurmState::Completing
         )
     }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            SlurmState::Pending => "PENDING",
-            SlurmState::Configuring => "CONFIGURING",
-            SlurmState::Running => "RUNNING",
-            SlurmState::Suspended => "SUSPENDED",
-            SlurmState::Completing => "COMPLETING",
-            SlurmState::Completed => "COMPLETED",
-            SlurmState::Failed => "FAILED",
-            SlurmState::Cancelled => "CANCELLED",
-            SlurmState::Timeout => "TIMEOUT",
-            SlurmState::NodeFail => "NODE_FAIL",
-            SlurmState::Preempted => "PREEMPTED",
-            SlurmState::OutOfMemory => "OUT_OF_MEMORY",
-            SlurmState::BootFail => "BOOT_FAIL",
-            SlurmState::Deadline => "DEADLINE",
-            SlurmState::Other => "OTHER",
-        }
-    }
 }
 
 /// Slurm durations: `MM`, `MM:SS`, `HH:MM:SS`, `D-HH`, `D-HH:MM`, `D-HH:MM:SS`, with an
@@ -395,15 +375,15 @@ impl NodeRecord {
     pub fn sellable(&self) -> bool {
         let up = self.state.to_ascii_uppercase();
         let mut parts = up.split('+');
-        let base = parts
-            .next()
-            .unwrap_or("")
-            .trim_end_matches(['*', '~', '#', '!', '%', '$', '@', '^', '-']);
+        let first = parts.next().unwrap_or("");
+        // A trailing `*` on the base state means "not responding".
+        let responding = !first.contains('*');
+        let base = first.trim_end_matches(['*', '~', '#', '!', '%', '$', '@', '^', '-']);
         let base_ok = matches!(
             base,
             "IDLE" | "MIXED" | "ALLOCATED" | "COMPLETING" | "ALLOC" | "MIX"
         );
-        let bad_flag = up.split('+').skip(1).any(|f| {
+        let bad_flag = parts.any(|f| {
             matches!(
                 f,
                 "DRAIN"
@@ -424,8 +404,6 @@ impl NodeRecord {
                     | "RESERVED"
             )
         });
-        // A trailing `*` on the base state means "not responding".
-        let responding = !up.split('+').next().unwrap_or("").contains('*');
         base_ok && !bad_flag && responding
     }
 }
