@@ -14,7 +14,7 @@ pub struct SqliteBackend {
     /// Statements rewritten for SQLite, by their shared text: rewriting is done once per statement.
     rewritten: std::collections::HashMap<String, String>,
     /// The writer's checkpointer, stopped when the writer's connection is dropped.
-    _checkpointer: Option<Checkpointer>,
+    checkpointer: Option<Checkpointer>,
     /// The writer's WAL file, opened once and synced after each commit by [`Backend::commit`]'s
     /// sync (an open descriptor syncs the file whatever happens to its name).
     wal: Option<std::sync::Arc<std::fs::File>>,
@@ -38,33 +38,69 @@ impl Drop for SqliteBackend {
 /// [`CHECKPOINT_EVERY`]. Its connection is
 /// `synchronous=FULL`, so the WAL is synced before pages are copied and the database file is
 /// synced before the WAL may be reused: durability is what SQLite's own checkpoints give.
+///
+/// A PASSIVE checkpoint never restarts the WAL: SQLite starts writing it from the beginning again
+/// only when a write transaction begins on a fully checkpointed WAL, which under a steady load
+/// never happens, so the WAL would grow without bound (hundreds of MiB a minute) and every commit
+/// would append to new blocks of the file. Once the WAL holds [`RESTART_WAL_AT_BYTES`], the
+/// checkpointer asks the writer to restart it (`restart_wanted`): between two batches the writer
+/// runs a RESTART checkpoint, which copies the few frames this thread has not copied yet, syncs,
+/// and lets the next commit write from the start of the file, overwriting blocks already there.
 struct Checkpointer {
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    restart_wanted: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// How often the checkpointer copies the WAL back.
-const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(1000);
+const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// WAL size after which the writer restarts the WAL.
+const RESTART_WAL_AT_BYTES: i64 = 32 << 20;
+
+/// The page size of new databases. Small pages suit the store's small rows: a batch of
+/// transfers dirties a page in each of several indexes (one per account involved), and the WAL
+/// receives every dirty page whole, so 1 KiB pages write a quarter of what 4 KiB pages write
+/// (ledger benchmark: +30 % transfers/s; purchases unchanged). Existing databases keep theirs.
+const PAGE_SIZE: u32 = 1024;
+
+/// How long the writer's RESTART checkpoint waits for readers still reading the WAL before it
+/// gives up until the next request.
+const RESTART_WAIT: std::time::Duration = std::time::Duration::from_millis(20);
 
 impl Checkpointer {
-    fn start(path: &str) -> Result<Checkpointer, StoreError> {
+    fn start(path: &str, restart_at_bytes: i64) -> Result<Checkpointer, StoreError> {
         let conn = Connection::open(path).map_err(map_err)?;
         conn.execute_batch("PRAGMA synchronous=FULL; PRAGMA busy_timeout=10000;")
             .map_err(map_err)?;
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let flag = stop.clone();
+        let restart_wanted = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (flag, wanted) = (stop.clone(), restart_wanted.clone());
+        let page_size: i64 = conn
+            .query_row("PRAGMA page_size", [], |r| r.get(0))
+            .map_err(map_err)?;
+        let restart_at = restart_at_bytes / page_size.max(512);
         std::thread::Builder::new()
             .name("suanli-checkpoint".into())
             .spawn(move || {
                 while !flag.load(std::sync::atomic::Ordering::Relaxed) {
                     std::thread::sleep(CHECKPOINT_EVERY);
-                    if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
+                    // (busy, frames in the WAL, frames checkpointed)
+                    match conn
+                        .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get::<_, i64>(1))
                     {
-                        tracing::warn!(error = %e, "WAL checkpoint failed; retrying");
+                        Ok(frames) if frames >= restart_at => {
+                            wanted.store(true, std::sync::atomic::Ordering::Relaxed);
+                        }
+                        Ok(_) => {}
+                        Err(e) => tracing::warn!(error = %e, "WAL checkpoint failed; retrying"),
                     }
                 }
             })
             .map_err(|e| StoreError::Backend(format!("start the checkpointer: {e}")))?;
-        Ok(Checkpointer { stop })
+        Ok(Checkpointer {
+            stop,
+            restart_wanted,
+        })
     }
 }
 
@@ -104,17 +140,27 @@ fn numbered_parameters(sql: &str) -> String {
 impl SqliteBackend {
     /// Opens (creating) the database at `path` for writing and migrates it.
     ///
-    /// Migrations run with `synchronous=FULL`. Then the connection runs with `synchronous=OFF`:
-    /// `COMMIT` appends the batch's pages to the WAL without waiting for the disk, and
-    /// [`Backend::commit`] returns an `fdatasync` of the WAL file that the writer runs on another
-    /// thread while it executes the next batch; a batch's requests are answered only after it.
-    /// Nothing acknowledged depends on SQLite's own syncs: the WAL is a log of whole commits
-    /// whose frames are checksummed in a chain, so after a crash SQLite recovers exactly the
-    /// commits whose frames reached the disk, in order. Checkpoints (which copy the WAL into the
-    /// database file and may let the WAL be reused) run on the checkpointer's `synchronous=FULL`
-    /// connection, which syncs the WAL before and the database file after copying.
+    /// Migrations run with `synchronous=FULL`. Then the connection runs with
+    /// `synchronous=NORMAL`, under which a WAL-mode `COMMIT` appends the batch's pages to the WAL
+    /// without waiting for the disk, and [`Backend::commit`] returns an `fdatasync` of the WAL
+    /// file that the writer runs on another thread while it executes the next batch; a batch's
+    /// requests are answered only after it. Nothing acknowledged depends on a sync at commit: the
+    /// WAL is a log of whole commits whose frames are checksummed in a chain, so after a crash
+    /// SQLite recovers exactly the commits whose frames reached the disk, in order. NORMAL (not
+    /// OFF) keeps the syncs that order the WAL's reuse: the WAL is synced before a checkpoint
+    /// copies it and the database file after, and the WAL's new header is synced before frames
+    /// are written over old ones after a restart (with OFF, a power cut could leave new frames
+    /// behind an old header, and recovery would bring back old pages). Checkpoints run on the
+    /// checkpointer's `synchronous=FULL` connection, restarts on this one (see [`Checkpointer`]).
     pub fn open_writer(path: &str) -> Result<Self, StoreError> {
+        Self::open_writer_restarting_at(path, RESTART_WAL_AT_BYTES)
+    }
+
+    fn open_writer_restarting_at(path: &str, restart_at_bytes: i64) -> Result<Self, StoreError> {
         let conn = Connection::open(path).map_err(map_err)?;
+        // Before anything is written: a database's page size is fixed once it has a table.
+        conn.execute_batch(&format!("PRAGMA page_size={PAGE_SIZE};"))
+            .map_err(map_err)?;
         conn.execute_batch(
             "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON; \
              PRAGMA busy_timeout=10000; PRAGMA wal_autocheckpoint=0;",
@@ -124,7 +170,7 @@ impl SqliteBackend {
         let mut me = SqliteBackend {
             conn,
             rewritten: Default::default(),
-            _checkpointer: None,
+            checkpointer: None,
             wal: None,
         };
         crate::schema::migrate(&mut me)?;
@@ -132,11 +178,11 @@ impl SqliteBackend {
         // commits stay synchronous=FULL and durable when they return.
         if let Ok(file) = std::fs::File::open(format!("{path}-wal")) {
             me.conn
-                .execute_batch("PRAGMA synchronous=OFF;")
+                .execute_batch("PRAGMA synchronous=NORMAL;")
                 .map_err(map_err)?;
             me.wal = Some(std::sync::Arc::new(file));
         }
-        me._checkpointer = Some(Checkpointer::start(path)?);
+        me.checkpointer = Some(Checkpointer::start(path, restart_at_bytes)?);
         Ok(me)
     }
 
@@ -153,7 +199,7 @@ impl SqliteBackend {
         Ok(SqliteBackend {
             conn,
             rewritten: Default::default(),
-            _checkpointer: None,
+            checkpointer: None,
             wal: None,
         })
     }
@@ -168,6 +214,26 @@ fn rewrite<'a>(cache: &'a mut std::collections::HashMap<String, String>, sql: &s
         cache.insert(sql.to_owned(), numbered_parameters(sql));
     }
     &cache[sql]
+}
+
+impl SqliteBackend {
+    /// Checkpoints what is left of the WAL and lets the next commit write it from its start
+    /// (see [`Checkpointer`]). With `synchronous=NORMAL` the checkpoint syncs the WAL before
+    /// copying and the database file after; SQLite syncs the WAL's new header before the first
+    /// frame written after the restart. Readers still reading the WAL make it give up after
+    /// [`RESTART_WAIT`]; the checkpointer asks again later.
+    fn restart_wal(&mut self) {
+        let _ = self.conn.busy_timeout(RESTART_WAIT);
+        match self
+            .conn
+            .query_row("PRAGMA wal_checkpoint(RESTART)", [], |r| r.get::<_, i64>(0))
+        {
+            Ok(0) => {}
+            Ok(_) => tracing::debug!("WAL restart postponed: readers still use it"),
+            Err(e) => tracing::warn!(error = %e, "WAL restart failed; retrying later"),
+        }
+        let _ = self.conn.busy_timeout(std::time::Duration::from_secs(10));
+    }
 }
 
 impl Backend for SqliteBackend {
@@ -226,9 +292,78 @@ impl Backend for SqliteBackend {
         let Some(wal) = self.wal.clone() else {
             return Ok(None);
         };
+        if let Some(c) = &self.checkpointer {
+            if c.restart_wanted
+                .swap(false, std::sync::atomic::Ordering::Relaxed)
+            {
+                self.restart_wal();
+            }
+        }
         Ok(Some(Box::new(move || {
             wal.sync_data()
                 .map_err(|e| StoreError::Backend(format!("fdatasync of the WAL: {e}")))
         })))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Under a steady stream of commits the WAL is restarted instead of growing with everything
+    /// written, and nothing committed is lost on the way.
+    #[test]
+    fn the_wal_stays_bounded_under_steady_writes() {
+        let dir = std::env::temp_dir().join(format!("suanli-wal-{}", crate::ops::new_id("t")));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("w.db").to_string_lossy().into_owned();
+        let restart_at = 256 << 10;
+        let mut w = SqliteBackend::open_writer_restarting_at(&path, restart_at).unwrap();
+        w.batch("CREATE TABLE scratch (id INTEGER PRIMARY KEY, body TEXT NOT NULL)")
+            .unwrap();
+        let body = "x".repeat(900);
+        let (mut written, mut largest_wal) = (0u64, 0u64);
+        let mut rows = 0i64;
+        // 8 MiB in 1,000 commits with a pause after each, so the checkpointer (every 100 ms)
+        // runs many times while they happen.
+        while written < 8 << 20 {
+            w.begin_write().unwrap();
+            for _ in 0..8 {
+                w.execute(
+                    "INSERT INTO scratch (body) VALUES ($1)",
+                    &[body.as_str().into()],
+                )
+                .unwrap();
+                rows += 1;
+                written += 1024;
+            }
+            let sync = w
+                .commit()
+                .unwrap()
+                .expect("the writer syncs the WAL itself");
+            sync().unwrap();
+            let wal = std::fs::metadata(format!("{path}-wal")).unwrap().len();
+            largest_wal = largest_wal.max(wal);
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        assert!(
+            largest_wal < 2 << 20,
+            "the WAL grew to {largest_wal} bytes for {written} bytes written"
+        );
+        let count = w.query("SELECT count(*) FROM scratch", &[]).unwrap()[0].i64(0);
+        assert_eq!(count, rows);
+        drop(w);
+        let reader = SqliteBackend::open_reader(&path).unwrap();
+        let check = reader
+            .conn
+            .query_row("PRAGMA integrity_check", [], |r| r.get::<_, String>(0))
+            .unwrap();
+        assert_eq!(check, "ok");
+        let count: i64 = reader
+            .conn
+            .query_row("SELECT count(*) FROM scratch", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(count, rows);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }
