@@ -147,7 +147,10 @@ pub trait Backend: Send {
     }
     /// Commits the write transaction. `None`: it is durable now. `Some(sync)`: it is durable
     /// once `sync` has returned `Ok` (the writer runs it on another thread while the next batch
-    /// executes, and answers the batch's requests only then).
+    /// executes, and answers the batch's requests only then). A sync covers every commit made
+    /// before it on this connection. When it fails the batch's requests fail (the commit may or
+    /// may not survive a crash; retries with the same idempotency key find out); a backend for
+    /// which a failed sync means the process cannot go on safely stops it in `sync` itself.
     fn commit(&mut self) -> Result<Option<SyncFn>, StoreError> {
         self.batch("COMMIT").map(|()| None)
     }

@@ -53,14 +53,14 @@ impl Location {
     fn open_writer(&self) -> Result<Box<dyn Backend>, StoreError> {
         Ok(match self {
             Location::Sqlite(path) => Box::new(sqlite::SqliteBackend::open_writer(path)?),
-            Location::Postgres(url) => Box::new(postgres::PostgresBackend::connect(url, true)?),
+            Location::Postgres(url) => Box::new(postgres::PostgresBackend::connect_writer(url)?),
         })
     }
 
     fn open_reader(&self) -> Result<Box<dyn Backend>, StoreError> {
         Ok(match self {
             Location::Sqlite(path) => Box::new(sqlite::SqliteBackend::open_reader(path)?),
-            Location::Postgres(url) => Box::new(postgres::PostgresBackend::connect(url, false)?),
+            Location::Postgres(url) => Box::new(postgres::PostgresBackend::connect(url)?),
         })
     }
 }

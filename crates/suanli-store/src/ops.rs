@@ -1021,6 +1021,18 @@ impl<'a> Tx<'a> {
         }
         let amount_v = int(amount)?;
         let debit_is_external = debit.ends_with(".external");
+        if self.b.kind() == "postgres" {
+            return self.transfer_in_one_statement(
+                kind,
+                debit,
+                credit,
+                amount,
+                hold_id,
+                lease_id,
+                external_ref,
+                now_ms,
+            );
+        }
         let debit_sql = if debit_is_external {
             "UPDATE accounts SET debits_micros = debits_micros + $2 WHERE id = $1 \
              RETURNING credits_micros - debits_micros"
@@ -1079,6 +1091,89 @@ impl<'a> Tx<'a> {
             amount_micros: amount,
             debit_balance_after_micros: debit_after,
             credit_balance_after_micros: credit_after,
+            hold_id: hold_id.map(Into::into),
+            lease_id: lease_id.map(Into::into),
+            external_ref: external_ref.map(Into::into),
+            created_ms: now_ms,
+        })
+    }
+
+    /// [`Tx::transfer`] as one statement, for PostgreSQL, where every statement is a round trip
+    /// to the server: both balance updates and the insert in data-modifying CTEs. The credit and
+    /// the insert happen only when the debit did (its funds check passed); when nothing came
+    /// back, a second query tells which refusal it was (the transaction is then rolled back).
+    #[allow(clippy::too_many_arguments)]
+    fn transfer_in_one_statement(
+        &mut self,
+        kind: TransferKind,
+        debit: &str,
+        credit: &str,
+        amount: u64,
+        hold_id: Option<&str>,
+        lease_id: Option<&str>,
+        external_ref: Option<&str>,
+        now_ms: i64,
+    ) -> Result<TransferRow, StoreError> {
+        const EXTERNAL: &str = "WITH d AS (UPDATE accounts SET debits_micros = debits_micros + $2 \
+             WHERE id = $1 RETURNING credits_micros - debits_micros AS after), \
+             c AS (UPDATE accounts SET credits_micros = credits_micros + $2 \
+             WHERE id = $3 AND EXISTS (SELECT 1 FROM d) RETURNING credits_micros - debits_micros AS after), \
+             t AS (INSERT INTO transfers (id, kind, debit_account_id, credit_account_id, amount_micros, \
+             debit_balance_after_micros, credit_balance_after_micros, hold_id, lease_id, external_ref, created_ms) \
+             SELECT $4, $5, $1, $3, $2, d.after, c.after, $6, $7, $8, $9::bigint FROM d, c RETURNING seq) \
+             SELECT d.after, c.after, t.seq FROM d, c, t";
+        const FUNDED: &str = "WITH d AS (UPDATE accounts SET debits_micros = debits_micros + $2 \
+             WHERE id = $1 AND credits_micros - debits_micros >= $2 RETURNING credits_micros - debits_micros AS after), \
+             c AS (UPDATE accounts SET credits_micros = credits_micros + $2 \
+             WHERE id = $3 AND EXISTS (SELECT 1 FROM d) RETURNING credits_micros - debits_micros AS after), \
+             t AS (INSERT INTO transfers (id, kind, debit_account_id, credit_account_id, amount_micros, \
+             debit_balance_after_micros, credit_balance_after_micros, hold_id, lease_id, external_ref, created_ms) \
+             SELECT $4, $5, $1, $3, $2, d.after, c.after, $6, $7, $8, $9::bigint FROM d, c RETURNING seq) \
+             SELECT d.after, c.after, t.seq FROM d, c, t";
+        let id = new_id("tr");
+        let sql = if debit.ends_with(".external") {
+            EXTERNAL
+        } else {
+            FUNDED
+        };
+        let rows = self.b.query(
+            sql,
+            &[
+                debit.into(),
+                int(amount)?,
+                credit.into(),
+                (&id).into(),
+                kind.as_str().into(),
+                hold_id.into(),
+                lease_id.into(),
+                external_ref.into(),
+                now_ms.into(),
+            ],
+        )?;
+        let Some(row) = rows.first() else {
+            let rows = self.b.query(
+                "SELECT id, credits_micros - debits_micros FROM accounts WHERE id IN ($1, $2)",
+                &[debit.into(), credit.into()],
+            )?;
+            let balance_of =
+                |account: &str| rows.iter().find(|r| r.str(0) == account).map(|r| r.i64(1));
+            return match (balance_of(debit), balance_of(credit)) {
+                (Some(available_micros), Some(_)) => Err(StoreError::InsufficientFunds {
+                    needed_micros: amount,
+                    available_micros,
+                }),
+                _ => Err(StoreError::NotFound("account")),
+            };
+        };
+        Ok(TransferRow {
+            seq: row.i64(2),
+            id,
+            kind: kind.as_str().into(),
+            debit_account_id: debit.into(),
+            credit_account_id: credit.into(),
+            amount_micros: amount,
+            debit_balance_after_micros: row.i64(0),
+            credit_balance_after_micros: row.i64(1),
             hold_id: hold_id.map(Into::into),
             lease_id: lease_id.map(Into::into),
             external_ref: external_ref.map(Into::into),

@@ -12,6 +12,9 @@ pub struct PostgresBackend {
     client: Option<Client>,
     /// Prepared statements by SQL text: each costs a round trip to prepare, so prepare once.
     statements: HashMap<String, Statement>,
+    /// The writer's second connection, which makes its commits durable (see
+    /// [`PostgresBackend::connect_writer`]); readers have none.
+    syncer: Option<std::sync::Arc<std::sync::Mutex<Client>>>,
 }
 
 fn map_err(e: postgres::Error) -> StoreError {
@@ -27,16 +30,35 @@ fn map_err(e: postgres::Error) -> StoreError {
 }
 
 impl PostgresBackend {
-    /// Connects to `url` and, when `migrate` is set, brings the schema up to date.
-    pub fn connect(url: &str, migrate: bool) -> Result<Self, StoreError> {
+    /// Connects a reader to `url`.
+    pub fn connect(url: &str) -> Result<Self, StoreError> {
         let client = Client::connect(url, NoTls).map_err(map_err)?;
-        let mut me = PostgresBackend {
+        Ok(PostgresBackend {
             client: Some(client),
             statements: HashMap::new(),
-        };
-        if migrate {
-            crate::schema::migrate(&mut me)?;
-        }
+            syncer: None,
+        })
+    }
+
+    /// Connects the writer to `url` and brings the schema up to date.
+    ///
+    /// The writer commits with `synchronous_commit=off`: `COMMIT` makes the batch visible
+    /// without waiting for PostgreSQL to flush its WAL, and [`Backend::commit`] returns a sync
+    /// that the writer's syncer thread runs on a second connection while the next batch
+    /// executes: a tiny transaction that writes one WAL record (a logical decoding message,
+    /// `suanli-sync`, which nothing reads) and commits with `synchronous_commit=on`. PostgreSQL flushes its WAL in order up to that commit's record,
+    /// which comes after the batch's, so when it returns the batch is durable; the batch's
+    /// requests are answered only then. Should the sync fail, those requests fail: the batch is
+    /// committed but, if PostgreSQL itself went down, perhaps not durable.
+    pub fn connect_writer(url: &str) -> Result<Self, StoreError> {
+        let mut me = Self::connect(url)?;
+        crate::schema::migrate(&mut me)?;
+        me.batch("SET synchronous_commit = off")?;
+        let mut syncer = Client::connect(url, NoTls).map_err(map_err)?;
+        syncer
+            .batch_execute("SET synchronous_commit = on")
+            .map_err(map_err)?;
+        me.syncer = Some(std::sync::Arc::new(std::sync::Mutex::new(syncer)));
         Ok(me)
     }
 
@@ -115,16 +137,34 @@ impl Backend for PostgresBackend {
     fn batch(&mut self, sql: &str) -> Result<(), StoreError> {
         self.client().batch_execute(sql).map_err(map_err)
     }
+
+    fn commit(&mut self) -> Result<Option<crate::backend::SyncFn>, StoreError> {
+        self.batch("COMMIT")?;
+        let Some(syncer) = self.syncer.clone() else {
+            return Ok(None);
+        };
+        Ok(Some(Box::new(move || {
+            let mut client = syncer.lock().unwrap_or_else(|p| p.into_inner());
+            // A transactional message is WAL written under a transaction id, so the commit is
+            // one PostgreSQL must flush (a transaction that wrote no WAL commits without a flush,
+            // even with synchronous_commit=on); it waits until the WAL is flushed up to it.
+            client
+                .batch_execute("SELECT pg_logical_emit_message(true, 'suanli-sync', '')")
+                .map_err(|e| StoreError::Backend(format!("syncing the commit: {e}")))
+        })))
+    }
 }
 
 impl Drop for PostgresBackend {
     /// The synchronous client blocks on its own runtime when closed, which panics inside an async
     /// runtime; close it on a thread of its own instead.
     fn drop(&mut self) {
-        if let Some(client) = self.client.take() {
+        let client = self.client.take();
+        let syncer = self.syncer.take();
+        if client.is_some() || syncer.is_some() {
             let _ = std::thread::Builder::new()
                 .name("pg-close".into())
-                .spawn(move || drop(client));
+                .spawn(move || drop((client, syncer)));
         }
     }
 }

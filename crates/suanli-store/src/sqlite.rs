@@ -300,8 +300,15 @@ impl Backend for SqliteBackend {
             }
         }
         Ok(Some(Box::new(move || {
-            wal.sync_data()
-                .map_err(|e| StoreError::Backend(format!("fdatasync of the WAL: {e}")))
+            if let Err(e) = wal.sync_data() {
+                // After a failed fsync the kernel may have dropped the dirty pages: what the disk
+                // holds is unknown, and going on could acknowledge lost writes. Stop; a restart
+                // recovers what is on disk.
+                tracing::error!(error = %e, "fdatasync of the WAL failed; stopping the process");
+                eprintln!("suanli: fdatasync of the WAL failed ({e}); stopping");
+                std::process::abort();
+            }
+            Ok(())
         })))
     }
 }

@@ -14,8 +14,9 @@
 //! When the backend's `COMMIT` leaves the sync to be done (SQLite, see [`Backend::commit`]), a
 //! second thread, the syncer, runs it while the writer executes the next batch, and answers the
 //! batch's requests once it returned: the disk's latency is taken off the writer's path. Batches
-//! are synced in commit order (one sync covers every batch committed before it), and a failed
-//! sync stops the process: what the disk holds is then unknown, and a restart recovers it.
+//! are synced in commit order (one sync covers every batch committed before it). A failed sync
+//! fails the requests of the batches it covered; SQLite's stops the process first (what the disk
+//! holds is then unknown, and a restart recovers it).
 
 use std::sync::{Arc, RwLock};
 use std::thread;
@@ -223,18 +224,18 @@ fn sync_and_answer(mut waiting: Vec<Synced>) {
     let Some(Synced { sync, jobs }) = waiting.pop() else {
         return;
     };
-    if let Err(e) = sync() {
-        // After a failed fsync the kernel may have dropped the dirty pages: what the disk holds
-        // is unknown, and going on could acknowledge lost writes. Stop; a restart recovers what
-        // is on disk.
-        tracing::error!(error = %e, "syncing a commit failed; stopping the process");
-        eprintln!("suanli: syncing a commit failed ({e}); stopping");
-        std::process::abort();
+    let outcome = sync();
+    if let Err(e) = &outcome {
+        // Committed, but not known to be durable: nobody may be told it succeeded.
+        tracing::error!(error = %e, "a commit could not be made durable; its requests fail");
     }
     for batch in waiting {
-        batch.jobs.into_iter().for_each(|j| j.deliver(Ok(())));
+        batch
+            .jobs
+            .into_iter()
+            .for_each(|j| j.deliver(outcome.clone()));
     }
-    jobs.into_iter().for_each(|j| j.deliver(Ok(())));
+    jobs.into_iter().for_each(|j| j.deliver(outcome.clone()));
 }
 
 type BatchResult = (

@@ -7,7 +7,7 @@ use suanli_core::lease::EndReason;
 use suanli_core::ledger::{AccountKind, HoldState};
 use suanli_core::resource::ResourceClass;
 use suanli_store::ops::{account_id, new_id, NewNode, NewOffer, OrgRow, Purchase};
-use suanli_store::{Location, Store, StoreError, WriterConfig};
+use suanli_store::{Backend, Location, Store, StoreError, WriterConfig};
 
 /// A fresh, empty store on the backend under test.
 fn fresh_store() -> Arc<Store> {
@@ -640,4 +640,51 @@ async fn a_failing_job_leaves_no_trace_and_the_rest_of_its_batch_commits() {
         }
     }
     assert_books_sound(&m.store);
+}
+
+/// On PostgreSQL the writer commits with `synchronous_commit=off` and makes the commit durable
+/// with its sync: once the sync has returned (and the batch's requests are answered), the
+/// server's WAL must be flushed past the batch's commit. (On SQLite the writer's unit tests check
+/// that nobody is answered before the sync.)
+#[test]
+fn the_postgres_sync_flushes_the_wal_past_the_commit() {
+    let url = match std::env::var("SUANLI_TEST_DATABASE_URL") {
+        Ok(url) if !url.is_empty() => url,
+        _ => return,
+    };
+    let name = new_id("t").replace('_', "");
+    let mut admin = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+    admin
+        .batch_execute(&format!("CREATE DATABASE {name}"))
+        .unwrap();
+    let base = url.rsplit_once('/').map(|(b, _)| b).unwrap_or(&url);
+    let db_url = format!("{base}/{name}");
+    let mut writer = suanli_store::postgres::PostgresBackend::connect_writer(&db_url).unwrap();
+    let mut observer = postgres::Client::connect(&db_url, postgres::NoTls).unwrap();
+    for _ in 0..20 {
+        writer.begin_write().unwrap();
+        suanli_store::Tx::new(&mut writer)
+            .create_org(&org("consumer", Some("enterprise")), "admin", None)
+            .unwrap();
+        let written = writer
+            .query("SELECT pg_current_wal_insert_lsn()::text", &[])
+            .unwrap()[0]
+            .str(0);
+        let sync = writer
+            .commit()
+            .unwrap()
+            .expect("the PostgreSQL writer makes commits durable apart");
+        sync().unwrap();
+        let flushed: bool = observer
+            .query_one(
+                "SELECT pg_current_wal_flush_lsn() >= $1::text::pg_lsn",
+                &[&written],
+            )
+            .unwrap()
+            .get(0);
+        assert!(
+            flushed,
+            "the WAL was not flushed past {written} after the sync"
+        );
+    }
 }
