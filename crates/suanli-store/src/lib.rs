@@ -19,7 +19,8 @@ pub mod schema;
 pub mod sqlite;
 pub mod writer;
 
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Condvar, Mutex, RwLock};
+use std::time::Duration;
 
 use suanli_core::quote::OfferBook;
 
@@ -69,7 +70,7 @@ impl Location {
 pub struct Store {
     location: Location,
     writer: Writer,
-    readers: Mutex<Vec<Box<dyn Backend>>>,
+    readers: Readers,
     /// Live offers with their availability, kept current by the writer after each commit.
     pub book: Arc<RwLock<OfferBook>>,
 }
@@ -90,7 +91,7 @@ impl Store {
         Ok(Store {
             location,
             writer,
-            readers: Mutex::new(Vec::new()),
+            readers: Readers::default(),
             book,
         })
     }
@@ -112,19 +113,89 @@ impl Store {
         &self,
         f: impl FnOnce(&mut Tx<'_>) -> Result<R, StoreError>,
     ) -> Result<R, StoreError> {
-        let conn = self.readers.lock().unwrap_or_else(|p| p.into_inner()).pop();
-        let mut conn = match conn {
-            Some(c) => c,
-            None => self.location.open_reader()?,
-        };
+        let (mut conn, pooled) = self.readers.take(&self.location)?;
         let result = f(&mut Tx::new(conn.as_mut()));
         // A connection that failed at the database level is dropped, not reused.
-        if !matches!(result, Err(StoreError::Backend(_))) {
-            let mut pool = self.readers.lock().unwrap_or_else(|p| p.into_inner());
-            if pool.len() < 16 {
-                pool.push(conn);
-            }
+        let healthy = !matches!(result, Err(StoreError::Backend(_)));
+        if pooled {
+            self.readers.give_back(conn, healthy);
         }
         result
+    }
+}
+
+/// Read connections kept open at most: more than the CPUs can use, few enough that the pool
+/// never has to open and close connections under load (a new connection costs a PostgreSQL
+/// backend process, or SQLite's schema parse and statement preparation, each time).
+const READERS: usize = 16;
+
+/// How long a read waits for a pooled connection before it opens one of its own, which it closes
+/// afterwards (so that a read made while holding another can never wait forever).
+const READER_WAIT: Duration = Duration::from_millis(250);
+
+/// The pool of read connections: at most [`READERS`] open, reused; a read waits for one.
+#[derive(Default)]
+struct Readers {
+    pool: Mutex<ReaderPool>,
+    freed: Condvar,
+}
+
+#[derive(Default)]
+struct ReaderPool {
+    idle: Vec<Box<dyn Backend>>,
+    /// Pooled connections open, idle or in use.
+    open: usize,
+}
+
+impl Readers {
+    /// A connection, and whether it belongs to the pool (else it is closed after use).
+    fn take(&self, location: &Location) -> Result<(Box<dyn Backend>, bool), StoreError> {
+        let mut pool = self.pool.lock().unwrap_or_else(|p| p.into_inner());
+        let mut waited = false;
+        loop {
+            if let Some(conn) = pool.idle.pop() {
+                return Ok((conn, true));
+            }
+            if pool.open < READERS {
+                pool.open += 1;
+                drop(pool);
+                return match location.open_reader() {
+                    Ok(conn) => Ok((conn, true)),
+                    Err(e) => {
+                        self.give_back_slot();
+                        Err(e)
+                    }
+                };
+            }
+            if waited {
+                drop(pool);
+                return Ok((location.open_reader()?, false));
+            }
+            pool = self
+                .freed
+                .wait_timeout(pool, READER_WAIT)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+            waited = true;
+        }
+    }
+
+    fn give_back(&self, conn: Box<dyn Backend>, healthy: bool) {
+        if healthy {
+            let mut pool = self.pool.lock().unwrap_or_else(|p| p.into_inner());
+            pool.idle.push(conn);
+            drop(pool);
+            self.freed.notify_one();
+        } else {
+            drop(conn);
+            self.give_back_slot();
+        }
+    }
+
+    fn give_back_slot(&self) {
+        let mut pool = self.pool.lock().unwrap_or_else(|p| p.into_inner());
+        pool.open -= 1;
+        drop(pool);
+        self.freed.notify_one();
     }
 }
