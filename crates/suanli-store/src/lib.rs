@@ -199,3 +199,48 @@ impl Readers {
         self.freed.notify_one();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Barrier;
+
+    use super::*;
+
+    /// With every pooled connection in use, one more read still completes (on a connection of
+    /// its own, closed afterwards), and the pool keeps exactly [`READERS`] connections.
+    #[test]
+    fn reads_share_a_bounded_pool_and_never_wait_forever() {
+        let dir = std::env::temp_dir().join(ops::new_id("suanli-readers"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("r.db").to_string_lossy().into_owned();
+        let store = Arc::new(Store::open(Location::Sqlite(path), WriterConfig::default()).unwrap());
+        let all_held = Arc::new(Barrier::new(READERS + 1));
+        let release = Arc::new(Barrier::new(READERS + 1));
+        let holders: Vec<_> = (0..READERS)
+            .map(|_| {
+                let (store, all_held, release) = (store.clone(), all_held.clone(), release.clone());
+                std::thread::spawn(move || {
+                    store
+                        .read(|tx| {
+                            all_held.wait();
+                            release.wait();
+                            tx.list_orgs()
+                        })
+                        .unwrap()
+                })
+            })
+            .collect();
+        all_held.wait();
+        let orgs = store.read(|tx| tx.list_orgs()).unwrap();
+        assert!(orgs.is_empty());
+        release.wait();
+        for h in holders {
+            h.join().unwrap();
+        }
+        let pool = store.readers.pool.lock().unwrap();
+        assert_eq!(pool.open, READERS);
+        assert_eq!(pool.idle.len(), READERS);
+        drop(pool);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
