@@ -14,7 +14,57 @@ pub struct PostgresBackend {
     statements: HashMap<String, Statement>,
     /// The writer's second connection, which makes its commits durable (see
     /// [`PostgresBackend::connect_writer`]); readers have none.
-    syncer: Option<std::sync::Arc<std::sync::Mutex<Client>>>,
+    syncer: Option<std::sync::Arc<std::sync::Mutex<SyncConnection>>>,
+    /// Where to connect again when the connection was lost (the writer's).
+    url: String,
+}
+
+/// The syncer's connection, and when it was made: a sync on it vouches only for commits made
+/// after it was connected (see [`PostgresBackend::connect_writer`]).
+struct SyncConnection {
+    client: Option<Client>,
+    connected_at: std::time::Instant,
+}
+
+impl SyncConnection {
+    fn open(url: &str) -> Result<SyncConnection, StoreError> {
+        let mut client = Client::connect(url, NoTls).map_err(map_err)?;
+        client
+            .batch_execute("SET synchronous_commit = on")
+            .map_err(map_err)?;
+        Ok(SyncConnection {
+            client: Some(client),
+            connected_at: std::time::Instant::now(),
+        })
+    }
+
+    /// Makes durable the commit that was sent at `committed_at`.
+    fn sync(&mut self, url: &str, committed_at: std::time::Instant) -> Result<(), StoreError> {
+        let lost = |why: String| StoreError::Backend(format!("syncing the commit: {why}"));
+        let usable = matches!(&self.client, Some(c) if !c.is_closed());
+        if !usable || self.connected_at > committed_at {
+            // The connection is gone, or was made after the commit: PostgreSQL may have
+            // restarted in between and lost the commit, so nothing can vouch for it. Connect
+            // again for the commits to come.
+            let failure = if usable {
+                "the sync connection was made after the commit".to_owned()
+            } else {
+                "the sync connection was lost".to_owned()
+            };
+            self.client = None;
+            if let Ok(fresh) = SyncConnection::open(url) {
+                *self = fresh;
+            }
+            return Err(lost(failure));
+        }
+        let client = self.client.as_mut().expect("checked above");
+        // A transactional message is WAL written under a transaction id, so the commit is one
+        // PostgreSQL must flush (a transaction that wrote no WAL commits without a flush, even
+        // with synchronous_commit=on); it waits until the WAL is flushed up to it.
+        client
+            .batch_execute("SELECT pg_logical_emit_message(true, 'suanli-sync', '')")
+            .map_err(|e| lost(e.to_string()))
+    }
 }
 
 fn map_err(e: postgres::Error) -> StoreError {
@@ -37,6 +87,7 @@ impl PostgresBackend {
             client: Some(client),
             statements: HashMap::new(),
             syncer: None,
+            url: url.to_owned(),
         })
     }
 
@@ -50,15 +101,19 @@ impl PostgresBackend {
     /// which comes after the batch's, so when it returns the batch is durable; the batch's
     /// requests are answered only then. Should the sync fail, those requests fail: the batch is
     /// committed but, if PostgreSQL itself went down, perhaps not durable.
+    ///
+    /// Lost connections are made again: the writer's before its next batch, the syncer's at the
+    /// sync that found it lost. A sync vouches only for commits made while its connection was
+    /// already open (had PostgreSQL restarted in between, that connection would have died with
+    /// it), so the batches committed before a reconnection fail rather than being acknowledged
+    /// on the word of a connection to a server that may have lost them.
     pub fn connect_writer(url: &str) -> Result<Self, StoreError> {
         let mut me = Self::connect(url)?;
         crate::schema::migrate(&mut me)?;
         me.batch("SET synchronous_commit = off")?;
-        let mut syncer = Client::connect(url, NoTls).map_err(map_err)?;
-        syncer
-            .batch_execute("SET synchronous_commit = on")
-            .map_err(map_err)?;
-        me.syncer = Some(std::sync::Arc::new(std::sync::Mutex::new(syncer)));
+        me.syncer = Some(std::sync::Arc::new(std::sync::Mutex::new(
+            SyncConnection::open(url)?,
+        )));
         Ok(me)
     }
 
@@ -138,19 +193,38 @@ impl Backend for PostgresBackend {
         self.client().batch_execute(sql).map_err(map_err)
     }
 
+    fn begin_write(&mut self) -> Result<(), StoreError> {
+        if self.client().is_closed() {
+            // The connection was lost (a PostgreSQL restart, a terminated backend): the batch
+            // that met it failed; this one gets a new connection.
+            tracing::warn!("the writer's PostgreSQL connection was lost; connecting again");
+            let client = Client::connect(&self.url, NoTls).map_err(map_err)?;
+            if let Some(old) = self.client.replace(client) {
+                let _ = std::thread::Builder::new()
+                    .name("pg-close".into())
+                    .spawn(move || drop(old));
+            }
+            self.statements.clear();
+            if self.syncer.is_some() {
+                self.batch("SET synchronous_commit = off")?;
+            }
+        }
+        self.batch("BEGIN")
+    }
+
     fn commit(&mut self) -> Result<Option<crate::backend::SyncFn>, StoreError> {
+        // Taken before: a connection made after this instant cannot vouch for the commit.
+        let committed_at = std::time::Instant::now();
         self.batch("COMMIT")?;
         let Some(syncer) = self.syncer.clone() else {
             return Ok(None);
         };
+        let url = self.url.clone();
         Ok(Some(Box::new(move || {
-            let mut client = syncer.lock().unwrap_or_else(|p| p.into_inner());
-            // A transactional message is WAL written under a transaction id, so the commit is
-            // one PostgreSQL must flush (a transaction that wrote no WAL commits without a flush,
-            // even with synchronous_commit=on); it waits until the WAL is flushed up to it.
-            client
-                .batch_execute("SELECT pg_logical_emit_message(true, 'suanli-sync', '')")
-                .map_err(|e| StoreError::Backend(format!("syncing the commit: {e}")))
+            syncer
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .sync(&url, committed_at)
         })))
     }
 }

@@ -688,3 +688,57 @@ fn the_postgres_sync_flushes_the_wal_past_the_commit() {
         );
     }
 }
+
+/// On PostgreSQL the writer survives losing its connections (here both are terminated, as by a
+/// server restart or an administrator): the batch that meets the lost connection fails, later
+/// ones connect again and commit, and everything answered with success is there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_postgres_writer_connects_again_after_losing_its_connections() {
+    let store = fresh_store();
+    if store.kind() != "postgres" {
+        return;
+    }
+    let Location::Postgres(url) = store.location().clone() else {
+        unreachable!()
+    };
+    let create = |store: Arc<Store>| async move {
+        let o = org("consumer", Some("enterprise"));
+        let id = o.id.clone();
+        store
+            .writer()
+            .submit(move |tx| tx.create_org(&o, "admin", None).map(|_| ()))
+            .await
+            .map(|()| id)
+    };
+    let mut created = vec![create(store.clone()).await.expect("a first org")];
+    tokio::task::block_in_place(|| {
+        let mut admin = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+        let ended = admin
+            .query(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+                 WHERE datname = current_database() AND pid <> pg_backend_pid()",
+                &[],
+            )
+            .unwrap();
+        assert!(
+            ended.len() >= 2,
+            "the writer's two connections were terminated"
+        );
+    });
+    let mut failures = 0;
+    for _ in 0..10 {
+        match create(store.clone()).await {
+            Ok(id) => created.push(id),
+            Err(StoreError::Backend(_)) => failures += 1,
+            Err(e) => panic!("unexpected refusal: {e}"),
+        }
+    }
+    assert!(
+        failures <= 2,
+        "{failures} of 10 writes failed after the reconnection"
+    );
+    assert!(created.len() >= 9);
+    for id in &created {
+        read(&store, |tx| tx.get_org(id)).expect("every acknowledged org is there");
+    }
+}
