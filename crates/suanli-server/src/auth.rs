@@ -98,17 +98,10 @@ impl FromRequestParts<AppState> for Caller {
         let hash = secret_sha256(secret);
         let now = crate::now_ms();
         state
-            .read(move |tx| {
-                let token = tx.token_by_hash(&hash)?;
-                let org = match &token {
-                    Some(t) => Some(tx.get_org(&t.org_id)?),
-                    None => None,
-                };
-                Ok((token, org))
-            })
+            .read(move |tx| tx.caller_by_token_hash(&hash))
             .await
-            .and_then(|(token, org)| match (token, org) {
-                (Some(token), Some(org)) => {
+            .and_then(|caller| match caller {
+                Some((token, org)) => {
                     if token.revoked_ms.is_some() {
                         Err(ApiError::new(
                             ErrorCode::TokenRevoked,
@@ -123,7 +116,7 @@ impl FromRequestParts<AppState> for Caller {
                         Ok(Caller { org, token })
                     }
                 }
-                _ => Err(ApiError::new(
+                None => Err(ApiError::new(
                     ErrorCode::TokenInvalid,
                     "the token is not valid",
                 )),
