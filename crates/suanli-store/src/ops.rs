@@ -1029,166 +1029,150 @@ impl<'a> Tx<'a> {
                 "must be greater than zero",
             ));
         }
-        let amount_v = int(amount)?;
-        let debit_is_external = debit.ends_with(".external");
+        let mut row = TransferRow {
+            seq: 0,
+            id: new_id("tr"),
+            kind: kind.as_str().into(),
+            debit_account_id: debit.into(),
+            credit_account_id: credit.into(),
+            amount_micros: amount,
+            debit_balance_after_micros: 0,
+            credit_balance_after_micros: 0,
+            hold_id: hold_id.map(Into::into),
+            lease_id: lease_id.map(Into::into),
+            external_ref: external_ref.map(Into::into),
+            created_ms: now_ms,
+        };
         if self.b.kind() == "postgres" {
-            return self.transfer_in_one_statement(
-                kind,
-                debit,
-                credit,
-                amount,
-                hold_id,
-                lease_id,
-                external_ref,
-                now_ms,
-            );
+            self.record_transfer_in_one_statement(&mut row)?;
+        } else {
+            self.record_transfer(&mut row)?;
         }
-        let debit_sql = if debit_is_external {
+        Ok(row)
+    }
+
+    /// The parameters shared by both ways of recording `t`, in this order: id, kind, debit,
+    /// credit, amount, hold, lease, external reference, time.
+    fn transfer_params(t: &TransferRow) -> Result<[Value; 9], StoreError> {
+        Ok([
+            (&t.id).into(),
+            t.kind.as_str().into(),
+            (&t.debit_account_id).into(),
+            (&t.credit_account_id).into(),
+            int(t.amount_micros)?,
+            t.hold_id.clone().into(),
+            t.lease_id.clone().into(),
+            t.external_ref.clone().into(),
+            t.created_ms.into(),
+        ])
+    }
+
+    /// Applies `t` to both balances and inserts it, filling in its sequence number and the
+    /// balances after it: three statements.
+    fn record_transfer(&mut self, t: &mut TransferRow) -> Result<(), StoreError> {
+        let [id, kind, debit, credit, amount, hold, lease, external_ref, now] =
+            Self::transfer_params(t)?;
+        let debit_sql = if t.debit_account_id.ends_with(".external") {
             "UPDATE accounts SET debits_micros = debits_micros + $2 WHERE id = $1 \
              RETURNING credits_micros - debits_micros"
         } else {
             "UPDATE accounts SET debits_micros = debits_micros + $2 WHERE id = $1 \
              AND credits_micros - debits_micros >= $2 RETURNING credits_micros - debits_micros"
         };
-        let rows = self.b.query(debit_sql, &[debit.into(), amount_v.clone()])?;
+        let rows = self.b.query(debit_sql, &[debit.clone(), amount.clone()])?;
         let Some(debit_after) = rows.first().map(|r| r.i64(0)) else {
-            let rows = self.b.query(
-                "SELECT credits_micros - debits_micros FROM accounts WHERE id = $1",
-                &[debit.into()],
-            )?;
-            return match rows.first() {
-                None => Err(StoreError::NotFound("account")),
-                Some(r) => Err(StoreError::InsufficientFunds {
-                    needed_micros: amount,
-                    available_micros: r.i64(0),
-                }),
-            };
+            return Err(self.refusal_of(t));
         };
         let rows = self.b.query(
             "UPDATE accounts SET credits_micros = credits_micros + $2 WHERE id = $1 \
              RETURNING credits_micros - debits_micros",
-            &[credit.into(), amount_v.clone()],
+            &[credit.clone(), amount.clone()],
         )?;
         let credit_after = rows
             .first()
             .map(|r| r.i64(0))
             .ok_or(StoreError::NotFound("account"))?;
-        let id = new_id("tr");
         let rows = self.b.query(
             "INSERT INTO transfers (id, kind, debit_account_id, credit_account_id, amount_micros, \
              debit_balance_after_micros, credit_balance_after_micros, hold_id, lease_id, external_ref, created_ms) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING seq",
             &[
-                (&id).into(),
-                kind.as_str().into(),
-                debit.into(),
-                credit.into(),
-                amount_v,
+                id,
+                kind,
+                debit,
+                credit,
+                amount,
                 debit_after.into(),
                 credit_after.into(),
-                hold_id.into(),
-                lease_id.into(),
-                external_ref.into(),
-                now_ms.into(),
+                hold,
+                lease,
+                external_ref,
+                now,
             ],
         )?;
-        Ok(TransferRow {
-            seq: rows.first().map(|r| r.i64(0)).unwrap_or(0),
-            id,
-            kind: kind.as_str().into(),
-            debit_account_id: debit.into(),
-            credit_account_id: credit.into(),
-            amount_micros: amount,
-            debit_balance_after_micros: debit_after,
-            credit_balance_after_micros: credit_after,
-            hold_id: hold_id.map(Into::into),
-            lease_id: lease_id.map(Into::into),
-            external_ref: external_ref.map(Into::into),
-            created_ms: now_ms,
-        })
+        t.seq = rows.first().map(|r| r.i64(0)).unwrap_or(0);
+        t.debit_balance_after_micros = debit_after;
+        t.credit_balance_after_micros = credit_after;
+        Ok(())
     }
 
-    /// [`Tx::transfer`] as one statement, for PostgreSQL, where every statement is a round trip
-    /// to the server: both balance updates and the insert in data-modifying CTEs. The credit and
-    /// the insert happen only when the debit did (its funds check passed); when nothing came
+    /// [`Tx::record_transfer`] as one statement, for PostgreSQL, where every statement is a round
+    /// trip to the server: both balance updates and the insert in data-modifying CTEs. The credit
+    /// and the insert happen only when the debit did (its funds check passed); when nothing came
     /// back, a second query tells which refusal it was (the transaction is then rolled back).
-    #[allow(clippy::too_many_arguments)]
-    fn transfer_in_one_statement(
-        &mut self,
-        kind: TransferKind,
-        debit: &str,
-        credit: &str,
-        amount: u64,
-        hold_id: Option<&str>,
-        lease_id: Option<&str>,
-        external_ref: Option<&str>,
-        now_ms: i64,
-    ) -> Result<TransferRow, StoreError> {
-        const EXTERNAL: &str = "WITH d AS (UPDATE accounts SET debits_micros = debits_micros + $2 \
-             WHERE id = $1 RETURNING credits_micros - debits_micros AS after), \
-             c AS (UPDATE accounts SET credits_micros = credits_micros + $2 \
-             WHERE id = $3 AND EXISTS (SELECT 1 FROM d) RETURNING credits_micros - debits_micros AS after), \
+    fn record_transfer_in_one_statement(&mut self, t: &mut TransferRow) -> Result<(), StoreError> {
+        const EXTERNAL: &str = "WITH d AS (UPDATE accounts SET debits_micros = debits_micros + $5 \
+             WHERE id = $3 RETURNING credits_micros - debits_micros AS after), \
+             c AS (UPDATE accounts SET credits_micros = credits_micros + $5 \
+             WHERE id = $4 AND EXISTS (SELECT 1 FROM d) RETURNING credits_micros - debits_micros AS after), \
              t AS (INSERT INTO transfers (id, kind, debit_account_id, credit_account_id, amount_micros, \
              debit_balance_after_micros, credit_balance_after_micros, hold_id, lease_id, external_ref, created_ms) \
-             SELECT $4, $5, $1, $3, $2, d.after, c.after, $6, $7, $8, $9::bigint FROM d, c RETURNING seq) \
+             SELECT $1, $2, $3, $4, $5, d.after, c.after, $6, $7, $8, $9::bigint FROM d, c RETURNING seq) \
              SELECT d.after, c.after, t.seq FROM d, c, t";
-        const FUNDED: &str = "WITH d AS (UPDATE accounts SET debits_micros = debits_micros + $2 \
-             WHERE id = $1 AND credits_micros - debits_micros >= $2 RETURNING credits_micros - debits_micros AS after), \
-             c AS (UPDATE accounts SET credits_micros = credits_micros + $2 \
-             WHERE id = $3 AND EXISTS (SELECT 1 FROM d) RETURNING credits_micros - debits_micros AS after), \
+        const FUNDED: &str = "WITH d AS (UPDATE accounts SET debits_micros = debits_micros + $5 \
+             WHERE id = $3 AND credits_micros - debits_micros >= $5 RETURNING credits_micros - debits_micros AS after), \
+             c AS (UPDATE accounts SET credits_micros = credits_micros + $5 \
+             WHERE id = $4 AND EXISTS (SELECT 1 FROM d) RETURNING credits_micros - debits_micros AS after), \
              t AS (INSERT INTO transfers (id, kind, debit_account_id, credit_account_id, amount_micros, \
              debit_balance_after_micros, credit_balance_after_micros, hold_id, lease_id, external_ref, created_ms) \
-             SELECT $4, $5, $1, $3, $2, d.after, c.after, $6, $7, $8, $9::bigint FROM d, c RETURNING seq) \
+             SELECT $1, $2, $3, $4, $5, d.after, c.after, $6, $7, $8, $9::bigint FROM d, c RETURNING seq) \
              SELECT d.after, c.after, t.seq FROM d, c, t";
-        let id = new_id("tr");
-        let sql = if debit.ends_with(".external") {
+        let sql = if t.debit_account_id.ends_with(".external") {
             EXTERNAL
         } else {
             FUNDED
         };
-        let rows = self.b.query(
-            sql,
-            &[
-                debit.into(),
-                int(amount)?,
-                credit.into(),
-                (&id).into(),
-                kind.as_str().into(),
-                hold_id.into(),
-                lease_id.into(),
-                external_ref.into(),
-                now_ms.into(),
-            ],
-        )?;
+        let rows = self.b.query(sql, &Self::transfer_params(t)?)?;
         let Some(row) = rows.first() else {
-            let rows = self.b.query(
-                "SELECT id, credits_micros - debits_micros FROM accounts WHERE id IN ($1, $2)",
-                &[debit.into(), credit.into()],
-            )?;
-            let balance_of =
-                |account: &str| rows.iter().find(|r| r.str(0) == account).map(|r| r.i64(1));
-            return match (balance_of(debit), balance_of(credit)) {
-                (Some(available_micros), Some(_)) => Err(StoreError::InsufficientFunds {
-                    needed_micros: amount,
-                    available_micros,
-                }),
-                _ => Err(StoreError::NotFound("account")),
-            };
+            return Err(self.refusal_of(t));
         };
-        Ok(TransferRow {
-            seq: row.i64(2),
-            id,
-            kind: kind.as_str().into(),
-            debit_account_id: debit.into(),
-            credit_account_id: credit.into(),
-            amount_micros: amount,
-            debit_balance_after_micros: row.i64(0),
-            credit_balance_after_micros: row.i64(1),
-            hold_id: hold_id.map(Into::into),
-            lease_id: lease_id.map(Into::into),
-            external_ref: external_ref.map(Into::into),
-            created_ms: now_ms,
-        })
+        t.debit_balance_after_micros = row.i64(0);
+        t.credit_balance_after_micros = row.i64(1);
+        t.seq = row.i64(2);
+        Ok(())
+    }
+
+    /// Why `t` could not be recorded: an account is missing, or the debit account lacks funds.
+    fn refusal_of(&mut self, t: &TransferRow) -> StoreError {
+        let rows = match self.b.query(
+            "SELECT id, credits_micros - debits_micros FROM accounts WHERE id IN ($1, $2)",
+            &[(&t.debit_account_id).into(), (&t.credit_account_id).into()],
+        ) {
+            Ok(rows) => rows,
+            Err(e) => return e,
+        };
+        let balance_of =
+            |account: &str| rows.iter().find(|r| r.str(0) == account).map(|r| r.i64(1));
+        match (
+            balance_of(&t.debit_account_id),
+            balance_of(&t.credit_account_id),
+        ) {
+            (Some(available_micros), Some(_)) => StoreError::InsufficientFunds {
+                needed_micros: t.amount_micros,
+                available_micros,
+            },
+            _ => StoreError::NotFound("account"),
+        }
     }
 
     fn operator_account(&mut self, kind: AccountKind) -> Result<String, StoreError> {
