@@ -778,6 +778,74 @@ impl<'a> Tx<'a> {
         Ok(rows.iter().map(node_row).collect())
     }
 
+    /// The node [`place`] would choose to hold all `units` of `shape` on its own (the one with the
+    /// least room left that fits them, ties by node id), found by the database: the same rule in
+    /// SQL, so that a purchase reads one node row instead of every node of the pool. `None` when
+    /// no single node fits them (placement then spreads them over several).
+    pub fn best_single_node(
+        &mut self,
+        pool_id: &str,
+        shape: &UnitShape,
+        qualifier: Option<&str>,
+        units: u64,
+    ) -> Result<Option<NodeFree>, StoreError> {
+        let (model, partition) = match shape.category {
+            Category::Intelligent => match qualifier {
+                Some(model) => (Some(model), None),
+                // No model: no node matches (see `place`).
+                None => return Ok(None),
+            },
+            Category::Supercomputing => (None, qualifier),
+            Category::General => (None, None),
+        };
+        let per_unit = shape.per_unit();
+        // Units of `per_unit` a node's free capacity holds, as `Capacity::units_of` counts them
+        // (a dimension a unit does not use never limits it); ids in byte order, as Rust sorts.
+        let by_id = if self.b.kind() == "postgres" {
+            "id COLLATE \"C\""
+        } else {
+            "id"
+        };
+        let rows = self.b.query(
+            &format!(
+                "SELECT id, accelerator_model, partition_name, free_cpus, free_memory_mib, \
+                 free_accelerators, fit FROM (SELECT id, accelerator_model, partition_name, \
+                 free_cpus, free_memory_mib, free_accelerators, \
+                 CASE WHEN fit_cpus <= fit_memory AND fit_cpus <= fit_accelerators THEN fit_cpus \
+                 WHEN fit_memory <= fit_accelerators THEN fit_memory ELSE fit_accelerators END AS fit \
+                 FROM (SELECT id, accelerator_model, partition_name, \
+                 cpus - cpus_reserved AS free_cpus, memory_mib - memory_mib_reserved AS free_memory_mib, \
+                 accelerators - accelerators_reserved AS free_accelerators, \
+                 CASE WHEN CAST($2 AS BIGINT) = 0 THEN {MAX} ELSE (cpus - cpus_reserved) / CAST($2 AS BIGINT) END AS fit_cpus, \
+                 CASE WHEN CAST($3 AS BIGINT) = 0 THEN {MAX} ELSE (memory_mib - memory_mib_reserved) / CAST($3 AS BIGINT) END AS fit_memory, \
+                 CASE WHEN CAST($4 AS BIGINT) = 0 THEN {MAX} ELSE (accelerators - accelerators_reserved) / CAST($4 AS BIGINT) END AS fit_accelerators \
+                 FROM nodes WHERE pool_id = $1 AND (CAST($6 AS TEXT) IS NULL OR accelerator_model = CAST($6 AS TEXT)) \
+                 AND (CAST($7 AS TEXT) IS NULL OR partition_name = CAST($7 AS TEXT))) AS free) AS fits \
+                 WHERE fit >= CAST($5 AS BIGINT) ORDER BY fit, {by_id} LIMIT 1",
+                MAX = i64::MAX
+            ),
+            &[
+                pool_id.into(),
+                int(per_unit.cpus)?,
+                int(per_unit.memory_mib)?,
+                int(per_unit.accelerators)?,
+                int(units)?,
+                model.into(),
+                partition.into(),
+            ],
+        )?;
+        Ok(rows.first().map(|r| NodeFree {
+            node_id: r.str(0),
+            accelerator_model: r.opt_str(1),
+            partition: r.opt_str(2),
+            free: Capacity {
+                cpus: r.u64(3),
+                memory_mib: r.u64(4),
+                accelerators: r.u64(5),
+            },
+        }))
+    }
+
     /// The nodes of a pool with room for at least one unit needing `per_unit`, as placement sees
     /// them (full nodes cannot take part in a placement, so they are not read).
     pub fn nodes_with_room(
@@ -1392,14 +1460,15 @@ impl<'a> Tx<'a> {
         to_i64(hold_micros)?;
         // Pools an agent serves bill the signed usage of the jobs run on them.
         let metered = self.pool_has_agent(&offer.pool_id)?;
-        let nodes = self.nodes_with_room(&offer.pool_id, offer.shape().per_unit())?;
-        let mut allocations = place(
-            &nodes,
-            &offer.shape(),
-            offer.class.qualifier.as_deref(),
-            p.units,
-        )
-        .ok_or(StoreError::CapacityUnavailable)?;
+        let (shape, qualifier) = (offer.shape(), offer.class.qualifier.as_deref());
+        // Usually one node takes the whole lease: ask the database for the best such node
+        // instead of reading every node of the pool; otherwise spread over several.
+        let nodes = match self.best_single_node(&offer.pool_id, &shape, qualifier, p.units)? {
+            Some(node) => vec![node],
+            None => self.nodes_with_room(&offer.pool_id, shape.per_unit())?,
+        };
+        let mut allocations =
+            place(&nodes, &shape, qualifier, p.units).ok_or(StoreError::CapacityUnavailable)?;
         allocations.sort_by(|a, b| a.node_id.cmp(&b.node_id));
         // Capacity first (in node order, the same order every writer uses), then money.
         for a in &allocations {

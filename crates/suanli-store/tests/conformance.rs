@@ -742,3 +742,97 @@ async fn the_postgres_writer_connects_again_after_losing_its_connections() {
         read(&store, |tx| tx.get_org(id)).expect("every acknowledged org is there");
     }
 }
+
+/// A purchase asks the database for the single node that should take the whole lease; that
+/// must be the node the core's `place` picks from every node of the pool (least room left that
+/// fits, ties by node id), or none when `place` has to spread the units over several nodes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_database_picks_the_node_placement_would_pick() {
+    use suanli_core::resource::{place, Category, UnitShape};
+    let store = fresh_store();
+    let pool_id = store
+        .writer()
+        .submit(|tx| {
+            let p = org("provider", None);
+            tx.create_org(&p, "admin", None)?;
+            let node = |name: &str,
+                        cpus: u64,
+                        memory_gib: u64,
+                        model: Option<&str>,
+                        acc: u64,
+                        partition: Option<&str>| {
+                NewNode {
+                    name: name.into(),
+                    cpus,
+                    memory_mib: memory_gib * 1024,
+                    accelerator_model: model.map(Into::into),
+                    accelerators: acc,
+                    partition: partition.map(Into::into),
+                }
+            };
+            let nodes = [
+                node("c-a", 8, 32, None, 0, None),
+                node("c-b", 8, 32, None, 0, None),
+                node("c-c", 16, 16, None, 0, None),
+                node("c-d", 4, 64, None, 0, Some("debug")),
+                node("c-e", 32, 64, None, 0, Some("long")),
+                node("c-f", 2, 4, None, 0, Some("debug")),
+                node("g-a", 64, 512, Some("H100-80G"), 8, Some("gpu")),
+                node("g-b", 64, 512, Some("H100-80G"), 4, Some("gpu")),
+                node("g-c", 32, 256, Some("A800-80G"), 4, None),
+                node("g-d", 16, 512, Some("H100-80G"), 8, None),
+            ];
+            Ok(tx.create_pool(&p.id, "mixed", "wuqing-core", &nodes, 0)?.id)
+        })
+        .await
+        .unwrap();
+    let shapes = [
+        (Category::General, 1, 1024, None),
+        (Category::General, 2, 4096, None),
+        (Category::General, 4, 2048, None),
+        (Category::Intelligent, 8, 64 * 1024, Some("H100-80G")),
+        (Category::Intelligent, 16, 32 * 1024, Some("H100-80G")),
+        (Category::Intelligent, 4, 16 * 1024, Some("A800-80G")),
+        (Category::Intelligent, 4, 16 * 1024, Some("Ascend-910B")),
+        (Category::Supercomputing, 1, 2048, Some("debug")),
+        (Category::Supercomputing, 1, 1024, None),
+        (Category::Supercomputing, 2, 1024, Some("long")),
+    ];
+    let mut single = 0;
+    for (category, cpus_per_unit, memory_mib_per_unit, qualifier) in shapes {
+        let shape = UnitShape {
+            category,
+            cpus_per_unit,
+            memory_mib_per_unit,
+        };
+        for units in 1..=40u64 {
+            let pool = pool_id.clone();
+            let (fast, all) = read(&store, move |tx| {
+                Ok((
+                    tx.best_single_node(&pool, &shape, qualifier, units)?,
+                    tx.nodes_with_room(&pool, shape.per_unit())?,
+                ))
+            })
+            .unwrap();
+            let expected = place(&all, &shape, qualifier, units);
+            match fast {
+                Some(node) => {
+                    single += 1;
+                    assert_eq!(
+                        place(std::slice::from_ref(&node), &shape, qualifier, units),
+                        expected,
+                        "{category:?} {qualifier:?} × {units}"
+                    );
+                }
+                None => assert!(
+                    expected.is_none_or(|a| a.len() > 1),
+                    "{category:?} {qualifier:?} × {units}: placement fits one node, the query found none"
+                ),
+            }
+        }
+    }
+    assert!(
+        single > 50,
+        "only {single} single-node placements were compared"
+    );
+}
