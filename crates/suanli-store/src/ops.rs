@@ -330,6 +330,21 @@ fn org_row(r: &Row) -> OrgRow {
     }
 }
 
+/// A node as placement sees it, from `id, accelerator_model, partition_name` and its free CPUs,
+/// memory and accelerators.
+fn node_free(r: &Row) -> NodeFree {
+    NodeFree {
+        node_id: r.str(0),
+        accelerator_model: r.opt_str(1),
+        partition: r.opt_str(2),
+        free: Capacity {
+            cpus: r.u64(3),
+            memory_mib: r.u64(4),
+            accelerators: r.u64(5),
+        },
+    }
+}
+
 fn node_row(r: &Row) -> NodeRow {
     NodeRow {
         id: r.str(0),
@@ -834,16 +849,7 @@ impl<'a> Tx<'a> {
                 partition.into(),
             ],
         )?;
-        Ok(rows.first().map(|r| NodeFree {
-            node_id: r.str(0),
-            accelerator_model: r.opt_str(1),
-            partition: r.opt_str(2),
-            free: Capacity {
-                cpus: r.u64(3),
-                memory_mib: r.u64(4),
-                accelerators: r.u64(5),
-            },
-        }))
+        Ok(rows.first().map(node_free))
     }
 
     /// The nodes of a pool with room for at least one unit needing `per_unit`, as placement sees
@@ -865,19 +871,7 @@ impl<'a> Tx<'a> {
                 int(per_unit.accelerators)?,
             ],
         )?;
-        Ok(rows
-            .iter()
-            .map(|r| NodeFree {
-                node_id: r.str(0),
-                accelerator_model: r.opt_str(1),
-                partition: r.opt_str(2),
-                free: Capacity {
-                    cpus: r.u64(3),
-                    memory_mib: r.u64(4),
-                    accelerators: r.u64(5),
-                },
-            })
-            .collect())
+        Ok(rows.iter().map(node_free).collect())
     }
 
     /// A pool; with `org_id`, only if that org owns it.
@@ -1189,28 +1183,23 @@ impl<'a> Tx<'a> {
     /// and the insert happen only when the debit did (its funds check passed); when nothing came
     /// back, a second query tells which refusal it was (the transaction is then rolled back).
     fn record_transfer_in_one_statement(&mut self, t: &mut TransferRow) -> Result<(), StoreError> {
-        const EXTERNAL: &str = "WITH d AS (UPDATE accounts SET debits_micros = debits_micros + $5 \
-             WHERE id = $3 RETURNING credits_micros - debits_micros AS after), \
-             c AS (UPDATE accounts SET credits_micros = credits_micros + $5 \
-             WHERE id = $4 AND EXISTS (SELECT 1 FROM d) RETURNING credits_micros - debits_micros AS after), \
-             t AS (INSERT INTO transfers (id, kind, debit_account_id, credit_account_id, amount_micros, \
-             debit_balance_after_micros, credit_balance_after_micros, hold_id, lease_id, external_ref, created_ms) \
-             SELECT $1, $2, $3, $4, $5, d.after, c.after, $6, $7, $8, $9::bigint FROM d, c RETURNING seq) \
-             SELECT d.after, c.after, t.seq FROM d, c, t";
-        const FUNDED: &str = "WITH d AS (UPDATE accounts SET debits_micros = debits_micros + $5 \
-             WHERE id = $3 AND credits_micros - debits_micros >= $5 RETURNING credits_micros - debits_micros AS after), \
-             c AS (UPDATE accounts SET credits_micros = credits_micros + $5 \
-             WHERE id = $4 AND EXISTS (SELECT 1 FROM d) RETURNING credits_micros - debits_micros AS after), \
-             t AS (INSERT INTO transfers (id, kind, debit_account_id, credit_account_id, amount_micros, \
-             debit_balance_after_micros, credit_balance_after_micros, hold_id, lease_id, external_ref, created_ms) \
-             SELECT $1, $2, $3, $4, $5, d.after, c.after, $6, $7, $8, $9::bigint FROM d, c RETURNING seq) \
-             SELECT d.after, c.after, t.seq FROM d, c, t";
-        let sql = if t.debit_account_id.ends_with(".external") {
-            EXTERNAL
+        // The debit of an external account (the operator's funding) has no funds check.
+        let funds_check = if t.debit_account_id.ends_with(".external") {
+            ""
         } else {
-            FUNDED
+            "AND credits_micros - debits_micros >= $5 "
         };
-        let rows = self.b.query(sql, &Self::transfer_params(t)?)?;
+        let sql = format!(
+            "WITH d AS (UPDATE accounts SET debits_micros = debits_micros + $5 \
+             WHERE id = $3 {funds_check}RETURNING credits_micros - debits_micros AS after), \
+             c AS (UPDATE accounts SET credits_micros = credits_micros + $5 \
+             WHERE id = $4 AND EXISTS (SELECT 1 FROM d) RETURNING credits_micros - debits_micros AS after), \
+             t AS (INSERT INTO transfers (id, kind, debit_account_id, credit_account_id, amount_micros, \
+             debit_balance_after_micros, credit_balance_after_micros, hold_id, lease_id, external_ref, created_ms) \
+             SELECT $1, $2, $3, $4, $5, d.after, c.after, $6, $7, $8, $9::bigint FROM d, c RETURNING seq) \
+             SELECT d.after, c.after, t.seq FROM d, c, t"
+        );
+        let rows = self.b.query(&sql, &Self::transfer_params(t)?)?;
         let Some(row) = rows.first() else {
             return Err(self.refusal_of(t));
         };
