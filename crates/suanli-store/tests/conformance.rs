@@ -11,26 +11,31 @@ use suanli_store::{Backend, Location, Store, StoreError, WriterConfig};
 
 /// A fresh, empty store on the backend under test.
 fn fresh_store() -> Arc<Store> {
-    let location = match std::env::var("SUANLI_TEST_DATABASE_URL") {
-        Ok(url) if !url.is_empty() => {
-            let name = new_id("t").replace('_', "");
-            tokio::task::block_in_place(|| {
-                let mut admin = postgres::Client::connect(&url, postgres::NoTls)
-                    .expect("connect to the test PostgreSQL");
-                admin
-                    .batch_execute(&format!("CREATE DATABASE {name}"))
-                    .expect("create a test database");
-            });
-            let base = url.rsplit_once('/').map(|(b, _)| b).unwrap_or(&url);
-            Location::Postgres(format!("{base}/{name}"))
-        }
-        _ => {
+    let location = match tokio::task::block_in_place(fresh_postgres_database) {
+        Some(url) => Location::Postgres(url),
+        None => {
             let dir = std::env::temp_dir().join(new_id("suanli-store-test"));
             std::fs::create_dir_all(&dir).unwrap();
             Location::Sqlite(dir.join("t.db").to_string_lossy().into_owned())
         }
     };
     open(location)
+}
+
+/// The URL of a new, empty database on the test PostgreSQL (`SUANLI_TEST_DATABASE_URL`), or
+/// `None` when the tests run on SQLite.
+fn fresh_postgres_database() -> Option<String> {
+    let url = std::env::var("SUANLI_TEST_DATABASE_URL")
+        .ok()
+        .filter(|u| !u.is_empty())?;
+    let name = new_id("t").replace('_', "");
+    let mut admin =
+        postgres::Client::connect(&url, postgres::NoTls).expect("connect to the test PostgreSQL");
+    admin
+        .batch_execute(&format!("CREATE DATABASE {name}"))
+        .expect("create a test database");
+    let base = url.rsplit_once('/').map(|(b, _)| b).unwrap_or(&url);
+    Some(format!("{base}/{name}"))
 }
 
 /// Opens a store on `location`, as another exchange process would.
@@ -648,17 +653,9 @@ async fn a_failing_job_leaves_no_trace_and_the_rest_of_its_batch_commits() {
 /// that nobody is answered before the sync.)
 #[test]
 fn the_postgres_sync_flushes_the_wal_past_the_commit() {
-    let url = match std::env::var("SUANLI_TEST_DATABASE_URL") {
-        Ok(url) if !url.is_empty() => url,
-        _ => return,
+    let Some(db_url) = fresh_postgres_database() else {
+        return;
     };
-    let name = new_id("t").replace('_', "");
-    let mut admin = postgres::Client::connect(&url, postgres::NoTls).unwrap();
-    admin
-        .batch_execute(&format!("CREATE DATABASE {name}"))
-        .unwrap();
-    let base = url.rsplit_once('/').map(|(b, _)| b).unwrap_or(&url);
-    let db_url = format!("{base}/{name}");
     let mut writer = suanli_store::postgres::PostgresBackend::connect_writer(&db_url).unwrap();
     let mut observer = postgres::Client::connect(&db_url, postgres::NoTls).unwrap();
     for _ in 0..20 {
