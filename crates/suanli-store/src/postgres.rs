@@ -110,11 +110,27 @@ impl PostgresBackend {
     pub fn connect_writer(url: &str) -> Result<Self, StoreError> {
         let mut me = Self::connect(url)?;
         crate::schema::migrate(&mut me)?;
-        me.batch("SET synchronous_commit = off")?;
         me.syncer = Some(std::sync::Arc::new(std::sync::Mutex::new(
             SyncConnection::open(url)?,
         )));
+        me.start_writer_session()?;
         Ok(me)
+    }
+
+    /// The writer's session setting: commits do not wait for the WAL flush (its syncer does).
+    fn start_writer_session(&mut self) -> Result<(), StoreError> {
+        self.batch("SET synchronous_commit = off")
+    }
+
+    /// Replaces a lost connection with a new one (the writer's settings included).
+    fn reconnect(&mut self) -> Result<(), StoreError> {
+        let client = Client::connect(&self.url, NoTls).map_err(map_err)?;
+        close_off_thread(self.client.replace(client));
+        self.statements.clear();
+        if self.syncer.is_some() {
+            self.start_writer_session()?;
+        }
+        Ok(())
     }
 
     fn client(&mut self) -> &mut Client {
@@ -198,16 +214,7 @@ impl Backend for PostgresBackend {
             // The connection was lost (a PostgreSQL restart, a terminated backend): the batch
             // that met it failed; this one gets a new connection.
             tracing::warn!("the writer's PostgreSQL connection was lost; connecting again");
-            let client = Client::connect(&self.url, NoTls).map_err(map_err)?;
-            if let Some(old) = self.client.replace(client) {
-                let _ = std::thread::Builder::new()
-                    .name("pg-close".into())
-                    .spawn(move || drop(old));
-            }
-            self.statements.clear();
-            if self.syncer.is_some() {
-                self.batch("SET synchronous_commit = off")?;
-            }
+            self.reconnect()?;
         }
         self.batch("BEGIN")
     }
@@ -230,15 +237,15 @@ impl Backend for PostgresBackend {
 }
 
 impl Drop for PostgresBackend {
-    /// The synchronous client blocks on its own runtime when closed, which panics inside an async
-    /// runtime; close it on a thread of its own instead.
     fn drop(&mut self) {
-        let client = self.client.take();
-        let syncer = self.syncer.take();
-        if client.is_some() || syncer.is_some() {
-            let _ = std::thread::Builder::new()
-                .name("pg-close".into())
-                .spawn(move || drop((client, syncer)));
-        }
+        close_off_thread((self.client.take(), self.syncer.take()));
     }
+}
+
+/// Closes connections on a thread of their own: the synchronous client blocks on its own runtime
+/// when closed, which panics inside an async runtime.
+fn close_off_thread<T: Send + 'static>(connections: T) {
+    let _ = std::thread::Builder::new()
+        .name("pg-close".into())
+        .spawn(move || drop(connections));
 }
