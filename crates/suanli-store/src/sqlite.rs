@@ -203,20 +203,7 @@ impl SqliteBackend {
             wal: None,
         })
     }
-}
 
-/// The SQLite form of a shared statement, rewritten once and then looked up.
-fn rewrite<'a>(cache: &'a mut std::collections::HashMap<String, String>, sql: &str) -> &'a str {
-    if !cache.contains_key(sql) {
-        if cache.len() > 1_024 {
-            cache.clear();
-        }
-        cache.insert(sql.to_owned(), numbered_parameters(sql));
-    }
-    &cache[sql]
-}
-
-impl SqliteBackend {
     /// Checkpoints what is left of the WAL and lets the next commit write it from its start
     /// (see [`Checkpointer`]). With `synchronous=NORMAL` the checkpoint syncs the WAL before
     /// copying and the database file after; SQLite syncs the WAL's new header before the first
@@ -234,6 +221,17 @@ impl SqliteBackend {
         }
         let _ = self.conn.busy_timeout(std::time::Duration::from_secs(10));
     }
+}
+
+/// The SQLite form of a shared statement, rewritten once and then looked up.
+fn rewrite<'a>(cache: &'a mut std::collections::HashMap<String, String>, sql: &str) -> &'a str {
+    if !cache.contains_key(sql) {
+        if cache.len() > 1_024 {
+            cache.clear();
+        }
+        cache.insert(sql.to_owned(), numbered_parameters(sql));
+    }
+    &cache[sql]
 }
 
 impl Backend for SqliteBackend {
