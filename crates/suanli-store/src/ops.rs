@@ -319,14 +319,19 @@ const TRANSFER_COLS: &str = "seq, id, kind, debit_account_id, credit_account_id,
     debit_balance_after_micros, credit_balance_after_micros, hold_id, lease_id, external_ref, created_ms";
 
 fn org_row(r: &Row) -> OrgRow {
+    org_row_at(r, 0)
+}
+
+/// An org from the [`ORG_COLS`] starting at column `at`.
+fn org_row_at(r: &Row, at: usize) -> OrgRow {
     OrgRow {
-        id: r.str(0),
-        name: r.str(1),
-        kind: r.str(2),
-        consumer_type: r.opt_str(3),
-        zone: r.str(4),
-        origin_region: r.str(5),
-        created_ms: r.i64(6),
+        id: r.str(at),
+        name: r.str(at + 1),
+        kind: r.str(at + 2),
+        consumer_type: r.opt_str(at + 3),
+        zone: r.str(at + 4),
+        origin_region: r.str(at + 5),
+        created_ms: r.i64(at + 6),
     }
 }
 
@@ -650,10 +655,7 @@ impl<'a> Tx<'a> {
              JOIN orgs o ON o.id = t.org_id WHERE t.secret_sha256 = $1",
             &[secret_sha256.into()],
         )?;
-        Ok(rows.first().map(|r| {
-            let org = Row(r.0[8..].to_vec());
-            (token_row(r), org_row(&org))
-        }))
+        Ok(rows.first().map(|r| (token_row(r), org_row_at(r, 8))))
     }
 
     pub fn get_token(&mut self, org_id: &str, token_id: &str) -> Result<TokenRow, StoreError> {
