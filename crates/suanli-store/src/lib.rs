@@ -12,6 +12,7 @@
 //! This crate knows nothing of HTTP or JSON.
 
 pub mod backend;
+mod batch_ledger;
 pub mod jobs;
 pub mod ops;
 pub mod postgres;

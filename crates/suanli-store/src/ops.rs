@@ -18,6 +18,7 @@ use suanli_core::resource::{
 };
 
 use crate::backend::{to_i64, Backend, Row, StoreError, Value};
+use crate::batch_ledger::{LedgerBuffer, LedgerSlot};
 
 /// A fresh identifier with a type prefix, e.g. `lease_19ac7f3e2b13f9a0c12d4e5b687`: the time in
 /// milliseconds (11 hex digits), then 64 random bits.
@@ -295,6 +296,8 @@ pub struct StoredResponse {
 /// An open transaction (writer) or a read connection (readers).
 pub struct Tx<'a> {
     pub(crate) b: &'a mut dyn Backend,
+    /// Balances and transfers of the transaction not yet written (see [`crate::batch_ledger`]).
+    pub(crate) ledger: LedgerSlot<'a>,
     /// Pools whose capacity or offers changed; the writer refreshes the offer book after commit.
     pub dirty_pools: BTreeSet<String>,
     /// The writer runs this job without a savepoint of its own: any `Err` it returns makes the
@@ -315,7 +318,7 @@ const LEASE_COLS: &str = "l.id, l.consumer_org_id, l.provider_org_id, l.offer_id
     l.duration_limit_s, l.started_ms, l.ends_ms, l.state, h.id, h.org_id, h.amount_micros, h.state, \
     h.posted_micros, l.ended_ms, l.billed_seconds, l.cost_micros, l.fee_micros, l.billing, l.auto_end, \
     l.metered_unit_seconds";
-const TRANSFER_COLS: &str = "seq, id, kind, debit_account_id, credit_account_id, amount_micros, \
+pub(crate) const TRANSFER_COLS: &str = "seq, id, kind, debit_account_id, credit_account_id, amount_micros, \
     debit_balance_after_micros, credit_balance_after_micros, hold_id, lease_id, external_ref, created_ms";
 
 fn org_row(r: &Row) -> OrgRow {
@@ -464,9 +467,22 @@ fn int(v: u64) -> Result<Value, StoreError> {
 }
 
 impl<'a> Tx<'a> {
+    /// A transaction or read connection of its own: transfers are written as they are made.
     pub fn new(b: &'a mut dyn Backend) -> Self {
         Tx {
             b,
+            ledger: LedgerSlot::WriteThrough(Box::default()),
+            dirty_pools: BTreeSet::new(),
+            optimistic: false,
+        }
+    }
+
+    /// A job of the writer's batch: transfers are buffered in `ledger` across the batch's jobs
+    /// until the next flush (a savepoint boundary, a read of the ledger, the commit).
+    pub(crate) fn in_batch(b: &'a mut dyn Backend, ledger: &'a mut LedgerBuffer) -> Self {
+        Tx {
+            b,
+            ledger: LedgerSlot::Batch(ledger),
             dirty_pools: BTreeSet::new(),
             optimistic: false,
         }
@@ -476,15 +492,23 @@ impl<'a> Tx<'a> {
         self.b.kind()
     }
 
+    /// Buffered transfers are written first, so that a rollback to the savepoint undoes exactly
+    /// what came after it.
     pub fn savepoint(&mut self, name: &str) -> Result<(), StoreError> {
+        self.flush_ledger()?;
         self.b.batch(&format!("SAVEPOINT {name}"))
     }
 
     pub fn release(&mut self, name: &str) -> Result<(), StoreError> {
+        self.flush_ledger()?;
         self.b.batch(&format!("RELEASE SAVEPOINT {name}"))
     }
 
+    /// Also forgets the buffered ledger state: balances are read again after it.
     pub fn rollback_to(&mut self, name: &str) -> Result<(), StoreError> {
+        if let LedgerSlot::Batch(buffer) = &mut self.ledger {
+            buffer.clear();
+        }
         self.b.batch(&format!("ROLLBACK TO SAVEPOINT {name}"))
     }
 
@@ -1073,167 +1097,6 @@ impl<'a> Tx<'a> {
 
     // ---------------------------------------------------------------- ledger
 
-    /// Moves `amount` from `debit` to `credit`. The debit account must keep a non-negative balance
-    /// unless it is an external account; the check and the update are one statement.
-    #[allow(clippy::too_many_arguments)]
-    pub fn transfer(
-        &mut self,
-        kind: TransferKind,
-        debit: &str,
-        credit: &str,
-        amount: u64,
-        hold_id: Option<&str>,
-        lease_id: Option<&str>,
-        external_ref: Option<&str>,
-        now_ms: i64,
-    ) -> Result<TransferRow, StoreError> {
-        if amount == 0 {
-            return Err(StoreError::invalid(
-                "amount_micros",
-                "must be greater than zero",
-            ));
-        }
-        let mut row = TransferRow {
-            seq: 0,
-            id: new_id("tr"),
-            kind: kind.as_str().into(),
-            debit_account_id: debit.into(),
-            credit_account_id: credit.into(),
-            amount_micros: amount,
-            debit_balance_after_micros: 0,
-            credit_balance_after_micros: 0,
-            hold_id: hold_id.map(Into::into),
-            lease_id: lease_id.map(Into::into),
-            external_ref: external_ref.map(Into::into),
-            created_ms: now_ms,
-        };
-        if self.b.kind() == "postgres" {
-            self.record_transfer_in_one_statement(&mut row)?;
-        } else {
-            self.record_transfer(&mut row)?;
-        }
-        Ok(row)
-    }
-
-    /// The parameters shared by both ways of recording `t`, in this order: id, kind, debit,
-    /// credit, amount, hold, lease, external reference, time.
-    fn transfer_params(t: &TransferRow) -> Result<[Value; 9], StoreError> {
-        Ok([
-            (&t.id).into(),
-            t.kind.as_str().into(),
-            (&t.debit_account_id).into(),
-            (&t.credit_account_id).into(),
-            int(t.amount_micros)?,
-            t.hold_id.clone().into(),
-            t.lease_id.clone().into(),
-            t.external_ref.clone().into(),
-            t.created_ms.into(),
-        ])
-    }
-
-    /// Applies `t` to both balances and inserts it, filling in its sequence number and the
-    /// balances after it: three statements.
-    fn record_transfer(&mut self, t: &mut TransferRow) -> Result<(), StoreError> {
-        let [id, kind, debit, credit, amount, hold, lease, external_ref, now] =
-            Self::transfer_params(t)?;
-        let debit_sql = if t.debit_account_id.ends_with(".external") {
-            "UPDATE accounts SET debits_micros = debits_micros + $2 WHERE id = $1 \
-             RETURNING credits_micros - debits_micros"
-        } else {
-            "UPDATE accounts SET debits_micros = debits_micros + $2 WHERE id = $1 \
-             AND credits_micros - debits_micros >= $2 RETURNING credits_micros - debits_micros"
-        };
-        let rows = self.b.query(debit_sql, &[debit.clone(), amount.clone()])?;
-        let Some(debit_after) = rows.first().map(|r| r.i64(0)) else {
-            return Err(self.refusal_of(t));
-        };
-        let rows = self.b.query(
-            "UPDATE accounts SET credits_micros = credits_micros + $2 WHERE id = $1 \
-             RETURNING credits_micros - debits_micros",
-            &[credit.clone(), amount.clone()],
-        )?;
-        let credit_after = rows
-            .first()
-            .map(|r| r.i64(0))
-            .ok_or(StoreError::NotFound("account"))?;
-        let rows = self.b.query(
-            "INSERT INTO transfers (id, kind, debit_account_id, credit_account_id, amount_micros, \
-             debit_balance_after_micros, credit_balance_after_micros, hold_id, lease_id, external_ref, created_ms) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING seq",
-            &[
-                id,
-                kind,
-                debit,
-                credit,
-                amount,
-                debit_after.into(),
-                credit_after.into(),
-                hold,
-                lease,
-                external_ref,
-                now,
-            ],
-        )?;
-        t.seq = rows.first().map(|r| r.i64(0)).unwrap_or(0);
-        t.debit_balance_after_micros = debit_after;
-        t.credit_balance_after_micros = credit_after;
-        Ok(())
-    }
-
-    /// [`Tx::record_transfer`] as one statement, for PostgreSQL, where every statement is a round
-    /// trip to the server: both balance updates and the insert in data-modifying CTEs. The credit
-    /// and the insert happen only when the debit did (its funds check passed); when nothing came
-    /// back, a second query tells which refusal it was (the transaction is then rolled back).
-    fn record_transfer_in_one_statement(&mut self, t: &mut TransferRow) -> Result<(), StoreError> {
-        // The debit of an external account (the operator's funding) has no funds check.
-        let funds_check = if t.debit_account_id.ends_with(".external") {
-            ""
-        } else {
-            "AND credits_micros - debits_micros >= $5 "
-        };
-        let sql = format!(
-            "WITH d AS (UPDATE accounts SET debits_micros = debits_micros + $5 \
-             WHERE id = $3 {funds_check}RETURNING credits_micros - debits_micros AS after), \
-             c AS (UPDATE accounts SET credits_micros = credits_micros + $5 \
-             WHERE id = $4 AND EXISTS (SELECT 1 FROM d) RETURNING credits_micros - debits_micros AS after), \
-             t AS (INSERT INTO transfers (id, kind, debit_account_id, credit_account_id, amount_micros, \
-             debit_balance_after_micros, credit_balance_after_micros, hold_id, lease_id, external_ref, created_ms) \
-             SELECT $1, $2, $3, $4, $5, d.after, c.after, $6, $7, $8, $9::bigint FROM d, c RETURNING seq) \
-             SELECT d.after, c.after, t.seq FROM d, c, t"
-        );
-        let rows = self.b.query(&sql, &Self::transfer_params(t)?)?;
-        let Some(row) = rows.first() else {
-            return Err(self.refusal_of(t));
-        };
-        t.debit_balance_after_micros = row.i64(0);
-        t.credit_balance_after_micros = row.i64(1);
-        t.seq = row.i64(2);
-        Ok(())
-    }
-
-    /// Why `t` could not be recorded: an account is missing, or the debit account lacks funds.
-    fn refusal_of(&mut self, t: &TransferRow) -> StoreError {
-        let rows = match self.b.query(
-            "SELECT id, credits_micros - debits_micros FROM accounts WHERE id IN ($1, $2)",
-            &[(&t.debit_account_id).into(), (&t.credit_account_id).into()],
-        ) {
-            Ok(rows) => rows,
-            Err(e) => return e,
-        };
-        let balance_of =
-            |account: &str| rows.iter().find(|r| r.str(0) == account).map(|r| r.i64(1));
-        match (
-            balance_of(&t.debit_account_id),
-            balance_of(&t.credit_account_id),
-        ) {
-            (Some(available_micros), Some(_)) => StoreError::InsufficientFunds {
-                needed_micros: t.amount_micros,
-                available_micros,
-            },
-            _ => StoreError::NotFound("account"),
-        }
-    }
-
     fn operator_account(&mut self, kind: AccountKind) -> Result<String, StoreError> {
         let op = self
             .operator_org_id()?
@@ -1287,6 +1150,7 @@ impl<'a> Tx<'a> {
     }
 
     pub fn accounts_of(&mut self, org_id: &str) -> Result<Vec<AccountRow>, StoreError> {
+        self.flush_ledger()?;
         let rows = self.b.query(
             "SELECT id, org_id, kind, debits_micros, credits_micros FROM accounts WHERE org_id = $1 ORDER BY id",
             &[org_id.into()],
@@ -1301,6 +1165,7 @@ impl<'a> Tx<'a> {
         after: i64,
         limit: u32,
     ) -> Result<Vec<TransferRow>, StoreError> {
+        self.flush_ledger()?;
         let rows = self.b.query(
             &format!(
                 "SELECT {TRANSFER_COLS} FROM transfers WHERE seq > $2 AND (\
@@ -1314,6 +1179,7 @@ impl<'a> Tx<'a> {
     }
 
     pub fn transfers_of_lease(&mut self, lease_id: &str) -> Result<Vec<TransferRow>, StoreError> {
+        self.flush_ledger()?;
         let rows = self.b.query(
             &format!("SELECT {TRANSFER_COLS} FROM transfers WHERE lease_id = $1 ORDER BY seq"),
             &[lease_id.into()],
@@ -1324,6 +1190,7 @@ impl<'a> Tx<'a> {
     /// Reads everything the invariant checker needs, in one consistent view when called inside a
     /// transaction.
     pub fn ledger_snapshot(&mut self) -> Result<LedgerSnapshot, StoreError> {
+        self.flush_ledger()?;
         let accounts = self
             .b
             .query(
@@ -1387,6 +1254,7 @@ impl<'a> Tx<'a> {
     }
 
     pub fn count(&mut self, table: &'static str) -> Result<u64, StoreError> {
+        self.flush_ledger()?;
         let rows = self
             .b
             .query(&format!("SELECT COUNT(*) FROM {table}"), &[])?;

@@ -61,9 +61,18 @@ impl SyncConnection {
         // A transactional message is WAL written under a transaction id, so the commit is one
         // PostgreSQL must flush (a transaction that wrote no WAL commits without a flush, even
         // with synchronous_commit=on); it waits until the WAL is flushed up to it.
-        client
+        let synced = client
             .batch_execute("SELECT pg_logical_emit_message(true, 'suanli-sync', '')")
-            .map_err(|e| lost(e.to_string()))
+            .map_err(|e| lost(e.to_string()));
+        if synced.is_err() {
+            // Found lost by using it (before its client noticed): connect again now, so that
+            // the commits sent from here on can be vouched for.
+            self.client = None;
+            if let Ok(fresh) = SyncConnection::open(url) {
+                *self = fresh;
+            }
+        }
+        synced
     }
 }
 

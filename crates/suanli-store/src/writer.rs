@@ -25,6 +25,7 @@ use suanli_core::quote::OfferBook;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::backend::{Backend, StoreError, SyncFn};
+use crate::batch_ledger::LedgerBuffer;
 use crate::ops::Tx;
 
 /// A job of a batch: `run` may be called twice (optimistically, then in a savepoint) and keeps
@@ -113,6 +114,7 @@ impl Writer {
             .name("suanli-writer".into())
             .spawn(move || {
                 let mut jobs: Vec<Job> = Vec::with_capacity(max_batch);
+                let mut ledger = LedgerBuffer::default();
                 let mut safe_batches = 0u32;
                 while let Some(first) = receiver.blocking_recv() {
                     jobs.push(first);
@@ -125,7 +127,11 @@ impl Writer {
                     let optimistic = safe_batches == 0;
                     safe_batches = safe_batches.saturating_sub(1);
                     let syncer = (max_batch > 1).then_some(&to_syncer);
-                    if !run_batch(backend.as_mut(), &mut jobs, &book, optimistic, syncer) {
+                    let batch = Batch {
+                        backend: backend.as_mut(),
+                        ledger: &mut ledger,
+                    };
+                    if !run_batch(batch, &mut jobs, &book, optimistic, syncer) {
                         safe_batches = SAFE_BATCHES_AFTER_A_REFUSAL;
                     }
                 }
@@ -159,7 +165,7 @@ impl Writer {
 /// Runs and commits one batch, then answers every job. False when the optimistic run met a
 /// failing job and the batch had to run again with savepoints.
 fn run_batch(
-    backend: &mut dyn Backend,
+    mut batch: Batch<'_>,
     jobs: &mut Vec<Job>,
     book: &Arc<RwLock<OfferBook>>,
     optimistic: bool,
@@ -168,19 +174,19 @@ fn run_batch(
     let mut clean = true;
     let mut result = None;
     if optimistic {
-        match run_optimistically(backend, jobs) {
+        match run_optimistically(&mut batch, jobs) {
             Some(done) => result = Some(done),
             None => clean = false,
         }
     }
     let (outcome, dirty) = match result {
         Some(done) => done,
-        None => run_with_savepoints(backend, jobs),
+        None => run_with_savepoints(&mut batch, jobs),
     };
     if let Err(e) = &outcome {
         tracing::error!(error = %e, jobs = jobs.len(), "batch not committed; every job in it fails");
     } else if !dirty.is_empty() {
-        refresh_book(backend, book, &dirty);
+        refresh_book(batch.backend, book, &dirty);
     }
     let done: Vec<Job> = std::mem::take(jobs);
     match outcome {
@@ -243,41 +249,72 @@ type BatchResult = (
     std::collections::BTreeSet<String>,
 );
 
+/// The writer's connection and the ledger state of its open transaction.
+struct Batch<'a> {
+    backend: &'a mut dyn Backend,
+    ledger: &'a mut LedgerBuffer,
+}
+
+impl Batch<'_> {
+    fn begin(&mut self) -> Result<(), StoreError> {
+        self.ledger.clear();
+        self.backend.begin_write()
+    }
+
+    fn tx(&mut self) -> Tx<'_> {
+        Tx::in_batch(self.backend, self.ledger)
+    }
+
+    /// Writes the buffered ledger rows, then commits; rolls back on failure.
+    fn commit(&mut self) -> Result<Option<SyncFn>, StoreError> {
+        let outcome = self
+            .tx()
+            .flush_ledger()
+            .and_then(|()| self.backend.commit());
+        if outcome.is_err() {
+            self.rollback();
+        }
+        outcome
+    }
+
+    fn rollback(&mut self) {
+        self.ledger.clear();
+        let _ = self.backend.batch("ROLLBACK");
+    }
+}
+
 /// Every job in one transaction without savepoints, then `COMMIT`. `None` (everything rolled
 /// back) when a job failed or the transaction could not be used: run the batch again with
 /// savepoints.
-fn run_optimistically(backend: &mut dyn Backend, jobs: &mut [Job]) -> Option<BatchResult> {
-    backend.begin_write().ok()?;
+fn run_optimistically(batch: &mut Batch<'_>, jobs: &mut [Job]) -> Option<BatchResult> {
+    batch.begin().ok()?;
     let mut dirty = std::collections::BTreeSet::new();
     for job in jobs.iter_mut() {
-        let mut tx = Tx::new(backend);
+        let mut tx = batch.tx();
         tx.optimistic = true;
         let ok = job.run(&mut tx);
         dirty.append(&mut tx.dirty_pools);
         if !ok {
-            let _ = backend.batch("ROLLBACK");
+            batch.rollback();
             return None;
         }
     }
-    match backend.commit() {
+    match batch.commit() {
         Ok(sync) => Some((Ok(sync), dirty)),
-        Err(e) => {
-            let _ = backend.batch("ROLLBACK");
-            Some((Err(e), std::collections::BTreeSet::new()))
-        }
+        Err(e) => Some((Err(e), std::collections::BTreeSet::new())),
     }
 }
 
 /// Each job in a savepoint of one transaction: a failing job leaves no trace, the others commit.
-fn run_with_savepoints(backend: &mut dyn Backend, jobs: &mut [Job]) -> BatchResult {
+fn run_with_savepoints(batch: &mut Batch<'_>, jobs: &mut [Job]) -> BatchResult {
     let mut dirty = std::collections::BTreeSet::new();
-    let mut failure: Option<StoreError> = backend.begin_write().err();
+    let mut failure: Option<StoreError> = batch.begin().err();
     for job in jobs.iter_mut() {
         if failure.is_some() {
             // The transaction is unusable: the rest are answered without running.
             break;
         }
-        let mut tx = Tx::new(backend);
+        let mut tx = batch.tx();
         if let Err(e) = tx.savepoint("job") {
             failure = Some(e);
             break;
@@ -297,12 +334,10 @@ fn run_with_savepoints(backend: &mut dyn Backend, jobs: &mut [Job]) -> BatchResu
     }
     let outcome = match failure {
         Some(e) => {
-            let _ = backend.batch("ROLLBACK");
+            batch.rollback();
             Err(e)
         }
-        None => backend.commit().inspect_err(|_| {
-            let _ = backend.batch("ROLLBACK");
-        }),
+        None => batch.commit(),
     };
     let dirty = if outcome.is_ok() {
         dirty

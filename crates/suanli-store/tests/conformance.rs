@@ -474,6 +474,99 @@ async fn two_exchange_processes_on_one_database_never_oversell() {
     assert_books_sound(&m.store);
 }
 
+/// Transfers are checked and applied in the writer's memory and written in bulk (see the store's
+/// `batch_ledger`): from two exchange processes at once, no more withdrawals succeed than the
+/// funds cover, every answer equals the row stored, ledger positions increase, and each
+/// account's recorded balances-after chain from one transfer to the next.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_transfers_chain_their_balances_and_positions() {
+    let m = market(10_000_000).await;
+    let other = open(m.store.location().clone());
+    let mut handles = Vec::new();
+    for i in 0..30 {
+        let store = if i % 2 == 0 {
+            m.store.clone()
+        } else {
+            other.clone()
+        };
+        let org = m.consumer.clone();
+        handles.push(tokio::spawn(async move {
+            let mut answered = Vec::new();
+            let mut withdrew = false;
+            // A deposit, then a withdrawal; each retried while the two writers collide (nothing
+            // of a failed batch was applied).
+            for step in 0..2 {
+                loop {
+                    let org = org.clone();
+                    let r = store
+                        .writer()
+                        .submit(move |tx| {
+                            if step == 0 {
+                                tx.deposit(&org, 1 + i, &format!("in-{i}"), 0)
+                            } else {
+                                tx.withdraw(&org, AccountKind::Available, 1_000_000, "out", 0)
+                            }
+                        })
+                        .await;
+                    match r {
+                        Ok(t) => {
+                            withdrew |= step == 1;
+                            answered.push(t);
+                        }
+                        Err(StoreError::Backend(_)) => continue,
+                        Err(StoreError::InsufficientFunds { .. }) if step == 1 => {}
+                        Err(e) => panic!("unexpected error {e:?}"),
+                    }
+                    break;
+                }
+            }
+            (answered, withdrew)
+        }));
+    }
+    let (mut answered, mut withdrawals) = (Vec::new(), 0);
+    for h in handles {
+        let (t, withdrew) = h.await.unwrap();
+        answered.extend(t);
+        withdrawals += u64::from(withdrew);
+    }
+    // 10,000,000 + 465 micros cover exactly ten withdrawals of 1,000,000.
+    assert_eq!(withdrawals, 10);
+    let deposits: u64 = (1..=30).sum();
+    assert_eq!(
+        balance(&m.store, &m.consumer, AccountKind::Available),
+        (deposits) as i64
+    );
+    let org = m.consumer.clone();
+    let stored = read(&m.store, move |tx| tx.statement(&org, 0, 1_000)).unwrap();
+    assert_eq!(
+        stored.len(),
+        1 + 30 + 10,
+        "the funding, 30 deposits, 10 withdrawals"
+    );
+    assert!(stored.windows(2).all(|w| w[0].seq < w[1].seq));
+    for t in &answered {
+        assert_eq!(
+            stored.iter().find(|s| s.id == t.id),
+            Some(t),
+            "answer = stored row"
+        );
+    }
+    let available = account_id(&m.consumer, AccountKind::Available);
+    let mut running = 0i64;
+    for t in &stored {
+        if t.credit_account_id == available {
+            running += t.amount_micros as i64;
+            assert_eq!(t.credit_balance_after_micros, running, "{t:?}");
+        } else {
+            assert_eq!(t.debit_account_id, available);
+            running -= t.amount_micros as i64;
+            assert_eq!(t.debit_balance_after_micros, running, "{t:?}");
+        }
+    }
+    assert_eq!(running, deposits as i64);
+    assert_books_sound(&m.store);
+}
+
 /// A small deterministic generator (xorshift64*) for the simulation below.
 struct Rng(u64);
 
