@@ -277,6 +277,7 @@ impl Tx<'_> {
                 }
             }
         }
+        self.nodes_changed(&pool_id);
         self.dirty_pools.insert(pool_id.clone());
         let id = match existing.first() {
             Some(r) => {

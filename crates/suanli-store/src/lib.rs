@@ -13,6 +13,7 @@
 
 pub mod backend;
 mod batch_ledger;
+mod batch_nodes;
 pub mod jobs;
 pub mod ops;
 pub mod postgres;

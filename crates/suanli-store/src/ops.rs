@@ -19,6 +19,7 @@ use suanli_core::resource::{
 
 use crate::backend::{to_i64, Backend, Row, StoreError, Value};
 use crate::batch_ledger::{LedgerBuffer, LedgerSlot};
+use crate::batch_nodes::FreeNodes;
 
 /// A fresh identifier with a type prefix, e.g. `lease_19ac7f3e2b13f9a0c12d4e5b687`: the time in
 /// milliseconds (11 hex digits), then 64 random bits.
@@ -298,6 +299,8 @@ pub struct Tx<'a> {
     pub(crate) b: &'a mut dyn Backend,
     /// Balances and transfers of the transaction not yet written (see [`crate::batch_ledger`]).
     pub(crate) ledger: LedgerSlot<'a>,
+    /// The writer's copy of the free capacity of pools (see [`crate::batch_nodes`]).
+    pub(crate) free_nodes: Option<&'a mut FreeNodes>,
     /// Pools whose capacity or offers changed; the writer refreshes the offer book after commit.
     pub dirty_pools: BTreeSet<String>,
     /// The writer runs this job without a savepoint of its own: any `Err` it returns makes the
@@ -340,7 +343,7 @@ fn org_row_at(r: &Row, at: usize) -> OrgRow {
 
 /// A node as placement sees it, from `id, accelerator_model, partition_name` and its free CPUs,
 /// memory and accelerators.
-fn node_free(r: &Row) -> NodeFree {
+pub(crate) fn node_free(r: &Row) -> NodeFree {
     NodeFree {
         node_id: r.str(0),
         accelerator_model: r.opt_str(1),
@@ -472,17 +475,24 @@ impl<'a> Tx<'a> {
         Tx {
             b,
             ledger: LedgerSlot::WriteThrough(Box::default()),
+            free_nodes: None,
             dirty_pools: BTreeSet::new(),
             optimistic: false,
         }
     }
 
     /// A job of the writer's batch: transfers are buffered in `ledger` across the batch's jobs
-    /// until the next flush (a savepoint boundary, a read of the ledger, the commit).
-    pub(crate) fn in_batch(b: &'a mut dyn Backend, ledger: &'a mut LedgerBuffer) -> Self {
+    /// until the next flush (a savepoint boundary, a read of the ledger, the commit), and pools'
+    /// free capacity is kept in `free_nodes`.
+    pub(crate) fn in_batch(
+        b: &'a mut dyn Backend,
+        ledger: &'a mut LedgerBuffer,
+        free_nodes: &'a mut FreeNodes,
+    ) -> Self {
         Tx {
             b,
             ledger: LedgerSlot::Batch(ledger),
+            free_nodes: Some(free_nodes),
             dirty_pools: BTreeSet::new(),
             optimistic: false,
         }
@@ -508,6 +518,9 @@ impl<'a> Tx<'a> {
     pub fn rollback_to(&mut self, name: &str) -> Result<(), StoreError> {
         if let LedgerSlot::Batch(buffer) = &mut self.ledger {
             buffer.clear();
+        }
+        if let Some(free) = self.free_nodes.as_deref_mut() {
+            free.clear();
         }
         self.b.batch(&format!("ROLLBACK TO SAVEPOINT {name}"))
     }
@@ -808,6 +821,7 @@ impl<'a> Tx<'a> {
             })?;
         }
         self.dirty_pools.insert(pool_id.clone());
+        self.nodes_changed(&pool_id);
         self.get_pool(Some(org_id), &pool_id)
     }
 
@@ -1320,14 +1334,19 @@ impl<'a> Tx<'a> {
         // Pools an agent serves bill the signed usage of the jobs run on them.
         let metered = self.pool_has_agent(&offer.pool_id)?;
         let (shape, qualifier) = (offer.shape(), offer.class.qualifier.as_deref());
-        // Usually one node takes the whole lease: ask the database for the best such node
-        // instead of reading every node of the pool; otherwise spread over several.
-        let nodes = match self.best_single_node(&offer.pool_id, &shape, qualifier, p.units)? {
-            Some(node) => vec![node],
-            None => self.nodes_with_room(&offer.pool_id, shape.per_unit())?,
+        let placed = if self.keeps_free_nodes() {
+            // The writer on SQLite: the pool's free capacity as this transaction keeps it.
+            place(self.free_nodes(&offer.pool_id)?, &shape, qualifier, p.units)
+        } else {
+            // Usually one node takes the whole lease: ask the database for the best such node
+            // instead of reading every node of the pool; otherwise spread over several.
+            let nodes = match self.best_single_node(&offer.pool_id, &shape, qualifier, p.units)? {
+                Some(node) => vec![node],
+                None => self.nodes_with_room(&offer.pool_id, shape.per_unit())?,
+            };
+            place(&nodes, &shape, qualifier, p.units)
         };
-        let mut allocations =
-            place(&nodes, &shape, qualifier, p.units).ok_or(StoreError::CapacityUnavailable)?;
+        let mut allocations = placed.ok_or(StoreError::CapacityUnavailable)?;
         allocations.sort_by(|a, b| a.node_id.cmp(&b.node_id));
         // Capacity first (in node order, the same order every writer uses), then money.
         for a in &allocations {
@@ -1348,6 +1367,7 @@ impl<'a> Tx<'a> {
                 return Err(StoreError::CapacityUnavailable);
             }
         }
+        self.reserved_on(&offer.pool_id, &allocations);
         let lease_id = new_id("lease");
         let hold_id = new_id("hold");
         self.transfer(
@@ -1607,6 +1627,7 @@ impl<'a> Tx<'a> {
                 &[a.0[0].clone(), a.0[1].clone(), a.0[2].clone(), a.0[3].clone()],
             )?;
         }
+        self.nodes_changed(&lease.pool_id);
         let held = account_id(&lease.consumer_org_id, AccountKind::Held);
         let legs = [
             (

@@ -26,6 +26,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::backend::{Backend, StoreError, SyncFn};
 use crate::batch_ledger::LedgerBuffer;
+use crate::batch_nodes::FreeNodes;
 use crate::ops::Tx;
 
 /// A job of a batch: `run` may be called twice (optimistically, then in a savepoint) and keeps
@@ -115,6 +116,7 @@ impl Writer {
             .spawn(move || {
                 let mut jobs: Vec<Job> = Vec::with_capacity(max_batch);
                 let mut ledger = LedgerBuffer::default();
+                let mut free_nodes = FreeNodes::default();
                 let mut safe_batches = 0u32;
                 while let Some(first) = receiver.blocking_recv() {
                     jobs.push(first);
@@ -130,6 +132,7 @@ impl Writer {
                     let batch = Batch {
                         backend: backend.as_mut(),
                         ledger: &mut ledger,
+                        free_nodes: &mut free_nodes,
                     };
                     if !run_batch(batch, &mut jobs, &book, optimistic, syncer) {
                         safe_batches = SAFE_BATCHES_AFTER_A_REFUSAL;
@@ -249,20 +252,22 @@ type BatchResult = (
     std::collections::BTreeSet<String>,
 );
 
-/// The writer's connection and the ledger state of its open transaction.
+/// The writer's connection and what its open transaction keeps in memory.
 struct Batch<'a> {
     backend: &'a mut dyn Backend,
     ledger: &'a mut LedgerBuffer,
+    free_nodes: &'a mut FreeNodes,
 }
 
 impl Batch<'_> {
     fn begin(&mut self) -> Result<(), StoreError> {
         self.ledger.clear();
+        self.free_nodes.clear();
         self.backend.begin_write()
     }
 
     fn tx(&mut self) -> Tx<'_> {
-        Tx::in_batch(self.backend, self.ledger)
+        Tx::in_batch(self.backend, self.ledger, self.free_nodes)
     }
 
     /// Writes the buffered ledger rows, then commits; rolls back on failure.
@@ -279,6 +284,7 @@ impl Batch<'_> {
 
     fn rollback(&mut self) {
         self.ledger.clear();
+        self.free_nodes.clear();
         let _ = self.backend.batch("ROLLBACK");
     }
 }

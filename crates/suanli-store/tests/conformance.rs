@@ -567,6 +567,52 @@ async fn concurrent_transfers_chain_their_balances_and_positions() {
     assert_books_sound(&m.store);
 }
 
+/// Within one writer transaction the pool's free capacity is read once and kept (SQLite; see
+/// the store's `batch_nodes`): purchases after the first see what it took, a lease ended in the
+/// same transaction gives its capacity back to the purchases after it, and the books and the
+/// nodes' reservations agree with the database afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn capacity_taken_and_returned_within_a_batch_is_seen_by_the_next_purchase() {
+    let m = market(100_000_000_000).await;
+    let (p6, p4, p4_again) = (
+        purchase(&m, 6, 60, 0),
+        purchase(&m, 4, 60, 1),
+        purchase(&m, 4, 60, 2),
+    );
+    let org = m.consumer.clone();
+    let (first, refused, after_end, last) = m
+        .store
+        .writer()
+        .submit(move |tx| {
+            let first = tx.purchase(&p6)?;
+            // 2 of 8 accelerators are left: 4 do not fit (refused before anything is written).
+            let refused = tx.purchase(&p4).err();
+            tx.end_lease(Some(&org), &first.id, EndReason::Ended, 10)?;
+            // The 6 came back: 4 fit now, then 4 more, and the node is full.
+            let after_end = tx.purchase(&p4)?;
+            let last = tx.purchase(&p4_again)?;
+            Ok((first, refused, after_end, last))
+        })
+        .await
+        .unwrap();
+    assert_eq!(refused, Some(StoreError::CapacityUnavailable));
+    assert_eq!(first.allocations[0].1, 6);
+    assert_eq!((after_end.units, last.units), (4, 4));
+    let org = m.provider.clone();
+    let pools = read(&m.store, move |tx| tx.list_pools(&org)).unwrap();
+    assert_eq!(pools[0].nodes[0].accelerators_reserved, 8);
+    // Full: one more accelerator is refused, in a transaction of its own.
+    let p1 = purchase(&m, 1, 60, 3);
+    let err = m
+        .store
+        .writer()
+        .submit(move |tx| tx.purchase(&p1))
+        .await
+        .unwrap_err();
+    assert_eq!(err, StoreError::CapacityUnavailable);
+    assert_books_sound(&m.store);
+}
+
 /// A small deterministic generator (xorshift64*) for the simulation below.
 struct Rng(u64);
 
