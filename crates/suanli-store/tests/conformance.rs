@@ -438,14 +438,10 @@ async fn withdrawals_cannot_overdraw_and_deposits_need_an_org() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_exchange_processes_on_one_database_never_oversell() {
     let m = market(100_000_000_000).await;
-    let other = open(m.store.location().clone());
+    let stores = two_processes(&m);
     let mut handles = Vec::new();
     for i in 0..20 {
-        let store = if i % 2 == 0 {
-            m.store.clone()
-        } else {
-            other.clone()
-        };
+        let store = stores[(i % 2) as usize].clone();
         let p = purchase(&m, 3, 60, i);
         handles.push(tokio::spawn(async move {
             store.writer().submit(move |tx| tx.purchase(&p)).await
@@ -474,21 +470,17 @@ async fn two_exchange_processes_on_one_database_never_oversell() {
     assert_books_sound(&m.store);
 }
 
-/// Transfers are checked and applied in the writer's memory and written in bulk (see the store's
+/// Transfers are checked and applied in the writer's memory and written at a flush (see the store's
 /// `batch_ledger`): from two exchange processes at once, no more withdrawals succeed than the
 /// funds cover, every answer equals the row stored, ledger positions increase, and each
 /// account's recorded balances-after chain from one transfer to the next.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_transfers_chain_their_balances_and_positions() {
     let m = market(10_000_000).await;
-    let other = open(m.store.location().clone());
+    let stores = two_processes(&m);
     let mut handles = Vec::new();
     for i in 0..30 {
-        let store = if i % 2 == 0 {
-            m.store.clone()
-        } else {
-            other.clone()
-        };
+        let store = stores[(i % 2) as usize].clone();
         let org = m.consumer.clone();
         handles.push(tokio::spawn(async move {
             let mut answered = Vec::new();
@@ -611,6 +603,11 @@ async fn capacity_taken_and_returned_within_a_batch_is_seen_by_the_next_purchase
         .unwrap_err();
     assert_eq!(err, StoreError::CapacityUnavailable);
     assert_books_sound(&m.store);
+}
+
+/// The market's store and a second one on the same database, as two exchange processes.
+fn two_processes(m: &Market) -> [Arc<Store>; 2] {
+    [m.store.clone(), open(m.store.location().clone())]
 }
 
 /// A small deterministic generator (xorshift64*) for the simulation below.
