@@ -91,23 +91,6 @@ impl LedgerBuffer {
     }
 }
 
-/// Where a [`Tx`] keeps its ledger state.
-pub(crate) enum LedgerSlot<'a> {
-    /// A transaction of the writer: buffered until a flush.
-    Batch(&'a mut LedgerBuffer),
-    /// Anything else: each transfer is written at once.
-    WriteThrough(Box<LedgerBuffer>),
-}
-
-impl LedgerSlot<'_> {
-    fn get(&mut self) -> &mut LedgerBuffer {
-        match self {
-            LedgerSlot::Batch(b) => b,
-            LedgerSlot::WriteThrough(b) => b,
-        }
-    }
-}
-
 /// SQLite's flush: one prepared statement per changed account and per transfer (statements cost
 /// no round trip there; multi-row forms measured no faster).
 const UPDATE_ACCOUNT: &str =
@@ -143,7 +126,7 @@ impl<'a> Tx<'a> {
         }
         to_i64(amount)?;
         let locked_seq = self.read_balances(debit, credit)?;
-        let buf = self.ledger.get();
+        let buf = self.memory.ledger();
         let (d, c) = (buf.accounts[debit], buf.accounts[credit]);
         // The operator's external account stands for the world outside: it may go negative.
         if !debit.ends_with(".external") && d.balance() < amount as i64 {
@@ -170,7 +153,7 @@ impl<'a> Tx<'a> {
             Some(seq) => seq,
             None => self.next_transfer_seq()?,
         };
-        let buf = self.ledger.get();
+        let buf = self.memory.ledger();
         for (id, totals) in [(debit, d), (credit, c)] {
             if let Some(t) = buf.accounts.get_mut(id) {
                 *t = totals;
@@ -194,7 +177,7 @@ impl<'a> Tx<'a> {
             created_ms: now_ms,
         };
         buf.transfers.push(row.clone());
-        if matches!(self.ledger, LedgerSlot::WriteThrough(_)) {
+        if self.memory.writes_through() {
             self.flush_ledger()?;
         }
         Ok(row)
@@ -208,7 +191,7 @@ impl<'a> Tx<'a> {
     /// that of every transfer another process committed on the same accounts, so it may only be
     /// taken after the locks (the numbers reserved before are then of no use to it, and dropped).
     fn read_balances(&mut self, debit: &str, credit: &str) -> Result<Option<i64>, StoreError> {
-        let buf = self.ledger.get();
+        let buf = self.memory.ledger();
         let missing: Vec<&str> = [debit, credit]
             .into_iter()
             .filter(|id| !buf.accounts.contains_key(*id))
@@ -237,7 +220,7 @@ impl<'a> Tx<'a> {
         };
         let params: Vec<Value> = missing.iter().map(|id| (*id).into()).collect();
         let rows = self.b.query(&sql, &params)?;
-        let buf = self.ledger.get();
+        let buf = self.memory.ledger();
         let mut seq = None;
         for r in &rows {
             match r.opt_str(0) {
@@ -270,7 +253,7 @@ impl<'a> Tx<'a> {
     /// The ledger position of the next transfer (see the module documentation).
     fn next_transfer_seq(&mut self) -> Result<i64, StoreError> {
         if self.b.kind() == "postgres" {
-            if self.ledger.get().reserved_seqs.is_empty() {
+            if self.memory.ledger().reserved_seqs.is_empty() {
                 let rows = self.b.query(
                     &format!(
                         "SELECT nextval(pg_get_serial_sequence('transfers', 'seq')) \
@@ -280,16 +263,16 @@ impl<'a> Tx<'a> {
                 )?;
                 let mut seqs: Vec<i64> = rows.iter().map(|r| r.i64(0)).collect();
                 seqs.sort_unstable();
-                self.ledger.get().reserved_seqs.extend(seqs);
+                self.memory.ledger().reserved_seqs.extend(seqs);
             }
             return self
-                .ledger
-                .get()
+                .memory
+                .ledger()
                 .reserved_seqs
                 .pop_front()
                 .ok_or_else(|| StoreError::Backend("no transfer sequence number reserved".into()));
         }
-        let next = match self.ledger.get().next_seq {
+        let next = match self.memory.ledger().next_seq {
             Some(next) => next,
             None => {
                 let rows = self
@@ -298,14 +281,14 @@ impl<'a> Tx<'a> {
                 rows.first().map_or(0, |r| r.i64(0)) + 1
             }
         };
-        self.ledger.get().next_seq = Some(next + 1);
+        self.memory.ledger().next_seq = Some(next + 1);
         Ok(next)
     }
 
     /// Writes what the transaction buffered: every changed account's totals, then the transfers.
     /// Called before commit, at savepoint boundaries and before SQL reads the ledger.
     pub(crate) fn flush_ledger(&mut self) -> Result<(), StoreError> {
-        let buf = self.ledger.get();
+        let buf = self.memory.ledger();
         if buf.is_flushed() {
             return Ok(());
         }

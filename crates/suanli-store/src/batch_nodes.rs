@@ -37,12 +37,12 @@ impl FreeNodes {
 impl Tx<'_> {
     /// Whether this transaction keeps the free capacity of pools (see the module documentation).
     pub(crate) fn keeps_free_nodes(&self) -> bool {
-        self.free_nodes.is_some() && self.b.kind() == "sqlite"
+        !self.memory.writes_through() && self.b.kind() == "sqlite"
     }
 
     /// The free capacity of every node of `pool_id`, read on the first use in the transaction.
     pub(crate) fn free_nodes(&mut self, pool_id: &str) -> Result<&[NodeFree], StoreError> {
-        let Some(cache) = self.free_nodes.as_deref_mut() else {
+        let Some(cache) = self.memory.free_nodes() else {
             return Err(StoreError::Backend(
                 "free capacity is kept only in the writer's transactions".into(),
             ));
@@ -65,8 +65,8 @@ impl Tx<'_> {
     /// Takes reserved `allocations` off the kept free capacity of `pool_id`.
     pub(crate) fn reserved_on(&mut self, pool_id: &str, allocations: &[Allocation]) {
         let Some(nodes) = self
-            .free_nodes
-            .as_deref_mut()
+            .memory
+            .free_nodes()
             .and_then(|c| c.pools.get_mut(pool_id))
         else {
             return;
@@ -82,7 +82,7 @@ impl Tx<'_> {
 
     /// Drops the kept free capacity of `pool_id`: its nodes changed otherwise than by a purchase.
     pub(crate) fn nodes_changed(&mut self, pool_id: &str) {
-        if let Some(cache) = self.free_nodes.as_deref_mut() {
+        if let Some(cache) = self.memory.free_nodes() {
             cache.pools.remove(pool_id);
         }
     }

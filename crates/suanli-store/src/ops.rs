@@ -18,7 +18,7 @@ use suanli_core::resource::{
 };
 
 use crate::backend::{to_i64, Backend, Row, StoreError, Value};
-use crate::batch_ledger::{LedgerBuffer, LedgerSlot};
+use crate::batch_ledger::LedgerBuffer;
 use crate::batch_nodes::FreeNodes;
 
 /// A fresh identifier with a type prefix, e.g. `lease_19ac7f3e2b13f9a0c12d4e5b687`: the time in
@@ -297,10 +297,9 @@ pub struct StoredResponse {
 /// An open transaction (writer) or a read connection (readers).
 pub struct Tx<'a> {
     pub(crate) b: &'a mut dyn Backend,
-    /// Balances and transfers of the transaction not yet written (see [`crate::batch_ledger`]).
-    pub(crate) ledger: LedgerSlot<'a>,
-    /// The writer's copy of the free capacity of pools (see [`crate::batch_nodes`]).
-    pub(crate) free_nodes: Option<&'a mut FreeNodes>,
+    /// What the transaction keeps in memory: its unwritten ledger rows and, in the writer, the
+    /// pools' free capacity.
+    pub(crate) memory: Memory<'a>,
     /// Pools whose capacity or offers changed; the writer refreshes the offer book after commit.
     pub dirty_pools: BTreeSet<String>,
     /// The writer runs this job without a savepoint of its own: any `Err` it returns makes the
@@ -308,6 +307,57 @@ pub struct Tx<'a> {
     /// would otherwise roll back part of its own work (a refusal kept as an idempotent answer)
     /// returns its refusal as an `Err` instead when this is set.
     pub optimistic: bool,
+}
+
+/// What a writer transaction keeps in memory across its jobs: the ledger rows not yet written
+/// ([`crate::batch_ledger`]) and the free capacity of the pools it placed on
+/// ([`crate::batch_nodes`]). Forgotten as a whole when the transaction begins or rolls back.
+#[derive(Debug, Default)]
+pub(crate) struct BatchMemory {
+    ledger: LedgerBuffer,
+    free_nodes: FreeNodes,
+}
+
+impl BatchMemory {
+    pub(crate) fn clear(&mut self) {
+        self.ledger.clear();
+        self.free_nodes.clear();
+    }
+}
+
+/// Where a [`Tx`] keeps its memory.
+pub(crate) enum Memory<'a> {
+    /// A transaction of the writer: ledger rows are buffered until a flush.
+    Batch(&'a mut BatchMemory),
+    /// Anything else: each transfer is written at once, and no free capacity is kept.
+    WriteThrough(Box<LedgerBuffer>),
+}
+
+impl Memory<'_> {
+    pub(crate) fn ledger(&mut self) -> &mut LedgerBuffer {
+        match self {
+            Memory::Batch(m) => &mut m.ledger,
+            Memory::WriteThrough(b) => b,
+        }
+    }
+
+    pub(crate) fn free_nodes(&mut self) -> Option<&mut FreeNodes> {
+        match self {
+            Memory::Batch(m) => Some(&mut m.free_nodes),
+            Memory::WriteThrough(_) => None,
+        }
+    }
+
+    pub(crate) fn writes_through(&self) -> bool {
+        matches!(self, Memory::WriteThrough(_))
+    }
+
+    fn clear(&mut self) {
+        match self {
+            Memory::Batch(m) => m.clear(),
+            Memory::WriteThrough(b) => b.clear(),
+        }
+    }
 }
 
 const ORG_COLS: &str = "id, name, kind, consumer_type, zone, origin_region, created_ms";
@@ -474,25 +524,19 @@ impl<'a> Tx<'a> {
     pub fn new(b: &'a mut dyn Backend) -> Self {
         Tx {
             b,
-            ledger: LedgerSlot::WriteThrough(Box::default()),
-            free_nodes: None,
+            memory: Memory::WriteThrough(Box::default()),
             dirty_pools: BTreeSet::new(),
             optimistic: false,
         }
     }
 
-    /// A job of the writer's batch: transfers are buffered in `ledger` across the batch's jobs
+    /// A job of the writer's batch: transfers are buffered in `memory` across the batch's jobs
     /// until the next flush (a savepoint boundary, a read of the ledger, the commit), and pools'
-    /// free capacity is kept in `free_nodes`.
-    pub(crate) fn in_batch(
-        b: &'a mut dyn Backend,
-        ledger: &'a mut LedgerBuffer,
-        free_nodes: &'a mut FreeNodes,
-    ) -> Self {
+    /// free capacity is kept there.
+    pub(crate) fn in_batch(b: &'a mut dyn Backend, memory: &'a mut BatchMemory) -> Self {
         Tx {
             b,
-            ledger: LedgerSlot::Batch(ledger),
-            free_nodes: Some(free_nodes),
+            memory: Memory::Batch(memory),
             dirty_pools: BTreeSet::new(),
             optimistic: false,
         }
@@ -514,14 +558,9 @@ impl<'a> Tx<'a> {
         self.b.batch(&format!("RELEASE SAVEPOINT {name}"))
     }
 
-    /// Also forgets the buffered ledger state: balances are read again after it.
+    /// Also forgets what the transaction kept in memory: it is read again after it.
     pub fn rollback_to(&mut self, name: &str) -> Result<(), StoreError> {
-        if let LedgerSlot::Batch(buffer) = &mut self.ledger {
-            buffer.clear();
-        }
-        if let Some(free) = self.free_nodes.as_deref_mut() {
-            free.clear();
-        }
+        self.memory.clear();
         self.b.batch(&format!("ROLLBACK TO SAVEPOINT {name}"))
     }
 

@@ -25,9 +25,7 @@ use suanli_core::quote::OfferBook;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::backend::{Backend, StoreError, SyncFn};
-use crate::batch_ledger::LedgerBuffer;
-use crate::batch_nodes::FreeNodes;
-use crate::ops::Tx;
+use crate::ops::{BatchMemory, Tx};
 
 /// A job of a batch: `run` may be called twice (optimistically, then in a savepoint) and keeps
 /// its last result; `deliver` answers the submitter with it once the batch's fate is known.
@@ -115,8 +113,7 @@ impl Writer {
             .name("suanli-writer".into())
             .spawn(move || {
                 let mut jobs: Vec<Job> = Vec::with_capacity(max_batch);
-                let mut ledger = LedgerBuffer::default();
-                let mut free_nodes = FreeNodes::default();
+                let mut memory = BatchMemory::default();
                 let mut safe_batches = 0u32;
                 while let Some(first) = receiver.blocking_recv() {
                     jobs.push(first);
@@ -131,8 +128,7 @@ impl Writer {
                     let syncer = (max_batch > 1).then_some(&to_syncer);
                     let batch = Batch {
                         backend: backend.as_mut(),
-                        ledger: &mut ledger,
-                        free_nodes: &mut free_nodes,
+                        memory: &mut memory,
                     };
                     if !run_batch(batch, &mut jobs, &book, optimistic, syncer) {
                         safe_batches = SAFE_BATCHES_AFTER_A_REFUSAL;
@@ -255,19 +251,17 @@ type BatchResult = (
 /// The writer's connection and what its open transaction keeps in memory.
 struct Batch<'a> {
     backend: &'a mut dyn Backend,
-    ledger: &'a mut LedgerBuffer,
-    free_nodes: &'a mut FreeNodes,
+    memory: &'a mut BatchMemory,
 }
 
 impl Batch<'_> {
     fn begin(&mut self) -> Result<(), StoreError> {
-        self.ledger.clear();
-        self.free_nodes.clear();
+        self.memory.clear();
         self.backend.begin_write()
     }
 
     fn tx(&mut self) -> Tx<'_> {
-        Tx::in_batch(self.backend, self.ledger, self.free_nodes)
+        Tx::in_batch(self.backend, self.memory)
     }
 
     /// Writes the buffered ledger rows, then commits; rolls back on failure.
@@ -283,8 +277,7 @@ impl Batch<'_> {
     }
 
     fn rollback(&mut self) {
-        self.ledger.clear();
-        self.free_nodes.clear();
+        self.memory.clear();
         let _ = self.backend.batch("ROLLBACK");
     }
 }
