@@ -51,6 +51,8 @@ const SEQ_BLOCK: i64 = 16;
 struct Totals {
     debits: u64,
     credits: u64,
+    /// Changed since the last flush (the account is then in `LedgerBuffer::changed`).
+    unwritten: bool,
 }
 
 impl Totals {
@@ -143,10 +145,12 @@ impl<'a> Tx<'a> {
         };
         let d = Totals {
             debits: add(d.debits)?,
+            unwritten: true,
             ..d
         };
         let c = Totals {
             credits: add(c.credits)?,
+            unwritten: true,
             ..c
         };
         let seq = match locked_seq {
@@ -156,10 +160,10 @@ impl<'a> Tx<'a> {
         let buf = self.memory.ledger();
         for (id, totals) in [(debit, d), (credit, c)] {
             if let Some(t) = buf.accounts.get_mut(id) {
+                if !t.unwritten {
+                    buf.changed.push(id.to_owned());
+                }
                 *t = totals;
-            }
-            if !buf.changed.iter().any(|a| a == id) {
-                buf.changed.push(id.to_owned());
             }
         }
         let row = TransferRow {
@@ -230,6 +234,7 @@ impl<'a> Tx<'a> {
                         Totals {
                             debits: r.u64(1),
                             credits: r.u64(2),
+                            unwritten: false,
                         },
                     );
                 }
@@ -294,10 +299,13 @@ impl<'a> Tx<'a> {
         }
         let changed = std::mem::take(&mut buf.changed);
         let transfers = std::mem::take(&mut buf.transfers);
-        let accounts: Vec<(&str, Totals)> = changed
-            .iter()
-            .map(|id| (id.as_str(), buf.accounts[id]))
-            .collect();
+        let mut accounts: Vec<(&str, Totals)> = Vec::with_capacity(changed.len());
+        for id in &changed {
+            if let Some(t) = buf.accounts.get_mut(id) {
+                t.unwritten = false;
+                accounts.push((id.as_str(), *t));
+            }
+        }
         if self.b.kind() == "postgres" {
             return flush_in_one_statement(self.b, &accounts, &transfers);
         }
