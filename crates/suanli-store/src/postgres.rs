@@ -41,21 +41,16 @@ impl SyncConnection {
     /// Makes durable the commit that was sent at `committed_at`.
     fn sync(&mut self, url: &str, committed_at: std::time::Instant) -> Result<(), StoreError> {
         let lost = |why: String| StoreError::Backend(format!("syncing the commit: {why}"));
-        let usable = matches!(&self.client, Some(c) if !c.is_closed());
-        if !usable || self.connected_at > committed_at {
-            // The connection is gone, or was made after the commit: PostgreSQL may have
-            // restarted in between and lost the commit, so nothing can vouch for it. Connect
-            // again for the commits to come.
-            let failure = if usable {
-                "the sync connection was made after the commit".to_owned()
-            } else {
-                "the sync connection was lost".to_owned()
-            };
-            self.client = None;
-            if let Ok(fresh) = SyncConnection::open(url) {
-                *self = fresh;
-            }
-            return Err(lost(failure));
+        // A connection that is gone, or was made after the commit, cannot vouch for it:
+        // PostgreSQL may have restarted in between and lost the commit.
+        if !matches!(&self.client, Some(c) if !c.is_closed()) {
+            self.reconnect(url);
+            return Err(lost("the sync connection was lost".to_owned()));
+        }
+        if self.connected_at > committed_at {
+            return Err(lost(
+                "the sync connection was made after the commit".to_owned(),
+            ));
         }
         let client = self.client.as_mut().expect("checked above");
         // A transactional message is WAL written under a transaction id, so the commit is one
@@ -65,14 +60,19 @@ impl SyncConnection {
             .batch_execute("SELECT pg_logical_emit_message(true, 'suanli-sync', '')")
             .map_err(|e| lost(e.to_string()));
         if synced.is_err() {
-            // Found lost by using it (before its client noticed): connect again now, so that
-            // the commits sent from here on can be vouched for.
-            self.client = None;
-            if let Ok(fresh) = SyncConnection::open(url) {
-                *self = fresh;
-            }
+            // Found lost by using it, before its client noticed.
+            self.reconnect(url);
         }
         synced
+    }
+
+    /// Connects again at once, so that the commits sent from now on can be vouched for (should
+    /// that fail, the next sync tries again).
+    fn reconnect(&mut self, url: &str) {
+        self.client = None;
+        if let Ok(fresh) = SyncConnection::open(url) {
+            *self = fresh;
+        }
     }
 }
 
