@@ -35,17 +35,18 @@ impl FreeNodes {
 }
 
 impl Tx<'_> {
-    /// Whether this transaction keeps the free capacity of pools (see the module documentation).
-    pub(crate) fn keeps_free_nodes(&self) -> bool {
-        !self.memory.writes_through() && self.b.kind() == "sqlite"
-    }
-
-    /// The free capacity of every node of `pool_id`, read on the first use in the transaction.
-    pub(crate) fn free_nodes(&mut self, pool_id: &str) -> Result<&[NodeFree], StoreError> {
+    /// The free capacity of every node of `pool_id`, read on the first use in the transaction;
+    /// `None` where none is kept (on PostgreSQL, and outside the writer's transactions; see the
+    /// module documentation).
+    pub(crate) fn kept_free_nodes(
+        &mut self,
+        pool_id: &str,
+    ) -> Result<Option<&[NodeFree]>, StoreError> {
+        if self.b.kind() != "sqlite" {
+            return Ok(None);
+        }
         let Some(cache) = self.memory.free_nodes() else {
-            return Err(StoreError::Backend(
-                "free capacity is kept only in the writer's transactions".into(),
-            ));
+            return Ok(None);
         };
         if !cache.pools.contains_key(pool_id) {
             let nodes = self.b.query(
@@ -59,7 +60,7 @@ impl Tx<'_> {
                 nodes.iter().map(crate::ops::node_free).collect(),
             );
         }
-        Ok(&cache.pools[pool_id])
+        Ok(Some(&cache.pools[pool_id]))
     }
 
     /// Takes reserved `allocations` off the kept free capacity of `pool_id`.

@@ -1373,17 +1373,19 @@ impl<'a> Tx<'a> {
         // Pools an agent serves bill the signed usage of the jobs run on them.
         let metered = self.pool_has_agent(&offer.pool_id)?;
         let (shape, qualifier) = (offer.shape(), offer.class.qualifier.as_deref());
-        let placed = if self.keeps_free_nodes() {
+        let placed = match self.kept_free_nodes(&offer.pool_id)? {
             // The writer on SQLite: the pool's free capacity as this transaction keeps it.
-            place(self.free_nodes(&offer.pool_id)?, &shape, qualifier, p.units)
-        } else {
-            // Usually one node takes the whole lease: ask the database for the best such node
-            // instead of reading every node of the pool; otherwise spread over several.
-            let nodes = match self.best_single_node(&offer.pool_id, &shape, qualifier, p.units)? {
-                Some(node) => vec![node],
-                None => self.nodes_with_room(&offer.pool_id, shape.per_unit())?,
-            };
-            place(&nodes, &shape, qualifier, p.units)
+            Some(nodes) => place(nodes, &shape, qualifier, p.units),
+            None => {
+                // Usually one node takes the whole lease: ask the database for the best such
+                // node instead of reading every node of the pool; otherwise spread over several.
+                let nodes =
+                    match self.best_single_node(&offer.pool_id, &shape, qualifier, p.units)? {
+                        Some(node) => vec![node],
+                        None => self.nodes_with_room(&offer.pool_id, shape.per_unit())?,
+                    };
+                place(&nodes, &shape, qualifier, p.units)
+            }
         };
         let mut allocations = placed.ok_or(StoreError::CapacityUnavailable)?;
         allocations.sort_by(|a, b| a.node_id.cmp(&b.node_id));
