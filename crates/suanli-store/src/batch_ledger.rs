@@ -93,6 +93,38 @@ impl LedgerBuffer {
     }
 }
 
+/// The locking read of one or two accounts on PostgreSQL, with the transfer's sequence number:
+/// the count aggregates every locked row before the projection above it calls `nextval`, so the
+/// number is taken after the locks.
+macro_rules! locking_read {
+    ($wanted:literal) => {
+        concat!(
+            "WITH l AS MATERIALIZED (SELECT id, debits_micros, credits_micros FROM accounts \
+             WHERE ",
+            $wanted,
+            " FOR UPDATE) \
+             SELECT id, debits_micros, credits_micros, NULL::bigint FROM l UNION ALL \
+             SELECT NULL, NULL, NULL, nextval(pg_get_serial_sequence('transfers', 'seq')) \
+             FROM (SELECT count(*) FROM l) AS locked"
+        )
+    };
+}
+
+/// The read of one or two accounts' totals by [`Tx::read_balances`] (chosen per transfer, so
+/// fixed texts rather than formatted ones); the fourth column is the sequence number.
+fn balances_sql(postgres: bool, two: bool) -> &'static str {
+    match (postgres, two) {
+        (true, true) => locking_read!("id IN ($1, $2)"),
+        (true, false) => locking_read!("id = $1"),
+        (false, true) => {
+            "SELECT id, debits_micros, credits_micros, NULL FROM accounts WHERE id IN ($1, $2)"
+        }
+        (false, false) => {
+            "SELECT id, debits_micros, credits_micros, NULL FROM accounts WHERE id = $1"
+        }
+    }
+}
+
 /// SQLite's flush: one prepared statement per changed account and per transfer (statements cost
 /// no round trip there; multi-row forms measured no faster).
 const UPDATE_ACCOUNT: &str =
@@ -204,26 +236,9 @@ impl<'a> Tx<'a> {
             return Ok(None);
         }
         let postgres = self.b.kind() == "postgres";
-        let wanted = if missing.len() == 2 {
-            "id IN ($1, $2)"
-        } else {
-            "id = $1"
-        };
-        let sql = if postgres {
-            // The count aggregates every locked row before the projection above it calls
-            // nextval: the number is taken after the locks.
-            format!(
-                "WITH l AS MATERIALIZED (SELECT id, debits_micros, credits_micros FROM accounts \
-                 WHERE {wanted} FOR UPDATE) \
-                 SELECT id, debits_micros, credits_micros, NULL::bigint FROM l UNION ALL \
-                 SELECT NULL, NULL, NULL, nextval(pg_get_serial_sequence('transfers', 'seq')) \
-                 FROM (SELECT count(*) FROM l) AS locked"
-            )
-        } else {
-            format!("SELECT id, debits_micros, credits_micros, NULL FROM accounts WHERE {wanted}")
-        };
+        let sql = balances_sql(postgres, missing.len() == 2);
         let params: Vec<Value> = missing.iter().map(|id| (*id).into()).collect();
-        let rows = self.b.query(&sql, &params)?;
+        let rows = self.b.query(sql, &params)?;
         let buf = self.memory.ledger();
         let mut seq = None;
         for r in &rows {
