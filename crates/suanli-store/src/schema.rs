@@ -1,11 +1,13 @@
 //! Migrations. Never edit one that has shipped: add a new one.
 //!
 //! The tables are the same on both backends; the few dialect differences (the transfer sequence
-//! column) are written out per backend in [`migration_sql`].
+//! column, SQLite's rebuild of `transfers` in migration 5) are written out per backend in
+//! [`migration_sql`].
 
 use crate::backend::{Backend, StoreError};
 
-/// The schema, one entry per migration, in order. `{SEQ}` is the dialect's auto-incrementing key.
+/// The schema, one entry per migration, in order. `{SEQ}` is the dialect's auto-incrementing key;
+/// `{SQLITE}` is SQLite's own step of a migration that changes nothing on PostgreSQL.
 const MIGRATIONS: &[&str] = &[
     // 1: orgs, members, tokens, registry, pools, offers, ledger, leases, idempotency.
     r#"
@@ -264,7 +266,51 @@ CREATE TABLE job_outputs (
     r#"
 CREATE INDEX jobs_lease_state ON jobs(lease_id, state);
 "#,
+    // 5: SQLite only ({SQLITE} below), see SQLITE_TRANSFERS_REBUILD.
+    "{SQLITE}",
 ];
+
+/// Migration 5 on SQLite: `transfers` without `AUTOINCREMENT`, and its account indexes without
+/// the sequence column.
+///
+/// - The writer assigns every transfer's position itself (the next after the largest, under the
+///   write lock) and transfers are never deleted, so `AUTOINCREMENT` guarded nothing; it cost a
+///   read and a write of `sqlite_sequence` per inserted row and one more WAL page per commit.
+/// - `seq` is the rowid, which SQLite appends to every index entry: `(debit_account_id, seq)`
+///   stored it twice. An index on the account alone has the same order (ties by rowid) and serves
+///   the same queries with smaller entries, so fewer page splits.
+///
+/// SQLite cannot drop `AUTOINCREMENT` in place: the table is rebuilt with the same columns,
+/// constraints and rows (nothing references it), in the migration's transaction. PostgreSQL's
+/// `BIGSERIAL` and its indexes stay as they are.
+const SQLITE_TRANSFERS_REBUILD: &str = r#"
+CREATE TABLE transfers_rebuilt (
+    seq INTEGER PRIMARY KEY,
+    id TEXT NOT NULL UNIQUE,
+    kind TEXT NOT NULL,
+    debit_account_id TEXT NOT NULL REFERENCES accounts(id),
+    credit_account_id TEXT NOT NULL REFERENCES accounts(id),
+    amount_micros BIGINT NOT NULL CHECK (amount_micros > 0),
+    debit_balance_after_micros BIGINT NOT NULL,
+    credit_balance_after_micros BIGINT NOT NULL,
+    hold_id TEXT,
+    lease_id TEXT,
+    external_ref TEXT,
+    created_ms BIGINT NOT NULL,
+    CHECK (debit_account_id <> credit_account_id)
+);
+INSERT INTO transfers_rebuilt (seq, id, kind, debit_account_id, credit_account_id, amount_micros,
+    debit_balance_after_micros, credit_balance_after_micros, hold_id, lease_id, external_ref,
+    created_ms)
+SELECT seq, id, kind, debit_account_id, credit_account_id, amount_micros,
+    debit_balance_after_micros, credit_balance_after_micros, hold_id, lease_id, external_ref,
+    created_ms
+FROM transfers ORDER BY seq;
+DROP TABLE transfers;
+ALTER TABLE transfers_rebuilt RENAME TO transfers;
+CREATE INDEX transfers_debit ON transfers(debit_account_id);
+CREATE INDEX transfers_credit ON transfers(credit_account_id);
+"#;
 
 /// The migration text for `backend_kind`.
 pub fn migration_sql(backend_kind: &str, index: usize) -> String {
@@ -272,11 +318,22 @@ pub fn migration_sql(backend_kind: &str, index: usize) -> String {
         "postgres" => "BIGSERIAL PRIMARY KEY",
         _ => "INTEGER PRIMARY KEY AUTOINCREMENT",
     };
-    MIGRATIONS[index].replace("{SEQ}", seq)
+    let sqlite_only = match backend_kind {
+        "postgres" => "SELECT 1;",
+        _ => SQLITE_TRANSFERS_REBUILD,
+    };
+    MIGRATIONS[index]
+        .replace("{SQLITE}", sqlite_only)
+        .replace("{SEQ}", seq)
 }
 
 /// Applies every migration not yet applied, each in its own transaction.
 pub fn migrate(b: &mut dyn Backend) -> Result<(), StoreError> {
+    migrate_up_to(b, MIGRATIONS.len() as i64)
+}
+
+/// Applies the migrations not yet applied up to version `last` (tests start from older schemas).
+pub(crate) fn migrate_up_to(b: &mut dyn Backend, last: i64) -> Result<(), StoreError> {
     b.batch(
         "CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, applied_ms BIGINT NOT NULL)",
     )?;
@@ -292,7 +349,7 @@ pub fn migrate(b: &mut dyn Backend) -> Result<(), StoreError> {
         let current = applied.first().map(|r| r.i64(0)).unwrap_or(0);
         for (i, _) in MIGRATIONS.iter().enumerate() {
             let version = i as i64 + 1;
-            if version <= current {
+            if version <= current || version > last {
                 continue;
             }
             b.begin_write()?;

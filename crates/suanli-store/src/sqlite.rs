@@ -315,6 +315,118 @@ impl Backend for SqliteBackend {
 mod tests {
     use super::*;
 
+    /// A database made before migration 5 keeps every transfer, its positions and its
+    /// constraints when `transfers` is rebuilt without `AUTOINCREMENT`, and new transfers follow.
+    #[test]
+    fn migration_5_rebuilds_transfers_without_losing_a_row() {
+        let dir = std::env::temp_dir().join(crate::ops::new_id("suanli-migrate"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("m.db").to_string_lossy().into_owned();
+        let mut b = SqliteBackend {
+            conn: Connection::open(&path).unwrap(),
+            rewritten: Default::default(),
+            checkpointer: None,
+            wal: None,
+        };
+        b.batch("PRAGMA foreign_keys=ON").unwrap();
+        crate::schema::migrate_up_to(&mut b, 4).unwrap();
+        b.batch(
+            "INSERT INTO orgs VALUES ('org_o', 'o', 'operator', NULL, 'z', 'r', 0), \
+             ('org_c', 'c', 'consumer', 'enterprise', 'z', 'r', 0); \
+             INSERT INTO accounts (id, org_id, kind, debits_micros, credits_micros) VALUES \
+             ('org_o.external', 'org_o', 'external', 700, 0), \
+             ('org_c.available', 'org_c', 'available', 0, 700);",
+        )
+        .unwrap();
+        let insert = "INSERT INTO transfers (seq, id, kind, debit_account_id, credit_account_id, \
+             amount_micros, debit_balance_after_micros, credit_balance_after_micros, hold_id, \
+             lease_id, external_ref, created_ms) VALUES ($1, $2, 'deposit', 'org_o.external', \
+             'org_c.available', $3, $4, $5, NULL, NULL, 'ref', 0)";
+        for (seq, amount, after) in [(1i64, 300i64, 300i64), (7, 400, 700)] {
+            let id = format!("tr_{seq}");
+            b.execute(
+                insert,
+                &[
+                    seq.into(),
+                    id.as_str().into(),
+                    amount.into(),
+                    (-after).into(),
+                    after.into(),
+                ],
+            )
+            .unwrap();
+        }
+        let before = b
+            .query(
+                "SELECT seq, id, amount_micros FROM transfers ORDER BY seq",
+                &[],
+            )
+            .unwrap();
+        let sequence = "SELECT count(*) FROM sqlite_sequence WHERE name = 'transfers'";
+        assert_eq!(b.query(sequence, &[]).unwrap()[0].i64(0), 1);
+
+        crate::schema::migrate(&mut b).unwrap();
+
+        let after = b
+            .query(
+                "SELECT seq, id, amount_micros FROM transfers ORDER BY seq",
+                &[],
+            )
+            .unwrap();
+        assert_eq!(after, before);
+        assert_eq!(b.query(sequence, &[]).unwrap()[0].i64(0), 0);
+        let table_sql = b
+            .query(
+                "SELECT sql FROM sqlite_schema WHERE name = 'transfers'",
+                &[],
+            )
+            .unwrap()[0]
+            .str(0);
+        assert!(!table_sql.contains("AUTOINCREMENT"), "{table_sql}");
+        let indexes = b
+            .query(
+                "SELECT name FROM sqlite_schema WHERE tbl_name = 'transfers' AND type = 'index' \
+                 ORDER BY name",
+                &[],
+            )
+            .unwrap()
+            .iter()
+            .map(|r| r.str(0))
+            .collect::<Vec<_>>();
+        assert_eq!(
+            indexes,
+            [
+                "sqlite_autoindex_transfers_1",
+                "transfers_credit",
+                "transfers_debit"
+            ]
+        );
+        // The constraints came along: a duplicate id, a zero amount and an unknown account fail.
+        for (seq, id, amount, debit) in [
+            (8i64, "tr_1", 5i64, "org_o.external"),
+            (8, "tr_8", 0, "org_o.external"),
+            (8, "tr_8", 5, "org_x.external"),
+        ] {
+            let bad = insert.replace("'org_o.external'", &format!("'{debit}'"));
+            assert!(b
+                .execute(
+                    &bad,
+                    &[seq.into(), id.into(), amount.into(), 0.into(), 0.into()]
+                )
+                .is_err());
+        }
+        b.execute(
+            insert,
+            &[8i64.into(), "tr_8".into(), 5i64.into(), 0.into(), 0.into()],
+        )
+        .unwrap();
+        let check = b.query("PRAGMA integrity_check", &[]).unwrap()[0].str(0);
+        assert_eq!(check, "ok");
+        assert!(b.query("PRAGMA foreign_key_check", &[]).unwrap().is_empty());
+        drop(b);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
     /// Under a steady stream of commits the WAL is restarted instead of growing with everything
     /// written, and nothing committed is lost on the way.
     #[test]
