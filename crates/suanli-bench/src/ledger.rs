@@ -4,8 +4,9 @@
 //! funds each consumer, then runs `clients` tokio tasks that each loop `Writer::submit` of one
 //! transfer: alternately a deposit (operator external → consumer available, the hot external
 //! account every client shares) and a withdrawal (consumer available → external, with the
-//! conditional non-negative debit check). Each transfer is its own job (savepoint) and is answered
-//! only once its batch has committed. Afterwards the ledger invariant checker must pass.
+//! conditional non-negative debit check). Each request is its own job, declaring its two accounts
+//! as the server's deposit and withdrawal requests do (`Writer::submit_with_accounts`), and is
+//! answered only once its batch is durable. Afterwards the ledger invariant checker must pass.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -139,9 +140,11 @@ async fn run_on(o: &Options, db: &Db) -> anyhow::Result<serde_json::Value> {
                 // Odd requests start with a deposit, so that every withdrawal is covered; a
                 // request of several transfers alternates within itself.
                 let first_deposit = n % 2 == 1 || per_request > 1;
+                // Declared, as the server's deposit and withdrawal requests declare theirs.
+                let accounts = vec![(*external).clone(), (*available).clone()];
                 let answer = store
                     .writer()
-                    .submit(move |tx| {
+                    .submit_with_accounts(accounts, move |tx| {
                         for k in 0..per_request {
                             let deposit = (k % 2 == 0) == first_deposit;
                             let (kind, debit, credit, amount) = if deposit {

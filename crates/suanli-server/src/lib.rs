@@ -199,10 +199,64 @@ impl AppState {
             .await
     }
 
+    /// [`AppState::mutate`] for a write that moves money on `accounts`: the writer reads them
+    /// for the whole batch at once (see `Writer::submit_with_accounts`).
+    pub async fn mutate_moving<T, F>(
+        &self,
+        org_id: &str,
+        accounts: Vec<String>,
+        idempotency_key: Option<String>,
+        request_sha256: String,
+        status: StatusCode,
+        f: F,
+    ) -> Result<Response, ApiError>
+    where
+        T: Serialize,
+        F: Fn(&mut Tx<'_>) -> Result<T, StoreError> + Send + 'static,
+    {
+        self.write(
+            org_id,
+            accounts,
+            idempotency_key,
+            request_sha256,
+            status,
+            None,
+            f,
+        )
+        .await
+    }
+
     /// [`AppState::mutate`], storing the idempotent copy of a success through `redact`.
     pub async fn mutate_redacted<T, F>(
         &self,
         org_id: &str,
+        idempotency_key: Option<String>,
+        request_sha256: String,
+        status: StatusCode,
+        redact: Option<fn(&mut serde_json::Value)>,
+        f: F,
+    ) -> Result<Response, ApiError>
+    where
+        T: Serialize,
+        F: Fn(&mut Tx<'_>) -> Result<T, StoreError> + Send + 'static,
+    {
+        self.write(
+            org_id,
+            Vec::new(),
+            idempotency_key,
+            request_sha256,
+            status,
+            redact,
+            f,
+        )
+        .await
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn write<T, F>(
+        &self,
+        org_id: &str,
+        accounts: Vec<String>,
         idempotency_key: Option<String>,
         request_sha256: String,
         status: StatusCode,
@@ -219,7 +273,7 @@ impl AppState {
         let outcome = self
             .store
             .writer()
-            .submit(move |tx| {
+            .submit_with_accounts(accounts, move |tx| {
                 if let Some(key) = &idempotency_key {
                     if let Some(stored) = tx.idempotent_response(&org_id, key)? {
                         if stored.request_sha256 != request_sha256 {

@@ -125,6 +125,19 @@ fn balances_sql(postgres: bool, two: bool) -> &'static str {
     }
 }
 
+/// The read of the accounts a batch's jobs declared ([`Tx::read_accounts`]), given as a JSON
+/// array of ids. On PostgreSQL it locks them in id order (so that two processes locking
+/// overlapping sets cannot deadlock on them) and then, once every lock is held, takes `$2` ledger
+/// positions for the batch's transfers, as [`locking_read!`] does for one transfer.
+const LOCK_DECLARED_PG: &str = "WITH l AS MATERIALIZED (SELECT id, debits_micros, credits_micros \
+     FROM accounts WHERE id = ANY(ARRAY(SELECT json_array_elements_text($1::text::json))) \
+     ORDER BY id FOR UPDATE) \
+     SELECT id, debits_micros, credits_micros, NULL::bigint FROM l UNION ALL \
+     SELECT NULL, NULL, NULL, nextval(pg_get_serial_sequence('transfers', 'seq')) \
+     FROM (SELECT count(*) FROM l) AS locked, generate_series(1, $2::bigint)";
+const READ_DECLARED_SQLITE: &str = "SELECT id, debits_micros, credits_micros, NULL FROM accounts \
+     WHERE id IN (SELECT value FROM json_each($1))";
+
 /// SQLite's flush: one prepared statement per changed account and per transfer (statements cost
 /// no round trip there; multi-row forms measured no faster).
 const UPDATE_ACCOUNT: &str =
@@ -268,6 +281,55 @@ impl<'a> Tx<'a> {
             }
         }
         Ok(seq)
+    }
+
+    /// Reads the totals of every account of `ids` the transaction has not seen yet, in one
+    /// statement; on PostgreSQL also locks them and reserves ledger positions after the locks
+    /// (see [`crate::writer::Writer::submit_with_accounts`]). Ids of no account are ignored.
+    pub(crate) fn read_accounts(&mut self, ids: &[String]) -> Result<(), StoreError> {
+        let buf = self.memory.ledger();
+        let missing: Vec<&String> = ids
+            .iter()
+            .filter(|id| !buf.accounts.contains_key(*id))
+            .collect();
+        if missing.is_empty() {
+            return Ok(());
+        }
+        let list = serde_json::to_string(&missing)
+            .map_err(|e| StoreError::Backend(format!("encode account ids: {e}")))?;
+        let postgres = self.b.kind() == "postgres";
+        let rows = if postgres {
+            // About one transfer per declared account; more are reserved when needed.
+            let reserve = (missing.len() as i64).max(SEQ_BLOCK);
+            self.b
+                .query(LOCK_DECLARED_PG, &[list.into(), reserve.into()])?
+        } else {
+            self.b.query(READ_DECLARED_SQLITE, &[list.into()])?
+        };
+        let buf = self.memory.ledger();
+        let mut seqs = Vec::new();
+        for r in &rows {
+            match r.opt_str(0) {
+                Some(id) => {
+                    buf.accounts.insert(
+                        id,
+                        Totals {
+                            debits: r.u64(1),
+                            credits: r.u64(2),
+                            unwritten: false,
+                        },
+                    );
+                }
+                None => seqs.extend(r.opt_i64(3)),
+            }
+        }
+        if postgres {
+            // Numbers reserved before these locks may not serve transfers after them.
+            seqs.sort_unstable();
+            buf.reserved_seqs.clear();
+            buf.reserved_seqs.extend(seqs);
+        }
+        Ok(())
     }
 
     /// The ledger position of the next transfer (see the module documentation).

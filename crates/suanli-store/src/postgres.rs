@@ -17,6 +17,8 @@ pub struct PostgresBackend {
     syncer: Option<std::sync::Arc<std::sync::Mutex<SyncConnection>>>,
     /// Where to connect again when the connection was lost (the writer's).
     url: String,
+    /// The writer's next transaction is already open: its `BEGIN` went with the last `COMMIT`.
+    begun: bool,
 }
 
 /// The syncer's connection, and when it was made: a sync on it vouches only for commits made
@@ -97,6 +99,7 @@ impl PostgresBackend {
             statements: HashMap::new(),
             syncer: None,
             url: url.to_owned(),
+            begun: false,
         })
     }
 
@@ -219,6 +222,9 @@ impl Backend for PostgresBackend {
     }
 
     fn begin_write(&mut self) -> Result<(), StoreError> {
+        if std::mem::take(&mut self.begun) && !self.client().is_closed() {
+            return Ok(());
+        }
         if self.client().is_closed() {
             // The connection was lost (a PostgreSQL restart, a terminated backend): the batch
             // that met it failed; this one gets a new connection.
@@ -228,13 +234,21 @@ impl Backend for PostgresBackend {
         self.batch("BEGIN")
     }
 
+    /// The writer's `COMMIT` carries the next transaction's `BEGIN` (one round trip fewer per
+    /// batch; [`Backend::begin_write`] then finds it open). Until then the connection is idle in
+    /// an empty transaction: under READ COMMITTED it has no snapshot and no transaction id, so it
+    /// holds back neither vacuum nor anybody's locks. Should the `BEGIN` fail after the `COMMIT`
+    /// went through, the batch is reported failed although committed, as when the answer to a
+    /// `COMMIT` is lost: retries with the same idempotency key find what it did.
     fn commit(&mut self) -> Result<Option<crate::backend::SyncFn>, StoreError> {
         // Taken before: a connection made after this instant cannot vouch for the commit.
         let committed_at = std::time::Instant::now();
-        self.batch("COMMIT")?;
         let Some(syncer) = self.syncer.clone() else {
+            self.batch("COMMIT")?;
             return Ok(None);
         };
+        self.batch("COMMIT; BEGIN")?;
+        self.begun = true;
         let url = self.url.clone();
         Ok(Some(Box::new(move || {
             syncer

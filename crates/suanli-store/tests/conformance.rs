@@ -473,15 +473,26 @@ async fn two_exchange_processes_on_one_database_never_oversell() {
 /// Transfers are checked and applied in the writer's memory and written at a flush (see the store's
 /// `batch_ledger`): from two exchange processes at once, no more withdrawals succeed than the
 /// funds cover, every answer equals the row stored, ledger positions increase, and each
-/// account's recorded balances-after chain from one transfer to the next.
+/// account's recorded balances-after chain from one transfer to the next. Half the requests
+/// declare their accounts (`Writer::submit_with_accounts`: read, on PostgreSQL locked, for the
+/// whole batch at once), one of them an id of no account; the other half do not.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_transfers_chain_their_balances_and_positions() {
     let m = market(10_000_000).await;
     let stores = two_processes(&m);
+    let operator = read(&m.store, |tx| tx.operator_org_id()).unwrap().unwrap();
     let mut handles = Vec::new();
     for i in 0..30 {
         let store = stores[(i % 2) as usize].clone();
         let org = m.consumer.clone();
+        let declared = match i % 4 {
+            0 | 1 => vec![
+                account_id(&operator, AccountKind::External),
+                account_id(&org, AccountKind::Available),
+                "org_missing.available".to_owned(),
+            ],
+            _ => Vec::new(),
+        };
         handles.push(tokio::spawn(async move {
             let mut answered = Vec::new();
             let mut withdrew = false;
@@ -492,7 +503,7 @@ async fn concurrent_transfers_chain_their_balances_and_positions() {
                     let org = org.clone();
                     let r = store
                         .writer()
-                        .submit(move |tx| {
+                        .submit_with_accounts(declared.clone(), move |tx| {
                             if step == 0 {
                                 tx.deposit(&org, 1 + i, &format!("in-{i}"), 0)
                             } else {

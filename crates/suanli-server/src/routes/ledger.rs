@@ -10,6 +10,7 @@ use suanli_api::{
 };
 use suanli_core::ledger::AccountKind;
 use suanli_core::validate::MAX_TRANSFER_MICROS;
+use suanli_store::ops::account_id;
 
 use crate::auth::Caller;
 use crate::error::ApiError;
@@ -45,9 +46,14 @@ pub async fn deposit(
     range("amount_micros", req.amount_micros, 1, MAX_TRANSFER_MICROS)?;
     external_ref(&req.external_ref)?;
     let now = now_ms();
+    let accounts = vec![
+        account_id(caller.org_id(), AccountKind::External),
+        account_id(&org_id, AccountKind::Available),
+    ];
     state
-        .mutate(
+        .mutate_moving(
             caller.org_id(),
+            accounts,
             key,
             body.request_sha256,
             StatusCode::CREATED,
@@ -85,9 +91,14 @@ pub async fn withdraw(
         WithdrawalSource::Earnings => AccountKind::Earnings,
     };
     let now = now_ms();
+    let accounts = vec![
+        account_id(&org_id, source),
+        account_id(caller.org_id(), AccountKind::External),
+    ];
     state
-        .mutate(
+        .mutate_moving(
             caller.org_id(),
+            accounts,
             key,
             body.request_sha256,
             StatusCode::CREATED,

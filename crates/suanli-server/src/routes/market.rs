@@ -9,10 +9,11 @@ use suanli_api::{
     PurchaseRequest, QuoteRequest, QuoteResponse, QuotedOffer,
 };
 use suanli_core::lease::EndReason;
+use suanli_core::ledger::AccountKind;
 use suanli_core::quote::{OfferView, Requirements};
 use suanli_core::resource::Category;
 use suanli_core::validate::{MAX_DURATION_S, MAX_UNITS};
-use suanli_store::ops::Purchase;
+use suanli_store::ops::{account_id, Purchase};
 
 use crate::auth::Caller;
 use crate::error::ApiError;
@@ -314,9 +315,15 @@ pub async fn purchase(
         now_ms: now_ms(),
         auto_end: req.auto_end,
     };
+    // The hold moves money from the consumer's available account to its held account.
+    let accounts = vec![
+        account_id(caller.org_id(), AccountKind::Available),
+        account_id(caller.org_id(), AccountKind::Held),
+    ];
     state
-        .mutate(
+        .mutate_moving(
             caller.org_id(),
+            accounts,
             key,
             body.request_sha256,
             StatusCode::CREATED,
