@@ -1249,15 +1249,6 @@ impl<'a> Tx<'a> {
         Ok(rows.iter().map(transfer_row).collect())
     }
 
-    pub fn transfers_of_lease(&mut self, lease_id: &str) -> Result<Vec<TransferRow>, StoreError> {
-        self.flush_ledger()?;
-        let rows = self.b.query(
-            &format!("SELECT {TRANSFER_COLS} FROM transfers WHERE lease_id = $1 ORDER BY seq"),
-            &[lease_id.into()],
-        )?;
-        Ok(rows.iter().map(transfer_row).collect())
-    }
-
     /// Reads everything the invariant checker needs, in one consistent view when called inside a
     /// transaction.
     pub fn ledger_snapshot(&mut self) -> Result<LedgerSnapshot, StoreError> {
