@@ -25,6 +25,71 @@ pub fn secret_sha256(secret: &str) -> String {
     hex(&Sha256::digest(secret.as_bytes()))
 }
 
+/// How long a token read from the database may answer for it without being read again. Within
+/// one exchange process a revocation takes effect at once (it clears the cache); this bounds how
+/// long another process writing to the same PostgreSQL may still accept a token it revoked.
+const CALLER_CACHE_TTL_MS: i64 = 1_000;
+
+/// Tokens kept at most; a full cache starts afresh.
+const CALLER_CACHE_MAX: usize = 10_000;
+
+/// Callers by token hash, read from the database at most once per [`CALLER_CACHE_TTL_MS`]: every
+/// request authenticates, and the read (a query on a pooled connection, handed to a blocking
+/// thread) was the largest cost of a request outside the writer. Only valid tokens are kept, and
+/// each use still checks the expiry against the clock. Orgs and members are never changed after
+/// creation; the one change that matters, a revocation, clears the cache ([`CallerCache::clear`]),
+/// and a read that began before the clear is not kept (the generation check), so a token revoked
+/// through this process is refused by every request that starts after the revocation answered.
+#[derive(Debug, Default)]
+pub struct CallerCache {
+    inner: std::sync::Mutex<CacheInner>,
+}
+
+#[derive(Debug, Default)]
+struct CacheInner {
+    /// Bumped by every clear.
+    generation: u64,
+    /// Token hash → the caller and when it was read.
+    callers: std::collections::HashMap<String, (Caller, i64)>,
+}
+
+impl CallerCache {
+    fn lock(&self) -> std::sync::MutexGuard<'_, CacheInner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The caller for `hash` if read less than the TTL ago, and the generation to pass to
+    /// [`CallerCache::keep`] after reading it from the database otherwise.
+    fn get(&self, hash: &str, now_ms: i64) -> Result<Caller, u64> {
+        let inner = self.lock();
+        match inner.callers.get(hash) {
+            Some((caller, read_ms)) if now_ms.saturating_sub(*read_ms) < CALLER_CACHE_TTL_MS => {
+                Ok(caller.clone())
+            }
+            _ => Err(inner.generation),
+        }
+    }
+
+    /// Keeps `caller`, read at `now_ms`, unless the cache was cleared since `generation`.
+    fn keep(&self, hash: String, caller: &Caller, now_ms: i64, generation: u64) {
+        let mut inner = self.lock();
+        if inner.generation != generation {
+            return;
+        }
+        if inner.callers.len() >= CALLER_CACHE_MAX {
+            inner.callers.clear();
+        }
+        inner.callers.insert(hash, (caller.clone(), now_ms));
+    }
+
+    /// Forgets every token: one was revoked.
+    pub fn clear(&self) {
+        let mut inner = self.lock();
+        inner.generation += 1;
+        inner.callers.clear();
+    }
+}
+
 /// The authenticated caller: its org and the token it used.
 #[derive(Debug, Clone)]
 pub struct Caller {
@@ -97,7 +162,18 @@ impl FromRequestParts<AppState> for Caller {
         }
         let hash = secret_sha256(secret);
         let now = crate::now_ms();
-        state
+        let generation = match state.callers.get(&hash, now) {
+            Ok(caller) if caller.token.expires_ms > now => return Ok(caller),
+            Ok(_) => {
+                return Err(ApiError::new(
+                    ErrorCode::TokenExpired,
+                    "the token has expired",
+                ))
+            }
+            Err(generation) => generation,
+        };
+        let key = hash.clone();
+        let caller = state
             .read(move |tx| tx.caller_by_token_hash(&hash))
             .await
             .and_then(|caller| match caller {
@@ -120,6 +196,66 @@ impl FromRequestParts<AppState> for Caller {
                     ErrorCode::TokenInvalid,
                     "the token is not valid",
                 )),
-            })
+            })?;
+        state.callers.keep(key, &caller, now, generation);
+        Ok(caller)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn caller(id: &str) -> Caller {
+        Caller {
+            org: OrgRow {
+                id: "org_a".into(),
+                name: "a".into(),
+                kind: "consumer".into(),
+                consumer_type: Some("enterprise".into()),
+                zone: "z".into(),
+                origin_region: "r".into(),
+                created_ms: 0,
+            },
+            token: TokenRow {
+                id: id.into(),
+                org_id: "org_a".into(),
+                member_id: "mem_a".into(),
+                name: "t".into(),
+                role: "admin".into(),
+                created_ms: 0,
+                expires_ms: i64::MAX,
+                revoked_ms: None,
+            },
+        }
+    }
+
+    /// A kept caller answers until the TTL has passed, then the token is read again.
+    #[test]
+    fn a_kept_caller_answers_for_its_ttl_only() {
+        let cache = CallerCache::default();
+        let generation = cache.get("h", 1_000).unwrap_err();
+        cache.keep("h".into(), &caller("tok_1"), 1_000, generation);
+        let hit = cache.get("h", 1_000 + CALLER_CACHE_TTL_MS - 1).unwrap();
+        assert_eq!(hit.token.id, "tok_1");
+        assert!(cache.get("h", 1_000 + CALLER_CACHE_TTL_MS).is_err());
+        assert!(cache.get("other", 1_000).is_err());
+    }
+
+    /// A clear (a revocation) forgets every caller, and a read that began before it is not kept:
+    /// it may have seen the token before the revocation committed.
+    #[test]
+    fn a_read_begun_before_a_clear_is_not_kept() {
+        let cache = CallerCache::default();
+        let before = cache.get("h", 0).unwrap_err();
+        cache.keep("h".into(), &caller("tok_1"), 0, before);
+        let racing = cache.get("h2", 0).unwrap_err();
+        cache.clear();
+        assert!(cache.get("h", 1).is_err(), "cleared");
+        cache.keep("h2".into(), &caller("tok_2"), 1, racing);
+        assert!(cache.get("h2", 1).is_err(), "a read from before the clear");
+        let after = cache.get("h2", 2).unwrap_err();
+        cache.keep("h2".into(), &caller("tok_2"), 2, after);
+        assert_eq!(cache.get("h2", 2).unwrap().token.id, "tok_2");
     }
 }

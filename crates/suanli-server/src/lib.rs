@@ -122,6 +122,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// When this process started: agents' silence is counted from here at the earliest.
     pub started_ms: i64,
+    /// Authenticated callers by token hash (see [`auth::CallerCache`]).
+    pub callers: Arc<auth::CallerCache>,
 }
 
 /// Counters exported at `/metrics`.
@@ -420,6 +422,7 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<(AppState, Bootstrap)
         logs: Arc::new(tokio::sync::Notify::new()),
         metrics: Arc::new(Metrics::default()),
         started_ms: now_ms(),
+        callers: Arc::new(auth::CallerCache::default()),
     };
     let models: Vec<(String, String, u32)> = suanli_core::resource::default_accelerator_models()
         .into_iter()

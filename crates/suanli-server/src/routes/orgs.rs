@@ -306,9 +306,13 @@ pub async fn revoke_token(
     caller.require_admin()?;
     let org = caller.org.id.clone();
     let now = now_ms();
-    state
+    let answer = state
         .mutate(caller.org_id(), key, hash, StatusCode::OK, move |tx| {
             Ok(wire::token(&tx.revoke_token(&org, &token_id, now)?))
         })
-        .await
+        .await;
+    // Whatever the answer (a failure may still have committed), no request that starts from now
+    // on is authenticated by what was read before.
+    state.callers.clear();
+    answer
 }
