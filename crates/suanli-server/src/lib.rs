@@ -126,6 +126,16 @@ pub struct AppState {
     pub callers: Arc<auth::CallerCache>,
 }
 
+/// What [`AppState::mutate_with`] does beyond a plain [`AppState::mutate`].
+#[derive(Debug, Default)]
+pub struct WriteOptions {
+    /// The ledger accounts the write moves money on: the writer reads them for the whole batch
+    /// at once (see `Writer::submit_with_accounts`).
+    pub accounts: Vec<String>,
+    /// Applied to a success before it is stored as the idempotent copy (secrets shown once).
+    pub redact: Option<fn(&mut serde_json::Value)>,
+}
+
 /// Counters exported at `/metrics`.
 #[derive(Debug, Default)]
 pub struct Metrics {
@@ -197,78 +207,32 @@ impl AppState {
         T: Serialize,
         F: Fn(&mut Tx<'_>) -> Result<T, StoreError> + Send + 'static,
     {
-        self.mutate_redacted(org_id, idempotency_key, request_sha256, status, None, f)
-            .await
-    }
-
-    /// [`AppState::mutate`] for a write that moves money on `accounts`: the writer reads them
-    /// for the whole batch at once (see `Writer::submit_with_accounts`).
-    pub async fn mutate_moving<T, F>(
-        &self,
-        org_id: &str,
-        accounts: Vec<String>,
-        idempotency_key: Option<String>,
-        request_sha256: String,
-        status: StatusCode,
-        f: F,
-    ) -> Result<Response, ApiError>
-    where
-        T: Serialize,
-        F: Fn(&mut Tx<'_>) -> Result<T, StoreError> + Send + 'static,
-    {
-        self.write(
+        self.mutate_with(
             org_id,
-            accounts,
+            WriteOptions::default(),
             idempotency_key,
             request_sha256,
             status,
-            None,
             f,
         )
         .await
     }
 
-    /// [`AppState::mutate`], storing the idempotent copy of a success through `redact`.
-    pub async fn mutate_redacted<T, F>(
+    /// [`AppState::mutate`] with [`WriteOptions`].
+    pub async fn mutate_with<T, F>(
         &self,
         org_id: &str,
+        options: WriteOptions,
         idempotency_key: Option<String>,
         request_sha256: String,
         status: StatusCode,
-        redact: Option<fn(&mut serde_json::Value)>,
         f: F,
     ) -> Result<Response, ApiError>
     where
         T: Serialize,
         F: Fn(&mut Tx<'_>) -> Result<T, StoreError> + Send + 'static,
     {
-        self.write(
-            org_id,
-            Vec::new(),
-            idempotency_key,
-            request_sha256,
-            status,
-            redact,
-            f,
-        )
-        .await
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    async fn write<T, F>(
-        &self,
-        org_id: &str,
-        accounts: Vec<String>,
-        idempotency_key: Option<String>,
-        request_sha256: String,
-        status: StatusCode,
-        redact: Option<fn(&mut serde_json::Value)>,
-        f: F,
-    ) -> Result<Response, ApiError>
-    where
-        T: Serialize,
-        F: Fn(&mut Tx<'_>) -> Result<T, StoreError> + Send + 'static,
-    {
+        let WriteOptions { accounts, redact } = options;
         let org_id = org_id.to_owned();
         let request_id = current_request_id();
         let now = now_ms();

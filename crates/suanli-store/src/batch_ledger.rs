@@ -37,7 +37,7 @@ use std::collections::{HashMap, VecDeque};
 
 use suanli_core::ledger::TransferKind;
 
-use crate::backend::{to_i64, StoreError, Value};
+use crate::backend::{to_i64, Row, StoreError, Value};
 use crate::ops::{TransferRow, Tx, TRANSFER_COLS};
 
 /// The largest debits or credits total an account may reach (the schema's `CHECK`).
@@ -86,6 +86,28 @@ impl LedgerBuffer {
         self.transfers.clear();
         self.next_seq = None;
         self.reserved_seqs.clear();
+    }
+
+    /// Keeps the totals of the accounts among `rows` (`id, debits, credits, NULL`, as the account
+    /// reads return them) and returns the sequence numbers of the others (`NULL, …, seq`).
+    fn keep_read(&mut self, rows: &[Row]) -> Vec<i64> {
+        let mut seqs = Vec::new();
+        for r in rows {
+            match r.opt_str(0) {
+                Some(id) => {
+                    self.accounts.insert(
+                        id,
+                        Totals {
+                            debits: r.u64(1),
+                            credits: r.u64(2),
+                            unwritten: false,
+                        },
+                    );
+                }
+                None => seqs.extend(r.opt_i64(3)),
+            }
+        }
+        seqs
     }
 
     fn is_flushed(&self) -> bool {
@@ -275,22 +297,7 @@ impl<'a> Tx<'a> {
         let params: Vec<Value> = missing.iter().map(|id| (*id).into()).collect();
         let rows = self.b.query(sql, &params)?;
         let buf = self.memory.ledger();
-        let mut seq = None;
-        for r in &rows {
-            match r.opt_str(0) {
-                Some(id) => {
-                    buf.accounts.insert(
-                        id,
-                        Totals {
-                            debits: r.u64(1),
-                            credits: r.u64(2),
-                            unwritten: false,
-                        },
-                    );
-                }
-                None => seq = r.opt_i64(3),
-            }
-        }
+        let seq = buf.keep_read(&rows).pop();
         if missing.iter().any(|id| !buf.accounts.contains_key(*id)) {
             return Err(StoreError::NotFound("account"));
         }
@@ -328,22 +335,7 @@ impl<'a> Tx<'a> {
             self.b.query(READ_DECLARED_SQLITE, &[list.into()])?
         };
         let buf = self.memory.ledger();
-        let mut seqs = Vec::new();
-        for r in &rows {
-            match r.opt_str(0) {
-                Some(id) => {
-                    buf.accounts.insert(
-                        id,
-                        Totals {
-                            debits: r.u64(1),
-                            credits: r.u64(2),
-                            unwritten: false,
-                        },
-                    );
-                }
-                None => seqs.extend(r.opt_i64(3)),
-            }
-        }
+        let mut seqs = buf.keep_read(&rows);
         if postgres {
             // Numbers reserved before these locks may not serve transfers after them.
             seqs.sort_unstable();

@@ -16,7 +16,7 @@ use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::extract::{ApiJson, ApiQuery, IdPath, IdempotencyKey};
 use crate::routes::{limit, range, text};
-use crate::{now_ms, wire, AppState};
+use crate::{now_ms, wire, AppState, WriteOptions};
 
 fn external_ref(value: &str) -> Result<(), ApiError> {
     if value.trim().is_empty() {
@@ -51,9 +51,12 @@ pub async fn deposit(
         account_id(&org_id, AccountKind::Available),
     ];
     state
-        .mutate_moving(
+        .mutate_with(
             caller.org_id(),
-            accounts,
+            WriteOptions {
+                accounts,
+                ..WriteOptions::default()
+            },
             key,
             body.request_sha256,
             StatusCode::CREATED,
@@ -96,9 +99,12 @@ pub async fn withdraw(
         account_id(caller.org_id(), AccountKind::External),
     ];
     state
-        .mutate_moving(
+        .mutate_with(
             caller.org_id(),
-            accounts,
+            WriteOptions {
+                accounts,
+                ..WriteOptions::default()
+            },
             key,
             body.request_sha256,
             StatusCode::CREATED,

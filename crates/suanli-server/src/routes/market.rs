@@ -19,7 +19,7 @@ use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::extract::{ApiJson, ApiQuery, BodylessHash, IdPath, IdempotencyKey};
 use crate::routes::{limit, range, slug, zone, MAX_MEMORY_MIB, MAX_PRICE_MICROS};
-use crate::{now_ms, wire, AppState};
+use crate::{now_ms, wire, AppState, WriteOptions};
 
 /// An offer of the book as a wire offer.
 pub fn offer_of_view(o: &OfferView) -> Offer {
@@ -321,9 +321,12 @@ pub async fn purchase(
         account_id(caller.org_id(), AccountKind::Held),
     ];
     state
-        .mutate_moving(
+        .mutate_with(
             caller.org_id(),
-            accounts,
+            WriteOptions {
+                accounts,
+                ..WriteOptions::default()
+            },
             key,
             body.request_sha256,
             StatusCode::CREATED,

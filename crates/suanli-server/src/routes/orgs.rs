@@ -14,7 +14,7 @@ use crate::auth::{new_secret, secret_sha256, Caller};
 use crate::error::ApiError;
 use crate::extract::{ApiJson, BodylessHash, IdPath, IdempotencyKey};
 use crate::routes::{name, slug, text, zone, DEFAULT_TOKEN_LIFETIME_MS, MAX_TOKEN_LIFETIME_MS};
-use crate::{now_ms, wire, AppState};
+use crate::{now_ms, wire, AppState, WriteOptions};
 
 /// Liveness and the store in use. No token needed.
 #[utoipa::path(get, path = "/api/v1/health", tag = "meta", responses((status = 200, body = Health)))]
@@ -93,12 +93,15 @@ pub async fn create_org(
     let secret = new_secret();
     let hash = secret_sha256(&secret);
     state
-        .mutate_redacted(
+        .mutate_with(
             caller.org_id(),
+            WriteOptions {
+                redact: Some(crate::redact_secret),
+                ..WriteOptions::default()
+            },
             key,
             body.request_sha256,
             StatusCode::CREATED,
-            Some(crate::redact_secret),
             move |tx| {
                 let org = OrgRow {
                     id: new_id("org"),
@@ -268,12 +271,15 @@ pub async fn create_token(
     let secret = new_secret();
     let hash = secret_sha256(&secret);
     state
-        .mutate_redacted(
+        .mutate_with(
             caller.org_id(),
+            WriteOptions {
+                redact: Some(crate::redact_secret),
+                ..WriteOptions::default()
+            },
             key,
             body.request_sha256,
             StatusCode::CREATED,
-            Some(crate::redact_secret),
             move |tx| {
                 let t = tx
                     .create_token(&org, &member, &req.name, &hash, now, now + lifetime_ms)
