@@ -162,42 +162,35 @@ impl FromRequestParts<AppState> for Caller {
         }
         let hash = secret_sha256(secret);
         let now = crate::now_ms();
-        let generation = match state.callers.get(&hash, now) {
-            Ok(caller) if caller.token.expires_ms > now => return Ok(caller),
-            Ok(_) => {
-                return Err(ApiError::new(
-                    ErrorCode::TokenExpired,
-                    "the token has expired",
-                ))
+        // A kept caller, or one read now (and the cache generation its read began in).
+        let (caller, read_in) = match state.callers.get(&hash, now) {
+            Ok(caller) => (caller, None),
+            Err(generation) => {
+                let key = hash.clone();
+                let (token, org) = state
+                    .read(move |tx| tx.caller_by_token_hash(&key))
+                    .await?
+                    .ok_or_else(|| {
+                        ApiError::new(ErrorCode::TokenInvalid, "the token is not valid")
+                    })?;
+                (Caller { org, token }, Some(generation))
             }
-            Err(generation) => generation,
         };
-        let key = hash.clone();
-        let caller = state
-            .read(move |tx| tx.caller_by_token_hash(&hash))
-            .await
-            .and_then(|caller| match caller {
-                Some((token, org)) => {
-                    if token.revoked_ms.is_some() {
-                        Err(ApiError::new(
-                            ErrorCode::TokenRevoked,
-                            "the token was revoked",
-                        ))
-                    } else if token.expires_ms <= now {
-                        Err(ApiError::new(
-                            ErrorCode::TokenExpired,
-                            "the token has expired",
-                        ))
-                    } else {
-                        Ok(Caller { org, token })
-                    }
-                }
-                None => Err(ApiError::new(
-                    ErrorCode::TokenInvalid,
-                    "the token is not valid",
-                )),
-            })?;
-        state.callers.keep(key, &caller, now, generation);
+        if caller.token.revoked_ms.is_some() {
+            return Err(ApiError::new(
+                ErrorCode::TokenRevoked,
+                "the token was revoked",
+            ));
+        }
+        if caller.token.expires_ms <= now {
+            return Err(ApiError::new(
+                ErrorCode::TokenExpired,
+                "the token has expired",
+            ));
+        }
+        if let Some(generation) = read_in {
+            state.callers.keep(hash, &caller, now, generation);
+        }
         Ok(caller)
     }
 }

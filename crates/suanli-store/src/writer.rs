@@ -137,7 +137,7 @@ impl Writer {
                     let batch = Batch {
                         backend: backend.as_mut(),
                         memory: &mut memory,
-                        declared: Vec::new(),
+                        declared: declared_accounts(&jobs),
                     };
                     if !run_batch(batch, &mut jobs, &book, optimistic, syncer) {
                         safe_batches = SAFE_BATCHES_AFTER_A_REFUSAL;
@@ -192,6 +192,14 @@ impl Writer {
     }
 }
 
+/// Every account the jobs declared, once each.
+fn declared_accounts(jobs: &[Job]) -> Vec<String> {
+    let mut declared: Vec<String> = jobs.iter().flat_map(|j| j.accounts()).cloned().collect();
+    declared.sort_unstable();
+    declared.dedup();
+    declared
+}
+
 /// Runs and commits one batch, then answers every job. False when the optimistic run met a
 /// failing job and the batch had to run again with savepoints.
 fn run_batch(
@@ -201,10 +209,6 @@ fn run_batch(
     optimistic: bool,
     syncer: Option<&std::sync::mpsc::SyncSender<Synced>>,
 ) -> bool {
-    let mut declared: Vec<String> = jobs.iter().flat_map(|j| j.accounts()).cloned().collect();
-    declared.sort_unstable();
-    declared.dedup();
-    batch.declared = declared;
     let mut clean = true;
     let mut result = None;
     if optimistic {
@@ -300,9 +304,7 @@ impl Batch<'_> {
         if self.declared.is_empty() {
             return Ok(());
         }
-        let declared = std::mem::take(&mut self.declared);
-        let read = self.tx().read_accounts(&declared);
-        self.declared = declared;
+        let read = Tx::in_batch(self.backend, self.memory).read_accounts(&self.declared);
         if read.is_err() {
             self.rollback();
         }
