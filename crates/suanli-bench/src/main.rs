@@ -61,6 +61,9 @@ enum Command {
         /// End each lease right after buying it (purchase-then-end mix).
         #[arg(long)]
         end: bool,
+        /// The group-committing writer's `max_batch` (the naive baseline always uses 1).
+        #[arg(long, default_value_t = suanli_store::WriterConfig::default().max_batch)]
+        max_batch: usize,
         /// PostgreSQL server to create a fresh database on, e.g. postgres://postgres@127.0.0.1:55432/postgres
         #[arg(long, env = "SUANLI_BENCH_DATABASE_URL")]
         database_url: Option<String>,
@@ -170,9 +173,11 @@ fn main() -> anyhow::Result<()> {
             nodes,
             cpus_per_node,
             end,
+            max_batch,
             database_url,
         } => {
             let o = purchases::Options {
+                max_batch: max_batch.max(1),
                 backend,
                 seconds: seconds.max(1),
                 warmup_seconds,

@@ -53,6 +53,8 @@ pub struct Options {
     pub nodes: usize,
     pub cpus_per_node: u64,
     pub end: bool,
+    /// The group-committing writer's `max_batch` (not the naive baseline's).
+    pub max_batch: usize,
     pub database_url: Option<String>,
 }
 
@@ -152,12 +154,14 @@ pub async fn run(o: &Options) -> anyhow::Result<serde_json::Value> {
 
 async fn run_on(o: &Options, db: &Db) -> anyhow::Result<serde_json::Value> {
     let mut config = ServerConfig::new(db.location.clone());
-    if o.backend == Backend::NaiveSqlite {
-        config.writer = WriterConfig {
-            max_batch: 1,
-            ..WriterConfig::default()
-        };
-    }
+    config.writer = WriterConfig {
+        max_batch: if o.backend == Backend::NaiveSqlite {
+            1
+        } else {
+            o.max_batch
+        },
+        ..WriterConfig::default()
+    };
     let writer = config.writer;
     let (state, boot) = suanli_server::start(config)
         .await
