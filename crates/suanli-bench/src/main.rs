@@ -177,7 +177,6 @@ fn main() -> anyhow::Result<()> {
             database_url,
         } => {
             let o = purchases::Options {
-                max_batch: max_batch.max(1),
                 backend,
                 seconds: seconds.max(1),
                 warmup_seconds,
@@ -185,6 +184,7 @@ fn main() -> anyhow::Result<()> {
                 nodes: nodes.max(1),
                 cpus_per_node,
                 end,
+                max_batch,
                 database_url,
             };
             rt.block_on(purchases::run(&o))?

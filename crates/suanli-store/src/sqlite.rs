@@ -115,15 +115,7 @@ impl Checkpointer {
             restart_wanted,
         })
     }
-}
 
-/// Runs a PASSIVE checkpoint; the number of frames in the WAL.
-fn passive_checkpoint(conn: &Connection) -> rusqlite::Result<i64> {
-    // (busy, frames in the WAL, frames checkpointed)
-    conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get::<_, i64>(1))
-}
-
-impl Checkpointer {
     /// Leaves the writer's RESTART only the commits of the last few milliseconds to copy and
     /// sync (see [`Checkpointer`]). Only speed depends on it: the RESTART copies and syncs
     /// whatever is left, so a failure here is logged and nothing more.
@@ -136,6 +128,12 @@ impl Checkpointer {
             tracing::warn!(error = %e, "preparing the WAL restart failed; the restart does it all");
         }
     }
+}
+
+/// Runs a PASSIVE checkpoint; the number of frames in the WAL.
+fn passive_checkpoint(conn: &Connection) -> rusqlite::Result<i64> {
+    // (busy, frames in the WAL, frames checkpointed)
+    conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get::<_, i64>(1))
 }
 
 impl Drop for Checkpointer {
