@@ -141,6 +141,10 @@ pub trait Backend: Send {
     fn query(&mut self, sql: &str, params: &[Value]) -> Result<Vec<Row>, StoreError>;
     /// Runs statements without parameters (transaction control, migrations).
     fn batch(&mut self, sql: &str) -> Result<(), StoreError>;
+    /// Starts a read-only transaction: every query in it sees one snapshot.
+    fn begin_read(&mut self) -> Result<(), StoreError> {
+        self.batch("BEGIN")
+    }
     /// Starts a write transaction.
     fn begin_write(&mut self) -> Result<(), StoreError> {
         self.batch("BEGIN")

@@ -110,15 +110,28 @@ impl Store {
         &self.writer
     }
 
-    /// Runs `f` on a read connection (blocking: call from a blocking context).
+    /// Runs `f` on a read connection, in one read-only transaction, so that all its queries see
+    /// one state of the database: a read of several tables (the ledger check, a statement and
+    /// its balance) never sees half of a batch committed between two of its queries (blocking:
+    /// call from a blocking context).
     pub fn read<R>(
         &self,
         f: impl FnOnce(&mut Tx<'_>) -> Result<R, StoreError>,
     ) -> Result<R, StoreError> {
         let (mut conn, pooled) = self.readers.take(&self.location)?;
-        let result = f(&mut Tx::new(conn.as_mut()));
-        // A connection that failed at the database level is dropped, not reused.
-        let healthy = !matches!(result, Err(StoreError::Backend(_)));
+        let (result, ended) = match conn.begin_read() {
+            Ok(()) => {
+                let read = f(&mut Tx::new(conn.as_mut()));
+                // Only reads were made: ending the transaction either way keeps nothing.
+                let ended = conn.batch(if read.is_ok() { "COMMIT" } else { "ROLLBACK" });
+                (read, ended)
+            }
+            Err(e) => (Err(e.clone()), Err(e)),
+        };
+        // A connection that failed at the database level, or is still in the transaction, is
+        // dropped, not reused.
+        let healthy = ended.is_ok() && !matches!(result, Err(StoreError::Backend(_)));
+        let result = result.and_then(|r| ended.map(|()| r));
         if pooled {
             self.readers.give_back(conn, healthy);
         }

@@ -221,6 +221,11 @@ impl Backend for PostgresBackend {
         self.client().batch_execute(sql).map_err(map_err)
     }
 
+    fn begin_read(&mut self) -> Result<(), StoreError> {
+        // READ COMMITTED would give every statement a snapshot of its own.
+        self.batch("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+    }
+
     fn begin_write(&mut self) -> Result<(), StoreError> {
         if std::mem::take(&mut self.begun) && !self.client().is_closed() {
             return Ok(());

@@ -435,6 +435,34 @@ async fn withdrawals_cannot_overdraw_and_deposits_need_an_org() {
     assert_books_sound(&m.store);
 }
 
+/// One read sees one state: a batch committed between two of its queries is not half-seen (the
+/// ledger check once reported a settlement's transfers without its account totals this way).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_sees_one_state_while_the_writer_commits() {
+    let m = market(5_000_000).await;
+    let runtime = tokio::runtime::Handle::current();
+    let (store, org) = (m.store.clone(), m.consumer.clone());
+    let (before, after, violations) = read(&m.store, move |tx| {
+        let before = tx.count("transfers")?;
+        let deposited = runtime.block_on(
+            store
+                .writer()
+                .submit(move |w| w.deposit(&org, 1_000, "mid-read", 0)),
+        );
+        assert!(deposited.is_ok(), "the deposit failed: {deposited:?}");
+        Ok((before, tx.count("transfers")?, tx.check_ledger()?))
+    })
+    .unwrap();
+    assert_eq!(before, after, "the read saw a commit made after it began");
+    assert!(violations.is_empty(), "{violations:?}");
+    // The deposit did commit: the next read sees it.
+    assert_eq!(
+        read(&m.store, |tx| tx.count("transfers")).unwrap(),
+        before + 1
+    );
+    assert_books_sound(&m.store);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_exchange_processes_on_one_database_never_oversell() {
     let m = market(100_000_000_000).await;
