@@ -189,7 +189,11 @@ impl SqliteBackend {
     }
 
     fn open_writer_restarting_at(path: &str, restart_at_bytes: i64) -> Result<Self, StoreError> {
-        let conn = Connection::open(path).map_err(map_err)?;
+        // Through the WAL-buffering VFS: a commit's frames reach the WAL file in one write
+        // instead of two per page (see `suanli_walbuf`).
+        let vfs = suanli_walbuf::register().map_err(StoreError::Backend)?;
+        let conn = Connection::open_with_flags_and_vfs(path, OpenFlags::default(), vfs)
+            .map_err(map_err)?;
         // Before anything is written: a database's page size is fixed once it has a table.
         conn.execute_batch(&format!("PRAGMA page_size={PAGE_SIZE};"))
             .map_err(map_err)?;
