@@ -179,8 +179,11 @@ fn lock_declared_sql(wanted: usize) -> &'static str {
         _ => lock_declared!("1024"),
     }
 }
-const READ_DECLARED_SQLITE: &str = "SELECT id, debits_micros, credits_micros, NULL FROM accounts \
-     WHERE id IN (SELECT value FROM json_each($1))";
+/// `CROSS JOIN` keeps `json_each` the outer loop, one primary-key lookup per id: as
+/// `id IN (SELECT value FROM json_each($1))`, SQLite built a temporary b-tree of the ids first,
+/// opening a temporary database at every batch (~40 % of the read).
+const READ_DECLARED_SQLITE: &str = "SELECT a.id, a.debits_micros, a.credits_micros, NULL \
+     FROM json_each($1) AS j CROSS JOIN accounts AS a ON a.id = j.value";
 
 /// SQLite's flush: one prepared statement per changed account and per transfer (statements cost
 /// no round trip there; multi-row forms measured no faster).
@@ -317,10 +320,12 @@ impl<'a> Tx<'a> {
     /// (see [`crate::writer::Writer::submit_with_accounts`]). Ids of no account are ignored.
     pub(crate) fn read_accounts(&mut self, ids: &[String]) -> Result<(), StoreError> {
         let buf = self.memory.ledger();
-        let missing: Vec<&String> = ids
+        let mut missing: Vec<&String> = ids
             .iter()
             .filter(|id| !buf.accounts.contains_key(*id))
             .collect();
+        missing.sort_unstable();
+        missing.dedup();
         if missing.is_empty() {
             return Ok(());
         }
