@@ -158,6 +158,9 @@ pub trait Backend: Send {
     fn commit(&mut self) -> Result<Option<SyncFn>, StoreError> {
         self.batch("COMMIT").map(|()| None)
     }
+    /// Upkeep the writer runs between two batches, after the last batch's sync went to the
+    /// syncer: the batch's requests are answered meanwhile, only the next batch waits for it.
+    fn after_batch(&mut self) {}
 }
 
 /// Makes a commit durable (see [`Backend::commit`]).

@@ -330,13 +330,6 @@ impl Backend for SqliteBackend {
         let Some(wal) = self.wal.clone() else {
             return Ok(None);
         };
-        if let Some(c) = &self.checkpointer {
-            if c.restart_wanted
-                .swap(false, std::sync::atomic::Ordering::Relaxed)
-            {
-                self.restart_wal();
-            }
-        }
         Ok(Some(Box::new(move || {
             if let Err(e) = wal.sync_data() {
                 // After a failed fsync the kernel may have dropped the dirty pages: what the disk
@@ -348,6 +341,19 @@ impl Backend for SqliteBackend {
             }
             Ok(())
         })))
+    }
+
+    /// Restarts the WAL when the checkpointer asked for it (see [`Checkpointer`]): here, not in
+    /// [`Backend::commit`], so that the batch just committed is synced and answered while the
+    /// restart runs.
+    fn after_batch(&mut self) {
+        if let Some(c) = &self.checkpointer {
+            if c.restart_wanted
+                .swap(false, std::sync::atomic::Ordering::Relaxed)
+            {
+                self.restart_wal();
+            }
+        }
     }
 }
 
@@ -499,6 +505,7 @@ mod tests {
                 .unwrap()
                 .expect("the writer syncs the WAL itself");
             sync().unwrap();
+            w.after_batch();
             let wal = std::fs::metadata(format!("{path}-wal")).unwrap().len();
             largest_wal = largest_wal.max(wal);
             std::thread::sleep(std::time::Duration::from_millis(1));

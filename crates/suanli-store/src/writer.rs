@@ -142,6 +142,7 @@ impl Writer {
                     if !run_batch(batch, &mut jobs, &book, optimistic, syncer) {
                         safe_batches = SAFE_BATCHES_AFTER_A_REFUSAL;
                     }
+                    backend.after_batch();
                 }
             })
             .expect("spawn the writer thread");
