@@ -261,20 +261,23 @@ impl AppState {
                         if !optimistic {
                             tx.release("op")?;
                         }
-                        let encode = |v: &serde_json::Value| {
-                            serde_json::to_string(v)
-                                .map_err(|e| StoreError::Backend(format!("encode response: {e}")))
+                        let failed = |e: serde_json::Error| {
+                            StoreError::Backend(format!("encode response: {e}"))
                         };
-                        let mut json = serde_json::to_value(&value)
-                            .map_err(|e| StoreError::Backend(format!("encode response: {e}")))?;
-                        if let Some(redact) = redact {
-                            fresh = Some(encode(&json)?);
-                            redact(&mut json);
-                        }
+                        // Straight to text, unless a secret must be cut out of the stored copy.
+                        let body = match redact {
+                            None => serde_json::to_string(&value).map_err(failed)?,
+                            Some(redact) => {
+                                let mut json = serde_json::to_value(&value).map_err(failed)?;
+                                fresh = Some(serde_json::to_string(&json).map_err(failed)?);
+                                redact(&mut json);
+                                serde_json::to_string(&json).map_err(failed)?
+                            }
+                        };
                         StoredResponse {
                             request_sha256: request_sha256.clone(),
                             status: status.as_u16(),
-                            body: encode(&json)?,
+                            body,
                         }
                     }
                     Err(StoreError::Backend(m)) => return Err(StoreError::Backend(m)),
