@@ -34,6 +34,23 @@ fn open_plain(path: &Path) -> Connection {
     conn
 }
 
+/// A fresh database in a directory of its own, opened through the shim, with the table `t`.
+fn new_database(name: &str) -> (PathBuf, PathBuf, Connection) {
+    let dir = scratch(name);
+    let path = dir.join("db.sqlite");
+    let conn = open_shim(&path);
+    conn.execute_batch(
+        "CREATE TABLE t (k INTEGER NOT NULL, v INTEGER NOT NULL); CREATE INDEX t_k ON t (k);",
+    )
+    .unwrap();
+    (dir, path, conn)
+}
+
+fn integrity(conn: &Connection) -> String {
+    conn.query_row("PRAGMA integrity_check", [], |r| r.get(0))
+        .unwrap()
+}
+
 fn count_and_sum(conn: &Connection) -> (i64, i64) {
     conn.query_row("SELECT count(*), coalesce(sum(v), 0) FROM t", [], |r| {
         Ok((r.get(0)?, r.get(1)?))
@@ -56,14 +73,7 @@ fn commit_rows(conn: &mut Connection, first: i64, rows: i64) {
 
 #[test]
 fn every_commit_is_in_the_file_when_other_connections_see_it() {
-    let dir = scratch("visible");
-    let path = dir.join("db.sqlite");
-    let mut writer = open_shim(&path);
-    writer
-        .execute_batch(
-            "CREATE TABLE t (k INTEGER NOT NULL, v INTEGER NOT NULL); CREATE INDEX t_k ON t (k);",
-        )
-        .unwrap();
+    let (_, path, mut writer) = new_database("visible");
     // Readers through the default VFS read the WAL through their own file descriptors: they
     // can only see what reached the file. One checks after each commit; one reads all the time,
     // so that some of its reads start while a commit is being published.
@@ -109,22 +119,12 @@ fn every_commit_is_in_the_file_when_other_connections_see_it() {
     // process may add to both counters, never enough to close a gap this wide.
     assert!(asked > 800, "{asked} WAL writes asked for");
     assert!(made * 4 < asked, "{made} file writes for {asked} asked");
-    let ok: String = reader
-        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
-        .unwrap();
-    assert_eq!(ok, "ok");
+    assert_eq!(integrity(&reader), "ok");
 }
 
 #[test]
 fn the_wal_on_disk_recovers_to_every_commit() {
-    let dir = scratch("recover");
-    let path = dir.join("db.sqlite");
-    let mut writer = open_shim(&path);
-    writer
-        .execute_batch(
-            "CREATE TABLE t (k INTEGER NOT NULL, v INTEGER NOT NULL); CREATE INDEX t_k ON t (k);",
-        )
-        .unwrap();
+    let (dir, path, mut writer) = new_database("recover");
     let (mut rows, mut sum) = (0i64, 0i64);
     for n in 1..60 {
         commit_rows(&mut writer, rows, n);
@@ -139,22 +139,12 @@ fn the_wal_on_disk_recovers_to_every_commit() {
     std::fs::copy(dir.join("db.sqlite-wal"), copy.join("db.sqlite-wal")).unwrap();
     let recovered = open_plain(&copy.join("db.sqlite"));
     assert_eq!(count_and_sum(&recovered), (rows, sum));
-    let ok: String = recovered
-        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
-        .unwrap();
-    assert_eq!(ok, "ok");
+    assert_eq!(integrity(&recovered), "ok");
 }
 
 #[test]
 fn a_rolled_back_spill_leaves_nothing_for_a_later_writer_to_lose() {
-    let dir = scratch("spill");
-    let path = dir.join("db.sqlite");
-    let mut first = open_shim(&path);
-    first
-        .execute_batch(
-            "CREATE TABLE t (k INTEGER NOT NULL, v INTEGER NOT NULL); CREATE INDEX t_k ON t (k);",
-        )
-        .unwrap();
+    let (_, path, mut first) = new_database("spill");
     commit_rows(&mut first, 0, 100);
     // A tiny page cache makes a large transaction write (spill) uncommitted frames to the WAL
     // before it ends; this one then rolls back. Appending to a table of its own, it never reads
@@ -197,8 +187,5 @@ fn a_rolled_back_spill_leaves_nothing_for_a_later_writer_to_lose() {
         })
         .unwrap();
     assert_eq!(big, 300);
-    let ok: String = check
-        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
-        .unwrap();
-    assert_eq!(ok, "ok");
+    assert_eq!(integrity(&check), "ok");
 }
