@@ -38,7 +38,7 @@ use rusqlite::ffi;
 use std::collections::HashMap;
 use std::ffi::{c_int, c_void, CStr};
 use std::ptr;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 
 /// The name to open connections with (`Connection::open_with_flags_and_vfs`).
@@ -126,8 +126,6 @@ struct ShimFile {
 
 /// One WAL file's pending bytes.
 struct WalBuf {
-    /// `state.data.len()`, readable without the lock.
-    pending: AtomicUsize,
     state: Mutex<Pending>,
 }
 
@@ -171,23 +169,19 @@ fn group(wal_path: &str) -> Arc<Group> {
 }
 
 impl Group {
-    fn flush_all(&self) -> c_int {
-        let mut rc = ffi::SQLITE_OK;
+    /// Writes out every WAL buffer of the database. Its callers cannot report a failure, and
+    /// need not: a failed buffer is dropped with the transaction it belongs to (see the crate
+    /// docs), and a committed one was written when its commit frame was.
+    fn flush_all(&self) {
         for wal in lock(&self.wals).iter() {
-            if wal.pending.load(Ordering::Acquire) > 0 {
-                let r = lock(&wal.state).flush(&wal.pending);
-                if rc == ffi::SQLITE_OK {
-                    rc = r;
-                }
-            }
+            let _ = lock(&wal.state).flush();
         }
-        rc
     }
 }
 
 impl Pending {
     /// Writes the pending bytes to the file. On failure they are dropped (see the crate docs).
-    fn flush(&mut self, pending: &AtomicUsize) -> c_int {
+    fn flush(&mut self) -> c_int {
         if self.data.is_empty() || self.file.is_null() {
             return ffi::SQLITE_OK;
         }
@@ -215,7 +209,6 @@ impl Pending {
         }
         self.data.clear();
         self.commit_next = false;
-        pending.store(0, Ordering::Release);
         rc
     }
 }
@@ -240,8 +233,7 @@ unsafe fn flush_own(f: *mut ffi::sqlite3_file) -> c_int {
         if wal.is_null() {
             return ffi::SQLITE_OK;
         }
-        let wal = &*wal;
-        lock(&wal.state).flush(&wal.pending)
+        lock(&(*wal).state).flush()
     }
 }
 
@@ -258,6 +250,19 @@ macro_rules! delegate {
                 None => $none,
             }
         }
+    }};
+}
+
+/// [`delegate!`] on a file whose own pending bytes (if it is a WAL file) are written out first:
+/// every operation on a WAL file but `xWrite` and `xClose` (see the crate docs).
+macro_rules! flush_then_delegate {
+    ($f:expr, $m:ident, $none:expr $(, $arg:expr)*) => {{
+        // SAFETY: SQLite calls the shim's methods on files `x_open` opened.
+        let rc = unsafe { flush_own($f) };
+        if rc != ffi::SQLITE_OK {
+            return rc;
+        }
+        delegate!($f, $m, $none $(, $arg)*)
     }};
 }
 
@@ -298,7 +303,6 @@ unsafe extern "C" fn x_open(
             if flags & ffi::SQLITE_OPEN_WAL != 0 {
                 let g = group(&path);
                 let wal = Arc::new(WalBuf {
-                    pending: AtomicUsize::new(0),
                     state: Mutex::new(Pending {
                         file: inner,
                         start: 0,
@@ -354,7 +358,7 @@ unsafe extern "C" fn x_close(f: *mut ffi::sqlite3_file) -> c_int {
             let wal = Arc::from_raw(wal);
             {
                 let mut state = lock(&wal.state);
-                rc = state.flush(&wal.pending);
+                rc = state.flush();
                 state.file = ptr::null_mut();
             }
             if let Some(g) = &group {
@@ -376,12 +380,7 @@ unsafe extern "C" fn x_read(
     n: c_int,
     off: i64,
 ) -> c_int {
-    // SAFETY: SQLite calls this on a file `x_open` opened.
-    let rc = unsafe { flush_own(f) };
-    if rc != ffi::SQLITE_OK {
-        return rc;
-    }
-    delegate!(f, xRead, ffi::SQLITE_IOERR_READ, buf, n, off)
+    flush_then_delegate!(f, xRead, ffi::SQLITE_IOERR_READ, buf, n, off)
 }
 
 unsafe extern "C" fn x_write(
@@ -406,7 +405,7 @@ unsafe extern "C" fn x_write(
     WAL_WRITES.fetch_add(1, Ordering::Relaxed);
     let mut state = lock(&wal.state);
     if !state.data.is_empty() && off != state.start + state.data.len() as i64 {
-        let rc = state.flush(&wal.pending);
+        let rc = state.flush();
         if rc != ffi::SQLITE_OK {
             return rc;
         }
@@ -415,7 +414,6 @@ unsafe extern "C" fn x_write(
         state.start = off;
     }
     state.data.extend_from_slice(bytes);
-    wal.pending.store(state.data.len(), Ordering::Release);
     if bytes.len() == FRAME_HEADER && off >= WAL_HEADER {
         // Bytes 4..8 of a frame header: the database's size in pages after the commit that
         // this frame ends, or zero if it ends none.
@@ -423,36 +421,21 @@ unsafe extern "C" fn x_write(
         return ffi::SQLITE_OK;
     }
     if state.commit_next || state.data.len() >= FLUSH_AT {
-        return state.flush(&wal.pending);
+        return state.flush();
     }
     ffi::SQLITE_OK
 }
 
 unsafe extern "C" fn x_truncate(f: *mut ffi::sqlite3_file, size: i64) -> c_int {
-    // SAFETY: SQLite calls this on a file `x_open` opened.
-    let rc = unsafe { flush_own(f) };
-    if rc != ffi::SQLITE_OK {
-        return rc;
-    }
-    delegate!(f, xTruncate, ffi::SQLITE_IOERR_TRUNCATE, size)
+    flush_then_delegate!(f, xTruncate, ffi::SQLITE_IOERR_TRUNCATE, size)
 }
 
 unsafe extern "C" fn x_sync(f: *mut ffi::sqlite3_file, flags: c_int) -> c_int {
-    // SAFETY: SQLite calls this on a file `x_open` opened.
-    let rc = unsafe { flush_own(f) };
-    if rc != ffi::SQLITE_OK {
-        return rc;
-    }
-    delegate!(f, xSync, ffi::SQLITE_IOERR_FSYNC, flags)
+    flush_then_delegate!(f, xSync, ffi::SQLITE_IOERR_FSYNC, flags)
 }
 
 unsafe extern "C" fn x_file_size(f: *mut ffi::sqlite3_file, size: *mut i64) -> c_int {
-    // SAFETY: SQLite calls this on a file `x_open` opened.
-    let rc = unsafe { flush_own(f) };
-    if rc != ffi::SQLITE_OK {
-        return rc;
-    }
-    delegate!(f, xFileSize, ffi::SQLITE_IOERR_FSTAT, size)
+    flush_then_delegate!(f, xFileSize, ffi::SQLITE_IOERR_FSTAT, size)
 }
 
 unsafe extern "C" fn x_lock(f: *mut ffi::sqlite3_file, level: c_int) -> c_int {
@@ -477,12 +460,7 @@ unsafe extern "C" fn x_file_control(
     op: c_int,
     arg: *mut c_void,
 ) -> c_int {
-    // SAFETY: SQLite calls this on a file `x_open` opened.
-    let rc = unsafe { flush_own(f) };
-    if rc != ffi::SQLITE_OK {
-        return rc;
-    }
-    delegate!(f, xFileControl, ffi::SQLITE_NOTFOUND, op, arg)
+    flush_then_delegate!(f, xFileControl, ffi::SQLITE_NOTFOUND, op, arg)
 }
 
 unsafe extern "C" fn x_sector_size(f: *mut ffi::sqlite3_file) -> c_int {
@@ -532,9 +510,8 @@ unsafe extern "C" fn x_shm_lock(
     if flags & ffi::SQLITE_SHM_UNLOCK != 0 {
         // SAFETY: SQLite calls this on a file `x_open` opened.
         if let Some(group) = unsafe { group_of(f) } {
-            // Whatever is left belongs to a transaction that did not commit (see the crate
-            // docs); a failure to write it fails nothing.
-            let _ = group.flush_all();
+            // Whatever is left belongs to a transaction that did not commit.
+            group.flush_all();
         }
     }
     delegate!(f, xShmLock, ffi::SQLITE_IOERR_SHMLOCK, offset, n, flags)
@@ -543,7 +520,7 @@ unsafe extern "C" fn x_shm_lock(
 unsafe extern "C" fn x_shm_barrier(f: *mut ffi::sqlite3_file) {
     // SAFETY: SQLite calls this on a file `x_open` opened.
     if let Some(group) = unsafe { group_of(f) } {
-        let _ = group.flush_all();
+        group.flush_all();
     }
     delegate!(f, xShmBarrier, ())
 }
@@ -558,16 +535,11 @@ unsafe extern "C" fn x_fetch(
     n: c_int,
     out: *mut *mut c_void,
 ) -> c_int {
-    // SAFETY: SQLite calls this on a file `x_open` opened.
-    let rc = unsafe { flush_own(f) };
-    if rc != ffi::SQLITE_OK {
-        return rc;
-    }
     // Without a memory map (the default VFS maps only database files), the answer is null and
     // SQLite reads the page instead.
     // SAFETY: SQLite passes a valid pointer for the answer.
     unsafe { out.write(ptr::null_mut()) };
-    delegate!(f, xFetch, ffi::SQLITE_OK, off, n, out)
+    flush_then_delegate!(f, xFetch, ffi::SQLITE_OK, off, n, out)
 }
 
 unsafe extern "C" fn x_unfetch(f: *mut ffi::sqlite3_file, off: i64, p: *mut c_void) -> c_int {
