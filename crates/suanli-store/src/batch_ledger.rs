@@ -318,14 +318,14 @@ impl<'a> Tx<'a> {
     /// Reads the totals of every account of `ids` the transaction has not seen yet, in one
     /// statement; on PostgreSQL also locks them and reserves ledger positions after the locks
     /// (see [`crate::writer::Writer::submit_with_accounts`]). Ids of no account are ignored.
+    /// `ids` come sorted, each once (the writer's `declared_accounts`): PostgreSQL locks them in
+    /// that order, and SQLite's join returns one row per id.
     pub(crate) fn read_accounts(&mut self, ids: &[String]) -> Result<(), StoreError> {
         let buf = self.memory.ledger();
-        let mut missing: Vec<&String> = ids
+        let missing: Vec<&String> = ids
             .iter()
             .filter(|id| !buf.accounts.contains_key(*id))
             .collect();
-        missing.sort_unstable();
-        missing.dedup();
         if missing.is_empty() {
             return Ok(());
         }
