@@ -4,6 +4,7 @@
 //! Each subcommand prints one human line and then one JSON line with the results.
 
 mod disk;
+mod http1;
 mod jobs;
 mod ledger;
 mod pg;

@@ -3,13 +3,16 @@
 //! Starts the real server in this process on 127.0.0.1:0 (SQLite in a temp dir with WAL, each
 //! batch's WAL fsynced before it is answered, or a fresh PostgreSQL database), creates a market through the client (one
 //! provider with one pool and one general offer, one funded consumer org per connection), then runs
-//! `connections` tokio tasks, each with its own HTTP connection, looping `POST /api/v1/leases` (one
-//! unit for 60 s) with a fresh `Idempotency-Key` per request. Requests that complete during the
+//! `connections` tokio tasks, each with its own kept-alive HTTP/1.1 connection (the lean client in
+//! `http1`, so that the load generator takes little of the CPUs the server is measured on, as
+//! `pgbench` does), looping `POST /api/v1/leases` (one unit for 60 s) with a fresh
+//! `Idempotency-Key` per request. Every 201 must carry the lease's id. Requests that complete during the
 //! measured window (after a warm-up) count; only 201s count as purchases, anything else is reported
 //! separately. With `--end`, each purchase is followed by `POST /leases/{id}/end` on the same
 //! connection (the all-in lifecycle of a short job).
 
 use std::collections::BTreeMap;
+use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -19,11 +22,18 @@ use suanli_api::{
     ConsumerType, CreateOfferRequest, CreateOrgRequest, CreatePoolRequest, DepositRequest,
     NodeSpec, OrgKind,
 };
-use suanli_client::{Client, Method};
+use suanli_client::Client;
 use suanli_server::ServerConfig;
 use suanli_store::{Location, WriterConfig};
 
+use crate::http1;
 use crate::stats::{ms, CpuSample, Latencies};
+
+/// The part of a created lease the clients read.
+#[derive(serde::Deserialize)]
+struct Created {
+    id: String,
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Backend {
@@ -167,7 +177,8 @@ async fn run_on(o: &Options, db: &Db) -> anyhow::Result<serde_json::Value> {
         .await
         .context("start the server")?;
     let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await?;
-    let base = format!("http://{}", listener.local_addr()?);
+    let addr = listener.local_addr()?;
+    let base = format!("http://{addr}");
     tokio::spawn(suanli_server::serve_on(listener, state.clone()));
     let operator = Client::new(base.clone(), boot.token_secret.clone());
 
@@ -230,8 +241,10 @@ async fn run_on(o: &Options, db: &Db) -> anyhow::Result<serde_json::Value> {
         consumers.push(secret);
     }
 
-    let body =
-        Arc::new(serde_json::json!({"offer_id": offer.id, "units": 1, "duration_limit_s": 60}));
+    let body: Arc<[u8]> = serde_json::to_vec(
+        &serde_json::json!({"offer_id": offer.id, "units": 1, "duration_limit_s": 60}),
+    )?
+    .into();
     let wal_before = db.url.as_deref().and_then(crate::pg::wal_syncs);
     let sessions_before = db.url.as_deref().and_then(crate::pg::sessions);
     let start = Instant::now();
@@ -245,11 +258,7 @@ async fn run_on(o: &Options, db: &Db) -> anyhow::Result<serde_json::Value> {
     });
     let mut tasks = Vec::with_capacity(o.connections);
     for (i, secret) in consumers.into_iter().enumerate() {
-        let http = reqwest::Client::builder()
-            .pool_max_idle_per_host(1)
-            .timeout(Duration::from_secs(30))
-            .build()?;
-        let client = Client::with_http(base.clone(), Some(secret), http);
+        let mut conn = http1::Conn::connect(addr, &secret).await?;
         let body = body.clone();
         let with_end = o.end;
         tasks.push(tokio::spawn(async move {
@@ -258,56 +267,80 @@ async fn run_on(o: &Options, db: &Db) -> anyhow::Result<serde_json::Value> {
                 ..TaskResult::default()
             };
             let mut n = 0u64;
+            let mut key = String::new();
+            let mut path = String::new();
             while Instant::now() < end {
                 n += 1;
-                let key = format!("bench-{i}-{n}");
+                key.clear();
+                write!(key, "bench-{i}-{n}").expect("writing to a String");
                 let t = Instant::now();
-                let answer = client
-                    .raw(
-                        Method::POST,
-                        "/api/v1/leases",
-                        Some((*body).clone()),
-                        Some(&key),
-                    )
-                    .await;
+                let answer = conn.post("/api/v1/leases", &key, &body).await;
                 let done = Instant::now();
                 let in_window = done >= warm_until && done <= end;
                 let lease_id = match answer {
-                    Ok((201, v)) => {
-                        r.purchases_total += 1;
-                        if in_window {
-                            r.purchases_in_window += 1;
-                            r.latencies.record(done - t);
+                    Ok(a) if a.status == 201 => match serde_json::from_slice::<Created>(a.body) {
+                        Ok(created) => {
+                            r.purchases_total += 1;
+                            if in_window {
+                                r.purchases_in_window += 1;
+                                r.latencies.record(done - t);
+                            }
+                            Some(created.id)
                         }
-                        v.get("id").and_then(|x| x.as_str()).map(str::to_owned)
-                    }
-                    Ok((status, v)) => {
+                        Err(e) => {
+                            r.other("purchase 201 without a lease".into(), || {
+                                format!(
+                                    "purchase: 201 with {e}: {}",
+                                    String::from_utf8_lossy(a.body)
+                                )
+                            });
+                            None
+                        }
+                    },
+                    Ok(a) => {
+                        let status = a.status;
                         r.other(format!("purchase {status}"), || {
-                            format!("purchase HTTP {status}: {v}")
+                            format!(
+                                "purchase HTTP {status}: {}",
+                                String::from_utf8_lossy(a.body)
+                            )
                         });
                         None
                     }
                     Err(e) => {
-                        r.other("purchase transport".into(), || format!("purchase: {e}"));
+                        r.other("purchase transport".into(), || format!("purchase: {e:#}"));
+                        if conn.reconnect().await.is_err() {
+                            break;
+                        }
                         None
                     }
                 };
                 if let (true, Some(id)) = (with_end, lease_id) {
+                    path.clear();
+                    write!(path, "/api/v1/leases/{id}/end").expect("writing to a String");
+                    key.push_str("-end");
                     let t = Instant::now();
-                    let answer = client.end_lease(&id, Some(&format!("{key}-end"))).await;
+                    let answer = conn.post(&path, &key, b"").await;
                     let done = Instant::now();
                     match answer {
-                        Ok(_) => {
+                        Ok(a) if a.status == 200 => {
                             r.ends_total += 1;
                             if done >= warm_until && done <= end {
                                 r.ends_in_window += 1;
                                 r.latencies.record(done - t);
                             }
                         }
-                        Err(e) => {
-                            r.other(format!("end {}", e.status().unwrap_or(0)), || {
-                                format!("end: {e}")
+                        Ok(a) => {
+                            let status = a.status;
+                            r.other(format!("end {status}"), || {
+                                format!("end HTTP {status}: {}", String::from_utf8_lossy(a.body))
                             });
+                        }
+                        Err(e) => {
+                            r.other("end transport".into(), || format!("end: {e:#}"));
+                            if conn.reconnect().await.is_err() {
+                                break;
+                            }
                         }
                     }
                 }
