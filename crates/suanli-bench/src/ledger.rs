@@ -116,9 +116,11 @@ async fn run_on(o: &Options, db: &Db) -> anyhow::Result<serde_json::Value> {
     let end = warm_until + Duration::from_secs(o.seconds);
     let sampler = tokio::spawn(async move {
         tokio::time::sleep_until(warm_until.into()).await;
-        let a = CpuSample::now("suanli-writer");
+        let (a, wal_a) = (CpuSample::now("suanli-writer"), suanli_walbuf::stats());
         tokio::time::sleep_until(end.into()).await;
-        CpuSample::now("suanli-writer").since(&a)
+        let wal_b = suanli_walbuf::stats();
+        let frames = wal_b.wal_writes.saturating_sub(wal_a.wal_writes) / 2;
+        (CpuSample::now("suanli-writer").since(&a), frames)
     });
     let mut tasks = Vec::with_capacity(o.clients);
     let per_request = o.transfers_per_request.max(1);
@@ -198,8 +200,16 @@ async fn run_on(o: &Options, db: &Db) -> anyhow::Result<serde_json::Value> {
         }
     }
     let wal_after = db.url.as_deref().and_then(crate::pg::wal_syncs);
-    let cpu = sampler.await?;
-    let cpu_note = format!("; CPU: {}", cpu.describe());
+    let (cpu, wal_frames) = sampler.await?;
+    // SQLite writes a WAL frame (a header and a page) in two writes; only SQLite counts them.
+    let frames_per_op = (wal_frames > 0).then(|| wal_frames as f64 / in_window.max(1) as f64);
+    let cpu_note = format!(
+        "; CPU: {}{}",
+        cpu.describe(),
+        frames_per_op
+            .map(|f| format!("; {f:.1} WAL pages per transfer"))
+            .unwrap_or_default()
+    );
 
     let s2 = store.clone();
     let (transfers_in_db, violations) = tokio::task::spawn_blocking(move || {
@@ -253,6 +263,7 @@ async fn run_on(o: &Options, db: &Db) -> anyhow::Result<serde_json::Value> {
         "pg_round_trip_us": round_trip.map(|r| r.round()),
         "wal_fsyncs_approx": wal,
         "cpu": cpu.json(),
+        "wal_pages_per_op": frames_per_op.map(|f| (f * 10.0).round() / 10.0),
         "goal_per_s": goal,
         "goal_met": rate >= goal,
     }))
