@@ -52,9 +52,10 @@ impl Drop for SqliteBackend {
 /// copied the whole WAL, which under load it never does: the pages it copies stay dirty in the
 /// kernel until the kernel writes them back, and the RESTART's sync of the database file would
 /// write all of them while the writer waits (purchase benchmark: 20–58 ms stalls every ~0.7 s,
-/// the requests' p99). So before asking, the checkpointer syncs the database file itself, copies
-/// what was committed meanwhile and syncs again; the writer's RESTART then copies and syncs only
-/// the last few milliseconds of commits.
+/// the requests' p99). So before asking, the checkpointer writes the database file's dirty pages
+/// back itself, a slice at a time ([`write_back_paced`]), copies what was committed meanwhile and
+/// writes that back too; the writer's RESTART then copies and syncs only the commits of the last
+/// pass.
 struct Checkpointer {
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
     restart_wanted: std::sync::Arc<std::sync::atomic::AtomicBool>,
@@ -63,10 +64,12 @@ struct Checkpointer {
 /// How often the checkpointer copies the WAL back.
 const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(100);
 
-/// WAL size after which the writer restarts the WAL. Each restart stops the writer for the
-/// last few milliseconds of commits (~15–20 ms at the purchase benchmark's 50 MB/s of WAL),
-/// so the WAL is let grow to a size that keeps restarts seconds apart under a heavy load.
-const RESTART_WAL_AT_BYTES: i64 = 128 << 20;
+/// WAL size after which the writer restarts the WAL. Each restart stops the writer while it
+/// copies and syncs the commits of the checkpointer's last write-back pass (30–55 ms in the
+/// purchase benchmark, whose WAL grows by ~70 MB/s), so the WAL is let grow to a size that keeps
+/// restarts seconds apart under a heavy load (~4 s there). Under a lighter load SQLite restarts
+/// the WAL by itself, with no stop, whenever the checkpointer has copied all of it.
+const RESTART_WAL_AT_BYTES: i64 = 256 << 20;
 
 /// The page size of new databases. Small pages suit the store's small rows: a batch of
 /// transfers dirties a page in each of several indexes (one per account involved), and the WAL
@@ -119,15 +122,49 @@ impl Checkpointer {
     /// Leaves the writer's RESTART only the commits of the last few milliseconds to copy and
     /// sync (see [`Checkpointer`]). Only speed depends on it: the RESTART copies and syncs
     /// whatever is left, so a failure here is logged and nothing more.
+    ///
+    /// Writes the database file's dirty pages back, paced ([`write_back_paced`]), copies what was
+    /// committed meanwhile and writes that back too. More rounds do not shrink what is left: on
+    /// the benchmark's disk a pass writes back more slowly than commits dirty new pages (each
+    /// round took 80–200 ms, and the RESTART after three rounds 32–57 ms), and every round
+    /// writes the hot pages again.
     fn prepare_restart(conn: &Connection, db_file: &std::fs::File) {
-        let synced = db_file
-            .sync_data()
+        let prepared = write_back_paced(db_file)
             .and_then(|()| passive_checkpoint(conn).map_err(std::io::Error::other))
-            .and_then(|_| db_file.sync_data());
-        if let Err(e) = synced {
+            .and_then(|_| write_back_paced(db_file));
+        if let Err(e) = prepared {
             tracing::warn!(error = %e, "preparing the WAL restart failed; the restart does it all");
         }
     }
+}
+
+/// The slice of the database file written back at a time (see [`write_back_paced`]).
+const WRITE_BACK_SLICE: u64 = 512 << 10;
+/// A slice written back faster than this had nothing to write: no pause after it.
+const WRITE_BACK_CLEAN: std::time::Duration = std::time::Duration::from_micros(50);
+
+/// Writes the database file's dirty pages back to the disk a slice at a time, and after each
+/// slice that had pages to write pauses for as long as it took.
+///
+/// Every sync of the WAL flushes the disk's write cache, and so waits for every write sent to
+/// the disk before it. The pages copied back since the last restart are thousands of random
+/// blocks (purchase benchmark: ~5,000 after 2 s); written by one `fdatasync` of the database
+/// file they took 100–140 ms, and every WAL sync meanwhile, so every request, waited for them
+/// (stalls of ~100 ms every ~2 s, the purchases' p99). Sent a slice at a time with pauses, a
+/// WAL sync waits for one slice at most.
+fn write_back_paced(db_file: &std::fs::File) -> std::io::Result<()> {
+    let len = db_file.metadata()?.len();
+    let mut offset = 0;
+    while offset < len {
+        let started = std::time::Instant::now();
+        suanli_walbuf::write_back(db_file, offset, WRITE_BACK_SLICE)?;
+        let took = started.elapsed();
+        if took > WRITE_BACK_CLEAN {
+            std::thread::sleep(took);
+        }
+        offset += WRITE_BACK_SLICE;
+    }
+    Ok(())
 }
 
 /// Runs a PASSIVE checkpoint; the number of frames in the WAL.

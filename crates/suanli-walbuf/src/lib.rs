@@ -32,6 +32,9 @@
 //! What the buffer changes is when bytes reach the page cache, never which bytes or in which
 //! order. Durability is unchanged: the store syncs the WAL after a commit returns.
 //!
+//! The crate also has [`write_back`], the paced write-back the store's checkpointer uses before a
+//! WAL restart (a system call the standard library does not offer).
+//!
 //! This is the workspace's only `unsafe` code. Each block states what it relies on.
 
 use rusqlite::ffi;
@@ -544,4 +547,34 @@ unsafe extern "C" fn x_fetch(
 
 unsafe extern "C" fn x_unfetch(f: *mut ffi::sqlite3_file, off: i64, p: *mut c_void) -> c_int {
     delegate!(f, xUnfetch, ffi::SQLITE_OK, off, p)
+}
+
+/// Writes the dirty pages of `file` between `offset` and `offset + len` to the disk and waits
+/// for those writes, as `sync_file_range(2)` with `WAIT_BEFORE | WRITE | WAIT_AFTER` does.
+///
+/// This is *not* a sync: it neither flushes the disk's write cache nor writes metadata, so it
+/// makes nothing durable. It lets a caller send a large file's dirty pages to the disk a slice at
+/// a time, so that another file's syncs do not queue behind all of them at once; a sync of the
+/// file afterwards is what makes them durable (and then has little left to write). On systems
+/// without `sync_file_range` it does nothing and the later sync writes everything.
+pub fn write_back(file: &std::fs::File, offset: u64, len: u64) -> std::io::Result<()> {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::fd::AsRawFd;
+        let (Ok(offset), Ok(len)) = (i64::try_from(offset), i64::try_from(len)) else {
+            return Err(std::io::Error::from(std::io::ErrorKind::InvalidInput));
+        };
+        let flags = libc::SYNC_FILE_RANGE_WAIT_BEFORE
+            | libc::SYNC_FILE_RANGE_WRITE
+            | libc::SYNC_FILE_RANGE_WAIT_AFTER;
+        // SAFETY: `sync_file_range` reads no memory of ours; the descriptor is open for as long
+        // as `file` is borrowed, and the offsets were checked to fit its `off64_t` arguments.
+        let rc = unsafe { libc::sync_file_range(file.as_raw_fd(), offset, len, flags) };
+        if rc != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = (file, offset, len);
+    Ok(())
 }

@@ -189,3 +189,25 @@ fn a_rolled_back_spill_leaves_nothing_for_a_later_writer_to_lose() {
     assert_eq!(big, 300);
     assert_eq!(integrity(&check), "ok");
 }
+
+/// Paced write-back leaves a file's bytes as they were, covers ranges past its end, and refuses
+/// offsets the system call cannot take.
+#[test]
+fn write_back_keeps_the_bytes_and_refuses_offsets_out_of_range() {
+    use std::io::Write;
+    let dir = scratch("write-back");
+    let path = dir.join("f");
+    let mut file = std::fs::File::create(&path).unwrap();
+    let bytes: Vec<u8> = (0..3 * 4096 + 17).map(|i| (i % 251) as u8).collect();
+    file.write_all(&bytes).unwrap();
+    for offset in (0..16 * 1024).step_by(4096) {
+        suanli_walbuf::write_back(&file, offset, 4096).unwrap();
+    }
+    file.sync_data().unwrap();
+    assert_eq!(std::fs::read(&path).unwrap(), bytes);
+    if cfg!(target_os = "linux") {
+        let e = suanli_walbuf::write_back(&file, u64::MAX, 4096).unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::InvalidInput);
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
