@@ -3,6 +3,11 @@
 //!
 //! Each subcommand prints one human line and then one JSON line with the results.
 
+/// The allocator of the `suanli` binary (see there), so that the in-process server is measured
+/// as it runs.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 mod disk;
 mod http1;
 mod jobs;
