@@ -315,6 +315,8 @@ impl Tx<'_> {
                 id
             }
         };
+        // Leases on the pool are metered from now on (see `crate::batch_offers`).
+        self.offers_changed();
         self.get_agent(Some(&a.org_id), &id)
     }
 

@@ -14,6 +14,7 @@
 pub mod backend;
 mod batch_ledger;
 mod batch_nodes;
+mod batch_offers;
 pub mod jobs;
 pub mod ops;
 pub mod postgres;

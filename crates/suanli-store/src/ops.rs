@@ -20,6 +20,7 @@ use suanli_core::resource::{
 use crate::backend::{to_i64, Backend, Row, StoreError, Value};
 use crate::batch_ledger::LedgerBuffer;
 use crate::batch_nodes::FreeNodes;
+use crate::batch_offers::OfferTerms;
 
 /// A fresh identifier with a type prefix, e.g. `lease_19ac7f3e2b13f9a0c12d4e5b687`: the time in
 /// milliseconds (11 hex digits), then 64 bits that are random for a thread's first identifier in a
@@ -328,18 +329,21 @@ pub struct Tx<'a> {
 }
 
 /// What a writer transaction keeps in memory across its jobs: the ledger rows not yet written
-/// ([`crate::batch_ledger`]) and the free capacity of the pools it placed on
-/// ([`crate::batch_nodes`]). Forgotten as a whole when the transaction begins or rolls back.
+/// ([`crate::batch_ledger`]), the free capacity of the pools it placed on
+/// ([`crate::batch_nodes`]) and the terms of the offers it sold from ([`crate::batch_offers`]).
+/// Forgotten as a whole when the transaction begins or rolls back.
 #[derive(Debug, Default)]
 pub(crate) struct BatchMemory {
     ledger: LedgerBuffer,
     free_nodes: FreeNodes,
+    offer_terms: OfferTerms,
 }
 
 impl BatchMemory {
     pub(crate) fn clear(&mut self) {
         self.ledger.clear();
         self.free_nodes.clear();
+        self.offer_terms.clear();
     }
 }
 
@@ -362,6 +366,13 @@ impl Memory<'_> {
     pub(crate) fn free_nodes(&mut self) -> Option<&mut FreeNodes> {
         match self {
             Memory::Batch(m) => Some(&mut m.free_nodes),
+            Memory::WriteThrough(_) => None,
+        }
+    }
+
+    pub(crate) fn offer_terms(&mut self) -> Option<&mut OfferTerms> {
+        match self {
+            Memory::Batch(m) => Some(&mut m.offer_terms),
             Memory::WriteThrough(_) => None,
         }
     }
@@ -1078,7 +1089,7 @@ impl<'a> Tx<'a> {
     }
 
     /// An offer's row, without computing its availability.
-    fn offer_terms(&mut self, offer_id: &str) -> Result<OfferRow, StoreError> {
+    pub(crate) fn offer_terms(&mut self, offer_id: &str) -> Result<OfferRow, StoreError> {
         let rows = self.b.query(
             &format!(
                 "SELECT {OFFER_COLS} FROM offers o JOIN pools p ON p.id = o.pool_id JOIN orgs g ON g.id = o.org_id \
@@ -1162,6 +1173,7 @@ impl<'a> Tx<'a> {
             "UPDATE offers SET state = 'withdrawn' WHERE id = $1",
             &[offer_id.into()],
         )?;
+        self.offers_changed();
         self.dirty_pools.insert(offer.pool_id);
         self.get_offer(Some(org_id), offer_id)
     }
@@ -1333,7 +1345,9 @@ impl<'a> Tx<'a> {
                 "only consumer orgs buy capacity".into(),
             ));
         }
-        let offer = match self.offer_terms(&p.offer_id) {
+        // The offer's terms, and whether an agent serves its pool: pools an agent serves bill the
+        // signed usage of the jobs run on them.
+        let (offer, metered) = match self.purchase_terms(&p.offer_id) {
             Err(StoreError::NotFound(_)) => {
                 return Err(StoreError::invalid("offer_id", "no such offer"))
             }
@@ -1379,8 +1393,6 @@ impl<'a> Tx<'a> {
             ));
         }
         to_i64(hold_micros)?;
-        // Pools an agent serves bill the signed usage of the jobs run on them.
-        let metered = self.pool_has_agent(&offer.pool_id)?;
         let (shape, qualifier) = (offer.shape(), offer.class.qualifier.as_deref());
         let placed = match self.kept_free_nodes(&offer.pool_id)? {
             // The writer on SQLite: the pool's free capacity as this transaction keeps it.

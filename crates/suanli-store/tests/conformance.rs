@@ -1008,3 +1008,58 @@ async fn the_database_picks_the_node_placement_would_pick() {
         "only {single} single-node placements were compared"
     );
 }
+
+/// Within one transaction (one batch of the writer), a purchase sees what the jobs before it did
+/// to its offer: an agent registered on the pool meters the next lease, and a withdrawn offer
+/// sells nothing more (the writer keeps offer terms for a batch; see `batch_offers`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_purchase_sees_its_offer_as_changed_earlier_in_the_same_transaction() {
+    let m = market(1_000_000_000).await;
+    let (p1, p2, p3) = (
+        purchase(&m, 1, 60, 1_000),
+        purchase(&m, 1, 60, 1_001),
+        purchase(&m, 1, 60, 1_002),
+    );
+    let (provider, offer) = (m.provider.clone(), m.offer.clone());
+    let (first, second, third) = m
+        .store
+        .writer()
+        .submit(move |tx| {
+            let first = tx.purchase(&p1)?;
+            let pool_id = tx.get_offer(None, &offer)?.pool_id;
+            tx.register_agent(
+                &suanli_store::jobs::NewAgent {
+                    org_id: provider.clone(),
+                    name: "agent-1".into(),
+                    zone: "wuqing-core".into(),
+                    public_key_hex: "ab".repeat(32),
+                    backend: "local".into(),
+                    isolation: "process".into(),
+                    version: "test".into(),
+                    nodes: vec![NewNode {
+                        name: "gpu-01".into(),
+                        cpus: 128,
+                        memory_mib: 1024 * 1024,
+                        accelerator_model: Some("H100-80G".into()),
+                        accelerators: 8,
+                        partition: None,
+                    }],
+                    pool_id: Some(pool_id),
+                },
+                1_000,
+            )?;
+            let second = tx.purchase(&p2)?;
+            tx.withdraw_offer(&provider, &offer)?;
+            let third = tx.purchase(&p3);
+            Ok((first, second, third))
+        })
+        .await
+        .unwrap();
+    assert!(!first.metered, "no agent served the pool at the first purchase");
+    assert!(second.metered, "the agent registered before the second purchase");
+    assert!(
+        matches!(third, Err(StoreError::OfferNotAvailable(_))),
+        "a withdrawn offer sold: {third:?}"
+    );
+    assert_books_sound(&m.store);
+}
