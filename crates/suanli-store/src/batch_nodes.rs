@@ -63,6 +63,15 @@ impl Tx<'_> {
         Ok(Some(&cache.pools[pool_id]))
     }
 
+    /// A copy of the kept free capacity of `pool_id`, if the transaction read it (nothing is
+    /// read here).
+    pub(crate) fn kept_free_nodes_if_read(&mut self, pool_id: &str) -> Option<Vec<NodeFree>> {
+        self.memory
+            .free_nodes()
+            .and_then(|c| c.pools.get(pool_id))
+            .cloned()
+    }
+
     /// Takes reserved `allocations` off the kept free capacity of `pool_id`.
     pub(crate) fn reserved_on(&mut self, pool_id: &str, allocations: &[Allocation]) {
         let Some(nodes) = self

@@ -1067,11 +1067,16 @@ impl<'a> Tx<'a> {
         let mut cache: Vec<(String, Vec<NodeFree>)> = Vec::new();
         for o in &mut offers {
             if !cache.iter().any(|(p, _)| p == &o.pool_id) {
-                let nodes = self
-                    .nodes_of_pool(&o.pool_id)?
-                    .iter()
-                    .map(NodeRow::free)
-                    .collect();
+                // The writer's copy of the pool's free capacity, where its transaction keeps one
+                // (exact for the transaction, and after its commit; see `crate::batch_nodes`).
+                let nodes = match self.kept_free_nodes_if_read(&o.pool_id) {
+                    Some(kept) => kept,
+                    None => self
+                        .nodes_of_pool(&o.pool_id)?
+                        .iter()
+                        .map(NodeRow::free)
+                        .collect(),
+                };
                 cache.push((o.pool_id.clone(), nodes));
             }
             let nodes = &cache

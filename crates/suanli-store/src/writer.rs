@@ -225,7 +225,9 @@ fn run_batch(
     if let Err(e) = &outcome {
         tracing::error!(error = %e, jobs = jobs.len(), "batch not committed; every job in it fails");
     } else if !dirty.is_empty() {
-        refresh_book(batch.backend, book, &dirty);
+        // After the commit the batch's kept free capacity is the database's (see
+        // `crate::batch_nodes`): the book's availability is computed from it.
+        refresh_book(batch.backend, batch.memory, book, &dirty);
     }
     let done: Vec<Job> = std::mem::take(jobs);
     match outcome {
@@ -398,13 +400,15 @@ fn run_with_savepoints(batch: &mut Batch<'_>, jobs: &mut [Job]) -> BatchResult {
     (outcome, dirty)
 }
 
-/// Re-reads the offers of `pools` (their availability changed) into the book.
-pub fn refresh_book(
+/// Re-reads the offers of `pools` (their availability changed) into the book, with `memory`, the
+/// memory of the transaction that just committed.
+fn refresh_book(
     backend: &mut dyn Backend,
+    memory: &mut BatchMemory,
     book: &Arc<RwLock<OfferBook>>,
     pools: &std::collections::BTreeSet<String>,
 ) {
-    match Tx::new(backend).offers_of_pools(Some(pools)) {
+    match Tx::in_batch(backend, memory).offers_of_pools(Some(pools)) {
         Ok(offers) => {
             let mut book = book.write().unwrap_or_else(|p| p.into_inner());
             for o in offers {

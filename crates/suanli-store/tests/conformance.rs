@@ -1055,8 +1055,14 @@ async fn a_purchase_sees_its_offer_as_changed_earlier_in_the_same_transaction() 
         })
         .await
         .unwrap();
-    assert!(!first.metered, "no agent served the pool at the first purchase");
-    assert!(second.metered, "the agent registered before the second purchase");
+    assert!(
+        !first.metered,
+        "no agent served the pool at the first purchase"
+    );
+    assert!(
+        second.metered,
+        "the agent registered before the second purchase"
+    );
     assert!(
         matches!(third, Err(StoreError::OfferNotAvailable(_))),
         "a withdrawn offer sold: {third:?}"
