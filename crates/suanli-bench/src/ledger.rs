@@ -16,7 +16,7 @@ use suanli_store::ops::{account_id, OrgRow};
 use suanli_store::{Store, WriterConfig};
 
 use crate::purchases::Db;
-use crate::stats::{ms, CpuSample, Latencies};
+use crate::stats::{ms, Latencies, WriterSample};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Backend {
@@ -114,14 +114,7 @@ async fn run_on(o: &Options, db: &Db) -> anyhow::Result<serde_json::Value> {
     let start = Instant::now();
     let warm_until = start + Duration::from_secs(o.warmup_seconds);
     let end = warm_until + Duration::from_secs(o.seconds);
-    let sampler = tokio::spawn(async move {
-        tokio::time::sleep_until(warm_until.into()).await;
-        let (a, wal_a) = (CpuSample::now("suanli-writer"), suanli_walbuf::stats());
-        tokio::time::sleep_until(end.into()).await;
-        let wal_b = suanli_walbuf::stats();
-        let frames = wal_b.wal_writes.saturating_sub(wal_a.wal_writes) / 2;
-        (CpuSample::now("suanli-writer").since(&a), frames)
-    });
+    let sampler = tokio::spawn(WriterSample::between(warm_until, end));
     let mut tasks = Vec::with_capacity(o.clients);
     let per_request = o.transfers_per_request.max(1);
     for c in &consumers {
@@ -200,16 +193,10 @@ async fn run_on(o: &Options, db: &Db) -> anyhow::Result<serde_json::Value> {
         }
     }
     let wal_after = db.url.as_deref().and_then(crate::pg::wal_syncs);
-    let (cpu, wal_frames) = sampler.await?;
-    // SQLite writes a WAL frame (a header and a page) in two writes; only SQLite counts them.
-    let frames_per_op = (wal_frames > 0).then(|| wal_frames as f64 / in_window.max(1) as f64);
-    let cpu_note = format!(
-        "; CPU: {}{}",
-        cpu.describe(),
-        frames_per_op
-            .map(|f| format!("; {f:.1} WAL pages per transfer"))
-            .unwrap_or_default()
-    );
+    let sample = sampler.await?;
+    let frames_per_op = sample.wal_pages_per(in_window);
+    let cpu_note = sample.note(frames_per_op, "transfer");
+    let cpu = sample.cpu;
 
     let s2 = store.clone();
     let (transfers_in_db, violations) = tokio::task::spawn_blocking(move || {

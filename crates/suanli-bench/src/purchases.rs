@@ -27,7 +27,7 @@ use suanli_server::ServerConfig;
 use suanli_store::{Location, WriterConfig};
 
 use crate::http1;
-use crate::stats::{ms, CpuSample, Latencies};
+use crate::stats::{ms, Latencies, WriterSample};
 
 /// The part of a created lease the clients read.
 #[derive(serde::Deserialize)]
@@ -250,14 +250,7 @@ async fn run_on(o: &Options, db: &Db) -> anyhow::Result<serde_json::Value> {
     let start = Instant::now();
     let warm_until = start + Duration::from_secs(o.warmup_seconds);
     let end = warm_until + Duration::from_secs(o.seconds);
-    let sampler = tokio::spawn(async move {
-        tokio::time::sleep_until(warm_until.into()).await;
-        let (a, wal_a) = (CpuSample::now("suanli-writer"), suanli_walbuf::stats());
-        tokio::time::sleep_until(end.into()).await;
-        let wal_b = suanli_walbuf::stats();
-        let frames = wal_b.wal_writes.saturating_sub(wal_a.wal_writes) / 2;
-        (CpuSample::now("suanli-writer").since(&a), frames)
-    });
+    let sampler = tokio::spawn(WriterSample::between(warm_until, end));
     let mut tasks = Vec::with_capacity(o.connections);
     for (i, secret) in consumers.into_iter().enumerate() {
         let mut conn = http1::Conn::connect(addr, &secret).await?;
@@ -372,17 +365,10 @@ async fn run_on(o: &Options, db: &Db) -> anyhow::Result<serde_json::Value> {
         .and_then(crate::pg::sessions)
         .zip(sessions_before)
         .map(|(after, before)| after - before - 1);
-    let (cpu, wal_frames) = sampler.await?;
-    // SQLite writes a WAL frame (a header and a page) in two writes; only SQLite counts them.
-    let frames_per_op = (wal_frames > 0)
-        .then(|| wal_frames as f64 / (all.purchases_in_window + all.ends_in_window).max(1) as f64);
-    let cpu_note = format!(
-        "; CPU: {}{}",
-        cpu.describe(),
-        frames_per_op
-            .map(|f| format!("; {f:.1} WAL pages per request"))
-            .unwrap_or_default()
-    );
+    let sample = sampler.await?;
+    let frames_per_op = sample.wal_pages_per(all.purchases_in_window + all.ends_in_window);
+    let cpu_note = sample.note(frames_per_op, "request");
+    let cpu = sample.cpu;
 
     // Cross-checks: every 201 is a lease in the database, and the ledger balances.
     let store = state.store.clone();

@@ -221,6 +221,44 @@ impl XorShift {
     }
 }
 
+/// What the writer did over a benchmark's measured window: its CPU (see [`CpuSample`]) and the
+/// WAL frames SQLite wrote through the store's VFS shim (none on PostgreSQL).
+pub struct WriterSample {
+    pub cpu: CpuUse,
+    pub wal_frames: u64,
+}
+
+impl WriterSample {
+    /// Waits for `from`, samples, waits for `to` and samples again.
+    pub async fn between(from: std::time::Instant, to: std::time::Instant) -> WriterSample {
+        tokio::time::sleep_until(from.into()).await;
+        let (cpu, wal) = (CpuSample::now("suanli-writer"), suanli_walbuf::stats());
+        tokio::time::sleep_until(to.into()).await;
+        let wal_after = suanli_walbuf::stats();
+        WriterSample {
+            cpu: CpuSample::now("suanli-writer").since(&cpu),
+            // SQLite writes a frame (its header, then its page) in two writes.
+            wal_frames: wal_after.wal_writes.saturating_sub(wal.wal_writes) / 2,
+        }
+    }
+
+    /// WAL pages per operation, when SQLite wrote any.
+    pub fn wal_pages_per(&self, ops: u64) -> Option<f64> {
+        (self.wal_frames > 0).then(|| self.wal_frames as f64 / ops.max(1) as f64)
+    }
+
+    /// The human line's CPU note: "; CPU: …; N WAL pages per `unit`".
+    pub fn note(&self, pages_per_op: Option<f64>, unit: &str) -> String {
+        format!(
+            "; CPU: {}{}",
+            self.cpu.describe(),
+            pages_per_op
+                .map(|f| format!("; {f:.1} WAL pages per {unit}"))
+                .unwrap_or_default()
+        )
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

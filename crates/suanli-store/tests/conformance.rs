@@ -72,6 +72,18 @@ fn org(kind: &str, consumer_type: Option<&str>) -> OrgRow {
     }
 }
 
+/// The market's one node: 128 CPUs, 1 TiB and 8 H100-80G.
+fn gpu_node() -> NewNode {
+    NewNode {
+        name: "gpu-01".into(),
+        cpus: 128,
+        memory_mib: 1024 * 1024,
+        accelerator_model: Some("H100-80G".into()),
+        accelerators: 8,
+        partition: None,
+    }
+}
+
 /// An operator, a consumer with `funds` micros, a provider with one 8-GPU node and an offer at
 /// 36 CNY per accelerator-hour (10,000 micros per second).
 async fn market(funds: u64) -> Market {
@@ -86,20 +98,7 @@ async fn market(funds: u64) -> Market {
             tx.create_org(&c, "admin", None)?;
             let p = org("provider", None);
             tx.create_org(&p, "admin", None)?;
-            let pool = tx.create_pool(
-                &p.id,
-                "gpu pool",
-                "wuqing-core",
-                &[NewNode {
-                    name: "gpu-01".into(),
-                    cpus: 128,
-                    memory_mib: 1024 * 1024,
-                    accelerator_model: Some("H100-80G".into()),
-                    accelerators: 8,
-                    partition: None,
-                }],
-                0,
-            )?;
+            let pool = tx.create_pool(&p.id, "gpu pool", "wuqing-core", &[gpu_node()], 0)?;
             let offer = tx.create_offer(
                 &NewOffer {
                     org_id: p.id.clone(),
@@ -1036,14 +1035,7 @@ async fn a_purchase_sees_its_offer_as_changed_earlier_in_the_same_transaction() 
                     backend: "local".into(),
                     isolation: "process".into(),
                     version: "test".into(),
-                    nodes: vec![NewNode {
-                        name: "gpu-01".into(),
-                        cpus: 128,
-                        memory_mib: 1024 * 1024,
-                        accelerator_model: Some("H100-80G".into()),
-                        accelerators: 8,
-                        partition: None,
-                    }],
+                    nodes: vec![gpu_node()],
                     pool_id: Some(pool_id),
                 },
                 1_000,
