@@ -9,6 +9,7 @@
 //! request at a time on it, and accepts only bodies sized by `Content-Length` (which is how the
 //! server answers).
 
+use std::io::Write as _;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -70,24 +71,20 @@ impl Conn {
         key: &str,
         body: &[u8],
     ) -> anyhow::Result<Response<'_>> {
+        let content_type = if body.is_empty() {
+            ""
+        } else {
+            "Content-Type: application/json\r\n"
+        };
         self.request.clear();
-        self.request.extend_from_slice(b"POST ");
-        self.request.extend_from_slice(path.as_bytes());
-        self.request.extend_from_slice(b" HTTP/1.1\r\nHost: ");
-        self.request.extend_from_slice(self.host.as_bytes());
-        self.request.extend_from_slice(b"\r\nAuthorization: ");
-        self.request
-            .extend_from_slice(self.authorization.as_bytes());
-        self.request.extend_from_slice(b"\r\nIdempotency-Key: ");
-        self.request.extend_from_slice(key.as_bytes());
-        if !body.is_empty() {
-            self.request
-                .extend_from_slice(b"\r\nContent-Type: application/json");
-        }
-        self.request.extend_from_slice(b"\r\nContent-Length: ");
-        self.request
-            .extend_from_slice(body.len().to_string().as_bytes());
-        self.request.extend_from_slice(b"\r\n\r\n");
+        write!(
+            self.request,
+            "POST {path} HTTP/1.1\r\nHost: {}\r\nAuthorization: {}\r\nIdempotency-Key: {key}\r\n\
+             {content_type}Content-Length: {}\r\n\r\n",
+            self.host,
+            self.authorization,
+            body.len()
+        )?;
         self.request.extend_from_slice(body);
         let (status, head, len) = tokio::time::timeout(TIMEOUT, self.exchange())
             .await
@@ -137,11 +134,8 @@ impl Conn {
         if self.buf.len() >= MAX_RESPONSE {
             bail!("a response head over {MAX_RESPONSE} bytes");
         }
-        let start = self.buf.len();
-        self.buf.resize(start + 4_096, 0);
-        let n = self.stream.read(&mut self.buf[start..]).await;
-        self.buf.truncate(start + *n.as_ref().unwrap_or(&0));
-        if n? == 0 {
+        self.buf.reserve(4_096);
+        if self.stream.read_buf(&mut self.buf).await? == 0 {
             bail!("the server closed the connection");
         }
         Ok(())

@@ -38,26 +38,24 @@ impl Tx<'_> {
         &mut self,
         offer_id: &str,
     ) -> Result<(OfferRow, bool), StoreError> {
-        let keeps = self.b.kind() == "sqlite";
-        if keeps {
-            if let Some(kept) = self
-                .memory
-                .offer_terms()
-                .and_then(|c| c.offers.get(offer_id))
-            {
-                return Ok(kept.clone());
-            }
+        if let Some(kept) = self.kept_offers().and_then(|c| c.offers.get(offer_id)) {
+            return Ok(kept.clone());
         }
         let offer = self.offer_terms(offer_id)?;
         let metered = self.pool_has_agent(&offer.pool_id)?;
-        if keeps {
-            if let Some(cache) = self.memory.offer_terms() {
-                cache
-                    .offers
-                    .insert(offer_id.to_owned(), (offer.clone(), metered));
-            }
+        if let Some(kept) = self.kept_offers() {
+            kept.offers
+                .insert(offer_id.to_owned(), (offer.clone(), metered));
         }
         Ok((offer, metered))
+    }
+
+    /// Where this transaction keeps offer terms: only the writer's, only on SQLite.
+    fn kept_offers(&mut self) -> Option<&mut OfferTerms> {
+        if self.b.kind() != "sqlite" {
+            return None;
+        }
+        self.memory.offer_terms()
     }
 
     /// Drops every kept offer: an offer was withdrawn or an agent registered.

@@ -119,9 +119,9 @@ impl Checkpointer {
         })
     }
 
-    /// Leaves the writer's RESTART only the commits of the last few milliseconds to copy and
-    /// sync (see [`Checkpointer`]). Only speed depends on it: the RESTART copies and syncs
-    /// whatever is left, so a failure here is logged and nothing more.
+    /// Leaves the writer's RESTART only the commits of the last write-back pass to copy and sync
+    /// (see [`Checkpointer`]). Only speed depends on it: the RESTART copies and syncs whatever is
+    /// left, so a failure here is logged and nothing more.
     ///
     /// Writes the database file's dirty pages back, paced ([`write_back_paced`]), copies what was
     /// committed meanwhile and writes that back too. More rounds do not shrink what is left: on
