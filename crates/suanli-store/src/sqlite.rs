@@ -56,6 +56,9 @@ impl Drop for SqliteBackend {
 /// back itself, a slice at a time ([`write_back_paced`]), copies what was committed meanwhile and
 /// writes that back too; the writer's RESTART then copies and syncs only the commits of the last
 /// pass.
+///
+/// While the WAL grows, the checkpointer also zero-fills it ahead of the writer ([`WalPrefill`]),
+/// so that the writer's syncs overwrite blocks the file already has instead of appending.
 struct Checkpointer {
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
     restart_wanted: std::sync::Arc<std::sync::atomic::AtomicBool>,
@@ -84,7 +87,11 @@ const RESTART_WAIT: std::time::Duration = std::time::Duration::from_millis(20);
 const RESTART_POLL: std::time::Duration = std::time::Duration::from_micros(100);
 
 impl Checkpointer {
-    fn start(path: &str, restart_at_bytes: i64) -> Result<Checkpointer, StoreError> {
+    fn start(
+        path: &str,
+        restart_at_bytes: i64,
+        prefill: Option<WalPrefill>,
+    ) -> Result<Checkpointer, StoreError> {
         let conn = Connection::open(path).map_err(map_err)?;
         conn.execute_batch("PRAGMA synchronous=FULL; PRAGMA busy_timeout=10000;")
             .map_err(map_err)?;
@@ -107,7 +114,11 @@ impl Checkpointer {
                             Self::prepare_restart(&conn, &db_file);
                             wanted.store(true, std::sync::atomic::Ordering::Relaxed);
                         }
-                        Ok(_) => {}
+                        Ok(frames) => {
+                            if let Some(prefill) = &prefill {
+                                prefill.ahead_of(frames);
+                            }
+                        }
                         Err(e) => tracing::warn!(error = %e, "WAL checkpoint failed; retrying"),
                     }
                 }
@@ -165,6 +176,95 @@ fn write_back_paced(db_file: &std::fs::File) -> std::io::Result<()> {
         offset += WRITE_BACK_SLICE;
     }
     Ok(())
+}
+
+/// Zero-fills the writer's WAL file ahead of the writer while the WAL grows under load, as
+/// PostgreSQL zero-fills each new WAL segment (`wal_init_zero`).
+///
+/// An `fdatasync` after appending to a file also writes the file's new size and blocks to the
+/// file system's journal; on the benchmarks' disk it takes about twice as long as one after
+/// overwriting blocks that were written before (`docs/BENCHMARKS.md`, run W). A WAL that has
+/// been restarted is overwritten from its start, but a new one (a new database, or any after a
+/// clean shutdown: closing the last connection deletes the WAL) is appended to until its first
+/// restart, hundreds of MiB under load. Once the WAL holds [`PREFILL_FROM`] of the limit, every
+/// checkpoint extends the file with zeros to four times what it holds, up to the limit (the
+/// restart bound and a quarter more: the WAL keeps growing while a restart is prepared), at
+/// most [`PREFILL_PER_CHECKPOINT`] at a time, each 256 KiB written back before the next, paced as the
+/// database file's write-back is ([`write_back_paced`]), and synced with the file's new size at
+/// the end. Under a light load the WAL never grows that far: SQLite restarts it by itself.
+struct WalPrefill {
+    /// The WAL's path as SQLite names it (see [`suanli_walbuf::append_zeros`]).
+    wal_path: String,
+    /// The WAL file, to write back and sync what was filled.
+    file: std::sync::Arc<std::fs::File>,
+    /// Bytes of one frame: its header and a page.
+    frame_bytes: u64,
+    /// The file is filled up to this size at most.
+    limit: u64,
+}
+
+/// The share of [`WalPrefill::limit`] the WAL must hold before it is filled ahead: 1/64
+/// (~5 MiB in production).
+const PREFILL_FROM: u64 = 64;
+/// Most zeros added after one checkpoint: 16 MiB per [`CHECKPOINT_EVERY`] stays well ahead of
+/// the heaviest load measured (the ledger benchmark's WAL grows by ~80 MB/s).
+const PREFILL_PER_CHECKPOINT: u64 = 16 << 20;
+/// Zeros written at a time, and written back before the next. A WAL sync waits for the slice
+/// in flight: with 1 MiB slices the ledger benchmark's p99 went from ~3.8 to ~6.4 ms while the
+/// WAL was filled; with 256 KiB it stayed at ~4 ms.
+const PREFILL_SLICE: u64 = 256 << 10;
+/// Size of the WAL file's header.
+const WAL_HEADER_BYTES: u64 = 32;
+/// Size of a WAL frame's header.
+const FRAME_HEADER_BYTES: u64 = 24;
+
+impl WalPrefill {
+    fn new(
+        wal_path: String,
+        file: std::sync::Arc<std::fs::File>,
+        page_size: u64,
+        restart_at_bytes: u64,
+    ) -> WalPrefill {
+        let frame_bytes = page_size + FRAME_HEADER_BYTES;
+        let frames = restart_at_bytes / page_size.max(512);
+        WalPrefill {
+            wal_path,
+            file,
+            frame_bytes,
+            limit: WAL_HEADER_BYTES + frames.saturating_mul(frame_bytes).saturating_mul(5) / 4,
+        }
+    }
+
+    /// After a checkpoint that found `frames` frames in the WAL: fills the file ahead of them.
+    /// Only speed depends on it, so a failure is logged and nothing more.
+    fn ahead_of(&self, frames: i64) {
+        let used = WAL_HEADER_BYTES + (frames.max(0) as u64).saturating_mul(self.frame_bytes);
+        if used < self.limit / PREFILL_FROM {
+            return;
+        }
+        if let Err(e) = self.fill(used.saturating_mul(4).min(self.limit)) {
+            tracing::warn!(error = %e, "zero-filling the WAL ahead of the writer failed");
+        }
+    }
+
+    fn fill(&self, up_to: u64) -> std::io::Result<()> {
+        let mut filled = 0;
+        while filled < PREFILL_PER_CHECKPOINT {
+            let (offset, len) = suanli_walbuf::append_zeros(&self.wal_path, up_to, PREFILL_SLICE)
+                .map_err(std::io::Error::other)?;
+            if len == 0 {
+                break;
+            }
+            let started = std::time::Instant::now();
+            suanli_walbuf::write_back(&self.file, offset, len)?;
+            std::thread::sleep(started.elapsed());
+            filled += len;
+        }
+        if filled > 0 {
+            self.file.sync_data()?;
+        }
+        Ok(())
+    }
 }
 
 /// Runs a PASSIVE checkpoint; the number of frames in the WAL.
@@ -255,7 +355,21 @@ impl SqliteBackend {
                 .map_err(map_err)?;
             me.wal = Some(std::sync::Arc::new(file));
         }
-        me.checkpointer = Some(Checkpointer::start(path, restart_at_bytes)?);
+        let page_size: i64 = me
+            .conn
+            .query_row("PRAGMA page_size", [], |r| r.get(0))
+            .map_err(map_err)?;
+        // The WAL's name as SQLite has it: the database's full path, plus `-wal`.
+        let prefill = match (&me.wal, me.conn.path()) {
+            (Some(file), Some(db)) if !db.is_empty() => Some(WalPrefill::new(
+                format!("{db}-wal"),
+                file.clone(),
+                u64::try_from(page_size).unwrap_or(0),
+                u64::try_from(restart_at_bytes).unwrap_or(0),
+            )),
+            _ => None,
+        };
+        me.checkpointer = Some(Checkpointer::start(path, restart_at_bytes, prefill)?);
         Ok(me)
     }
 
@@ -507,6 +621,85 @@ mod tests {
         assert_eq!(check, "ok");
         assert!(b.query("PRAGMA foreign_key_check", &[]).unwrap().is_empty());
         drop(b);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// Commits `n` batches of eight ~1 KiB rows into `scratch`, each synced as the writer's are.
+    fn commit_scratch(w: &mut SqliteBackend, n: usize) -> i64 {
+        let body = "x".repeat(900);
+        for _ in 0..n {
+            w.begin_write().unwrap();
+            for _ in 0..8 {
+                w.execute(
+                    "INSERT INTO scratch (body) VALUES ($1)",
+                    &[body.as_str().into()],
+                )
+                .unwrap();
+            }
+            let sync = w
+                .commit()
+                .unwrap()
+                .expect("the writer syncs the WAL itself");
+            sync().unwrap();
+            w.after_batch();
+        }
+        8 * n as i64
+    }
+
+    /// Once the WAL has grown, the checkpointer extends it with zeros ahead of the writer; the
+    /// writer's commits land over them, and a crash recovers exactly the committed rows (the
+    /// zeros end the log as stale frames do).
+    #[test]
+    fn the_wal_is_zero_filled_ahead_of_the_writer_and_recovers_over_the_zeros() {
+        let dir = std::env::temp_dir().join(format!("suanli-fill-{}", crate::ops::new_id("t")));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("w.db").to_string_lossy().into_owned();
+        let wal_path = format!("{path}-wal");
+        // A 4 MiB bound: the WAL is filled ahead once it holds ~84 KB.
+        let mut w = SqliteBackend::open_writer_restarting_at(&path, 4 << 20).unwrap();
+        w.batch("CREATE TABLE scratch (id INTEGER PRIMARY KEY, body TEXT NOT NULL)")
+            .unwrap();
+        let mut rows = commit_scratch(&mut w, 40);
+        // How much of the file SQLite uses: frames are counted by a checkpoint of our own.
+        let other = Connection::open(&path).unwrap();
+        let frames: u64 = other
+            .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get(1))
+            .unwrap();
+        let used = 32 + frames * (1024 + 24);
+        assert!(used > 100_000, "the WAL holds {used} bytes");
+        // Nothing is written meanwhile, so only the checkpointer can make the file longer.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        let filled = loop {
+            let len = std::fs::metadata(&wal_path).unwrap().len();
+            if len >= 4 * used || std::time::Instant::now() > deadline {
+                break len;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        };
+        assert!(
+            filled >= 4 * used,
+            "the WAL file is {filled} bytes for {used} bytes of frames"
+        );
+        let wal = std::fs::read(&wal_path).unwrap();
+        assert!(
+            wal[used as usize..].iter().all(|&b| b == 0),
+            "the WAL past its frames is not zeros"
+        );
+        // More commits land over the zeros; then a crash: the files copied as they are.
+        rows += commit_scratch(&mut w, 40);
+        let copy = dir.join("copy.db").to_string_lossy().into_owned();
+        std::fs::copy(&path, &copy).unwrap();
+        std::fs::copy(&wal_path, format!("{copy}-wal")).unwrap();
+        let recovered = Connection::open(&copy).unwrap();
+        let count: i64 = recovered
+            .query_row("SELECT count(*) FROM scratch", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(count, rows);
+        let check: String = recovered
+            .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(check, "ok");
+        drop((recovered, other, w));
         let _ = std::fs::remove_dir_all(&dir);
     }
 

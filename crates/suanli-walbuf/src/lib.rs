@@ -33,7 +33,9 @@
 //! order. Durability is unchanged: the store syncs the WAL after a commit returns.
 //!
 //! The crate also has [`write_back`], the paced write-back the store's checkpointer uses before a
-//! WAL restart (a system call the standard library does not offer).
+//! WAL restart (a system call the standard library does not offer), and [`append_zeros`], with
+//! which the checkpointer fills a growing WAL file ahead of the writer under the lock that the
+//! writer's own writes take.
 //!
 //! This is the workspace's only `unsafe` code. Each block states what it relies on.
 
@@ -158,10 +160,15 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
+/// Every database's group, by the path of its WAL file as SQLite names it.
+fn groups() -> MutexGuard<'static, HashMap<String, Weak<Group>>> {
+    static GROUPS: OnceLock<Mutex<HashMap<String, Weak<Group>>>> = OnceLock::new();
+    lock(GROUPS.get_or_init(Default::default))
+}
+
 /// The group of the WAL file at `wal_path`.
 fn group(wal_path: &str) -> Arc<Group> {
-    static GROUPS: OnceLock<Mutex<HashMap<String, Weak<Group>>>> = OnceLock::new();
-    let mut groups = lock(GROUPS.get_or_init(Default::default));
+    let mut groups = groups();
     if let Some(g) = groups.get(wal_path).and_then(Weak::upgrade) {
         return g;
     }
@@ -547,6 +554,76 @@ unsafe extern "C" fn x_fetch(
 
 unsafe extern "C" fn x_unfetch(f: *mut ffi::sqlite3_file, off: i64, p: *mut c_void) -> c_int {
     delegate!(f, xUnfetch, ffi::SQLITE_OK, off, p)
+}
+
+/// Appends up to `most` zero bytes to the WAL file at `wal_path` (the path SQLite gives it:
+/// the database's path as `sqlite3_db_filename` returns it, plus `-wal`), stopping at `up_to`
+/// bytes; returns the offset and the length of what it appended (a length of 0 when the file is
+/// that long already, or when no connection of this process has it open through this VFS).
+///
+/// This is how a WAL file is made ready ahead of its writer, as PostgreSQL zero-fills each new
+/// WAL segment (`wal_init_zero`): a sync after appending to a file must also write the file's
+/// new size and blocks to the file system's journal, and on the disk the benchmarks run on an
+/// `fdatasync` after an append takes about twice as long as one after overwriting blocks that were
+/// written before (`docs/BENCHMARKS.md`, run W). Zeros are never taken for frames: a frame whose
+/// header says page 0, or whose salt or checksum does not continue the chain, ends the log when
+/// SQLite recovers it, as the stale frames left behind after a restart do.
+///
+/// The zeros are written through the file SQLite has open, holding its buffer's lock, at the
+/// file's end as it is then: SQLite's own writes take that lock too, so the zeros can only land
+/// past every byte SQLite has written, and whatever SQLite writes there later (its buffered
+/// frames included) lands over them. With more than one such connection open on the file it
+/// does nothing: its lock would not cover the others' writes.
+pub fn append_zeros(wal_path: &str, up_to: u64, most: u64) -> Result<(u64, u64), String> {
+    let Some(group) = groups().get(wal_path).and_then(Weak::upgrade) else {
+        return Ok((0, 0));
+    };
+    let wal = {
+        let wals = lock(&group.wals);
+        match wals.as_slice() {
+            [only] => only.clone(),
+            _ => return Ok((0, 0)),
+        }
+    };
+    let state = lock(&wal.state);
+    if state.file.is_null() {
+        return Ok((0, 0));
+    }
+    let file = state.file;
+    let mut size: i64 = 0;
+    // SAFETY: `file` is the default VFS's open WAL file, used under its buffer's lock (see
+    // `Pending`); `size` is valid for the call.
+    let rc = unsafe {
+        match (*(*file).pMethods).xFileSize {
+            Some(file_size) => file_size(file, &mut size),
+            None => ffi::SQLITE_IOERR_FSTAT,
+        }
+    };
+    if rc != ffi::SQLITE_OK {
+        return Err(format!("the WAL file's size: SQLite error {rc}"));
+    }
+    let start = u64::try_from(size).map_err(|_| format!("a WAL file of {size} bytes"))?;
+    let len = up_to.saturating_sub(start).min(most);
+    let zeros = vec![0u8; MAX_WRITE];
+    let mut written = 0u64;
+    while written < len {
+        let n = (len - written).min(MAX_WRITE as u64);
+        let offset = i64::try_from(start + written).map_err(|_| "a WAL file past 8 EiB")?;
+        // SAFETY: as above; `zeros` holds `n` (at most `MAX_WRITE`) bytes for the call.
+        let rc = unsafe {
+            match (*(*file).pMethods).xWrite {
+                Some(write) => write(file, zeros.as_ptr().cast(), n as c_int, offset),
+                None => ffi::SQLITE_IOERR_WRITE,
+            }
+        };
+        if rc != ffi::SQLITE_OK {
+            return Err(format!(
+                "zeros at {offset} of the WAL file: SQLite error {rc}"
+            ));
+        }
+        written += n;
+    }
+    Ok((start, written))
 }
 
 /// Writes the dirty pages of `file` between `offset` and `offset + len` to the disk and waits

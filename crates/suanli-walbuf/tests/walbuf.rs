@@ -211,3 +211,70 @@ fn write_back_keeps_the_bytes_and_refuses_offsets_out_of_range() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn zeros_are_appended_only_past_the_frames_and_commits_land_over_them() {
+    let (dir, path, mut writer) = new_database("zeros");
+    let wal_path = format!("{}-wal", writer.path().unwrap());
+    let wal_file = dir.join("db.sqlite-wal");
+    let (mut rows, mut sum) = (0i64, 0i64);
+    for n in 1..30 {
+        commit_rows(&mut writer, rows, n);
+        sum += (rows..rows + n).sum::<i64>();
+        rows += n;
+    }
+    assert_eq!(
+        suanli_walbuf::append_zeros(&format!("{wal_path}.other"), 1 << 30, 1 << 20),
+        Ok((0, 0)),
+        "a file nobody has open through the shim is left alone"
+    );
+    let frames = std::fs::read(&wal_file).unwrap();
+    let end = frames.len() as u64;
+    let up_to = end + (3 << 19);
+    assert_eq!(
+        suanli_walbuf::append_zeros(&wal_path, up_to, 1 << 20),
+        Ok((end, 1 << 20))
+    );
+    assert_eq!(
+        suanli_walbuf::append_zeros(&wal_path, up_to, 1 << 20),
+        Ok((end + (1 << 20), 1 << 19)),
+        "stops at up_to"
+    );
+    assert_eq!(
+        suanli_walbuf::append_zeros(&wal_path, up_to, 1 << 20),
+        Ok((up_to, 0))
+    );
+    let filled = std::fs::read(&wal_file).unwrap();
+    assert_eq!(filled.len() as u64, up_to);
+    assert_eq!(
+        &filled[..frames.len()],
+        &frames[..],
+        "the frames are untouched"
+    );
+    assert!(filled[frames.len()..].iter().all(|&b| b == 0));
+    // With a second connection through the shim, the first one's lock would not cover its writes.
+    let second = open_shim(&path);
+    assert_eq!(count_and_sum(&second), (rows, sum));
+    assert_eq!(
+        suanli_walbuf::append_zeros(&wal_path, up_to + 4096, 4096),
+        Ok((0, 0))
+    );
+    drop(second);
+    // Commits over the zeros; a crash then recovers every one of them and nothing else.
+    for n in 1..30 {
+        commit_rows(&mut writer, rows, n);
+        sum += (rows..rows + n).sum::<i64>();
+        rows += n;
+    }
+    assert_eq!(
+        std::fs::metadata(&wal_file).unwrap().len(),
+        up_to,
+        "written over the zeros"
+    );
+    let copy = scratch("zeros-copy");
+    std::fs::copy(&path, copy.join("db.sqlite")).unwrap();
+    std::fs::copy(&wal_file, copy.join("db.sqlite-wal")).unwrap();
+    let recovered = open_plain(&copy.join("db.sqlite"));
+    assert_eq!(count_and_sum(&recovered), (rows, sum));
+    assert_eq!(integrity(&recovered), "ok");
+}
