@@ -592,7 +592,10 @@ pub fn append_zeros(wal_path: &str, up_to: u64, most: u64) -> Result<(u64, u64),
     let file = state.file;
     let mut size: i64 = 0;
     // SAFETY: `file` is the default VFS's open WAL file, used under its buffer's lock (see
-    // `Pending`); `size` is valid for the call.
+    // `Pending`); `size` is valid for the call. This thread is not SQLite's: the unix VFS's
+    // `xFileSize` is an `fstat` and its `xWrite` a `pwrite` (it is built with `USE_PREAD` on
+    // Linux and macOS), neither of which moves a shared file offset, so a read SQLite makes
+    // meanwhile on its own thread reads where it asked.
     let rc = unsafe {
         match (*(*file).pMethods).xFileSize {
             Some(file_size) => file_size(file, &mut size),
