@@ -183,15 +183,16 @@ fn write_back_paced(db_file: &std::fs::File) -> std::io::Result<()> {
 ///
 /// An `fdatasync` after appending to a file also writes the file's new size and blocks to the
 /// file system's journal; on the benchmarks' disk it takes about twice as long as one after
-/// overwriting blocks that were written before (`docs/BENCHMARKS.md`, run W). A WAL that has
+/// overwriting blocks that were written before (`docs/BENCHMARKS.md`, runs W, X and Y). A WAL that has
 /// been restarted is overwritten from its start, but a new one (a new database, or any after a
 /// clean shutdown: closing the last connection deletes the WAL) is appended to until its first
 /// restart, hundreds of MiB under load. Once the WAL holds [`PREFILL_FROM`] of the limit, every
 /// checkpoint extends the file with zeros to four times what it holds, up to the limit (the
 /// restart bound and a quarter more: the WAL keeps growing while a restart is prepared), at
-/// most [`PREFILL_PER_CHECKPOINT`] at a time, each 256 KiB written back before the next, paced as the
-/// database file's write-back is ([`write_back_paced`]), and synced with the file's new size at
-/// the end. Under a light load the WAL never grows that far: SQLite restarts it by itself.
+/// most [`PREFILL_PER_CHECKPOINT`] at a time, each [`PREFILL_SLICE`] written back before the
+/// next, paced as the database file's write-back is ([`write_back_paced`]), and synced with the
+/// file's new size at the end. Under a light load the WAL never grows that far: SQLite restarts
+/// it by itself.
 struct WalPrefill {
     /// The WAL's path as SQLite names it (see [`suanli_walbuf::append_zeros`]).
     wal_path: String,
@@ -530,13 +531,26 @@ mod tests {
     fn a_rewritten_statement_is_checked_against_its_text() {
         let mut cache = Rewritten::default();
         let mut text = String::from("UPDATE t SET a = $2 WHERE id = $1");
-        assert_eq!(rewrite(&mut cache, &text), "UPDATE t SET a = ?2 WHERE id = ?1");
+        assert_eq!(
+            rewrite(&mut cache, &text),
+            "UPDATE t SET a = ?2 WHERE id = ?1"
+        );
         let address = text.as_ptr();
         text.replace_range(.., "UPDATE t SET b = $1 WHERE id = $2");
-        assert_eq!(text.as_ptr(), address, "the same address, another statement");
-        assert_eq!(rewrite(&mut cache, &text), "UPDATE t SET b = ?1 WHERE id = ?2");
+        assert_eq!(
+            text.as_ptr(),
+            address,
+            "the same address, another statement"
+        );
+        assert_eq!(
+            rewrite(&mut cache, &text),
+            "UPDATE t SET b = ?1 WHERE id = ?2"
+        );
         let copy = text.clone();
-        assert_eq!(rewrite(&mut cache, &copy), "UPDATE t SET b = ?1 WHERE id = ?2");
+        assert_eq!(
+            rewrite(&mut cache, &copy),
+            "UPDATE t SET b = ?1 WHERE id = ?2"
+        );
     }
 
     /// A database made before migration 5 keeps every transfer, its positions and its

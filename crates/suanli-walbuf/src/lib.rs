@@ -565,7 +565,7 @@ unsafe extern "C" fn x_unfetch(f: *mut ffi::sqlite3_file, off: i64, p: *mut c_vo
 /// WAL segment (`wal_init_zero`): a sync after appending to a file must also write the file's
 /// new size and blocks to the file system's journal, and on the disk the benchmarks run on an
 /// `fdatasync` after an append takes about twice as long as one after overwriting blocks that were
-/// written before (`docs/BENCHMARKS.md`, run W). Zeros are never taken for frames: a frame whose
+/// written before (`docs/BENCHMARKS.md`, runs W, X and Y). Zeros are never taken for frames: a frame whose
 /// header says page 0, or whose salt or checksum does not continue the chain, ends the log when
 /// SQLite recovers it, as the stale frames left behind after a restart do.
 ///
