@@ -755,28 +755,13 @@ mod tests {
         let mut w = SqliteBackend::open_writer_restarting_at(&path, restart_at).unwrap();
         w.batch("CREATE TABLE scratch (id INTEGER PRIMARY KEY, body TEXT NOT NULL)")
             .unwrap();
-        let body = "x".repeat(900);
         let (mut written, mut largest_wal) = (0u64, 0u64);
         let mut rows = 0i64;
         // 8 MiB in 1,000 commits with a pause after each, so the checkpointer (every 100 ms)
         // runs many times while they happen.
         while written < 8 << 20 {
-            w.begin_write().unwrap();
-            for _ in 0..8 {
-                w.execute(
-                    "INSERT INTO scratch (body) VALUES ($1)",
-                    &[body.as_str().into()],
-                )
-                .unwrap();
-                rows += 1;
-                written += 1024;
-            }
-            let sync = w
-                .commit()
-                .unwrap()
-                .expect("the writer syncs the WAL itself");
-            sync().unwrap();
-            w.after_batch();
+            rows += commit_scratch(&mut w, 1);
+            written += 8 * 1024;
             let wal = std::fs::metadata(format!("{path}-wal")).unwrap().len();
             largest_wal = largest_wal.max(wal);
             std::thread::sleep(std::time::Duration::from_millis(1));
