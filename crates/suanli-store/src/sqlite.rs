@@ -8,6 +8,7 @@ use rusqlite::types::{ToSqlOutput, ValueRef};
 use rusqlite::{Connection, OpenFlags, ToSql};
 
 use crate::backend::{Backend, Row, StoreError, Value};
+use suanli_walbuf::{FRAME_HEADER_BYTES, WAL_HEADER_BYTES};
 
 pub struct SqliteBackend {
     conn: Connection,
@@ -87,10 +88,12 @@ const RESTART_WAIT: std::time::Duration = std::time::Duration::from_millis(20);
 const RESTART_POLL: std::time::Duration = std::time::Duration::from_micros(100);
 
 impl Checkpointer {
+    /// `wal` is the writer's WAL file and its name as SQLite has it, to fill it ahead
+    /// ([`WalPrefill`]); without it nothing is filled.
     fn start(
         path: &str,
         restart_at_bytes: i64,
-        prefill: Option<WalPrefill>,
+        wal: Option<(String, std::sync::Arc<std::fs::File>)>,
     ) -> Result<Checkpointer, StoreError> {
         let conn = Connection::open(path).map_err(map_err)?;
         conn.execute_batch("PRAGMA synchronous=FULL; PRAGMA busy_timeout=10000;")
@@ -102,6 +105,8 @@ impl Checkpointer {
             .query_row("PRAGMA page_size", [], |r| r.get(0))
             .map_err(map_err)?;
         let restart_at = restart_at_bytes / page_size.max(512);
+        let prefill =
+            wal.map(|(wal_path, file)| WalPrefill::new(wal_path, file, page_size, restart_at));
         let db_file = std::fs::File::open(path)
             .map_err(|e| StoreError::Backend(format!("open {path} to sync it: {e}")))?;
         std::thread::Builder::new()
@@ -167,13 +172,20 @@ fn write_back_paced(db_file: &std::fs::File) -> std::io::Result<()> {
     let len = db_file.metadata()?.len();
     let mut offset = 0;
     while offset < len {
-        let started = std::time::Instant::now();
-        suanli_walbuf::write_back(db_file, offset, WRITE_BACK_SLICE)?;
-        let took = started.elapsed();
-        if took > WRITE_BACK_CLEAN {
-            std::thread::sleep(took);
-        }
+        write_back_then_pause(db_file, offset, WRITE_BACK_SLICE)?;
         offset += WRITE_BACK_SLICE;
+    }
+    Ok(())
+}
+
+/// Writes one slice of `file` back ([`suanli_walbuf::write_back`]) and, if it had pages to
+/// write, pauses for as long as that took, so that WAL syncs get the disk in between.
+fn write_back_then_pause(file: &std::fs::File, offset: u64, len: u64) -> std::io::Result<()> {
+    let started = std::time::Instant::now();
+    suanli_walbuf::write_back(file, offset, len)?;
+    let took = started.elapsed();
+    if took > WRITE_BACK_CLEAN {
+        std::thread::sleep(took);
     }
     Ok(())
 }
@@ -190,8 +202,8 @@ fn write_back_paced(db_file: &std::fs::File) -> std::io::Result<()> {
 /// checkpoint extends the file with zeros to four times what it holds, up to the limit (the
 /// restart bound and a quarter more: the WAL keeps growing while a restart is prepared), at
 /// most [`PREFILL_PER_CHECKPOINT`] at a time, each [`PREFILL_SLICE`] written back before the
-/// next, paced as the database file's write-back is ([`write_back_paced`]), and synced with the
-/// file's new size at the end. Under a light load the WAL never grows that far: SQLite restarts
+/// next and paced as the database file's write-back is ([`write_back_then_pause`]), and synced
+/// with the file's new size at the end. Under a light load the WAL never grows that far: SQLite restarts
 /// it by itself.
 struct WalPrefill {
     /// The WAL's path as SQLite names it (see [`suanli_walbuf::append_zeros`]).
@@ -214,20 +226,17 @@ const PREFILL_PER_CHECKPOINT: u64 = 16 << 20;
 /// in flight: with 1 MiB slices the ledger benchmark's p99 went from ~3.8 to ~6.4 ms while the
 /// WAL was filled; with 256 KiB it stayed at ~4 ms.
 const PREFILL_SLICE: u64 = 256 << 10;
-/// Size of the WAL file's header.
-const WAL_HEADER_BYTES: u64 = 32;
-/// Size of a WAL frame's header.
-const FRAME_HEADER_BYTES: u64 = 24;
 
 impl WalPrefill {
+    /// For a WAL of `page_size` pages that is restarted once it holds `restart_at` frames.
     fn new(
         wal_path: String,
         file: std::sync::Arc<std::fs::File>,
-        page_size: u64,
-        restart_at_bytes: u64,
+        page_size: i64,
+        restart_at: i64,
     ) -> WalPrefill {
-        let frame_bytes = page_size + FRAME_HEADER_BYTES;
-        let frames = restart_at_bytes / page_size.max(512);
+        let frame_bytes = page_size.max(0) as u64 + FRAME_HEADER_BYTES;
+        let frames = restart_at.max(0) as u64;
         WalPrefill {
             wal_path,
             file,
@@ -256,9 +265,7 @@ impl WalPrefill {
             if len == 0 {
                 break;
             }
-            let started = std::time::Instant::now();
-            suanli_walbuf::write_back(&self.file, offset, len)?;
-            std::thread::sleep(started.elapsed());
+            write_back_then_pause(&self.file, offset, len)?;
             filled += len;
         }
         if filled > 0 {
@@ -356,21 +363,12 @@ impl SqliteBackend {
                 .map_err(map_err)?;
             me.wal = Some(std::sync::Arc::new(file));
         }
-        let page_size: i64 = me
-            .conn
-            .query_row("PRAGMA page_size", [], |r| r.get(0))
-            .map_err(map_err)?;
         // The WAL's name as SQLite has it: the database's full path, plus `-wal`.
-        let prefill = match (&me.wal, me.conn.path()) {
-            (Some(file), Some(db)) if !db.is_empty() => Some(WalPrefill::new(
-                format!("{db}-wal"),
-                file.clone(),
-                u64::try_from(page_size).unwrap_or(0),
-                u64::try_from(restart_at_bytes).unwrap_or(0),
-            )),
+        let wal = match (&me.wal, me.conn.path()) {
+            (Some(file), Some(db)) if !db.is_empty() => Some((format!("{db}-wal"), file.clone())),
             _ => None,
         };
-        me.checkpointer = Some(Checkpointer::start(path, restart_at_bytes, prefill)?);
+        me.checkpointer = Some(Checkpointer::start(path, restart_at_bytes, wal)?);
         Ok(me)
     }
 
@@ -706,7 +704,7 @@ mod tests {
         let frames: u64 = other
             .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get(1))
             .unwrap();
-        let used = 32 + frames * (1024 + 24);
+        let used = WAL_HEADER_BYTES + frames * (1024 + FRAME_HEADER_BYTES);
         assert!(used > 100_000, "the WAL holds {used} bytes");
         // Nothing is written meanwhile, so only the checkpointer can make the file longer.
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);

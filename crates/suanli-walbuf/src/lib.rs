@@ -50,10 +50,12 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 pub const VFS_NAME: &str = "suanli-walbuf";
 const VFS_CNAME: &CStr = c"suanli-walbuf";
 
-/// Size of the WAL file's header; frames start after it.
-const WAL_HEADER: i64 = 32;
+/// Size of the WAL file's header; frames start after it (SQLite's WAL format).
+pub const WAL_HEADER_BYTES: u64 = 32;
 /// Size of a frame's header, written by SQLite as one write before the frame's page.
-const FRAME_HEADER: usize = 24;
+pub const FRAME_HEADER_BYTES: u64 = 24;
+const WAL_HEADER: i64 = WAL_HEADER_BYTES as i64;
+const FRAME_HEADER: usize = FRAME_HEADER_BYTES as usize;
 /// A buffer this large is written out even in the middle of a commit.
 const FLUSH_AT: usize = 8 << 20;
 /// The most the unix VFS's `xWrite` writes in one call: it masks the length to 17 bits
@@ -196,31 +198,35 @@ impl Pending {
             return ffi::SQLITE_OK;
         }
         WAL_FLUSHES.fetch_add(1, Ordering::Relaxed);
-        let mut rc = ffi::SQLITE_OK;
-        let mut offset = self.start;
-        for chunk in self.data.chunks(MAX_WRITE) {
-            // SAFETY: `file` is the default VFS's open WAL file (see `Pending`), and the chunk
-            // is valid for its length (under `MAX_WRITE`, so it fits a `c_int`) for the call.
-            rc = unsafe {
-                match (*(*self.file).pMethods).xWrite {
-                    Some(write) => write(
-                        self.file,
-                        chunk.as_ptr().cast(),
-                        chunk.len() as c_int,
-                        offset,
-                    ),
-                    None => ffi::SQLITE_IOERR_WRITE,
-                }
-            };
-            if rc != ffi::SQLITE_OK {
-                break;
-            }
-            offset += chunk.len() as i64;
-        }
+        // SAFETY: `file` is the default VFS's open WAL file, used under the mutex (see `Pending`).
+        let rc = unsafe { write_at(self.file, &self.data, self.start) };
         self.data.clear();
         self.commit_next = false;
         rc
     }
+}
+
+/// Writes `bytes` at `offset` of `file` with the default VFS's `xWrite`, in writes of at most
+/// [`MAX_WRITE`] bytes; stops at the first that fails and returns its code.
+///
+/// # Safety
+/// `file` must be a default VFS file that is open, used under its buffer's lock (see `Pending`).
+unsafe fn write_at(file: *mut ffi::sqlite3_file, bytes: &[u8], mut offset: i64) -> c_int {
+    for chunk in bytes.chunks(MAX_WRITE) {
+        // SAFETY: per the contract; the chunk is valid for its length (under `MAX_WRITE`, so
+        // it fits a `c_int`) for the call.
+        let rc = unsafe {
+            match (*(*file).pMethods).xWrite {
+                Some(write) => write(file, chunk.as_ptr().cast(), chunk.len() as c_int, offset),
+                None => ffi::SQLITE_IOERR_WRITE,
+            }
+        };
+        if rc != ffi::SQLITE_OK {
+            return rc;
+        }
+        offset += chunk.len() as i64;
+    }
+    ffi::SQLITE_OK
 }
 
 /// The default VFS's file inside a shim file.
@@ -607,24 +613,19 @@ pub fn append_zeros(wal_path: &str, up_to: u64, most: u64) -> Result<(u64, u64),
     }
     let start = u64::try_from(size).map_err(|_| format!("a WAL file of {size} bytes"))?;
     let len = up_to.saturating_sub(start).min(most);
-    let zeros = vec![0u8; MAX_WRITE];
+    static ZEROS: [u8; 256 << 10] = [0; 256 << 10];
     let mut written = 0u64;
     while written < len {
-        let n = (len - written).min(MAX_WRITE as u64);
+        let n = (len - written).min(ZEROS.len() as u64) as usize;
         let offset = i64::try_from(start + written).map_err(|_| "a WAL file past 8 EiB")?;
-        // SAFETY: as above; `zeros` holds `n` (at most `MAX_WRITE`) bytes for the call.
-        let rc = unsafe {
-            match (*(*file).pMethods).xWrite {
-                Some(write) => write(file, zeros.as_ptr().cast(), n as c_int, offset),
-                None => ffi::SQLITE_IOERR_WRITE,
-            }
-        };
+        // SAFETY: as above.
+        let rc = unsafe { write_at(file, &ZEROS[..n], offset) };
         if rc != ffi::SQLITE_OK {
             return Err(format!(
                 "zeros at {offset} of the WAL file: SQLite error {rc}"
             ));
         }
-        written += n;
+        written += n as u64;
     }
     Ok((start, written))
 }
