@@ -202,6 +202,11 @@ pub struct LedgerSnapshot {
     pub transfer_amount_sum: u128,
     /// Sums recomputed from the transfers, per account id: (debits, credits).
     pub recomputed: Vec<(String, u128, u128)>,
+    /// Transfers missing the posting of their debit or their credit account (an account's
+    /// movements are found through its postings).
+    pub transfers_without_postings: u64,
+    /// Postings that name no side of a transfer.
+    pub postings_without_transfer: u64,
 }
 
 /// Checks the ledger invariants; returns every violation found, empty when the books are sound.
@@ -256,6 +261,18 @@ pub fn check_invariants(s: &LedgerSnapshot) -> Vec<String> {
                 ));
             }
         }
+    }
+    if s.transfers_without_postings != 0 {
+        violations.push(format!(
+            "{} transfers lack a posting on their debit or credit account",
+            s.transfers_without_postings
+        ));
+    }
+    if s.postings_without_transfer != 0 {
+        violations.push(format!(
+            "{} postings name no side of a transfer",
+            s.postings_without_transfer
+        ));
     }
     for (id, _, _, state, resolutions) in &s.holds {
         let expected = u64::from(*state != HoldState::Pending);
@@ -334,6 +351,8 @@ mod tests {
             holds: vec![("h1".into(), "org_a".into(), 40, HoldState::Pending, 0)],
             transfer_amount_sum: 140,
             recomputed: vec![("av".into(), 40, 100)],
+            transfers_without_postings: 0,
+            postings_without_transfer: 0,
         };
         assert!(
             check_invariants(&s).is_empty(),
@@ -343,6 +362,16 @@ mod tests {
         s.holds[0].3 = HoldState::Posted;
         assert_eq!(check_invariants(&s).len(), 2);
         s.accounts[1].debits_micros = 200;
-        assert!(check_invariants(&s).len() >= 3);
+        let before = check_invariants(&s).len();
+        assert!(before >= 3);
+        s.transfers_without_postings = 1;
+        assert_eq!(check_invariants(&s).len(), before + 1);
+        s.postings_without_transfer = 2;
+        let violations = check_invariants(&s);
+        assert_eq!(violations.len(), before + 2);
+        assert!(
+            violations.iter().any(|v| v.contains("2 postings")),
+            "{violations:?}"
+        );
     }
 }

@@ -385,7 +385,8 @@ impl<'a> Tx<'a> {
         Ok(next)
     }
 
-    /// Writes what the transaction buffered: every changed account's totals, then the transfers.
+    /// Writes what the transaction buffered: every changed account's totals, then the transfers
+    /// and their postings.
     /// Called before commit, at savepoint boundaries and before SQL reads the ledger.
     pub(crate) fn flush_ledger(&mut self) -> Result<(), StoreError> {
         let buf = self.memory.ledger();
@@ -439,13 +440,24 @@ impl<'a> Tx<'a> {
                     t.created_ms.into(),
                 ],
             )?;
+            self.b.execute(
+                INSERT_POSTINGS,
+                &[
+                    (&t.debit_account_id).into(),
+                    (&t.credit_account_id).into(),
+                    t.seq.into(),
+                ],
+            )?;
         }
         Ok(())
     }
 }
 
+/// A transfer's two postings: its debit and its credit account, at its position.
+const INSERT_POSTINGS: &str = "INSERT INTO postings (account_id, seq) VALUES ($1, $3), ($2, $3)";
+
 /// PostgreSQL's flush: the accounts' totals and the transfers as two JSON arrays, written by one
-/// statement of two data-modifying CTEs, so a flush of any size is one round trip and one
+/// statement of three data-modifying CTEs (the transfers' postings come from the same array), so a flush of any size is one round trip and one
 /// prepared statement.
 fn flush_in_one_statement(
     b: &mut dyn crate::backend::Backend,
@@ -488,20 +500,28 @@ fn flush_in_one_statement(
              FROM json_to_recordset($2::text::json) AS r(seq bigint, id text, kind text, \
              debit_account_id text, credit_account_id text, amount_micros bigint, \
              debit_balance_after_micros bigint, credit_balance_after_micros bigint, hold_id text, \
-             lease_id text, external_ref text, created_ms bigint) RETURNING 1) \
-             SELECT (SELECT count(*) FROM a), (SELECT count(*) FROM t)"
+             lease_id text, external_ref text, created_ms bigint) RETURNING 1), \
+             p AS (INSERT INTO postings (account_id, seq) SELECT x.account_id, x.seq \
+             FROM json_to_recordset($2::text::json) AS r(seq bigint, debit_account_id text, \
+             credit_account_id text) CROSS JOIN LATERAL \
+             (VALUES (r.debit_account_id, r.seq), (r.credit_account_id, r.seq)) AS x(account_id, seq) \
+             RETURNING 1) \
+             SELECT (SELECT count(*) FROM a), (SELECT count(*) FROM t), (SELECT count(*) FROM p)"
         ),
         &[
             accounts_json.to_string().into(),
             transfers_json.to_string().into(),
         ],
     )?;
-    let written = rows.first().map(|r| (r.i64(0), r.i64(1)));
-    if written != Some((accounts.len() as i64, transfers.len() as i64)) {
+    let written = rows.first().map(|r| (r.i64(0), r.i64(1), r.i64(2)));
+    let expected = (
+        accounts.len() as i64,
+        transfers.len() as i64,
+        2 * transfers.len() as i64,
+    );
+    if written != Some(expected) {
         return Err(StoreError::Backend(format!(
-            "a ledger flush wrote {written:?} of {} accounts and {} transfers",
-            accounts.len(),
-            transfers.len()
+            "a ledger flush wrote {written:?} of {expected:?} accounts, transfers and postings"
         )));
     }
     Ok(())

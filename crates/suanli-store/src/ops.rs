@@ -1256,9 +1256,9 @@ impl<'a> Tx<'a> {
         self.flush_ledger()?;
         let rows = self.b.query(
             &format!(
-                "SELECT {TRANSFER_COLS} FROM transfers WHERE seq > $2 AND (\
-                 debit_account_id IN (SELECT id FROM accounts WHERE org_id = $1) OR \
-                 credit_account_id IN (SELECT id FROM accounts WHERE org_id = $1)) \
+                "SELECT {TRANSFER_COLS} FROM transfers WHERE seq IN (\
+                 SELECT p.seq FROM postings p WHERE p.seq > $2 AND \
+                 p.account_id IN (SELECT id FROM accounts WHERE org_id = $1)) \
                  ORDER BY seq LIMIT $3"
             ),
             &[org_id.into(), after.into(), i64::from(limit).into()],
@@ -1307,23 +1307,39 @@ impl<'a> Tx<'a> {
             "SELECT CAST(COALESCE(SUM(amount_micros), 0) AS BIGINT) FROM transfers",
             &[],
         )?;
+        // From the transfers alone, in one pass over each side, not through the postings the
+        // statement uses: the postings are checked against the transfers below.
         let recomputed = self
             .b
             .query(
-                "SELECT a.id, \
-                 CAST(COALESCE((SELECT SUM(t.amount_micros) FROM transfers t WHERE t.debit_account_id = a.id), 0) AS BIGINT), \
-                 CAST(COALESCE((SELECT SUM(t.amount_micros) FROM transfers t WHERE t.credit_account_id = a.id), 0) AS BIGINT) \
-                 FROM accounts a ORDER BY a.id",
+                "SELECT a.id, CAST(COALESCE(d.s, 0) AS BIGINT), CAST(COALESCE(c.s, 0) AS BIGINT) \
+                 FROM accounts a \
+                 LEFT JOIN (SELECT debit_account_id AS id, SUM(amount_micros) AS s FROM transfers \
+                 GROUP BY debit_account_id) d ON d.id = a.id \
+                 LEFT JOIN (SELECT credit_account_id AS id, SUM(amount_micros) AS s FROM transfers \
+                 GROUP BY credit_account_id) c ON c.id = a.id \
+                 ORDER BY a.id",
                 &[],
             )?
             .iter()
             .map(|r| (r.str(0), u128::from(r.u64(1)), u128::from(r.u64(2))))
             .collect();
+        let postings = self.b.query(
+            "SELECT \
+             (SELECT COUNT(*) FROM transfers t WHERE \
+              NOT EXISTS (SELECT 1 FROM postings p WHERE p.account_id = t.debit_account_id AND p.seq = t.seq) OR \
+              NOT EXISTS (SELECT 1 FROM postings p WHERE p.account_id = t.credit_account_id AND p.seq = t.seq)), \
+             (SELECT COUNT(*) FROM postings p WHERE NOT EXISTS (SELECT 1 FROM transfers t WHERE t.seq = p.seq \
+              AND (t.debit_account_id = p.account_id OR t.credit_account_id = p.account_id)))",
+            &[],
+        )?;
         Ok(LedgerSnapshot {
             accounts,
             holds,
             transfer_amount_sum: sum.first().map(|r| u128::from(r.u64(0))).unwrap_or(0),
             recomputed,
+            transfers_without_postings: postings.first().map_or(0, |r| r.u64(0)),
+            postings_without_transfer: postings.first().map_or(0, |r| r.u64(1)),
         })
     }
 
@@ -1567,7 +1583,14 @@ impl<'a> Tx<'a> {
         Ok(lease)
     }
 
-    /// Leases bought (`consumer`), sold (`provider`) or both (`None`) by an org, newest first.
+    /// Leases bought (`consumer`), sold (`provider`) or both (`None`) by an org, newest first:
+    /// a consumer's in the order it bought them (its holds' ledger positions), a provider's by
+    /// their start, then id. An org is a consumer or a provider, never both, so `None` lists one
+    /// side.
+    ///
+    /// A consumer's leases are those of the hold transfers into its `held` account, found through
+    /// that account's postings from the newest (see migration 6): no index on the lease's
+    /// consumer, which cost every purchase a dirty page.
     pub fn list_leases(
         &mut self,
         org_id: &str,
@@ -1575,18 +1598,37 @@ impl<'a> Tx<'a> {
         state: Option<&str>,
         limit: u32,
     ) -> Result<Vec<LeaseRow>, StoreError> {
-        let side_sql = match side {
-            Some("consumer") => "l.consumer_org_id = $1",
-            Some("provider") => "l.provider_org_id = $1",
-            _ => "(l.consumer_org_id = $1 OR l.provider_org_id = $1)",
-        };
-        let rows = self.b.query(
-            &format!(
-                "SELECT {LEASE_COLS} FROM leases l JOIN holds h ON h.id = l.hold_id \
-                 WHERE {side_sql} AND ($2 = '' OR l.state = $2) ORDER BY l.started_ms DESC, l.id LIMIT $3"
-            ),
-            &[org_id.into(), state.unwrap_or("").into(), i64::from(limit).into()],
-        )?;
+        let state = state.unwrap_or("");
+        let mut rows = Vec::new();
+        if side != Some("provider") {
+            self.flush_ledger()?;
+            let held = account_id(org_id, AccountKind::Held);
+            rows = self.b.query(
+                &format!(
+                    "SELECT {LEASE_COLS} FROM postings p JOIN transfers t ON t.seq = p.seq \
+                     JOIN leases l ON l.id = t.lease_id JOIN holds h ON h.id = l.hold_id \
+                     WHERE p.account_id = $1 AND t.kind = 'hold' AND l.consumer_org_id = $4 \
+                     AND ($2 = '' OR l.state = $2) ORDER BY p.seq DESC LIMIT $3"
+                ),
+                &[
+                    held.as_str().into(),
+                    state.into(),
+                    i64::from(limit).into(),
+                    org_id.into(),
+                ],
+            )?;
+        }
+        if side != Some("consumer") && rows.len() < limit as usize {
+            let left = limit as usize - rows.len();
+            rows.extend(self.b.query(
+                &format!(
+                    "SELECT {LEASE_COLS} FROM leases l JOIN holds h ON h.id = l.hold_id \
+                     WHERE l.provider_org_id = $1 AND ($2 = '' OR l.state = $2) \
+                     ORDER BY l.started_ms DESC, l.id LIMIT $3"
+                ),
+                &[org_id.into(), state.into(), (left as i64).into()],
+            )?);
+        }
         let mut leases: Vec<LeaseRow> = rows.iter().map(lease_row).collect();
         for l in &mut leases {
             l.allocations = self

@@ -1,8 +1,8 @@
 //! Migrations. Never edit one that has shipped: add a new one.
 //!
 //! The tables are the same on both backends; the few dialect differences (the transfer sequence
-//! column, SQLite's rebuild of `transfers` in migration 5) are written out per backend in
-//! [`migration_sql`].
+//! column, SQLite's rebuild of `transfers` in migration 5, `postings` without a rowid) are written
+//! out per backend in [`migration_sql`].
 
 use crate::backend::{Backend, StoreError};
 
@@ -268,7 +268,34 @@ CREATE INDEX jobs_lease_state ON jobs(lease_id, state);
 "#,
     // 5: SQLite only ({SQLITE} below), see SQLITE_TRANSFERS_REBUILD.
     "{SQLITE}",
+    // 6: an account's movements and a consumer's leases are found through postings, see
+    // POSTINGS.
+    POSTINGS,
 ];
+
+/// Migration 6: `postings`, one row per side of every transfer, keyed by (account, position),
+/// instead of an index on each side of `transfers` and one on a lease's consumer.
+///
+/// - Each of those indexes is ordered by org: a commit of many orgs' purchases put an entry in
+///   another leaf of each, a dirty page (a WAL frame, written and synced) per org and per index.
+///   An org's accounts have neighbouring ids (`{org}.available`, `{org}.held`), so a hold's two
+///   postings share a leaf: one org-ordered page per purchase where there were three.
+/// - A consumer's leases are the leases of the hold transfers that credit its `held` account
+///   (every lease has exactly one, written in the lease's own transaction), found through that
+///   account's postings, newest first.
+/// - On SQLite the table has no rowid: the key is the whole row, as an index entry is.
+const POSTINGS: &str = r#"
+CREATE TABLE postings (
+    account_id TEXT NOT NULL,
+    seq BIGINT NOT NULL,
+    PRIMARY KEY (account_id, seq)
+){WITHOUT_ROWID};
+INSERT INTO postings (account_id, seq) SELECT debit_account_id, seq FROM transfers;
+INSERT INTO postings (account_id, seq) SELECT credit_account_id, seq FROM transfers;
+DROP INDEX transfers_debit;
+DROP INDEX transfers_credit;
+DROP INDEX leases_consumer;
+"#;
 
 /// Migration 5 on SQLite: `transfers` without `AUTOINCREMENT`, and its account indexes without
 /// the sequence column.
@@ -322,9 +349,14 @@ pub fn migration_sql(backend_kind: &str, index: usize) -> String {
         "postgres" => "SELECT 1;",
         _ => SQLITE_TRANSFERS_REBUILD,
     };
+    let without_rowid = match backend_kind {
+        "postgres" => "",
+        _ => " WITHOUT ROWID",
+    };
     MIGRATIONS[index]
         .replace("{SQLITE}", sqlite_only)
         .replace("{SEQ}", seq)
+        .replace("{WITHOUT_ROWID}", without_rowid)
 }
 
 /// Applies every migration not yet applied, each in its own transaction.

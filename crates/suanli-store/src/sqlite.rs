@@ -601,7 +601,7 @@ mod tests {
         let sequence = "SELECT count(*) FROM sqlite_sequence WHERE name = 'transfers'";
         assert_eq!(b.query(sequence, &[]).unwrap()[0].i64(0), 1);
 
-        crate::schema::migrate(&mut b).unwrap();
+        crate::schema::migrate_up_to(&mut b, 5).unwrap();
 
         let after = b
             .query(

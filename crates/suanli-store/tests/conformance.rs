@@ -1061,3 +1061,118 @@ async fn a_purchase_sees_its_offer_as_changed_earlier_in_the_same_transaction() 
     );
     assert_books_sound(&m.store);
 }
+
+/// What migration 6 changes the reads of: both sides' statements, and the lease lists (ids and
+/// states, newest first).
+fn postings_views(
+    m: &Market,
+) -> (
+    Vec<suanli_store::ops::TransferRow>,
+    Vec<String>,
+    Vec<String>,
+) {
+    let (consumer, provider) = (m.consumer.clone(), m.provider.clone());
+    read(&m.store, move |tx| {
+        let mut lines = tx.statement(&consumer, 0, 100)?;
+        lines.extend(tx.statement(&provider, 0, 100)?);
+        let leases = |tx: &mut suanli_store::Tx<'_>, org: &str, side| {
+            tx.list_leases(org, side, None, 100).map(|ls| {
+                ls.iter()
+                    .map(|l| format!("{} {}", l.id, l.state.as_str()))
+                    .collect::<Vec<_>>()
+            })
+        };
+        let bought = leases(tx, &consumer, None)?;
+        assert_eq!(bought, leases(tx, &consumer, Some("consumer"))?);
+        assert!(leases(tx, &consumer, Some("provider"))?.is_empty());
+        let sold = leases(tx, &provider, None)?;
+        assert!(leases(tx, &provider, Some("consumer"))?.is_empty());
+        Ok((lines, bought, sold))
+    })
+    .unwrap()
+}
+
+/// A database made before migration 6 (transfers indexed by account, leases by consumer) gets a
+/// posting for each side of every transfer: its books stay sound, and its statements and lease
+/// lists read the same afterwards; new purchases are posted and listed first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migration_6_posts_every_earlier_transfer() {
+    let m = market(1_000_000_000).await;
+    let mut bought = Vec::new();
+    for (units, at) in [(1, 1_000), (2, 2_000), (1, 3_000)] {
+        let p = purchase(&m, units, 3_600, at);
+        let lease = m
+            .store
+            .writer()
+            .submit(move |tx| tx.purchase(&p))
+            .await
+            .unwrap();
+        bought.push(lease.id);
+    }
+    let (org, id) = (m.consumer.clone(), bought[1].clone());
+    m.store
+        .writer()
+        .submit(move |tx| tx.end_lease(Some(&org), &id, EndReason::Ended, 60_000))
+        .await
+        .unwrap();
+    let before = postings_views(&m);
+    // Newest first, with the ended lease's state.
+    assert_eq!(before.1.len(), 3);
+    assert!(before.1[0].starts_with(&bought[2]), "{:?}", before.1);
+    assert_eq!(before.1[1], format!("{} ended", bought[1]));
+    assert_eq!(before.2, before.1);
+    assert_books_sound(&m.store);
+
+    // Take the database back to how migration 5 left it, and open it again.
+    let location = m.store.location().clone();
+    let Market {
+        store,
+        consumer,
+        provider,
+        offer,
+    } = m;
+    drop(store);
+    let undo = "DROP TABLE postings; \
+        CREATE INDEX transfers_debit ON transfers(debit_account_id); \
+        CREATE INDEX transfers_credit ON transfers(credit_account_id); \
+        CREATE INDEX leases_consumer ON leases(consumer_org_id, started_ms); \
+        DELETE FROM schema_migrations WHERE version = 6";
+    tokio::task::block_in_place(|| match &location {
+        suanli_store::Location::Sqlite(path) => rusqlite::Connection::open(path)
+            .unwrap()
+            .execute_batch(undo)
+            .unwrap(),
+        suanli_store::Location::Postgres(url) => postgres::Client::connect(url, postgres::NoTls)
+            .unwrap()
+            .batch_execute(undo)
+            .unwrap(),
+    });
+    let m = Market {
+        store: open(location),
+        consumer,
+        provider,
+        offer,
+    };
+    assert_books_sound(&m.store);
+    assert_eq!(postings_views(&m), before);
+    let postings = read(&m.store, |tx| {
+        Ok((tx.count("postings")?, tx.count("transfers")?))
+    })
+    .unwrap();
+    assert_eq!(postings.0, 2 * postings.1);
+
+    let p = purchase(&m, 1, 3_600, 70_000);
+    let newest = m
+        .store
+        .writer()
+        .submit(move |tx| tx.purchase(&p))
+        .await
+        .unwrap();
+    let after = postings_views(&m);
+    assert_eq!(after.1.len(), 4);
+    assert_eq!(after.1[0], format!("{} active", newest.id));
+    assert_eq!(after.1[1..], before.1[..]);
+    // The hold moves money between two of the consumer's accounts: one line.
+    assert_eq!(after.0.len(), before.0.len() + 1);
+    assert_books_sound(&m.store);
+}
