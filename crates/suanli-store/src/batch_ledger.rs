@@ -38,7 +38,7 @@ use std::collections::{HashMap, VecDeque};
 use suanli_core::ledger::TransferKind;
 
 use crate::backend::{to_i64, Row, StoreError, Value};
-use crate::ops::{TransferRow, Tx, TRANSFER_COLS};
+use crate::ops::{account_org, TransferRow, Tx, TRANSFER_COLS};
 
 /// The largest debits or credits total an account may reach (the schema's `CHECK`).
 const MAX_TOTAL_MICROS: u64 = 4_000_000_000_000_000_000;
@@ -440,21 +440,29 @@ impl<'a> Tx<'a> {
                     t.created_ms.into(),
                 ],
             )?;
-            self.b.execute(
-                INSERT_POSTINGS,
-                &[
-                    (&t.debit_account_id).into(),
-                    (&t.credit_account_id).into(),
-                    t.seq.into(),
-                ],
-            )?;
+            let (debit_org, credit_org) = posted_orgs(t);
+            match credit_org {
+                None => self.b.execute(
+                    "INSERT INTO postings (org_id, seq) VALUES ($1, $2)",
+                    &[debit_org.into(), t.seq.into()],
+                )?,
+                Some(credit_org) => self.b.execute(
+                    "INSERT INTO postings (org_id, seq) VALUES ($1, $3), ($2, $3)",
+                    &[debit_org.into(), credit_org.into(), t.seq.into()],
+                )?,
+            };
         }
         Ok(())
     }
 }
 
-/// A transfer's two postings: its debit and its credit account, at its position.
-const INSERT_POSTINGS: &str = "INSERT INTO postings (account_id, seq) VALUES ($1, $3), ($2, $3)";
+/// The orgs a transfer is posted to: its debit account's, and its credit account's when that is
+/// another org (a hold moves money between two accounts of one org: one posting).
+fn posted_orgs(t: &TransferRow) -> (&str, Option<&str>) {
+    let debit = account_org(&t.debit_account_id);
+    let credit = account_org(&t.credit_account_id);
+    (debit, (credit != debit).then_some(credit))
+}
 
 /// PostgreSQL's flush: the accounts' totals and the transfers as two JSON arrays, written by one
 /// statement of three data-modifying CTEs (the transfers' postings come from the same array), so a flush of any size is one round trip and one
@@ -470,11 +478,16 @@ fn flush_in_one_statement(
             .map(|(id, t)| serde_json::json!({"id": id, "d": t.debits, "c": t.credits}))
             .collect(),
     );
+    let mut postings = 0;
     let transfers_json = serde_json::Value::Array(
         transfers
             .iter()
             .map(|t| {
+                let (debit_org, credit_org) = posted_orgs(t);
+                postings += 1 + i64::from(credit_org.is_some());
                 serde_json::json!({
+                    "debit_org": debit_org,
+                    "credit_org": credit_org,
                     "seq": t.seq,
                     "id": t.id,
                     "kind": t.kind,
@@ -501,11 +514,10 @@ fn flush_in_one_statement(
              debit_account_id text, credit_account_id text, amount_micros bigint, \
              debit_balance_after_micros bigint, credit_balance_after_micros bigint, hold_id text, \
              lease_id text, external_ref text, created_ms bigint) RETURNING 1), \
-             p AS (INSERT INTO postings (account_id, seq) SELECT x.account_id, x.seq \
-             FROM json_to_recordset($2::text::json) AS r(seq bigint, debit_account_id text, \
-             credit_account_id text) CROSS JOIN LATERAL \
-             (VALUES (r.debit_account_id, r.seq), (r.credit_account_id, r.seq)) AS x(account_id, seq) \
-             RETURNING 1) \
+             p AS (INSERT INTO postings (org_id, seq) SELECT x.org_id, r.seq \
+             FROM json_to_recordset($2::text::json) AS r(seq bigint, debit_org text, credit_org text) \
+             CROSS JOIN LATERAL (VALUES (r.debit_org), (r.credit_org)) AS x(org_id) \
+             WHERE x.org_id IS NOT NULL RETURNING 1) \
              SELECT (SELECT count(*) FROM a), (SELECT count(*) FROM t), (SELECT count(*) FROM p)"
         ),
         &[
@@ -514,11 +526,7 @@ fn flush_in_one_statement(
         ],
     )?;
     let written = rows.first().map(|r| (r.i64(0), r.i64(1), r.i64(2)));
-    let expected = (
-        accounts.len() as i64,
-        transfers.len() as i64,
-        2 * transfers.len() as i64,
-    );
+    let expected = (accounts.len() as i64, transfers.len() as i64, postings);
     if written != Some(expected) {
         return Err(StoreError::Backend(format!(
             "a ledger flush wrote {written:?} of {expected:?} accounts, transfers and postings"

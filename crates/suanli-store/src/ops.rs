@@ -76,6 +76,13 @@ pub fn account_id(org_id: &str, kind: AccountKind) -> String {
     format!("{org_id}.{}", kind.as_str())
 }
 
+/// The org of an account id made by [`account_id`] (an account kind has no dot).
+pub fn account_org(account_id: &str) -> &str {
+    account_id
+        .rsplit_once('.')
+        .map_or(account_id, |(org, _)| org)
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OrgRow {
     pub id: String,
@@ -1257,9 +1264,8 @@ impl<'a> Tx<'a> {
         let rows = self.b.query(
             &format!(
                 "SELECT {TRANSFER_COLS} FROM transfers WHERE seq IN (\
-                 SELECT p.seq FROM postings p WHERE p.seq > $2 AND \
-                 p.account_id IN (SELECT id FROM accounts WHERE org_id = $1)) \
-                 ORDER BY seq LIMIT $3"
+                 SELECT seq FROM postings WHERE org_id = $1 AND seq > $2 ORDER BY seq LIMIT $3) \
+                 ORDER BY seq"
             ),
             &[org_id.into(), after.into(), i64::from(limit).into()],
         )?;
@@ -1326,11 +1332,13 @@ impl<'a> Tx<'a> {
             .collect();
         let postings = self.b.query(
             "SELECT \
-             (SELECT COUNT(*) FROM transfers t WHERE \
-              NOT EXISTS (SELECT 1 FROM postings p WHERE p.account_id = t.debit_account_id AND p.seq = t.seq) OR \
-              NOT EXISTS (SELECT 1 FROM postings p WHERE p.account_id = t.credit_account_id AND p.seq = t.seq)), \
-             (SELECT COUNT(*) FROM postings p WHERE NOT EXISTS (SELECT 1 FROM transfers t WHERE t.seq = p.seq \
-              AND (t.debit_account_id = p.account_id OR t.credit_account_id = p.account_id)))",
+             (SELECT COUNT(*) FROM transfers t \
+              JOIN accounts d ON d.id = t.debit_account_id JOIN accounts c ON c.id = t.credit_account_id \
+              WHERE NOT EXISTS (SELECT 1 FROM postings p WHERE p.org_id = d.org_id AND p.seq = t.seq) \
+              OR NOT EXISTS (SELECT 1 FROM postings p WHERE p.org_id = c.org_id AND p.seq = t.seq)), \
+             (SELECT COUNT(*) FROM postings p WHERE NOT EXISTS (SELECT 1 FROM transfers t \
+              JOIN accounts d ON d.id = t.debit_account_id JOIN accounts c ON c.id = t.credit_account_id \
+              WHERE t.seq = p.seq AND (d.org_id = p.org_id OR c.org_id = p.org_id)))",
             &[],
         )?;
         Ok(LedgerSnapshot {
@@ -1589,8 +1597,8 @@ impl<'a> Tx<'a> {
     /// side.
     ///
     /// A consumer's leases are those of the hold transfers into its `held` account, found through
-    /// that account's postings from the newest (see migration 6): no index on the lease's
-    /// consumer, which cost every purchase a dirty page.
+    /// its postings from the newest (see migration 6): no index on the lease's consumer, which
+    /// cost every purchase a dirty page.
     pub fn list_leases(
         &mut self,
         org_id: &str,
@@ -1607,14 +1615,15 @@ impl<'a> Tx<'a> {
                 &format!(
                     "SELECT {LEASE_COLS} FROM postings p JOIN transfers t ON t.seq = p.seq \
                      JOIN leases l ON l.id = t.lease_id JOIN holds h ON h.id = l.hold_id \
-                     WHERE p.account_id = $1 AND t.kind = 'hold' AND l.consumer_org_id = $4 \
-                     AND ($2 = '' OR l.state = $2) ORDER BY p.seq DESC LIMIT $3"
+                     WHERE p.org_id = $1 AND t.kind = 'hold' AND t.credit_account_id = $4 \
+                     AND l.consumer_org_id = $1 AND ($2 = '' OR l.state = $2) \
+                     ORDER BY p.seq DESC LIMIT $3"
                 ),
                 &[
-                    held.as_str().into(),
+                    org_id.into(),
                     state.into(),
                     i64::from(limit).into(),
-                    org_id.into(),
+                    held.as_str().into(),
                 ],
             )?;
         }
@@ -1840,7 +1849,18 @@ fn token_row(r: &Row) -> TokenRow {
 
 #[cfg(test)]
 mod tests {
-    use super::new_id;
+    use super::{account_id, account_org, new_id};
+    use suanli_core::ledger::AccountKind;
+
+    /// Every account kind's id leads back to its org, whatever the org id looks like.
+    #[test]
+    fn an_account_id_leads_back_to_its_org() {
+        for org in [new_id("org"), "org.with.dots".to_owned(), String::new()] {
+            for kind in AccountKind::ALL {
+                assert_eq!(account_org(&account_id(&org, kind)), org);
+            }
+        }
+    }
 
     /// One thread's identifiers sort in the order it made them (many fall in one millisecond),
     /// and no two threads make the same one.

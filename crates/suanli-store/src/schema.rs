@@ -268,30 +268,35 @@ CREATE INDEX jobs_lease_state ON jobs(lease_id, state);
 "#,
     // 5: SQLite only ({SQLITE} below), see SQLITE_TRANSFERS_REBUILD.
     "{SQLITE}",
-    // 6: an account's movements and a consumer's leases are found through postings, see
-    // POSTINGS.
+    // 6: an org's movements and a consumer's leases are found through postings, see POSTINGS.
     POSTINGS,
 ];
 
-/// Migration 6: `postings`, one row per side of every transfer, keyed by (account, position),
-/// instead of an index on each side of `transfers` and one on a lease's consumer.
+/// Migration 6: `postings`, one row per org and transfer that moved money on its accounts,
+/// keyed by (org, position), instead of an index on each side of `transfers` and one on a lease's
+/// consumer.
 ///
-/// - Each of those indexes is ordered by org: a commit of many orgs' purchases put an entry in
-///   another leaf of each, a dirty page (a WAL frame, written and synced) per org and per index.
-///   An org's accounts have neighbouring ids (`{org}.available`, `{org}.held`), so a hold's two
-///   postings share a leaf: one org-ordered page per purchase where there were three.
-/// - A consumer's leases are the leases of the hold transfers that credit its `held` account
-///   (every lease has exactly one, written in the lease's own transaction), found through that
-///   account's postings, newest first.
+/// - Each of those indexes was ordered by account or org: a commit of many orgs' purchases put an
+///   entry into another leaf of each for every org, and a hold into two of the account indexes
+///   (the org's `available` range and its `held` range are far apart once they hold thousands of
+///   entries). Every such leaf is a dirty page (a WAL frame, written and synced), and a leaf that
+///   fills in the middle of a tree splits into its neighbours and its parent.
+/// - A posting is appended at the end of its org's range: a purchase adds one entry, to its org's
+///   last leaf, where it added three to three leaves.
+/// - An org's statement reads its range from a position on, in order; a consumer's leases are
+///   those of the hold transfers in its range, newest first (every lease has exactly one, written
+///   in the lease's own transaction).
 /// - On SQLite the table has no rowid: the key is the whole row, as an index entry is.
 const POSTINGS: &str = r#"
 CREATE TABLE postings (
-    account_id TEXT NOT NULL,
+    org_id TEXT NOT NULL,
     seq BIGINT NOT NULL,
-    PRIMARY KEY (account_id, seq)
+    PRIMARY KEY (org_id, seq)
 ){WITHOUT_ROWID};
-INSERT INTO postings (account_id, seq) SELECT debit_account_id, seq FROM transfers;
-INSERT INTO postings (account_id, seq) SELECT credit_account_id, seq FROM transfers;
+INSERT INTO postings (org_id, seq)
+SELECT a.org_id, t.seq FROM transfers t JOIN accounts a ON a.id = t.debit_account_id
+UNION
+SELECT a.org_id, t.seq FROM transfers t JOIN accounts a ON a.id = t.credit_account_id;
 DROP INDEX transfers_debit;
 DROP INDEX transfers_credit;
 DROP INDEX leases_consumer;
