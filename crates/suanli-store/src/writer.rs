@@ -324,8 +324,9 @@ impl Batch<'_> {
             .tx()
             .flush_ledger()
             .and_then(|()| self.backend.commit());
-        if outcome.is_err() {
-            self.rollback();
+        match outcome {
+            Ok(_) => self.memory.committed(),
+            Err(_) => self.rollback(),
         }
         outcome
     }

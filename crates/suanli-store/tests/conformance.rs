@@ -1179,3 +1179,33 @@ async fn migration_6_posts_every_earlier_transfer() {
     assert_eq!(after.0.len(), before.0.len() + 1);
     assert_books_sound(&m.store);
 }
+
+/// The writer remembers the orgs it read only once their transaction has committed: an org
+/// created and read by a job that fails is gone with it, and one that commits is found.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_org_read_by_a_failed_job_is_not_remembered() {
+    let store = fresh_store();
+    for commits in [false, true] {
+        let made = org("consumer", Some("research_institute"));
+        let id = made.id.clone();
+        let outcome = store
+            .writer()
+            .submit(move |tx| {
+                tx.create_org(&made, "admin", None)?;
+                assert_eq!(tx.get_org(&made.id)?.id, made.id);
+                if commits {
+                    Ok(())
+                } else {
+                    Err(StoreError::Conflict("failed on purpose".into()))
+                }
+            })
+            .await;
+        assert_eq!(outcome.is_ok(), commits, "{outcome:?}");
+        let looked = store.writer().submit(move |tx| tx.get_org(&id)).await;
+        match looked {
+            Ok(found) => assert!(commits, "a rolled-back org was found: {found:?}"),
+            Err(StoreError::NotFound("org")) => assert!(!commits, "a committed org was lost"),
+            Err(e) => panic!("{e:?}"),
+        }
+    }
+}
