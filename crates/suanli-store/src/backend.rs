@@ -158,6 +158,12 @@ pub trait Backend: Send {
     fn commit(&mut self) -> Result<Option<SyncFn>, StoreError> {
         self.batch("COMMIT").map(|()| None)
     }
+    /// Whether another connection may have committed changes since this connection last asked;
+    /// asked by the writer right after it began a write transaction. `true` where the backend
+    /// cannot tell: the writer then reads again what it kept from its earlier transactions.
+    fn changed_by_others(&mut self) -> Result<bool, StoreError> {
+        Ok(true)
+    }
     /// Upkeep the writer runs between two batches, after the last batch's sync went to the
     /// syncer: the batch's requests are answered meanwhile, only the next batch waits for it.
     fn after_batch(&mut self) {}

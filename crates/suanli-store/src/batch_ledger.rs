@@ -79,7 +79,8 @@ pub struct LedgerBuffer {
 }
 
 impl LedgerBuffer {
-    /// Forgets what the transaction buffered and read: it was rolled back, or is about to begin.
+    /// Forgets what the transaction buffered and read: it was rolled back, or what it kept may
+    /// no longer be what the database holds.
     pub fn clear(&mut self) {
         self.accounts.clear();
         self.changed.clear();
@@ -110,7 +111,12 @@ impl LedgerBuffer {
         seqs
     }
 
-    fn is_flushed(&self) -> bool {
+    /// Accounts whose totals are kept.
+    pub(crate) fn kept(&self) -> usize {
+        self.accounts.len()
+    }
+
+    pub(crate) fn is_flushed(&self) -> bool {
         self.changed.is_empty() && self.transfers.is_empty()
     }
 }

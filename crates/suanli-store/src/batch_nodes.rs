@@ -28,9 +28,15 @@ pub struct FreeNodes {
 }
 
 impl FreeNodes {
-    /// Forgets every pool: the transaction was rolled back, or is about to begin.
+    /// Forgets every pool: the transaction was rolled back, or another process may have written
+    /// (see `BatchMemory`).
     pub fn clear(&mut self) {
         self.pools.clear();
+    }
+
+    /// Pools whose free capacity is kept.
+    pub(crate) fn kept(&self) -> usize {
+        self.pools.len()
     }
 }
 

@@ -25,9 +25,15 @@ pub struct OfferTerms {
 }
 
 impl OfferTerms {
-    /// Forgets every offer: the transaction was rolled back, or is about to begin.
+    /// Forgets every offer: the transaction was rolled back, or another process may have written
+    /// (see `BatchMemory`).
     pub fn clear(&mut self) {
         self.offers.clear();
+    }
+
+    /// Offers whose terms are kept.
+    pub(crate) fn kept(&self) -> usize {
+        self.offers.len()
     }
 }
 

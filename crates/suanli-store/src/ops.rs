@@ -336,33 +336,59 @@ pub struct Tx<'a> {
 }
 
 /// What a writer transaction keeps in memory across its jobs: the ledger rows not yet written
-/// ([`crate::batch_ledger`]), the free capacity of the pools it placed on
-/// ([`crate::batch_nodes`]) and the terms of the offers it sold from ([`crate::batch_offers`]).
-/// Forgotten as a whole when the transaction begins or rolls back, except the orgs of
-/// [`OrgCache`], which outlive the transactions that committed them.
+/// and the accounts' totals ([`crate::batch_ledger`]), the free capacity of the pools it placed
+/// on ([`crate::batch_nodes`]), the terms of the offers it sold from ([`crate::batch_offers`])
+/// and the orgs it read ([`OrgCache`]).
+///
+/// Forgotten (but for committed orgs) when a transaction rolls back, also to a savepoint. When a
+/// transaction commits, what it kept is what the database holds; the next transaction keeps it
+/// if nobody else committed meanwhile ([`crate::backend::Backend::changed_by_others`]: on
+/// SQLite, where the writer holds the database's one write lock and `PRAGMA data_version` tells
+/// whether another connection committed) and forgets it otherwise (always on PostgreSQL, whose
+/// writer must lock what it reads). Each batch then reads its accounts, its pool's nodes and
+/// its offers once if another process wrote, instead of once per batch (~110 µs of a purchase
+/// batch's writer time).
 #[derive(Debug, Default)]
 pub(crate) struct BatchMemory {
     ledger: LedgerBuffer,
     free_nodes: FreeNodes,
     offer_terms: OfferTerms,
     orgs: OrgCache,
+    /// The last transaction committed, and what is kept is what the database held then.
+    as_committed: bool,
 }
 
 impl BatchMemory {
+    /// Most accounts, pools and offers kept from one transaction to the next.
+    const MOST_KEPT: usize = 100_000;
+
+    /// Forgets what transactions read and buffered: the transaction rolled back.
     pub(crate) fn clear(&mut self) {
         self.ledger.clear();
         self.free_nodes.clear();
         self.offer_terms.clear();
         self.orgs.read_uncommitted.clear();
+        self.as_committed = false;
     }
 
-    /// The transaction committed: what it read is now known to be committed.
+    /// A writer transaction began: keeps what the last one left if it committed and
+    /// `changed_by_others` is false, and forgets it otherwise.
+    pub(crate) fn begin(&mut self, changed_by_others: bool) {
+        let kept = self.ledger.kept() + self.free_nodes.kept() + self.offer_terms.kept();
+        if !self.as_committed || changed_by_others || kept > Self::MOST_KEPT {
+            self.clear();
+        }
+        self.as_committed = false;
+    }
+
+    /// The transaction committed: what it read and wrote is now what the database holds.
     pub(crate) fn committed(&mut self) {
         let read = std::mem::take(&mut self.orgs.read_uncommitted);
         if self.orgs.committed.len() + read.len() > OrgCache::MOST {
             self.orgs.committed.clear();
         }
         self.orgs.committed.extend(read);
+        self.as_committed = self.ledger.is_flushed();
     }
 }
 
@@ -709,11 +735,12 @@ impl<'a> Tx<'a> {
             &format!("SELECT {ORG_COLS} FROM orgs WHERE id = $1"),
             &[org_id.into()],
         )?;
-        let org = rows.first().map(org_row).ok_or(StoreError::NotFound("org"))?;
+        let org = rows
+            .first()
+            .map(org_row)
+            .ok_or(StoreError::NotFound("org"))?;
         if let Memory::Batch(m) = &mut self.memory {
-            m.orgs
-                .read_uncommitted
-                .insert(org.id.clone(), org.clone());
+            m.orgs.read_uncommitted.insert(org.id.clone(), org.clone());
         }
         Ok(org)
     }

@@ -19,6 +19,8 @@ pub struct SqliteBackend {
     /// The writer's WAL file, opened once and synced after each commit by [`Backend::commit`]'s
     /// sync (an open descriptor syncs the file whatever happens to its name).
     wal: Option<std::sync::Arc<std::fs::File>>,
+    /// `PRAGMA data_version` when [`Backend::changed_by_others`] last read it.
+    data_version: Option<i64>,
 }
 
 impl Drop for SqliteBackend {
@@ -353,6 +355,7 @@ impl SqliteBackend {
             rewritten: Default::default(),
             checkpointer: None,
             wal: None,
+            data_version: None,
         };
         crate::schema::migrate(&mut me)?;
         // Without a WAL file to sync (it exists once the database has been read in WAL mode),
@@ -387,6 +390,7 @@ impl SqliteBackend {
             rewritten: Default::default(),
             checkpointer: None,
             wal: None,
+            data_version: None,
         })
     }
 
@@ -508,6 +512,18 @@ impl Backend for SqliteBackend {
     /// Restarts the WAL when the checkpointer asked for it (see [`Checkpointer`]): here, not in
     /// [`Backend::commit`], so that the batch just committed is synced and answered while the
     /// restart runs.
+    /// SQLite changes `PRAGMA data_version` for a connection whenever another connection (of
+    /// this process or another) committed to the database.
+    fn changed_by_others(&mut self) -> Result<bool, StoreError> {
+        let version: i64 = self
+            .conn
+            .query_row("PRAGMA data_version", [], |r| r.get(0))
+            .map_err(map_err)?;
+        let changed = self.data_version != Some(version);
+        self.data_version = Some(version);
+        Ok(changed)
+    }
+
     fn after_batch(&mut self) {
         if let Some(c) = &self.checkpointer {
             if c.restart_wanted
@@ -563,6 +579,7 @@ mod tests {
             rewritten: Default::default(),
             checkpointer: None,
             wal: None,
+            data_version: None,
         };
         b.batch("PRAGMA foreign_keys=ON").unwrap();
         crate::schema::migrate_up_to(&mut b, 4).unwrap();

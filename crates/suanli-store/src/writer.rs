@@ -302,8 +302,17 @@ impl Batch<'_> {
     /// Begins the transaction and reads the declared accounts (see
     /// [`Writer::submit_with_accounts`]).
     fn begin(&mut self) -> Result<(), StoreError> {
-        self.memory.clear();
-        self.backend.begin_write()?;
+        if let Err(e) = self.backend.begin_write() {
+            self.memory.clear();
+            return Err(e);
+        }
+        match self.backend.changed_by_others() {
+            Ok(changed) => self.memory.begin(changed),
+            Err(e) => {
+                self.rollback();
+                return Err(e);
+            }
+        }
         if self.declared.is_empty() {
             return Ok(());
         }

@@ -1209,3 +1209,62 @@ async fn an_org_read_by_a_failed_job_is_not_remembered() {
         }
     }
 }
+
+/// A writer keeps what its last transaction read (balances, free capacity, offer terms) for the
+/// next one only while no other exchange process writes: each of these steps alternates between
+/// two processes on one database, and each sees the other's deposit, purchase and withdrawal.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_writer_sees_what_another_process_committed_since_its_last_batch() {
+    let m = market(1_000_000_000).await;
+    let [a, b] = two_processes(&m);
+    let buy = |store: &Arc<Store>, units: u64, at: i64| {
+        let (store, p) = (store.clone(), purchase(&m, units, 3_600, at));
+        async move { store.writer().submit(move |tx| tx.purchase(&p)).await }
+    };
+    // One accelerator-hour holds 36 CNY.
+    buy(&a, 1, 1_000).await.unwrap();
+    let consumer = m.consumer.clone();
+    b.writer()
+        .submit(move |tx| tx.deposit(&consumer, 5_000_000, "bank-2", 2_000))
+        .await
+        .unwrap();
+    buy(&b, 2, 3_000).await.unwrap();
+    buy(&a, 1, 4_000).await.unwrap();
+    for store in [&a, &b] {
+        assert_eq!(
+            balance(store, &m.consumer, AccountKind::Available),
+            1_000_000_000 + 5_000_000 - 4 * 36_000_000
+        );
+        assert_eq!(
+            balance(store, &m.consumer, AccountKind::Held),
+            4 * 36_000_000
+        );
+        assert_books_sound(store);
+    }
+    // Four of the node's eight accelerators are left: B takes them, A finds none; B ends that
+    // lease, and A finds them again.
+    let last = buy(&b, 4, 5_000).await.unwrap();
+    let refused = buy(&a, 1, 6_000).await;
+    assert!(
+        matches!(refused, Err(StoreError::CapacityUnavailable)),
+        "{refused:?}"
+    );
+    let consumer = m.consumer.clone();
+    b.writer()
+        .submit(move |tx| tx.end_lease(Some(&consumer), &last.id, EndReason::Ended, 6_500))
+        .await
+        .unwrap();
+    buy(&a, 4, 7_000).await.unwrap();
+    // B withdraws the offer: A can no longer buy from it.
+    let (provider, offer) = (m.provider.clone(), m.offer.clone());
+    b.writer()
+        .submit(move |tx| tx.withdraw_offer(&provider, &offer))
+        .await
+        .unwrap();
+    let refused = buy(&a, 1, 8_000).await;
+    assert!(
+        matches!(refused, Err(StoreError::OfferNotAvailable(_))),
+        "{refused:?}"
+    );
+    assert_books_sound(&a);
+}
