@@ -680,6 +680,123 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
     }
 
+    /// A database made before migration 7 keeps every hold and lease, with their keys,
+    /// references and indexes, when both tables are rebuilt with their state checks written as
+    /// comparisons; the checks and references still refuse what they refused, and foreign keys
+    /// are on again afterwards.
+    #[test]
+    fn migration_7_rebuilds_holds_and_leases_without_losing_a_row() {
+        let dir = std::env::temp_dir().join(crate::ops::new_id("suanli-migrate"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("m.db").to_string_lossy().into_owned();
+        let mut b = SqliteBackend {
+            conn: Connection::open(&path).unwrap(),
+            rewritten: Default::default(),
+            checkpointer: None,
+            wal: None,
+            data_version: None,
+        };
+        b.batch("PRAGMA foreign_keys=ON").unwrap();
+        crate::schema::migrate_up_to(&mut b, 6).unwrap();
+        let lease = |id: &str, state: &str, hold: &str| {
+            format!(
+                "INSERT INTO leases (id, consumer_org_id, provider_org_id, offer_id, pool_id, \
+                 category, qualifier, zone, units, price_micros_per_unit_hour, fee_bps, \
+                 duration_limit_s, started_ms, ends_ms, state, hold_id) VALUES ('{id}', 'org_c', \
+                 'org_p', 'offer_1', 'pool_1', 'general', NULL, 'z', 1, 100, 500, 60, 0, 60000, \
+                 '{state}', '{hold}')"
+            )
+        };
+        b.batch(&format!(
+            "INSERT INTO orgs VALUES ('org_c', 'c', 'consumer', 'enterprise', 'z', 'r', 0), \
+             ('org_p', 'p', 'provider', NULL, 'z', 'r', 0); \
+             INSERT INTO pools (id, org_id, name, zone, created_ms) VALUES ('pool_1', 'org_p', 'p', 'z', 0); \
+             INSERT INTO nodes (id, pool_id, name, cpus, memory_mib, accelerator_model, accelerators, \
+             partition_name) VALUES ('node_1', 'pool_1', 'n', 8, 1024, NULL, 0, NULL); \
+             INSERT INTO offers (id, org_id, pool_id, category, qualifier, accelerator_memory_gib, \
+             cpus_per_unit, memory_mib_per_unit, price_micros_per_unit_hour, min_units, max_units, \
+             valid_from_ms, valid_until_ms, state, created_ms) VALUES ('offer_1', 'org_p', 'pool_1', \
+             'general', NULL, 0, 1, 128, 100, 1, 8, 0, 99999999, 'active', 0); \
+             INSERT INTO holds (id, org_id, amount_micros, state, created_ms) VALUES \
+             ('hold_1', 'org_c', 100, 'pending', 0), ('hold_2', 'org_c', 50, 'posted', 1); \
+             {}; {}; \
+             INSERT INTO lease_allocations VALUES ('lease_1', 'node_1', 1, 1, 128, 0);",
+            lease("lease_1", "active", "hold_1"),
+            lease("lease_2", "ended", "hold_2"),
+        ))
+        .unwrap();
+        let rows = |b: &mut SqliteBackend| {
+            (
+                b.query("SELECT * FROM holds ORDER BY id", &[]).unwrap(),
+                b.query("SELECT * FROM leases ORDER BY id", &[]).unwrap(),
+            )
+        };
+        let before = rows(&mut b);
+        assert_eq!((before.0.len(), before.1.len()), (2, 2));
+
+        crate::schema::migrate(&mut b).unwrap();
+
+        assert_eq!(rows(&mut b), before);
+        for table in ["holds", "leases"] {
+            let sql = b
+                .query(
+                    "SELECT sql FROM sqlite_schema WHERE type = 'table' AND name = $1",
+                    &[table.into()],
+                )
+                .unwrap()[0]
+                .str(0);
+            assert!(!sql.contains(" IN (") && sql.contains("state = "), "{sql}");
+        }
+        let indexes = b
+            .query(
+                "SELECT name FROM sqlite_schema WHERE tbl_name = 'leases' AND type = 'index' \
+                 ORDER BY name",
+                &[],
+            )
+            .unwrap()
+            .iter()
+            .map(|r| r.str(0))
+            .collect::<Vec<_>>();
+        assert_eq!(
+            indexes,
+            [
+                "leases_active_ends",
+                "leases_provider",
+                "sqlite_autoindex_leases_1",
+                "sqlite_autoindex_leases_2"
+            ]
+        );
+        assert_eq!(b.query("PRAGMA foreign_keys", &[]).unwrap()[0].i64(0), 1);
+        assert!(b.query("PRAGMA foreign_key_check", &[]).unwrap().is_empty());
+        let check = b.query("PRAGMA integrity_check", &[]).unwrap()[0].str(0);
+        assert_eq!(check, "ok");
+        // What the constraints refused before, they still refuse.
+        for bad in [
+            "INSERT INTO holds (id, org_id, amount_micros, state, created_ms) \
+             VALUES ('hold_3', 'org_c', 10, 'lost', 0)"
+                .to_owned(),
+            "INSERT INTO holds (id, org_id, amount_micros, state, created_ms) \
+             VALUES ('hold_3', 'org_x', 10, 'pending', 0)"
+                .to_owned(),
+            lease("lease_3", "active", "hold_x"),
+            lease("lease_3", "gone", "hold_1"),
+            lease("lease_3", "active", "hold_1"),
+            "UPDATE leases SET state = 'gone' WHERE id = 'lease_1'".to_owned(),
+            "DELETE FROM leases WHERE id = 'lease_1'".to_owned(),
+        ] {
+            assert!(b.batch(&bad).is_err(), "{bad}");
+        }
+        b.batch(&format!(
+            "INSERT INTO holds (id, org_id, amount_micros, state, created_ms) \
+             VALUES ('hold_3', 'org_c', 10, 'pending', 2); {}; \
+             UPDATE leases SET state = 'expired' WHERE id = 'lease_1'",
+            lease("lease_3", "cancelled", "hold_3")
+        ))
+        .unwrap();
+        drop(b);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
     /// Commits `n` batches of eight ~1 KiB rows into `scratch`, each synced as the writer's are.
     fn commit_scratch(w: &mut SqliteBackend, n: usize) -> i64 {
         let body = "x".repeat(900);

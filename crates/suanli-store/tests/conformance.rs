@@ -1123,7 +1123,8 @@ async fn migration_6_posts_every_earlier_transfer() {
     assert_eq!(before.2, before.1);
     assert_books_sound(&m.store);
 
-    // Take the database back to how migration 5 left it, and open it again.
+    // Take the database back to how migration 5 left it (later migrations run again), and open
+    // it again.
     let location = m.store.location().clone();
     let Market {
         store,
@@ -1136,7 +1137,7 @@ async fn migration_6_posts_every_earlier_transfer() {
         CREATE INDEX transfers_debit ON transfers(debit_account_id); \
         CREATE INDEX transfers_credit ON transfers(credit_account_id); \
         CREATE INDEX leases_consumer ON leases(consumer_org_id, started_ms); \
-        DELETE FROM schema_migrations WHERE version = 6";
+        DELETE FROM schema_migrations WHERE version >= 6";
     tokio::task::block_in_place(|| match &location {
         suanli_store::Location::Sqlite(path) => rusqlite::Connection::open(path)
             .unwrap()

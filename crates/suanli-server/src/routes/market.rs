@@ -335,7 +335,7 @@ pub async fn purchase(
         .await
 }
 
-/// Leases the caller bought or sold, newest first.
+/// Leases the caller bought (the newest purchase first) or sold (the newest start first).
 #[utoipa::path(get, path = "/api/v1/leases", tag = "market", security(("bearer" = [])),
     params(LeaseListParams),
     responses((status = 200, body = List<Lease>), (status = 400, body = ErrorBody)))]
