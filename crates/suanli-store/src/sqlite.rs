@@ -567,10 +567,9 @@ mod tests {
         );
     }
 
-    /// A database made before migration 5 keeps every transfer, its positions and its
-    /// constraints when `transfers` is rebuilt without `AUTOINCREMENT`, and new transfers follow.
-    #[test]
-    fn migration_5_rebuilds_transfers_without_losing_a_row() {
+    /// A connection to a new database in a new directory, with foreign keys on and the
+    /// migrations up to `version` applied, as an older exchange left it.
+    fn migrated_up_to(version: i64) -> (std::path::PathBuf, SqliteBackend) {
         let dir = std::env::temp_dir().join(crate::ops::new_id("suanli-migrate"));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("m.db").to_string_lossy().into_owned();
@@ -582,7 +581,27 @@ mod tests {
             data_version: None,
         };
         b.batch("PRAGMA foreign_keys=ON").unwrap();
-        crate::schema::migrate_up_to(&mut b, 4).unwrap();
+        crate::schema::migrate_up_to(&mut b, version).unwrap();
+        (dir, b)
+    }
+
+    /// The names of `table`'s indexes, in order.
+    fn indexes_of(b: &mut SqliteBackend, table: &str) -> Vec<String> {
+        b.query(
+            "SELECT name FROM sqlite_schema WHERE tbl_name = $1 AND type = 'index' ORDER BY name",
+            &[table.into()],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| r.str(0))
+        .collect()
+    }
+
+    /// A database made before migration 5 keeps every transfer, its positions and its
+    /// constraints when `transfers` is rebuilt without `AUTOINCREMENT`, and new transfers follow.
+    #[test]
+    fn migration_5_rebuilds_transfers_without_losing_a_row() {
+        let (dir, mut b) = migrated_up_to(4);
         b.batch(
             "INSERT INTO orgs VALUES ('org_o', 'o', 'operator', NULL, 'z', 'r', 0), \
              ('org_c', 'c', 'consumer', 'enterprise', 'z', 'r', 0); \
@@ -636,18 +655,8 @@ mod tests {
             .unwrap()[0]
             .str(0);
         assert!(!table_sql.contains("AUTOINCREMENT"), "{table_sql}");
-        let indexes = b
-            .query(
-                "SELECT name FROM sqlite_schema WHERE tbl_name = 'transfers' AND type = 'index' \
-                 ORDER BY name",
-                &[],
-            )
-            .unwrap()
-            .iter()
-            .map(|r| r.str(0))
-            .collect::<Vec<_>>();
         assert_eq!(
-            indexes,
+            indexes_of(&mut b, "transfers"),
             [
                 "sqlite_autoindex_transfers_1",
                 "transfers_credit",
@@ -686,18 +695,7 @@ mod tests {
     /// are on again afterwards.
     #[test]
     fn migration_7_rebuilds_holds_and_leases_without_losing_a_row() {
-        let dir = std::env::temp_dir().join(crate::ops::new_id("suanli-migrate"));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("m.db").to_string_lossy().into_owned();
-        let mut b = SqliteBackend {
-            conn: Connection::open(&path).unwrap(),
-            rewritten: Default::default(),
-            checkpointer: None,
-            wal: None,
-            data_version: None,
-        };
-        b.batch("PRAGMA foreign_keys=ON").unwrap();
-        crate::schema::migrate_up_to(&mut b, 6).unwrap();
+        let (dir, mut b) = migrated_up_to(6);
         let lease = |id: &str, state: &str, hold: &str| {
             format!(
                 "INSERT INTO leases (id, consumer_org_id, provider_org_id, offer_id, pool_id, \
@@ -747,18 +745,8 @@ mod tests {
                 .str(0);
             assert!(!sql.contains(" IN (") && sql.contains("state = "), "{sql}");
         }
-        let indexes = b
-            .query(
-                "SELECT name FROM sqlite_schema WHERE tbl_name = 'leases' AND type = 'index' \
-                 ORDER BY name",
-                &[],
-            )
-            .unwrap()
-            .iter()
-            .map(|r| r.str(0))
-            .collect::<Vec<_>>();
         assert_eq!(
-            indexes,
+            indexes_of(&mut b, "leases"),
             [
                 "leases_active_ends",
                 "leases_provider",

@@ -142,6 +142,11 @@ fn purchase(m: &Market, units: u64, duration_s: u64, now_ms: i64) -> Purchase {
     }
 }
 
+/// Runs the purchase `p` in `store`'s writer.
+async fn buy(store: &Store, p: Purchase) -> Result<suanli_store::ops::LeaseRow, StoreError> {
+    store.writer().submit(move |tx| tx.purchase(&p)).await
+}
+
 fn assert_books_sound(store: &Store) {
     let violations = read(store, |tx| tx.check_ledger()).unwrap();
     assert!(
@@ -164,12 +169,7 @@ fn balance(store: &Store, org: &str, kind: AccountKind) -> i64 {
 async fn purchase_and_end_settle_exactly() {
     let m = market(1_000_000_000).await;
     let p = purchase(&m, 2, 3_600, 1_000);
-    let lease = m
-        .store
-        .writer()
-        .submit(move |tx| tx.purchase(&p))
-        .await
-        .unwrap();
+    let lease = buy(&m.store, p).await.unwrap();
     // Worst case: 2 accelerators × 36 CNY × 1 h.
     assert_eq!(lease.hold.amount_micros, 72_000_000);
     assert_eq!(lease.allocations.len(), 1);
@@ -262,12 +262,7 @@ async fn purchase_and_end_settle_exactly() {
 async fn insufficient_funds_holds_nothing_and_reserves_nothing() {
     let m = market(1_000_000).await;
     let p = purchase(&m, 1, 3_600, 0);
-    let err = m
-        .store
-        .writer()
-        .submit(move |tx| tx.purchase(&p))
-        .await
-        .unwrap_err();
+    let err = buy(&m.store, p).await.unwrap_err();
     assert!(
         matches!(
             err,
@@ -328,12 +323,7 @@ async fn concurrent_purchases_never_oversell() {
 async fn expiry_bills_the_full_limit_and_tenants_are_isolated() {
     let m = market(1_000_000_000).await;
     let p = purchase(&m, 1, 60, 0);
-    let lease = m
-        .store
-        .writer()
-        .submit(move |tx| tx.purchase(&p))
-        .await
-        .unwrap();
+    let lease = buy(&m.store, p).await.unwrap();
     let due = read(&m.store, |tx| tx.due_leases(59_999, 10)).unwrap();
     assert!(due.is_empty());
     let due = read(&m.store, |tx| tx.due_leases(60_000, 10)).unwrap();
@@ -1101,12 +1091,7 @@ async fn migration_6_posts_every_earlier_transfer() {
     let mut bought = Vec::new();
     for (units, at) in [(1, 1_000), (2, 2_000), (1, 3_000)] {
         let p = purchase(&m, units, 3_600, at);
-        let lease = m
-            .store
-            .writer()
-            .submit(move |tx| tx.purchase(&p))
-            .await
-            .unwrap();
+        let lease = buy(&m.store, p).await.unwrap();
         bought.push(lease.id);
     }
     let (org, id) = (m.consumer.clone(), bought[1].clone());
@@ -1166,12 +1151,7 @@ async fn migration_6_posts_every_earlier_transfer() {
     assert_eq!(postings, (2 + 3 + 2 + 2 + 1, 1 + 3 + 3));
 
     let p = purchase(&m, 1, 3_600, 70_000);
-    let newest = m
-        .store
-        .writer()
-        .submit(move |tx| tx.purchase(&p))
-        .await
-        .unwrap();
+    let newest = buy(&m.store, p).await.unwrap();
     let after = postings_views(&m);
     assert_eq!(after.1.len(), 4);
     assert_eq!(after.1[0], format!("{} active", newest.id));
@@ -1218,19 +1198,16 @@ async fn an_org_read_by_a_failed_job_is_not_remembered() {
 async fn a_writer_sees_what_another_process_committed_since_its_last_batch() {
     let m = market(1_000_000_000).await;
     let [a, b] = two_processes(&m);
-    let buy = |store: &Arc<Store>, units: u64, at: i64| {
-        let (store, p) = (store.clone(), purchase(&m, units, 3_600, at));
-        async move { store.writer().submit(move |tx| tx.purchase(&p)).await }
-    };
+    let hour = |units: u64, at: i64| purchase(&m, units, 3_600, at);
     // One accelerator-hour holds 36 CNY.
-    buy(&a, 1, 1_000).await.unwrap();
+    buy(&a, hour(1, 1_000)).await.unwrap();
     let consumer = m.consumer.clone();
     b.writer()
         .submit(move |tx| tx.deposit(&consumer, 5_000_000, "bank-2", 2_000))
         .await
         .unwrap();
-    buy(&b, 2, 3_000).await.unwrap();
-    buy(&a, 1, 4_000).await.unwrap();
+    buy(&b, hour(2, 3_000)).await.unwrap();
+    buy(&a, hour(1, 4_000)).await.unwrap();
     for store in [&a, &b] {
         assert_eq!(
             balance(store, &m.consumer, AccountKind::Available),
@@ -1244,8 +1221,8 @@ async fn a_writer_sees_what_another_process_committed_since_its_last_batch() {
     }
     // Four of the node's eight accelerators are left: B takes them, A finds none; B ends that
     // lease, and A finds them again.
-    let last = buy(&b, 4, 5_000).await.unwrap();
-    let refused = buy(&a, 1, 6_000).await;
+    let last = buy(&b, hour(4, 5_000)).await.unwrap();
+    let refused = buy(&a, hour(1, 6_000)).await;
     assert!(
         matches!(refused, Err(StoreError::CapacityUnavailable)),
         "{refused:?}"
@@ -1255,14 +1232,14 @@ async fn a_writer_sees_what_another_process_committed_since_its_last_batch() {
         .submit(move |tx| tx.end_lease(Some(&consumer), &last.id, EndReason::Ended, 6_500))
         .await
         .unwrap();
-    buy(&a, 4, 7_000).await.unwrap();
+    buy(&a, hour(4, 7_000)).await.unwrap();
     // B withdraws the offer: A can no longer buy from it.
     let (provider, offer) = (m.provider.clone(), m.offer.clone());
     b.writer()
         .submit(move |tx| tx.withdraw_offer(&provider, &offer))
         .await
         .unwrap();
-    let refused = buy(&a, 1, 8_000).await;
+    let refused = buy(&a, hour(1, 8_000)).await;
     assert!(
         matches!(refused, Err(StoreError::OfferNotAvailable(_))),
         "{refused:?}"
