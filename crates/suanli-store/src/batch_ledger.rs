@@ -116,7 +116,7 @@ impl LedgerBuffer {
         self.accounts.len()
     }
 
-    pub(crate) fn is_flushed(&self) -> bool {
+    fn is_flushed(&self) -> bool {
         self.changed.is_empty() && self.transfers.is_empty()
     }
 }
@@ -471,8 +471,8 @@ fn posted_orgs(t: &TransferRow) -> (&str, Option<&str>) {
 }
 
 /// PostgreSQL's flush: the accounts' totals and the transfers as two JSON arrays, written by one
-/// statement of three data-modifying CTEs (the transfers' postings come from the same array), so a flush of any size is one round trip and one
-/// prepared statement.
+/// statement of three data-modifying CTEs (the transfers and their postings, from one reading of
+/// the transfers' array), so a flush of any size is one round trip and one prepared statement.
 fn flush_in_one_statement(
     b: &mut dyn crate::backend::Backend,
     accounts: &[(&str, Totals)],
@@ -515,13 +515,14 @@ fn flush_in_one_statement(
             "WITH a AS (UPDATE accounts SET debits_micros = v.d, credits_micros = v.c \
              FROM json_to_recordset($1::text::json) AS v(id text, d bigint, c bigint) \
              WHERE accounts.id = v.id RETURNING 1), \
-             t AS (INSERT INTO transfers ({TRANSFER_COLS}) SELECT {TRANSFER_COLS} \
-             FROM json_to_recordset($2::text::json) AS r(seq bigint, id text, kind text, \
-             debit_account_id text, credit_account_id text, amount_micros bigint, \
+             r AS (SELECT * FROM json_to_recordset($2::text::json) AS r(seq bigint, id text, \
+             kind text, debit_account_id text, credit_account_id text, amount_micros bigint, \
              debit_balance_after_micros bigint, credit_balance_after_micros bigint, hold_id text, \
-             lease_id text, external_ref text, created_ms bigint) RETURNING 1), \
-             p AS (INSERT INTO postings (org_id, seq) SELECT x.org_id, r.seq \
-             FROM json_to_recordset($2::text::json) AS r(seq bigint, debit_org text, credit_org text) \
+             lease_id text, external_ref text, created_ms bigint, debit_org text, \
+             credit_org text)), \
+             t AS (INSERT INTO transfers ({TRANSFER_COLS}) SELECT {TRANSFER_COLS} FROM r \
+             RETURNING 1), \
+             p AS (INSERT INTO postings (org_id, seq) SELECT x.org_id, r.seq FROM r \
              CROSS JOIN LATERAL (VALUES (r.debit_org), (r.credit_org)) AS x(org_id) \
              WHERE x.org_id IS NOT NULL RETURNING 1) \
              SELECT (SELECT count(*) FROM a), (SELECT count(*) FROM t), (SELECT count(*) FROM p)"

@@ -381,14 +381,15 @@ impl BatchMemory {
         self.as_committed = false;
     }
 
-    /// The transaction committed: what it read and wrote is now what the database holds.
+    /// The transaction committed (its ledger rows were flushed before the `COMMIT`): what it
+    /// read and wrote is now what the database holds.
     pub(crate) fn committed(&mut self) {
         let read = std::mem::take(&mut self.orgs.read_uncommitted);
         if self.orgs.committed.len() + read.len() > OrgCache::MOST {
             self.orgs.committed.clear();
         }
         self.orgs.committed.extend(read);
-        self.as_committed = self.ledger.is_flushed();
+        self.as_committed = true;
     }
 }
 

@@ -275,10 +275,6 @@ CREATE INDEX jobs_lease_state ON jobs(lease_id, state);
     "{SQLITE_CHECKS}",
 ];
 
-/// The migration that rebuilds tables other tables reference: on SQLite it runs with foreign
-/// keys off (they cannot be turned off inside a transaction), and checks them before it commits.
-const REBUILDS_REFERENCED_TABLES: i64 = 7;
-
 /// Migration 7 on SQLite: `holds` and `leases` with their state checks written as comparisons.
 ///
 /// SQLite evaluates `state IN ('a', 'b', 'c')` (more than two constants) by building a temporary
@@ -289,7 +285,8 @@ const REBUILDS_REFERENCED_TABLES: i64 = 7;
 /// SQLite cannot change a constraint in place: each table is rebuilt with the same columns,
 /// defaults, keys, references and rows, and `leases`'s indexes are made again (its consumer index
 /// went in migration 6). Other tables reference both by name, so the references hold once the
-/// new tables have the old names. PostgreSQL checks `IN` lists without such a cost; its tables
+/// new tables have the old names (migrations run with foreign keys off on SQLite, see
+/// [`migrate_up_to`]). PostgreSQL checks `IN` lists without such a cost; its tables
 /// stay as they are.
 const SQLITE_STATE_CHECKS: &str = r#"
 CREATE TABLE holds_rebuilt (
@@ -422,27 +419,22 @@ CREATE INDEX transfers_credit ON transfers(credit_account_id);
 
 /// The migration text for `backend_kind`.
 pub fn migration_sql(backend_kind: &str, index: usize) -> String {
-    let seq = match backend_kind {
-        "postgres" => "BIGSERIAL PRIMARY KEY",
-        _ => "INTEGER PRIMARY KEY AUTOINCREMENT",
-    };
-    let sqlite_only = match backend_kind {
-        "postgres" => "SELECT 1;",
-        _ => SQLITE_TRANSFERS_REBUILD,
-    };
-    let without_rowid = match backend_kind {
-        "postgres" => "",
-        _ => " WITHOUT ROWID",
-    };
-    let sqlite_checks = match backend_kind {
-        "postgres" => "SELECT 1;",
-        _ => SQLITE_STATE_CHECKS,
+    let postgres = backend_kind == "postgres";
+    let pick = |on_postgres: &'static str, on_sqlite: &'static str| {
+        if postgres {
+            on_postgres
+        } else {
+            on_sqlite
+        }
     };
     MIGRATIONS[index]
-        .replace("{SQLITE_CHECKS}", sqlite_checks)
-        .replace("{SQLITE}", sqlite_only)
-        .replace("{SEQ}", seq)
-        .replace("{WITHOUT_ROWID}", without_rowid)
+        .replace("{SQLITE_CHECKS}", pick("SELECT 1;", SQLITE_STATE_CHECKS))
+        .replace("{SQLITE}", pick("SELECT 1;", SQLITE_TRANSFERS_REBUILD))
+        .replace(
+            "{SEQ}",
+            pick("BIGSERIAL PRIMARY KEY", "INTEGER PRIMARY KEY AUTOINCREMENT"),
+        )
+        .replace("{WITHOUT_ROWID}", pick("", " WITHOUT ROWID"))
 }
 
 /// Applies every migration not yet applied, each in its own transaction.
@@ -455,9 +447,20 @@ pub(crate) fn migrate_up_to(b: &mut dyn Backend, last: i64) -> Result<(), StoreE
     b.batch(
         "CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, applied_ms BIGINT NOT NULL)",
     )?;
-    if b.kind() == "postgres" {
-        // Several exchange processes may start at once against one database.
-        b.batch("SELECT pg_advisory_lock(7261636)")?;
+    // PostgreSQL: several exchange processes may start at once against one database. SQLite: a
+    // migration may rebuild a table others reference, which SQLite's procedure for schema
+    // changes does with foreign keys off (they cannot be turned off inside a transaction);
+    // `apply` checks them before each commit.
+    let mut keys_were = 0;
+    match b.kind() {
+        "postgres" => b.batch("SELECT pg_advisory_lock(7261636)")?,
+        _ => {
+            keys_were = b
+                .query("PRAGMA foreign_keys", &[])?
+                .first()
+                .map_or(0, |r| r.i64(0));
+            b.batch("PRAGMA foreign_keys=OFF")?;
+        }
     }
     let result = (|| {
         let applied = b.query(
@@ -470,41 +473,25 @@ pub(crate) fn migrate_up_to(b: &mut dyn Backend, last: i64) -> Result<(), StoreE
             if version <= current || version > last {
                 continue;
             }
-            let keys_off = b.kind() == "sqlite" && version == REBUILDS_REFERENCED_TABLES;
-            let keys_were = if keys_off {
-                let on = b.query("PRAGMA foreign_keys", &[])?;
-                b.batch("PRAGMA foreign_keys=OFF")?;
-                on.first().map_or(0, |r| r.i64(0))
-            } else {
-                0
-            };
-            let applied = apply(b, i, version, keys_off);
-            if keys_off {
-                b.batch(&format!("PRAGMA foreign_keys={keys_were}"))?;
-            }
-            applied?;
+            apply(b, i, version)?;
         }
         Ok(())
     })();
-    if b.kind() == "postgres" {
-        b.batch("SELECT pg_advisory_unlock(7261636)")?;
+    match b.kind() {
+        "postgres" => b.batch("SELECT pg_advisory_unlock(7261636)")?,
+        _ => b.batch(&format!("PRAGMA foreign_keys={keys_were}"))?,
     }
     result
 }
 
-/// Applies migration `index` (version `version`) in a transaction of its own; with
-/// `check_keys`, commits only if no foreign key is violated afterwards.
-fn apply(
-    b: &mut dyn Backend,
-    index: usize,
-    version: i64,
-    check_keys: bool,
-) -> Result<(), StoreError> {
+/// Applies migration `index` (version `version`) in a transaction of its own; on SQLite, commits
+/// only if no foreign key is violated afterwards.
+fn apply(b: &mut dyn Backend, index: usize, version: i64) -> Result<(), StoreError> {
     b.begin_write()?;
     let step = b
         .batch(&migration_sql(b.kind(), index))
         .and_then(|()| {
-            if !check_keys {
+            if b.kind() != "sqlite" {
                 return Ok(());
             }
             let violations = b.query("PRAGMA foreign_key_check", &[])?;

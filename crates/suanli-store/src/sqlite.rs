@@ -509,9 +509,6 @@ impl Backend for SqliteBackend {
         })))
     }
 
-    /// Restarts the WAL when the checkpointer asked for it (see [`Checkpointer`]): here, not in
-    /// [`Backend::commit`], so that the batch just committed is synced and answered while the
-    /// restart runs.
     /// SQLite changes `PRAGMA data_version` for a connection whenever another connection (of
     /// this process or another) committed to the database.
     fn changed_by_others(&mut self) -> Result<bool, StoreError> {
@@ -524,6 +521,9 @@ impl Backend for SqliteBackend {
         Ok(changed)
     }
 
+    /// Restarts the WAL when the checkpointer asked for it (see [`Checkpointer`]): here, not in
+    /// [`Backend::commit`], so that the batch just committed is synced and answered while the
+    /// restart runs.
     fn after_batch(&mut self) {
         if let Some(c) = &self.checkpointer {
             if c.restart_wanted
