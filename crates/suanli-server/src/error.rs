@@ -107,6 +107,9 @@ impl From<StoreError> for ApiError {
                 e.to_string(),
             ),
             StoreError::Invalid { field, message } => ApiError::invalid(field, message),
+            StoreError::Duplicate { field, message } => {
+                ApiError::field(ErrorCode::Conflict, field, message)
+            }
             StoreError::Forbidden(m) => ApiError::forbidden(m),
             StoreError::StaleAttempt(_) => ApiError::new(ErrorCode::StaleAttempt, e.to_string()),
             StoreError::JobNotActive(_) => ApiError::new(ErrorCode::JobNotActive, e.to_string()),

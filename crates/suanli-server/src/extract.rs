@@ -9,6 +9,7 @@ use sha2::{Digest, Sha256};
 use suanli_api::ErrorCode;
 
 use crate::error::ApiError;
+use crate::strict::Strict;
 
 /// A JSON body: `application/json`, valid JSON, no unknown fields, every field well-typed.
 /// Also keeps the SHA-256 of the request (method, path, body) for idempotency.
@@ -38,48 +39,218 @@ pub fn hex(bytes: &[u8]) -> String {
     out
 }
 
-/// Maps a serde_json error at `path` to a code: unknown field, missing field or invalid field.
-fn json_error(path: String, e: &serde_json::Error) -> ApiError {
-    let msg = e.to_string();
-    let field = if path == "." { None } else { Some(path) };
-    let clean = msg.split(" at line ").next().unwrap_or(&msg).to_owned();
-    if e.is_syntax() || e.is_eof() {
+/// Parses a JSON body: exactly one JSON object (at every depth, an object where the API expects
+/// one), nothing after it but whitespace, no NUL in any string. Errors say which field is wrong and
+/// how, in the API's terms (see [`describe`]), never in Rust's.
+pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    if body.starts_with(b"\xEF\xBB\xBF") {
+        return Err(ApiError::new(
+            ErrorCode::InvalidJson,
+            "the body starts with a UTF-8 byte-order mark (EF BB BF); send the JSON document \
+             without it",
+        ));
+    }
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Err(ApiError::new(
+            ErrorCode::InvalidJson,
+            "the body is empty; send a JSON object",
+        ));
+    }
+    let mut de = serde_json::Deserializer::from_slice(body);
+    let value: T = serde_path_to_error::deserialize(Strict(&mut de)).map_err(|e| {
+        let path = e.path().to_string();
+        json_error(&path, e.inner())
+    })?;
+    // The document must be all there is: a purchase followed by `garbage` or by a second
+    // document is not a purchase.
+    de.end().map_err(|_| {
+        ApiError::new(
+            ErrorCode::InvalidJson,
+            "the body has data after its JSON document; send exactly one JSON object",
+        )
+    })?;
+    Ok(value)
+}
+
+/// Maps a serde_json error at `path` (`.` for the whole body) to a code, a field and a message.
+fn json_error(path: &str, e: &serde_json::Error) -> ApiError {
+    let full = e.to_string();
+    // serde_json appends the position; it helps with syntax, not with a field's value.
+    let msg = full.split(" at line ").next().unwrap_or(&full);
+    if e.is_syntax() || e.is_eof() || e.is_io() {
         return ApiError::new(
             ErrorCode::InvalidJson,
-            format!("the body is not valid JSON: {clean}"),
+            format!(
+                "the body is not valid JSON: {} (line {}, column {})",
+                syntax(msg),
+                e.line(),
+                e.column()
+            ),
         );
     }
-    if let Some(rest) = clean.strip_prefix("unknown field `") {
-        // The path already ends at the unknown field.
-        let name = rest.split('`').next().unwrap_or_default();
-        return ApiError::field(
+    let field = (path != ".").then(|| path.to_owned());
+    match describe(field.as_deref(), msg) {
+        Described::Unknown(name) => ApiError::field(
             ErrorCode::UnknownField,
-            field.unwrap_or_else(|| name.to_owned()),
-            clean,
-        );
-    }
-    if let Some(rest) = clean.strip_prefix("missing field `") {
-        let name = rest.split('`').next().unwrap_or_default();
-        let full = match &field {
-            Some(p) => format!("{p}.{name}"),
-            None => name.to_owned(),
-        };
-        return ApiError::field(ErrorCode::MissingField, full, clean);
-    }
-    match field {
-        Some(f) => ApiError::field(ErrorCode::InvalidField, f, clean),
-        None => ApiError::new(ErrorCode::InvalidJson, clean),
+            field.unwrap_or_else(|| name.clone()),
+            format!("unknown field {name:?}; see the API's OpenAPI document for the fields"),
+        ),
+        Described::Missing(name) => {
+            let full = match &field {
+                Some(p) => format!("{p}.{name}"),
+                None => name,
+            };
+            ApiError::field(
+                ErrorCode::MissingField,
+                full.clone(),
+                format!("{full} is required"),
+            )
+        }
+        Described::Invalid(message) => match field {
+            Some(f) => ApiError::field(ErrorCode::InvalidField, f, message),
+            None => ApiError::new(ErrorCode::InvalidJson, message),
+        },
     }
 }
 
-/// Parses a JSON body with field paths in errors.
-pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
-    let de = &mut serde_json::Deserializer::from_slice(body);
-    let value: T = serde_path_to_error::deserialize(de).map_err(|e| {
-        let path = e.path().to_string();
-        json_error(path, e.inner())
-    })?;
-    Ok(value)
+/// serde_json's syntax messages in a client's terms.
+fn syntax(msg: &str) -> String {
+    match msg {
+        "expected value" => "expected a JSON value".into(),
+        "trailing characters" => "data after the JSON document".into(),
+        "recursion limit exceeded" => "the document nests too deeply".into(),
+        "number out of range" => "a number is out of range".into(),
+        m if m.starts_with("EOF while parsing") => "the body ends before the document does".into(),
+        m if m.starts_with("control character") => {
+            "a string holds a raw control character; escape it (\\n, \\u0001)".into()
+        }
+        m if m.starts_with("lone leading surrogate") || m.contains("surrogate") => {
+            "a string holds an unpaired UTF-16 surrogate escape".into()
+        }
+        m => m.into(),
+    }
+}
+
+enum Described {
+    Unknown(String),
+    Missing(String),
+    Invalid(String),
+}
+
+/// Turns serde's data errors ("invalid type: floating point `1.8e19`, expected u64") into what a
+/// client can act on ("amount_micros must be a whole number from 0 to …"). `field` is `None` for
+/// the body itself.
+fn describe(field: Option<&str>, msg: &str) -> Described {
+    let subject = field.unwrap_or("the body");
+    let quoted = |rest: &str| rest.split('`').nth(1).unwrap_or_default().to_owned();
+    if let Some(rest) = msg.strip_prefix("unknown field ") {
+        return Described::Unknown(quoted(rest));
+    }
+    if let Some(rest) = msg.strip_prefix("missing field ") {
+        return Described::Missing(quoted(rest));
+    }
+    if let Some(rest) = msg.strip_prefix("duplicate field ") {
+        return Described::Invalid(format!("{} is given more than once", quoted(rest)));
+    }
+    if let Some(rest) = msg.strip_prefix("unknown variant ") {
+        let got = quoted(rest);
+        let allowed: Vec<&str> = rest
+            .split_once("expected ")
+            .map(|(_, list)| list.split('`').skip(1).step_by(2).collect())
+            .unwrap_or_default();
+        return Described::Invalid(format!(
+            "{subject} must be one of {}; {got:?} is not",
+            allowed.join(", ")
+        ));
+    }
+    if msg == crate::strict::NUL_MESSAGE {
+        return Described::Invalid(format!("{subject} {msg}"));
+    }
+    for (prefix, kind) in [("invalid type: ", "type"), ("invalid value: ", "value")] {
+        let Some(rest) = msg.strip_prefix(prefix) else {
+            continue;
+        };
+        let Some((got, expected)) = rest.rsplit_once(", expected ") else {
+            continue;
+        };
+        let (want, integral) = expected_in_words(expected);
+        let got = got_in_words(got, integral);
+        let subject = if field.is_none() && want == "an object" {
+            "the body must be a JSON object".to_owned()
+        } else {
+            format!("{subject} must be {want}")
+        };
+        return Described::Invalid(if kind == "value" && integral {
+            format!("{subject}; {got} is out of range")
+        } else {
+            format!("{subject}, not {got}")
+        });
+    }
+    if let Some(rest) = msg.strip_prefix("invalid length ") {
+        let n = rest.split(',').next().unwrap_or_default();
+        return Described::Invalid(format!("{subject} has the wrong length ({n})"));
+    }
+    // Our own checks' messages are already in the API's terms.
+    Described::Invalid(match field {
+        Some(f) => format!("{f}: {msg}"),
+        None => msg.to_owned(),
+    })
+}
+
+/// What serde says it expected, in words; true when it is an integer type.
+fn expected_in_words(expected: &str) -> (String, bool) {
+    let range = |min: i128, max: i128| (format!("a whole number from {min} to {max}"), true);
+    match expected {
+        "u8" => range(0, u8::MAX.into()),
+        "u16" => range(0, u16::MAX.into()),
+        "u32" => range(0, u32::MAX.into()),
+        "u64" => range(0, u64::MAX.into()),
+        "i8" => range(i8::MIN.into(), i8::MAX.into()),
+        "i16" => range(i16::MIN.into(), i16::MAX.into()),
+        "i32" => range(i32::MIN.into(), i32::MAX.into()),
+        "i64" => range(i64::MIN.into(), i64::MAX.into()),
+        "f32" | "f64" => ("a number".into(), false),
+        "a boolean" => ("true or false".into(), false),
+        "a string" | "a borrowed string" | "a char" => ("a string".into(), false),
+        "a sequence" => ("an array".into(), false),
+        "a map" => ("an object".into(), false),
+        "unit" => ("null".into(), false),
+        e if e.starts_with("struct ") || e.starts_with("a map") => ("an object".into(), false),
+        e if e.starts_with("enum ") || e.contains("variant") => {
+            ("one of the documented values".into(), false)
+        }
+        e if e.starts_with("a tuple") || e.starts_with("tuple") || e.starts_with("an array") => {
+            ("an array".into(), false)
+        }
+        e => (e.to_owned(), false),
+    }
+}
+
+/// What serde says it got (`integer \`-1\``, `floating point \`1.8e19\``, `sequence`), in words.
+fn got_in_words(got: &str, integral: bool) -> String {
+    let inner = got.split('`').nth(1);
+    if got.starts_with("floating point") {
+        return if integral {
+            "a number with a fraction or beyond that range".into()
+        } else {
+            inner.unwrap_or("a number").to_owned()
+        };
+    }
+    if got.starts_with("integer") {
+        return inner.unwrap_or("a number").to_owned();
+    }
+    if let Some(s) = got.strip_prefix("string ") {
+        return format!("the string {s}");
+    }
+    if got.starts_with("boolean") {
+        return inner.unwrap_or("a boolean").to_owned();
+    }
+    match got {
+        "sequence" => "an array".into(),
+        "map" => "an object".into(),
+        "unit value" | "null" | "Option value" => "null".into(),
+        other => other.to_owned(),
+    }
 }
 
 impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
@@ -150,19 +321,26 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for ApiQuery<T> {
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
         let query = parts.uri.query().unwrap_or_default();
         let de = serde_urlencoded::Deserializer::new(form_urlencoded_parse(query));
-        serde_path_to_error::deserialize(de)
+        serde_path_to_error::deserialize(Strict(de))
             .map(ApiQuery)
             .map_err(|e| {
                 let path = e.path().to_string();
                 let msg = e.inner().to_string();
-                let field = if path == "." {
-                    msg.split('`').nth(1).map(str::to_owned)
-                } else {
-                    Some(path)
+                let field = (path != ".").then_some(path);
+                let (field, message) = match describe(field.as_deref(), &msg) {
+                    Described::Unknown(name) => (
+                        Some(name.clone()),
+                        format!("unknown query parameter {name:?}"),
+                    ),
+                    Described::Missing(name) => (
+                        Some(name.clone()),
+                        format!("query parameter {name} is required"),
+                    ),
+                    Described::Invalid(m) => (field, m),
                 };
                 ApiError {
                     code: ErrorCode::InvalidQuery,
-                    message: msg,
+                    message,
                     field,
                 }
             })
@@ -198,6 +376,52 @@ impl<S: Send + Sync> FromRequestParts<S> for IdempotencyKey {
     }
 }
 
+/// Checks an id taken from a route's path. Ids are made by the exchange (`lease_3f9a…`): ASCII
+/// letters, digits, `_`, `-` and `.`, at most 128 bytes. Anything else (NUL, `/`, spaces, other
+/// scripts) cannot name an object, and is refused here, before any store sees it, so that both
+/// stores answer it alike.
+fn path_id(field: &str, id: String) -> Result<String, ApiError> {
+    let ok = !id.is_empty()
+        && id.len() <= 128
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
+    if ok {
+        Ok(id)
+    } else {
+        Err(ApiError::field(
+            ErrorCode::InvalidField,
+            field,
+            format!(
+                "{field} is not an id: ids are 1 to 128 ASCII letters, digits, '_', '-' and '.'"
+            ),
+        ))
+    }
+}
+
+/// The name of a route's path parameter, for errors (`lease_id` in `/leases/{lease_id}`).
+fn path_param_names(parts: &Parts) -> Vec<String> {
+    parts
+        .extensions
+        .get::<axum::extract::MatchedPath>()
+        .map(|m| {
+            m.as_str()
+                .split('/')
+                .filter_map(|seg| seg.strip_prefix('{')?.strip_suffix('}'))
+                .map(|s| s.trim_start_matches('*').to_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn bad_path(e: impl std::fmt::Display) -> ApiError {
+    ApiError::field(
+        ErrorCode::InvalidField,
+        "id",
+        format!("the path could not be read: {e}"),
+    )
+}
+
 /// The one id in a route's path, with malformed ones refused as JSON errors.
 pub struct IdPath(pub String);
 
@@ -208,14 +432,10 @@ impl<S: Send + Sync> FromRequestParts<S> for IdPath {
         let axum::extract::Path(id) =
             axum::extract::Path::<String>::from_request_parts(parts, state)
                 .await
-                .map_err(|e| {
-                    ApiError::field(
-                        ErrorCode::InvalidField,
-                        "id",
-                        format!("bad id in the path: {e}"),
-                    )
-                })?;
-        Ok(IdPath(id))
+                .map_err(bad_path)?;
+        let names = path_param_names(parts);
+        let name = names.first().map(String::as_str).unwrap_or("id");
+        Ok(IdPath(path_id(name, id)?))
     }
 }
 
@@ -229,20 +449,145 @@ impl<S: Send + Sync> FromRequestParts<S> for TwoIdPath {
         let axum::extract::Path((a, b)) =
             axum::extract::Path::<(String, String)>::from_request_parts(parts, state)
                 .await
-                .map_err(|e| {
-                    ApiError::field(
-                        ErrorCode::InvalidField,
-                        "id",
-                        format!("bad id in the path: {e}"),
-                    )
-                })?;
-        Ok(TwoIdPath(a, b))
+                .map_err(bad_path)?;
+        let names = path_param_names(parts);
+        let name = |i: usize| names.get(i).map(String::as_str).unwrap_or("id");
+        Ok(TwoIdPath(path_id(name(0), a)?, path_id(name(1), b)?))
+    }
+}
+
+/// A job id and an output's file path (`/jobs/{job_id}/outputs/{*path}`): the path is refused
+/// when it holds NUL or another control character, or is longer than 1024 bytes.
+pub struct IdAndFilePath(pub String, pub String);
+
+impl<S: Send + Sync> FromRequestParts<S> for IdAndFilePath {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let axum::extract::Path((id, path)) =
+            axum::extract::Path::<(String, String)>::from_request_parts(parts, state)
+                .await
+                .map_err(bad_path)?;
+        let names = path_param_names(parts);
+        let id = path_id(names.first().map(String::as_str).unwrap_or("id"), id)?;
+        if path.is_empty() || path.len() > 1024 || path.chars().any(char::is_control) {
+            return Err(ApiError::field(
+                ErrorCode::InvalidField,
+                "path",
+                "path must be 1 to 1024 bytes without control characters",
+            ));
+        }
+        Ok(IdAndFilePath(id, path))
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::hex;
+    use super::{hex, parse_json};
+    use suanli_api::{CreatePoolRequest, DepositRequest, ErrorCode, PurchaseRequest, QuoteRequest};
+
+    fn refused<T: serde::de::DeserializeOwned>(body: &str) -> crate::error::ApiError {
+        match parse_json::<T>(body.as_bytes()) {
+            Ok(_) => panic!("{body:?} was accepted"),
+            Err(e) => e,
+        }
+    }
+
+    #[test]
+    fn one_object_and_nothing_after_it() {
+        let ok = r#"{"amount_micros": 5, "external_ref": "B-1"}"#;
+        assert!(parse_json::<DepositRequest>(ok.as_bytes()).is_ok());
+        assert!(parse_json::<DepositRequest>(format!(" {ok} \r\n\t").as_bytes()).is_ok());
+        for trailing in [" garbage", " {}", "{}", " 1", "x", ",", " \u{0}"] {
+            let e = refused::<DepositRequest>(&format!("{ok}{trailing}"));
+            assert_eq!(e.code, ErrorCode::InvalidJson, "{trailing:?}");
+            assert!(
+                e.message.contains("after its JSON document"),
+                "{}",
+                e.message
+            );
+        }
+    }
+
+    #[test]
+    fn arrays_are_not_objects_at_any_depth() {
+        let e = refused::<DepositRequest>(r#"[1000000, "ref"]"#);
+        assert_eq!(e.code, ErrorCode::InvalidJson);
+        assert_eq!(e.message, "the body must be a JSON object, not an array");
+        let e = refused::<PurchaseRequest>(r#"["offer_1", 1, 60]"#);
+        assert_eq!(e.code, ErrorCode::InvalidJson);
+        let e = refused::<CreatePoolRequest>(
+            r#"{"name": "p", "zone": "z", "nodes": [["n", 1, 1024]]}"#,
+        );
+        assert_eq!(e.code, ErrorCode::InvalidField);
+        assert_eq!(e.field.as_deref(), Some("nodes[0]"));
+        assert_eq!(e.message, "nodes[0] must be an object, not an array");
+        let e = refused::<DepositRequest>("5");
+        assert_eq!(e.message, "the body must be a JSON object, not 5");
+    }
+
+    #[test]
+    fn messages_speak_the_apis_language() {
+        let e = refused::<DepositRequest>(
+            r#"{"amount_micros": 18446744073709551616, "external_ref": "B"}"#,
+        );
+        assert_eq!(e.field.as_deref(), Some("amount_micros"));
+        assert_eq!(
+            e.message,
+            "amount_micros must be a whole number from 0 to 18446744073709551615, not a number \
+             with a fraction or beyond that range"
+        );
+        let e = refused::<DepositRequest>(r#"{"amount_micros": -1, "external_ref": "B"}"#);
+        assert_eq!(
+            e.message,
+            "amount_micros must be a whole number from 0 to 18446744073709551615; -1 is out of range"
+        );
+        let e = refused::<DepositRequest>(r#"{"amount_micros": "5", "external_ref": "B"}"#);
+        assert_eq!(
+            e.message,
+            "amount_micros must be a whole number from 0 to 18446744073709551615, not the string \"5\""
+        );
+        let e = refused::<QuoteRequest>(r#"{"duration_limit_s": 60, "limit": 4294967296}"#);
+        assert_eq!(e.field.as_deref(), Some("limit"));
+        assert!(e.message.contains("from 0 to 4294967295"), "{}", e.message);
+        let e = refused::<DepositRequest>(r#"{"amount_micros": 5}"#);
+        assert_eq!(e.code, ErrorCode::MissingField);
+        assert_eq!(e.message, "external_ref is required");
+        let e = refused::<DepositRequest>(r#"{"amount_micros": 5, "external_ref": "B", "x": 1}"#);
+        assert_eq!(e.code, ErrorCode::UnknownField);
+        assert_eq!(e.field.as_deref(), Some("x"));
+        let e = refused::<suanli_api::WithdrawalRequest>(
+            r#"{"amount_micros": 5, "external_ref": "B", "source": "vault"}"#,
+        );
+        assert_eq!(e.field.as_deref(), Some("source"));
+        assert_eq!(
+            e.message,
+            "source must be one of available, earnings; \"vault\" is not"
+        );
+        for body in ["", "  ", "{", "{\"amount_micros\": 5,}", "\u{FEFF}{}"] {
+            let e = refused::<DepositRequest>(body);
+            assert_eq!(e.code, ErrorCode::InvalidJson, "{body:?}");
+            for rust in ["struct", "expected value", "EOF", "u64", "floating point"] {
+                assert!(!e.message.contains(rust), "{body:?}: {}", e.message);
+            }
+        }
+        let e =
+            refused::<DepositRequest>("\u{FEFF}{\"amount_micros\": 5, \"external_ref\": \"B\"}");
+        assert!(e.message.contains("byte-order mark"), "{}", e.message);
+    }
+
+    #[test]
+    fn nul_is_refused_in_any_string() {
+        let e = refused::<PurchaseRequest>(
+            r#"{"offer_id": "offer_1\u0000", "units": 1, "duration_limit_s": 60}"#,
+        );
+        assert_eq!(e.code, ErrorCode::InvalidField);
+        assert_eq!(e.field.as_deref(), Some("offer_id"));
+        assert_eq!(
+            e.message,
+            "offer_id must not contain the NUL character (U+0000)"
+        );
+    }
 
     #[test]
     fn hex_is_lowercase_two_digits_per_byte() {

@@ -14,6 +14,7 @@ pub mod error;
 pub mod extract;
 pub mod openapi;
 pub mod routes;
+pub mod strict;
 pub mod wire;
 
 use std::net::SocketAddr;

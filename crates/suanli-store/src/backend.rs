@@ -108,6 +108,12 @@ pub enum StoreError {
         field: &'static str,
         message: String,
     },
+    /// Something that must be unique already exists: `field` of the request says what.
+    #[error("{message}")]
+    Duplicate {
+        field: &'static str,
+        message: String,
+    },
     #[error("{0}")]
     Forbidden(String),
     /// A report about an attempt that is no longer current (fencing).

@@ -501,14 +501,10 @@ impl Tx<'_> {
 
     /// Queues a job on one of the consumer's active leases whose pool an agent serves.
     pub fn create_job(&mut self, j: &NewJob, now_ms: i64) -> Result<JobRow, StoreError> {
-        let lease = self
-            .get_lease(Some(&j.org_id), &j.lease_id)
-            .map_err(|e| match e {
-                StoreError::NotFound(_) => StoreError::invalid("lease_id", "no such lease"),
-                e => e,
-            })?;
+        // Another org's lease answers exactly as a missing one: 404 "lease not found".
+        let lease = self.get_lease(Some(&j.org_id), &j.lease_id)?;
         if lease.consumer_org_id != j.org_id {
-            return Err(StoreError::invalid("lease_id", "no such lease"));
+            return Err(StoreError::NotFound("lease"));
         }
         if lease.state.is_final() {
             return Err(StoreError::LeaseNotActive(lease.state.as_str().into()));

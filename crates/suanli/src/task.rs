@@ -565,7 +565,8 @@ impl Task {
             restartable: r.restartable,
             time_limit_s: self.time_limit_s()?,
         };
-        if let Err(e) = suanli_server::routes::jobs::validate_task(&spec) {
+        let mut checked = spec.clone();
+        if let Err(e) = suanli_server::routes::jobs::validate_task(&mut checked) {
             let field = e.field.as_deref().unwrap_or("task");
             let field = field.strip_prefix("task.").unwrap_or(field);
             let mut path: Vec<&str> = field

@@ -50,15 +50,15 @@ pub async fn register(
     body: ApiJson<RegisterAgentRequest>,
 ) -> Result<Response, ApiError> {
     caller.require_kind(&[OrgKind::Provider], "running agents")?;
-    let req = body.value;
-    name("name", &req.name)?;
+    let mut req = body.value;
+    req.name = name("name", &req.name)?;
     zone(&state, "zone", &req.zone)?;
     VerifyingKey::from_bytes(&hex_bytes::<32>("public_key_hex", &req.public_key_hex)?)
         .map_err(|_| ApiError::invalid("public_key_hex", "not an ed25519 public key"))?;
     if req.backend != "local" && req.backend != "slurm" {
         return Err(ApiError::invalid("backend", "backend is local or slurm"));
     }
-    text("isolation", &req.isolation)?;
+    req.isolation = text("isolation", &req.isolation)?;
     slug("version", &req.version)?;
     if let Some(p) = &req.pool_id {
         slug("pool_id", p)?;
@@ -218,7 +218,7 @@ pub async fn event(
     TwoIdPath(agent_id, attempt_id): TwoIdPath,
     body: ApiJson<AttemptEvent>,
 ) -> Result<Response, ApiError> {
-    let ev = body.value;
+    let mut ev = body.value;
     // `pending`: the backend holds the job in its queue (a Slurm job waiting for resources);
     // the job stays dispatched and its reason tells the consumer why.
     let new_state = if ev.state == "pending" {
@@ -234,7 +234,7 @@ pub async fn event(
         )
     })?;
     if let Some(m) = &ev.message {
-        text("message", m)?;
+        ev.message = Some(text("message", m)?);
     }
     if let Some(b) = &ev.backend_id {
         slug("backend_id", b)?;

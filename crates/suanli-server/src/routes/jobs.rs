@@ -41,9 +41,10 @@ pub fn relative_path(field: &str, p: &str) -> Result<(), ApiError> {
 }
 
 /// Checks a task before it is queued: sizes, names, paths.
-pub fn validate_task(task: &TaskSpec) -> Result<(), ApiError> {
+/// A task's name is normalised in place (see `suanli_core::validate::name`).
+pub fn validate_task(task: &mut TaskSpec) -> Result<(), ApiError> {
     if let Some(n) = &task.name {
-        name("task.name", n)?;
+        task.name = Some(name("task.name", n)?);
     }
     if task.run.trim().is_empty() {
         return Err(ApiError::invalid(
@@ -132,8 +133,8 @@ pub async fn create_job(
     body: ApiJson<CreateJobRequest>,
 ) -> Result<Response, ApiError> {
     caller.require_kind(&[OrgKind::Consumer], "running jobs")?;
-    let task = body.value.task;
-    validate_task(&task)?;
+    let mut task = body.value.task;
+    validate_task(&mut task)?;
     let spec =
         serde_json::to_string(&task).map_err(|e| ApiError::invalid("task", e.to_string()))?;
     let job = NewJob {
@@ -304,7 +305,7 @@ pub async fn list_outputs(
 pub async fn get_output(
     State(state): State<AppState>,
     caller: Caller,
-    crate::extract::TwoIdPath(job_id, path): crate::extract::TwoIdPath,
+    crate::extract::IdAndFilePath(job_id, path): crate::extract::IdAndFilePath,
 ) -> Result<Response, ApiError> {
     use axum::response::IntoResponse;
     use base64::Engine;

@@ -15,17 +15,20 @@ use suanli_store::ops::account_id;
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::extract::{ApiJson, ApiQuery, IdPath, IdempotencyKey};
-use crate::routes::{limit, range, text};
+use crate::routes::{limit, line, range};
 use crate::{now_ms, wire, AppState, WriteOptions};
 
-fn external_ref(value: &str) -> Result<(), ApiError> {
-    if value.trim().is_empty() {
+/// The reference of a payment outside the exchange: one line, normalised, not empty. An org's
+/// deposits and withdrawals never share one (the store refuses a second use).
+fn external_ref(value: &str) -> Result<String, ApiError> {
+    let value = line("external_ref", value)?;
+    if value.is_empty() {
         return Err(ApiError::invalid(
             "external_ref",
             "external_ref names the payment outside the exchange",
         ));
     }
-    text("external_ref", value)
+    Ok(value)
 }
 
 /// Records money received for an org (operator only): external → the org's available account.
@@ -44,7 +47,7 @@ pub async fn deposit(
     caller.require_kind(&[OrgKind::Operator], "recording deposits")?;
     let req = body.value;
     range("amount_micros", req.amount_micros, 1, MAX_TRANSFER_MICROS)?;
-    external_ref(&req.external_ref)?;
+    let external_ref = external_ref(&req.external_ref)?;
     let now = now_ms();
     let accounts = vec![
         account_id(caller.org_id(), AccountKind::External),
@@ -64,7 +67,7 @@ pub async fn deposit(
                 Ok(wire::transfer(&tx.deposit(
                     &org_id,
                     req.amount_micros,
-                    &req.external_ref,
+                    &external_ref,
                     now,
                 )?))
             },
@@ -88,7 +91,7 @@ pub async fn withdraw(
     caller.require_kind(&[OrgKind::Operator], "recording withdrawals")?;
     let req = body.value;
     range("amount_micros", req.amount_micros, 1, MAX_TRANSFER_MICROS)?;
-    external_ref(&req.external_ref)?;
+    let external_ref = external_ref(&req.external_ref)?;
     let source = match req.source {
         WithdrawalSource::Available => AccountKind::Available,
         WithdrawalSource::Earnings => AccountKind::Earnings,
@@ -113,7 +116,7 @@ pub async fn withdraw(
                     &org_id,
                     source,
                     req.amount_micros,
-                    &req.external_ref,
+                    &external_ref,
                     now,
                 )?))
             },

@@ -117,14 +117,19 @@ pub fn router() -> Router<AppState> {
         .route("/metrics", get(agents::metrics))
 }
 
-/// Validates a name field.
-pub fn name(field: &str, value: &str) -> Result<(), ApiError> {
+/// Validates a name field (see `suanli_core::validate::name`); returns it normalised, as stored.
+pub fn name(field: &str, value: &str) -> Result<String, ApiError> {
     validate::name(value).map_err(|m| ApiError::invalid(field, format!("{field} {m}")))
 }
 
-/// Validates an optional free-text field.
-pub fn text(field: &str, value: &str) -> Result<(), ApiError> {
+/// Validates a free-text field that may span lines; returns it normalised.
+pub fn text(field: &str, value: &str) -> Result<String, ApiError> {
     validate::text(value).map_err(|m| ApiError::invalid(field, format!("{field} {m}")))
+}
+
+/// Validates a one-line text field (references, e-mail addresses); returns it normalised.
+pub fn line(field: &str, value: &str) -> Result<String, ApiError> {
+    validate::line(value).map_err(|m| ApiError::invalid(field, format!("{field} {m}")))
 }
 
 /// Validates an identifier-like field.

@@ -13,7 +13,7 @@ use suanli_store::ops::{new_id, OrgRow};
 use crate::auth::{new_secret, secret_sha256, Caller};
 use crate::error::ApiError;
 use crate::extract::{ApiJson, BodylessHash, IdPath, IdempotencyKey};
-use crate::routes::{name, slug, text, zone, DEFAULT_TOKEN_LIFETIME_MS, MAX_TOKEN_LIFETIME_MS};
+use crate::routes::{line, name, slug, zone, DEFAULT_TOKEN_LIFETIME_MS, MAX_TOKEN_LIFETIME_MS};
 use crate::{now_ms, wire, AppState, WriteOptions};
 
 /// Liveness and the store in use. No token needed.
@@ -59,8 +59,8 @@ pub async fn create_org(
     body: ApiJson<CreateOrgRequest>,
 ) -> Result<Response, ApiError> {
     caller.require_kind(&[OrgKind::Operator], "admitting orgs")?;
-    let req = body.value;
-    name("name", &req.name)?;
+    let mut req = body.value;
+    req.name = name("name", &req.name)?;
     zone(&state, "zone", &req.zone)?;
     slug("origin_region", &req.origin_region)?;
     match (req.kind, req.consumer_type) {
@@ -84,10 +84,9 @@ pub async fn create_org(
             "the exchange has exactly one operator org",
         ));
     }
-    let admin_name = req.admin_name.clone().unwrap_or_else(|| "admin".into());
-    name("admin_name", &admin_name)?;
+    let admin_name = name("admin_name", req.admin_name.as_deref().unwrap_or("admin"))?;
     if let Some(email) = &req.admin_email {
-        text("admin_email", email)?;
+        req.admin_email = Some(line("admin_email", email)?);
     }
     let now = now_ms();
     let secret = new_secret();
@@ -196,10 +195,10 @@ pub async fn create_member(
     body: ApiJson<CreateMemberRequest>,
 ) -> Result<Response, ApiError> {
     caller.require_admin()?;
-    let req = body.value;
-    name("name", &req.name)?;
+    let mut req = body.value;
+    req.name = name("name", &req.name)?;
     if let Some(email) = &req.email {
-        text("email", email)?;
+        req.email = Some(line("email", email)?);
     }
     let org = caller.org.id.clone();
     let now = now_ms();
@@ -250,8 +249,8 @@ pub async fn create_token(
     body: ApiJson<CreateTokenRequest>,
 ) -> Result<Response, ApiError> {
     caller.require_admin()?;
-    let req = body.value;
-    name("name", &req.name)?;
+    let mut req = body.value;
+    req.name = name("name", &req.name)?;
     let lifetime_ms = match req.expires_in_s {
         None => DEFAULT_TOKEN_LIFETIME_MS,
         Some(s) if (60..=(MAX_TOKEN_LIFETIME_MS as u64 / 1000)).contains(&s) => s as i64 * 1000,

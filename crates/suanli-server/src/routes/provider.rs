@@ -50,9 +50,9 @@ pub async fn add_model(
     body: ApiJson<CreateAcceleratorModelRequest>,
 ) -> Result<Response, ApiError> {
     caller.require_kind(&[OrgKind::Operator], "extending the accelerator registry")?;
-    let req = body.value;
+    let mut req = body.value;
     slug("name", &req.name)?;
-    name("vendor", &req.vendor)?;
+    req.vendor = name("vendor", &req.vendor)?;
     range("memory_gib", u64::from(req.memory_gib), 1, 65_536)?;
     state
         .mutate(
@@ -84,8 +84,8 @@ pub async fn create_pool(
     body: ApiJson<CreatePoolRequest>,
 ) -> Result<Response, ApiError> {
     caller.require_kind(&[OrgKind::Provider], "registering pools")?;
-    let req = body.value;
-    name("name", &req.name)?;
+    let mut req = body.value;
+    req.name = name("name", &req.name)?;
     zone(&state, "zone", &req.zone)?;
     if req.nodes.is_empty() || req.nodes.len() > MAX_NODES_PER_POOL {
         return Err(ApiError::invalid(
@@ -305,9 +305,17 @@ pub fn validate_nodes(specs: &[suanli_api::NodeSpec], min: u64) -> Result<Vec<Ne
         ));
     }
     let mut nodes = Vec::with_capacity(specs.len());
+    let mut keys = std::collections::HashMap::with_capacity(specs.len());
     for (i, n) in specs.iter().enumerate() {
         let f = |x: &str| format!("nodes[{i}].{x}");
-        name(&f("name"), &n.name)?;
+        let node_name = name(&f("name"), &n.name)?;
+        // Nodes of a pool are told apart by name: no two may look alike.
+        if let Some(j) = keys.insert(suanli_core::validate::name_key(&node_name), i) {
+            return Err(ApiError::invalid(
+                f("name"),
+                format!("nodes[{i}] and nodes[{j}] have the same name"),
+            ));
+        }
         range(&f("cpus"), n.cpus, min, MAX_NODE_CPUS)?;
         range(&f("memory_mib"), n.memory_mib, min, MAX_MEMORY_MIB)?;
         range(&f("accelerators"), n.accelerators, 0, 1024)?;
@@ -325,7 +333,7 @@ pub fn validate_nodes(specs: &[suanli_api::NodeSpec], min: u64) -> Result<Vec<Ne
             slug(&f("partition"), p)?;
         }
         nodes.push(NewNode {
-            name: n.name.clone(),
+            name: node_name,
             cpus: n.cpus,
             memory_mib: n.memory_mib,
             accelerator_model: n.accelerator_model.clone(),
