@@ -96,6 +96,18 @@ pub struct Org {
     /// Where the org comes from, for statistics (e.g. `tianjin`, `beijing`).
     pub origin_region: String,
     pub created_at: String,
+    /// Names are unique, compared ignoring case, width, spacing, invisible characters and
+    /// look-alike letters. False only for an org admitted before that rule whose name an older
+    /// org holds: consumers see it with its id until the operator renames it
+    /// (`POST /orgs/{org_id}/rename`).
+    pub name_unique: bool,
+}
+
+/// A new name for an org (operator only).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RenameOrgRequest {
+    pub name: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]

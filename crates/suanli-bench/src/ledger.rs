@@ -54,6 +54,7 @@ fn org(id: &str, kind: &str, now: i64) -> OrgRow {
         zone: "wuqing-core".into(),
         origin_region: "tianjin".into(),
         created_ms: now,
+        name_unique: true,
     }
 }
 

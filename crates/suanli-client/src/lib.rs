@@ -20,8 +20,8 @@ use suanli_api::{
     DepositRequest, ErrorBody, Health, HeartbeatRequest, HeartbeatResponse, Job, JobListParams,
     Lease, LeaseListParams, LedgerCheck, List, LogBatch, LogPage, LogParams, Me, Member, Offer,
     Org, PageParams, PollRequest, PollResponse, Pool, PurchaseRequest, QuoteRequest, QuoteResponse,
-    RegisterAgentRequest, Statement, Transfer, UsageAck, UsageBatch, WithdrawalRequest, Zone,
-    API_PREFIX, IDEMPOTENCY_KEY_HEADER,
+    RegisterAgentRequest, RenameOrgRequest, Statement, Transfer, UsageAck, UsageBatch,
+    WithdrawalRequest, Zone, API_PREFIX, IDEMPOTENCY_KEY_HEADER,
 };
 
 /// HTTP methods, for [`Client::raw`].
@@ -361,6 +361,17 @@ impl Client {
     /// `GET /orgs/{id}`.
     pub async fn get_org(&self, org_id: &str) -> Result<Org, ClientError> {
         self.get(&format!("/orgs/{}", path_segment(org_id)?)).await
+    }
+
+    /// `POST /orgs/{id}/rename` (operator): a new, unique name for an org.
+    pub async fn rename_org(
+        &self,
+        org_id: &str,
+        request: &RenameOrgRequest,
+        idempotency_key: Option<&str>,
+    ) -> Result<Org, ClientError> {
+        let path = format!("/orgs/{}/rename", path_segment(org_id)?);
+        self.post(&path, request, idempotency_key).await
     }
 
     /// `POST /orgs/{id}/deposits`: money paid in from outside the exchange.

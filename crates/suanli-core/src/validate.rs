@@ -143,6 +143,17 @@ pub fn name_key(value: &str) -> String {
     skeleton(&folded).collect::<String>().to_lowercase()
 }
 
+/// How an org's name is shown to other orgs: as it is when it is unique under [`name_key`]; with
+/// its id when it is not (an org stored before names had to be unique, until the operator renames
+/// it), so that no two providers ever look the same in the catalog.
+pub fn shown_name(name: &str, unique: bool, org_id: &str) -> String {
+    if unique {
+        name.to_owned()
+    } else {
+        format!("{name} ({org_id})")
+    }
+}
+
 /// An identifier-like token (zone, region, model, partition): ASCII letters, digits, `-`, `_`, `.`.
 pub fn slug(value: &str) -> Result<(), &'static str> {
     if value.is_empty() || value.len() > 64 {

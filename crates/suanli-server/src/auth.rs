@@ -209,6 +209,7 @@ mod tests {
                 zone: "z".into(),
                 origin_region: "r".into(),
                 created_ms: 0,
+                name_unique: true,
             },
             token: TokenRow {
                 id: id.into(),

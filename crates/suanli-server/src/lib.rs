@@ -419,6 +419,7 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<(AppState, Bootstrap)
                 zone: zone.clone(),
                 origin_region: "local".into(),
                 created_ms: now,
+                name_unique: true,
             };
             let admin = tx.create_org(&org, "operator-admin", None)?;
             let secret = auth::new_secret();

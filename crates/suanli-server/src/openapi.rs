@@ -23,6 +23,7 @@ impl Modify for BearerAuth {
     info(title = "Suanli compute power exchange", description = "Quote, buy and settle compute capacity. Money is integer micro-yuan (`*_micros`)."),
     paths(
         orgs::health, orgs::me, orgs::zones, orgs::create_org, orgs::list_orgs, orgs::get_org,
+        orgs::rename_org,
         orgs::list_members, orgs::create_member, orgs::list_tokens, orgs::create_token, orgs::revoke_token,
         provider::list_models, provider::add_model, provider::create_pool, provider::list_pools, provider::get_pool,
         provider::create_offer, provider::list_offers, provider::get_offer, provider::withdraw_offer,

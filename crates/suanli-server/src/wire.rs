@@ -32,6 +32,7 @@ pub fn org(o: &OrgRow) -> api::Org {
         zone: o.zone.clone(),
         origin_region: o.origin_region.clone(),
         created_at: time(o.created_ms),
+        name_unique: o.name_unique,
     }
 }
 

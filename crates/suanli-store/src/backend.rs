@@ -170,6 +170,16 @@ pub trait Backend: Send {
     fn changed_by_others(&mut self) -> Result<bool, StoreError> {
         Ok(true)
     }
+    /// Whether the write transaction this connection began can no longer commit what was done in
+    /// it: SQLite ended it (it rolls a transaction back itself on some errors: a full disk, an
+    /// I/O error, a statement `OR ROLLBACK`; later statements would then commit one by one), or
+    /// on PostgreSQL a statement failed and the transaction was not rolled back to a savepoint
+    /// since (PostgreSQL refuses every later statement and turns `COMMIT` into a rollback, without
+    /// an error). The writer asks after every job, so that a job that met such an error (and even
+    /// one that ignored it) fails alone, and never commits a batch in that state.
+    fn transaction_broken(&mut self) -> bool {
+        false
+    }
     /// Upkeep the writer runs between two batches, after the last batch's sync went to the
     /// syncer: the batch's requests are answered meanwhile, only the next batch waits for it.
     fn after_batch(&mut self) {}

@@ -92,6 +92,9 @@ pub struct OrgRow {
     pub zone: String,
     pub origin_region: String,
     pub created_ms: i64,
+    /// False for an org stored before names had to be unique whose name another, older org
+    /// holds (see schema migration 8): until the operator renames it, it is shown with its id.
+    pub name_unique: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -356,6 +359,8 @@ pub(crate) struct BatchMemory {
     orgs: OrgCache,
     /// The last transaction committed, and what is kept is what the database held then.
     as_committed: bool,
+    /// Which batch of the writer runs (counted from 1), for tests.
+    pub(crate) batch_number: u64,
 }
 
 impl BatchMemory {
@@ -450,12 +455,13 @@ impl Memory<'_> {
     }
 }
 
-const ORG_COLS: &str = "id, name, kind, consumer_type, zone, origin_region, created_ms";
+const ORG_COLS: &str = "id, name, kind, consumer_type, zone, origin_region, created_ms, name_key";
 const NODE_COLS: &str = "id, pool_id, name, cpus, memory_mib, accelerator_model, accelerators, \
     partition_name, cpus_reserved, memory_mib_reserved, accelerators_reserved";
 const OFFER_COLS: &str = "o.id, o.org_id, o.pool_id, p.zone, o.category, o.qualifier, \
     o.accelerator_memory_gib, o.cpus_per_unit, o.memory_mib_per_unit, o.price_micros_per_unit_hour, \
-    o.min_units, o.max_units, o.valid_from_ms, o.valid_until_ms, o.state, o.created_ms, g.name";
+    o.min_units, o.max_units, o.valid_from_ms, o.valid_until_ms, o.state, o.created_ms, g.name, \
+    g.name_key";
 const LEASE_COLS: &str = "l.id, l.consumer_org_id, l.provider_org_id, l.offer_id, l.pool_id, \
     l.category, l.qualifier, l.zone, l.units, l.price_micros_per_unit_hour, l.fee_bps, \
     l.duration_limit_s, l.started_ms, l.ends_ms, l.state, h.id, h.org_id, h.amount_micros, h.state, \
@@ -478,6 +484,7 @@ fn org_row_at(r: &Row, at: usize) -> OrgRow {
         zone: r.str(at + 4),
         origin_region: r.str(at + 5),
         created_ms: r.i64(at + 6),
+        name_unique: r.opt_str(at + 7).is_some(),
     }
 }
 
@@ -536,7 +543,11 @@ fn offer_row(r: &Row) -> OfferRow {
         valid_until_ms: r.i64(13),
         state: r.str(14),
         created_ms: r.i64(15),
-        provider_name: r.str(16),
+        provider_name: suanli_core::validate::shown_name(
+            &r.str(16),
+            r.opt_str(17).is_some(),
+            &r.str(1),
+        ),
         units_available: 0,
     }
 }
@@ -636,6 +647,15 @@ impl<'a> Tx<'a> {
         self.b.kind()
     }
 
+    /// The writer's batch this transaction belongs to; `None` outside the writer.
+    #[cfg(test)]
+    pub(crate) fn batch_number(&self) -> Option<u64> {
+        match &self.memory {
+            Memory::Batch(m) => Some(m.batch_number),
+            Memory::WriteThrough(_) => None,
+        }
+    }
+
     /// Buffered transfers are written first, so that a rollback to the savepoint undoes exactly
     /// what came after it.
     pub fn savepoint(&mut self, name: &str) -> Result<(), StoreError> {
@@ -656,15 +676,38 @@ impl<'a> Tx<'a> {
 
     // ---------------------------------------------------------------- orgs, members, tokens
 
-    /// Creates an org with its accounts and first admin member; returns them.
+    /// Refuses `name` for `org_id` when another org's name has the same key
+    /// (`suanli_core::validate::name_key`); returns the key.
+    fn free_name_key(&mut self, org_id: &str, name: &str) -> Result<String, StoreError> {
+        let key = suanli_core::validate::name_key(name);
+        let rows = self.b.query(
+            "SELECT id, name FROM orgs WHERE name_key = $1",
+            &[key.as_str().into()],
+        )?;
+        if let Some(r) = rows.iter().find(|r| r.str(0) != org_id) {
+            return Err(StoreError::Duplicate {
+                field: "name",
+                message: format!(
+                    "an org named {:?} already exists; names are compared ignoring case, width, \
+                     spacing, invisible characters and look-alike letters",
+                    r.str(1)
+                ),
+            });
+        }
+        Ok(key)
+    }
+
+    /// Creates an org with its accounts and first admin member; returns them. Its name must not
+    /// be another org's under `name_key` (refused with [`StoreError::Duplicate`]).
     pub fn create_org(
         &mut self,
         org: &OrgRow,
         admin_name: &str,
         admin_email: Option<&str>,
     ) -> Result<MemberRow, StoreError> {
+        let key = self.free_name_key(&org.id, &org.name)?;
         self.b.execute(
-            &format!("INSERT INTO orgs ({ORG_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7)"),
+            &format!("INSERT INTO orgs ({ORG_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"),
             &[
                 (&org.id).into(),
                 (&org.name).into(),
@@ -673,6 +716,7 @@ impl<'a> Tx<'a> {
                 (&org.zone).into(),
                 (&org.origin_region).into(),
                 org.created_ms.into(),
+                key.into(),
             ],
         )?;
         let mut kinds = vec![
@@ -744,6 +788,29 @@ impl<'a> Tx<'a> {
             m.orgs.read_uncommitted.insert(org.id.clone(), org.clone());
         }
         Ok(org)
+    }
+
+    /// Renames an org (the operator's remedy for names that cannot be told apart). The new name
+    /// must be free under `name_key`. The writer's kept copy of the org is dropped and the offer
+    /// book re-reads the org's offers, which show the provider's name.
+    pub fn rename_org(&mut self, org_id: &str, name: &str) -> Result<OrgRow, StoreError> {
+        self.get_org(org_id)?;
+        let key = self.free_name_key(org_id, name)?;
+        self.b.execute(
+            "UPDATE orgs SET name = $2, name_key = $3 WHERE id = $1",
+            &[org_id.into(), name.into(), key.into()],
+        )?;
+        if let Memory::Batch(m) = &mut self.memory {
+            m.orgs.committed.remove(org_id);
+            m.orgs.read_uncommitted.remove(org_id);
+        }
+        let pools = self
+            .b
+            .query("SELECT id FROM pools WHERE org_id = $1", &[org_id.into()])?;
+        for p in &pools {
+            self.dirty_pools.insert(p.str(0));
+        }
+        self.get_org(org_id)
     }
 
     pub fn list_orgs(&mut self) -> Result<Vec<OrgRow>, StoreError> {
@@ -829,7 +896,7 @@ impl<'a> Tx<'a> {
         let rows = self.b.query(
             "SELECT t.id, t.org_id, t.member_id, t.name, m.role, t.created_ms, t.expires_ms, \
              t.revoked_ms, o.id, o.name, o.kind, o.consumer_type, o.zone, o.origin_region, \
-             o.created_ms FROM api_tokens t JOIN members m ON m.id = t.member_id \
+             o.created_ms, o.name_key FROM api_tokens t JOIN members m ON m.id = t.member_id \
              JOIN orgs o ON o.id = t.org_id WHERE t.secret_sha256 = $1",
             &[secret_sha256.into()],
         )?;
@@ -1265,7 +1332,50 @@ impl<'a> Tx<'a> {
         Ok(account_id(&op, kind))
     }
 
-    /// Records money received for `org_id` from outside: external → available.
+    /// Refuses `external_ref` when one of `org_id`'s deposits or withdrawals already used it
+    /// (compared ignoring case): an operator reconciles bank statements by that reference, so a
+    /// payment is recorded once. Retrying a request is what the idempotency key is for.
+    fn check_external_ref(&mut self, org_id: &str, external_ref: &str) -> Result<(), StoreError> {
+        let rows = self.b.query(
+            "SELECT transfer_id FROM external_refs WHERE org_id = $1 AND ref_key = $2",
+            &[
+                org_id.into(),
+                crate::schema::external_ref_key(external_ref).into(),
+            ],
+        )?;
+        if let Some(r) = rows.first() {
+            return Err(StoreError::Duplicate {
+                field: "external_ref",
+                message: format!(
+                    "external_ref {external_ref:?} is already recorded for this org (transfer {}); \
+                     a payment is recorded once (to retry a request, send it again with the same \
+                     Idempotency-Key)",
+                    r.str(0)
+                ),
+            });
+        }
+        Ok(())
+    }
+
+    fn keep_external_ref(
+        &mut self,
+        org_id: &str,
+        external_ref: &str,
+        transfer_id: &str,
+    ) -> Result<(), StoreError> {
+        self.b.execute(
+            "INSERT INTO external_refs (org_id, ref_key, transfer_id) VALUES ($1, $2, $3)",
+            &[
+                org_id.into(),
+                crate::schema::external_ref_key(external_ref).into(),
+                transfer_id.into(),
+            ],
+        )?;
+        Ok(())
+    }
+
+    /// Records money received for `org_id` from outside: external → available. The reference
+    /// must be new for the org (see [`Tx::check_external_ref`]).
     pub fn deposit(
         &mut self,
         org_id: &str,
@@ -1274,8 +1384,9 @@ impl<'a> Tx<'a> {
         now_ms: i64,
     ) -> Result<TransferRow, StoreError> {
         self.get_org(org_id)?;
+        self.check_external_ref(org_id, external_ref)?;
         let external = self.operator_account(AccountKind::External)?;
-        self.transfer(
+        let t = self.transfer(
             TransferKind::Deposit,
             &external,
             &account_id(org_id, AccountKind::Available),
@@ -1284,7 +1395,9 @@ impl<'a> Tx<'a> {
             None,
             Some(external_ref),
             now_ms,
-        )
+        )?;
+        self.keep_external_ref(org_id, external_ref, &t.id)?;
+        Ok(t)
     }
 
     /// Pays money out of `org_id`'s `source` account (available or earnings) to outside.
@@ -1297,8 +1410,9 @@ impl<'a> Tx<'a> {
         now_ms: i64,
     ) -> Result<TransferRow, StoreError> {
         self.get_org(org_id)?;
+        self.check_external_ref(org_id, external_ref)?;
         let external = self.operator_account(AccountKind::External)?;
-        self.transfer(
+        let t = self.transfer(
             TransferKind::Withdrawal,
             &account_id(org_id, source),
             &external,
@@ -1307,7 +1421,9 @@ impl<'a> Tx<'a> {
             None,
             Some(external_ref),
             now_ms,
-        )
+        )?;
+        self.keep_external_ref(org_id, external_ref, &t.id)?;
+        Ok(t)
     }
 
     pub fn accounts_of(&mut self, org_id: &str) -> Result<Vec<AccountRow>, StoreError> {

@@ -19,6 +19,10 @@ pub struct PostgresBackend {
     url: String,
     /// The writer's next transaction is already open: its `BEGIN` went with the last `COMMIT`.
     begun: bool,
+    /// A statement failed since the transaction began or was last rolled back to a savepoint:
+    /// PostgreSQL now refuses every statement of the transaction and would roll it back at
+    /// `COMMIT` (see [`Backend::transaction_broken`]).
+    failed: bool,
 }
 
 /// The syncer's connection, and when it was made: a sync on it vouches only for commits made
@@ -100,6 +104,7 @@ impl PostgresBackend {
             syncer: None,
             url: url.to_owned(),
             begun: false,
+            failed: false,
         })
     }
 
@@ -149,11 +154,20 @@ impl PostgresBackend {
         self.client.as_mut().expect("the client lives until drop")
     }
 
+    /// Notes a failed statement (see [`PostgresBackend::failed`]).
+    fn noted<T>(&mut self, result: Result<T, postgres::Error>) -> Result<T, StoreError> {
+        result.map_err(|e| {
+            self.failed = true;
+            map_err(e)
+        })
+    }
+
     fn prepare(&mut self, sql: &str) -> Result<Statement, StoreError> {
         if let Some(stmt) = self.statements.get(sql) {
             return Ok(stmt.clone());
         }
-        let stmt = self.client().prepare(sql).map_err(map_err)?;
+        let prepared = self.client().prepare(sql);
+        let stmt = self.noted(prepared)?;
         self.statements.insert(sql.to_owned(), stmt.clone());
         Ok(stmt)
     }
@@ -176,17 +190,14 @@ impl Backend for PostgresBackend {
 
     fn execute(&mut self, sql: &str, params: &[Value]) -> Result<u64, StoreError> {
         let stmt = self.prepare(sql)?;
-        self.client()
-            .execute(&stmt, &Self::params(params))
-            .map_err(map_err)
+        let result = self.client().execute(&stmt, &Self::params(params));
+        self.noted(result)
     }
 
     fn query(&mut self, sql: &str, params: &[Value]) -> Result<Vec<Row>, StoreError> {
         let stmt = self.prepare(sql)?;
-        let rows = self
-            .client()
-            .query(&stmt, &Self::params(params))
-            .map_err(map_err)?;
+        let result = self.client().query(&stmt, &Self::params(params));
+        let rows = self.noted(result)?;
         let mut out = Vec::with_capacity(rows.len());
         for row in rows {
             let mut values = Vec::with_capacity(row.len());
@@ -218,7 +229,19 @@ impl Backend for PostgresBackend {
     }
 
     fn batch(&mut self, sql: &str) -> Result<(), StoreError> {
-        self.client().batch_execute(sql).map_err(map_err)
+        let result = self.client().batch_execute(sql);
+        let ok = result.is_ok();
+        self.noted(result)?;
+        // A rollback (to a savepoint, or of the whole transaction) clears the failure; so does
+        // a new transaction.
+        if ok && (sql.starts_with("ROLLBACK") || sql.starts_with("BEGIN")) {
+            self.failed = false;
+        }
+        Ok(())
+    }
+
+    fn transaction_broken(&mut self) -> bool {
+        self.failed
     }
 
     fn begin_read(&mut self) -> Result<(), StoreError> {
@@ -228,6 +251,7 @@ impl Backend for PostgresBackend {
 
     fn begin_write(&mut self) -> Result<(), StoreError> {
         if std::mem::take(&mut self.begun) && !self.client().is_closed() {
+            self.failed = false;
             return Ok(());
         }
         if self.client().is_closed() {
@@ -248,6 +272,12 @@ impl Backend for PostgresBackend {
     fn commit(&mut self) -> Result<Option<crate::backend::SyncFn>, StoreError> {
         // Taken before: a connection made after this instant cannot vouch for the commit.
         let committed_at = std::time::Instant::now();
+        if self.failed {
+            // PostgreSQL would answer this `COMMIT` with a rollback, and no error.
+            return Err(StoreError::Backend(
+                "a statement of the transaction failed; it cannot commit".into(),
+            ));
+        }
         let Some(syncer) = self.syncer.clone() else {
             self.batch("COMMIT")?;
             return Ok(None);

@@ -273,7 +273,85 @@ CREATE INDEX jobs_lease_state ON jobs(lease_id, state);
     POSTINGS,
     // 7: SQLite only ({SQLITE_CHECKS} below), see SQLITE_STATE_CHECKS.
     "{SQLITE_CHECKS}",
+    // 8: unique org names and payment references, see NAMES_AND_REFERENCES.
+    NAMES_AND_REFERENCES,
 ];
+
+/// Migration 8: an org's name is unique under its key (`suanli_core::validate::name_key`: case,
+/// width, spacing, invisible characters and look-alike letters do not tell two names apart), and
+/// an org's deposits and withdrawals never share an external reference (its key is the
+/// reference in lower case).
+///
+/// The keys are computed in Rust after the SQL ([`fill_names_and_references`]): the oldest org
+/// with a name keeps it; a later org whose name has the same key is left without a key, its
+/// name shown with its id to consumers until the operator renames it, and the migration reports
+/// it in the log. References already used twice are reported the same way and left as they are
+/// (the ledger is never rewritten); new ones are refused.
+const NAMES_AND_REFERENCES: &str = r#"
+ALTER TABLE orgs ADD COLUMN name_key TEXT;
+CREATE UNIQUE INDEX orgs_name_key ON orgs(name_key);
+CREATE TABLE external_refs (
+    org_id TEXT NOT NULL REFERENCES orgs(id),
+    ref_key TEXT NOT NULL,
+    transfer_id TEXT NOT NULL,
+    PRIMARY KEY (org_id, ref_key)
+);
+"#;
+
+/// The key of an external reference: references are compared ignoring case.
+pub fn external_ref_key(external_ref: &str) -> String {
+    external_ref.to_lowercase()
+}
+
+/// Migration 8's data step: the keys of the orgs' names and of the references already used.
+fn fill_names_and_references(b: &mut dyn Backend) -> Result<(), StoreError> {
+    let orgs = b.query("SELECT id, name FROM orgs ORDER BY created_ms, id", &[])?;
+    let mut holders: std::collections::HashMap<String, String> = Default::default();
+    for r in &orgs {
+        let (id, name) = (r.str(0), r.str(1));
+        let key = suanli_core::validate::name_key(&name);
+        if let Some(first) = holders.get(&key) {
+            tracing::warn!(
+                org = %id, name = %name, same_as = %first,
+                "migration 8: this org's name cannot be told apart from an older org's; it is shown \
+                 with its id until the operator renames it (POST /api/v1/orgs/{{id}}/rename)"
+            );
+            continue;
+        }
+        b.execute(
+            "UPDATE orgs SET name_key = $2 WHERE id = $1",
+            &[id.as_str().into(), key.as_str().into()],
+        )?;
+        holders.insert(key, id);
+    }
+    let refs = b.query(
+        "SELECT a.org_id, t.external_ref, t.id FROM transfers t \
+         JOIN accounts a ON a.id = CASE WHEN t.kind = 'deposit' THEN t.credit_account_id \
+         ELSE t.debit_account_id END \
+         WHERE t.kind IN ('deposit', 'withdrawal') AND t.external_ref IS NOT NULL ORDER BY t.seq",
+        &[],
+    )?;
+    for r in &refs {
+        let (org, reference, transfer) = (r.str(0), r.str(1), r.str(2));
+        let added = b.execute(
+            "INSERT INTO external_refs (org_id, ref_key, transfer_id) VALUES ($1, $2, $3) \
+             ON CONFLICT (org_id, ref_key) DO NOTHING",
+            &[
+                org.as_str().into(),
+                external_ref_key(&reference).into(),
+                transfer.as_str().into(),
+            ],
+        )?;
+        if added == 0 {
+            tracing::warn!(
+                org = %org, external_ref = %reference, transfer = %transfer,
+                "migration 8: this reference was recorded more than once for this org before \
+                 references had to be unique; the ledger keeps both transfers"
+            );
+        }
+    }
+    Ok(())
+}
 
 /// Migration 7 on SQLite: `holds` and `leases` with their state checks written as comparisons.
 ///
@@ -503,6 +581,10 @@ fn apply(b: &mut dyn Backend, index: usize, version: i64) -> Result<(), StoreErr
                     r.str(0)
                 ))),
             }
+        })
+        .and_then(|()| match version {
+            8 => fill_names_and_references(b),
+            _ => Ok(()),
         })
         .and_then(|()| {
             b.execute(

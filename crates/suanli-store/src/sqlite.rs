@@ -21,6 +21,10 @@ pub struct SqliteBackend {
     wal: Option<std::sync::Arc<std::fs::File>>,
     /// `PRAGMA data_version` when [`Backend::changed_by_others`] last read it.
     data_version: Option<i64>,
+    /// A write transaction was begun and has not been committed or rolled back by us: should
+    /// SQLite end it itself (see [`Backend::transaction_broken`]), statements are refused until
+    /// the rollback, instead of each committing on its own.
+    in_write: bool,
 }
 
 impl Drop for SqliteBackend {
@@ -356,6 +360,7 @@ impl SqliteBackend {
             checkpointer: None,
             wal: None,
             data_version: None,
+            in_write: false,
         };
         crate::schema::migrate(&mut me)?;
         // Without a WAL file to sync (it exists once the database has been read in WAL mode),
@@ -391,6 +396,7 @@ impl SqliteBackend {
             checkpointer: None,
             wal: None,
             data_version: None,
+            in_write: false,
         })
     }
 
@@ -440,12 +446,25 @@ fn rewrite<'a>(cache: &'a mut Rewritten, sql: &str) -> &'a str {
     &cache.0[&key].1
 }
 
+impl SqliteBackend {
+    /// Refuses statements once SQLite has ended the write transaction we began.
+    fn check_transaction(&mut self) -> Result<(), StoreError> {
+        if self.transaction_broken() {
+            return Err(StoreError::Backend(
+                "SQLite rolled the transaction back after an error; nothing more runs in it".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
 impl Backend for SqliteBackend {
     fn kind(&self) -> &'static str {
         "sqlite"
     }
 
     fn execute(&mut self, sql: &str, params: &[Value]) -> Result<u64, StoreError> {
+        self.check_transaction()?;
         let mut stmt = self
             .conn
             .prepare_cached(rewrite(&mut self.rewritten, sql))
@@ -457,6 +476,7 @@ impl Backend for SqliteBackend {
     }
 
     fn query(&mut self, sql: &str, params: &[Value]) -> Result<Vec<Row>, StoreError> {
+        self.check_transaction()?;
         let mut stmt = self
             .conn
             .prepare_cached(rewrite(&mut self.rewritten, sql))
@@ -483,15 +503,36 @@ impl Backend for SqliteBackend {
     }
 
     fn batch(&mut self, sql: &str) -> Result<(), StoreError> {
-        self.conn.execute_batch(sql).map_err(map_err)
+        let ends = sql == "ROLLBACK" || sql.starts_with("COMMIT");
+        if !ends {
+            self.check_transaction()?;
+        }
+        let result = self.conn.execute_batch(sql).map_err(map_err);
+        if ends {
+            self.in_write = false;
+        }
+        result
+    }
+
+    /// SQLite has ended the transaction when the connection is back in autocommit mode.
+    fn transaction_broken(&mut self) -> bool {
+        self.in_write && self.conn.is_autocommit()
     }
 
     fn begin_write(&mut self) -> Result<(), StoreError> {
         // IMMEDIATE takes the write lock up front, so a batch never fails half-way on a lock upgrade.
-        self.batch("BEGIN IMMEDIATE")
+        self.batch("BEGIN IMMEDIATE")?;
+        self.in_write = true;
+        Ok(())
     }
 
     fn commit(&mut self) -> Result<Option<crate::backend::SyncFn>, StoreError> {
+        if self.transaction_broken() {
+            self.in_write = false;
+            return Err(StoreError::Backend(
+                "SQLite rolled the transaction back after an error; it cannot commit".into(),
+            ));
+        }
         self.batch("COMMIT")?;
         let Some(wal) = self.wal.clone() else {
             return Ok(None);
@@ -579,6 +620,7 @@ mod tests {
             checkpointer: None,
             wal: None,
             data_version: None,
+            in_write: false,
         };
         b.batch("PRAGMA foreign_keys=ON").unwrap();
         crate::schema::migrate_up_to(&mut b, version).unwrap();
@@ -595,6 +637,69 @@ mod tests {
         .iter()
         .map(|r| r.str(0))
         .collect()
+    }
+
+    /// Issue 16: a database made before names had to be unique may hold two orgs whose names
+    /// cannot be told apart, and a reference recorded twice. Migration 8 keeps the oldest org's
+    /// name as it is and leaves the later one without a key (shown with its id until renamed);
+    /// the ledger is not rewritten; new duplicates are refused.
+    #[test]
+    fn migration_8_keys_names_and_references_and_leaves_old_duplicates_to_the_operator() {
+        let (dir, mut b) = migrated_up_to(7);
+        b.batch(
+            "INSERT INTO orgs VALUES ('org_o', 'Suanli Operator', 'operator', NULL, 'z', 'r', 0), \
+             ('org_a', 'Tianjin AI', 'provider', NULL, 'z', 'r', 1), \
+             ('org_b', 'TIANJIN  AI', 'provider', NULL, 'z', 'r', 2), \
+             ('org_c', 'Binhai Labs', 'consumer', 'enterprise', 'z', 'r', 3); \
+             INSERT INTO accounts (id, org_id, kind, debits_micros, credits_micros) VALUES \
+             ('org_o.external', 'org_o', 'external', 300, 0), \
+             ('org_c.available', 'org_c', 'available', 0, 300); \
+             INSERT INTO transfers (seq, id, kind, debit_account_id, credit_account_id, \
+             amount_micros, debit_balance_after_micros, credit_balance_after_micros, hold_id, \
+             lease_id, external_ref, created_ms) VALUES \
+             (1, 'tr_1', 'deposit', 'org_o.external', 'org_c.available', 100, -100, 100, NULL, NULL, 'B-1', 0), \
+             (2, 'tr_2', 'deposit', 'org_o.external', 'org_c.available', 200, -300, 300, NULL, NULL, 'b-1', 0);",
+        )
+        .unwrap();
+        crate::schema::migrate_up_to(&mut b, 8).unwrap();
+        let keys = b
+            .query("SELECT id, name_key FROM orgs ORDER BY id", &[])
+            .unwrap();
+        let keyed: Vec<(String, bool)> = keys
+            .iter()
+            .map(|r| (r.str(0), r.opt_str(1).is_some()))
+            .collect();
+        assert_eq!(
+            keyed,
+            [
+                ("org_a".to_owned(), true),
+                ("org_b".to_owned(), false),
+                ("org_c".to_owned(), true),
+                ("org_o".to_owned(), true),
+            ]
+        );
+        let mut tx = crate::ops::Tx::new(&mut b);
+        let shown = tx.get_org("org_b").unwrap();
+        assert!(!shown.name_unique);
+        assert!(tx.get_org("org_a").unwrap().name_unique);
+        // The two deposits stay; the reference is taken by the first.
+        assert_eq!(tx.count("transfers").unwrap(), 2);
+        let refs = b
+            .query(
+                "SELECT org_id, ref_key, transfer_id FROM external_refs",
+                &[],
+            )
+            .unwrap();
+        assert_eq!(refs.len(), 1);
+        assert_eq!(
+            (refs[0].str(0), refs[0].str(1), refs[0].str(2)),
+            ("org_c".into(), "b-1".into(), "tr_1".into())
+        );
+        // The operator renames the later org; then both are unique.
+        let mut tx = crate::ops::Tx::new(&mut b);
+        let renamed = tx.rename_org("org_b", "Tianjin AI Cloud").unwrap();
+        assert!(renamed.name_unique);
+        drop(dir);
     }
 
     /// A database made before migration 5 keeps every transfer, its positions and its

@@ -11,6 +11,12 @@
 //! the previous one ran, up to `max_batch`, so under load one fsync serves many requests and with
 //! one client it costs nothing extra.
 //!
+//! A job whose statement breaks the transaction itself (a database error PostgreSQL will not go
+//! past, or one after which SQLite has rolled the transaction back; see
+//! [`Backend::transaction_broken`], asked after every job) fails alone: its savepoint is rolled
+//! back, or, when that cannot be done, the whole transaction is, and the batch runs again
+//! without it. One bad request never fails the others of its batch.
+//!
 //! When the backend's `COMMIT` leaves the sync to be done (SQLite, see [`Backend::commit`]), a
 //! second thread, the syncer, runs it while the writer executes the next batch, and answers the
 //! batch's requests once it returned: the disk's latency is taken off the writer's path. Batches
@@ -33,6 +39,10 @@ trait BatchJob: Send {
     /// Runs the job; false when it failed (its effects must be undone).
     fn run(&mut self, tx: &mut Tx<'_>) -> bool;
     fn deliver(self: Box<Self>, commit: Result<(), StoreError>);
+    /// Replaces the job's result with `error`: its effects were undone although it returned.
+    fn fail(&mut self, error: StoreError);
+    /// The job's error, when its last run failed.
+    fn error(&self) -> Option<StoreError>;
     /// The ledger accounts the job declared it moves money on (see
     /// [`Writer::submit_with_accounts`]).
     fn accounts(&self) -> &[String];
@@ -62,6 +72,17 @@ where
 
     fn accounts(&self) -> &[String] {
         &self.accounts
+    }
+
+    fn fail(&mut self, error: StoreError) {
+        self.result = Some(Err(error));
+    }
+
+    fn error(&self) -> Option<StoreError> {
+        match &self.result {
+            Some(Err(e)) => Some(e.clone()),
+            _ => None,
+        }
     }
 
     fn deliver(self: Box<Self>, commit: Result<(), StoreError>) {
@@ -131,6 +152,7 @@ impl Writer {
                             Err(_) => break,
                         }
                     }
+                    memory.batch_number += 1;
                     let optimistic = safe_batches == 0;
                     safe_batches = safe_batches.saturating_sub(1);
                     let syncer = (max_batch > 1).then_some(&to_syncer);
@@ -220,7 +242,20 @@ fn run_batch(
     }
     let (outcome, dirty) = match result {
         Some(done) => done,
-        None => run_with_savepoints(&mut batch, jobs),
+        None => loop {
+            match run_with_savepoints(&mut batch, jobs) {
+                Savepointed::Done(done) => break done,
+                // The job broke the transaction: it fails alone, the rest run again without it.
+                Savepointed::Culprit(i) => {
+                    let mut culprit = jobs.remove(i);
+                    let error = culprit.error().unwrap_or_else(broken);
+                    tracing::warn!(error = %error, "a job broke its batch's transaction; the batch runs again without it");
+                    culprit.fail(error.clone());
+                    culprit.deliver(Err(error));
+                    batch.declared = declared_accounts(jobs);
+                }
+            }
+        },
     };
     if let Err(e) = &outcome {
         tracing::error!(error = %e, jobs = jobs.len(), "batch not committed; every job in it fails");
@@ -246,6 +281,13 @@ fn run_batch(
         Err(e) => done.into_iter().for_each(|j| j.deliver(Err(e.clone()))),
     }
     clean
+}
+
+/// The error of a job that returned although a statement of it broke the transaction.
+fn broken() -> StoreError {
+    StoreError::Backend(
+        "a statement of this request failed in the database; nothing of it was kept".into(),
+    )
 }
 
 /// A committed batch waiting for its sync, and who to answer then.
@@ -300,27 +342,38 @@ struct Batch<'a> {
 
 impl Batch<'_> {
     /// Begins the transaction and reads the declared accounts (see
-    /// [`Writer::submit_with_accounts`]).
+    /// [`Writer::submit_with_accounts`]). Declaring is only a speed-up: should the read fail (an
+    /// id the database refuses), the transaction begins again without it.
     fn begin(&mut self) -> Result<(), StoreError> {
+        self.begin_transaction()?;
+        if self.declared.is_empty() {
+            return Ok(());
+        }
+        let read = Tx::in_batch(self.backend, self.memory).read_accounts(&self.declared);
+        if let Err(e) = read {
+            tracing::warn!(error = %e, "reading the batch's declared accounts failed; running it without");
+            self.rollback();
+            self.declared.clear();
+            self.begin_transaction()?;
+        }
+        Ok(())
+    }
+
+    fn begin_transaction(&mut self) -> Result<(), StoreError> {
         if let Err(e) = self.backend.begin_write() {
             self.memory.clear();
             return Err(e);
         }
         match self.backend.changed_by_others() {
-            Ok(changed) => self.memory.begin(changed),
+            Ok(changed) => {
+                self.memory.begin(changed);
+                Ok(())
+            }
             Err(e) => {
                 self.rollback();
-                return Err(e);
+                Err(e)
             }
         }
-        if self.declared.is_empty() {
-            return Ok(());
-        }
-        let read = Tx::in_batch(self.backend, self.memory).read_accounts(&self.declared);
-        if read.is_err() {
-            self.rollback();
-        }
-        read
     }
 
     fn tx(&mut self) -> Tx<'_> {
@@ -347,8 +400,8 @@ impl Batch<'_> {
 }
 
 /// Every job in one transaction without savepoints, then `COMMIT`. `None` (everything rolled
-/// back) when a job failed or the transaction could not be used: run the batch again with
-/// savepoints.
+/// back) when a job failed, broke the transaction, or the transaction could not be used: run the
+/// batch again with savepoints.
 fn run_optimistically(batch: &mut Batch<'_>, jobs: &mut [Job]) -> Option<BatchResult> {
     batch.begin().ok()?;
     let mut dirty = std::collections::BTreeSet::new();
@@ -357,7 +410,7 @@ fn run_optimistically(batch: &mut Batch<'_>, jobs: &mut [Job]) -> Option<BatchRe
         tx.optimistic = true;
         let ok = job.run(&mut tx);
         dirty.append(&mut tx.dirty_pools);
-        if !ok {
+        if !ok || batch.backend.transaction_broken() {
             batch.rollback();
             return None;
         }
@@ -368,11 +421,20 @@ fn run_optimistically(batch: &mut Batch<'_>, jobs: &mut [Job]) -> Option<BatchRe
     }
 }
 
+/// How a run with savepoints ended.
+enum Savepointed {
+    /// Committed (or failed as a whole, for a reason no one job caused).
+    Done(BatchResult),
+    /// The job at this index broke the transaction beyond its savepoint; everything was rolled
+    /// back.
+    Culprit(usize),
+}
+
 /// Each job in a savepoint of one transaction: a failing job leaves no trace, the others commit.
-fn run_with_savepoints(batch: &mut Batch<'_>, jobs: &mut [Job]) -> BatchResult {
+fn run_with_savepoints(batch: &mut Batch<'_>, jobs: &mut [Job]) -> Savepointed {
     let mut dirty = std::collections::BTreeSet::new();
     let mut failure: Option<StoreError> = batch.begin().err();
-    for job in jobs.iter_mut() {
+    for (i, job) in jobs.iter_mut().enumerate() {
         if failure.is_some() {
             // The transaction is unusable: the rest are answered without running.
             break;
@@ -382,17 +444,39 @@ fn run_with_savepoints(batch: &mut Batch<'_>, jobs: &mut [Job]) -> BatchResult {
             failure = Some(e);
             break;
         }
-        let ok = job.run(&mut tx);
+        let ran_ok = job.run(&mut tx);
         let pools = std::mem::take(&mut tx.dirty_pools);
+        // A job that returned although one of its statements broke the transaction failed.
+        let ok = ran_ok && !batch.backend.transaction_broken();
+        // Whether the job's work is kept; an `Err` when the transaction is beyond repair.
         let end = if ok {
-            tx.release("job")
+            match batch.tx().release("job") {
+                Ok(()) if !batch.backend.transaction_broken() => Ok(true),
+                Ok(()) => Err(broken()),
+                // Its savepoint could not be kept (the ledger rows it buffered could not be
+                // written): undo the job, if the transaction still can be.
+                Err(e) => undo_job(batch).map(|()| {
+                    job.fail(e);
+                    false
+                }),
+            }
         } else {
-            tx.rollback_to("job").and_then(|()| tx.release("job"))
+            undo_job(batch).map(|()| {
+                if ran_ok {
+                    job.fail(broken());
+                }
+                false
+            })
         };
-        if let Err(e) = end {
-            failure = Some(e);
-        } else if ok {
-            dirty.extend(pools);
+        match end {
+            Ok(true) => dirty.extend(pools),
+            Ok(false) => {}
+            Err(_) => {
+                // Nothing of the transaction can be trusted: roll it all back and let the batch
+                // run again without this job.
+                batch.rollback();
+                return Savepointed::Culprit(i);
+            }
         }
     }
     let outcome = match failure {
@@ -407,7 +491,18 @@ fn run_with_savepoints(batch: &mut Batch<'_>, jobs: &mut [Job]) -> BatchResult {
     } else {
         Default::default()
     };
-    (outcome, dirty)
+    Savepointed::Done((outcome, dirty))
+}
+
+/// Rolls back to the job's savepoint and releases it; an `Err` when the transaction is still
+/// (or now) unusable.
+fn undo_job(batch: &mut Batch<'_>) -> Result<(), StoreError> {
+    let mut tx = batch.tx();
+    tx.rollback_to("job").and_then(|()| tx.release("job"))?;
+    if batch.backend.transaction_broken() {
+        return Err(broken());
+    }
+    Ok(())
 }
 
 /// Re-reads the offers of `pools` (their availability changed) into the book, with `memory`, the
@@ -466,6 +561,172 @@ mod tests {
                 Ok(())
             })))
         }
+    }
+
+    /// A store on SQLite in a temp dir, or on a fresh database of the PostgreSQL that
+    /// `SUANLI_TEST_DATABASE_URL` names.
+    fn real_store() -> crate::Store {
+        let location = match std::env::var("SUANLI_TEST_DATABASE_URL")
+            .ok()
+            .filter(|u| !u.is_empty())
+        {
+            Some(url) => {
+                let name = crate::ops::new_id("w").replace('_', "");
+                let mut admin = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+                admin
+                    .batch_execute(&format!("CREATE DATABASE {name}"))
+                    .unwrap();
+                let base = url.rsplit_once('/').map(|(b, _)| b).unwrap_or(&url);
+                crate::Location::Postgres(format!("{base}/{name}"))
+            }
+            None => {
+                let dir = std::env::temp_dir().join(crate::ops::new_id("suanli-writer-test"));
+                std::fs::create_dir_all(&dir).unwrap();
+                crate::Location::Sqlite(dir.join("t.db").to_string_lossy().into_owned())
+            }
+        };
+        crate::Store::open(location, WriterConfig::default()).unwrap()
+    }
+
+    fn org(name: &str) -> crate::ops::OrgRow {
+        crate::ops::OrgRow {
+            id: crate::ops::new_id("org"),
+            name: name.into(),
+            kind: "consumer".into(),
+            consumer_type: Some("enterprise".into()),
+            zone: "wuqing-core".into(),
+            origin_region: "tianjin".into(),
+            created_ms: 0,
+            name_unique: true,
+        }
+    }
+
+    /// Regression test for issue 16: on PostgreSQL one request with an id the database could
+    /// not store failed its whole batch, and with it other tenants' purchases. A job whose
+    /// statement breaks the transaction (PostgreSQL refuses everything after an error; SQLite
+    /// rolls the transaction back on some errors, and later statements would commit one by one)
+    /// must fail alone, even when it ignores the error; so must a job that declares an account
+    /// id the database refuses. The others of its batch commit.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn a_job_that_breaks_the_transaction_fails_alone_and_the_batch_commits() {
+        let store = Arc::new(tokio::task::block_in_place(real_store));
+        let writer = store.writer().clone();
+        let existing = org("existing org");
+        let kept = existing.clone();
+        writer
+            .submit(move |tx| tx.create_org(&kept, "admin", None).map(|_| ()))
+            .await
+            .unwrap();
+        // Hold the writer in one job while the others queue up behind it: they form one batch.
+        let (release, released) = std::sync::mpsc::channel::<()>();
+        let released = std::sync::Mutex::new(released);
+        let holding = Arc::new(AtomicBool::new(false));
+        let held = holding.clone();
+        let blocker = tokio::spawn({
+            let writer = writer.clone();
+            async move {
+                writer
+                    .submit(move |_| {
+                        held.store(true, Ordering::SeqCst);
+                        let _ = released
+                            .lock()
+                            .unwrap()
+                            .recv_timeout(std::time::Duration::from_secs(20));
+                        Ok(())
+                    })
+                    .await
+            }
+        });
+        while !holding.load(Ordering::SeqCst) {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        let mut good = Vec::new();
+        let mut spawn_good = |name: String, declared: Vec<String>| {
+            let writer = writer.clone();
+            let row = org(&name);
+            good.push((
+                row.id.clone(),
+                tokio::spawn(async move {
+                    writer
+                        .submit_with_accounts(declared, move |tx| {
+                            tx.create_org(&row, "admin", None)?;
+                            Ok(tx.batch_number())
+                        })
+                        .await
+                }),
+            ));
+        };
+        let pause = || tokio::time::sleep(std::time::Duration::from_millis(20));
+        spawn_good("good 0".into(), Vec::new());
+        pause().await;
+        spawn_good("good 1".into(), Vec::new());
+        pause().await;
+        // The bad job: it writes, then makes the database raise an error that breaks the
+        // transaction, ignores it, and returns as if all went well.
+        let bad_org = org("bad");
+        let bad_id = bad_org.id.clone();
+        let bad = tokio::spawn({
+            let writer = writer.clone();
+            let existing_id = existing.id.clone();
+            async move {
+                writer
+                    .submit(move |tx| {
+                        tx.create_org(&bad_org, "admin", None)?;
+                        let number = tx.batch_number();
+                        let breaking = if tx.backend_kind() == "sqlite" {
+                            // A constraint failure under OR ROLLBACK ends SQLite's transaction.
+                            format!(
+                                "INSERT OR ROLLBACK INTO orgs (id, name, kind, zone, origin_region, \
+                                 created_ms) VALUES ('{existing_id}', 'x', 'consumer', 'z', 'r', 0)"
+                            )
+                        } else {
+                            "SELECT 1 / 0".to_owned()
+                        };
+                        let _ignored = tx.b.execute(&breaking, &[]);
+                        Ok(number)
+                    })
+                    .await
+            }
+        });
+        pause().await;
+        spawn_good("good 2".into(), Vec::new());
+        pause().await;
+        // Declares an account id PostgreSQL cannot store (NUL); declaring is only a speed-up.
+        spawn_good("good 3".into(), vec!["org_x\u{0}.available".into()]);
+        pause().await;
+        spawn_good("good 4".into(), Vec::new());
+        pause().await;
+        release.send(()).unwrap();
+        blocker.await.unwrap().unwrap();
+        let bad = bad.await.unwrap();
+        assert!(
+            bad.is_err(),
+            "the job that broke the transaction failed: {bad:?}"
+        );
+        let mut batches = Vec::new();
+        for (id, handle) in good {
+            let number = handle
+                .await
+                .unwrap()
+                .unwrap_or_else(|e| panic!("a good job of the batch failed: {e}"));
+            batches.push(number.expect("ran in the writer"));
+            let found = tokio::task::block_in_place(|| store.read(|tx| tx.get_org(&id)));
+            assert!(found.is_ok(), "org {id} was committed");
+        }
+        // All the good jobs ran in one batch, the one the bad job was in.
+        assert!(batches.len() >= 2);
+        assert!(batches.iter().all(|b| *b == batches[0]), "{batches:?}");
+        let lost = tokio::task::block_in_place(|| store.read(|tx| tx.get_org(&bad_id)));
+        assert!(
+            matches!(lost, Err(StoreError::NotFound(_))),
+            "nothing of the bad job was kept: {lost:?}"
+        );
+        // The writer goes on.
+        let after = org("after");
+        writer
+            .submit(move |tx| tx.create_org(&after, "admin", None).map(|_| ()))
+            .await
+            .unwrap();
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -61,14 +61,17 @@ struct Market {
 }
 
 fn org(kind: &str, consumer_type: Option<&str>) -> OrgRow {
+    // Org names are unique (under `name_key`): each test org is named after its id.
+    let id = new_id("org");
     OrgRow {
-        id: new_id("org"),
-        name: format!("{kind} org"),
+        name: format!("{kind} org {id}"),
+        id,
         kind: kind.into(),
         consumer_type: consumer_type.map(Into::into),
         zone: "wuqing-core".into(),
         origin_region: "tianjin".into(),
         created_ms: 0,
+        name_unique: true,
     }
 }
 
@@ -424,6 +427,137 @@ async fn withdrawals_cannot_overdraw_and_deposits_need_an_org() {
     assert_books_sound(&m.store);
 }
 
+/// Issue 16: an operator reconciles bank statements by a payment's external reference, so an
+/// org's deposits and withdrawals never share one (ignoring case); another org may use it, and a
+/// refused request leaves the reference free.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_external_reference_is_recorded_once_per_org() {
+    let m = market(5_000_000).await;
+    let submit = |f: Box<dyn Fn(&mut suanli_store::Tx<'_>) -> Result<_, StoreError> + Send>| {
+        m.store.writer().submit(f)
+    };
+    let (c, p) = (m.consumer.clone(), m.provider.clone());
+    let org = c.clone();
+    // market() deposited with "bank-1".
+    let err = submit(Box::new(move |tx| tx.deposit(&org, 1, "BANK-1", 0)))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            &err,
+            StoreError::Duplicate {
+                field: "external_ref",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    let org = c.clone();
+    let err = submit(Box::new(move |tx| {
+        tx.withdraw(&org, AccountKind::Available, 1, "bank-1", 0)
+    }))
+    .await
+    .unwrap_err();
+    assert!(matches!(err, StoreError::Duplicate { .. }), "{err:?}");
+    // A refused withdrawal does not take its reference.
+    let org = c.clone();
+    let err = submit(Box::new(move |tx| {
+        tx.withdraw(&org, AccountKind::Available, 9_000_000, "bank-9", 0)
+    }))
+    .await
+    .unwrap_err();
+    assert!(matches!(err, StoreError::InsufficientFunds { .. }));
+    let org = c.clone();
+    submit(Box::new(move |tx| {
+        tx.withdraw(&org, AccountKind::Available, 1, "bank-9", 0)
+    }))
+    .await
+    .unwrap();
+    // Another org's reference space is its own.
+    let org = p.clone();
+    submit(Box::new(move |tx| tx.deposit(&org, 1, "bank-1", 0)))
+        .await
+        .unwrap();
+    assert_eq!(balance(&m.store, &c, AccountKind::Available), 5_000_000 - 1);
+    assert_books_sound(&m.store);
+}
+
+/// Issue 16: org names are unique under `name_key`; a rename must pick a free name too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn org_names_cannot_be_told_apart_so_they_are_unique() {
+    let m = market(0).await;
+    let mut first = org("consumer", Some("enterprise"));
+    first.name = "Tianjin Robotics".into();
+    let row = first.clone();
+    m.store
+        .writer()
+        .submit(move |tx| tx.create_org(&row, "admin", None))
+        .await
+        .unwrap();
+    for same in [
+        "tianjin robotics",
+        "TIANJIN  ROBOTICS",
+        "Tianjin Rоbotics", // Cyrillic о
+        "Tianjin\u{200B} Robotics",
+    ] {
+        let mut again = org("provider", None);
+        again.name = same.into();
+        let err = m
+            .store
+            .writer()
+            .submit(move |tx| tx.create_org(&again, "admin", None))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&err, StoreError::Duplicate { field: "name", message } if message.contains("Tianjin Robotics")),
+            "{same:?}: {err:?}"
+        );
+    }
+    let mut other = org("provider", None);
+    other.name = "Tianjin Robotics Lab".into();
+    let other_id = other.id.clone();
+    let row = other.clone();
+    m.store
+        .writer()
+        .submit(move |tx| tx.create_org(&row, "admin", None))
+        .await
+        .unwrap();
+    // A rename to a taken name is refused; to a free one (or its own) it is done.
+    let id = other_id.clone();
+    let err = m
+        .store
+        .writer()
+        .submit(move |tx| tx.rename_org(&id, "TIANJIN ROBOTICS"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, StoreError::Duplicate { field: "name", .. }),
+        "{err:?}"
+    );
+    let id = other_id.clone();
+    let renamed = m
+        .store
+        .writer()
+        .submit(move |tx| tx.rename_org(&id, "Binhai Robotics"))
+        .await
+        .unwrap();
+    assert_eq!(renamed.name, "Binhai Robotics");
+    assert!(renamed.name_unique);
+    let id = other_id.clone();
+    m.store
+        .writer()
+        .submit(move |tx| tx.rename_org(&id, "binhai robotics"))
+        .await
+        .unwrap();
+    let err = m
+        .store
+        .writer()
+        .submit(|tx| tx.rename_org("org_missing", "Nobody"))
+        .await
+        .unwrap_err();
+    assert_eq!(err, StoreError::NotFound("org"));
+}
+
 /// One read sees one state: a batch committed between two of its queries is not half-seen (the
 /// ledger check once reported a settlement's transfers without its account totals this way).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -524,7 +658,13 @@ async fn concurrent_transfers_chain_their_balances_and_positions() {
                             if step == 0 {
                                 tx.deposit(&org, 1 + i, &format!("in-{i}"), 0)
                             } else {
-                                tx.withdraw(&org, AccountKind::Available, 1_000_000, "out", 0)
+                                tx.withdraw(
+                                    &org,
+                                    AccountKind::Available,
+                                    1_000_000,
+                                    &format!("out-{i}"),
+                                    0,
+                                )
                             }
                         })
                         .await;
@@ -670,7 +810,7 @@ async fn random_operations_keep_the_books_and_the_model_in_step() {
                 let org = m.consumer.clone();
                 m.store
                     .writer()
-                    .submit(move |tx| tx.deposit(&org, amount, "sim", now))
+                    .submit(move |tx| tx.deposit(&org, amount, &format!("sim-{step}"), now))
                     .await
                     .unwrap();
                 available += amount as i64;
@@ -681,7 +821,15 @@ async fn random_operations_keep_the_books_and_the_model_in_step() {
                 let r = m
                     .store
                     .writer()
-                    .submit(move |tx| tx.withdraw(&org, AccountKind::Available, amount, "sim", now))
+                    .submit(move |tx| {
+                        tx.withdraw(
+                            &org,
+                            AccountKind::Available,
+                            amount,
+                            &format!("sim-{step}"),
+                            now,
+                        )
+                    })
                     .await;
                 match r {
                     Ok(_) => available -= amount as i64,
@@ -1122,6 +1270,7 @@ async fn migration_6_posts_every_earlier_transfer() {
         CREATE INDEX transfers_debit ON transfers(debit_account_id); \
         CREATE INDEX transfers_credit ON transfers(credit_account_id); \
         CREATE INDEX leases_consumer ON leases(consumer_org_id, started_ms); \
+        DROP INDEX orgs_name_key; ALTER TABLE orgs DROP COLUMN name_key; DROP TABLE external_refs; \
         DELETE FROM schema_migrations WHERE version >= 6";
     tokio::task::block_in_place(|| match &location {
         suanli_store::Location::Sqlite(path) => rusqlite::Connection::open(path)

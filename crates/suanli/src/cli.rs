@@ -190,6 +190,14 @@ pub enum OrgCommand {
         #[arg(value_name = "ORG_ID")]
         id: String,
     },
+    /// Give an org a new name (operator): for an org whose name cannot be told apart from
+    /// another's (`NAME UNIQUE` is `no` in `org list`).
+    Rename {
+        #[arg(value_name = "ORG_ID")]
+        id: String,
+        #[arg(long)]
+        name: String,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -988,6 +996,12 @@ fn org_pairs(org: &api::Org) -> Vec<(&'static str, String)> {
         ("origin region", org.origin_region.clone()),
         ("created", org.created_at.clone()),
     ]);
+    if !org.name_unique {
+        pairs.push((
+            "name unique",
+            "no: shown with its id until renamed (suanli org rename)".to_owned(),
+        ));
+    }
     pairs
 }
 
@@ -1408,7 +1422,7 @@ fn is_mutating(command: &Command) -> bool {
     matches!(
         command,
         Command::Models(ModelsCommand::Add { .. })
-            | Command::Org(OrgCommand::Create(_))
+            | Command::Org(OrgCommand::Create(_) | OrgCommand::Rename { .. })
             | Command::Deposit(_)
             | Command::Withdraw(_)
             | Command::Member(MemberCommand::Add { .. })
@@ -1578,6 +1592,7 @@ async fn execute(ctx: &Ctx, command: Command, o: &mut Output) -> Result {
                         org.zone.clone(),
                         org.origin_region.clone(),
                         org.created_at.clone(),
+                        if org.name_unique { "yes" } else { "no" }.to_owned(),
                     ]
                 })
                 .collect();
@@ -1590,12 +1605,21 @@ async fn execute(ctx: &Ctx, command: Command, o: &mut Output) -> Result {
                     "ZONE",
                     "REGION",
                     "CREATED",
+                    "NAME UNIQUE",
                 ],
                 &rows,
             );
         }
         Command::Org(OrgCommand::Show { id }) => {
             let org = client.get_org(&id).await?;
+            if ctx.json {
+                return o.json(&org);
+            }
+            o.pairs(&org_pairs(&org));
+        }
+        Command::Org(OrgCommand::Rename { id, name }) => {
+            let request = api::RenameOrgRequest { name };
+            let org = client.rename_org(&id, &request, ctx.key()).await?;
             if ctx.json {
                 return o.json(&org);
             }

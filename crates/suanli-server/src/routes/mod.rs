@@ -37,6 +37,7 @@ pub fn router() -> Router<AppState> {
         )
         .route("/api/v1/orgs", get(orgs::list_orgs).post(orgs::create_org))
         .route("/api/v1/orgs/{org_id}", get(orgs::get_org))
+        .route("/api/v1/orgs/{org_id}/rename", post(orgs::rename_org))
         .route("/api/v1/orgs/{org_id}/deposits", post(ledger::deposit))
         .route("/api/v1/orgs/{org_id}/withdrawals", post(ledger::withdraw))
         .route(

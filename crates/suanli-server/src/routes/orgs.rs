@@ -6,7 +6,8 @@ use axum::response::Response;
 use axum::Json;
 use suanli_api::{
     ApiToken, ConsumerType, CreateMemberRequest, CreateOrgRequest, CreateOrgResponse,
-    CreateTokenRequest, CreatedToken, ErrorBody, Health, List, Me, Member, Org, OrgKind, Zone,
+    CreateTokenRequest, CreatedToken, ErrorBody, Health, List, Me, Member, Org, OrgKind,
+    RenameOrgRequest, Zone,
 };
 use suanli_store::ops::{new_id, OrgRow};
 
@@ -112,6 +113,7 @@ pub async fn create_org(
                     zone: req.zone.clone(),
                     origin_region: req.origin_region.clone(),
                     created_ms: now,
+                    name_unique: true,
                 };
                 let admin = tx.create_org(&org, &admin_name, req.admin_email.as_deref())?;
                 let token = tx.create_token(
@@ -131,6 +133,34 @@ pub async fn create_org(
                     },
                 })
             },
+        )
+        .await
+}
+
+/// Renames an org (operator only): the remedy for an org whose name cannot be told apart from
+/// another's. The new name must be free, compared as names are (ignoring case, width, spacing,
+/// invisible characters and look-alike letters).
+#[utoipa::path(post, path = "/api/v1/orgs/{org_id}/rename", tag = "operator", security(("bearer" = [])),
+    params(("org_id" = String, Path), ("Idempotency-Key" = Option<String>, Header, description = "retry key")),
+    request_body = RenameOrgRequest,
+    responses((status = 200, body = Org), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub async fn rename_org(
+    State(state): State<AppState>,
+    caller: Caller,
+    IdempotencyKey(key): IdempotencyKey,
+    IdPath(org_id): IdPath,
+    body: ApiJson<RenameOrgRequest>,
+) -> Result<Response, ApiError> {
+    caller.require_kind(&[OrgKind::Operator], "renaming orgs")?;
+    let new_name = name("name", &body.value.name)?;
+    state
+        .mutate(
+            caller.org_id(),
+            key,
+            body.request_sha256,
+            StatusCode::OK,
+            move |tx| Ok(wire::org(&tx.rename_org(&org_id, &new_name)?)),
         )
         .await
 }
