@@ -68,6 +68,7 @@ error_codes! {
     StaleAttempt = ("stale_attempt", 409),
     JobNotActive = ("job_not_active", 409),
     InvalidSignature = ("invalid_signature", 400),
+    UsageRefused = ("usage_refused", 422),
     AgentNotConnected = ("agent_not_connected", 409),
     Unavailable = ("unavailable", 503),
     Internal = ("internal", 500),

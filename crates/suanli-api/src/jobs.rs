@@ -99,8 +99,8 @@ pub struct Job {
     pub started_at: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ended_at: Option<String>,
-    /// Metered use acknowledged so far, in unit-seconds.
-    pub unit_seconds: u64,
+    /// Metered use acknowledged so far, in unit-milliseconds (units × milliseconds).
+    pub unit_ms: u64,
     pub attempts: Vec<Attempt>,
 }
 
@@ -191,6 +191,11 @@ pub struct Agent {
     pub heartbeat_interval_s: u64,
     pub suspect_after_s: u64,
     pub lost_after_s: u64,
+    /// Usage records of this agent refused for claiming more than time allows (never charged).
+    pub usage_refusals: u64,
+    /// Why the last of them was refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_usage_refusal: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -267,7 +272,11 @@ pub struct AttemptEvent {
 pub struct UsageRecord {
     /// 1, 2, 3, … per attempt; a repeated sequence number is a retry and counted once.
     pub seq: u64,
-    pub unit_seconds: u64,
+    /// Use since the attempt's previous record, in unit-milliseconds (units × milliseconds).
+    /// The attempt's total may never exceed its units × the time since the exchange dispatched
+    /// it (bounded by its time limit and its lease's end), with 2 s of clock skew allowed: a
+    /// record beyond that is refused with `usage_refused` and never charged.
+    pub unit_ms: u64,
     #[serde(default)]
     pub cpu_ms: Option<u64>,
     #[serde(default)]
@@ -288,8 +297,8 @@ pub struct UsageAck {
     pub accepted: u32,
     /// Records already counted before (retries).
     pub duplicates: u32,
-    /// Unit-seconds of the attempt acknowledged in all.
-    pub unit_seconds: u64,
+    /// Unit-milliseconds of the attempt acknowledged in all.
+    pub unit_ms: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -322,18 +331,18 @@ pub struct OutputBatch {
     pub files: Vec<WorkdirFile>,
 }
 
-/// The exact bytes an agent signs for a usage record.
+/// The exact bytes an agent signs for a usage record (v2: use in unit-milliseconds).
 pub fn usage_message(
     job_id: &str,
     attempt_id: &str,
     seq: u64,
-    unit_seconds: u64,
+    unit_ms: u64,
     cpu_ms: Option<u64>,
     peak_memory_mib: Option<u64>,
 ) -> String {
     let opt = |v: Option<u64>| v.map(|v| v.to_string()).unwrap_or_else(|| "-".into());
     format!(
-        "suanli-usage-v1|{job_id}|{attempt_id}|{seq}|{unit_seconds}|{}|{}",
+        "suanli-usage-v2|{job_id}|{attempt_id}|{seq}|{unit_ms}|{}|{}",
         opt(cpu_ms),
         opt(peak_memory_mib)
     )

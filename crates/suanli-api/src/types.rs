@@ -488,17 +488,28 @@ pub struct Lease {
     pub billing: String,
     /// Ends when its last job ends.
     pub auto_end: bool,
-    /// Metered use acknowledged so far, in unit-seconds (metered leases).
-    pub metered_unit_seconds: u64,
+    /// Metered use acknowledged so far, in unit-milliseconds (metered leases).
+    pub metered_unit_ms: u64,
     pub allocations: Vec<LeaseAllocation>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ended_at: Option<String>,
+    /// Unit-milliseconds billed when the lease ended: units × elapsed milliseconds (`elapsed`)
+    /// or the acknowledged use (`metered`). The settlement's figures re-add:
+    /// `cost_micros = floor(price_micros_per_unit_hour × billed_unit_ms / 3,600,000)` (rounded
+    /// once), `cost_micros = provider_micros + fee_micros`, and
+    /// `hold.amount_micros = cost_micros + released_micros`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub billed_seconds: Option<u64>,
+    pub billed_unit_ms: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cost_micros: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fee_micros: Option<u64>,
+    /// What the provider was paid: the cost less the fee.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provider_micros: Option<u64>,
+    /// What went back to the consumer's available balance: the hold less the cost.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub released_micros: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]

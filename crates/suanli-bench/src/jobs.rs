@@ -560,7 +560,7 @@ async fn latency(o: &Options, m: &Market) -> anyhow::Result<Value> {
         "job_latency [local, {}]: submit → running over {n} jobs `true` (after {} warm-up): p50 {}, p99 {}, max {} \
          (exchange timestamps, ms resolution; goal p50 ≤ 50 ms: {}); of which queued → dispatched {}, dispatched → running {}; \
          running → ended {}; client: POST {}, submit → observed final {} (max {}); {failed} not succeeded{}; \
-         lease ended, cost {} µCNY for {} unit-s; ledger check {}; CPU {}",
+         lease ended, cost {} µCNY for {} unit-ms; ledger check {}; CPU {}",
         m.isolation,
         o.warmup,
         ms(s.p50_us),
@@ -575,7 +575,7 @@ async fn latency(o: &Options, m: &Market) -> anyhow::Result<Value> {
         ms(cf.max_us),
         if failed > 0 { format!(" {not_succeeded:?}") } else { String::new() },
         ended.cost_micros.unwrap_or(0),
-        ended.metered_unit_seconds,
+        ended.metered_unit_ms,
         if check.ok { "ok" } else { "FAILED" },
         cpu.1.since(&cpu.0),
     );
@@ -595,7 +595,7 @@ async fn latency(o: &Options, m: &Market) -> anyhow::Result<Value> {
         "submit_to_observed_final": cf.json(),
         "not_succeeded": not_succeeded,
         "lease_cost_micros": ended.cost_micros,
-        "lease_metered_unit_seconds": ended.metered_unit_seconds,
+        "lease_metered_unit_ms": ended.metered_unit_ms,
         "ledger_ok": check.ok,
         "cpu": cpu.1.since(&cpu.0),
         "goal_p50_us": 50_000,
@@ -718,7 +718,7 @@ async fn throughput(o: &Options, m: &Market, dir: &Path) -> anyhow::Result<Value
     let mut use_per_lease: HashMap<String, u64> = HashMap::new();
     for j in &jobs {
         *states.entry(j.state.clone()).or_default() += 1;
-        *use_per_lease.entry(j.lease_id.clone()).or_default() += j.unit_seconds;
+        *use_per_lease.entry(j.lease_id.clone()).or_default() += j.unit_ms;
     }
     let succeeded = states.get("succeeded").copied().unwrap_or(0);
     let mut cost_ok = true;
@@ -726,12 +726,12 @@ async fn throughput(o: &Options, m: &Market, dir: &Path) -> anyhow::Result<Value
     let mut metered_total = 0u64;
     for l in &ended {
         let expected_use = use_per_lease.get(&l.id).copied().unwrap_or(0);
-        let expected_cost = l.metered_unit_seconds * PRICE_MICROS_PER_UNIT_HOUR / 3_600;
+        let expected_cost = l.metered_unit_ms * PRICE_MICROS_PER_UNIT_HOUR / 3_600_000;
         cost_ok &= l.state == "ended"
-            && l.metered_unit_seconds == expected_use
+            && l.metered_unit_ms == expected_use
             && l.cost_micros == Some(expected_cost);
         total_cost += l.cost_micros.unwrap_or(0);
-        metered_total += l.metered_unit_seconds;
+        metered_total += l.metered_unit_ms;
     }
     let check = m.operator.ledger_check().await.context("ledger check")?;
 
@@ -775,7 +775,7 @@ async fn throughput(o: &Options, m: &Market, dir: &Path) -> anyhow::Result<Value
         "settled_s": round3(settled.as_secs_f64()),
         "jobs_per_s": round1(suanli_rate),
         "states": states,
-        "metered_unit_seconds": metered_total,
+        "metered_unit_ms": metered_total,
         "cost_micros": total_cost,
         "cost_ok": cost_ok,
         "ledger_ok": check.ok,
@@ -807,7 +807,7 @@ async fn throughput(o: &Options, m: &Market, dir: &Path) -> anyhow::Result<Value
     println!(
         "jobs_throughput [local, {}]: Suanli {n} jobs `true` on {leases_n} leases of 1 unit ({submitters} submitters): \
          {suanli_rate:.1} jobs/s (submitted in {:.2} s, all final at {:.2} s, leases settled at {:.2} s); \
-         states {states:?}; metered {metered_total} unit-s, cost {total_cost} µCNY ({}); ledger check {}; \
+         states {states:?}; metered {metered_total} unit-ms, cost {total_cost} µCNY ({}); ledger check {}; \
          per job: POST {}, queued → dispatched {}, dispatched → running {}, running → ended {}, a lease idle between jobs {}; CPU {cpu} \
          || Slurm: {} || ratio {} (goal ≥ 5×: {})",
         m.isolation,

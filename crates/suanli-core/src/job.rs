@@ -98,27 +98,117 @@ pub fn next(from: JobState, event: JobEvent) -> Result<JobState, InvalidTransiti
     }
 }
 
-/// How many unit-seconds of a usage report may still be billed: the total never passes the lease's
-/// units × duration limit, nor what the hold covers at the lease's price.
-pub fn billable_unit_seconds(
-    already_unit_seconds: u64,
-    reported_unit_seconds: u64,
+/// Clock skew allowed between an agent's clock and the exchange's: a report may claim usage up to
+/// this much past the exchange's "now" (see [`UsageWindow::max_unit_ms`]).
+pub const USAGE_CLOCK_SLACK_MS: i64 = 2_000;
+
+/// The time an attempt may have run, which bounds the usage its agent may report: from the
+/// exchange's dispatch of the attempt to the earliest of now, the attempt's time limit and its
+/// lease's end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UsageWindow {
+    /// The lease's units: the attempt runs on all of them.
+    pub units: u64,
+    /// When the exchange dispatched the attempt (the agent cannot have started it earlier).
+    pub dispatched_ms: i64,
+    /// The job's time limit.
+    pub time_limit_ms: u64,
+    /// When the lease's duration limit passes.
+    pub lease_ends_ms: i64,
+}
+
+impl UsageWindow {
+    /// The latest instant the attempt can have run to, as of `now_ms`: `now_ms` plus the clock
+    /// slack, but never past the attempt's time limit or the lease's end. Those two are the
+    /// exchange's own instants, so the slack never extends them.
+    pub fn end_ms(&self, now_ms: i64) -> i64 {
+        let limit_ms = i64::try_from(self.time_limit_ms).unwrap_or(i64::MAX);
+        now_ms
+            .saturating_add(USAGE_CLOCK_SLACK_MS)
+            .min(self.dispatched_ms.saturating_add(limit_ms))
+            .min(self.lease_ends_ms)
+    }
+
+    /// The most unit-milliseconds the attempt can have used by `now_ms`.
+    pub fn max_unit_ms(&self, now_ms: i64) -> u64 {
+        let elapsed_ms = self
+            .end_ms(now_ms)
+            .saturating_sub(self.dispatched_ms)
+            .max(0);
+        self.units.saturating_mul(elapsed_ms as u64)
+    }
+}
+
+/// A usage record claiming more than the attempt can have used by the time it arrived.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "the record claims {claimed_unit_ms} unit-ms, bringing the attempt to {total_unit_ms}; by now \
+     it can have used at most {bound_unit_ms} ({units} units × {elapsed_ms} ms since its dispatch, \
+     {slack_ms} ms of clock skew allowed)"
+)]
+pub struct UsageRefusal {
+    pub claimed_unit_ms: u64,
+    /// The attempt's total with the record.
+    pub total_unit_ms: u64,
+    pub bound_unit_ms: u64,
+    pub units: u64,
+    pub elapsed_ms: u64,
+    pub slack_ms: i64,
+}
+
+/// Judges one usage record that arrived at `now_ms`: an attempt's metered usage never exceeds
+/// what [`UsageWindow::max_unit_ms`] allows at the time it is reported. A record that would take
+/// the attempt past it is refused (and must never be charged); late records from an agent that
+/// was away are accepted as long as the total stays within the bound. Returns how much of the
+/// record is billed: all of it, unless the lease's own cap (`lease_room_unit_ms`, see
+/// [`lease_room_unit_ms`]) is smaller.
+pub fn judge_usage(
+    window: &UsageWindow,
+    attempt_total_unit_ms: u64,
+    claimed_unit_ms: u64,
+    lease_room_unit_ms: u64,
+    now_ms: i64,
+) -> Result<u64, UsageRefusal> {
+    let bound = window.max_unit_ms(now_ms);
+    let total = attempt_total_unit_ms.saturating_add(claimed_unit_ms);
+    if total > bound {
+        return Err(UsageRefusal {
+            claimed_unit_ms,
+            total_unit_ms: total,
+            bound_unit_ms: bound,
+            units: window.units,
+            elapsed_ms: window
+                .end_ms(now_ms)
+                .saturating_sub(window.dispatched_ms)
+                .max(0) as u64,
+            slack_ms: USAGE_CLOCK_SLACK_MS,
+        });
+    }
+    Ok(claimed_unit_ms.min(lease_room_unit_ms))
+}
+
+/// How many more unit-milliseconds a lease may bill: its total never passes its units × duration
+/// limit, nor what the hold covers at the lease's price (`floor(hold × 3,600,000 / price)`).
+/// Attempts within their [`UsageWindow`] stay under the first; the second differs from it by
+/// less than one micro-yuan's worth (the hold is rounded down).
+pub fn lease_room_unit_ms(
+    lease_metered_unit_ms: u64,
     units: u64,
     duration_limit_s: u64,
     hold_micros: u64,
     price_micros_per_unit_hour: u64,
 ) -> u64 {
-    let by_limit = units.saturating_mul(duration_limit_s);
-    // The most unit-seconds the hold pays for: floor(hold × 3600 / price).
+    let by_limit = units.saturating_mul(duration_limit_s).saturating_mul(1_000);
     let by_hold = if price_micros_per_unit_hour == 0 {
         u64::MAX
     } else {
-        u64::try_from(u128::from(hold_micros) * 3_600 / u128::from(price_micros_per_unit_hour))
-            .unwrap_or(u64::MAX)
+        u64::try_from(
+            u128::from(hold_micros) * u128::from(crate::money::MS_PER_HOUR)
+                / u128::from(price_micros_per_unit_hour),
+        )
+        .unwrap_or(u64::MAX)
     };
-    let cap = by_limit.min(by_hold);
-    let room = cap.saturating_sub(already_unit_seconds);
-    reported_unit_seconds.min(room)
+    by_limit.min(by_hold).saturating_sub(lease_metered_unit_ms)
 }
 
 #[cfg(test)]
@@ -155,11 +245,108 @@ mod tests {
 
     #[test]
     fn usage_never_bills_past_limit_or_hold() {
-        // 2 units for 60 s: at most 120 unit-seconds.
-        assert_eq!(billable_unit_seconds(0, 50, 2, 60, u64::MAX, 3_600), 50);
-        assert_eq!(billable_unit_seconds(100, 50, 2, 60, u64::MAX, 3_600), 20);
-        assert_eq!(billable_unit_seconds(120, 5, 2, 60, u64::MAX, 3_600), 0);
-        // A hold of 100 micros at 3600 micros per unit-hour pays 100 unit-seconds.
-        assert_eq!(billable_unit_seconds(90, 50, 2, 60, 100, 3_600), 10);
+        // 2 units for 60 s: at most 120,000 unit-ms.
+        let room = |used, hold, price| lease_room_unit_ms(used, 2, 60, hold, price);
+        assert_eq!(room(0, u64::MAX, 3_600), 120_000);
+        assert_eq!(room(100_000, u64::MAX, 3_600), 20_000);
+        assert_eq!(room(120_000, u64::MAX, 3_600), 0);
+        // A hold of 100 micros at 3,600 micros per unit-hour pays 100,000 unit-ms.
+        assert_eq!(room(90_000, 100, 3_600), 10_000);
+    }
+
+    fn window() -> UsageWindow {
+        UsageWindow {
+            units: 2,
+            dispatched_ms: 10_000,
+            time_limit_ms: 60_000,
+            lease_ends_ms: 50_000,
+        }
+    }
+
+    /// The issue's case: 1,000 unit-seconds claimed 0.01 s after a 2-unit attempt started.
+    #[test]
+    fn a_claim_faster_than_time_is_refused() {
+        let w = window();
+        let e = judge_usage(&w, 0, 1_000_000, u64::MAX, 10_010).unwrap_err();
+        assert_eq!(e.bound_unit_ms, 2 * 2_010);
+        assert_eq!(e.total_unit_ms, 1_000_000);
+        assert!(e.to_string().contains("at most 4020"), "{e}");
+        // 10^9 unit-seconds is refused, not capped.
+        assert!(judge_usage(&w, 0, 1_000_000_000_000, u64::MAX, 30_000).is_err());
+        // Within the bound: counted in full.
+        assert_eq!(judge_usage(&w, 0, 4_020, u64::MAX, 10_010), Ok(4_020));
+        // The lease's end bounds it, whatever the slack: 2 × 40 s.
+        assert_eq!(w.max_unit_ms(1_000_000), 80_000);
+        // Before dispatch (a clock far behind): only the slack.
+        assert_eq!(w.max_unit_ms(0), 0);
+    }
+
+    proptest::proptest! {
+        /// An honest agent (usage = units × time since it started the attempt, started at or
+        /// after dispatch, reported late or not, in any number of records) is never refused.
+        #[test]
+        fn honest_reports_are_always_accepted(
+            units in 1u64..64,
+            start_delay_ms in 0i64..5_000,
+            limit_s in 1u64..3_600,
+            lease_s in 1u64..7_200,
+            reports in proptest::collection::vec((0i64..7_200_000, 0i64..600_000), 1..20),
+        ) {
+            let w = UsageWindow {
+                units,
+                dispatched_ms: 1_000_000,
+                time_limit_ms: limit_s * 1_000,
+                lease_ends_ms: 1_000_000 + i64::try_from(lease_s * 1_000).unwrap(),
+            };
+            let started = w.dispatched_ms + start_delay_ms;
+            // The agent stops the job at its limit or the lease's end.
+            let stop = (started + i64::try_from(w.time_limit_ms).unwrap()).min(w.lease_ends_ms);
+            let mut measured_to: Vec<(i64, i64)> = reports
+                .iter()
+                .map(|(at, late)| ((started + at).min(stop.max(started)), *late))
+                .collect();
+            measured_to.sort();
+            let mut total = 0u64;
+            for (measured_at, late_ms) in measured_to {
+                let used = units * u64::try_from(measured_at - started).unwrap();
+                let claim = used - total;
+                // Sent when measured, or later (the agent was away).
+                let now = measured_at + late_ms;
+                let billed = judge_usage(&w, total, claim, u64::MAX, now);
+                proptest::prop_assert_eq!(billed, Ok(claim));
+                total = used;
+            }
+        }
+
+        /// Whatever is claimed, what is accepted never exceeds units × the time since dispatch
+        /// (plus the slack), the time limit or the lease's end, at the moment it is accepted.
+        #[test]
+        fn accepted_usage_never_outruns_time(
+            units in 1u64..64,
+            limit_s in 1u64..3_600,
+            lease_s in 1u64..7_200,
+            claims in proptest::collection::vec((0u64..10_000_000_000, 0i64..8_000_000), 1..30),
+        ) {
+            let w = UsageWindow {
+                units,
+                dispatched_ms: 5_000,
+                time_limit_ms: limit_s * 1_000,
+                lease_ends_ms: 5_000 + i64::try_from(lease_s * 1_000).unwrap(),
+            };
+            let mut total = 0u64;
+            let mut now = 0i64;
+            for (claim, step) in claims {
+                now += step;
+                if let Ok(billed) = judge_usage(&w, total, claim, u64::MAX, now) {
+                    total += billed;
+                }
+                let elapsed = (now + USAGE_CLOCK_SLACK_MS)
+                    .min(w.dispatched_ms + i64::try_from(w.time_limit_ms).unwrap())
+                    .min(w.lease_ends_ms)
+                    - w.dispatched_ms;
+                proptest::prop_assert!(total <= units * u64::try_from(elapsed.max(0)).unwrap());
+                proptest::prop_assert!(total <= units * limit_s * 1_000);
+            }
+        }
     }
 }

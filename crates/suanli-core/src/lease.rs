@@ -1,6 +1,6 @@
 //! The lease: units of an offer bought for a duration limit, and how it ends.
 
-use crate::ledger::{billable_seconds, settle, Settlement};
+use crate::ledger::{billable_ms, settle, Settlement};
 
 /// A lease's state. `Active` until it ends once, by the consumer (`Ended`, `Cancelled`) or by its
 /// duration limit passing (`Expired`).
@@ -73,23 +73,27 @@ impl LeaseTerms {
         self.started_ms.saturating_add(limit_ms)
     }
 
-    /// Settles the lease ending at `now_ms`: elapsed whole seconds, capped by the limit.
-    /// An expiry always bills the full limit, even when it is noticed late.
+    /// Settles the lease ending at `now_ms` on its elapsed time (leases without an agent):
+    /// units × elapsed milliseconds, capped by the limit; returns the unit-milliseconds billed
+    /// and the settlement. An expiry always bills the full limit, even when it is noticed late.
     pub fn settle_at(&self, now_ms: i64, reason: EndReason, fee_bps: u32) -> (u64, Settlement) {
         let end_ms = match reason {
             EndReason::Expired => self.ends_at_ms(),
             _ => now_ms.min(self.ends_at_ms()),
         };
-        let seconds = billable_seconds(self.started_ms, end_ms, self.duration_limit_s);
-        (
-            seconds,
-            settle(
-                self.hold_micros,
-                self.price_micros_per_unit_hour,
-                self.units,
-                seconds,
-                fee_bps,
-            ),
+        let unit_ms =
+            self.units
+                .saturating_mul(billable_ms(self.started_ms, end_ms, self.duration_limit_s));
+        (unit_ms, self.settle_unit_ms(unit_ms, fee_bps))
+    }
+
+    /// Settles the lease on `unit_ms` of metered use (leases whose jobs an agent ran).
+    pub fn settle_unit_ms(&self, unit_ms: u64, fee_bps: u32) -> Settlement {
+        settle(
+            self.hold_micros,
+            self.price_micros_per_unit_hour,
+            unit_ms,
+            fee_bps,
         )
     }
 }
@@ -108,14 +112,15 @@ mod tests {
             hold_micros: 120,
         };
         assert_eq!(t.ends_at_ms(), 61_000);
-        let (secs, s) = t.settle_at(10_000_000, EndReason::Ended, 500);
-        assert_eq!(secs, 60);
+        let (unit_ms, s) = t.settle_at(10_000_000, EndReason::Ended, 500);
+        assert_eq!(unit_ms, 2 * 60_000);
         assert_eq!(s.cost_micros, 120);
         assert_eq!(s.release_micros, 0);
-        let (secs, s) = t.settle_at(11_500, EndReason::Cancelled, 0);
-        assert_eq!(secs, 10);
-        assert_eq!(s.cost_micros, 20);
-        assert_eq!(s.release_micros, 100);
-        assert_eq!(t.settle_at(1_000, EndReason::Expired, 0).0, 60);
+        // 10.5 s of 2 units at 1 micro per unit-second: 21 micros, the half second included.
+        let (unit_ms, s) = t.settle_at(11_500, EndReason::Cancelled, 0);
+        assert_eq!(unit_ms, 21_000);
+        assert_eq!(s.cost_micros, 21);
+        assert_eq!(s.release_micros, 99);
+        assert_eq!(t.settle_at(1_000, EndReason::Expired, 0).0, 2 * 60_000);
     }
 }

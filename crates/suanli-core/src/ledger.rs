@@ -6,7 +6,7 @@
 //! **hold**; at settlement the hold ends exactly once, **posted** (cost to the provider's earnings less
 //! the fee, fee to the platform, remainder back to available) or **voided** (everything back).
 
-use crate::money::{cost_micros, fee_micros, Overflow};
+use crate::money::{cost_micros, cost_micros_of_unit_ms, fee_micros, Overflow};
 
 /// An account's role. Every org has `Available`, `Held` and `Earnings`; the operator also has
 /// `Fees` (platform fee income) and `External` (the funding account mirroring money outside).
@@ -141,11 +141,11 @@ impl Settlement {
     }
 }
 
-/// Whole seconds billed for a lease that started at `started_ms` and ends at `ended_ms`, rounded
-/// down and never past the duration limit.
-pub fn billable_seconds(started_ms: i64, ended_ms: i64, duration_limit_s: u64) -> u64 {
-    let elapsed_ms = ended_ms.saturating_sub(started_ms).max(0);
-    (elapsed_ms as u64 / 1_000).min(duration_limit_s)
+/// Milliseconds billed for a lease that started at `started_ms` and ends at `ended_ms`, never
+/// past the duration limit.
+pub fn billable_ms(started_ms: i64, ended_ms: i64, duration_limit_s: u64) -> u64 {
+    let elapsed_ms = ended_ms.saturating_sub(started_ms).max(0) as u64;
+    elapsed_ms.min(duration_limit_s.saturating_mul(1_000))
 }
 
 /// The worst case a purchase holds: price × units × duration limit.
@@ -157,15 +157,15 @@ pub fn hold_amount(
     cost_micros(price_micros_per_unit_hour, units, duration_limit_s)
 }
 
-/// Splits a hold for `seconds` of use. The charge never exceeds the hold.
+/// Splits a hold for `unit_ms` unit-milliseconds of use, rounding the cost once (down). The
+/// charge never exceeds the hold.
 pub fn settle(
     hold_micros: u64,
     price_micros_per_unit_hour: u64,
-    units: u64,
-    seconds: u64,
+    unit_ms: u64,
     fee_bps: u32,
 ) -> Settlement {
-    let cost = cost_micros(price_micros_per_unit_hour, units, seconds)
+    let cost = cost_micros_of_unit_ms(price_micros_per_unit_hour, unit_ms)
         .unwrap_or(hold_micros)
         .min(hold_micros);
     let fee = fee_micros(cost, fee_bps);
@@ -296,23 +296,36 @@ mod tests {
         // 4 units at 1 CNY/unit-hour for up to 1 hour: hold 4 CNY; used 30 min.
         let hold = hold_amount(1_000_000, 4, 3_600).unwrap();
         assert_eq!(hold, 4_000_000);
-        let s = settle(hold, 1_000_000, 4, 1_800, 500);
+        let s = settle(hold, 1_000_000, 4 * 1_800_000, 500);
         assert_eq!(s.cost_micros, 2_000_000);
         assert_eq!(s.fee_micros, 100_000);
         assert_eq!(s.provider_micros, 1_900_000);
         assert_eq!(s.release_micros, 2_000_000);
         assert_eq!(s.hold_state(), HoldState::Posted);
         assert_eq!(
-            settle(hold, 1_000_000, 4, 0, 500).hold_state(),
+            settle(hold, 1_000_000, 0, 500).hold_state(),
             HoldState::Voided
         );
     }
 
     #[test]
-    fn billable_seconds_round_down_and_cap() {
-        assert_eq!(billable_seconds(0, 59_999, 100), 59);
-        assert_eq!(billable_seconds(0, 500_000, 100), 100);
-        assert_eq!(billable_seconds(10, 0, 100), 0);
+    fn billable_time_is_capped_by_the_limit() {
+        assert_eq!(billable_ms(0, 59_999, 100), 59_999);
+        assert_eq!(billable_ms(0, 500_000, 100), 100_000);
+        assert_eq!(billable_ms(10, 0, 100), 0);
+    }
+
+    /// Issue 16: usage is counted in unit-milliseconds and the cost is rounded once, at the
+    /// end; a short job is billed what it used, not the nothing that whole seconds gave it.
+    #[test]
+    fn short_use_is_billed_and_rounded_once() {
+        // 1 unit at 3.6 CNY/unit-hour is 1 micro per millisecond.
+        assert_eq!(settle(3_600_000, 3_600_000, 999, 0).cost_micros, 999);
+        // At 0.036 CNY/unit-hour, 10 micros a second: 250 ms of 3 units is 7.5 micros, billed 7
+        // once, where rounding each 250 ms record would have billed 2 × 3 = 6 for three records.
+        let price = 36_000;
+        assert_eq!(settle(1_000, price, 3 * 250, 0).cost_micros, 7);
+        assert_eq!(cost_micros_of_unit_ms(price, 750), Ok(7));
     }
 
     proptest! {
@@ -321,11 +334,11 @@ mod tests {
             price in 0u64..10_000_000_000,
             units in 1u64..10_000,
             limit in 1u64..10_000_000,
-            used in 0u64..20_000_000,
+            used_ms in 0u64..20_000_000_000,
             fee_bps in 0u32..=10_000,
         ) {
             if let Ok(hold) = hold_amount(price, units, limit) {
-                let s = settle(hold, price, units, used.min(limit), fee_bps);
+                let s = settle(hold, price, units * used_ms.min(limit * 1_000), fee_bps);
                 prop_assert_eq!(s.cost_micros + s.release_micros, hold);
                 prop_assert_eq!(s.provider_micros + s.fee_micros, s.cost_micros);
                 prop_assert!(s.cost_micros <= hold);

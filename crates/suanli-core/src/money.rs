@@ -12,6 +12,8 @@ use std::fmt;
 pub const MICROS_PER_YUAN: u64 = 1_000_000;
 /// Seconds per hour, the denominator of every per-unit-hour price.
 pub const SECONDS_PER_HOUR: u64 = 3_600;
+/// Milliseconds per hour: metered use is counted in unit-milliseconds.
+pub const MS_PER_HOUR: u64 = 3_600_000;
 /// Basis points in one whole (100 %).
 pub const BPS_PER_WHOLE: u64 = 10_000;
 
@@ -31,6 +33,18 @@ pub fn cost_micros(
         .and_then(|v| v.checked_mul(u128::from(seconds)))
         .ok_or(Overflow)?;
     u64::try_from(numerator / u128::from(SECONDS_PER_HOUR)).map_err(|_| Overflow)
+}
+
+/// Cost of `unit_ms` unit-milliseconds at `price_micros_per_unit_hour`, rounded down to the
+/// micro: the one rounding of a lease's charge, made once, at its settlement.
+pub fn cost_micros_of_unit_ms(
+    price_micros_per_unit_hour: u64,
+    unit_ms: u64,
+) -> Result<u64, Overflow> {
+    let numerator = u128::from(price_micros_per_unit_hour)
+        .checked_mul(u128::from(unit_ms))
+        .ok_or(Overflow)?;
+    u64::try_from(numerator / u128::from(MS_PER_HOUR)).map_err(|_| Overflow)
 }
 
 /// The platform fee on `amount_micros` at `fee_bps`, rounded down (in the provider's favour).

@@ -146,6 +146,8 @@ pub struct Metrics {
     pub jobs_lost: std::sync::atomic::AtomicU64,
     pub usage_records: std::sync::atomic::AtomicU64,
     pub usage_duplicates: std::sync::atomic::AtomicU64,
+    /// Usage records refused for claiming more than time allows.
+    pub usage_refused: std::sync::atomic::AtomicU64,
 }
 
 /// What a write job answered: fresh, replayed from the idempotency store, or a key reused with

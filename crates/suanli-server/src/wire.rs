@@ -140,7 +140,7 @@ pub fn lease(l: &LeaseRow) -> api::Lease {
         },
         billing: if l.metered { "metered" } else { "elapsed" }.into(),
         auto_end: l.auto_end,
-        metered_unit_seconds: l.metered_unit_seconds,
+        metered_unit_ms: l.metered_unit_ms,
         allocations: l
             .allocations
             .iter()
@@ -150,9 +150,16 @@ pub fn lease(l: &LeaseRow) -> api::Lease {
             })
             .collect(),
         ended_at: l.ended_ms.map(time),
-        billed_seconds: l.billed_seconds,
+        billed_unit_ms: l.billed_unit_ms,
         cost_micros: l.cost_micros,
         fee_micros: l.fee_micros,
+        provider_micros: l
+            .cost_micros
+            .zip(l.fee_micros)
+            .map(|(c, f)| c.saturating_sub(f)),
+        released_micros: l
+            .cost_micros
+            .map(|c| l.hold.amount_micros.saturating_sub(c)),
     }
 }
 
@@ -249,6 +256,8 @@ pub fn agent(a: &suanli_store::jobs::AgentRow, config: &crate::ServerConfig) -> 
         heartbeat_interval_s: config.heartbeat_interval.as_secs(),
         suspect_after_s: config.suspect_after.as_secs(),
         lost_after_s: config.lost_after.as_secs(),
+        usage_refusals: a.usage_refusals,
+        last_usage_refusal: a.last_usage_refusal.clone(),
     }
 }
 
@@ -265,7 +274,7 @@ pub fn job(j: &suanli_store::jobs::JobRow) -> api::Job {
         created_at: time(j.created_ms),
         started_at: j.started_ms.map(time),
         ended_at: j.ended_ms.map(time),
-        unit_seconds: j.unit_seconds,
+        unit_ms: j.unit_ms,
         attempts: j
             .attempts
             .iter()

@@ -27,8 +27,8 @@ impl FakeAgentKey {
             .map(|b| format!("{b:02x}"))
             .collect()
     }
-    fn sign(&self, job: &str, attempt: &str, seq: u64, unit_seconds: u64) -> String {
-        let msg = usage_message(job, attempt, seq, unit_seconds, Some(10), Some(64));
+    fn sign(&self, job: &str, attempt: &str, seq: u64, unit_ms: u64) -> String {
+        let msg = usage_message(job, attempt, seq, unit_ms, Some(10), Some(64));
         self.0
             .sign(msg.as_bytes())
             .to_bytes()
@@ -156,30 +156,96 @@ async fn a_job_runs_is_metered_once_and_settles_its_lease() {
     .await;
     assert_eq!((s, j["state"].as_str()), (200, Some("running")));
 
-    let rec = |seq: u64, us: u64| json!({"seq": seq, "unit_seconds": us, "cpu_ms": 10, "peak_memory_mib": 64, "signature_hex": key.sign(&job.id, &a.attempt_id, seq, us)});
+    // Usage in unit-milliseconds: 2 units can have used at most 2 × (time since dispatch + 2 s
+    // of clock skew), so right after dispatch 2,500 unit-ms is plausible.
+    let rec = |seq: u64, ums: u64| json!({"seq": seq, "unit_ms": ums, "cpu_ms": 10, "peak_memory_mib": 64, "signature_hex": key.sign(&job.id, &a.attempt_id, seq, ums)});
     let (s, ack) = post(
         &provider,
         &format!("{base}/usage"),
-        json!({"records": [rec(1, 30), rec(2, 20)]}),
+        json!({"records": [rec(1, 1_500), rec(2, 1_000)]}),
     )
     .await;
     assert_eq!(
-        (s, ack["accepted"].as_u64(), ack["unit_seconds"].as_u64()),
-        (200, Some(2), Some(50))
+        (s, ack["accepted"].as_u64(), ack["unit_ms"].as_u64()),
+        (200, Some(2), Some(2_500)),
+        "{ack}"
     );
     let (s, ack) = post(
         &provider,
         &format!("{base}/usage"),
-        json!({"records": [rec(2, 20)]}),
+        json!({"records": [rec(2, 1_000)]}),
     )
     .await;
     assert_eq!(
-        (s, ack["duplicates"].as_u64(), ack["unit_seconds"].as_u64()),
-        (200, Some(1), Some(50)),
+        (s, ack["duplicates"].as_u64(), ack["unit_ms"].as_u64()),
+        (200, Some(1), Some(2_500)),
         "a retry is not counted twice"
     );
-    let mut forged = rec(3, 1000);
-    forged["unit_seconds"] = json!(5000);
+    // Issue 16: 1,000 unit-seconds claimed a moment after dispatch is refused, not capped, and
+    // stays refused when sent again later; the agent is marked for the operator to see.
+    let (s, e) = post(
+        &provider,
+        &format!("{base}/usage"),
+        json!({"records": [rec(3, 1_000_000)]}),
+    )
+    .await;
+    assert_eq!((s, e["code"].as_str()), (422, Some("usage_refused")), "{e}");
+    assert_eq!(e["field"], "records[0].unit_ms");
+    assert!(
+        e["message"].as_str().unwrap().contains("not charged"),
+        "{e}"
+    );
+    let (s, e) = post(
+        &provider,
+        &format!("{base}/usage"),
+        json!({"records": [rec(3, 1_000_000), rec(4, 100)]}),
+    )
+    .await;
+    assert_eq!((s, e["code"].as_str()), (422, Some("usage_refused")), "{e}");
+    assert!(
+        e["message"]
+            .as_str()
+            .unwrap()
+            .contains("other 1 records were counted"),
+        "{e}"
+    );
+    let (s, agents) = app
+        .operator
+        .raw(Method::GET, "/api/v1/agents", None, None)
+        .await
+        .unwrap();
+    assert_eq!(s, 200);
+    let seen = agents["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["id"] == agent["id"])
+        .unwrap()
+        .clone();
+    assert_eq!(seen["usage_refusals"], 1, "{seen}");
+    assert!(
+        seen["last_usage_refusal"]
+            .as_str()
+            .unwrap()
+            .contains("1000000 unit-ms"),
+        "{seen}"
+    );
+    let metrics = app.metrics().await;
+    assert!(
+        metrics.contains("suanli_usage_refused_total 2"),
+        "{metrics}"
+    );
+    // Market-wide metrics are the operator's: nobody else reads them.
+    let anonymous = reqwest::get(format!("{}/metrics", app.base)).await.unwrap();
+    assert_eq!(anonymous.status(), 401);
+    let (s, _) = provider
+        .client
+        .raw(Method::GET, "/metrics", None, None)
+        .await
+        .unwrap();
+    assert_eq!(s, 403);
+    let mut forged = rec(5, 100);
+    forged["unit_ms"] = json!(5000);
     let (s, e) = post(
         &provider,
         &format!("{base}/usage"),
@@ -202,27 +268,34 @@ async fn a_job_runs_is_metered_once_and_settles_its_lease() {
     )
     .await;
     assert_eq!(
-        (s, j["state"].as_str(), j["unit_seconds"].as_u64()),
-        (200, Some("succeeded"), Some(50))
+        (s, j["state"].as_str(), j["unit_ms"].as_u64()),
+        (200, Some("succeeded"), Some(2_600))
     );
     // Reports about an ended attempt are refused.
     let (s, e) = post(
         &provider,
         &format!("{base}/usage"),
-        json!({"records": [rec(4, 1)]}),
+        json!({"records": [rec(6, 1)]}),
     )
     .await;
     assert_eq!((s, e["code"].as_str()), (409, Some("stale_attempt")));
 
-    // The lease ended with its last job and charged exactly the metered 50 unit-seconds.
+    // The lease ended with its last job and charged exactly the metered 2.6 unit-seconds (at
+    // 1 micro per unit-ms), rounded once; every figure re-adds.
     let l = consumer.client.get_lease(&lease.id).await.unwrap();
     assert_eq!(l.state, "ended");
-    assert_eq!(l.metered_unit_seconds, 50);
-    assert_eq!(l.cost_micros, Some(50_000));
-    assert_eq!(l.fee_micros, Some(2_500));
+    assert_eq!(l.metered_unit_ms, 2_600);
+    assert_eq!(l.billed_unit_ms, Some(2_600));
+    assert_eq!(l.cost_micros, Some(2_600));
+    assert_eq!(l.fee_micros, Some(130));
+    assert_eq!(l.provider_micros, Some(2_470));
+    assert_eq!(
+        l.released_micros.unwrap() + l.cost_micros.unwrap(),
+        l.hold.amount_micros
+    );
     assert_eq!(
         provider.client.balance().await.unwrap().earnings_micros,
-        47_500
+        2_470
     );
     let logs = consumer
         .client
@@ -286,7 +359,7 @@ async fn cancel_stops_the_attempt_at_the_next_heartbeat_and_refuses_its_usage() 
     assert_eq!(s, 200);
     assert_eq!(hb["stop"], json!([a.attempt_id]));
     let sig = key.sign(&job.id, &a.attempt_id, 1, 10);
-    let (s, _) = post(&provider, &format!("{base}/usage"), json!({"records": [{"seq": 1, "unit_seconds": 10, "cpu_ms": 10, "peak_memory_mib": 64, "signature_hex": sig}]})).await;
+    let (s, _) = post(&provider, &format!("{base}/usage"), json!({"records": [{"seq": 1, "unit_ms": 10, "cpu_ms": 10, "peak_memory_mib": 64, "signature_hex": sig}]})).await;
     assert_eq!(s, 409);
     // Ending the lease bills nothing: no usage was acknowledged.
     let l = consumer.client.end_lease(&lease.id, None).await.unwrap();
@@ -313,8 +386,8 @@ async fn a_silent_agent_is_lost_its_job_requeued_and_its_old_attempt_fenced() {
         json!({"state": "running"}),
     )
     .await;
-    let sig = key.sign(&job.id, &first.attempt_id, 1, 7);
-    let (s, _) = post(&provider, &format!("{base}/usage"), json!({"records": [{"seq": 1, "unit_seconds": 7, "cpu_ms": 10, "peak_memory_mib": 64, "signature_hex": sig}]})).await;
+    let sig = key.sign(&job.id, &first.attempt_id, 1, 700);
+    let (s, _) = post(&provider, &format!("{base}/usage"), json!({"records": [{"seq": 1, "unit_ms": 700, "cpu_ms": 10, "peak_memory_mib": 64, "signature_hex": sig}]})).await;
     assert_eq!(s, 200);
 
     // Silence: the monitor declares the agent lost and the restartable job goes back to the queue.
@@ -333,7 +406,7 @@ async fn a_silent_agent_is_lost_its_job_requeued_and_its_old_attempt_fenced() {
     }
     assert_eq!(j["state"], "queued", "{j}");
     assert_eq!(j["attempts"][0]["state"], "lost");
-    assert_eq!(j["unit_seconds"], 7, "acknowledged usage stays billed");
+    assert_eq!(j["unit_ms"], 700, "acknowledged usage stays billed");
 
     // The agent comes back: its old attempt is refused and must stop; the job runs again.
     let (s, hb) = post(
@@ -360,12 +433,7 @@ async fn a_silent_agent_is_lost_its_job_requeued_and_its_old_attempt_fenced() {
         .unwrap()
         .1;
     assert_eq!(j["attempts"].as_array().unwrap().len(), 2);
-    let metrics = reqwest::get(format!("{}/metrics", app.base))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.metrics().await;
     assert!(metrics.contains("suanli_agents_lost_total 1"), "{metrics}");
     assert!(
         metrics.contains("suanli_jobs_requeued_total 1"),
@@ -413,12 +481,7 @@ async fn when_most_agents_fall_silent_at_once_the_exchange_suspects_itself() {
             "{a}: two of three agents silent at once must not be declared lost"
         );
     }
-    let metrics = reqwest::get(format!("{}/metrics", app.base))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.metrics().await;
     assert!(
         metrics.contains("suanli_monitor_self_suspicions_total 1"),
         "{metrics}"

@@ -65,8 +65,15 @@ async fn quote_buy_end_settles_exactly_and_statement_shows_it() {
         .await
         .unwrap();
     assert_eq!(ended.state, "ended");
-    let billed = ended.billed_seconds.unwrap();
-    let cost = billed * 4 * 10_000;
+    // 4 units × the elapsed milliseconds, at 10 micros per unit-ms, rounded once.
+    let billed = ended.billed_unit_ms.unwrap();
+    assert_eq!(billed % 4, 0, "4 units × whole milliseconds");
+    let cost = billed * 10;
+    assert_eq!(ended.provider_micros, Some(cost - cost * 500 / 10_000));
+    assert_eq!(
+        ended.released_micros.unwrap() + cost,
+        ended.hold.amount_micros
+    );
     assert_eq!(ended.cost_micros, Some(cost));
     assert_eq!(ended.fee_micros, Some(cost * 500 / 10_000));
     let bal = consumer.client.balance().await.unwrap();
@@ -576,7 +583,7 @@ async fn leases_expire_and_settle_in_full_on_their_own() {
         let l = c.client.get_lease(&lease.id).await.unwrap();
         state = l.state.clone();
         if state == "expired" {
-            assert_eq!(l.billed_seconds, Some(1));
+            assert_eq!(l.billed_unit_ms, Some(1_000));
             assert_eq!(l.cost_micros, Some(10_000));
             assert_eq!(l.hold.state, "posted");
             break;

@@ -5,7 +5,7 @@
 //! counted once per (attempt, sequence number), and never past the lease's units × duration limit
 //! or its hold.
 
-use suanli_core::job::{billable_unit_seconds, next, JobEvent, JobState};
+use suanli_core::job::{judge_usage, lease_room_unit_ms, next, JobEvent, JobState, UsageWindow};
 use suanli_core::lease::EndReason;
 
 use crate::backend::{to_i64, Row, StoreError, Value};
@@ -24,6 +24,10 @@ pub struct AgentRow {
     pub state: String,
     pub registered_ms: i64,
     pub last_seen_ms: i64,
+    /// Usage records of this agent refused for claiming more than time allows.
+    pub usage_refusals: u64,
+    /// Why the last of them was refused.
+    pub last_usage_refusal: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -52,7 +56,8 @@ pub struct AttemptRow {
     pub dispatched_ms: i64,
     pub started_ms: Option<i64>,
     pub ended_ms: Option<i64>,
-    pub unit_seconds: u64,
+    /// Metered use acknowledged, in unit-milliseconds.
+    pub unit_ms: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -73,7 +78,8 @@ pub struct JobRow {
     pub created_ms: i64,
     pub started_ms: Option<i64>,
     pub ended_ms: Option<i64>,
-    pub unit_seconds: u64,
+    /// Metered use acknowledged, in unit-milliseconds.
+    pub unit_ms: u64,
     pub attempts: Vec<AttemptRow>,
 }
 
@@ -99,11 +105,33 @@ pub struct Dispatched {
     pub accelerators: u64,
 }
 
+/// What became of a batch of usage records.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UsageOutcome {
+    /// Records counted now.
+    pub accepted: u32,
+    /// Records counted before (retries).
+    pub duplicates: u32,
+    /// Records refused for claiming more than time allows (now or before).
+    pub refused: Vec<RefusedUsage>,
+    /// The attempt's acknowledged use, in unit-milliseconds.
+    pub unit_ms: u64,
+}
+
+/// A usage record refused, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefusedUsage {
+    /// Its position in the batch.
+    pub index: usize,
+    pub seq: u64,
+    pub reason: String,
+}
+
 /// A usage record whose signature the caller has verified.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VerifiedUsage {
     pub seq: u64,
-    pub unit_seconds: u64,
+    pub unit_ms: u64,
     pub cpu_ms: Option<u64>,
     pub peak_memory_mib: Option<u64>,
     pub signature_hex: String,
@@ -138,12 +166,12 @@ pub const DISPATCH_GRACE_MS: i64 = 15_000;
 
 const AGENT_COLS: &str =
     "id, org_id, pool_id, name, public_key_hex, backend, isolation, version, state, \
-    registered_ms, last_seen_ms";
+    registered_ms, last_seen_ms, usage_refusals, last_usage_refusal";
 const JOB_COLS: &str =
     "id, org_id, lease_id, pool_id, name, spec, state, restartable, current_attempt_id, \
-    exit_code, reason, time_limit_s, created_ms, started_ms, ended_ms, unit_seconds";
+    exit_code, reason, time_limit_s, created_ms, started_ms, ended_ms, unit_ms";
 const ATTEMPT_COLS: &str = "id, job_id, number, agent_id, state, exit_code, reason, backend_id, \
-    dispatched_ms, started_ms, ended_ms, unit_seconds";
+    dispatched_ms, started_ms, ended_ms, unit_ms";
 
 fn agent_row(r: &Row) -> AgentRow {
     AgentRow {
@@ -158,6 +186,8 @@ fn agent_row(r: &Row) -> AgentRow {
         state: r.str(8),
         registered_ms: r.i64(9),
         last_seen_ms: r.i64(10),
+        usage_refusals: r.u64(11),
+        last_usage_refusal: r.opt_str(12),
     }
 }
 
@@ -182,7 +212,7 @@ fn job_row(r: &Row) -> JobRow {
         created_ms: r.i64(12),
         started_ms: r.opt_i64(13),
         ended_ms: r.opt_i64(14),
-        unit_seconds: r.u64(15),
+        unit_ms: r.u64(15),
         attempts: Vec::new(),
     }
 }
@@ -200,7 +230,7 @@ fn attempt_row(r: &Row) -> AttemptRow {
         dispatched_ms: r.i64(8),
         started_ms: r.opt_i64(9),
         ended_ms: r.opt_i64(10),
-        unit_seconds: r.u64(11),
+        unit_ms: r.u64(11),
     }
 }
 
@@ -299,7 +329,7 @@ impl Tx<'_> {
             None => {
                 let id = new_id("agent");
                 self.b.execute(
-                    &format!("INSERT INTO agents ({AGENT_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'alive', $9, $9)"),
+                    &format!("INSERT INTO agents ({AGENT_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'alive', $9, $9, 0, NULL)"),
                     &[
                         (&id).into(),
                         (&a.org_id).into(),
@@ -740,7 +770,11 @@ impl Tx<'_> {
     }
 
     /// Counts signed usage of an attempt (signatures verified by the caller), once per sequence
-    /// number, and never past what the lease may bill. Returns (accepted, duplicates, attempt total).
+    /// number. Each record is judged by `suanli_core::job::judge_usage`: one that would take the
+    /// attempt past what time allows (its units × the time since its dispatch, bounded by its
+    /// time limit and its lease's end, with the clock slack) is refused, never charged, kept in
+    /// `usage_refusals` and counted against the agent; a refused sequence number stays refused
+    /// when sent again. The lease's cap (`lease_room_unit_ms`) bounds the rest.
     pub fn record_usage(
         &mut self,
         org_id: &str,
@@ -748,32 +782,87 @@ impl Tx<'_> {
         attempt_id: &str,
         records: &[VerifiedUsage],
         now_ms: i64,
-    ) -> Result<(u32, u32, u64), StoreError> {
+    ) -> Result<UsageOutcome, StoreError> {
         self.touch_agent(org_id, agent_id, now_ms)?;
         let (attempt, job) = self.fence(agent_id, attempt_id)?;
         let mut lease = self.get_lease(None, &job.lease_id)?;
         if lease.state.is_final() {
             return Err(stale("the lease has ended"));
         }
-        let (mut accepted, mut duplicates, mut total) = (0u32, 0u32, attempt.unit_seconds);
-        for r in records {
-            let billable = billable_unit_seconds(
-                lease.metered_unit_seconds,
-                r.unit_seconds,
+        let window = UsageWindow {
+            units: lease.units,
+            dispatched_ms: attempt.dispatched_ms,
+            time_limit_ms: job.time_limit_s.saturating_mul(1_000),
+            lease_ends_ms: lease.ends_ms,
+        };
+        let mut out = UsageOutcome {
+            unit_ms: attempt.unit_ms,
+            ..UsageOutcome::default()
+        };
+        for (index, r) in records.iter().enumerate() {
+            let seen = self.b.query(
+                "SELECT 'counted', '' FROM usage_records WHERE attempt_id = $1 AND seq = $2 \
+                 UNION ALL SELECT 'refused', reason FROM usage_refusals WHERE attempt_id = $1 AND seq = $2",
+                &[attempt_id.into(), Value::from(to_i64(r.seq)?)],
+            )?;
+            if let Some(row) = seen.first() {
+                if row.str(0) == "counted" {
+                    out.duplicates += 1;
+                } else {
+                    out.refused.push(RefusedUsage {
+                        index,
+                        seq: r.seq,
+                        reason: row.str(1),
+                    });
+                }
+                continue;
+            }
+            let room = lease_room_unit_ms(
+                lease.metered_unit_ms,
                 lease.units,
                 lease.duration_limit_s,
                 lease.hold.amount_micros,
                 lease.price_micros_per_unit_hour,
             );
-            let n = self.b.execute(
-                "INSERT INTO usage_records (attempt_id, seq, job_id, unit_seconds, billed_unit_seconds, cpu_ms, \
-                 peak_memory_mib, signature_hex, received_ms) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
-                 ON CONFLICT (attempt_id, seq) DO NOTHING",
+            let billable = match judge_usage(&window, out.unit_ms, r.unit_ms, room, now_ms) {
+                Ok(billable) => billable,
+                Err(refusal) => {
+                    let reason = refusal.to_string();
+                    self.b.execute(
+                        "INSERT INTO usage_refusals (attempt_id, seq, agent_id, job_id, claimed_unit_ms, \
+                         bound_unit_ms, reason, received_ms) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                        &[
+                            attempt_id.into(),
+                            Value::from(to_i64(r.seq)?),
+                            agent_id.into(),
+                            (&job.id).into(),
+                            Value::from(to_i64(r.unit_ms)?),
+                            Value::from(to_i64(refusal.bound_unit_ms)?),
+                            reason.as_str().into(),
+                            now_ms.into(),
+                        ],
+                    )?;
+                    self.b.execute(
+                        "UPDATE agents SET usage_refusals = usage_refusals + 1, last_usage_refusal = $2 \
+                         WHERE id = $1",
+                        &[agent_id.into(), reason.as_str().into()],
+                    )?;
+                    out.refused.push(RefusedUsage {
+                        index,
+                        seq: r.seq,
+                        reason,
+                    });
+                    continue;
+                }
+            };
+            self.b.execute(
+                "INSERT INTO usage_records (attempt_id, seq, job_id, unit_ms, billed_unit_ms, cpu_ms, \
+                 peak_memory_mib, signature_hex, received_ms) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
                 &[
                     attempt_id.into(),
                     Value::from(to_i64(r.seq)?),
                     (&job.id).into(),
-                    Value::from(to_i64(r.unit_seconds)?),
+                    Value::from(to_i64(r.unit_ms)?),
                     Value::from(to_i64(billable)?),
                     r.cpu_ms.map(to_i64).transpose()?.into(),
                     r.peak_memory_mib.map(to_i64).transpose()?.into(),
@@ -781,28 +870,26 @@ impl Tx<'_> {
                     now_ms.into(),
                 ],
             )?;
-            if n == 0 {
-                duplicates += 1;
-                continue;
-            }
-            accepted += 1;
-            total += billable;
-            lease.metered_unit_seconds += billable;
+            out.accepted += 1;
+            // The attempt's total is what it claimed (the bound is on what it claims); what is
+            // billed is capped by the lease.
+            out.unit_ms += r.unit_ms;
+            lease.metered_unit_ms += billable;
             let b = Value::from(to_i64(billable)?);
             self.b.execute(
-                "UPDATE attempts SET unit_seconds = unit_seconds + $2 WHERE id = $1",
-                &[attempt_id.into(), b.clone()],
+                "UPDATE attempts SET unit_ms = unit_ms + $2 WHERE id = $1",
+                &[attempt_id.into(), Value::from(to_i64(r.unit_ms)?)],
             )?;
             self.b.execute(
-                "UPDATE jobs SET unit_seconds = unit_seconds + $2 WHERE id = $1",
+                "UPDATE jobs SET unit_ms = unit_ms + $2 WHERE id = $1",
                 &[(&job.id).into(), b.clone()],
             )?;
             self.b.execute(
-                "UPDATE leases SET metered_unit_seconds = metered_unit_seconds + $2 WHERE id = $1",
+                "UPDATE leases SET metered_unit_ms = metered_unit_ms + $2 WHERE id = $1",
                 &[(&lease.id).into(), b],
             )?;
         }
-        Ok((accepted, duplicates, total))
+        Ok(out)
     }
 
     /// Appends an attempt's log chunks (repeats ignored). Refused for attempts that are no longer

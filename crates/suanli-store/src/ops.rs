@@ -261,14 +261,17 @@ pub struct LeaseRow {
     pub state: LeaseState,
     pub hold: HoldRow,
     pub ended_ms: Option<i64>,
-    pub billed_seconds: Option<u64>,
+    /// Unit-milliseconds billed at settlement (elapsed: units × elapsed ms; metered: the
+    /// acknowledged use); the cost is `floor(price × billed_unit_ms / 3,600,000)`.
+    pub billed_unit_ms: Option<u64>,
     pub cost_micros: Option<u64>,
     pub fee_micros: Option<u64>,
     /// Billed on the signed usage of its jobs (pool with an agent) rather than on elapsed time.
     pub metered: bool,
     /// Ends when its last job ends.
     pub auto_end: bool,
-    pub metered_unit_seconds: u64,
+    /// Metered use acknowledged so far, in unit-milliseconds.
+    pub metered_unit_ms: u64,
     pub allocations: Vec<(String, u64)>,
 }
 
@@ -465,8 +468,8 @@ const OFFER_COLS: &str = "o.id, o.org_id, o.pool_id, p.zone, o.category, o.quali
 const LEASE_COLS: &str = "l.id, l.consumer_org_id, l.provider_org_id, l.offer_id, l.pool_id, \
     l.category, l.qualifier, l.zone, l.units, l.price_micros_per_unit_hour, l.fee_bps, \
     l.duration_limit_s, l.started_ms, l.ends_ms, l.state, h.id, h.org_id, h.amount_micros, h.state, \
-    h.posted_micros, l.ended_ms, l.billed_seconds, l.cost_micros, l.fee_micros, l.billing, l.auto_end, \
-    l.metered_unit_seconds";
+    h.posted_micros, l.ended_ms, l.billed_unit_ms, l.cost_micros, l.fee_micros, l.billing, l.auto_end, \
+    l.metered_unit_ms";
 pub(crate) const TRANSFER_COLS: &str = "seq, id, kind, debit_account_id, credit_account_id, amount_micros, \
     debit_balance_after_micros, credit_balance_after_micros, hold_id, lease_id, external_ref, created_ms";
 
@@ -579,12 +582,12 @@ fn lease_row(r: &Row) -> LeaseRow {
             posted_micros: r.u64(19),
         },
         ended_ms: r.opt_i64(20),
-        billed_seconds: r.opt_u64(21),
+        billed_unit_ms: r.opt_u64(21),
         cost_micros: r.opt_u64(22),
         fee_micros: r.opt_u64(23),
         metered: r.str(24) == "metered",
         auto_end: r.i64(25) != 0,
-        metered_unit_seconds: r.u64(26),
+        metered_unit_ms: r.u64(26),
         allocations: Vec::new(),
     }
 }
@@ -1729,12 +1732,12 @@ impl<'a> Tx<'a> {
                 posted_micros: 0,
             },
             ended_ms: None,
-            billed_seconds: None,
+            billed_unit_ms: None,
             cost_micros: None,
             fee_micros: None,
             metered,
             auto_end: p.auto_end,
-            metered_unit_seconds: 0,
+            metered_unit_ms: 0,
             allocations: allocations
                 .iter()
                 .map(|a| (a.node_id.clone(), a.units))
@@ -1872,16 +1875,11 @@ impl<'a> Tx<'a> {
             started_ms: lease.started_ms,
             hold_micros: lease.hold.amount_micros,
         };
-        let (seconds, mut s) = terms.settle_at(now_ms, reason, lease.fee_bps);
+        let (mut billed_unit_ms, mut s) = terms.settle_at(now_ms, reason, lease.fee_bps);
         if lease.metered {
             // The consumer pays the acknowledged usage of its jobs, never more than the hold.
-            s = suanli_core::ledger::settle(
-                lease.hold.amount_micros,
-                lease.price_micros_per_unit_hour,
-                1,
-                lease.metered_unit_seconds,
-                lease.fee_bps,
-            );
+            billed_unit_ms = lease.metered_unit_ms;
+            s = terms.settle_unit_ms(billed_unit_ms, lease.fee_bps);
             self.cancel_jobs_of_lease(lease_id, "the lease ended", now_ms)?;
         }
         let ended_ms = if reason == EndReason::Expired {
@@ -1890,13 +1888,13 @@ impl<'a> Tx<'a> {
             now_ms
         };
         let n = self.b.execute(
-            "UPDATE leases SET state = $2, ended_ms = $3, billed_seconds = $4, cost_micros = $5, fee_micros = $6 \
+            "UPDATE leases SET state = $2, ended_ms = $3, billed_unit_ms = $4, cost_micros = $5, fee_micros = $6 \
              WHERE id = $1 AND state = 'active'",
             &[
                 lease_id.into(),
                 reason.final_state().as_str().into(),
                 ended_ms.into(),
-                int(seconds)?,
+                int(billed_unit_ms)?,
                 int(s.cost_micros)?,
                 int(s.fee_micros)?,
             ],

@@ -275,7 +275,45 @@ CREATE INDEX jobs_lease_state ON jobs(lease_id, state);
     "{SQLITE_CHECKS}",
     // 8: unique org names and payment references, see NAMES_AND_REFERENCES.
     NAMES_AND_REFERENCES,
+    // 9: metered use in unit-milliseconds, and usage refused for outrunning time, see UNIT_MS.
+    UNIT_MS,
 ];
+
+/// Migration 9: metered use is counted in unit-milliseconds end to end (a short job was billed
+/// nothing when each report was floored to whole seconds), and a lease records the
+/// unit-milliseconds it was billed, whichever way it is billed, so that its cost is
+/// `floor(price × billed_unit_ms / 3,600,000)`: the one rounding, at settlement. Usage an agent
+/// claimed beyond what time allows is refused and kept in `usage_refusals`, counted on its agent
+/// for the operator to see.
+const UNIT_MS: &str = r#"
+ALTER TABLE leases RENAME COLUMN metered_unit_seconds TO metered_unit_ms;
+UPDATE leases SET metered_unit_ms = metered_unit_ms * 1000;
+ALTER TABLE leases RENAME COLUMN billed_seconds TO billed_unit_ms;
+UPDATE leases SET billed_unit_ms = billed_unit_ms * units * 1000
+    WHERE billing = 'elapsed' AND billed_unit_ms IS NOT NULL;
+UPDATE leases SET billed_unit_ms = metered_unit_ms WHERE billing = 'metered' AND state <> 'active';
+ALTER TABLE jobs RENAME COLUMN unit_seconds TO unit_ms;
+UPDATE jobs SET unit_ms = unit_ms * 1000;
+ALTER TABLE attempts RENAME COLUMN unit_seconds TO unit_ms;
+UPDATE attempts SET unit_ms = unit_ms * 1000;
+ALTER TABLE usage_records RENAME COLUMN unit_seconds TO unit_ms;
+ALTER TABLE usage_records RENAME COLUMN billed_unit_seconds TO billed_unit_ms;
+UPDATE usage_records SET unit_ms = unit_ms * 1000, billed_unit_ms = billed_unit_ms * 1000;
+CREATE TABLE usage_refusals (
+    attempt_id TEXT NOT NULL REFERENCES attempts(id),
+    seq BIGINT NOT NULL,
+    agent_id TEXT NOT NULL REFERENCES agents(id),
+    job_id TEXT NOT NULL,
+    claimed_unit_ms BIGINT NOT NULL,
+    bound_unit_ms BIGINT NOT NULL,
+    reason TEXT NOT NULL,
+    received_ms BIGINT NOT NULL,
+    PRIMARY KEY (attempt_id, seq)
+);
+CREATE INDEX usage_refusals_agent ON usage_refusals(agent_id, received_ms);
+ALTER TABLE agents ADD COLUMN usage_refusals BIGINT NOT NULL DEFAULT 0;
+ALTER TABLE agents ADD COLUMN last_usage_refusal TEXT;
+"#;
 
 /// Migration 8: an org's name is unique under its key (`suanli_core::validate::name_key`: case,
 /// width, spacing, invisible characters and look-alike letters do not tell two names apart), and
@@ -541,14 +579,15 @@ pub(crate) fn migrate_up_to(b: &mut dyn Backend, last: i64) -> Result<(), StoreE
         }
     }
     let result = (|| {
-        let applied = b.query(
-            "SELECT COALESCE(MAX(version), 0) FROM schema_migrations",
-            &[],
-        )?;
-        let current = applied.first().map(|r| r.i64(0)).unwrap_or(0);
+        // Every migration not yet recorded, in order (a test takes one back to run it again).
+        let applied: std::collections::BTreeSet<i64> = b
+            .query("SELECT version FROM schema_migrations", &[])?
+            .iter()
+            .map(|r| r.i64(0))
+            .collect();
         for (i, _) in MIGRATIONS.iter().enumerate() {
             let version = i as i64 + 1;
-            if version <= current || version > last {
+            if applied.contains(&version) || version > last {
                 continue;
             }
             apply(b, i, version)?;

@@ -200,7 +200,8 @@ async fn purchase_and_end_settle_exactly() {
     );
     assert_books_sound(&m.store);
 
-    // End after 600.9 s: 600 whole seconds × 2 units × 10,000 micros/s.
+    // End after 600.9 s: 600,900 ms × 2 units = 1,201,800 unit-ms at 10,000 micros per
+    // unit-second cost 12,018,000 micros (the 0.9 s included), rounded once.
     let (org, id) = (m.consumer.clone(), lease.id.clone());
     let ended = m
         .store
@@ -208,18 +209,18 @@ async fn purchase_and_end_settle_exactly() {
         .submit(move |tx| tx.end_lease(Some(&org), &id, EndReason::Ended, 1_000 + 600_900))
         .await
         .unwrap();
-    assert_eq!(ended.billed_seconds, Some(600));
-    assert_eq!(ended.cost_micros, Some(12_000_000));
-    assert_eq!(ended.fee_micros, Some(600_000));
+    assert_eq!(ended.billed_unit_ms, Some(1_201_800));
+    assert_eq!(ended.cost_micros, Some(12_018_000));
+    assert_eq!(ended.fee_micros, Some(600_900));
     assert_eq!(ended.hold.state, HoldState::Posted);
     assert_eq!(
         balance(&m.store, &m.provider, AccountKind::Earnings),
-        11_400_000
+        11_417_100
     );
     assert_eq!(balance(&m.store, &m.consumer, AccountKind::Held), 0);
     assert_eq!(
         balance(&m.store, &m.consumer, AccountKind::Available),
-        988_000_000
+        987_982_000
     );
     assert_eq!(
         m.store
@@ -246,7 +247,7 @@ async fn purchase_and_end_settle_exactly() {
     );
     assert_eq!(
         balance(&m.store, &m.provider, AccountKind::Earnings),
-        11_400_000
+        11_417_100
     );
     assert_books_sound(&m.store);
 
@@ -257,7 +258,7 @@ async fn purchase_and_end_settle_exactly() {
     assert_eq!(kinds, ["deposit", "hold", "settle", "fee", "release"]);
     assert_eq!(
         lines.last().unwrap().credit_balance_after_micros,
-        988_000_000
+        987_982_000
     );
 }
 
@@ -353,7 +354,7 @@ async fn expiry_bills_the_full_limit_and_tenants_are_isolated() {
         .submit(move |tx| tx.end_lease(None, &id, EndReason::Expired, 90_000))
         .await
         .unwrap();
-    assert_eq!(expired.billed_seconds, Some(60));
+    assert_eq!(expired.billed_unit_ms, Some(60_000));
     assert_eq!(expired.cost_micros, Some(600_000));
     assert_eq!(expired.ended_ms, Some(60_000));
     assert_books_sound(&m.store);
@@ -1256,8 +1257,8 @@ async fn migration_6_posts_every_earlier_transfer() {
     assert_eq!(before.2, before.1);
     assert_books_sound(&m.store);
 
-    // Take the database back to how migration 5 left it (later migrations run again), and open
-    // it again.
+    // Take the database back to how it was without migration 6 (which then runs again), and
+    // open it again.
     let location = m.store.location().clone();
     let Market {
         store,
@@ -1270,8 +1271,7 @@ async fn migration_6_posts_every_earlier_transfer() {
         CREATE INDEX transfers_debit ON transfers(debit_account_id); \
         CREATE INDEX transfers_credit ON transfers(credit_account_id); \
         CREATE INDEX leases_consumer ON leases(consumer_org_id, started_ms); \
-        DROP INDEX orgs_name_key; ALTER TABLE orgs DROP COLUMN name_key; DROP TABLE external_refs; \
-        DELETE FROM schema_migrations WHERE version >= 6";
+        DELETE FROM schema_migrations WHERE version = 6";
     tokio::task::block_in_place(|| match &location {
         suanli_store::Location::Sqlite(path) => rusqlite::Connection::open(path)
             .unwrap()

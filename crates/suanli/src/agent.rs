@@ -163,7 +163,9 @@ pub(crate) struct AttemptNote {
     job_id: String,
     units: u64,
     usage_seq: u64,
-    unit_seconds_reported: u64,
+    /// Unit-milliseconds reported so far.
+    #[serde(default)]
+    unit_ms_reported: u64,
     pub log_seq: u64,
     /// The task's output paths, collected when the job ends.
     #[serde(default)]
@@ -190,7 +192,7 @@ impl AttemptNote {
             job_id: a.job_id.clone(),
             units: a.units,
             usage_seq: 0,
-            unit_seconds_reported: 0,
+            unit_ms_reported: 0,
             log_seq: 0,
             outputs: a.task.outputs.clone(),
             pending_usage: None,
@@ -887,8 +889,10 @@ fn outcome_state(o: &Outcome) -> (&'static str, Option<i32>) {
     }
 }
 
-/// Reports usage up to `wall_ms`: units × whole seconds, the difference since the last report,
-/// signed. False when the exchange refused the attempt as stale.
+/// Reports usage up to `wall_ms`: units × milliseconds, the difference since the last report,
+/// signed; never past the attempt's time limit (the exchange refuses use beyond what time
+/// allows, and a job killed at its limit used no more than it). False when the exchange refused
+/// the attempt as stale.
 pub(crate) async fn report_usage(
     agent: &Agent,
     note: &mut AttemptNote,
@@ -899,8 +903,12 @@ pub(crate) async fn report_usage(
     if !send_pending_usage(agent, note).await {
         return false;
     }
-    let total = note.units.saturating_mul(wall_ms / 1_000);
-    let delta = total.saturating_sub(note.unit_seconds_reported);
+    let wall_ms = match note.time_limit_s {
+        0 => wall_ms,
+        limit_s => wall_ms.min(limit_s.saturating_mul(1_000)),
+    };
+    let total = note.units.saturating_mul(wall_ms);
+    let delta = total.saturating_sub(note.unit_ms_reported);
     if delta == 0 {
         return true;
     }
@@ -909,7 +917,7 @@ pub(crate) async fn report_usage(
         suanli_api::usage_message(&note.job_id, &note.attempt_id, seq, delta, cpu_ms, peak);
     let record = UsageRecord {
         seq,
-        unit_seconds: delta,
+        unit_ms: delta,
         cpu_ms,
         peak_memory_mib: peak,
         signature_hex: hex(&agent.key.sign(message.as_bytes()).to_bytes()),
@@ -917,7 +925,7 @@ pub(crate) async fn report_usage(
     // The record is saved before it is sent: after a restart it is sent again with the same
     // sequence number, and the exchange counts it once.
     note.usage_seq = seq;
-    note.unit_seconds_reported = total;
+    note.unit_ms_reported = total;
     note.pending_usage = Some(record);
     save_note(&agent.state_dir, note);
     send_pending_usage(agent, note).await

@@ -1210,19 +1210,25 @@ fn lease_pairs(lease: &api::Lease) -> Vec<(&'static str, String)> {
     }
     pairs.push(("billing", billing(lease)));
     if lease.billing == "metered" {
-        pairs.push(("metered", format!("{} unit-s", lease.metered_unit_seconds)));
+        pairs.push(("metered", unit_seconds(lease.metered_unit_ms)));
         if lease.cost_micros.is_none() {
             pairs.push(("cost so far", or_dash(metered_cost(lease).as_deref())));
         }
     }
-    if let Some(billed) = lease.billed_seconds {
-        pairs.push(("billed", format!("{billed} s")));
+    if let Some(billed) = lease.billed_unit_ms {
+        pairs.push(("billed", unit_seconds(billed)));
     }
     if let Some(cost) = lease.cost_micros {
         pairs.push(("cost", yuan(cost)));
     }
     if let Some(fee) = lease.fee_micros {
         pairs.push(("fee", yuan(fee)));
+    }
+    if let Some(paid) = lease.provider_micros {
+        pairs.push(("provider paid", yuan(paid)));
+    }
+    if let Some(released) = lease.released_micros {
+        pairs.push(("released", yuan(released)));
     }
     let mut hold = format!(
         "{} {} ({})",
@@ -1265,15 +1271,19 @@ fn billing(lease: &api::Lease) -> String {
     }
 }
 
-/// What the metered use of a lease costs so far: unit-seconds × price.
+/// What the metered use of a lease costs so far: unit-milliseconds × price, rounded down once.
 fn metered_cost(lease: &api::Lease) -> Option<String> {
-    suanli_core::money::cost_micros(
+    suanli_core::money::cost_micros_of_unit_ms(
         lease.price_micros_per_unit_hour,
-        1,
-        lease.metered_unit_seconds,
+        lease.metered_unit_ms,
     )
     .ok()
     .map(yuan)
+}
+
+/// Unit-milliseconds as unit-seconds with three decimals: `12.345 unit-s`.
+fn unit_seconds(unit_ms: u64) -> String {
+    format!("{}.{:03} unit-s", unit_ms / 1_000, unit_ms % 1_000)
 }
 
 /// `1h 2m 3s` between two RFC 3339 times.
@@ -1304,7 +1314,7 @@ fn job_row(job: &api::Job) -> Vec<String> {
         job.exit_code
             .map(|c| c.to_string())
             .unwrap_or_else(|| "-".to_owned()),
-        job.unit_seconds.to_string(),
+        unit_seconds(job.unit_ms),
         or_dash(job.started_at.as_deref()),
         or_dash(job.ended_at.as_deref()),
     ]
@@ -1341,7 +1351,7 @@ fn print_job(o: &mut Output, job: &api::Job) {
             pairs.push(("ran", took));
         }
     }
-    pairs.push(("used", format!("{} unit-s", job.unit_seconds)));
+    pairs.push(("used", unit_seconds(job.unit_ms)));
     o.pairs(&pairs);
     o.line("");
     let rows: Vec<Vec<String>> = job
@@ -1970,7 +1980,7 @@ async fn execute(ctx: &Ctx, command: Command, o: &mut Output) -> Result {
                         price(l.price_micros_per_unit_hour),
                         l.billing.clone(),
                         if l.billing == "metered" {
-                            l.metered_unit_seconds.to_string()
+                            unit_seconds(l.metered_unit_ms)
                         } else {
                             "-".to_owned()
                         },
@@ -2076,6 +2086,7 @@ async fn execute(ctx: &Ctx, command: Command, o: &mut Output) -> Result {
                         a.backend.clone(),
                         a.isolation.clone(),
                         a.last_seen_at.clone(),
+                        a.usage_refusals.to_string(),
                     ]
                 })
                 .collect();
@@ -2088,9 +2099,20 @@ async fn execute(ctx: &Ctx, command: Command, o: &mut Output) -> Result {
                     "BACKEND",
                     "ISOLATION",
                     "LAST SEEN",
+                    "USAGE REFUSED",
                 ],
                 &rows,
             );
+            for a in agents.items.iter().filter(|a| a.usage_refusals > 0) {
+                o.note(&format!(
+                    "warning: agent {} ({}) claimed more usage than time allows {} time(s), never \
+                     charged; last: {}",
+                    a.id,
+                    a.org_id,
+                    a.usage_refusals,
+                    a.last_usage_refusal.as_deref().unwrap_or("-")
+                ));
+            }
         }
         Command::Balance => {
             let balance = client.balance().await?;
@@ -2634,20 +2656,20 @@ fn job_summary(job: &api::Job, lease: &api::Lease) -> Vec<String> {
         }
     }
     let job_cost =
-        suanli_core::money::cost_micros(lease.price_micros_per_unit_hour, 1, job.unit_seconds)
+        suanli_core::money::cost_micros_of_unit_ms(lease.price_micros_per_unit_hour, job.unit_ms)
             .map(yuan)
             .unwrap_or_else(|_| "-".to_owned());
     let mut lines = vec![
         first,
-        format!("job used {} unit-s ({job_cost})", job.unit_seconds),
+        format!("job used {} ({job_cost})", unit_seconds(job.unit_ms)),
     ];
     lines.push(match lease.cost_micros {
         Some(cost) => format!("lease {} {}: cost {}", lease.id, lease.state, yuan(cost)),
         None if lease.billing == "metered" => format!(
-            "lease {0} is still active: {1} so far ({2} unit-s); end it with `suanli end {0}`",
+            "lease {0} is still active: {1} so far ({2}); end it with `suanli end {0}`",
             lease.id,
             or_dash(metered_cost(lease).as_deref()),
-            lease.metered_unit_seconds
+            unit_seconds(lease.metered_unit_ms)
         ),
         None => format!(
             "lease {0} is still active; end it with `suanli end {0}`",
@@ -3179,7 +3201,7 @@ mod tests {
             "started_at": "2026-01-01T00:00:00Z", "ends_at": "2026-01-01T00:10:00Z",
             "state": "active",
             "hold": {"id": "h", "amount_micros": 1_200_000, "state": "pending", "posted_micros": 0},
-            "billing": "metered", "auto_end": false, "metered_unit_seconds": 90,
+            "billing": "metered", "auto_end": false, "metered_unit_ms": 90_500,
             "allocations": []
         }))
         .unwrap();
@@ -3187,7 +3209,7 @@ mod tests {
             "id": "job_1", "org_id": "c", "lease_id": "lease_1", "name": "n", "state": "timed_out",
             "restartable": false, "exit_code": 137, "reason": "time limit",
             "created_at": "2026-01-01T00:00:00Z", "started_at": "2026-01-01T00:00:01Z",
-            "ended_at": "2026-01-01T01:02:04Z", "unit_seconds": 60, "attempts": []
+            "ended_at": "2026-01-01T01:02:04Z", "unit_ms": 60_250, "attempts": []
         }))
         .unwrap();
         assert_eq!(
@@ -3198,8 +3220,8 @@ mod tests {
             job_summary(&job, &lease),
             [
                 "job job_1 timed out with exit code 137 (time limit) after 1h 2m 3s",
-                "job used 60 unit-s (¥0.060000)",
-                "lease lease_1 is still active: ¥0.090000 so far (90 unit-s); end it with \
+                "job used 60.250 unit-s (¥0.060250)",
+                "lease lease_1 is still active: ¥0.090500 so far (90.500 unit-s); end it with \
                  `suanli end lease_1`",
             ]
         );
@@ -3214,8 +3236,8 @@ mod tests {
             get("billing").as_deref(),
             Some("metered (the unit-seconds its jobs used)")
         );
-        assert_eq!(get("metered").as_deref(), Some("90 unit-s"));
-        assert_eq!(get("cost so far").as_deref(), Some("¥0.090000"));
+        assert_eq!(get("metered").as_deref(), Some("90.500 unit-s"));
+        assert_eq!(get("cost so far").as_deref(), Some("¥0.090500"));
         assert_eq!(
             elapsed("2026-01-01T00:00:00Z", "2026-01-01T00:00:59Z").as_deref(),
             Some("59s")

@@ -212,7 +212,7 @@ async fn jobs_run_on_a_real_agent_and_are_paid_for_by_metered_use() {
     );
     assert!(err.contains("oops"), "{err}");
     assert!(
-        done.unit_seconds >= 2,
+        done.unit_ms >= 2_000,
         "a 2-second job was metered: {done:?}"
     );
 
@@ -294,11 +294,12 @@ async fn jobs_run_on_a_real_agent_and_are_paid_for_by_metered_use() {
         "a job read the agent's config: {out}"
     );
 
-    // Ending the lease charges exactly the acknowledged unit-seconds.
+    // Ending the lease charges exactly the acknowledged unit-milliseconds.
     let ended = consumer.end_lease(&lease.id, None).await.unwrap();
-    let metered = ended.metered_unit_seconds;
-    assert!(metered >= 2);
-    assert_eq!(ended.cost_micros, Some(metered * 1_000));
+    let metered = ended.metered_unit_ms;
+    assert!(metered >= 2_000);
+    // 1 micro per unit-millisecond.
+    assert_eq!(ended.cost_micros, Some(metered));
     let check = x.operator.ledger_check().await.unwrap();
     assert!(check.ok, "{:?}", check.violations);
     drop(agent_proc);
@@ -352,7 +353,7 @@ async fn a_killed_agent_is_lost_and_the_consumer_pays_only_acknowledged_use() {
         .await
         .unwrap();
     let running = wait_job(&consumer, &job.id, |j| {
-        j.state == "running" && j.unit_seconds >= 1
+        j.state == "running" && j.unit_ms >= 1_000
     })
     .await;
     assert_eq!(running.attempts.len(), 1);
@@ -365,10 +366,10 @@ async fn a_killed_agent_is_lost_and_the_consumer_pays_only_acknowledged_use() {
         l.state, "ended",
         "the auto-ending lease settled when its only job was lost"
     );
-    assert_eq!(l.metered_unit_seconds, lost.unit_seconds);
+    assert_eq!(l.metered_unit_ms, lost.unit_ms);
     assert_eq!(
         l.cost_micros,
-        Some(lost.unit_seconds * 1_000),
+        Some(lost.unit_ms),
         "the consumer pays only acknowledged usage"
     );
     assert!(x.operator.ledger_check().await.unwrap().ok);

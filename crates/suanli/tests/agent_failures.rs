@@ -103,7 +103,7 @@ async fn a_restarted_agent_reattaches_to_its_running_job_and_bills_it_once() {
         .await
         .unwrap();
     let running = wait_job(&consumer, &job.id, |j| {
-        j.state == "running" && j.unit_seconds >= units
+        j.state == "running" && j.unit_ms >= units * 1_000
     })
     .await;
     let attempt_id = running.attempts[0].id.clone();
@@ -120,10 +120,7 @@ async fn a_restarted_agent_reattaches_to_its_running_job_and_bills_it_once() {
 
     // Same config, same key: the same agent, which finds its job again.
     let _agent_proc = AgentProcess::start(&setup);
-    let back = wait_job(&consumer, &job.id, |j| {
-        j.unit_seconds > while_away.unit_seconds
-    })
-    .await;
+    let back = wait_job(&consumer, &job.id, |j| j.unit_ms > while_away.unit_ms).await;
     assert_eq!(back.state, "running");
     std::fs::write(job_dir.join("go"), "").unwrap();
     let done = wait_job(&consumer, &job.id, |j| !is_open(j)).await;
@@ -138,16 +135,16 @@ async fn a_restarted_agent_reattaches_to_its_running_job_and_bills_it_once() {
 
     // Not double counted, and not much lost: units × the job's own wall time, within two
     // seconds per unit either way (its start-up, a report cut short by the kill).
-    let wall_s = job_wall_ms(&job_dir) / 1000;
+    let wall_ms = job_wall_ms(&job_dir);
     assert!(
-        done.unit_seconds <= units * (wall_s + 2),
-        "{} unit-seconds for {wall_s} s × {units} units: counted twice",
-        done.unit_seconds
+        done.unit_ms <= units * (wall_ms + 2_000),
+        "{} unit-ms for {wall_ms} ms × {units} units: counted twice",
+        done.unit_ms
     );
     assert!(
-        done.unit_seconds + units * 2 >= units * wall_s,
-        "{} unit-seconds for {wall_s} s × {units} units: usage lost",
-        done.unit_seconds
+        done.unit_ms + units * 2_000 >= units * wall_ms,
+        "{} unit-ms for {wall_ms} ms × {units} units: usage lost",
+        done.unit_ms
     );
 
     still_serves(&consumer, &lease.id, "still-serving-after-restart").await;
@@ -223,7 +220,7 @@ async fn output_printed_across_an_agent_restart_reaches_the_consumer() {
     }
     let away = consumer.get_job(&job.id).await.unwrap();
     let _agent_proc = AgentProcess::start(&setup);
-    wait_job(&consumer, &job.id, |j| j.unit_seconds > away.unit_seconds).await;
+    wait_job(&consumer, &job.id, |j| j.unit_ms > away.unit_ms).await;
     std::fs::write(job_dir.join("go"), "").unwrap();
     let done = wait_job(&consumer, &job.id, |j| !is_open(j)).await;
     assert_eq!(done.state, "succeeded", "{done:#?}");
@@ -280,7 +277,7 @@ async fn a_paused_agent_is_lost_and_on_resume_stops_the_orphan_whose_reports_are
         .await
         .unwrap();
     let running = wait_job(&consumer, &job.id, |j| {
-        j.state == "running" && j.unit_seconds >= 1
+        j.state == "running" && j.unit_ms >= 1_000
     })
     .await;
     assert!(!running.restartable);
@@ -296,10 +293,10 @@ async fn a_paused_agent_is_lost_and_on_resume_stops_the_orphan_whose_reports_are
         l.state, "ended",
         "the auto-ending lease settled with its job"
     );
-    assert_eq!(l.metered_unit_seconds, lost.unit_seconds);
+    assert_eq!(l.metered_unit_ms, lost.unit_ms);
     assert_eq!(
         l.cost_micros,
-        Some(lost.unit_seconds * 1_000),
+        Some(lost.unit_ms),
         "the consumer pays only acknowledged usage"
     );
     // The orphan runs on while its agent is paused.
@@ -354,7 +351,7 @@ async fn a_paused_agent_is_lost_and_on_resume_stops_the_orphan_whose_reports_are
         .collect();
     let key = SigningKey::from_bytes(&key_bytes.try_into().unwrap());
     let seq = 1_000;
-    let message = usage_message(&job.id, &attempt_id, seq, 60, None, None);
+    let message = usage_message(&job.id, &attempt_id, seq, 60_000, None, None);
     let usage = provider
         .usage(
             &agent.id,
@@ -362,7 +359,7 @@ async fn a_paused_agent_is_lost_and_on_resume_stops_the_orphan_whose_reports_are
             &UsageBatch {
                 records: vec![UsageRecord {
                     seq,
-                    unit_seconds: 60,
+                    unit_ms: 60_000,
                     cpu_ms: None,
                     peak_memory_mib: None,
                     signature_hex: key
@@ -382,10 +379,10 @@ async fn a_paused_agent_is_lost_and_on_resume_stops_the_orphan_whose_reports_are
     let after = consumer.get_job(&job.id).await.unwrap();
     assert_eq!(after.state, "lost");
     assert_eq!(after.attempts[0].state, "lost");
-    assert_eq!(after.unit_seconds, lost.unit_seconds);
+    assert_eq!(after.unit_ms, lost.unit_ms);
     assert_eq!(after.exit_code, None);
     let l2 = consumer.get_lease(&lease.id).await.unwrap();
-    assert_eq!(l2.metered_unit_seconds, l.metered_unit_seconds);
+    assert_eq!(l2.metered_unit_ms, l.metered_unit_ms);
     assert_eq!(l2.cost_micros, l.cost_micros);
     let (_, _, system) = all_logs(&consumer, &job.id).await;
     assert!(
@@ -478,7 +475,7 @@ async fn a_job_survives_an_exchange_killed_and_restarted_under_it() {
         .await
         .unwrap();
     let running = wait_job(&consumer, &job.id, |j| {
-        j.state == "running" && j.unit_seconds >= 1
+        j.state == "running" && j.unit_ms >= 1_000
     })
     .await;
     let attempt_id = running.attempts[0].id.clone();
@@ -493,10 +490,7 @@ async fn a_job_survives_an_exchange_killed_and_restarted_under_it() {
     let serve = ServeProcess::start(&data_dir, port);
     serve.wait_healthy().await;
     // The agent reconnects: its usage reports arrive again.
-    let back = wait_job(&consumer, &job.id, |j| {
-        j.unit_seconds > running.unit_seconds
-    })
-    .await;
+    let back = wait_job(&consumer, &job.id, |j| j.unit_ms > running.unit_ms).await;
     assert_eq!(back.state, "running");
     std::fs::write(job_dir.join("go"), "").unwrap();
 
@@ -505,12 +499,12 @@ async fn a_job_survives_an_exchange_killed_and_restarted_under_it() {
     assert_eq!(done.exit_code, Some(0));
     assert_eq!(done.attempts.len(), 1, "dispatched twice: {done:#?}");
     assert_eq!(done.attempts[0].state, "succeeded");
-    let wall_s = job_wall_ms(&job_dir) / 1000;
-    let expected = units * wall_s;
+    let wall_ms = job_wall_ms(&job_dir);
+    let expected = units * wall_ms;
     assert!(
-        done.unit_seconds.abs_diff(expected) <= 2,
-        "{} unit-seconds billed for a job of {wall_s} s × {units} units",
-        done.unit_seconds
+        done.unit_ms.abs_diff(expected) <= 2_000 * units,
+        "{} unit-ms billed for a job of {wall_ms} ms × {units} units",
+        done.unit_ms
     );
     let (out, _, _) = all_logs(&consumer, &job.id).await;
     assert!(out.contains("finished"), "{out:?}");
@@ -547,7 +541,7 @@ async fn usage_pending_when_the_agent_restarts_is_still_billed() {
         .await
         .unwrap();
     let running = wait_job(&consumer, &job.id, |j| {
-        j.state == "running" && j.unit_seconds >= units
+        j.state == "running" && j.unit_ms >= units * 1_000
     })
     .await;
     let attempt_id = running.attempts[0].id.clone();
@@ -561,21 +555,18 @@ async fn usage_pending_when_the_agent_restarts_is_still_billed() {
     let serve = ServeProcess::start(&data_dir, port);
     serve.wait_healthy().await;
     let _agent_proc = AgentProcess::start(&setup);
-    wait_job(&consumer, &job.id, |j| {
-        j.unit_seconds > running.unit_seconds
-    })
-    .await;
+    wait_job(&consumer, &job.id, |j| j.unit_ms > running.unit_ms).await;
     std::fs::write(job_dir.join("go"), "").unwrap();
     let done = wait_job(&consumer, &job.id, |j| !is_open(j)).await;
     assert_eq!(done.state, "succeeded", "{done:#?}");
     assert_eq!(done.attempts.len(), 1);
     let wall_ms = job_wall_ms(&job_dir);
-    let expected = units * (wall_ms / 1000);
+    let expected = units * wall_ms;
     assert!(
-        done.unit_seconds.abs_diff(expected) <= 2,
-        "{} unit-seconds billed for a job of {wall_ms} ms × {units} units (expected about \
+        done.unit_ms.abs_diff(expected) <= 2_000 * units,
+        "{} unit-ms billed for a job of {wall_ms} ms × {units} units (expected about \
          {expected}): the report pending at the restart was never sent",
-        done.unit_seconds
+        done.unit_ms
     );
     settle(&operator, &consumer, &lease.id).await;
     drop(serve);
@@ -608,7 +599,7 @@ async fn a_restartable_job_of_a_lost_agent_runs_again_on_another_agent_of_the_po
     spec.task.restartable = true;
     let job = consumer.create_job(&lease.id, &spec, None).await.unwrap();
     let running = wait_job(&consumer, &job.id, |j| {
-        j.state == "running" && j.unit_seconds >= 1
+        j.state == "running" && j.unit_ms >= 1_000
     })
     .await;
     assert_eq!(running.attempts[0].agent_id, agent_a.id);
@@ -629,8 +620,8 @@ async fn a_restartable_job_of_a_lost_agent_runs_again_on_another_agent_of_the_po
     agent_a_proc.sigkill();
     // Nothing of attempt 1 arrives any more.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let attempt_1_usage = consumer.get_job(&job.id).await.unwrap().unit_seconds;
-    assert!(attempt_1_usage >= 1);
+    let attempt_1_usage = consumer.get_job(&job.id).await.unwrap().unit_ms;
+    assert!(attempt_1_usage >= 1_000);
 
     let done = wait_job(&consumer, &job.id, |j| !is_open(j) && j.attempts.len() >= 2).await;
     assert_eq!(done.state, "succeeded", "{done:#?}");
@@ -649,19 +640,20 @@ async fn a_restartable_job_of_a_lost_agent_runs_again_on_another_agent_of_the_po
         "the orphan's output reached the job's log: {out:?}"
     );
 
-    // Attempt 2 is billed for its own run on B: units × its whole seconds (+1 for its start-up).
-    let wall_2 = job_wall_ms(&setup_b.jobs_dir.join(&attempt_2)) / 1000;
-    let attempt_2_usage = done.unit_seconds - attempt_1_usage;
+    // Attempt 2 is billed for its own run on B: units × its milliseconds (+1 s for its
+    // start-up).
+    let wall_2 = job_wall_ms(&setup_b.jobs_dir.join(&attempt_2));
+    let attempt_2_usage = done.unit_ms - attempt_1_usage;
     assert!(
-        attempt_2_usage >= units * wall_2 && attempt_2_usage <= units * (wall_2 + 1),
-        "attempt 2 ran {wall_2} s × {units} units and was billed {attempt_2_usage} \
+        attempt_2_usage >= units * wall_2 && attempt_2_usage <= units * (wall_2 + 1_000),
+        "attempt 2 ran {wall_2} ms × {units} units and was billed {attempt_2_usage} unit-ms \
          (job {}, attempt 1 {attempt_1_usage})",
-        done.unit_seconds
+        done.unit_ms
     );
 
     still_serves(&consumer, &lease.id, "b-still-serving").await;
     let settled = settle(&x.operator, &consumer, &lease.id).await;
-    assert!(settled.metered_unit_seconds >= attempt_1_usage + attempt_2_usage);
+    assert!(settled.metered_unit_ms >= attempt_1_usage + attempt_2_usage);
     // Attempt 1's orphan had nobody to stop it; it ends on its own.
     wait_processes_gone(&attempt_1).await;
 
@@ -689,12 +681,8 @@ async fn a_restartable_job_of_a_lost_agent_runs_again_on_another_agent_of_the_po
     assert!(left.is_empty(), "attempt 1's cgroups are left: {left:?}");
     let after = consumer.get_job(&job.id).await.unwrap();
     assert_eq!(
-        (
-            after.state.as_str(),
-            after.unit_seconds,
-            after.attempts.len()
-        ),
-        ("succeeded", done.unit_seconds, 2),
+        (after.state.as_str(), after.unit_ms, after.attempts.len()),
+        ("succeeded", done.unit_ms, 2),
         "{after:#?}"
     );
     assert_eq!(after.attempts[0].state, "lost");
@@ -753,11 +741,12 @@ async fn a_job_past_its_time_limit_ends_timed_out() {
             .is_some_and(|r| r.contains("time limit")),
         "{done:#?}"
     );
-    // Billed from its 2 s up to the limit plus the kill grace (5 s), not for the 60 s it asked.
+    // Billed up to its 2 s limit (the exchange refuses use past an attempt's time limit, so the
+    // agent never reports the kill grace), not for the 60 s it asked.
     assert!(
-        (2..=8).contains(&done.unit_seconds),
-        "{} unit-seconds for a 2 s limit",
-        done.unit_seconds
+        (1_000..=2_000).contains(&done.unit_ms),
+        "{} unit-ms for a 2 s limit",
+        done.unit_ms
     );
     let attempt_id = done.attempts[0].id.clone();
     wait_processes_gone(&attempt_id).await;

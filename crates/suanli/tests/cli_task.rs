@@ -138,11 +138,11 @@ impl FakeAgent {
             .unwrap();
     }
 
-    async fn usage(&self, a: &Assignment, unit_seconds: u64) -> UsageAck {
-        let message = usage_message(&a.job_id, &a.attempt_id, 1, unit_seconds, None, None);
+    async fn usage(&self, a: &Assignment, unit_ms: u64) -> UsageAck {
+        let message = usage_message(&a.job_id, &a.attempt_id, 1, unit_ms, None, None);
         let record = UsageRecord {
             seq: 1,
-            unit_seconds,
+            unit_ms,
             cpu_ms: None,
             peak_memory_mib: None,
             signature_hex: hex(&self.key.sign(message.as_bytes()).to_bytes()),
@@ -353,7 +353,8 @@ async fn launch_exec_logs_and_cancel_through_the_cli() {
         ],
     )
     .await;
-    assert_eq!(fake.usage(&a, 120).await.unit_seconds, 120);
+    // 2 units, reported right after dispatch: at most 2 × 2 s of clock skew can have been used.
+    assert_eq!(fake.usage(&a, 3_500).await.unit_ms, 3_500);
     fake.event(&a, "succeeded", Some(0)).await;
     let (status, out, err) = launch.await.unwrap();
     assert!(status.status.success(), "{out}\n{err}");
@@ -366,8 +367,8 @@ async fn launch_exec_logs_and_cancel_through_the_cli() {
     assert!(err.contains("[suanli] setup done"), "{err}");
     assert!(err.contains("warning: slow disk"), "{err}");
     assert!(err.contains("succeeded with exit code 0"), "{err}");
-    assert!(err.contains("job used 120 unit-s (¥0.120000)"), "{err}");
-    assert!(err.contains("ended: cost ¥0.120000"), "{err}");
+    assert!(err.contains("job used 3.500 unit-s (¥0.003500)"), "{err}");
+    assert!(err.contains("ended: cost ¥0.003500"), "{err}");
     let lease_id = word_after(&out, "\nlease ");
     let lease = consumer.get_lease(&lease_id).await.unwrap();
     assert_eq!(

@@ -299,13 +299,14 @@ async fn consumer_pays_exactly_the_core_seconds_slurm_recorded() {
         "the pending reason is gone once it ran: {done:#?}"
     );
 
-    // The bill is Slurm's own record: allocated CPUs × elapsed seconds, at 1000 micros each.
+    // The bill is Slurm's own record: allocated CPUs × elapsed seconds (in unit-ms), at 1000
+    // micros per unit-second.
     let lease = ended_lease(&m.consumer, &lease.id).await;
     let (state, elapsed, cpus) = slurm_record(&slurm_id);
     assert_eq!(state, "COMPLETED");
     assert_eq!(cpus, 2);
     assert!(elapsed >= 4, "{elapsed}");
-    assert_eq!(lease.metered_unit_seconds, cpus * elapsed, "{lease:#?}");
+    assert_eq!(lease.metered_unit_ms, cpus * elapsed * 1_000, "{lease:#?}");
     assert_eq!(lease.cost_micros, Some(cpus * elapsed * 1_000));
     let fee = lease.fee_micros.unwrap();
     assert_eq!(
@@ -353,7 +354,7 @@ async fn a_job_slurm_can_never_run_fails_with_its_reason_and_costs_nothing() {
         "{reason}"
     );
     let lease = ended_lease(&m.consumer, &lease.id).await;
-    assert_eq!(lease.metered_unit_seconds, 0);
+    assert_eq!(lease.metered_unit_ms, 0);
     assert_eq!(lease.cost_micros, Some(0));
     let b = m.consumer.balance().await.unwrap();
     assert_eq!(
@@ -378,7 +379,7 @@ async fn an_agent_killed_mid_job_reattaches_and_bills_once() {
         .await
         .unwrap();
     let running = wait_job(&m.consumer, &job.id, |j| {
-        j.state == "running" && j.unit_seconds >= 1
+        j.state == "running" && j.unit_ms >= 1_000
     })
     .await;
     let slurm_id = running.attempts[0].backend_id.clone().unwrap();
@@ -401,8 +402,8 @@ async fn an_agent_killed_mid_job_reattaches_and_bills_once() {
     let (state, elapsed, cpus) = slurm_record(&slurm_id);
     assert_eq!(state, "COMPLETED");
     assert_eq!(
-        lease.metered_unit_seconds,
-        cpus * elapsed,
+        lease.metered_unit_ms,
+        cpus * elapsed * 1_000,
         "counted once: {lease:#?}"
     );
     assert_eq!(lease.cost_micros, Some(cpus * elapsed * 1_000));
@@ -423,7 +424,7 @@ async fn a_cancelled_job_is_scancelled_and_never_billed_past_slurms_record() {
         .await
         .unwrap();
     let running = wait_job(&m.consumer, &job.id, |j| {
-        j.state == "running" && j.unit_seconds >= 2
+        j.state == "running" && j.unit_ms >= 2_000
     })
     .await;
     let slurm_id = running.attempts[0].backend_id.clone().unwrap();
@@ -445,12 +446,12 @@ async fn a_cancelled_job_is_scancelled_and_never_billed_past_slurms_record() {
     }
     assert_eq!(state, "CANCELLED", "Slurm job {slurm_id} was not cancelled");
     let lease = ended_lease(&m.consumer, &lease.id).await;
-    assert!(lease.metered_unit_seconds >= 2, "{lease:#?}");
+    assert!(lease.metered_unit_ms >= 2_000, "{lease:#?}");
     // Billing stops when the consumer cancels; Slurm's record runs until the agent's scancel a
     // heartbeat later. The consumer never pays for more than Slurm recorded.
     let (_, elapsed, cpus) = slurm_record(&slurm_id);
     assert!(
-        lease.metered_unit_seconds <= cpus * elapsed,
+        lease.metered_unit_ms <= cpus * elapsed * 1_000,
         "{lease:#?} vs {cpus} × {elapsed}"
     );
     let check = m.x.operator.ledger_check().await.unwrap();
@@ -561,8 +562,8 @@ async fn gpu_hours_on_a_gres_partition() {
     assert_eq!(record.gpus, 1);
     let lease = ended_lease(&m.consumer, &lease.id).await;
     assert_eq!(
-        lease.metered_unit_seconds,
-        record.gpus * record.elapsed_s,
+        lease.metered_unit_ms,
+        record.gpus * record.elapsed_s * 1_000,
         "{lease:#?}"
     );
     assert_eq!(

@@ -270,10 +270,15 @@ pub async fn event(
 
 /// Signed usage of an attempt. Each record's signature is checked against the agent's key; a
 /// record already counted (same sequence number) is acknowledged again but not counted twice.
+/// A record that would take the attempt past what time allows (its units × the time since its
+/// dispatch, bounded by its time limit and its lease's end, with 2 s of clock skew) is refused
+/// with 422 `usage_refused`, never charged, and counted against the agent for the operator to
+/// see; the batch's other records are counted.
 #[utoipa::path(post, path = "/api/v1/agents/{agent_id}/attempts/{attempt_id}/usage", tag = "agents",
     security(("bearer" = [])), params(("agent_id" = String, Path), ("attempt_id" = String, Path)),
     request_body = UsageBatch,
-    responses((status = 200, body = UsageAck), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody)))]
+    responses((status = 200, body = UsageAck), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody),
+        (status = 422, body = ErrorBody)))]
 pub async fn usage(
     State(state): State<AppState>,
     caller: Caller,
@@ -302,7 +307,7 @@ pub async fn usage(
             &job_id,
             &attempt_id,
             r.seq,
-            r.unit_seconds,
+            r.unit_ms,
             r.cpu_ms,
             r.peak_memory_mib,
         );
@@ -313,15 +318,21 @@ pub async fn usage(
                 "the signature does not match the agent's key",
             )
         })?;
-        if r.seq == 0 || r.unit_seconds > 1_000_000_000 {
+        if r.seq == 0 || r.seq > i64::MAX as u64 {
             return Err(ApiError::invalid(
-                format!("records[{i}]"),
-                "seq starts at 1; unit_seconds is at most 10^9",
+                format!("records[{i}].seq"),
+                format!("records[{i}].seq must be between 1 and {}", i64::MAX),
+            ));
+        }
+        if r.unit_ms > i64::MAX as u64 {
+            return Err(ApiError::invalid(
+                format!("records[{i}].unit_ms"),
+                format!("records[{i}].unit_ms must be at most {}", i64::MAX),
             ));
         }
         verified.push(VerifiedUsage {
             seq: r.seq,
-            unit_seconds: r.unit_seconds,
+            unit_ms: r.unit_ms,
             cpu_ms: r.cpu_ms,
             peak_memory_mib: r.peak_memory_mib,
             signature_hex: r.signature_hex.clone(),
@@ -329,7 +340,7 @@ pub async fn usage(
     }
     let org = caller.org.id.clone();
     let now = now_ms();
-    let (accepted, duplicates, unit_seconds) = state
+    let outcome = state
         .store
         .writer()
         .submit(move |tx| tx.record_usage(&org, &agent_id, &attempt_id, &verified, now))
@@ -338,15 +349,38 @@ pub async fn usage(
     state
         .metrics
         .usage_records
-        .fetch_add(u64::from(accepted), Ordering::Relaxed);
+        .fetch_add(u64::from(outcome.accepted), Ordering::Relaxed);
     state
         .metrics
         .usage_duplicates
-        .fetch_add(u64::from(duplicates), Ordering::Relaxed);
+        .fetch_add(u64::from(outcome.duplicates), Ordering::Relaxed);
+    if let Some(first) = outcome.refused.first() {
+        state
+            .metrics
+            .usage_refused
+            .fetch_add(outcome.refused.len() as u64, Ordering::Relaxed);
+        tracing::warn!(agent = %caller.org.id, seq = first.seq, reason = %first.reason, "usage refused: claimed more than time allows");
+        let others = if outcome.accepted + outcome.duplicates > 0 {
+            format!(
+                "; the batch's other {} records were counted",
+                outcome.accepted + outcome.duplicates
+            )
+        } else {
+            String::new()
+        };
+        return Err(ApiError::field(
+            ErrorCode::UsageRefused,
+            format!("records[{}].unit_ms", first.index),
+            format!(
+                "usage refused and not charged (seq {}): {}{others}",
+                first.seq, first.reason
+            ),
+        ));
+    }
     Ok(Json(UsageAck {
-        accepted,
-        duplicates,
-        unit_seconds,
+        accepted: outcome.accepted,
+        duplicates: outcome.duplicates,
+        unit_ms: outcome.unit_ms,
     }))
 }
 
@@ -445,8 +479,11 @@ pub async fn outputs(
     Ok(Json(serde_json::json!({ "stored": stored })).into_response())
 }
 
-/// Prometheus text metrics: agents and jobs by state, and the monitor's counters.
-pub async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError> {
+/// Prometheus text metrics: agents and jobs by state, and the monitor's counters. Market-wide
+/// figures: the operator's token only (Prometheus sends it with `authorization:
+/// credentials_file`).
+pub async fn metrics(State(state): State<AppState>, caller: Caller) -> Result<Response, ApiError> {
+    caller.require_kind(&[OrgKind::Operator], "reading the exchange's metrics")?;
     let (agents, jobs) = state
         .read(|tx| {
             let agents = tx.list_agents(None)?;
@@ -500,6 +537,11 @@ pub async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError
             "suanli_usage_duplicates_total",
             "Usage records received again and not counted twice.",
             &m.usage_duplicates,
+        ),
+        (
+            "suanli_usage_refused_total",
+            "Usage records refused (never charged) for claiming more than time allows.",
+            &m.usage_refused,
         ),
     ] {
         out.push_str(&format!(

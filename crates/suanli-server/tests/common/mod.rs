@@ -12,6 +12,8 @@ use suanli_store::Location;
 pub struct App {
     pub base: String,
     pub operator: Client,
+    /// The operator's token secret (for requests the typed client does not make).
+    pub operator_token: String,
     pub state: AppState,
 }
 
@@ -60,10 +62,12 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut ServerConfig)) -> App {
     let router = suanli_server::router(state.clone());
     tokio::spawn(async move { axum::serve(listener, router).await });
     let base = format!("http://{addr}");
+    let operator_token = boot.token_secret.clone().expect("a fresh store's operator token");
     let operator = Client::new(base.clone(), boot.token_secret);
     App {
         base,
         operator,
+        operator_token,
         state,
     }
 }
@@ -153,6 +157,18 @@ impl App {
             .await
             .expect("create an offer");
         (p, offer)
+    }
+
+    /// `GET /metrics` as the operator (it answers nobody else).
+    pub async fn metrics(&self) -> String {
+        let response = reqwest::Client::new()
+            .get(format!("{}/metrics", self.base))
+            .bearer_auth(&self.operator_token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        response.text().await.unwrap()
     }
 
     pub async fn ledger_ok(&self) {

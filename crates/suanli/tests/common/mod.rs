@@ -435,15 +435,17 @@ pub async fn settle(operator: &Client, consumer: &Client, lease_id: &str) -> Lea
         .await
         .unwrap()
         .items;
-    let acknowledged: u64 = jobs.iter().map(|j| j.unit_seconds).sum();
+    let acknowledged: u64 = jobs.iter().map(|j| j.unit_ms).sum();
     assert_eq!(
-        lease.metered_unit_seconds, acknowledged,
+        lease.metered_unit_ms, acknowledged,
         "the lease meters what its jobs were acknowledged: {lease:#?} {jobs:#?}"
     );
+    assert_eq!(lease.billed_unit_ms, Some(acknowledged), "{lease:#?}");
+    // 1,000 micros per unit-second is 1 micro per unit-millisecond.
     assert_eq!(
         lease.cost_micros,
-        Some(acknowledged * 1_000),
-        "the consumer pays exactly the acknowledged unit-seconds: {lease:#?}"
+        Some(acknowledged),
+        "the consumer pays exactly the acknowledged unit-milliseconds: {lease:#?}"
     );
     let check = operator.ledger_check().await.unwrap();
     assert!(check.ok, "{:?}", check.violations);
