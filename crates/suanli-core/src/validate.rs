@@ -111,7 +111,8 @@ pub fn line(value: &str) -> Result<String, &'static str> {
 }
 
 /// Free text (a message, a description): at most MAX_TEXT_LEN bytes, no control characters other
-/// than newlines, no bidi controls; normalised to NFC (not trimmed: it may be laid out).
+/// than newlines, no bidi controls, and, unless empty, something visible in it; normalised to
+/// NFC (not trimmed: it may be laid out).
 pub fn text(value: &str) -> Result<String, &'static str> {
     use unicode_normalization::UnicodeNormalization;
     if let Some(why) = value.chars().find_map(|c| forbidden(c, true)) {
@@ -121,7 +122,47 @@ pub fn text(value: &str) -> Result<String, &'static str> {
     if text.len() > MAX_TEXT_LEN {
         return Err("is longer than 512 bytes");
     }
+    if !text.is_empty() && !has_visible(&text) {
+        return Err("must not be made only of spaces and invisible characters");
+    }
     Ok(text)
+}
+
+/// Whether `value` has a character that is drawn (not whitespace, not invisible).
+pub fn has_visible(value: &str) -> bool {
+    value
+        .chars()
+        .any(|c| !c.is_whitespace() && !is_invisible(c) && !c.is_control())
+}
+
+/// An identifier made by the exchange (`lease_3f9a…`) as a client sends it back: 1 to 128 ASCII
+/// letters, digits, `_`, `-` and `.`. Anything else cannot name an object.
+pub fn id(value: &str) -> Result<(), &'static str> {
+    let ok = !value.is_empty()
+        && value.len() <= 128
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
+    if ok {
+        Ok(())
+    } else {
+        Err("is not an id: ids are 1 to 128 ASCII letters, digits, '_', '-' and '.'")
+    }
+}
+
+/// An e-mail address: one line as [`line`] normalises it, with one `@` between a local part and
+/// a domain, no spaces, at most 254 bytes.
+pub fn email(value: &str) -> Result<String, &'static str> {
+    let email = line(value)?;
+    let well_formed = email.len() <= 254
+        && !email.chars().any(char::is_whitespace)
+        && matches!(email.split_once('@'), Some((local, domain))
+            if !local.is_empty() && !domain.is_empty() && !domain.contains('@'));
+    if well_formed {
+        Ok(email)
+    } else {
+        Err("must be an e-mail address (name@domain)")
+    }
 }
 
 /// The key under which two names are the same name: compatibility-normalised (NFKC, so full-width

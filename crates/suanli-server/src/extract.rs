@@ -381,21 +381,13 @@ impl<S: Send + Sync> FromRequestParts<S> for IdempotencyKey {
 /// scripts) cannot name an object, and is refused here, before any store sees it, so that both
 /// stores answer it alike.
 fn path_id(field: &str, id: String) -> Result<String, ApiError> {
-    let ok = !id.is_empty()
-        && id.len() <= 128
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
-    if ok {
-        Ok(id)
-    } else {
-        Err(ApiError::field(
+    match suanli_core::validate::id(&id) {
+        Ok(()) => Ok(id),
+        Err(m) => Err(ApiError::field(
             ErrorCode::InvalidField,
             field,
-            format!(
-                "{field} is not an id: ids are 1 to 128 ASCII letters, digits, '_', '-' and '.'"
-            ),
-        ))
+            format!("{field} {m}"),
+        )),
     }
 }
 

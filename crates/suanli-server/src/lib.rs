@@ -353,6 +353,64 @@ async fn request_id_layer(req: Request, next: Next) -> Response {
     response
 }
 
+/// A request body that notes when it was read to its end (see [`close_unread_bodies`]).
+struct TrackedBody {
+    inner: axum::body::Body,
+    read_to_end: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl http_body::Body for TrackedBody {
+    type Data = axum::body::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        let this = self.get_mut();
+        let polled = std::pin::Pin::new(&mut this.inner).poll_frame(cx);
+        if let std::task::Poll::Ready(None) = polled {
+            this.read_to_end
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// A request refused before its body was read (401, 415, 413, an unknown route) leaves the
+/// body's bytes on the connection, so the server cannot read the next request from it and
+/// closes it after answering. It says so with `Connection: close`: a keep-alive client then
+/// opens a new connection for its next request instead of failing on a closed one. A body read
+/// to its end keeps the connection.
+async fn close_unread_bodies(req: Request, next: Next) -> Response {
+    use http_body::Body as _;
+    let (parts, body) = req.into_parts();
+    if body.is_end_stream() {
+        return next.run(Request::from_parts(parts, body)).await;
+    }
+    let read_to_end = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let body = axum::body::Body::new(TrackedBody {
+        inner: body,
+        read_to_end: read_to_end.clone(),
+    });
+    let mut response = next.run(Request::from_parts(parts, body)).await;
+    if !read_to_end.load(std::sync::atomic::Ordering::Relaxed) {
+        response.headers_mut().insert(
+            axum::http::header::CONNECTION,
+            HeaderValue::from_static("close"),
+        );
+    }
+    response
+}
+
 /// The whole HTTP application.
 pub fn router(state: AppState) -> Router {
     routes::router()
@@ -370,6 +428,7 @@ pub fn router(state: AppState) -> Router {
         })
         .layer(DefaultBodyLimit::max(1024 * 1024))
         .layer(axum::middleware::from_fn(request_id_layer))
+        .layer(axum::middleware::from_fn(close_unread_bodies))
         .with_state(state)
 }
 

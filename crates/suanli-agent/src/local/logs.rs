@@ -79,7 +79,15 @@ impl LogSink {
         self.emit(LogStream::System, msg);
     }
 
+    /// Sends `data` as chunks. NUL, which a job may well print but the exchange refuses in any
+    /// text (its PostgreSQL store cannot keep it), becomes U+FFFD, as invalid UTF-8 already does;
+    /// the job directory's log files keep the bytes as they were.
     pub fn emit(&self, stream: LogStream, data: String) {
+        let data = if data.contains('\0') {
+            data.replace('\0', "\u{FFFD}")
+        } else {
+            data
+        };
         for piece in cap_string(data) {
             self.emit_one(stream, piece);
         }
@@ -304,6 +312,16 @@ mod tests {
         out.extend(s.flush());
         assert!(out.iter().all(|c| c.len() <= MAX_CHUNK_BYTES));
         assert_eq!(out.concat().chars().count(), MAX_CHUNK_BYTES + 10);
+    }
+
+    /// Issue 16: the exchange refuses NUL in any text (PostgreSQL cannot store it); a job that
+    /// prints one must not make its log unsendable.
+    #[tokio::test]
+    async fn nul_in_output_is_sent_as_a_replacement_character() {
+        let (tx, mut rx) = mpsc::channel(4);
+        let sink = LogSink::new(tx);
+        sink.emit(LogStream::Stdout, "a\0b\n".into());
+        assert_eq!(rx.recv().await.unwrap().data, "a\u{FFFD}b\n");
     }
 
     #[tokio::test]

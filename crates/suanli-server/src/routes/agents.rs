@@ -58,10 +58,16 @@ pub async fn register(
     if req.backend != "local" && req.backend != "slurm" {
         return Err(ApiError::invalid("backend", "backend is local or slurm"));
     }
-    req.isolation = text("isolation", &req.isolation)?;
+    req.isolation = crate::routes::line("isolation", &req.isolation)?;
+    if req.isolation.is_empty() {
+        return Err(ApiError::invalid(
+            "isolation",
+            "isolation says how the agent isolates jobs",
+        ));
+    }
     slug("version", &req.version)?;
     if let Some(p) = &req.pool_id {
-        slug("pool_id", p)?;
+        crate::routes::id("pool_id", p)?;
     }
     // An agent reports drained or down nodes with no capacity: they stop being sold.
     let nodes = validate_nodes(&req.nodes, 0)?;
@@ -123,6 +129,9 @@ pub async fn heartbeat(
     let running = body.value.running;
     if running.len() > 10_000 {
         return Err(ApiError::invalid("running", "at most 10000 attempts"));
+    }
+    for (i, attempt) in running.iter().enumerate() {
+        crate::routes::id(&format!("running[{i}]"), attempt)?;
     }
     let org = caller.org.id.clone();
     let now = now_ms();

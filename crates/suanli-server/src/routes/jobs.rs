@@ -24,13 +24,23 @@ pub const MAX_WORKDIR_BYTES: usize = 512 * 1024;
 /// Longest `setup` or `run` script.
 pub const MAX_SCRIPT_BYTES: usize = 64 * 1024;
 
+/// A path inside a job's directory: relative, no `..`, no control characters. Output paths are
+/// shown to the consumer as file names, and sent by the provider's agent: no bidi controls, and
+/// every part of the path has something visible.
 pub fn relative_path(field: &str, p: &str) -> Result<(), ApiError> {
     let bad = p.is_empty()
         || p.len() > 255
         || p.starts_with('/')
-        || p.split('/')
-            .any(|c| c == ".." || c.is_empty() && !p.ends_with('/'))
-        || p.chars().any(char::is_control);
+        || p.split('/').any(|c| {
+            c == ".."
+                || (c.is_empty() && !p.ends_with('/'))
+                || (!c.is_empty() && !suanli_core::validate::has_visible(c))
+        })
+        || p.chars().any(|c| {
+            c.is_control()
+                || suanli_core::validate::is_bidi_control(c)
+                || matches!(c, '\u{2028}' | '\u{2029}')
+        });
     if bad {
         return Err(ApiError::invalid(
             field,
@@ -46,7 +56,7 @@ pub fn validate_task(task: &mut TaskSpec) -> Result<(), ApiError> {
     if let Some(n) = &task.name {
         task.name = Some(name("task.name", n)?);
     }
-    if task.run.trim().is_empty() {
+    if !suanli_core::validate::has_visible(&task.run) {
         return Err(ApiError::invalid(
             "task.run",
             "run holds the commands of the job",
@@ -175,6 +185,9 @@ pub async fn list_jobs(
                 "unknown job state",
             ));
         }
+    }
+    if let Some(l) = &params.lease_id {
+        crate::routes::query_id("lease_id", l)?;
     }
     let limit = limit(params.limit)?;
     let org = caller.org.id.clone();

@@ -18,7 +18,7 @@ use suanli_store::ops::{account_id, Purchase};
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::extract::{ApiJson, ApiQuery, BodylessHash, IdPath, IdempotencyKey};
-use crate::routes::{limit, range, slug, zone, MAX_MEMORY_MIB, MAX_PRICE_MICROS};
+use crate::routes::{id, limit, range, slug, zone, MAX_MEMORY_MIB, MAX_PRICE_MICROS};
 use crate::{now_ms, wire, AppState, WriteOptions};
 
 /// An offer of the book as a wire offer.
@@ -73,6 +73,12 @@ pub async fn catalog(
             })
         })
         .transpose()?;
+    if let Some(z) = &params.zone {
+        zone(&state, "zone", z).map_err(|e| ApiError {
+            code: suanli_api::ErrorCode::InvalidQuery,
+            ..e
+        })?;
+    }
     let limit = limit(params.limit)? as usize;
     let now = now_ms();
     let book = state.store.book.read().unwrap_or_else(|p| p.into_inner());
@@ -297,9 +303,7 @@ pub async fn purchase(
 ) -> Result<Response, ApiError> {
     caller.require_kind(&[OrgKind::Consumer], "buying capacity")?;
     let req = body.value;
-    if req.offer_id.is_empty() || req.offer_id.len() > 64 {
-        return Err(ApiError::invalid("offer_id", "no such offer"));
-    }
+    id("offer_id", &req.offer_id)?;
     range("units", req.units, 1, MAX_UNITS)?;
     range("duration_limit_s", req.duration_limit_s, 1, MAX_DURATION_S)?;
     if let Some(p) = req.max_price_micros_per_unit_hour {

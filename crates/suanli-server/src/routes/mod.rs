@@ -128,6 +128,27 @@ pub fn text(field: &str, value: &str) -> Result<String, ApiError> {
     validate::text(value).map_err(|m| ApiError::invalid(field, format!("{field} {m}")))
 }
 
+/// Validates an id sent back by a client (see `suanli_core::validate::id`).
+pub fn id(field: &str, value: &str) -> Result<(), ApiError> {
+    validate::id(value).map_err(|m| ApiError::invalid(field, format!("{field} {m}")))
+}
+
+/// Validates an id in a query string.
+pub fn query_id(field: &str, value: &str) -> Result<(), ApiError> {
+    validate::id(value).map_err(|m| {
+        ApiError::field(
+            suanli_api::ErrorCode::InvalidQuery,
+            field,
+            format!("{field} {m}"),
+        )
+    })
+}
+
+/// Validates an e-mail address; returns it normalised.
+pub fn email(field: &str, value: &str) -> Result<String, ApiError> {
+    validate::email(value).map_err(|m| ApiError::invalid(field, format!("{field} {m}")))
+}
+
 /// Validates a one-line text field (references, e-mail addresses); returns it normalised.
 pub fn line(field: &str, value: &str) -> Result<String, ApiError> {
     validate::line(value).map_err(|m| ApiError::invalid(field, format!("{field} {m}")))

@@ -14,7 +14,9 @@ use suanli_store::ops::{new_id, OrgRow};
 use crate::auth::{new_secret, secret_sha256, Caller};
 use crate::error::ApiError;
 use crate::extract::{ApiJson, BodylessHash, IdPath, IdempotencyKey};
-use crate::routes::{line, name, slug, zone, DEFAULT_TOKEN_LIFETIME_MS, MAX_TOKEN_LIFETIME_MS};
+use crate::routes::{
+    email, id, name, slug, zone, DEFAULT_TOKEN_LIFETIME_MS, MAX_TOKEN_LIFETIME_MS,
+};
 use crate::{now_ms, wire, AppState, WriteOptions};
 
 /// Liveness and the store in use. No token needed.
@@ -86,8 +88,8 @@ pub async fn create_org(
         ));
     }
     let admin_name = name("admin_name", req.admin_name.as_deref().unwrap_or("admin"))?;
-    if let Some(email) = &req.admin_email {
-        req.admin_email = Some(line("admin_email", email)?);
+    if let Some(address) = &req.admin_email {
+        req.admin_email = Some(email("admin_email", address)?);
     }
     let now = now_ms();
     let secret = new_secret();
@@ -227,8 +229,8 @@ pub async fn create_member(
     caller.require_admin()?;
     let mut req = body.value;
     req.name = name("name", &req.name)?;
-    if let Some(email) = &req.email {
-        req.email = Some(line("email", email)?);
+    if let Some(address) = &req.email {
+        req.email = Some(email("email", address)?);
     }
     let org = caller.org.id.clone();
     let now = now_ms();
@@ -291,6 +293,9 @@ pub async fn create_token(
             ))
         }
     };
+    if let Some(m) = &req.member_id {
+        id("member_id", m)?;
+    }
     let org = caller.org.id.clone();
     let member = req
         .member_id

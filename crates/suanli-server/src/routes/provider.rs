@@ -222,6 +222,7 @@ pub async fn create_offer(
             "valid_until is more than ten years away",
         ));
     }
+    crate::routes::id("pool_id", &req.pool_id)?;
     let offer = NewOffer {
         org_id: caller.org.id.clone(),
         pool_id: req.pool_id.clone(),

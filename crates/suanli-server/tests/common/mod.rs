@@ -62,7 +62,10 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut ServerConfig)) -> App {
     let router = suanli_server::router(state.clone());
     tokio::spawn(async move { axum::serve(listener, router).await });
     let base = format!("http://{addr}");
-    let operator_token = boot.token_secret.clone().expect("a fresh store's operator token");
+    let operator_token = boot
+        .token_secret
+        .clone()
+        .expect("a fresh store's operator token");
     let operator = Client::new(base.clone(), boot.token_secret);
     App {
         base,
@@ -108,7 +111,8 @@ impl App {
                 &org.id,
                 &DepositRequest {
                     amount_micros: yuan * 1_000_000,
-                    external_ref: "bank".into(),
+                    // A payment is recorded once per reference: each deposit has its own.
+                    external_ref: suanli_store::ops::new_id("bank"),
                 },
                 None,
             )
