@@ -78,6 +78,8 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut ServerConfig)) -> App {
 pub struct Org {
     pub id: String,
     pub client: Client,
+    /// Its admin's token secret (for requests the typed client does not make).
+    pub token: String,
 }
 
 impl App {
@@ -101,7 +103,8 @@ impl App {
             .expect("admit an org");
         Org {
             id: created.org.id,
-            client: Client::new(self.base.clone(), Some(created.token.secret)),
+            client: Client::new(self.base.clone(), Some(created.token.secret.clone())),
+            token: created.token.secret,
         }
     }
 
