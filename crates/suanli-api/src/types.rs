@@ -306,9 +306,12 @@ pub struct Pool {
     pub org_id: String,
     pub name: String,
     pub zone: String,
-    /// Whether a live agent reports this pool. Agents arrive in a later release; until then
-    /// capacity is what the provider registered.
+    /// Whether an agent serving this pool is alive (heard from within the monitor's suspect
+    /// time): its jobs can run now. A pool registered by hand and never served by an agent has
+    /// the capacity the provider registered and bills leases on elapsed time.
     pub agent_connected: bool,
+    /// Agents registered on this pool (alive, suspect or lost).
+    pub agents: u64,
     pub nodes: Vec<Node>,
     pub created_at: String,
 }

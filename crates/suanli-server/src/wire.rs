@@ -66,7 +66,8 @@ pub fn pool(p: &PoolRow) -> api::Pool {
         org_id: p.org_id.clone(),
         name: p.name.clone(),
         zone: p.zone.clone(),
-        agent_connected: false,
+        agent_connected: p.agents_alive > 0,
+        agents: p.agents,
         nodes: p
             .nodes
             .iter()

@@ -157,6 +157,9 @@ pub struct PoolRow {
     pub zone: String,
     pub created_ms: i64,
     pub nodes: Vec<NodeRow>,
+    /// Agents registered on the pool, and how many of them the monitor holds alive.
+    pub agents: u64,
+    pub agents_alive: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -1135,6 +1138,10 @@ impl<'a> Tx<'a> {
         if org_id.is_some_and(|o| o != r.str(1)) {
             return Err(StoreError::NotFound("pool"));
         }
+        let agents = self.b.query(
+            "SELECT state FROM agents WHERE pool_id = $1",
+            &[pool_id.into()],
+        )?;
         Ok(PoolRow {
             id: r.str(0),
             org_id: r.str(1),
@@ -1142,6 +1149,8 @@ impl<'a> Tx<'a> {
             zone: r.str(3),
             created_ms: r.i64(4),
             nodes: self.nodes_of_pool(pool_id)?,
+            agents: agents.len() as u64,
+            agents_alive: agents.iter().filter(|a| a.str(0) == "alive").count() as u64,
         })
     }
 

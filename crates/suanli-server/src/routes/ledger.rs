@@ -32,11 +32,13 @@ fn external_ref(value: &str) -> Result<String, ApiError> {
 }
 
 /// Records money received for an org (operator only): external → the org's available account.
+/// An org's deposits and withdrawals never share an `external_ref` (compared ignoring case): a
+/// second use is refused with 409 `conflict` on `external_ref`.
 #[utoipa::path(post, path = "/api/v1/orgs/{org_id}/deposits", tag = "operator", security(("bearer" = [])),
     params(("org_id" = String, Path), ("Idempotency-Key" = Option<String>, Header, description = "retry key")),
     request_body = DepositRequest,
     responses((status = 201, body = Transfer), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody),
-        (status = 404, body = ErrorBody)))]
+        (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub async fn deposit(
     State(state): State<AppState>,
     caller: Caller,
@@ -80,7 +82,7 @@ pub async fn deposit(
     params(("org_id" = String, Path), ("Idempotency-Key" = Option<String>, Header, description = "retry key")),
     request_body = WithdrawalRequest,
     responses((status = 201, body = Transfer), (status = 400, body = ErrorBody), (status = 402, body = ErrorBody),
-        (status = 404, body = ErrorBody)))]
+        (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub async fn withdraw(
     State(state): State<AppState>,
     caller: Caller,

@@ -416,8 +416,9 @@ async fn end(
         .await
 }
 
-/// Ends a lease now and settles it: elapsed whole seconds at the lease's price are charged,
-/// the provider is paid less the fee, the rest of the hold is released.
+/// Ends a lease now and settles it: its billed unit-milliseconds (units × elapsed milliseconds,
+/// or the metered use its jobs' agent reported) at the lease's price are charged, rounded down
+/// once; the provider is paid less the fee, the rest of the hold is released.
 #[utoipa::path(post, path = "/api/v1/leases/{lease_id}/end", tag = "market", security(("bearer" = [])),
     params(("lease_id" = String, Path), ("Idempotency-Key" = Option<String>, Header, description = "retry key")),
     responses((status = 200, body = Lease), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]

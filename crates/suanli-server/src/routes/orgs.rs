@@ -54,7 +54,8 @@ pub async fn zones(State(state): State<AppState>, _caller: Caller) -> Json<List<
     params(("Idempotency-Key" = Option<String>, Header, description = "retry key")),
     request_body = CreateOrgRequest,
     responses((status = 201, body = CreateOrgResponse), (status = 400, body = ErrorBody),
-        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 422, body = ErrorBody)))]
+        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 409, body = ErrorBody),
+        (status = 422, body = ErrorBody)))]
 pub async fn create_org(
     State(state): State<AppState>,
     caller: Caller,
