@@ -15,7 +15,7 @@ mod common;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use common::{spawn_app_with, App, Org};
+use common::{spawn_app_at, App, Org};
 use ed25519_dalek::{Signer, SigningKey};
 use serde_json::{json, Value};
 use suanli_api::*;
@@ -79,8 +79,8 @@ async fn post(org: &Org, path: &str, body: Value) -> Value {
     v
 }
 
-async fn market() -> Market {
-    let app = spawn_app_with(|c| {
+async fn market(location: suanli_store::Location) -> Market {
+    let app = spawn_app_at(location, |c| {
         // Nothing may change on its own while the hostile requests run.
         c.suspect_after = Duration::from_secs(3_600);
         c.lost_after = Duration::from_secs(7_200);
@@ -797,9 +797,14 @@ async fn snapshot(m: &Market) -> String {
     seen
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_hostile_input_is_refused_by_every_operation_and_changes_nothing() {
-    let m = market().await;
+/// One store's answers to the hostile requests: (operation, what, status, code, field).
+type Answers = Vec<(String, String, u16, String, String)>;
+
+/// Runs every hostile variant of every operation against a fresh market on `location`, checks
+/// that each is refused with a coded 4xx and changes nothing, and that the valid requests then
+/// succeed. Returns the answers.
+async fn hostile_run(location: suanli_store::Location) -> Answers {
+    let m = market(location).await;
     let cases = cases(&m);
     let by_route: BTreeMap<(&str, &str), &Case> = cases.iter().map(|(k, c)| (*k, c)).collect();
     assert_eq!(by_route.len(), cases.len(), "a route has two cases");
@@ -832,7 +837,7 @@ async fn every_hostile_input_is_refused_by_every_operation_and_changes_nothing()
 
     let before = snapshot(&m).await;
     let http = reqwest::Client::new();
-    let mut sent = 0;
+    let mut answers = Answers::new();
     let mut failures = Vec::new();
     for ((_, route), case) in &cases {
         for h in hostile_variants(case) {
@@ -850,30 +855,39 @@ async fn every_hostile_input_is_refused_by_every_operation_and_changes_nothing()
             let response = request.send().await.unwrap();
             let status = response.status().as_u16();
             let text = response.text().await.unwrap();
-            sent += 1;
+            let error: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
             if !(400..500).contains(&status) {
                 failures.push(format!(
                     "{} {route} with {}: {status} {text}",
                     case.method, h.what
                 ));
-            } else {
-                let error: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
-                if error["code"].as_str().is_none() || error["message"].as_str().is_none() {
-                    failures.push(format!(
-                        "{route} with {}: not a coded error: {text}",
-                        h.what
-                    ));
-                }
+            } else if error["code"].as_str().is_none() || error["message"].as_str().is_none() {
+                failures.push(format!(
+                    "{route} with {}: not a coded error: {text}",
+                    h.what
+                ));
             }
+            answers.push((
+                format!("{} {route}", case.method),
+                h.what,
+                status,
+                error["code"].as_str().unwrap_or_default().to_owned(),
+                error["field"].as_str().unwrap_or_default().to_owned(),
+            ));
         }
     }
     assert!(
         failures.is_empty(),
-        "{} of {sent} hostile requests were not refused with a 4xx:\n{}",
+        "{} of {} hostile requests were not refused with a coded 4xx:\n{}",
         failures.len(),
+        answers.len(),
         failures.join("\n")
     );
-    assert!(sent > 500, "only {sent} hostile requests");
+    assert!(
+        answers.len() > 500,
+        "only {} hostile requests",
+        answers.len()
+    );
     let after = snapshot(&m).await;
     assert_eq!(before, after, "a refused request changed the market");
 
@@ -902,6 +916,29 @@ async fn every_hostile_input_is_refused_by_every_operation_and_changes_nothing()
         );
     }
     m.app.ledger_ok().await;
+    answers
+}
+
+/// On SQLite, and on PostgreSQL too when `SUANLI_TEST_DATABASE_URL` names one: then both stores
+/// must give every hostile request the same answer (status, code and field).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_hostile_input_is_refused_by_every_operation_and_changes_nothing() {
+    let on_sqlite = hostile_run(common::sqlite_location()).await;
+    if std::env::var("SUANLI_TEST_DATABASE_URL").is_ok_and(|u| !u.is_empty()) {
+        let on_postgres = hostile_run(common::fresh_location()).await;
+        assert_eq!(on_sqlite.len(), on_postgres.len());
+        let differ: Vec<String> = on_sqlite
+            .iter()
+            .zip(&on_postgres)
+            .filter(|(a, b)| a != b)
+            .map(|(a, b)| format!("SQLite {a:?} / PostgreSQL {b:?}"))
+            .collect();
+        assert!(
+            differ.is_empty(),
+            "the stores answer differently:\n{}",
+            differ.join("\n")
+        );
+    }
 }
 
 /// Reads one HTTP/1.1 response from `stream`: its status, its headers (lower case) and its body.

@@ -876,8 +876,9 @@ async fn random_operations_keep_the_books_and_the_model_in_step() {
                     .submit(move |tx| tx.end_lease(Some(&org), &lid, reason, now))
                     .await
                     .unwrap();
-                let secs = (((now - start) / 1_000) as u64).min(limit);
-                let cost = units * 10_000 * secs;
+                // Units × elapsed milliseconds at 10 micros per unit-millisecond.
+                let ms = ((now - start) as u64).min(limit * 1_000);
+                let cost = units * 10 * ms;
                 assert_eq!(l.cost_micros, Some(cost), "seed {seed} step {step}");
                 available += (hold - cost) as i64;
                 reserved -= units;

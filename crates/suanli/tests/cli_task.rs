@@ -375,7 +375,8 @@ async fn launch_exec_logs_and_cancel_through_the_cli() {
         (lease.state.as_str(), lease.offer_id.as_str()),
         ("ended", metered.id.as_str())
     );
-    assert_eq!(lease.cost_micros, Some(120_000));
+    assert_eq!(lease.cost_micros, Some(3_500));
+    assert_eq!(lease.billed_unit_ms, Some(3_500));
 
     // launch --keep --detach returns once the job is queued; the lease stays.
     let (status, out, err) = run(cli(

@@ -36,12 +36,15 @@ pub fn fresh_location() -> Location {
             let base = url.rsplit_once('/').map(|(b, _)| b).unwrap_or(&url);
             Location::Postgres(format!("{base}/{name}"))
         }
-        _ => {
-            let dir = std::env::temp_dir().join(suanli_store::ops::new_id("suanli-api-test"));
-            std::fs::create_dir_all(&dir).unwrap();
-            Location::Sqlite(dir.join("t.db").to_string_lossy().into_owned())
-        }
+        _ => sqlite_location(),
     }
+}
+
+/// A fresh SQLite database in a temp dir.
+pub fn sqlite_location() -> Location {
+    let dir = std::env::temp_dir().join(suanli_store::ops::new_id("suanli-api-test"));
+    std::fs::create_dir_all(&dir).unwrap();
+    Location::Sqlite(dir.join("t.db").to_string_lossy().into_owned())
 }
 
 pub async fn spawn_app() -> App {
@@ -49,7 +52,11 @@ pub async fn spawn_app() -> App {
 }
 
 pub async fn spawn_app_with(adjust: impl FnOnce(&mut ServerConfig)) -> App {
-    let mut config = ServerConfig::new(fresh_location());
+    spawn_app_at(fresh_location(), adjust).await
+}
+
+pub async fn spawn_app_at(location: Location, adjust: impl FnOnce(&mut ServerConfig)) -> App {
+    let mut config = ServerConfig::new(location);
     config.expiry_interval = std::time::Duration::from_millis(100);
     adjust(&mut config);
     let (state, boot) = suanli_server::start(config)
