@@ -256,6 +256,44 @@ mod tests {
     }
 
     #[test]
+    fn a_name_that_is_not_unique_is_shown_with_its_id() {
+        assert_eq!(shown_name("Tianjin AI", true, "org_1"), "Tianjin AI");
+        assert_eq!(
+            shown_name("Tianjin AI", false, "org_2"),
+            "Tianjin AI (org_2)"
+        );
+    }
+
+    #[test]
+    fn ids_and_emails() {
+        assert!(id("lease_3f9a0c").is_ok());
+        for bad in [
+            "",
+            "a b",
+            "x\u{0}",
+            "\u{202E}x",
+            "\u{200B}",
+            "a/b",
+            &"x".repeat(129),
+        ] {
+            assert!(id(bad).is_err(), "{bad:?}");
+        }
+        assert_eq!(email(" ada@example.com ").as_deref(), Ok("ada@example.com"));
+        for bad in [
+            "",
+            "ada",
+            "@x",
+            "ada@",
+            "a b@x",
+            "a@b@c",
+            "\u{200B}",
+            "a\u{202E}@x",
+        ] {
+            assert!(email(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
     fn keys_see_through_case_width_spacing_and_confusables() {
         let key = name_key("Suanli Operator");
         for same in [

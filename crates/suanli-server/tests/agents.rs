@@ -140,6 +140,13 @@ async fn a_job_runs_is_metered_once_and_settles_its_lease() {
     let agent_id = agent["id"].as_str().unwrap();
     let (lease, job) = lease_and_job(&consumer, &offer, true, false).await;
     assert_eq!(job.state, "queued");
+    // Issue 16: the pool of a live agent says so (it said false while its agent was alive).
+    let pool = provider
+        .client
+        .get_pool(agent["pool_id"].as_str().unwrap())
+        .await
+        .unwrap();
+    assert_eq!((pool.agent_connected, pool.agents), (true, 1));
 
     let a = poll_one(&provider, agent_id).await;
     assert_eq!(
@@ -406,6 +413,16 @@ async fn a_silent_agent_is_lost_its_job_requeued_and_its_old_attempt_fenced() {
     }
     assert_eq!(j["state"], "queued", "{j}");
     assert_eq!(j["attempts"][0]["state"], "lost");
+    let pool = provider
+        .client
+        .get_pool(agent["pool_id"].as_str().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(
+        (pool.agent_connected, pool.agents),
+        (false, 1),
+        "a lost agent's pool is not connected"
+    );
     assert_eq!(j["unit_ms"], 700, "acknowledged usage stays billed");
 
     // The agent comes back: its old attempt is refused and must stop; the job runs again.

@@ -241,24 +241,7 @@ async fn another_orgs_objects_answer_like_missing_ones() {
         .get_lease("lease_0000000000000000")
         .await
         .unwrap_err();
-    let (
-        ClientError::Api {
-            status: s1,
-            body: b1,
-        },
-        ClientError::Api {
-            status: s2,
-            body: b2,
-        },
-    ) = (&foreign, &missing)
-    else {
-        panic!("expected API errors: {foreign:?} {missing:?}");
-    };
-    assert_eq!(
-        (s1, &b1.code, &b1.message, &b1.field),
-        (s2, &b2.code, &b2.message, &b2.field)
-    );
-    assert_eq!(*s1, 404);
+    answered_alike(&foreign, &missing, 404);
     let e = b.client.end_lease(&lease.id, None).await.unwrap_err();
     assert_eq!(e.status(), Some(404));
     assert!(b
@@ -282,6 +265,49 @@ async fn another_orgs_objects_answer_like_missing_ones() {
         .await
         .unwrap_err();
     assert_eq!(e.status(), Some(403));
+    // Issue 16: a job on another org's lease answered 400 "no such lease"; it is a 404, the
+    // same as for a lease that does not exist.
+    let task = CreateJobRequest {
+        task: TaskSpec {
+            run: "echo hi".into(),
+            ..TaskSpec::default()
+        },
+    };
+    let foreign = b
+        .client
+        .create_job(&lease.id, &task, None)
+        .await
+        .unwrap_err();
+    let missing = b
+        .client
+        .create_job("lease_0000000000000000", &task, None)
+        .await
+        .unwrap_err();
+    answered_alike(&foreign, &missing, 404);
+    assert_eq!(code(&foreign), "not_found");
+}
+
+/// Both errors are API answers with `status` and the same code, message and field: another
+/// org's object answers exactly like a missing one.
+fn answered_alike(foreign: &ClientError, missing: &ClientError, status: u16) {
+    let (
+        ClientError::Api {
+            status: s1,
+            body: b1,
+        },
+        ClientError::Api {
+            status: s2,
+            body: b2,
+        },
+    ) = (foreign, missing)
+    else {
+        panic!("expected API errors: {foreign:?} {missing:?}");
+    };
+    assert_eq!(
+        (s1, &b1.code, &b1.message, &b1.field),
+        (s2, &b2.code, &b2.message, &b2.field)
+    );
+    assert_eq!(*s1, status);
 }
 
 #[tokio::test]

@@ -196,383 +196,248 @@ async fn market(location: suanli_store::Location) -> Market {
     }
 }
 
+/// One operation's valid request: `template` is its OpenAPI path; `ids` fill its id parameters
+/// (an output's `{path}` is `out.txt`).
+fn route(
+    method: &'static str,
+    template: &'static str,
+    ids: &[(&'static str, &str)],
+    token: &str,
+    body: Option<Value>,
+    query: Option<&str>,
+) -> ((&'static str, &'static str), Case) {
+    let mut path = template.replace("{path}", "out.txt");
+    for (name, id) in ids {
+        path = path.replace(&format!("{{{name}}}"), id);
+    }
+    let key = if method == "GET" { "get" } else { "post" };
+    let case = Case {
+        method,
+        path,
+        ids: ids.iter().map(|(n, id)| (*n, (*id).to_owned())).collect(),
+        token: token.to_owned(),
+        body,
+        query: query.map(str::to_owned),
+    };
+    ((key, template), case)
+}
+
 /// Every operation's valid request, in the order their controls run (those that end something
 /// last), keyed by (method, OpenAPI path).
 fn cases(m: &Market) -> Vec<((&'static str, &'static str), Case)> {
-    let op = m.app.operator_token.clone();
-    let c = m.consumer.token.clone();
-    let p = m.provider.token.clone();
-    let (agent, attempt, job, lease) = (&m.agent_id, &m.attempt_id, &m.job_id, &m.lease_id);
+    let (op, c, p) = (
+        m.app.operator_token.as_str(),
+        m.consumer.token.as_str(),
+        m.provider.token.as_str(),
+    );
+    let (agent, attempt, job, lease) = (
+        m.agent_id.as_str(),
+        m.attempt_id.as_str(),
+        m.job_id.as_str(),
+        m.lease_id.as_str(),
+    );
     let signed = {
         let message = usage_message(job, attempt, 1, 10, None, None);
         hex(&m.key.sign(message.as_bytes()).to_bytes())
     };
-    let new_key = SigningKey::from_bytes(&[9; 32]);
-    let case = |method, path: String, ids: Vec<(&'static str, String)>, token: &String| Case {
-        method,
-        path,
-        ids,
-        token: token.clone(),
-        body: None,
-        query: None,
+    let new_key = hex(&SigningKey::from_bytes(&[9; 32]).verifying_key().to_bytes());
+    let consumer = [("org_id", m.consumer.id.as_str())];
+    let two = [("agent_id", agent), ("attempt_id", attempt)];
+    let on_job = [("job_id", job)];
+    let get = |template, ids: &[(&'static str, &str)], token| {
+        route("GET", template, ids, token, None, None)
     };
-    let with = |mut c: Case, body: Value| {
-        c.body = Some(body);
-        c
+    let list = |template, token, query| route("GET", template, &[], token, None, Some(query));
+    let post = |template, ids: &[(&'static str, &str)], token, body| {
+        route("POST", template, ids, token, Some(body), None)
     };
-    let query = |mut c: Case, q: &str| {
-        c.query = Some(q.to_owned());
-        c
+    let end = |template, ids: &[(&'static str, &str)], token| {
+        route("POST", template, ids, token, None, None)
     };
-    let att = format!("/api/v1/agents/{agent}/attempts/{attempt}");
-    let two = vec![("agent_id", agent.clone()), ("attempt_id", attempt.clone())];
     vec![
-        (
-            ("post", "/api/v1/orgs"),
-            with(
-                case("POST", "/api/v1/orgs".into(), vec![], &op),
-                json!({"name": "Hostile Test New Org", "kind": "consumer", "consumer_type": "enterprise",
-                "zone": "wuqing-core", "origin_region": "tianjin", "admin_name": "Ada",
-                "admin_email": "ada@example.com"}),
-            ),
+        post(
+            "/api/v1/orgs",
+            &[],
+            op,
+            json!({"name": "Hostile Test New Org", "kind": "consumer",
+            "consumer_type": "enterprise", "zone": "wuqing-core", "origin_region": "tianjin",
+            "admin_name": "Ada", "admin_email": "ada@example.com"}),
         ),
-        (
-            ("get", "/api/v1/orgs"),
-            case("GET", "/api/v1/orgs".into(), vec![], &op),
+        get("/api/v1/orgs", &[], op),
+        get("/api/v1/orgs/{org_id}", &consumer, op),
+        post(
+            "/api/v1/orgs/{org_id}/rename",
+            &[("org_id", m.spare.id.as_str())],
+            op,
+            json!({"name": "Hostile Test Renamed"}),
         ),
-        (
-            ("get", "/api/v1/orgs/{org_id}"),
-            case(
-                "GET",
-                format!("/api/v1/orgs/{}", m.consumer.id),
-                vec![("org_id", m.consumer.id.clone())],
-                &op,
-            ),
+        post(
+            "/api/v1/orgs/{org_id}/deposits",
+            &consumer,
+            op,
+            json!({"amount_micros": 5, "external_ref": "ctl-deposit"}),
         ),
-        (
-            ("post", "/api/v1/orgs/{org_id}/rename"),
-            with(
-                case(
-                    "POST",
-                    format!("/api/v1/orgs/{}/rename", m.spare.id),
-                    vec![("org_id", m.spare.id.clone())],
-                    &op,
-                ),
-                json!({"name": "Hostile Test Renamed"}),
-            ),
+        post(
+            "/api/v1/orgs/{org_id}/withdrawals",
+            &consumer,
+            op,
+            json!({"amount_micros": 5, "external_ref": "ctl-withdrawal", "source": "available"}),
         ),
-        (
-            ("post", "/api/v1/orgs/{org_id}/deposits"),
-            with(
-                case(
-                    "POST",
-                    format!("/api/v1/orgs/{}/deposits", m.consumer.id),
-                    vec![("org_id", m.consumer.id.clone())],
-                    &op,
-                ),
-                json!({"amount_micros": 5, "external_ref": "ctl-deposit"}),
-            ),
+        get("/api/v1/members", &[], c),
+        post(
+            "/api/v1/members",
+            &[],
+            c,
+            json!({"name": "Bo", "email": "bo@example.com", "role": "member"}),
         ),
-        (
-            ("post", "/api/v1/orgs/{org_id}/withdrawals"),
-            with(
-                case(
-                    "POST",
-                    format!("/api/v1/orgs/{}/withdrawals", m.consumer.id),
-                    vec![("org_id", m.consumer.id.clone())],
-                    &op,
-                ),
-                json!({"amount_micros": 5, "external_ref": "ctl-withdrawal", "source": "available"}),
-            ),
+        get("/api/v1/tokens", &[], c),
+        post(
+            "/api/v1/tokens",
+            &[],
+            c,
+            json!({"name": "ci", "expires_in_s": 3600}),
         ),
-        (
-            ("get", "/api/v1/members"),
-            case("GET", "/api/v1/members".into(), vec![], &c),
+        post(
+            "/api/v1/accelerator-models",
+            &[],
+            op,
+            json!({"name": "X9-96G", "vendor": "Test Vendor", "memory_gib": 96}),
         ),
-        (
-            ("post", "/api/v1/members"),
-            with(
-                case("POST", "/api/v1/members".into(), vec![], &c),
-                json!({"name": "Bo", "email": "bo@example.com", "role": "member"}),
-            ),
+        post(
+            "/api/v1/pools",
+            &[],
+            p,
+            json!({"name": "more", "zone": "wuqing-core",
+            "nodes": [{"name": "n-1", "cpus": 4, "memory_mib": 4096}]}),
         ),
-        (
-            ("get", "/api/v1/tokens"),
-            case("GET", "/api/v1/tokens".into(), vec![], &c),
+        get(
+            "/api/v1/pools/{pool_id}",
+            &[("pool_id", m.cpu_pool.as_str())],
+            p,
         ),
-        (
-            ("post", "/api/v1/tokens"),
-            with(
-                case("POST", "/api/v1/tokens".into(), vec![], &c),
-                json!({"name": "ci", "expires_in_s": 3600}),
-            ),
+        post(
+            "/api/v1/offers",
+            &[],
+            p,
+            json!({"pool_id": m.cpu_pool, "class": "general",
+            "memory_mib_per_unit": 512, "price_micros_per_unit_hour": 40_000}),
         ),
-        (
-            ("post", "/api/v1/accelerator-models"),
-            with(
-                case("POST", "/api/v1/accelerator-models".into(), vec![], &op),
-                json!({"name": "X9-96G", "vendor": "Test Vendor", "memory_gib": 96}),
-            ),
+        get(
+            "/api/v1/offers/{offer_id}",
+            &[("offer_id", m.gpu_offer.as_str())],
+            c,
         ),
-        (
-            ("post", "/api/v1/pools"),
-            with(
-                case("POST", "/api/v1/pools".into(), vec![], &p),
-                json!({"name": "more", "zone": "wuqing-core",
-                "nodes": [{"name": "n-1", "cpus": 4, "memory_mib": 4096}]}),
-            ),
+        list(
+            "/api/v1/catalog/offers",
+            c,
+            "category=general&zone=wuqing-core&limit=10",
         ),
-        (
-            ("get", "/api/v1/pools/{pool_id}"),
-            case(
-                "GET",
-                format!("/api/v1/pools/{}", m.cpu_pool),
-                vec![("pool_id", m.cpu_pool.clone())],
-                &p,
-            ),
+        post(
+            "/api/v1/quotes",
+            &[],
+            c,
+            json!({"class": "general", "cpus": 1, "zone": "wuqing-core", "duration_limit_s": 60}),
         ),
-        (
-            ("post", "/api/v1/offers"),
-            with(
-                case("POST", "/api/v1/offers".into(), vec![], &p),
-                json!({"pool_id": m.cpu_pool, "class": "general", "memory_mib_per_unit": 512,
-                "price_micros_per_unit_hour": 40_000}),
-            ),
+        post(
+            "/api/v1/leases",
+            &[],
+            c,
+            json!({"offer_id": m.gpu_offer, "units": 1, "duration_limit_s": 60}),
         ),
-        (
-            ("get", "/api/v1/offers/{offer_id}"),
-            case(
-                "GET",
-                format!("/api/v1/offers/{}", m.gpu_offer),
-                vec![("offer_id", m.gpu_offer.clone())],
-                &c,
-            ),
+        list("/api/v1/leases", c, "side=consumer&state=active&limit=10"),
+        get("/api/v1/leases/{lease_id}", &[("lease_id", lease)], c),
+        list("/api/v1/statement", c, "after=0&limit=10"),
+        get("/api/v1/agents", &[], p),
+        post(
+            "/api/v1/agents",
+            &[],
+            p,
+            json!({"name": "agent-2", "zone": "wuqing-core",
+            "public_key_hex": new_key, "backend": "local", "isolation": "bubblewrap",
+            "version": "0.1.0", "nodes": [{"name": "node-2", "cpus": 2, "memory_mib": 2048}]}),
         ),
-        (
-            ("get", "/api/v1/catalog/offers"),
-            query(
-                case("GET", "/api/v1/catalog/offers".into(), vec![], &c),
-                "category=general&zone=wuqing-core&limit=10",
-            ),
+        post(
+            "/api/v1/agents/{agent_id}/heartbeat",
+            &[("agent_id", agent)],
+            p,
+            json!({"running": [attempt]}),
         ),
-        (
-            ("post", "/api/v1/quotes"),
-            with(
-                case("POST", "/api/v1/quotes".into(), vec![], &c),
-                json!({"class": "general", "cpus": 1, "zone": "wuqing-core", "duration_limit_s": 60}),
-            ),
+        post(
+            "/api/v1/agents/{agent_id}/poll",
+            &[("agent_id", agent)],
+            p,
+            json!({"wait_ms": 0, "max": 1}),
         ),
-        (
-            ("post", "/api/v1/leases"),
-            with(
-                case("POST", "/api/v1/leases".into(), vec![], &c),
-                json!({"offer_id": m.gpu_offer, "units": 1, "duration_limit_s": 60}),
-            ),
+        post(
+            "/api/v1/agents/{agent_id}/attempts/{attempt_id}/events",
+            &two,
+            p,
+            json!({"state": "running", "message": "started on node-1", "backend_id": "local-1"}),
         ),
-        (
-            ("get", "/api/v1/leases"),
-            query(
-                case("GET", "/api/v1/leases".into(), vec![], &c),
-                "side=consumer&state=active&limit=10",
-            ),
+        post(
+            "/api/v1/agents/{agent_id}/attempts/{attempt_id}/usage",
+            &two,
+            p,
+            json!({"records": [{"seq": 1, "unit_ms": 10, "signature_hex": signed}]}),
         ),
-        (
-            ("get", "/api/v1/leases/{lease_id}"),
-            case(
-                "GET",
-                format!("/api/v1/leases/{lease}"),
-                vec![("lease_id", lease.clone())],
-                &c,
-            ),
+        post(
+            "/api/v1/agents/{agent_id}/attempts/{attempt_id}/logs",
+            &two,
+            p,
+            json!({"chunks": [{"seq": 1, "stream": "stdout", "data": "hi\n"}]}),
         ),
-        (
-            ("get", "/api/v1/statement"),
-            query(
-                case("GET", "/api/v1/statement".into(), vec![], &c),
-                "after=0&limit=10",
-            ),
+        post(
+            "/api/v1/agents/{agent_id}/attempts/{attempt_id}/outputs",
+            &two,
+            p,
+            json!({"files": [{"path": "out.txt", "content_base64": "aGkK"}]}),
         ),
-        (
-            ("get", "/api/v1/agents"),
-            case("GET", "/api/v1/agents".into(), vec![], &p),
+        route(
+            "GET",
+            "/api/v1/jobs",
+            &[],
+            c,
+            None,
+            Some(&format!("lease_id={lease}&state=running&limit=10")),
         ),
-        (
-            ("post", "/api/v1/agents"),
-            with(
-                case("POST", "/api/v1/agents".into(), vec![], &p),
-                json!({"name": "agent-2", "zone": "wuqing-core",
-                "public_key_hex": hex(&new_key.verifying_key().to_bytes()), "backend": "local",
-                "isolation": "bubblewrap", "version": "0.1.0",
-                "nodes": [{"name": "node-2", "cpus": 2, "memory_mib": 2048}]}),
-            ),
+        get("/api/v1/jobs/{job_id}", &on_job, c),
+        route(
+            "GET",
+            "/api/v1/jobs/{job_id}/logs",
+            &on_job,
+            c,
+            None,
+            Some("after=0&limit=10"),
         ),
-        (
-            ("post", "/api/v1/agents/{agent_id}/heartbeat"),
-            with(
-                case(
-                    "POST",
-                    format!("/api/v1/agents/{agent}/heartbeat"),
-                    vec![("agent_id", agent.clone())],
-                    &p,
-                ),
-                json!({"running": [attempt]}),
-            ),
-        ),
-        (
-            ("post", "/api/v1/agents/{agent_id}/poll"),
-            with(
-                case(
-                    "POST",
-                    format!("/api/v1/agents/{agent}/poll"),
-                    vec![("agent_id", agent.clone())],
-                    &p,
-                ),
-                json!({"wait_ms": 0, "max": 1}),
-            ),
-        ),
-        (
-            (
-                "post",
-                "/api/v1/agents/{agent_id}/attempts/{attempt_id}/events",
-            ),
-            with(
-                case("POST", format!("{att}/events"), two.clone(), &p),
-                json!({"state": "running", "message": "started on node-1", "backend_id": "local-1"}),
-            ),
-        ),
-        (
-            (
-                "post",
-                "/api/v1/agents/{agent_id}/attempts/{attempt_id}/usage",
-            ),
-            with(
-                case("POST", format!("{att}/usage"), two.clone(), &p),
-                json!({"records": [{"seq": 1, "unit_ms": 10, "signature_hex": signed}]}),
-            ),
-        ),
-        (
-            (
-                "post",
-                "/api/v1/agents/{agent_id}/attempts/{attempt_id}/logs",
-            ),
-            with(
-                case("POST", format!("{att}/logs"), two.clone(), &p),
-                json!({"chunks": [{"seq": 1, "stream": "stdout", "data": "hi\n"}]}),
-            ),
-        ),
-        (
-            (
-                "post",
-                "/api/v1/agents/{agent_id}/attempts/{attempt_id}/outputs",
-            ),
-            with(
-                case("POST", format!("{att}/outputs"), two.clone(), &p),
-                json!({"files": [{"path": "out.txt", "content_base64": "aGkK"}]}),
-            ),
-        ),
-        (
-            ("get", "/api/v1/jobs"),
-            query(
-                case("GET", "/api/v1/jobs".into(), vec![], &c),
-                &format!("lease_id={lease}&state=running&limit=10"),
-            ),
-        ),
-        (
-            ("get", "/api/v1/jobs/{job_id}"),
-            case(
-                "GET",
-                format!("/api/v1/jobs/{job}"),
-                vec![("job_id", job.clone())],
-                &c,
-            ),
-        ),
-        (
-            ("get", "/api/v1/jobs/{job_id}/logs"),
-            query(
-                case(
-                    "GET",
-                    format!("/api/v1/jobs/{job}/logs"),
-                    vec![("job_id", job.clone())],
-                    &c,
-                ),
-                "after=0&limit=10",
-            ),
-        ),
-        (
-            ("get", "/api/v1/jobs/{job_id}/outputs"),
-            case(
-                "GET",
-                format!("/api/v1/jobs/{job}/outputs"),
-                vec![("job_id", job.clone())],
-                &c,
-            ),
-        ),
-        (
-            ("get", "/api/v1/jobs/{job_id}/outputs/{path}"),
-            case(
-                "GET",
-                format!("/api/v1/jobs/{job}/outputs/out.txt"),
-                vec![("job_id", job.clone())],
-                &c,
-            ),
-        ),
-        (
-            ("post", "/api/v1/leases/{lease_id}/jobs"),
-            with(
-                case(
-                    "POST",
-                    format!("/api/v1/leases/{lease}/jobs"),
-                    vec![("lease_id", lease.clone())],
-                    &c,
-                ),
-                json!({"task": {"name": "second", "run": "echo again", "env": {"SEED": "1"},
+        get("/api/v1/jobs/{job_id}/outputs", &on_job, c),
+        get("/api/v1/jobs/{job_id}/outputs/{path}", &on_job, c),
+        post(
+            "/api/v1/leases/{lease_id}/jobs",
+            &[("lease_id", lease)],
+            c,
+            json!({"task": {"name": "second", "run": "echo again", "env": {"SEED": "1"},
                 "outputs": ["result.txt"], "time_limit_s": 60}}),
-            ),
         ),
-        (
-            ("post", "/api/v1/jobs/{job_id}/cancel"),
-            case(
-                "POST",
-                format!("/api/v1/jobs/{job}/cancel"),
-                vec![("job_id", job.clone())],
-                &c,
-            ),
+        end("/api/v1/jobs/{job_id}/cancel", &on_job, c),
+        end(
+            "/api/v1/tokens/{token_id}/revoke",
+            &[("token_id", m.token_to_revoke.as_str())],
+            c,
         ),
-        (
-            ("post", "/api/v1/tokens/{token_id}/revoke"),
-            case(
-                "POST",
-                format!("/api/v1/tokens/{}/revoke", m.token_to_revoke),
-                vec![("token_id", m.token_to_revoke.clone())],
-                &c,
-            ),
+        end(
+            "/api/v1/offers/{offer_id}/withdraw",
+            &[("offer_id", m.offer_to_withdraw.as_str())],
+            p,
         ),
-        (
-            ("post", "/api/v1/offers/{offer_id}/withdraw"),
-            case(
-                "POST",
-                format!("/api/v1/offers/{}/withdraw", m.offer_to_withdraw),
-                vec![("offer_id", m.offer_to_withdraw.clone())],
-                &p,
-            ),
+        end(
+            "/api/v1/leases/{lease_id}/end",
+            &[("lease_id", m.lease_to_end.as_str())],
+            c,
         ),
-        (
-            ("post", "/api/v1/leases/{lease_id}/end"),
-            case(
-                "POST",
-                format!("/api/v1/leases/{}/end", m.lease_to_end),
-                vec![("lease_id", m.lease_to_end.clone())],
-                &c,
-            ),
-        ),
-        (
-            ("post", "/api/v1/leases/{lease_id}/cancel"),
-            case(
-                "POST",
-                format!("/api/v1/leases/{}/cancel", m.lease_to_cancel),
-                vec![("lease_id", m.lease_to_cancel.clone())],
-                &c,
-            ),
+        end(
+            "/api/v1/leases/{lease_id}/cancel",
+            &[("lease_id", m.lease_to_cancel.as_str())],
+            c,
         ),
     ]
 }
@@ -744,54 +609,58 @@ fn hostile_variants(case: &Case) -> Vec<Hostile> {
     out
 }
 
+/// Sends a request as `token`; returns its status and body text.
+async fn send(
+    http: &reqwest::Client,
+    base: &str,
+    method: &str,
+    path: &str,
+    token: &str,
+    body: Option<Vec<u8>>,
+) -> (u16, String) {
+    let mut request = http
+        .request(method.parse().unwrap(), format!("{base}{path}"))
+        .bearer_auth(token);
+    if let Some(body) = body {
+        request = request
+            .header("content-type", "application/json")
+            .body(body);
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    (status, response.text().await.unwrap())
+}
+
 /// What the market looks like, through every org's eyes.
 async fn snapshot(m: &Market) -> String {
     let http = reqwest::Client::new();
-    let mut seen = String::new();
+    let (op, c, p) = (&m.app.operator_token, &m.consumer.token, &m.provider.token);
+    let logs = format!("/api/v1/jobs/{}/logs", m.job_id);
+    let outputs = format!("/api/v1/jobs/{}/outputs", m.job_id);
     let reads = [
-        (&m.app.operator_token, "/api/v1/orgs"),
-        (&m.app.operator_token, "/api/v1/ledger/check"),
-        (&m.app.operator_token, "/api/v1/balance"),
-        (&m.app.operator_token, "/api/v1/statement?limit=1000"),
-        (&m.app.operator_token, "/api/v1/accelerator-models"),
-        (&m.consumer.token, "/api/v1/balance"),
-        (&m.consumer.token, "/api/v1/statement?limit=1000"),
-        (&m.consumer.token, "/api/v1/leases?limit=1000"),
-        (&m.consumer.token, "/api/v1/jobs?limit=1000"),
-        (&m.consumer.token, "/api/v1/members"),
-        (&m.consumer.token, "/api/v1/tokens"),
-        (&m.provider.token, "/api/v1/pools"),
-        (&m.provider.token, "/api/v1/offers"),
-        (&m.provider.token, "/api/v1/agents"),
-        (&m.provider.token, "/api/v1/leases?side=provider&limit=1000"),
+        (op, "/api/v1/orgs"),
+        (op, "/api/v1/ledger/check"),
+        (op, "/api/v1/balance"),
+        (op, "/api/v1/statement?limit=1000"),
+        (op, "/api/v1/accelerator-models"),
+        (c, "/api/v1/balance"),
+        (c, "/api/v1/statement?limit=1000"),
+        (c, "/api/v1/leases?limit=1000"),
+        (c, "/api/v1/jobs?limit=1000"),
+        (c, "/api/v1/members"),
+        (c, "/api/v1/tokens"),
+        (c, logs.as_str()),
+        (c, outputs.as_str()),
+        (p, "/api/v1/pools"),
+        (p, "/api/v1/offers"),
+        // The agent's last heartbeat time moves only with accepted requests.
+        (p, "/api/v1/agents"),
+        (p, "/api/v1/leases?side=provider&limit=1000"),
         (&m.spare.token, "/api/v1/me"),
     ];
+    let mut seen = String::new();
     for (token, path) in reads {
-        let text = http
-            .get(format!("{}{path}", m.app.base))
-            .bearer_auth(token)
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        // The agent's last heartbeat time moves only with accepted requests.
-        seen.push_str(&format!("{path}: {text}\n"));
-    }
-    for path in [
-        format!("/api/v1/jobs/{}/logs", m.job_id),
-        format!("/api/v1/jobs/{}/outputs", m.job_id),
-    ] {
-        let text = http
-            .get(format!("{}{path}", m.app.base))
-            .bearer_auth(&m.consumer.token)
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let (_, text) = send(&http, &m.app.base, "GET", path, token, None).await;
         seen.push_str(&format!("{path}: {text}\n"));
     }
     seen
@@ -841,20 +710,15 @@ async fn hostile_run(location: suanli_store::Location) -> Answers {
     let mut failures = Vec::new();
     for ((_, route), case) in &cases {
         for h in hostile_variants(case) {
-            let mut request = http
-                .request(
-                    case.method.parse().unwrap(),
-                    format!("{}{}", m.app.base, h.path),
-                )
-                .bearer_auth(&case.token);
-            if let Some(body) = h.body {
-                request = request
-                    .header("content-type", "application/json")
-                    .body(body);
-            }
-            let response = request.send().await.unwrap();
-            let status = response.status().as_u16();
-            let text = response.text().await.unwrap();
+            let (status, text) = send(
+                &http,
+                &m.app.base,
+                case.method,
+                &h.path,
+                &case.token,
+                h.body,
+            )
+            .await;
             let error: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
             if !(400..500).contains(&status) {
                 failures.push(format!(
@@ -897,18 +761,8 @@ async fn hostile_run(location: suanli_store::Location) -> Answers {
             Some(q) => format!("{}?{q}", case.path),
             None => case.path.clone(),
         };
-        let mut request = http
-            .request(
-                case.method.parse().unwrap(),
-                format!("{}{path}", m.app.base),
-            )
-            .bearer_auth(&case.token);
-        if let Some(body) = &case.body {
-            request = request.json(body);
-        }
-        let response = request.send().await.unwrap();
-        let status = response.status().as_u16();
-        let text = response.text().await.unwrap();
+        let body = case.body.as_ref().map(|b| serde_json::to_vec(b).unwrap());
+        let (status, text) = send(&http, &m.app.base, case.method, &path, &case.token, body).await;
         assert!(
             (200..300).contains(&status),
             "the valid request to {} {route} failed: {status} {text}",

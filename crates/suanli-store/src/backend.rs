@@ -47,6 +47,21 @@ impl From<Option<&str>> for Value {
     }
 }
 
+/// Refuses a text parameter holding NUL, which PostgreSQL cannot store (SQLite would): both
+/// backends answer it alike. The server refuses NUL at its edge; this is the store's own guard.
+pub(crate) fn refuse_nul(params: &[Value]) -> Result<(), StoreError> {
+    let nul = params
+        .iter()
+        .any(|p| matches!(p, Value::Text(Some(t)) if t.as_bytes().contains(&0)));
+    if nul {
+        return Err(StoreError::invalid(
+            "text",
+            "text must not contain the NUL character (U+0000)",
+        ));
+    }
+    Ok(())
+}
+
 /// A result row: columns in select order.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Row(pub Vec<Value>);

@@ -189,12 +189,14 @@ impl Backend for PostgresBackend {
     }
 
     fn execute(&mut self, sql: &str, params: &[Value]) -> Result<u64, StoreError> {
+        crate::backend::refuse_nul(params)?;
         let stmt = self.prepare(sql)?;
         let result = self.client().execute(&stmt, &Self::params(params));
         self.noted(result)
     }
 
     fn query(&mut self, sql: &str, params: &[Value]) -> Result<Vec<Row>, StoreError> {
+        crate::backend::refuse_nul(params)?;
         let stmt = self.prepare(sql)?;
         let result = self.client().query(&stmt, &Self::params(params));
         let rows = self.noted(result)?;

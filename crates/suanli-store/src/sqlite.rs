@@ -465,6 +465,7 @@ impl Backend for SqliteBackend {
 
     fn execute(&mut self, sql: &str, params: &[Value]) -> Result<u64, StoreError> {
         self.check_transaction()?;
+        crate::backend::refuse_nul(params)?;
         let mut stmt = self
             .conn
             .prepare_cached(rewrite(&mut self.rewritten, sql))
@@ -477,6 +478,7 @@ impl Backend for SqliteBackend {
 
     fn query(&mut self, sql: &str, params: &[Value]) -> Result<Vec<Row>, StoreError> {
         self.check_transaction()?;
+        crate::backend::refuse_nul(params)?;
         let mut stmt = self
             .conn
             .prepare_cached(rewrite(&mut self.rewritten, sql))

@@ -428,15 +428,18 @@ async fn withdrawals_cannot_overdraw_and_deposits_need_an_org() {
     assert_books_sound(&m.store);
 }
 
+/// A job that records a deposit or a withdrawal.
+type TransferJob = Box<
+    dyn Fn(&mut suanli_store::Tx<'_>) -> Result<suanli_store::ops::TransferRow, StoreError> + Send,
+>;
+
 /// Issue 16: an operator reconciles bank statements by a payment's external reference, so an
 /// org's deposits and withdrawals never share one (ignoring case); another org may use it, and a
 /// refused request leaves the reference free.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_external_reference_is_recorded_once_per_org() {
     let m = market(5_000_000).await;
-    let submit = |f: Box<dyn Fn(&mut suanli_store::Tx<'_>) -> Result<_, StoreError> + Send>| {
-        m.store.writer().submit(f)
-    };
+    let submit = |f: TransferJob| m.store.writer().submit(f);
     let (c, p) = (m.consumer.clone(), m.provider.clone());
     let org = c.clone();
     // market() deposited with "bank-1".
@@ -480,6 +483,34 @@ async fn an_external_reference_is_recorded_once_per_org() {
         .await
         .unwrap();
     assert_eq!(balance(&m.store, &c, AccountKind::Available), 5_000_000 - 1);
+    assert_books_sound(&m.store);
+}
+
+/// Issue 16: text the store cannot keep on one backend (NUL: PostgreSQL refuses it) is refused
+/// alike on both, as invalid input, before any statement runs: a lookup does not turn into a
+/// store failure on PostgreSQL and a "not found" on SQLite, and nothing is written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nul_in_text_is_refused_alike_on_both_stores() {
+    let m = market(5_000_000).await;
+    let refused = |e: StoreError| {
+        assert!(
+            matches!(&e, StoreError::Invalid { field: "text", .. }),
+            "{e:?}"
+        );
+    };
+    refused(read(&m.store, |tx| tx.get_lease(None, "lease_x\u{0}")).unwrap_err());
+    let org = m.consumer.clone();
+    refused(
+        m.store
+            .writer()
+            .submit(move |tx| tx.deposit(&org, 1, "ref\u{0}", 0))
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(
+        balance(&m.store, &m.consumer, AccountKind::Available),
+        5_000_000
+    );
     assert_books_sound(&m.store);
 }
 
