@@ -431,6 +431,20 @@ impl<S: Send + Sync> FromRequestParts<S> for IdPath {
     }
 }
 
+/// A route's two path parameters, with their names (for errors).
+async fn two_path_params<S: Send + Sync>(
+    parts: &mut Parts,
+    state: &S,
+) -> Result<([String; 2], String, String), ApiError> {
+    let axum::extract::Path((a, b)) =
+        axum::extract::Path::<(String, String)>::from_request_parts(parts, state)
+            .await
+            .map_err(bad_path)?;
+    let names = path_param_names(parts);
+    let name = |i: usize| names.get(i).cloned().unwrap_or_else(|| "id".to_owned());
+    Ok(([name(0), name(1)], a, b))
+}
+
 /// Two ids in a route's path (agent and attempt).
 pub struct TwoIdPath(pub String, pub String);
 
@@ -438,13 +452,8 @@ impl<S: Send + Sync> FromRequestParts<S> for TwoIdPath {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
-        let axum::extract::Path((a, b)) =
-            axum::extract::Path::<(String, String)>::from_request_parts(parts, state)
-                .await
-                .map_err(bad_path)?;
-        let names = path_param_names(parts);
-        let name = |i: usize| names.get(i).map(String::as_str).unwrap_or("id");
-        Ok(TwoIdPath(path_id(name(0), a)?, path_id(name(1), b)?))
+        let ([first, second], a, b) = two_path_params(parts, state).await?;
+        Ok(TwoIdPath(path_id(&first, a)?, path_id(&second, b)?))
     }
 }
 
@@ -456,12 +465,8 @@ impl<S: Send + Sync> FromRequestParts<S> for IdAndFilePath {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
-        let axum::extract::Path((id, path)) =
-            axum::extract::Path::<(String, String)>::from_request_parts(parts, state)
-                .await
-                .map_err(bad_path)?;
-        let names = path_param_names(parts);
-        let id = path_id(names.first().map(String::as_str).unwrap_or("id"), id)?;
+        let ([first, _], id, path) = two_path_params(parts, state).await?;
+        let id = path_id(&first, id)?;
         if path.is_empty() || path.len() > 1024 || path.chars().any(char::is_control) {
             return Err(ApiError::field(
                 ErrorCode::InvalidField,
