@@ -1321,7 +1321,7 @@ fn job_row(job: &api::Job) -> Vec<String> {
 }
 
 const JOB_HEADER: [&str; 9] = [
-    "ID", "NAME", "STATE", "LEASE", "ATTEMPT", "EXIT", "UNIT-S", "STARTED", "ENDED",
+    "ID", "NAME", "STATE", "LEASE", "ATTEMPT", "EXIT", "USE", "STARTED", "ENDED",
 ];
 
 fn print_job(o: &mut Output, job: &api::Job) {
@@ -2001,7 +2001,7 @@ async fn execute(ctx: &Ctx, command: Command, o: &mut Output) -> Result {
                     "UNITS",
                     "PRICE/UNIT-H",
                     "BILLING",
-                    "UNIT-S",
+                    "METERED",
                     "STARTED",
                     "ENDED",
                     "COST",

@@ -666,7 +666,9 @@ fn print_guide(
     println!("  suanli quote --gpus H100-80G:8 --duration 2h     # ranked offers and exclusions");
     println!("  suanli buy OFFER_ID --units 8 --duration 2h      # hold escrow, reserve, lease");
     println!("  suanli leases");
-    println!("  suanli end LEASE_ID                              # settle the elapsed seconds");
+    println!(
+        "  suanli end LEASE_ID                              # settle the time used, rounded once"
+    );
     println!("  suanli balance && suanli statement");
     println!("  suanli --profile ai-center earnings");
     println!(
