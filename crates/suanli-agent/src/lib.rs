@@ -21,6 +21,7 @@ pub mod capacity;
 mod cgroupfs;
 mod error;
 pub mod local;
+pub mod safe_fs;
 pub mod slurm;
 
 pub use error::{Error, Result};

@@ -17,7 +17,7 @@ async fn job_environment_holds_only_what_it_should() {
         spec.env.insert("MODEL".into(), "llama".into());
         spec.env.insert("PATH".into(), "/usr/bin:/bin".into());
         let job = b.start(spec).await.unwrap();
-        let dir = job.job_dir().to_owned();
+        let dir = job.work_dir();
         let (outcome, logs) = finish(job).await;
         assert_eq!(outcome.state, JobState::Succeeded, "{logs:?}");
         assert!(!logs.stdout.contains("secret"), "{}", logs.stdout);

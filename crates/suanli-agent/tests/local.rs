@@ -38,6 +38,7 @@ async fn success_with_output_and_files() {
         let job = b.start(spec).await.unwrap();
         assert!(job.pid() > 1);
         let dir = job.job_dir().to_owned();
+        let work = job.work_dir();
         let (outcome, logs) = finish(job).await;
         assert_eq!(outcome.state, JobState::Succeeded, "{outcome:?} {logs:?}");
         assert_eq!(outcome.exit_code, Some(0));
@@ -46,7 +47,7 @@ async fn success_with_output_and_files() {
             logs.stdout,
             format!(
                 "hello\nfrom the upload\n{user}\n{}\nno newline",
-                dir.display()
+                work.display()
             )
         );
         assert_eq!(logs.stderr, "oops\n");
@@ -58,7 +59,7 @@ async fn success_with_output_and_files() {
         // The last chunk is the outcome; sequence numbers only grow.
         assert_eq!(logs.chunks.last().unwrap().stream, LogStream::System);
         assert!(logs.chunks.windows(2).all(|w| w[0].seq < w[1].seq));
-        // The same output is in the files of the job directory.
+        // The same output is in the files of the attempt directory, outside the job's own.
         assert_eq!(
             std::fs::read_to_string(dir.join("stdout.log")).unwrap(),
             logs.stdout
@@ -67,12 +68,12 @@ async fn success_with_output_and_files() {
             std::fs::read_to_string(dir.join("stderr.log")).unwrap(),
             "oops\n"
         );
-        let mode_bits = std::fs::metadata(dir.join("data/input.txt"))
+        let mode_bits = std::fs::metadata(work.join("data/input.txt"))
             .unwrap()
             .permissions()
             .mode();
         assert_eq!(mode_bits & 0o7777, 0o644);
-        assert!(std::fs::read_to_string(dir.join("exit_code"))
+        assert!(std::fs::read_to_string(dir.join("status/exit_code"))
             .unwrap()
             .starts_with("0\nphase run\n"));
         assert!(outcome.usage.wall_ms > 0);
@@ -120,7 +121,7 @@ async fn non_zero_exit_and_setup_failure() {
 #[tokio::test]
 async fn bad_launches_are_refused() {
     let b = backend("refusals", UseBubblewrap::Never);
-    for path in ["../escape", "/etc/passwd", "a/../../b", "stdout.log"] {
+    for path in ["../escape", "/etc/passwd", "a/../../b"] {
         let mut spec = JobLaunch::new("bad-path", "true");
         spec.files = vec![JobFile {
             path: path.into(),

@@ -737,7 +737,16 @@ async fn supervise(
     if let Ok(last) = forwarder.await {
         note.log_seq = last;
     }
-    report_outcome(&agent, &mut note, &outcome, Some(job.job_dir()), None).await;
+    let work = job.work_dir();
+    let owner = match &agent.backend {
+        Backend::Local(local) => local.job_uid(),
+        Backend::Slurm(_) => unreachable!("Slurm attempts are supervised in agent_slurm"),
+    };
+    let outputs = OutputsAt {
+        dir: &work,
+        owner: Some(owner),
+    };
+    report_outcome(&agent, &mut note, &outcome, Some(outputs), None).await;
 }
 
 /// Tells the exchange how an attempt stands short of its end (`pending`, `running`); retried
@@ -763,21 +772,47 @@ pub(crate) async fn report_state(
     .await
 }
 
-/// Reports how a job ended: its last usage, its outputs (from `job_dir`, when there is one) and
-/// its end state.
+/// Where a job's outputs are: its working directory, and the user its files must belong to (the
+/// job's own; `None` reads any owner's).
+pub(crate) struct OutputsAt<'a> {
+    pub dir: &'a Path,
+    pub owner: Option<u32>,
+}
+
+/// Reports how a job ended: its last usage, its outputs (when there is a directory to collect
+/// them from) and its end state. Outputs the agent refused to read are named in the job's reason.
 pub(crate) async fn report_outcome(
     agent: &Agent,
     note: &mut AttemptNote,
     outcome: &Outcome,
-    job_dir: Option<&Path>,
+    outputs: Option<OutputsAt<'_>>,
     backend_id: Option<String>,
 ) {
     let u = outcome.usage;
     report_usage(agent, note, u.wall_ms, u.cpu_ms, u.peak_memory_mib).await;
     let mut message = outcome.message.clone();
-    if let Some(dir) = job_dir {
-        if let Err(e) = upload_outputs(agent, note, dir).await {
-            message = format!("{message}; outputs not collected: {e}");
+    if let Some(at) = outputs {
+        match upload_outputs(agent, note, &at).await {
+            Ok(refused) if refused.is_empty() => {}
+            Ok(refused) => {
+                let listed: Vec<String> = refused
+                    .iter()
+                    .take(10)
+                    .map(|(path, why)| format!("{path} ({why})"))
+                    .collect();
+                let more = refused.len().saturating_sub(listed.len());
+                message = format!(
+                    "{message}; {} output(s) refused: {}{}",
+                    refused.len(),
+                    listed.join(", "),
+                    if more > 0 {
+                        format!(" and {more} more")
+                    } else {
+                        String::new()
+                    }
+                );
+            }
+            Err(e) => message = format!("{message}; outputs not collected: {e}"),
         }
     }
     let (state, code) = outcome_state(outcome);
@@ -809,48 +844,24 @@ pub(crate) fn start_forwarder(
 /// Most output bytes collected from one job (the exchange keeps at most this much).
 const MAX_OUTPUT_BYTES: u64 = 8 * 1024 * 1024;
 
-/// Collects the task's output paths from the job directory (files, and directories recursively;
-/// symbolic links and anything outside the job directory are skipped) and sends them.
-async fn upload_outputs(agent: &Agent, note: &AttemptNote, job_dir: &Path) -> Result<()> {
+/// Collects the task's output paths from the job's working directory (files, and directories
+/// recursively) and sends them. The agent may be root and the directory is the job's: every file
+/// is opened from a directory descriptor without following a symbolic link at any component,
+/// and only regular files with one link owned by the job's user are read
+/// (`suanli_agent::safe_fs`). Returns what was refused, and why.
+async fn upload_outputs(
+    agent: &Agent,
+    note: &AttemptNote,
+    at: &OutputsAt<'_>,
+) -> Result<Vec<(String, String)>> {
     if note.outputs.is_empty() {
-        return Ok(());
+        return Ok(Vec::new());
     }
-    let root = job_dir.canonicalize().context("job directory")?;
-    let mut files: Vec<(String, Vec<u8>, u32)> = Vec::new();
-    let mut total = 0u64;
-    let mut stack: Vec<PathBuf> = note
-        .outputs
-        .iter()
-        .map(|p| root.join(p.trim_end_matches('/')))
-        .collect();
-    while let Some(path) = stack.pop() {
-        let Ok(meta) = std::fs::symlink_metadata(&path) else {
-            continue;
-        };
-        if meta.file_type().is_symlink() || !path.starts_with(&root) {
-            continue;
-        }
-        if meta.is_dir() {
-            for entry in std::fs::read_dir(&path)?.flatten() {
-                stack.push(entry.path());
-            }
-        } else if meta.is_file() {
-            total += meta.len();
-            if total > MAX_OUTPUT_BYTES || files.len() >= 1_000 {
-                bail!("the outputs are larger than 8 MiB or 1000 files");
-            }
-            let rel = path
-                .strip_prefix(&root)
-                .unwrap_or(&path)
-                .to_string_lossy()
-                .into_owned();
-            #[cfg(unix)]
-            let mode = std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o777;
-            #[cfg(not(unix))]
-            let mode = 0o644;
-            files.push((rel, std::fs::read(&path)?, mode));
-        }
-    }
+    let (dir, owner, paths) = (at.dir.to_owned(), at.owner, note.outputs.clone());
+    let (files, refused) =
+        tokio::task::spawn_blocking(move || collect_outputs(&dir, owner, &paths))
+            .await
+            .context("collecting outputs")??;
     // Batches of at most 4 MiB, under the exchange's body limit once encoded.
     let mut batch: Vec<suanli_api::WorkdirFile> = Vec::new();
     let mut batch_bytes = 0usize;
@@ -876,7 +887,47 @@ async fn upload_outputs(agent: &Agent, note: &AttemptNote, job_dir: &Path) -> Re
             batch_bytes = 0;
         }
     }
-    Ok(())
+    Ok(refused)
+}
+
+/// An output file read for sending: its path in the job's directory, its bytes and its mode.
+type OutputFile = (String, Vec<u8>, u32);
+
+/// Reads the outputs named in `paths` below `dir` (blocking); see [`upload_outputs`].
+fn collect_outputs(
+    dir: &Path,
+    owner: Option<u32>,
+    paths: &[String],
+) -> Result<(Vec<OutputFile>, Vec<(String, String)>)> {
+    use std::io::Read;
+    let root = suanli_agent::safe_fs::open_dir(dir)
+        .with_context(|| format!("opening the job directory {}", dir.display()))?;
+    let (mut files, mut refused) = (Vec::new(), Vec::new());
+    let mut total = 0u64;
+    for p in paths {
+        let rel = Path::new(p.trim_end_matches('/'));
+        let (found, no) = suanli_agent::safe_fs::collect_beneath(&root, rel, owner, 1_000);
+        refused.extend(
+            no.into_iter()
+                .filter(|(_, why)| *why != suanli_agent::safe_fs::Refused::Missing)
+                .map(|(path, why)| (path.to_string_lossy().into_owned(), why.to_string())),
+        );
+        for (path, opened) in found {
+            total += opened.size;
+            if total > MAX_OUTPUT_BYTES || files.len() >= 1_000 {
+                bail!("the outputs are larger than 8 MiB or 1000 files");
+            }
+            let mut data = Vec::with_capacity(opened.size as usize);
+            // Read no more than the size seen: the job may still be growing the file.
+            opened
+                .file
+                .take(opened.size)
+                .read_to_end(&mut data)
+                .with_context(|| format!("reading output {}", path.display()))?;
+            files.push((path.to_string_lossy().into_owned(), data, opened.mode));
+        }
+    }
+    Ok((files, refused))
 }
 
 fn outcome_state(o: &Outcome) -> (&'static str, Option<i32>) {
@@ -1110,8 +1161,15 @@ async fn reattach_all(agent: &Arc<Agent>) {
                 tokio::spawn(supervise(agent.clone(), job, note, stop_rx, true));
             }
             Ok(Some(Reattached::Finished(outcome))) => {
-                let dir = local.job_dir(&note.attempt_id).ok();
-                report_outcome(agent, &mut note, &outcome, dir.as_deref(), None).await;
+                let work = local
+                    .job_dir(&note.attempt_id)
+                    .ok()
+                    .map(|d| suanli_agent::local::work_dir(&d));
+                let outputs = work.as_deref().map(|dir| OutputsAt {
+                    dir,
+                    owner: Some(local.job_uid()),
+                });
+                report_outcome(agent, &mut note, &outcome, outputs, None).await;
             }
             Ok(None) | Err(_) => {
                 finish(

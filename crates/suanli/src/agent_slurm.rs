@@ -20,7 +20,7 @@ use tokio::sync::watch;
 
 use crate::agent::{
     decode_files, finish, forget, is_stale, report_outcome, report_state, report_usage, retry,
-    save_note, saved_log_progress, start_forwarder, Agent, AgentConfig, AttemptNote,
+    save_note, saved_log_progress, start_forwarder, Agent, AgentConfig, AttemptNote, OutputsAt,
 };
 
 /// `[slurm]` of the agent's config.
@@ -586,7 +586,14 @@ async fn conclude(
     {
         let _ = report_running(agent, note, backend_id.clone()).await;
     }
-    report_outcome(agent, note, outcome, Some(job_dir), backend_id).await;
+    // The agent made the work directory and gave it to the job's account: whose files the
+    // outputs must be.
+    let work = suanli_agent::local::work_dir(job_dir);
+    let owner = std::fs::symlink_metadata(&work)
+        .ok()
+        .map(|m| std::os::unix::fs::MetadataExt::uid(&m));
+    let outputs = OutputsAt { dir: &work, owner };
+    report_outcome(agent, note, outcome, Some(outputs), backend_id).await;
 }
 
 /// After an agent restart: follows the attempt's Slurm job again (by the id in its note, else

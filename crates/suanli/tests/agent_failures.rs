@@ -108,6 +108,7 @@ async fn a_restarted_agent_reattaches_to_its_running_job_and_bills_it_once() {
     .await;
     let attempt_id = running.attempts[0].id.clone();
     let job_dir = setup.jobs_dir.join(&attempt_id);
+    let work = job_dir.join("work");
 
     agent_proc.sigkill();
     tokio::time::sleep(Duration::from_millis(1500)).await;
@@ -122,7 +123,7 @@ async fn a_restarted_agent_reattaches_to_its_running_job_and_bills_it_once() {
     let _agent_proc = AgentProcess::start(&setup);
     let back = wait_job(&consumer, &job.id, |j| j.unit_ms > while_away.unit_ms).await;
     assert_eq!(back.state, "running");
-    std::fs::write(job_dir.join("go"), "").unwrap();
+    std::fs::write(work.join("go"), "").unwrap();
     let done = wait_job(&consumer, &job.id, |j| !is_open(j)).await;
     assert_eq!(done.state, "succeeded", "{done:#?}");
     assert_eq!(done.exit_code, Some(0));
@@ -135,7 +136,7 @@ async fn a_restarted_agent_reattaches_to_its_running_job_and_bills_it_once() {
 
     // Not double counted, and not much lost: units × the job's own wall time, within two
     // seconds per unit either way (its start-up, a report cut short by the kill).
-    let wall_ms = job_wall_ms(&job_dir);
+    let wall_ms = job_wall_ms(&work);
     assert!(
         done.unit_ms <= units * (wall_ms + 2_000),
         "{} unit-ms for {wall_ms} ms × {units} units: counted twice",
@@ -206,9 +207,10 @@ async fn output_printed_across_an_agent_restart_reaches_the_consumer() {
         .id
         .clone();
     let job_dir = setup.jobs_dir.join(&attempt_id);
+    let work = job_dir.join("work");
 
     agent_proc.sigkill();
-    std::fs::write(job_dir.join("away"), "").unwrap();
+    std::fs::write(work.join("away"), "").unwrap();
     for _ in 0..300 {
         if std::fs::read_to_string(job_dir.join("stdout.log"))
             .unwrap()
@@ -221,7 +223,7 @@ async fn output_printed_across_an_agent_restart_reaches_the_consumer() {
     let away = consumer.get_job(&job.id).await.unwrap();
     let _agent_proc = AgentProcess::start(&setup);
     wait_job(&consumer, &job.id, |j| j.unit_ms > away.unit_ms).await;
-    std::fs::write(job_dir.join("go"), "").unwrap();
+    std::fs::write(work.join("go"), "").unwrap();
     let done = wait_job(&consumer, &job.id, |j| !is_open(j)).await;
     assert_eq!(done.state, "succeeded", "{done:#?}");
     assert_eq!(done.attempts.len(), 1);
@@ -282,7 +284,7 @@ async fn a_paused_agent_is_lost_and_on_resume_stops_the_orphan_whose_reports_are
     .await;
     assert!(!running.restartable);
     let attempt_id = running.attempts[0].id.clone();
-    let ticks = setup.jobs_dir.join(&attempt_id).join("ticks");
+    let ticks = setup.jobs_dir.join(&attempt_id).join("work/ticks");
 
     agent_proc.signal("STOP");
     let lost = wait_job(&consumer, &job.id, |j| j.state == "lost").await;
@@ -480,6 +482,7 @@ async fn a_job_survives_an_exchange_killed_and_restarted_under_it() {
     .await;
     let attempt_id = running.attempts[0].id.clone();
     let job_dir = setup.jobs_dir.join(&attempt_id);
+    let work = job_dir.join("work");
 
     serve.sigkill();
     tokio::time::sleep(Duration::from_millis(2000)).await;
@@ -492,14 +495,14 @@ async fn a_job_survives_an_exchange_killed_and_restarted_under_it() {
     // The agent reconnects: its usage reports arrive again.
     let back = wait_job(&consumer, &job.id, |j| j.unit_ms > running.unit_ms).await;
     assert_eq!(back.state, "running");
-    std::fs::write(job_dir.join("go"), "").unwrap();
+    std::fs::write(work.join("go"), "").unwrap();
 
     let done = wait_job(&consumer, &job.id, |j| !is_open(j)).await;
     assert_eq!(done.state, "succeeded", "{done:#?}");
     assert_eq!(done.exit_code, Some(0));
     assert_eq!(done.attempts.len(), 1, "dispatched twice: {done:#?}");
     assert_eq!(done.attempts[0].state, "succeeded");
-    let wall_ms = job_wall_ms(&job_dir);
+    let wall_ms = job_wall_ms(&work);
     let expected = units * wall_ms;
     assert!(
         done.unit_ms.abs_diff(expected) <= 2_000 * units,
@@ -546,6 +549,7 @@ async fn usage_pending_when_the_agent_restarts_is_still_billed() {
     .await;
     let attempt_id = running.attempts[0].id.clone();
     let job_dir = setup.jobs_dir.join(&attempt_id);
+    let work = job_dir.join("work");
 
     // The exchange goes down; the agent's next usage report cannot be delivered; then the agent
     // is killed too.
@@ -556,11 +560,11 @@ async fn usage_pending_when_the_agent_restarts_is_still_billed() {
     serve.wait_healthy().await;
     let _agent_proc = AgentProcess::start(&setup);
     wait_job(&consumer, &job.id, |j| j.unit_ms > running.unit_ms).await;
-    std::fs::write(job_dir.join("go"), "").unwrap();
+    std::fs::write(work.join("go"), "").unwrap();
     let done = wait_job(&consumer, &job.id, |j| !is_open(j)).await;
     assert_eq!(done.state, "succeeded", "{done:#?}");
     assert_eq!(done.attempts.len(), 1);
-    let wall_ms = job_wall_ms(&job_dir);
+    let wall_ms = job_wall_ms(&work);
     let expected = units * wall_ms;
     assert!(
         done.unit_ms.abs_diff(expected) <= 2_000 * units,
@@ -642,7 +646,7 @@ async fn a_restartable_job_of_a_lost_agent_runs_again_on_another_agent_of_the_po
 
     // Attempt 2 is billed for its own run on B: units × its milliseconds (+1 s for its
     // start-up).
-    let wall_2 = job_wall_ms(&setup_b.jobs_dir.join(&attempt_2));
+    let wall_2 = job_wall_ms(&setup_b.jobs_dir.join(&attempt_2).join("work"));
     let attempt_2_usage = done.unit_ms - attempt_1_usage;
     assert!(
         attempt_2_usage >= units * wall_2 && attempt_2_usage <= units * (wall_2 + 1_000),

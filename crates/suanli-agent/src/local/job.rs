@@ -303,11 +303,18 @@ pub(crate) fn parse_exit_record(text: &str) -> Option<ExitRecord> {
     })
 }
 
+/// Reads `status/exit_code`, written by the wrapper as the job's user: never through a link.
 async fn read_exit_record(job_dir: &Path) -> Option<ExitRecord> {
-    let text = tokio::fs::read_to_string(job_dir.join("exit_code"))
+    let path = exit_file(job_dir);
+    let text = tokio::task::spawn_blocking(move || crate::safe_fs::read_own_file(&path, 4096))
         .await
+        .ok()?
         .ok()?;
     parse_exit_record(&text)
+}
+
+fn exit_file(job_dir: &Path) -> PathBuf {
+    job_dir.join(super::STATUS_DIR).join("exit_code")
 }
 
 /// Starts the tailers and the supervisor; the handle for the caller.
@@ -519,8 +526,7 @@ pub(crate) async fn finished_while_away(job_dir: &Path, record: &AttemptRecord) 
         Duration::ZERO,
         LogSink::new(mpsc::channel(1).0),
     );
-    let exit_file = job_dir.join("exit_code");
-    let ended_ms = tokio::fs::metadata(&exit_file)
+    let ended_ms = tokio::fs::symlink_metadata(exit_file(job_dir))
         .await
         .ok()
         .and_then(|m| m.modified().ok())
@@ -582,8 +588,14 @@ impl RunningJob {
         &self.shared.attempt_id
     }
 
+    /// The attempt directory: the agent's files (logs, record) and the job's `work` directory.
     pub fn job_dir(&self) -> &Path {
         &self.shared.job_dir
+    }
+
+    /// The job's working directory, where its outputs are.
+    pub fn work_dir(&self) -> PathBuf {
+        super::work_dir(&self.shared.job_dir)
     }
 
     /// The job's output as it comes; the channel ends (`None`) after the job's last chunk, a

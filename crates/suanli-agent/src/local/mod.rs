@@ -35,6 +35,7 @@ use tokio::io::{AsyncSeekExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 
 use crate::error::{Error, IoContext, Result};
+use crate::safe_fs;
 use cgroup::{CgroupSetup, JobCgroup};
 pub(crate) use job::sleep_until_opt;
 pub use job::RunningJob;
@@ -46,15 +47,18 @@ pub const JOB_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/s
 /// Default process limit of a job.
 pub const DEFAULT_PIDS_MAX: u64 = 512;
 
-/// Names in the job directory that belong to the backend; uploaded files may not use them.
-const RESERVED: [&str; 6] = [
-    "attempt.json",
-    "exit_code",
-    ".exit_code.tmp",
-    "stdout.log",
-    "stderr.log",
-    ".tmp",
-];
+/// The job's own directory inside its attempt directory: its working directory and `HOME`, the
+/// only place it may write, and where its outputs are collected from. Everything else in the
+/// attempt directory (the logs, `attempt.json`) is the agent's, out of the job's reach: a job
+/// cannot swap a file the agent opens for a link to another (issue 17).
+pub const WORK_DIR: &str = "work";
+/// Where the wrapper (running as the job's user, outside the sandbox) records how the job ended.
+pub const STATUS_DIR: &str = "status";
+
+/// The job's working directory inside an attempt directory.
+pub fn work_dir(job_dir: &Path) -> PathBuf {
+    job_dir.join(WORK_DIR)
+}
 
 /// Whether jobs run under bubblewrap.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -493,6 +497,14 @@ impl LocalBackend {
     }
 
     /// The job directory of an attempt (whether or not it exists).
+    /// The user jobs run as: whose files a job's outputs must be.
+    pub fn job_uid(&self) -> u32 {
+        self.inner
+            .user
+            .switch
+            .map_or_else(procfs::euid, |(uid, _)| uid)
+    }
+
     pub fn job_dir(&self, attempt_id: &str) -> Result<PathBuf> {
         validate_attempt_id(attempt_id)?;
         Ok(self.inner.root.join(attempt_id))
@@ -567,8 +579,9 @@ impl LocalBackend {
                 },
             ));
         }
+        let work = work_dir(job_dir);
         if let Some(b) = &inner.bwrap {
-            prefix.extend(b.prefix(&inner.root, job_dir, spec.network));
+            prefix.extend(b.prefix(&inner.root, &work, spec.network));
         }
 
         let mut cmd = tokio::process::Command::new("/bin/sh");
@@ -576,13 +589,13 @@ impl LocalBackend {
             .arg(sandbox::WRAPPER)
             .arg(sandbox::WRAPPER_NAME)
             .arg(&spec.attempt_id)
-            .arg(job_dir)
+            .arg(job_dir.join(STATUS_DIR))
             .arg(spec.setup.as_deref().unwrap_or(""))
             .arg(&spec.run)
             .args(&prefix)
             .env_clear()
-            .envs(job_env(spec, job_dir))
-            .current_dir(job_dir)
+            .envs(job_env(spec, &work))
+            .current_dir(&work)
             .stdin(Stdio::piped())
             .stdout(Stdio::from(prepared.stdout_w))
             .stderr(Stdio::from(prepared.stderr_w))
@@ -721,15 +734,11 @@ impl LocalBackend {
             return Ok(Some(Reattached::Running(RunningJob::new(shared, rx))));
         }
 
-        let text = match tokio::fs::read_to_string(job_dir.join("attempt.json")).await {
+        let record_path = job_dir.join("attempt.json");
+        let text = match safe_fs::read_own_file(&record_path, 1024 * 1024) {
             Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => {
-                return Err(Error::Io {
-                    context: format!("reading {}/attempt.json", job_dir.display()),
-                    source: e,
-                })
-            }
+            Err(safe_fs::Refused::Missing) => return Ok(None),
+            Err(e) => return Err(Error::BadRecord(format!("{}: {e}", record_path.display()))),
         };
         let mut record: AttemptRecord = serde_json::from_str(&text)
             .map_err(|e| Error::BadRecord(format!("{}/attempt.json: {e}", job_dir.display())))?;
@@ -797,12 +806,13 @@ impl LocalBackend {
     }
 }
 
-/// Opens a log file for tailing from its current end.
-/// Opens a log file at `offset` (at most its length), or at its end; returns the position.
+/// Opens a log file at `offset` (at most its length), or at its end; returns the position. The
+/// logs are the agent's, in a directory the job cannot write; they are still opened without
+/// following a link, and only as regular files.
 async fn open_at(path: &Path, offset: Option<u64>) -> Result<(tokio::fs::File, u64)> {
-    let mut f = tokio::fs::File::open(path)
-        .await
-        .context(|| format!("opening {}", path.display()))?;
+    let f = safe_fs::open_own_file(path)
+        .map_err(|e| Error::BadRecord(format!("{}: {e}", path.display())))?;
+    let mut f = tokio::fs::File::from_std(f);
     let len = f
         .seek(std::io::SeekFrom::End(0))
         .await
@@ -887,15 +897,6 @@ pub(crate) fn safe_relative(path: &str) -> Result<PathBuf> {
     if out.as_os_str().is_empty() {
         return Err(bad("names no file"));
     }
-    let first = out
-        .components()
-        .next()
-        .map(|c| c.as_os_str().to_string_lossy().into_owned());
-    if let Some(first) = first {
-        if RESERVED.contains(&first.as_str()) {
-            return Err(bad("this name belongs to the backend"));
-        }
-    }
     Ok(out)
 }
 
@@ -925,7 +926,8 @@ pub(crate) fn validate_launch(spec: &JobLaunch) -> Result<()> {
     Ok(())
 }
 
-/// The job's whole environment: the agent's own never leaks into it.
+/// The job's whole environment: the agent's own never leaks into it. `job_dir` is the job's
+/// working directory.
 fn job_env(spec: &JobLaunch, job_dir: &Path) -> BTreeMap<String, OsString> {
     let mut env: BTreeMap<String, OsString> = BTreeMap::new();
     env.insert("PATH".into(), JOB_PATH.into());
@@ -940,7 +942,9 @@ fn job_env(spec: &JobLaunch, job_dir: &Path) -> BTreeMap<String, OsString> {
     env
 }
 
-/// Creates the job directory with the uploaded files, `.tmp` and the log files (blocking).
+/// Creates the attempt directory (blocking): the job's `work` directory with the uploaded files
+/// and `.tmp`, owned by the job's user; `status`, where the wrapper records the exit; and the
+/// log files, which stay the agent's (the job writes them through the descriptors it is given).
 fn prepare_job_dir(
     job_dir: &Path,
     files: &[JobFile],
@@ -959,12 +963,20 @@ fn prepare_job_dir(
         }
     }
     let result = (|| {
-        std::fs::set_permissions(job_dir, std::fs::Permissions::from_mode(0o700))
+        // The job's user passes through to its own directories; it can list or change nothing here.
+        let mode = if owner.is_some() { 0o711 } else { 0o700 };
+        std::fs::set_permissions(job_dir, std::fs::Permissions::from_mode(mode))
             .context(|| format!("chmod {}", job_dir.display()))?;
-        std::fs::create_dir(job_dir.join(".tmp")).context(|| "creating .tmp".into())?;
+        let work = work_dir(job_dir);
+        for dir in [work.clone(), job_dir.join(STATUS_DIR)] {
+            std::fs::create_dir(&dir).context(|| format!("creating {}", dir.display()))?;
+            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))
+                .context(|| format!("chmod {}", dir.display()))?;
+        }
+        std::fs::create_dir(work.join(".tmp")).context(|| "creating .tmp".into())?;
         for f in files {
             let rel = safe_relative(&f.path)?;
-            let dest = job_dir.join(&rel);
+            let dest = work.join(&rel);
             if let Some(parent) = dest.parent() {
                 std::fs::create_dir_all(parent)
                     .context(|| format!("creating the directory of {}", f.path))?;
@@ -981,14 +993,15 @@ fn prepare_job_dir(
                 .context(|| format!("chmod {}", f.path))?;
         }
         if let Some((uid, gid)) = owner {
-            chown_tree(job_dir, uid, gid)?;
+            chown_tree(&work, uid, gid)?;
+            chown_tree(&job_dir.join(STATUS_DIR), uid, gid)?;
         }
         let open_log = |name: &str| -> Result<(std::fs::File, std::fs::File)> {
             let path = job_dir.join(name);
             let w = std::fs::OpenOptions::new()
                 .append(true)
                 .create_new(true)
-                .mode(0o644)
+                .mode(0o600)
                 .open(&path)
                 .context(|| format!("creating {}", path.display()))?;
             let r = std::fs::File::open(&path).context(|| format!("opening {}", path.display()))?;
@@ -1143,16 +1156,7 @@ mod tests {
     fn paths_and_ids_are_checked() {
         assert!(safe_relative("a/b.txt").is_ok());
         assert_eq!(safe_relative("./a//b").unwrap(), PathBuf::from("a/b"));
-        for bad in [
-            "",
-            "/etc/passwd",
-            "../x",
-            "a/../../x",
-            "stdout.log",
-            "exit_code",
-            ".",
-            "a\0b",
-        ] {
+        for bad in ["", "/etc/passwd", "../x", "a/../../x", ".", "a\0b"] {
             assert!(safe_relative(bad).is_err(), "{bad:?}");
         }
         assert!(validate_attempt_id("att-1.2_x").is_ok());

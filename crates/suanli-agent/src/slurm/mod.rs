@@ -199,7 +199,6 @@ struct Inner {
 }
 
 /// Files of a job directory that belong to the backend.
-const RESERVED: [&str; 4] = ["stdout.log", "stderr.log", ".tmp", SCRIPT];
 const SCRIPT: &str = ".suanli-job.sh";
 /// How long one Slurm command may take.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
@@ -384,7 +383,7 @@ impl SlurmBackend {
         let job_dir = self.job_dir(&s.launch.attempt_id);
         let script_text = parse::batch_script(
             &s.launch.attempt_id,
-            &job_dir.to_string_lossy(),
+            &crate::local::work_dir(&job_dir).to_string_lossy(),
             &s.launch.env,
             s.launch.setup.as_deref(),
             &s.launch.run,
@@ -647,8 +646,10 @@ struct CommandOutput {
     stderr: String,
 }
 
-/// Creates the job directory with the uploaded files, the batch script, `.tmp` and the log
-/// files, owned by the job's account (blocking).
+/// Creates the attempt directory (blocking): the job's `work` directory (its working directory,
+/// the uploaded files, `.tmp`) owned by the job's account; the batch script and the two log files
+/// (Slurm opens them as the account) owned by it too, but in a directory that stays the agent's,
+/// so that the job cannot swap one for a link to another file.
 fn prepare_dir(
     job_dir: &Path,
     files: &[crate::local::JobFile],
@@ -656,18 +657,7 @@ fn prepare_dir(
     owner: Option<(u32, u32)>,
 ) -> Result<()> {
     for f in files {
-        let rel = safe_relative(&f.path)?;
-        let first = rel
-            .components()
-            .next()
-            .map(|c| c.as_os_str().to_string_lossy().into_owned())
-            .unwrap_or_default();
-        if RESERVED.contains(&first.as_str()) {
-            return Err(Error::InvalidJob(format!(
-                "file path {:?}: {first} belongs to the backend",
-                f.path
-            )));
-        }
+        safe_relative(&f.path)?;
     }
     match std::fs::create_dir(job_dir) {
         Ok(()) => {}
@@ -681,9 +671,15 @@ fn prepare_dir(
             })
         }
     }
-    std::fs::set_permissions(job_dir, std::fs::Permissions::from_mode(0o700))
+    // The account passes through to its own files; it can list or change nothing here.
+    let mode = if owner.is_some() { 0o711 } else { 0o700 };
+    std::fs::set_permissions(job_dir, std::fs::Permissions::from_mode(mode))
         .context(|| format!("chmod {}", job_dir.display()))?;
-    std::fs::create_dir(job_dir.join(".tmp")).context(|| "creating .tmp".into())?;
+    let work = crate::local::work_dir(job_dir);
+    std::fs::create_dir(&work).context(|| format!("creating {}", work.display()))?;
+    std::fs::set_permissions(&work, std::fs::Permissions::from_mode(0o700))
+        .context(|| format!("chmod {}", work.display()))?;
+    std::fs::create_dir(work.join(".tmp")).context(|| "creating .tmp".into())?;
     let write = |path: &Path, data: &[u8], mode: u32| -> Result<()> {
         if let Some(parent) = path.parent() {
             std::fs::create_dir_all(parent)
@@ -700,17 +696,22 @@ fn prepare_dir(
             .context(|| format!("chmod {}", path.display()))
     };
     for f in files {
-        write(
-            &job_dir.join(safe_relative(&f.path)?),
-            &f.data,
-            f.mode & 0o777,
-        )?;
+        write(&work.join(safe_relative(&f.path)?), &f.data, f.mode & 0o777)?;
     }
-    write(&job_dir.join(SCRIPT), script.as_bytes(), 0o700)?;
-    write(&job_dir.join("stdout.log"), b"", 0o600)?;
-    write(&job_dir.join("stderr.log"), b"", 0o600)?;
+    let own_files = [
+        (job_dir.join(SCRIPT), script.as_bytes(), 0o700),
+        (job_dir.join("stdout.log"), b"".as_slice(), 0o600),
+        (job_dir.join("stderr.log"), b"".as_slice(), 0o600),
+    ];
+    for (path, data, mode) in &own_files {
+        write(path, data, *mode)?;
+    }
     if let Some((uid, gid)) = owner {
-        crate::local::chown_tree(job_dir, uid, gid)?;
+        crate::local::chown_tree(&work, uid, gid)?;
+        for (path, _, _) in &own_files {
+            std::os::unix::fs::lchown(path, Some(uid), Some(gid))
+                .context(|| format!("chown {}", path.display()))?;
+        }
     }
     Ok(())
 }
@@ -815,10 +816,16 @@ async fn follow(
 ) {
     let mut file = loop {
         let finished = *done.borrow_and_update();
-        match tokio::fs::File::open(&path).await {
-            Ok(f) => break f,
-            Err(_) if finished => return,
-            Err(_) => {}
+        // The log is the job's account's file, in the agent's directory: never followed
+        // through a link, only a regular file.
+        match crate::safe_fs::open_own_file(&path) {
+            Ok(f) => break tokio::fs::File::from_std(f),
+            Err(crate::safe_fs::Refused::Missing) if !finished => {}
+            Err(crate::safe_fs::Refused::Missing) => return,
+            Err(why) => {
+                sink.system(format!("{} is not read: {why}", path.display()));
+                return;
+            }
         }
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_millis(200)) => {}

@@ -490,7 +490,7 @@ pub fn sbatch_args(r: &BatchRequest, script: &str) -> Vec<String> {
         format!("--cpus-per-task={}", r.cpus_per_task.max(1)),
         format!("--mem-per-cpu={}M", r.mem_per_cpu_mib.max(1)),
         format!("--time={minutes}"),
-        format!("--chdir={}", r.job_dir),
+        format!("--chdir={}/{}", r.job_dir, crate::local::WORK_DIR),
         format!("--output={}/stdout.log", r.job_dir),
         format!("--error={}/stderr.log", r.job_dir),
         "--no-requeue".to_owned(),
