@@ -177,6 +177,9 @@ pub fn open_beneath(root: &OwnedFd, rel: &Path, owner: Option<u32>) -> Result<Op
     })
 }
 
+/// What [`collect_beneath`] found: the files opened, and what was refused with why.
+pub type Collected = (Vec<(PathBuf, Opened)>, Vec<(PathBuf, Refused)>);
+
 /// Everything found at `rel` below `root`: the file itself, or every file below the directory,
 /// each as [`open_beneath`] would open it. Refused entries are listed with why; at most
 /// `max_files` files are opened.
@@ -185,7 +188,7 @@ pub fn collect_beneath(
     rel: &Path,
     owner: Option<u32>,
     max_files: usize,
-) -> (Vec<(PathBuf, Opened)>, Vec<(PathBuf, Refused)>) {
+) -> Collected {
     let (mut found, mut refused) = (Vec::new(), Vec::new());
     let parts = match components(rel) {
         Ok(p) if !p.is_empty() => p,
