@@ -853,7 +853,7 @@ async fn upload_outputs(
     agent: &Agent,
     note: &AttemptNote,
     at: &OutputsAt<'_>,
-) -> Result<Vec<(String, String)>> {
+) -> Result<Vec<RefusedOutput>> {
     if note.outputs.is_empty() {
         return Ok(Vec::new());
     }
@@ -893,12 +893,15 @@ async fn upload_outputs(
 /// An output file read for sending: its path in the job's directory, its bytes and its mode.
 type OutputFile = (String, Vec<u8>, u32);
 
+/// An output the agent refused to read: its path and why.
+type RefusedOutput = (String, String);
+
 /// Reads the outputs named in `paths` below `dir` (blocking); see [`upload_outputs`].
 fn collect_outputs(
     dir: &Path,
     owner: Option<u32>,
     paths: &[String],
-) -> Result<(Vec<OutputFile>, Vec<(String, String)>)> {
+) -> Result<(Vec<OutputFile>, Vec<RefusedOutput>)> {
     use std::io::Read;
     let root = suanli_agent::safe_fs::open_dir(dir)
         .with_context(|| format!("opening the job directory {}", dir.display()))?;
