@@ -368,7 +368,7 @@ mod tests {
         std::fs::hard_link(dir.join("secret/agent.key"), job.join("out/hard")).unwrap();
         rustix::fs::mknodat(
             rustix::fs::CWD,
-            &job.join("out/fifo"),
+            job.join("out/fifo"),
             FileType::Fifo,
             Mode::from_raw_mode(0o600),
             0,
