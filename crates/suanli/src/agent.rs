@@ -76,6 +76,14 @@ pub struct AgentConfig {
     /// deletes it; 0 keeps them forever.
     #[serde(default = "default_keep_finished")]
     pub keep_finished_jobs_h: u64,
+    /// More paths jobs must not see, besides the agent's own config, token and state: the
+    /// exchange's data directory when it runs on this machine, other services' secrets.
+    #[serde(default)]
+    pub hide: Vec<PathBuf>,
+    /// Paths under `/run` jobs may see after all (every host socket there is hidden from them
+    /// otherwise), e.g. a socket the provider means jobs to use.
+    #[serde(default)]
+    pub expose: Vec<PathBuf>,
 }
 
 fn default_keep_finished() -> u64 {
@@ -116,19 +124,45 @@ impl AgentConfig {
 
     fn token(&self) -> Result<String> {
         match (&self.token_file, &self.token) {
-            (Some(f), _) => Ok(std::fs::read_to_string(f)
-                .with_context(|| format!("read the token file {}", f.display()))?
-                .trim()
-                .to_owned()),
+            (Some(f), _) => {
+                refuse_readable_by_others(f, "the token file")?;
+                Ok(std::fs::read_to_string(f)
+                    .with_context(|| format!("read the token file {}", f.display()))?
+                    .trim()
+                    .to_owned())
+            }
             (None, Some(t)) => Ok(t.clone()),
             (None, None) => bail!("the config names no token_file (or token)"),
         }
     }
 }
 
+/// Refuses a secret (the provider's token, the agent's key) that users other than the agent's can
+/// read: whoever reads it can act as the provider.
+fn refuse_readable_by_others(path: &Path, what: &str) -> Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        if let Ok(m) = std::fs::metadata(path) {
+            let mode = m.permissions().mode();
+            if mode & 0o077 != 0 {
+                bail!(
+                    "{what} {} can be read by other users (mode {:o}); make it the agent's \
+                     alone: chmod 600 {}",
+                    path.display(),
+                    mode & 0o777,
+                    path.display()
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
 /// The agent's signing key, created once and kept in `state_dir/agent.key` (0600).
 fn load_or_create_key(state_dir: &Path) -> Result<SigningKey> {
     let path = state_dir.join("agent.key");
+    refuse_readable_by_others(&path, "the agent's key")?;
     if let Ok(text) = std::fs::read_to_string(&path) {
         let bytes = hex_decode(text.trim()).context("agent.key is not hex")?;
         let bytes: [u8; 32] = bytes
@@ -336,9 +370,11 @@ pub async fn run_with(config: AgentConfig, config_path: PathBuf) -> Result<()> {
                 config.state_dir.join("attempts"),
             ];
             hidden.extend(config.token_file.clone());
+            hidden.extend(config.hide.iter().cloned());
             let options = LocalOptions {
                 use_bubblewrap: config.sandbox,
                 hidden_paths: hidden,
+                exposed_paths: config.expose.clone(),
                 ..LocalOptions::default()
             };
             let jobs_dir = config

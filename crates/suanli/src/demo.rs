@@ -289,10 +289,13 @@ async fn start_local_agent(base: &str, data_dir: &Path, token: &str) -> Result<P
     let text = format!(
         "# The demo's local agent (general center). See docs/PROVIDERS.md.\n\
          server = \"{base}\"\ntoken_file = \"{}\"\nname = \"demo-local\"\nzone = \"wuqing-devzone\"\n\
-         state_dir = \"{}\"\njobs_dir = \"{}\"\n",
+         state_dir = \"{}\"\njobs_dir = \"{}\"\n\
+         # The exchange's data directory (its database, every org's tokens): jobs never see it.\n\
+         hide = [\"{}\"]\n",
         token_file.display(),
         state_dir.display(),
-        jobs_dir.display()
+        jobs_dir.display(),
+        data_dir.canonicalize()?.display()
     );
     spawn_agent(&config_path, text, "local")?;
     Ok(config_path)

@@ -39,6 +39,15 @@ async fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
+    if matches!(
+        cli.command,
+        cli::Command::Serve(_) | cli::Command::Demo(_) | cli::Command::Agent(_)
+    ) {
+        // The exchange's database, its WAL, token files, the agent's key and notes: everything
+        // these processes create is their user's alone, unless they open it up on purpose (a
+        // job's directory, chmodded for the job's user).
+        rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
+    }
     let result = match cli.command {
         cli::Command::Serve(args) => serve::run(args).await,
         cli::Command::Demo(args) => demo::run(args).await,

@@ -42,12 +42,46 @@ pub fn location(data_dir: &Path, database_url: Option<&str>) -> Result<Location>
     match database_url {
         Some(url) => Ok(Location::parse(url)),
         None => {
-            std::fs::create_dir_all(data_dir)
-                .with_context(|| format!("create the data directory {}", data_dir.display()))?;
+            private_dir(data_dir, "data directory")?;
             let path = data_dir.join("suanli.db");
             Ok(Location::Sqlite(path.to_string_lossy().into_owned()))
         }
     }
+}
+
+/// Creates `dir` (and its parents) readable by this user only, or checks that an existing one is:
+/// the exchange's database holds every org's tasks, logs and token hashes, and a job on an agent
+/// of the same machine running as another user must not read it. An existing directory that
+/// others can read is refused, with the command that fixes it.
+pub fn private_dir(dir: &Path, what: &str) -> Result<()> {
+    if !dir.exists() {
+        let mut builder = std::fs::DirBuilder::new();
+        builder.recursive(true);
+        #[cfg(unix)]
+        std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+        builder
+            .create(dir)
+            .with_context(|| format!("create the {what} {}", dir.display()))?;
+        return Ok(());
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(dir)
+            .with_context(|| format!("stat the {what} {}", dir.display()))?
+            .permissions()
+            .mode();
+        if mode & 0o077 != 0 {
+            bail!(
+                "the {what} {} can be read by other users (mode {:o}); it holds secrets and every \
+                 org's data. Make it private: chmod -R go-rwx {}",
+                dir.display(),
+                mode & 0o777,
+                dir.display()
+            );
+        }
+    }
+    Ok(())
 }
 
 /// Writes a secret to a file only its owner can read.

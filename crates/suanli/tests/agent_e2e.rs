@@ -31,7 +31,7 @@ fn start_agent(dir: &Path, base: &str, token: &str, name: &str) -> AgentProcess 
     let state = dir.join(format!("agent-{name}"));
     std::fs::create_dir_all(&state).unwrap();
     let token_file = dir.join(format!("{name}.token"));
-    std::fs::write(&token_file, token).unwrap();
+    common::write_private(&token_file, token);
     let config = dir.join(format!("{name}.toml"));
     std::fs::write(
         &config,

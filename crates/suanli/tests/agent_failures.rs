@@ -436,8 +436,8 @@ async fn a_paused_agent_is_not_seen_alive_through_its_pending_long_poll() {
 async fn serve_exchange(
     dir: &Path,
 ) -> (ServeProcess, std::path::PathBuf, u16, suanli_client::Client) {
+    // The exchange makes its data directory itself (0700).
     let data_dir = dir.join("exchange");
-    std::fs::create_dir_all(&data_dir).unwrap();
     let port = free_port();
     let serve = ServeProcess::start(&data_dir, port);
     serve.wait_healthy().await;

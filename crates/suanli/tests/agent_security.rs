@@ -145,3 +145,147 @@ async fn swapped_log_files_ship_nothing_but_the_jobs_output_after_a_restart() {
     }
     assert!(out.contains("before") && out.contains("after"), "{out:?}");
 }
+
+/// Starts the real agent from `setup`, as `uid` when given (the test runs as root).
+fn start_agent_as(setup: &common::AgentSetup, uid: Option<u32>) -> std::process::Child {
+    use std::os::unix::process::CommandExt;
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_suanli"));
+    cmd.args(["agent", "--config"])
+        .arg(&setup.config)
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::inherit());
+    if let Some(uid) = uid {
+        cmd.uid(uid).gid(uid);
+    }
+    cmd.spawn().expect("start suanli agent")
+}
+
+/// Issue 17: the exchange's data directory (its database holds every org's tasks, logs and token
+/// hashes) and the host's sockets (munge: a job could submit to the local Slurm unbilled; D-Bus)
+/// are hidden from jobs by the sandbox, whatever user the agent runs as. As an unprivileged user
+/// the agent runs jobs as itself, where file permissions protect nothing: only the sandbox does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_see_neither_the_exchanges_data_nor_host_sockets() {
+    use std::os::unix::fs::{chown, PermissionsExt};
+    if rustix_is_root() {
+        for agent_uid in [None, Some(65534u32)] {
+            let dir = Scratch::new("suanli-sec-hide");
+            let x = exchange(dir.path(), |_| {}).await;
+            let (_, provider, token) =
+                admit(&x.operator, &x.base, "Local compute", OrgKind::Provider).await;
+            let setup = agent_setup(dir.path(), &x.base, &token, "node-h", None);
+            // A data directory like the demo's: the agent's user owns it, 0700.
+            let data = dir.path().join("exchange-data");
+            std::fs::create_dir(&data).unwrap();
+            std::fs::write(data.join("suanli.db"), "SECRET-DB").unwrap();
+            let mut config = std::fs::read_to_string(&setup.config).unwrap();
+            config.push_str(&format!(
+                "sandbox = \"always\"\nhide = [\"{}\"]\n",
+                data.display()
+            ));
+            std::fs::write(&setup.config, config).unwrap();
+            if let Some(uid) = agent_uid {
+                std::fs::create_dir(&setup.jobs_dir).unwrap();
+                for p in [
+                    &setup.jobs_dir,
+                    &data,
+                    &data.join("suanli.db"),
+                    &setup.state_dir,
+                    &dir.path().join("node-h.token"),
+                    &setup.config,
+                ] {
+                    chown(p, Some(uid), Some(uid)).unwrap();
+                }
+            }
+            for p in [&data, &setup.state_dir] {
+                std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o700)).unwrap();
+            }
+            let mut agent_proc = start_agent_as(&setup, agent_uid);
+            let agent = wait_for_agents(&provider, 1).await.remove(0);
+            assert!(
+                agent.isolation.contains("bubblewrap"),
+                "the sandbox is in force: {}",
+                agent.isolation
+            );
+            let offer = offer(&provider, &agent.pool_id).await;
+            let (consumer, lease) =
+                consumer_with_lease(&x.operator, &x.base, &offer.id, 1, false).await;
+            let run = format!(
+                "cat {db} 2>/dev/null; ls {data} 2>/dev/null | grep -q suanli && echo DB-LISTED; \
+                 for s in /run/munge/munge.socket.2 /run/dbus/system_bus_socket; do \
+                   test -S $s && echo SOCKET-$s; done; \
+                 find /run -type s 2>/dev/null | sed 's/^/FOUND-/'; echo checked",
+                db = data.join("suanli.db").display(),
+                data = data.display()
+            );
+            let job = consumer
+                .create_job(&lease.id, &task(&run), None)
+                .await
+                .unwrap();
+            let done = wait_job(&consumer, &job.id, |j| {
+                !matches!(j.state.as_str(), "queued" | "dispatched" | "running")
+            })
+            .await;
+            let (out, _, _) = all_logs(&consumer, &job.id).await;
+            assert_eq!(done.state, "succeeded", "{done:#?} {out}");
+            assert!(out.contains("checked"), "{out}");
+            for leak in ["SECRET-DB", "DB-LISTED", "SOCKET-", "FOUND-"] {
+                assert!(
+                    !out.contains(leak),
+                    "agent as {agent_uid:?}: a job saw {leak}: {out}"
+                );
+            }
+            let _ = agent_proc.kill();
+            let _ = agent_proc.wait();
+        }
+    }
+}
+
+fn rustix_is_root() -> bool {
+    std::fs::metadata("/proc/self")
+        .map(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0)
+        .unwrap_or(false)
+}
+
+/// Issue 17: `suanli.db` and its WAL were created 0644 in a 0755 directory, so a job on the
+/// demo's own agent read the whole database. The data directory is 0700 and every file in it
+/// 0600; the exchange refuses to start on a data directory others can read, and says how to fix it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_exchanges_files_are_its_own_and_an_open_data_directory_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = Scratch::new("suanli-sec-files");
+    let data = dir.path().join("data");
+    let port = common::free_port();
+    let serve = common::ServeProcess::start(&data, port);
+    serve.wait_healthy().await;
+    let mode = |p: &std::path::Path| {
+        std::fs::metadata(p)
+            .unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+            .permissions()
+            .mode()
+            & 0o777
+    };
+    assert_eq!(mode(&data), 0o700);
+    for f in ["suanli.db", "suanli.db-wal", "operator.token"] {
+        assert_eq!(mode(&data.join(f)), 0o600, "{f}");
+    }
+    drop(serve);
+
+    let open = dir.path().join("open");
+    std::fs::create_dir(&open).unwrap();
+    std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_suanli"))
+        .args(["serve", "--data-dir"])
+        .arg(&open)
+        .args(["--port", &common::free_port().to_string()])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("can be read by other users") && err.contains("chmod -R go-rwx"),
+        "{err}"
+    );
+    assert!(!open.join("suanli.db").exists(), "nothing was created");
+}

@@ -126,6 +126,8 @@ async fn acknowledged_writes_survive_sigkill() {
     let dir: PathBuf = std::env::temp_dir().join(format!("suanli-crash-{seed}"));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
+    // The exchange refuses a data directory other users can read.
+    std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
     let port = free_port();
     let mut server = start_server(&dir, port);
     let base = server.base.clone();

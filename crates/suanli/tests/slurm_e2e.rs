@@ -53,7 +53,7 @@ fn slurm_agent(dir: &Path, base: &str, token: &str, partitions: &str) -> AgentSe
     std::fs::create_dir_all(&state_dir).unwrap();
     std::fs::create_dir_all(jobs_dir.parent().unwrap()).unwrap();
     let token_file = dir.join("hpc.token");
-    std::fs::write(&token_file, token).unwrap();
+    common::write_private(&token_file, token);
     let config = dir.join("hpc.toml");
     let text = format!(
         r#"server = "{base}"

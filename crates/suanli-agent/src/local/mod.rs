@@ -107,6 +107,10 @@ pub struct LocalOptions {
     /// bubblewrap only file permissions protect them (keep them `0700`/`0600`; as root, jobs
     /// run as `nobody` for that reason).
     pub hidden_paths: Vec<PathBuf>,
+    /// Host paths under `/run` (hidden from jobs with every host socket in it: D-Bus, munge,
+    /// container runtimes) that jobs may see after all, read-only (a socket the provider means
+    /// them to use).
+    pub exposed_paths: Vec<PathBuf>,
     /// Time between SIGTERM and SIGKILL when a job is cancelled or runs out of time.
     pub kill_grace: Duration,
     /// Capacity of each job's log channel, in chunks.
@@ -122,6 +126,7 @@ impl Default for LocalOptions {
             use_cgroups: UseCgroups::Auto,
             run_as: RunAs::Auto,
             hidden_paths: Vec::new(),
+            exposed_paths: Vec::new(),
             kill_grace: Duration::from_secs(5),
             log_channel_capacity: 1024,
             bwrap_path: None,
@@ -439,6 +444,7 @@ impl LocalBackend {
                 Ok(()) => Some(Bubblewrap {
                     binary,
                     hidden: options.hidden_paths.clone(),
+                    exposed: options.exposed_paths.clone(),
                     devices: sandbox::accelerator_devices(),
                 }),
                 Err(e) if mode == UseBubblewrap::Always => {

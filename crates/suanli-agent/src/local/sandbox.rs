@@ -98,6 +98,8 @@ pub(crate) struct Bubblewrap {
     pub binary: PathBuf,
     /// Directories get an empty tmpfs over them, files `/dev/null`.
     pub hidden: Vec<PathBuf>,
+    /// Paths under `/run` bound back, read-only, after `/run` is hidden.
+    pub exposed: Vec<PathBuf>,
     /// Accelerator device nodes (`/dev/nvidia*`, `/dev/davinci*`, …) bound into the sandbox.
     pub devices: Vec<PathBuf>,
 }
@@ -153,6 +155,20 @@ impl Bubblewrap {
             ]);
         }
         v.extend(["--tmpfs".into(), root_dir.into()]);
+        // Every host socket: `/run` holds D-Bus, munge (a job could submit to the local Slurm,
+        // unbilled), container runtimes, systemd's; `/tmp`'s (X11) are already a private
+        // tmpfs. The resolver's directory comes back, for DNS where resolv.conf points there.
+        v.extend(["--tmpfs".into(), "/run".into()]);
+        for keep in [Path::new("/run/systemd/resolve")]
+            .into_iter()
+            .chain(self.exposed.iter().map(PathBuf::as_path))
+        {
+            v.extend([
+                "--ro-bind-try".into(),
+                keep.as_os_str().to_owned(),
+                keep.as_os_str().to_owned(),
+            ]);
+        }
         for h in &self.hidden {
             match std::fs::metadata(h) {
                 Ok(m) if m.is_dir() => v.extend(["--tmpfs".into(), h.clone().into()]),
@@ -252,6 +268,7 @@ mod tests {
         let b = Bubblewrap {
             binary: "/usr/bin/bwrap".into(),
             hidden: vec!["/nonexistent-suanli-hidden".into(), "/etc".into()],
+            exposed: vec!["/run/munge".into()],
             devices: vec![],
         };
         let a = strs(&b.prefix(
@@ -263,7 +280,11 @@ mod tests {
         assert!(
             joined.starts_with("/usr/bin/bwrap --ro-bind / / --dev /dev --proc /proc --tmpfs /tmp")
         );
-        assert!(joined.contains("--tmpfs /var/lib/suanli/jobs --tmpfs /etc --bind /var/lib/suanli/jobs/a1 /var/lib/suanli/jobs/a1 --chdir /var/lib/suanli/jobs/a1"));
+        assert!(joined.contains(
+            "--tmpfs /var/lib/suanli/jobs --tmpfs /run --ro-bind-try /run/systemd/resolve \
+             /run/systemd/resolve --ro-bind-try /run/munge /run/munge --tmpfs /etc --bind \
+             /var/lib/suanli/jobs/a1 /var/lib/suanli/jobs/a1 --chdir /var/lib/suanli/jobs/a1"
+        ));
         assert!(!joined.contains("nonexistent"));
         assert!(joined.ends_with("--unshare-all --die-with-parent --new-session --cap-drop ALL --"));
         let net = strs(&b.prefix(Path::new("/r"), Path::new("/r/a"), true)).join(" ");

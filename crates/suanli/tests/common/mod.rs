@@ -147,7 +147,7 @@ pub fn agent_setup_with(
     std::fs::create_dir_all(&state_dir).unwrap();
     let jobs_dir = dir.join(format!("jobs-{name}"));
     let token_file = dir.join(format!("{name}.token"));
-    std::fs::write(&token_file, token).unwrap();
+    write_private(&token_file, token);
     let config = dir.join(format!("{name}.toml"));
     let mut text = format!(
         "server = \"{base}\"\ntoken_file = \"{}\"\nname = \"{name}\"\nzone = \"wuqing-core\"\n\
@@ -165,6 +165,13 @@ pub fn agent_setup_with(
         state_dir,
         jobs_dir,
     }
+}
+
+/// Writes a secret only its owner can read (the agent refuses a token file others can read).
+pub fn write_private(path: &Path, text: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::write(path, text).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
 }
 
 /// The real `suanli agent` binary as a child process (SIGKILLed when dropped).
