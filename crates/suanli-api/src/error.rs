@@ -70,6 +70,7 @@ error_codes! {
     InvalidSignature = ("invalid_signature", 400),
     UsageRefused = ("usage_refused", 422),
     AgentNotConnected = ("agent_not_connected", 409),
+    AgentSuperseded = ("agent_superseded", 409),
     Unavailable = ("unavailable", 503),
     Internal = ("internal", 500),
 }

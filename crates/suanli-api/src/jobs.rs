@@ -193,6 +193,11 @@ pub struct Agent {
     pub lost_after_s: u64,
     /// Usage records of this agent refused for claiming more than time allows (never charged).
     pub usage_refusals: u64,
+    /// Counts the registrations of this agent's identity. The agent sends the one its
+    /// registration answered as `Suanli-Agent-Generation` with every report; a report of an older
+    /// generation (the same agent started twice, or from a copied state directory) is refused
+    /// with 409 `agent_superseded`.
+    pub generation: u64,
     /// Why the last of them was refused.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_usage_refusal: Option<String>,

@@ -20,3 +20,5 @@ pub const API_PREFIX: &str = "/api/v1";
 pub const IDEMPOTENCY_KEY_HEADER: &str = "idempotency-key";
 /// Header carrying the request id, on every response.
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
+/// The registration generation an agent's reports come from (see `Agent::generation`).
+pub const AGENT_GENERATION_HEADER: &str = "suanli-agent-generation";

@@ -124,6 +124,8 @@ pub struct Client {
     base: String,
     token: Option<String>,
     http: reqwest::Client,
+    /// Sent as `Suanli-Agent-Generation` by an agent's client (see [`Client::with_agent_generation`]).
+    agent_generation: Option<u64>,
 }
 
 impl Client {
@@ -152,7 +154,21 @@ impl Client {
         while base.ends_with('/') {
             base.pop();
         }
-        Client { base, token, http }
+        Client {
+            base,
+            token,
+            http,
+            agent_generation: None,
+        }
+    }
+
+    /// The same client, saying with every request which registration of an agent it speaks
+    /// for: the exchange refuses the reports of an older one (`agent_superseded`).
+    pub fn with_agent_generation(&self, generation: u64) -> Client {
+        Client {
+            agent_generation: Some(generation),
+            ..self.clone()
+        }
     }
 
     /// The same exchange, acting with another token.
@@ -161,6 +177,7 @@ impl Client {
             base: self.base.clone(),
             token,
             http: self.http.clone(),
+            agent_generation: self.agent_generation,
         }
     }
 
@@ -187,6 +204,9 @@ impl Client {
         }
         if let Some(key) = idempotency_key {
             builder = builder.header(IDEMPOTENCY_KEY_HEADER, key);
+        }
+        if let Some(g) = self.agent_generation {
+            builder = builder.header(suanli_api::AGENT_GENERATION_HEADER, g);
         }
         match body {
             Some(value) => builder.json(value),

@@ -112,6 +112,7 @@ impl From<StoreError> for ApiError {
             }
             StoreError::Forbidden(m) => ApiError::forbidden(m),
             StoreError::StaleAttempt(_) => ApiError::new(ErrorCode::StaleAttempt, e.to_string()),
+            StoreError::Superseded(m) => ApiError::new(ErrorCode::AgentSuperseded, m),
             StoreError::JobNotActive(_) => ApiError::new(ErrorCode::JobNotActive, e.to_string()),
             StoreError::Overflow => ApiError::new(
                 ErrorCode::Overflow,

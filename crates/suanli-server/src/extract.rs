@@ -376,6 +376,30 @@ impl<S: Send + Sync> FromRequestParts<S> for IdempotencyKey {
     }
 }
 
+/// The optional `Suanli-Agent-Generation` header of an agent's report: a whole number.
+pub struct AgentGeneration(pub Option<u64>);
+
+impl<S: Send + Sync> FromRequestParts<S> for AgentGeneration {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+        let Some(v) = parts.headers.get(suanli_api::AGENT_GENERATION_HEADER) else {
+            return Ok(AgentGeneration(None));
+        };
+        v.to_str()
+            .ok()
+            .and_then(|s| s.parse::<u64>().ok())
+            .map(|g| AgentGeneration(Some(g)))
+            .ok_or_else(|| {
+                ApiError::field(
+                    ErrorCode::InvalidHeader,
+                    suanli_api::AGENT_GENERATION_HEADER,
+                    "the agent generation is the whole number its registration answered",
+                )
+            })
+    }
+}
+
 /// Checks an id taken from a route's path. Ids are made by the exchange (`lease_3f9a…`): ASCII
 /// letters, digits, `_`, `-` and `.`, at most 128 bytes. Anything else (NUL, `/`, spaces, other
 /// scripts) cannot name an object, and is refused here, before any store sees it, so that both

@@ -258,6 +258,7 @@ pub fn agent(a: &suanli_store::jobs::AgentRow, config: &crate::ServerConfig) -> 
         suspect_after_s: config.suspect_after.as_secs(),
         lost_after_s: config.lost_after.as_secs(),
         usage_refusals: a.usage_refusals,
+        generation: a.generation,
         last_usage_refusal: a.last_usage_refusal.clone(),
     }
 }

@@ -131,6 +131,9 @@ pub enum StoreError {
     },
     #[error("{0}")]
     Forbidden(String),
+    /// An agent's report from a registration its identity has since replaced (fencing).
+    #[error("{0}")]
+    Superseded(String),
     /// A report about an attempt that is no longer current (fencing).
     #[error("stale attempt: {0}")]
     StaleAttempt(String),

@@ -28,6 +28,8 @@ pub struct AgentRow {
     pub usage_refusals: u64,
     /// Why the last of them was refused.
     pub last_usage_refusal: Option<String>,
+    /// Counts the agent's registrations: only the latest may report.
+    pub generation: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,6 +43,9 @@ pub struct NewAgent {
     pub version: String,
     pub nodes: Vec<NewNode>,
     pub pool_id: Option<String>,
+    /// The generation of the agent's own earlier registration when it registers again to report
+    /// new capacity (kept); `None` for a start, which begins a new generation.
+    pub renews: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -166,7 +171,7 @@ pub const DISPATCH_GRACE_MS: i64 = 15_000;
 
 const AGENT_COLS: &str =
     "id, org_id, pool_id, name, public_key_hex, backend, isolation, version, state, \
-    registered_ms, last_seen_ms, usage_refusals, last_usage_refusal";
+    registered_ms, last_seen_ms, usage_refusals, last_usage_refusal, generation";
 const JOB_COLS: &str =
     "id, org_id, lease_id, pool_id, name, spec, state, restartable, current_attempt_id, \
     exit_code, reason, time_limit_s, created_ms, started_ms, ended_ms, unit_ms";
@@ -188,6 +193,7 @@ fn agent_row(r: &Row) -> AgentRow {
         last_seen_ms: r.i64(10),
         usage_refusals: r.u64(11),
         last_usage_refusal: r.opt_str(12),
+        generation: r.u64(13),
     }
 }
 
@@ -312,9 +318,20 @@ impl Tx<'_> {
         let id = match existing.first() {
             Some(r) => {
                 let id = r.str(0);
+                let current = agent_row(r).generation;
+                let next = match a.renews {
+                    None => current + 1,
+                    Some(g) if g == current => current,
+                    Some(g) => {
+                        return Err(StoreError::Superseded(format!(
+                            "agent {id} registered again (generation {current}) after this one \
+                             (generation {g}): two agents share its identity; this one must stop"
+                        )))
+                    }
+                };
                 self.b.execute(
                     "UPDATE agents SET name = $2, backend = $3, isolation = $4, version = $5, state = 'alive', \
-                     last_seen_ms = $6 WHERE id = $1",
+                     last_seen_ms = $6, generation = $7 WHERE id = $1",
                     &[
                         (&id).into(),
                         (&a.name).into(),
@@ -322,6 +339,7 @@ impl Tx<'_> {
                         (&a.isolation).into(),
                         (&a.version).into(),
                         now_ms.into(),
+                        Value::from(to_i64(next)?),
                     ],
                 )?;
                 id
@@ -329,7 +347,7 @@ impl Tx<'_> {
             None => {
                 let id = new_id("agent");
                 self.b.execute(
-                    &format!("INSERT INTO agents ({AGENT_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'alive', $9, $9, 0, NULL)"),
+                    &format!("INSERT INTO agents ({AGENT_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'alive', $9, $9, 0, NULL, 1)"),
                     &[
                         (&id).into(),
                         (&a.org_id).into(),
@@ -379,6 +397,29 @@ impl Tx<'_> {
     }
 
     /// Marks an agent seen now: alive again if it was suspect or lost.
+    /// Refuses a report from an agent whose identity registered again since it did itself (the
+    /// same agent started twice, or from a copied state directory): `generation` is what its
+    /// registration answered. `None` (a client that does not say) is not checked.
+    pub fn check_generation(
+        &mut self,
+        org_id: &str,
+        agent_id: &str,
+        generation: Option<u64>,
+    ) -> Result<(), StoreError> {
+        let Some(g) = generation else {
+            return Ok(());
+        };
+        let agent = self.get_agent(Some(org_id), agent_id)?;
+        if agent.generation != g {
+            return Err(StoreError::Superseded(format!(
+                "agent {agent_id} registered again (generation {}) after this one (generation {g}): \
+                 two agents share its identity; this one must stop",
+                agent.generation
+            )));
+        }
+        Ok(())
+    }
+
     pub fn touch_agent(
         &mut self,
         org_id: &str,

@@ -277,6 +277,10 @@ CREATE INDEX jobs_lease_state ON jobs(lease_id, state);
     NAMES_AND_REFERENCES,
     // 9: metered use in unit-milliseconds, and usage refused for outrunning time, see UNIT_MS.
     UNIT_MS,
+    // 10: one live agent per identity: each registration starts a new generation, and the
+    // exchange refuses reports of an older one (an agent started twice, or from a copied state
+    // directory).
+    "ALTER TABLE agents ADD COLUMN generation BIGINT NOT NULL DEFAULT 0;",
 ];
 
 /// Migration 9: metered use is counted in unit-milliseconds end to end (a short job was billed

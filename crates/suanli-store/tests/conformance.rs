@@ -1208,6 +1208,7 @@ async fn a_purchase_sees_its_offer_as_changed_earlier_in_the_same_transaction() 
                     version: "test".into(),
                     nodes: vec![gpu_node()],
                     pool_id: Some(pool_id),
+                    renews: None,
                 },
                 1_000,
             )?;

@@ -302,6 +302,48 @@ pub(crate) struct Agent {
     pub usage_interval: Duration,
     /// Attempts being supervised, with the switch that tells each to stop.
     pub running: Mutex<HashMap<String, watch::Sender<bool>>>,
+    /// Set when the exchange refuses this agent's reports because its identity registered again
+    /// (another agent with the same key and state): this one stops.
+    superseded: std::sync::OnceLock<String>,
+    stop: tokio::sync::Notify,
+    /// The lock on the state directory, held while the agent runs.
+    _state_lock: std::fs::File,
+}
+
+impl Agent {
+    /// Notes `e` when it says this agent was superseded; true then.
+    fn superseded_by(&self, e: &ClientError) -> bool {
+        if e.code() != Some("agent_superseded") {
+            return false;
+        }
+        let _ = self.superseded.set(e.to_string());
+        self.stop.notify_waiters();
+        true
+    }
+}
+
+/// Takes the state directory's lock, so that the same agent is never started twice on one
+/// machine (two agents with one identity would both re-attach to its jobs). A copied state
+/// directory elsewhere is fenced by the exchange instead (see `Agent::generation`).
+fn lock_state_dir(state_dir: &Path) -> Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = state_dir.join("agent.lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o600)
+        .open(&path)
+        .with_context(|| format!("open {}", path.display()))?;
+    match rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+        Ok(()) => Ok(file),
+        Err(rustix::io::Errno::WOULDBLOCK) => bail!(
+            "another agent is already running with the state directory {}: an agent's identity \
+             (its key) may run once; stop the other one first",
+            state_dir.display()
+        ),
+        Err(e) => bail!("lock {}: {e}", path.display()),
+    }
 }
 
 /// Retries a call while the exchange cannot be reached or is unavailable; gives up on a definite
@@ -349,6 +391,7 @@ pub async fn run_with(config: AgentConfig, config_path: PathBuf) -> Result<()> {
             std::fs::Permissions::from_mode(0o700),
         )?;
     }
+    let state_lock = lock_state_dir(&config.state_dir)?;
     let token = config.token()?;
     let key = load_or_create_key(&config.state_dir)?;
     let client = Client::new(config.server.trim_end_matches('/').to_owned(), Some(token));
@@ -421,6 +464,9 @@ pub async fn run_with(config: AgentConfig, config_path: PathBuf) -> Result<()> {
             .await
             .context("publish the partitions' offers")?;
     }
+    // Every report says which registration it comes from: a later one (the same identity started
+    // elsewhere) fences this agent out.
+    let client = client.with_agent_generation(registered.generation);
     let agent = Arc::new(Agent {
         client,
         agent_id: registered.id,
@@ -430,6 +476,9 @@ pub async fn run_with(config: AgentConfig, config_path: PathBuf) -> Result<()> {
         state_dir: config.state_dir.clone(),
         usage_interval: Duration::from_secs(config.usage_interval_s.max(1)),
         running: Mutex::new(HashMap::new()),
+        superseded: std::sync::OnceLock::new(),
+        stop: tokio::sync::Notify::new(),
+        _state_lock: state_lock,
     });
     if let Backend::Slurm(side) = &agent.backend {
         tokio::spawn(crate::agent_slurm::capacity_loop(
@@ -450,6 +499,15 @@ pub async fn run_with(config: AgentConfig, config_path: PathBuf) -> Result<()> {
     let heartbeat_every = Duration::from_secs(agent_heartbeat(&agent).await);
     tokio::spawn(heartbeat_loop(agent.clone(), heartbeat_every));
     poll_loop(agent).await
+}
+
+/// The error an agent stops with once it was superseded.
+fn superseded_error(agent: &Agent) -> anyhow::Error {
+    anyhow::anyhow!(
+        "this agent stops: {}. Another agent registered with the same identity (the same \
+         config started twice, or a copied state directory); its jobs are that agent's now",
+        agent.superseded.get().map_or("superseded", String::as_str)
+    )
 }
 
 /// Every ten minutes, deletes the directories of finished jobs last written more than `keep`
@@ -613,6 +671,7 @@ async fn heartbeat_loop(agent: Arc<Agent>, every: Duration) {
                     }
                 }
             }
+            Err(e) if agent.superseded_by(&e) => return,
             Err(e) => tracing::warn!(error = %e, "heartbeat failed; jobs keep running"),
         }
     }
@@ -621,17 +680,18 @@ async fn heartbeat_loop(agent: Arc<Agent>, every: Duration) {
 async fn poll_loop(agent: Arc<Agent>) -> Result<()> {
     let mut delay = Duration::from_millis(200);
     loop {
-        match agent
-            .client
-            .poll(
-                &agent.agent_id,
-                &PollRequest {
-                    wait_ms: 20_000,
-                    max: Some(16),
-                },
-            )
-            .await
-        {
+        if agent.superseded.get().is_some() {
+            return Err(superseded_error(&agent));
+        }
+        let request = PollRequest {
+            wait_ms: 20_000,
+            max: Some(16),
+        };
+        let polled = tokio::select! {
+            p = agent.client.poll(&agent.agent_id, &request) => p,
+            () = agent.stop.notified() => return Err(superseded_error(&agent)),
+        };
+        match polled {
             Ok(r) => {
                 delay = Duration::from_millis(200);
                 for a in r.assignments {
@@ -644,6 +704,7 @@ async fn poll_loop(agent: Arc<Agent>) -> Result<()> {
                     tokio::spawn(supervise_new(agent.clone(), a, stop_rx));
                 }
             }
+            Err(e) if agent.superseded_by(&e) => return Err(superseded_error(&agent)),
             Err(
                 e @ ClientError::Api {
                     status: 401 | 403 | 404,

@@ -289,3 +289,119 @@ async fn the_exchanges_files_are_its_own_and_an_open_data_directory_is_refused()
     );
     assert!(!open.join("suanli.db").exists(), "nothing was created");
 }
+
+/// Issue 17: starting the same agent config twice, or from a copied state directory, gave two
+/// live agents with one identity, both re-attaching to the running job: the consumer saw its
+/// lines twice. The same state directory is locked (the second start is refused at once); a copy
+/// elsewhere registers a new generation and the exchange fences the first out, which stops with
+/// a clear message. Every line of the job reaches the consumer once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_identity_runs_as_one_agent() {
+    let dir = Scratch::new("suanli-sec-twice");
+    let x = exchange(dir.path(), |c| {
+        c.heartbeat_interval = Duration::from_secs(1);
+    })
+    .await;
+    let (_, provider, token) =
+        admit(&x.operator, &x.base, "Local compute", OrgKind::Provider).await;
+    let setup = agent_setup(dir.path(), &x.base, &token, "node-d", None);
+    let first = std::process::Command::new(env!("CARGO_BIN_EXE_suanli"))
+        .args(["agent", "--config"])
+        .arg(&setup.config)
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let agent = wait_for_agents(&provider, 1).await.remove(0);
+    assert_eq!(agent.generation, 1);
+
+    // The same config again, on this machine: refused at once.
+    let again = std::process::Command::new(env!("CARGO_BIN_EXE_suanli"))
+        .args(["agent", "--config"])
+        .arg(&setup.config)
+        .output()
+        .unwrap();
+    assert!(!again.status.success());
+    let err = String::from_utf8_lossy(&again.stderr);
+    assert!(err.contains("another agent is already running"), "{err}");
+
+    let offer = offer(&provider, &agent.pool_id).await;
+    let (consumer, lease) = consumer_with_lease(&x.operator, &x.base, &offer.id, 1, false).await;
+    let job = consumer
+        .create_job(
+            &lease.id,
+            &task("for i in $(seq 1 30); do echo line-$i; sleep 0.2; done"),
+            None,
+        )
+        .await
+        .unwrap();
+    wait_job(&consumer, &job.id, |j| j.state == "running").await;
+
+    // A copy of the state directory (the same key, the same notes of running attempts) under
+    // another config: a second holder of the identity, on the same jobs. It registers a new
+    // generation; the first is fenced out and stops; the copy follows the job to its end.
+    let copy_state = dir.path().join("agent-copy");
+    copy_dir(&setup.state_dir, &copy_state);
+    let copy_config = dir.path().join("copy.toml");
+    let text = std::fs::read_to_string(&setup.config).unwrap().replace(
+        &setup.state_dir.display().to_string(),
+        &copy_state.display().to_string(),
+    );
+    std::fs::write(&copy_config, text).unwrap();
+    let mut copy = std::process::Command::new(env!("CARGO_BIN_EXE_suanli"))
+        .args(["agent", "--config"])
+        .arg(&copy_config)
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let out = tokio::task::spawn_blocking(move || first.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(!out.status.success(), "the superseded agent stops");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("Another agent registered with the same identity"),
+        "{err}"
+    );
+    let agents = provider.list_agents().await.unwrap().items;
+    assert_eq!(agents.len(), 1, "one identity, one agent");
+    assert!(agents[0].generation >= 2);
+
+    // The job ends (its own process group ran on); each line reached the consumer once.
+    let done = wait_job(&consumer, &job.id, |j| {
+        !matches!(j.state.as_str(), "queued" | "dispatched" | "running")
+    })
+    .await;
+    assert_eq!(done.state, "succeeded", "{done:#?}");
+    let (out, _, _) = all_logs(&consumer, &job.id).await;
+    // Nothing lost; and once the first agent was fenced out only one agent shipped the output.
+    // (A few lines from before the switch may come twice, as after any agent restart: the copy
+    // resumes from the progress its notes had.)
+    for i in 1..=30 {
+        let line = format!("line-{i}\n");
+        let seen = out.matches(&line).count();
+        assert!(seen >= 1, "{line:?} was lost: {out:?}");
+        if i > 20 {
+            assert_eq!(seen, 1, "{line:?} came {seen} times: {out:?}");
+        }
+    }
+    let _ = copy.kill();
+    let _ = copy.wait();
+}
+
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let (src, dst) = (entry.path(), to.join(entry.file_name()));
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&src, &dst);
+        } else if entry.file_name() != "agent.lock" {
+            std::fs::copy(&src, &dst).unwrap();
+        }
+    }
+}

@@ -19,7 +19,7 @@ use suanli_store::jobs::{NewAgent, VerifiedUsage};
 
 use crate::auth::Caller;
 use crate::error::ApiError;
-use crate::extract::{ApiJson, IdPath, IdempotencyKey, TwoIdPath};
+use crate::extract::{AgentGeneration, ApiJson, IdPath, IdempotencyKey, TwoIdPath};
 use crate::routes::provider::{check_models, validate_nodes};
 use crate::routes::{name, slug, text, zone};
 use crate::{now_ms, wire, AppState};
@@ -38,15 +38,18 @@ fn hex_bytes<const N: usize>(field: &str, s: &str) -> Result<[u8; N], ApiError> 
 }
 
 /// Registers an agent of the caller's provider org with the capacity it measured; a known key
-/// re-attaches to its agent and pool.
+/// re-attaches to its agent and pool, as a new generation (an older one's reports are refused
+/// from then on). An agent reporting new capacity sends its own generation and keeps it.
 #[utoipa::path(post, path = "/api/v1/agents", tag = "agents", security(("bearer" = [])),
-    params(("Idempotency-Key" = Option<String>, Header, description = "retry key")),
+    params(("Idempotency-Key" = Option<String>, Header, description = "retry key"),
+        ("Suanli-Agent-Generation" = Option<u64>, Header, description = "the agent's own generation, when it registers again to report new capacity")),
     request_body = RegisterAgentRequest,
     responses((status = 201, body = Agent), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody)))]
 pub async fn register(
     State(state): State<AppState>,
     caller: Caller,
     IdempotencyKey(key): IdempotencyKey,
+    AgentGeneration(generation): AgentGeneration,
     body: ApiJson<RegisterAgentRequest>,
 ) -> Result<Response, ApiError> {
     caller.require_kind(&[OrgKind::Provider], "running agents")?;
@@ -81,6 +84,7 @@ pub async fn register(
         version: req.version,
         nodes,
         pool_id: req.pool_id,
+        renews: generation,
     };
     let now = now_ms();
     let config = state.config.clone();
@@ -117,13 +121,14 @@ pub async fn list_agents(
 
 /// A heartbeat: the attempts the agent runs; the answer names those it must stop.
 #[utoipa::path(post, path = "/api/v1/agents/{agent_id}/heartbeat", tag = "agents", security(("bearer" = [])),
-    params(("agent_id" = String, Path)), request_body = HeartbeatRequest,
+    params(("agent_id" = String, Path), ("Suanli-Agent-Generation" = Option<u64>, Header, description = "the generation this agent's registration answered; reports of an older one are refused")), request_body = HeartbeatRequest,
     responses((status = 200, body = HeartbeatResponse), (status = 404, body = ErrorBody)))]
 pub async fn heartbeat(
     State(state): State<AppState>,
     caller: Caller,
     IdempotencyKey(key): IdempotencyKey,
     IdPath(agent_id): IdPath,
+    AgentGeneration(generation): AgentGeneration,
     body: ApiJson<HeartbeatRequest>,
 ) -> Result<Response, ApiError> {
     let running = body.value.running;
@@ -143,6 +148,7 @@ pub async fn heartbeat(
             body.request_sha256,
             StatusCode::OK,
             move |tx| {
+                tx.check_generation(&org, &agent_id, generation)?;
                 let (agent, stop) = tx.heartbeat(&org, &agent_id, &running, now)?;
                 Ok(HeartbeatResponse {
                     stop,
@@ -155,12 +161,13 @@ pub async fn heartbeat(
 
 /// Long-polls for work: returns as soon as jobs are queued on the agent's pool, or after `wait_ms`.
 #[utoipa::path(post, path = "/api/v1/agents/{agent_id}/poll", tag = "agents", security(("bearer" = [])),
-    params(("agent_id" = String, Path)), request_body = PollRequest,
+    params(("agent_id" = String, Path), ("Suanli-Agent-Generation" = Option<u64>, Header, description = "the generation this agent's registration answered; reports of an older one are refused")), request_body = PollRequest,
     responses((status = 200, body = PollResponse), (status = 404, body = ErrorBody)))]
 pub async fn poll(
     State(state): State<AppState>,
     caller: Caller,
     IdPath(agent_id): IdPath,
+    AgentGeneration(generation): AgentGeneration,
     body: ApiJson<PollRequest>,
 ) -> Result<Json<PollResponse>, ApiError> {
     let wait = Duration::from_millis(body.value.wait_ms.min(30_000));
@@ -175,7 +182,10 @@ pub async fn poll(
         let dispatched = state
             .store
             .writer()
-            .submit(move |tx| tx.dispatch(&org, &agent, max, now, first))
+            .submit(move |tx| {
+                tx.check_generation(&org, &agent, generation)?;
+                tx.dispatch(&org, &agent, max, now, first)
+            })
             .await
             .map_err(ApiError::from)?;
         if !dispatched.is_empty() || tokio::time::Instant::now() >= deadline {
@@ -217,7 +227,7 @@ pub async fn poll(
 
 /// An attempt's state: pending in its backend's queue (with the reason), running, or how it ended.
 #[utoipa::path(post, path = "/api/v1/agents/{agent_id}/attempts/{attempt_id}/events", tag = "agents",
-    security(("bearer" = [])), params(("agent_id" = String, Path), ("attempt_id" = String, Path)),
+    security(("bearer" = [])), params(("agent_id" = String, Path), ("attempt_id" = String, Path), ("Suanli-Agent-Generation" = Option<u64>, Header, description = "the generation this agent's registration answered; reports of an older one are refused")),
     request_body = AttemptEvent,
     responses((status = 200, body = suanli_api::Job), (status = 409, body = ErrorBody)))]
 pub async fn event(
@@ -225,6 +235,7 @@ pub async fn event(
     caller: Caller,
     IdempotencyKey(key): IdempotencyKey,
     TwoIdPath(agent_id, attempt_id): TwoIdPath,
+    AgentGeneration(generation): AgentGeneration,
     body: ApiJson<AttemptEvent>,
 ) -> Result<Response, ApiError> {
     let mut ev = body.value;
@@ -257,6 +268,7 @@ pub async fn event(
             body.request_sha256,
             StatusCode::OK,
             move |tx| {
+                tx.check_generation(&org, &agent_id, generation)?;
                 let job = tx.attempt_event(
                     &org,
                     &agent_id,
@@ -284,7 +296,7 @@ pub async fn event(
 /// with 422 `usage_refused`, never charged, and counted against the agent for the operator to
 /// see; the batch's other records are counted.
 #[utoipa::path(post, path = "/api/v1/agents/{agent_id}/attempts/{attempt_id}/usage", tag = "agents",
-    security(("bearer" = [])), params(("agent_id" = String, Path), ("attempt_id" = String, Path)),
+    security(("bearer" = [])), params(("agent_id" = String, Path), ("attempt_id" = String, Path), ("Suanli-Agent-Generation" = Option<u64>, Header, description = "the generation this agent's registration answered; reports of an older one are refused")),
     request_body = UsageBatch,
     responses((status = 200, body = UsageAck), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody),
         (status = 422, body = ErrorBody)))]
@@ -292,6 +304,7 @@ pub async fn usage(
     State(state): State<AppState>,
     caller: Caller,
     TwoIdPath(agent_id, attempt_id): TwoIdPath,
+    AgentGeneration(generation): AgentGeneration,
     body: ApiJson<UsageBatch>,
 ) -> Result<Json<UsageAck>, ApiError> {
     let records = body.value.records;
@@ -352,7 +365,10 @@ pub async fn usage(
     let outcome = state
         .store
         .writer()
-        .submit(move |tx| tx.record_usage(&org, &agent_id, &attempt_id, &verified, now))
+        .submit(move |tx| {
+            tx.check_generation(&org, &agent_id, generation)?;
+            tx.record_usage(&org, &agent_id, &attempt_id, &verified, now)
+        })
         .await
         .map_err(ApiError::from)?;
     state
@@ -395,13 +411,14 @@ pub async fn usage(
 
 /// Output of an attempt.
 #[utoipa::path(post, path = "/api/v1/agents/{agent_id}/attempts/{attempt_id}/logs", tag = "agents",
-    security(("bearer" = [])), params(("agent_id" = String, Path), ("attempt_id" = String, Path)),
+    security(("bearer" = [])), params(("agent_id" = String, Path), ("attempt_id" = String, Path), ("Suanli-Agent-Generation" = Option<u64>, Header, description = "the generation this agent's registration answered; reports of an older one are refused")),
     request_body = LogBatch,
     responses((status = 200, description = "stored"), (status = 409, body = ErrorBody)))]
 pub async fn logs(
     State(state): State<AppState>,
     caller: Caller,
     TwoIdPath(agent_id, attempt_id): TwoIdPath,
+    AgentGeneration(generation): AgentGeneration,
     body: ApiJson<LogBatch>,
 ) -> Result<Response, ApiError> {
     let chunks = body.value.chunks;
@@ -426,7 +443,10 @@ pub async fn logs(
     let stored = state
         .store
         .writer()
-        .submit(move |tx| tx.append_logs(&org, &agent_id, &attempt_id, &rows, now))
+        .submit(move |tx| {
+            tx.check_generation(&org, &agent_id, generation)?;
+            tx.append_logs(&org, &agent_id, &attempt_id, &rows, now)
+        })
         .await
         .map_err(ApiError::from)?;
     state.logs.notify_waiters();
@@ -441,13 +461,14 @@ pub const MAX_OUTPUT_BYTES_PER_JOB: u64 = 8 * 1024 * 1024;
 /// Output files of an attempt, collected by the agent when the job ended (before it reports the
 /// end). Kept with the job, readable by the job's org only.
 #[utoipa::path(post, path = "/api/v1/agents/{agent_id}/attempts/{attempt_id}/outputs", tag = "agents",
-    security(("bearer" = [])), params(("agent_id" = String, Path), ("attempt_id" = String, Path)),
+    security(("bearer" = [])), params(("agent_id" = String, Path), ("attempt_id" = String, Path), ("Suanli-Agent-Generation" = Option<u64>, Header, description = "the generation this agent's registration answered; reports of an older one are refused")),
     request_body = suanli_api::OutputBatch,
     responses((status = 200, description = "stored"), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub async fn outputs(
     State(state): State<AppState>,
     caller: Caller,
     TwoIdPath(agent_id, attempt_id): TwoIdPath,
+    AgentGeneration(generation): AgentGeneration,
     body: ApiJson<suanli_api::OutputBatch>,
 ) -> Result<Response, ApiError> {
     use base64::Engine;
@@ -474,6 +495,7 @@ pub async fn outputs(
         .store
         .writer()
         .submit(move |tx| {
+            tx.check_generation(&org, &agent_id, generation)?;
             tx.put_outputs(
                 &org,
                 &agent_id,
