@@ -405,3 +405,61 @@ fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
         }
     }
 }
+
+/// Issue 17: with its agent killed, a job with a 15 s limit ran 37 s and was billed 38 unit-s.
+/// The job's own watchdog (started by its wrapper, outside the sandbox, not the agent) stops it at
+/// its limit whether or not an agent is there; when the agent returns it reports the job
+/// `timed_out`, billed no more than its limit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_stops_at_its_time_limit_while_its_agent_is_gone() {
+    let dir = Scratch::new("suanli-sec-deadline");
+    let x = exchange(dir.path(), |c| {
+        c.heartbeat_interval = Duration::from_secs(1);
+        c.suspect_after = Duration::from_secs(30);
+        c.lost_after = Duration::from_secs(120);
+    })
+    .await;
+    let (_, provider, token) =
+        admit(&x.operator, &x.base, "Local compute", OrgKind::Provider).await;
+    let setup = agent_setup(dir.path(), &x.base, &token, "node-t", None);
+    let mut agent_proc = AgentProcess::start(&setup);
+    let agent = wait_for_agents(&provider, 1).await.remove(0);
+    let offer = offer(&provider, &agent.pool_id).await;
+    let (consumer, lease) = consumer_with_lease(&x.operator, &x.base, &offer.id, 1, false).await;
+    let mut spec = task("trap '' TERM; echo started; sleep 120; echo never");
+    spec.task.time_limit_s = Some(3);
+    let job = consumer.create_job(&lease.id, &spec, None).await.unwrap();
+    let running = wait_job(&consumer, &job.id, |j| j.state == "running").await;
+    let attempt_id = running.attempts[0].id.clone();
+    agent_proc.sigkill();
+    // No agent: the limit (3 s) passes, then the kill grace (5 s); the job ignores SIGTERM.
+    let mut gone = false;
+    for _ in 0..200 {
+        if common::processes_of(&attempt_id).is_empty() {
+            gone = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    if !gone {
+        for pid in common::processes_of(&attempt_id) {
+            let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            eprintln!("left: {pid} {:?} {stat}", String::from_utf8_lossy(&cmd));
+        }
+    }
+    assert!(gone, "the job ran on past its limit with its agent gone");
+    let _back = AgentProcess::start(&setup);
+    let done = wait_job(&consumer, &job.id, |j| {
+        !matches!(j.state.as_str(), "queued" | "dispatched" | "running")
+    })
+    .await;
+    assert_eq!(done.state, "timed_out", "{done:#?}");
+    assert!(
+        done.unit_ms <= 3_000,
+        "billed {} unit-ms for a 3 s limit",
+        done.unit_ms
+    );
+    let (out, _, _) = all_logs(&consumer, &job.id).await;
+    assert!(!out.contains("never"), "{out:?}");
+}

@@ -274,6 +274,8 @@ enum StopReason {
 pub(crate) struct ExitRecord {
     pub code: i32,
     pub setup_failed: bool,
+    /// The job's own watchdog stopped it at its deadline (phase `timeout`).
+    pub timed_out: bool,
     /// CPU time of the wrapper's children (the shell's `times`), in ms.
     pub children_cpu_ms: Option<u64>,
 }
@@ -299,6 +301,7 @@ pub(crate) fn parse_exit_record(text: &str) -> Option<ExitRecord> {
     Some(ExitRecord {
         code,
         setup_failed: phase == Some("setup") && code != 0,
+        timed_out: phase == Some("timeout"),
         children_cpu_ms,
     })
 }
@@ -464,6 +467,13 @@ fn conclude(
     let setup_failed = record
         .as_ref()
         .is_some_and(|r| r.setup_failed && Some(r.code) == exit_code);
+    // Stopped at its deadline by its own watchdog (while no agent watched, or first).
+    let reason = reason.or_else(|| {
+        record
+            .as_ref()
+            .is_some_and(|r| r.timed_out)
+            .then_some(StopReason::TimedOut)
+    });
     let limit = shared.memory_limit_mib;
     let near_limit = limit > 0 && usage.peak_memory_mib.is_some_and(|p| p * 10 >= limit * 9);
 
@@ -672,9 +682,12 @@ mod tests {
             Some(ExitRecord {
                 code: 3,
                 setup_failed: true,
+                timed_out: false,
                 children_cpu_ms: Some(1310),
             })
         );
+        let watchdog = parse_exit_record("137\nphase timeout\n").unwrap();
+        assert!(watchdog.timed_out && !watchdog.setup_failed);
         let bash = "0\nphase run\n0m0.002s 0m0.000s\n1m2.500s 0m0.000s\n";
         let r = parse_exit_record(bash).unwrap();
         assert_eq!(

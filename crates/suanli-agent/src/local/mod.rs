@@ -590,6 +590,13 @@ impl LocalBackend {
             prefix.extend(b.prefix(&inner.root, &work, spec.network));
         }
 
+        // The job's own deadline, enforced by the wrapper's watchdog even with no agent about;
+        // a second after the agent's own, which acts first while it is there.
+        let deadline_s = if spec.time_limit_s > 0 {
+            (now_ms() + spec.time_limit_s.saturating_mul(1000)).div_ceil(1000) + 1
+        } else {
+            0
+        };
         let mut cmd = tokio::process::Command::new("/bin/sh");
         cmd.arg("-c")
             .arg(sandbox::WRAPPER)
@@ -598,9 +605,13 @@ impl LocalBackend {
             .arg(job_dir.join(STATUS_DIR))
             .arg(spec.setup.as_deref().unwrap_or(""))
             .arg(&spec.run)
+            .arg(deadline_s.to_string())
+            .arg(inner.options.kill_grace.as_secs().max(1).to_string())
             .args(&prefix)
             .env_clear()
             .envs(job_env(spec, &work))
+            // The wrapper's watchdog; unset before anything of the job runs.
+            .env("SUANLI_WATCHDOG", sandbox::WATCHDOG)
             .current_dir(&work)
             .stdin(Stdio::piped())
             .stdout(Stdio::from(prepared.stdout_w))

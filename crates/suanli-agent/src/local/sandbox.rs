@@ -16,25 +16,42 @@ use std::process::{Command, Stdio};
 /// `argv[0]` of the wrapper, used to recognise it after an agent restart.
 pub(crate) const WRAPPER_NAME: &str = "suanli-wrapper";
 
-/// The wrapper script. `$1` attempt id (for recognition), `$2` job dir, `$3` setup (may be
-/// empty), `$4` run, then the prefix. SIGTERM is remembered, not obeyed, so that the wrapper
-/// outlives its command and records its status (its handler is reset in children by `exec`, so
-/// the job itself gets SIGTERM normally). `set -C` makes the status file's creation exclusive:
-/// a job that planted a symlink there makes the write fail instead of redirecting it.
+/// The wrapper script. `$1` attempt id (for recognition), `$2` status dir, `$3` setup (may be
+/// empty), `$4` run, `$5` the deadline (Unix seconds; 0: none), `$6` the kill grace in seconds,
+/// then the prefix. SIGTERM is remembered, not obeyed, so that the wrapper outlives its command
+/// and records its status (its handler is reset in children by `exec`, so the job itself gets
+/// SIGTERM normally). `set -C` makes the status file's creation exclusive: a job that planted a
+/// symlink there makes the write fail instead of redirecting it.
+///
+/// The deadline is the job's own, not the agent's: a watchdog started by the wrapper (see
+/// [`WATCHDOG`]) stops the job at its time limit whether or not an agent is there to do it (an
+/// agent killed or gone for good must not leave a job running past its limit). It lives outside
+/// the sandbox's pid namespace, where the job cannot see it.
 pub(crate) const WRAPPER: &str = r#"trap 'suanli_stop=1' TERM INT HUP
 read -r suanli_go || exit 125
 exec </dev/null
 suanli_dir=$2
 suanli_setup=$3
 suanli_run=$4
-shift 4
+suanli_deadline=$5
+suanli_grace=$6
+shift 6
 suanli_finish() {
+  if [ "$suanli_deadline" -gt 0 ] && [ "$(date +%s)" -ge "$suanli_deadline" ]; then
+    set -- timeout "$2"
+  fi
+  [ -z "$suanli_wd" ] || kill -USR1 "$suanli_wd" 2>/dev/null
   rm -f "$suanli_dir/.exit_code.tmp" 2>/dev/null
   set -C
   { echo "$2"; echo "phase $1"; times; } >"$suanli_dir/.exit_code.tmp" 2>/dev/null &&
     mv -f "$suanli_dir/.exit_code.tmp" "$suanli_dir/exit_code" 2>/dev/null
   exit "$2"
 }
+if [ "$suanli_deadline" -gt 0 ]; then
+  /bin/sh -c "$SUANLI_WATCHDOG" suanli-watchdog $$ "$suanli_deadline" "$suanli_grace" "$suanli_dir" &
+  suanli_wd=$!
+fi
+unset SUANLI_WATCHDOG
 if [ -n "$suanli_setup" ]; then
   "$@" /bin/sh -c "$suanli_setup"
   suanli_code=$?
@@ -43,6 +60,35 @@ if [ -n "$suanli_setup" ]; then
 fi
 "$@" /bin/sh -c "$suanli_run"
 suanli_finish run "$?"
+"#;
+
+/// The watchdog of a job's deadline: `$1` the wrapper's pid (also the job's process group),
+/// `$2` the deadline (Unix seconds), `$3` the grace in seconds, `$4` the status dir. At the
+/// deadline it sends SIGTERM to the job's process group (ignoring it itself), and after the grace
+/// records the job as timed out and SIGKILLs the group, itself included. SIGUSR1 (from the
+/// wrapper, done) ends it at once.
+pub(crate) const WATCHDOG: &str = r#"trap '' TERM INT HUP
+trap 'kill -KILL "$s" 2>/dev/null; exit 0' USR1
+w=$1
+while :; do
+  now=$(date +%s)
+  [ "$now" -lt "$2" ] || break
+  sleep $(( $2 - now > 60 ? 60 : $2 - now )) &
+  s=$!
+  wait "$s"
+  kill -0 "$w" 2>/dev/null || exit 0
+done
+kill -0 "$w" 2>/dev/null || exit 0
+kill -TERM "-$w" 2>/dev/null
+sleep "$3" &
+s=$!
+wait "$s"
+kill -0 "$w" 2>/dev/null || exit 0
+rm -f "$4/.exit_code.tmp" 2>/dev/null
+set -C
+{ echo 137; echo "phase timeout"; } >"$4/.exit_code.tmp" 2>/dev/null &&
+  mv -f "$4/.exit_code.tmp" "$4/exit_code" 2>/dev/null
+kill -KILL "-$w"
 "#;
 
 /// Sets rlimits without `prlimit`: `$1` KiB of address space, `$2` processes, `$3` CPU seconds
