@@ -5,9 +5,9 @@
 #      from the installed binaries on a throwaway cluster;
 #   3. a schemathesis fuzz run over the OpenAPI document against a real demo server (zero 5xx).
 # Needs: cargo, PostgreSQL 15 binaries (/usr/lib/postgresql/15/bin), python3 with venv, bubblewrap
-# (installed here with apt-get when missing), and root for a real single-node Slurm (started by
-# scripts/slurm.sh, which installs its Debian packages when missing): the Slurm backend's tests
-# run real jobs through it and are required to (SUANLI_REQUIRE_SLURM=1).
+# and slirp4netns (installed here with apt-get when missing), and root for a real single-node
+# Slurm (started by scripts/slurm.sh, which installs its Debian packages when missing): the Slurm
+# backend's tests run real jobs through it and are required to (SUANLI_REQUIRE_SLURM=1).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
@@ -28,6 +28,16 @@ fi
 if ! command -v bwrap >/dev/null 2>&1; then
   echo "== installing bubblewrap (the local backend's sandbox; its tests require it)"
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bubblewrap >/dev/null
+fi
+
+if ! command -v slirp4netns >/dev/null 2>&1; then
+  echo "== installing slirp4netns (the network of its own a job asking for one gets)"
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq slirp4netns >/dev/null
+fi
+# slirp4netns opens /dev/net/tun as the job's user; its usual mode is 0666 (some containers
+# create it 0600).
+if [ -c /dev/net/tun ] && [ "$(stat -c %a /dev/net/tun)" != 666 ] && [ "$(id -u)" = 0 ]; then
+  chmod 0666 /dev/net/tun
 fi
 
 echo "== Slurm (single node, for the Slurm backend's tests)"

@@ -300,12 +300,31 @@ fn visit(
 /// Opens a file the agent keeps in a directory of its own (a log, a status file), refusing a
 /// symbolic link or anything but a regular file there.
 pub fn open_own_file(path: &Path) -> Result<File, Refused> {
-    let fd = openat(
-        rustix::fs::CWD,
-        path,
-        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NOCTTY | OFlags::NONBLOCK,
-        Mode::empty(),
-    )
+    open_own(path, OFlags::RDONLY)
+}
+
+/// [`open_own_file`] for reading and writing (a log whose read part the agent frees on disk);
+/// read-only when the agent may not write it (a Slurm job's log, owned by its account, with the
+/// agent not root).
+pub fn open_own_file_rw(path: &Path) -> Result<File, Refused> {
+    open_own(path, OFlags::RDWR)
+}
+
+fn open_own(path: &Path, access: OFlags) -> Result<File, Refused> {
+    let open = |access: OFlags| {
+        openat(
+            rustix::fs::CWD,
+            path,
+            access | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NOCTTY | OFlags::NONBLOCK,
+            Mode::empty(),
+        )
+    };
+    let fd = match open(access) {
+        Err(Errno::ACCESS | Errno::PERM | Errno::ROFS) if access == OFlags::RDWR => {
+            open(OFlags::RDONLY)
+        }
+        other => other,
+    }
     .map_err(refusal)?;
     let st = fstat(&fd).map_err(refusal)?;
     let kind = FileType::from_raw_mode(st.st_mode);

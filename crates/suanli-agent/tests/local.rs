@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use common::*;
 use suanli_agent::local::{
-    CgroupVersion, JobFile, JobLaunch, JobState, LimitMechanism, LocalBackend, LocalOptions,
-    LogStream, Reattached, SandboxKind, UseBubblewrap, UseCgroups, MAX_CHUNK_BYTES,
+    CgroupVersion, JobFile, JobLaunch, JobNetwork, JobState, LimitMechanism, LocalBackend,
+    LocalOptions, LogStream, Reattached, SandboxKind, UseBubblewrap, UseCgroups, MAX_CHUNK_BYTES,
 };
 use suanli_agent::Error;
 
@@ -542,17 +542,41 @@ async fn large_output_is_chunked_and_never_blocks_the_job() {
             ..LocalOptions::default()
         },
     );
-    // Nobody reads the logs while this runs: the job must still finish.
+    // Nobody reads the logs while this runs: the job must still finish (it writes to a file;
+    // its output waits for the reader, in order, and nothing of it is dropped).
     let spec = JobLaunch::new(
         "loud",
         "seq 1 200000; head -c 200000 /dev/zero | tr '\\0' x",
     );
     let job = b.start(spec).await.unwrap();
     let dir = job.job_dir().to_owned();
-    let outcome = tokio::time::timeout(PATIENCE, job.wait()).await.unwrap();
-    assert_eq!(outcome.state, JobState::Succeeded);
+    let exit = dir.join(suanli_agent::local::STATUS_DIR).join("exit_code");
+    let ended = tokio::time::timeout(PATIENCE, async {
+        while !exit.exists() {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    assert!(ended.is_ok(), "the job waited for its logs to be read");
     let file = std::fs::read_to_string(dir.join("stdout.log")).unwrap();
     assert!(file.starts_with("1\n2\n") && file.ends_with("xxxx"));
+    let (outcome, logs) = tokio::time::timeout(PATIENCE, finish(job)).await.unwrap();
+    assert_eq!(outcome.state, JobState::Succeeded);
+    assert_eq!(logs.stdout, file);
+    // The job's own times: it ended when its wrapper wrote its exit record, not when its
+    // output had been read.
+    let exit_ms = std::fs::metadata(&exit)
+        .unwrap()
+        .modified()
+        .unwrap()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    assert_eq!(outcome.ended_at_ms, Some(exit_ms));
+    assert_eq!(
+        outcome.usage.wall_ms,
+        exit_ms - outcome.started_at_ms.unwrap()
+    );
 
     // Read as it comes, every chunk is at most 64 KiB and together they are the file.
     let b2 = backend_with(
@@ -603,22 +627,61 @@ async fn isolation_report_is_consistent() {
 }
 
 #[tokio::test]
-async fn network_is_only_shared_when_asked() {
+async fn network_is_only_given_when_asked_and_is_the_jobs_own() {
     let b = backend("network", UseBubblewrap::Always);
     // Interfaces other than loopback, as the job sees them.
-    let count = "awk 'NR > 2 && $1 != \"lo:\"' /proc/net/dev | wc -l";
-    let (_, closed) = finish(b.start(JobLaunch::new("no-net", count)).await.unwrap()).await;
-    assert_eq!(closed.stdout.trim(), "0", "{closed:?}");
+    let names = "awk 'NR > 2 && $1 != \"lo:\" { print $1 }' /proc/net/dev";
+    let (_, closed) = finish(b.start(JobLaunch::new("no-net", names)).await.unwrap()).await;
+    assert_eq!(closed.stdout.trim(), "", "{closed:?}");
+    // Asked for: a namespace of its own, connected through slirp4netns (issue 17: the host's
+    // would hand it the host's loopback services and abstract sockets).
+    let mut spec = JobLaunch::new("net", names);
+    spec.network = true;
+    let (outcome, open) = finish(b.start(spec).await.unwrap()).await;
+    assert_eq!(outcome.state, JobState::Succeeded, "{open:?}");
+    assert_eq!(open.stdout.trim(), "tap0:", "{open:?}");
+    assert!(b.isolation().summary.contains("through slirp4netns"));
+    // A provider who says so shares the host's.
+    let shared = backend_with(
+        "network-host",
+        LocalOptions {
+            use_bubblewrap: UseBubblewrap::Always,
+            job_network: JobNetwork::Host,
+            ..LocalOptions::default()
+        },
+    );
     let host = std::fs::read_to_string("/proc/net/dev")
         .unwrap()
         .lines()
         .skip(2)
         .filter(|l| !l.trim_start().starts_with("lo:"))
         .count();
-    let mut spec = JobLaunch::new("net", count);
+    let mut spec = JobLaunch::new("net", names);
     spec.network = true;
-    let (_, open) = finish(b.start(spec).await.unwrap()).await;
-    assert_eq!(open.stdout.trim(), host.to_string(), "{open:?}");
+    let (_, open) = finish(shared.start(spec).await.unwrap()).await;
+    assert_eq!(open.stdout.lines().count(), host, "{open:?}");
+}
+
+/// Without slirp4netns an isolated network cannot be made: a job asking for the network is
+/// refused with the reason, never given the host's.
+#[tokio::test]
+async fn a_network_job_is_refused_where_no_network_of_its_own_can_be_made() {
+    let b = backend_with(
+        "network-none",
+        LocalOptions {
+            use_bubblewrap: UseBubblewrap::Always,
+            slirp4netns_path: Some("/nonexistent/slirp4netns".into()),
+            ..LocalOptions::default()
+        },
+    );
+    let r = b.isolation();
+    assert!(r.summary.contains("no network"), "{r:?}");
+    let mut spec = JobLaunch::new("net", "echo ran");
+    spec.network = true;
+    let err = b.start(spec).await.unwrap_err().to_string();
+    assert!(err.contains("run the job without network"), "{err}");
+    let (outcome, _) = finish(b.start(JobLaunch::new("ok", "echo ran")).await.unwrap()).await;
+    assert_eq!(outcome.state, JobState::Succeeded);
 }
 
 #[tokio::test]

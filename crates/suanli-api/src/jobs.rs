@@ -269,6 +269,14 @@ pub struct AttemptEvent {
     pub message: Option<String>,
     #[serde(default)]
     pub backend_id: Option<String>,
+    /// When the job itself started, by the agent's clock (Unix ms); with `running` or the end.
+    /// The exchange keeps it between the attempt's dispatch and now.
+    #[serde(default)]
+    pub started_ms: Option<i64>,
+    /// When the job itself ended (Unix ms), with the end: a report delayed by retries still
+    /// shows how long the job ran.
+    #[serde(default)]
+    pub ended_ms: Option<i64>,
 }
 
 /// Metered use of one attempt over one interval, signed by the agent.

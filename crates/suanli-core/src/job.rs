@@ -211,6 +211,87 @@ pub fn lease_room_unit_ms(
     by_limit.min(by_hold).saturating_sub(lease_metered_unit_ms)
 }
 
+/// A job's own start and end as its agent saw them (Unix ms), kept within what the exchange
+/// knows: not before the attempt was dispatched, not after `now_ms` (an agent's clock may be
+/// off), the end not before the start. A report delayed by retries (of the job's logs, of the
+/// exchange) then still says how long the job itself ran.
+pub fn job_times(
+    dispatched_ms: i64,
+    started_ms: Option<i64>,
+    ended_ms: Option<i64>,
+    now_ms: i64,
+) -> (Option<i64>, Option<i64>) {
+    let now = now_ms.max(dispatched_ms);
+    let clamp = |t: i64| t.clamp(dispatched_ms, now);
+    let started = started_ms.map(clamp);
+    let ended = ended_ms.map(|e| clamp(e).max(started.unwrap_or(dispatched_ms)));
+    (started, ended)
+}
+
+/// The exchange's cap on one job's log. A job keeps its first `head` bytes; past them the
+/// exchange keeps only the latest `tail` bytes, behind one notice that says how many bytes were
+/// dropped there, so a consumer always sees how the job began and how it ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LogCap {
+    /// Bytes kept from the start of the log.
+    pub head: u64,
+    /// Bytes kept from its end once the head is full.
+    pub tail: u64,
+}
+
+impl LogCap {
+    /// The most a tail keeps, whatever the cap.
+    pub const MAX_TAIL: u64 = 256 * 1024;
+
+    /// Splits a cap of `max_bytes` per job: a quarter (at most [`LogCap::MAX_TAIL`]) for the tail.
+    pub fn new(max_bytes: u64) -> LogCap {
+        let tail = (max_bytes / 4).min(Self::MAX_TAIL);
+        LogCap {
+            head: max_bytes - tail,
+            tail,
+        }
+    }
+
+    /// Whether a chunk of `len` bytes still fits the head that holds `head_bytes`.
+    pub fn fits_head(&self, head_bytes: u64, len: u64) -> bool {
+        head_bytes.saturating_add(len) <= self.head
+    }
+
+    /// Given the sizes of the chunks kept behind the notice, newest first, how many to keep:
+    /// the newest chunks whose sizes add up to at most the tail, and always the newest one (a
+    /// chunk is at most a batch, so the last words of a job are never lost to the cap).
+    pub fn tail_keeps(&self, sizes_newest_first: &[u64]) -> usize {
+        let mut total = 0u64;
+        let mut keep = 0;
+        for &len in sizes_newest_first {
+            total = total.saturating_add(len);
+            if keep > 0 && total > self.tail {
+                break;
+            }
+            keep += 1;
+        }
+        keep
+    }
+
+    /// The last words of a capped log, once its job ended (a reader that followed the log live
+    /// saw the notice before the count was final).
+    pub fn summary(head_bytes: u64, dropped: u64) -> String {
+        format!(
+            "[suanli] this job's log passed the exchange's cap: it keeps the first {head_bytes} \
+             bytes and the last output; {dropped} bytes between them were dropped\n"
+        )
+    }
+
+    /// The notice that stands where the exchange stopped keeping a job's log, after its first
+    /// `head_bytes`.
+    pub fn notice(head_bytes: u64, dropped: u64) -> String {
+        format!(
+            "[suanli] this job's log passed the exchange's cap: the first {head_bytes} bytes are \
+             above, {dropped} bytes after them were dropped here, and the last output follows\n"
+        )
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -348,5 +429,54 @@ mod tests {
                 proptest::prop_assert!(total <= units * limit_s * 1_000);
             }
         }
+    }
+
+    #[test]
+    fn log_cap_keeps_head_and_newest_tail() {
+        let cap = LogCap::new(1_000);
+        assert_eq!(
+            cap,
+            LogCap {
+                head: 750,
+                tail: 250
+            }
+        );
+        let big = LogCap::new(128 << 20);
+        assert_eq!(big.tail, LogCap::MAX_TAIL);
+        assert_eq!(big.head + big.tail, 128 << 20);
+        assert!(cap.fits_head(700, 50));
+        assert!(!cap.fits_head(700, 51));
+        assert_eq!(cap.tail_keeps(&[100, 100, 100]), 2);
+        assert_eq!(cap.tail_keeps(&[250, 1]), 1);
+        // The newest chunk stays even when it alone passes the tail.
+        assert_eq!(cap.tail_keeps(&[900, 1]), 1);
+        assert_eq!(cap.tail_keeps(&[]), 0);
+        assert!(LogCap::notice(750, 12_345).contains("first 750 bytes are above, 12345 bytes"));
+        assert!(LogCap::summary(750, 9).contains("first 750 bytes and the last output; 9 bytes"));
+        assert_eq!(LogCap::new(0), LogCap { head: 0, tail: 0 });
+    }
+
+    #[test]
+    fn job_times_stay_between_dispatch_and_now() {
+        // As reported when plausible.
+        assert_eq!(
+            job_times(1_000, Some(1_100), Some(1_200), 9_000),
+            (Some(1_100), Some(1_200))
+        );
+        // A clock ahead or behind is held to what the exchange saw.
+        assert_eq!(
+            job_times(1_000, Some(500), Some(20_000), 9_000),
+            (Some(1_000), Some(9_000))
+        );
+        // An end before the start is the start.
+        assert_eq!(
+            job_times(1_000, Some(5_000), Some(2_000), 9_000),
+            (Some(5_000), Some(5_000))
+        );
+        assert_eq!(job_times(1_000, None, None, 9_000), (None, None));
+        assert_eq!(
+            job_times(1_000, None, Some(500), 9_000),
+            (None, Some(1_000))
+        );
     }
 }

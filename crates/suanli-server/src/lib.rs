@@ -57,6 +57,8 @@ pub struct ServerConfig {
     pub suspect_after: Duration,
     /// Silence after which an agent is lost and its attempts with it.
     pub lost_after: Duration,
+    /// Bytes of a job's log the exchange keeps; past them a notice ends the log.
+    pub max_log_bytes_per_job: u64,
 }
 
 /// The zones of the Wuqing Beijing–Tianjin industrial new city: one core, several function zones.
@@ -106,6 +108,7 @@ impl ServerConfig {
             heartbeat_interval: Duration::from_secs(5),
             suspect_after: Duration::from_secs(15),
             lost_after: Duration::from_secs(60),
+            max_log_bytes_per_job: 128 * 1024 * 1024,
         }
     }
 }

@@ -544,3 +544,82 @@ async fn jobs_need_an_agent_served_lease_and_valid_tasks() {
         assert_eq!((s, e["field"].as_str()), (400, Some(field)), "{e}");
     }
 }
+
+/// Issue 17: the exchange caps a job's log whatever an agent sends (here at 1,000 bytes: a head
+/// of 750, a tail of 250). It keeps the head, a notice where it cut, the newest tail, and at the
+/// job's end the final count; a batch sent again (its reply lost) neither comes back nor
+/// counts twice. Every byte is kept or counted.
+#[tokio::test]
+async fn the_exchange_caps_a_jobs_log_keeping_its_head_and_its_tail() {
+    let app = spawn_app_with(|c| c.max_log_bytes_per_job = 1_000).await;
+    let (provider, _key, agent, offer, consumer) = agent_market(&app).await;
+    let agent_id = agent["id"].as_str().unwrap();
+    let (_lease, job) = lease_and_job(&consumer, &offer, true, false).await;
+    let a = poll_one(&provider, agent_id).await;
+    let base = format!("/agents/{agent_id}/attempts/{}", a.attempt_id);
+    let (s, _) = post(
+        &provider,
+        &format!("{base}/events"),
+        json!({"state": "running"}),
+    )
+    .await;
+    assert_eq!(s, 200);
+    // Twenty chunks of 100 bytes, in batches of five; the third batch twice.
+    let chunk = |seq: u64| json!({"seq": seq, "stream": "stdout", "data": format!("{seq:03}{}\n", "x".repeat(96))});
+    for batch in [1u64, 6, 11, 11, 16] {
+        let chunks: Vec<Value> = (batch..batch + 5).map(chunk).collect();
+        let (s, r) = post(
+            &provider,
+            &format!("{base}/logs"),
+            json!({ "chunks": chunks }),
+        )
+        .await;
+        assert_eq!(s, 200, "{r}");
+    }
+    let (s, _) = post(
+        &provider,
+        &format!("{base}/events"),
+        json!({"state": "succeeded", "exit_code": 0}),
+    )
+    .await;
+    assert_eq!(s, 200);
+    let logs = consumer
+        .client
+        .job_logs(
+            &job.id,
+            &LogParams {
+                after: Some(0),
+                limit: Some(100),
+                wait_ms: None,
+            },
+        )
+        .await
+        .unwrap();
+    let seen: Vec<String> = logs
+        .chunks
+        .iter()
+        .map(|c| match c.stream.as_str() {
+            "stdout" => c.data[..3].to_string(),
+            _ => c.data.clone(),
+        })
+        .collect();
+    // Head: chunks 1–7 (700 bytes; the 8th would pass 750). Tail: the newest 250 bytes' worth,
+    // chunks 19 and 20. Dropped: 8–18, 1,100 bytes.
+    assert_eq!(
+        &seen[..7],
+        &["001", "002", "003", "004", "005", "006", "007"]
+    );
+    assert!(
+        seen[7].contains("the first 700 bytes are above, 1100 bytes after them were dropped here"),
+        "{}",
+        seen[7]
+    );
+    assert_eq!(&seen[8..10], &["019", "020"]);
+    assert!(
+        seen[10].contains("it keeps the first 700 bytes and the last output; 1100 bytes"),
+        "{}",
+        seen[10]
+    );
+    assert_eq!(seen.len(), 11);
+    assert!(logs.done);
+}

@@ -5,7 +5,9 @@
 //! counted once per (attempt, sequence number), and never past the lease's units × duration limit
 //! or its hold.
 
-use suanli_core::job::{judge_usage, lease_room_unit_ms, next, JobEvent, JobState, UsageWindow};
+use suanli_core::job::{
+    job_times, judge_usage, lease_room_unit_ms, next, JobEvent, JobState, LogCap, UsageWindow,
+};
 use suanli_core::lease::EndReason;
 
 use crate::backend::{to_i64, Row, StoreError, Value};
@@ -63,6 +65,19 @@ pub struct AttemptRow {
     pub ended_ms: Option<i64>,
     /// Metered use acknowledged, in unit-milliseconds.
     pub unit_ms: u64,
+}
+
+/// What an agent reports of an attempt: its new state and how it got there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AttemptReport<'a> {
+    /// `Dispatched` (pending in the backend's queue), `Running` or how it ended.
+    pub state: JobState,
+    pub exit_code: Option<i32>,
+    pub message: Option<&'a str>,
+    pub backend_id: Option<&'a str>,
+    /// The job's own start and end, by the agent's clock (see `core::job::job_times`).
+    pub started_ms: Option<i64>,
+    pub ended_ms: Option<i64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -696,20 +711,30 @@ impl Tx<'_> {
 
     /// An agent's report of how an attempt goes: pending in its backend's queue (`Dispatched`,
     /// with the reason as `message`), running, or how it ended.
-    #[allow(clippy::too_many_arguments)]
     pub fn attempt_event(
         &mut self,
         org_id: &str,
         agent_id: &str,
         attempt_id: &str,
-        new_state: JobState,
-        exit_code: Option<i32>,
-        message: Option<&str>,
-        backend_id: Option<&str>,
+        report: &AttemptReport<'_>,
         now_ms: i64,
     ) -> Result<JobRow, StoreError> {
+        let AttemptReport {
+            state: new_state,
+            exit_code,
+            message,
+            backend_id,
+            ..
+        } = *report;
         self.touch_agent(org_id, agent_id, now_ms)?;
         let (attempt, job) = self.fence(agent_id, attempt_id)?;
+        // The job's own times (its agent's), within the attempt's dispatch and now.
+        let (own_start, own_end) = job_times(
+            attempt.dispatched_ms,
+            report.started_ms,
+            report.ended_ms,
+            now_ms,
+        );
         if new_state == JobState::Dispatched {
             // Pending in the backend's queue: the job waits; its reason says why.
             if job.state != JobState::Dispatched {
@@ -739,11 +764,12 @@ impl Tx<'_> {
             }
         };
         let to = next(job.state, event).map_err(|e| StoreError::invalid("state", e.to_string()))?;
+        let started = own_start.unwrap_or(now_ms);
         if to == JobState::Running {
             self.b.execute(
                 "UPDATE attempts SET state = 'running', started_ms = COALESCE(started_ms, $2), \
                  backend_id = COALESCE($3, backend_id) WHERE id = $1",
-                &[attempt_id.into(), now_ms.into(), backend_id.into()],
+                &[attempt_id.into(), started.into(), backend_id.into()],
             )?;
             // A reason left from waiting in the backend's queue no longer applies.
             self.b.execute(
@@ -752,22 +778,38 @@ impl Tx<'_> {
             )?;
             self.b.execute(
                 "UPDATE jobs SET state = 'running', started_ms = COALESCE(started_ms, $2), reason = NULL WHERE id = $1",
-                &[(&job.id).into(), now_ms.into()],
+                &[(&job.id).into(), started.into()],
             )?;
         } else {
+            // The job's own start, when its agent says, replaces when its `running` report
+            // arrived (and the job's, when that was this attempt's).
+            let ended = own_end.unwrap_or(now_ms);
+            if let Some(start) = own_start {
+                self.b.execute(
+                    "UPDATE jobs SET started_ms = $2 WHERE id = $1 \
+                     AND (started_ms IS NULL OR started_ms = $3)",
+                    &[
+                        (&job.id).into(),
+                        start.into(),
+                        attempt.started_ms.unwrap_or(-1).into(),
+                    ],
+                )?;
+            }
             self.b.execute(
                 "UPDATE attempts SET state = $2, exit_code = $3, reason = $4, ended_ms = $5, \
-                 backend_id = COALESCE($6, backend_id) WHERE id = $1",
+                 backend_id = COALESCE($6, backend_id), \
+                 started_ms = COALESCE($7, started_ms) WHERE id = $1",
                 &[
                     (&attempt.id).into(),
                     to.as_str().into(),
                     exit_code.map(i64::from).into(),
                     message.into(),
-                    now_ms.into(),
+                    ended.into(),
                     backend_id.into(),
+                    own_start.into(),
                 ],
             )?;
-            self.finish_job(&job.id, to, exit_code, message, now_ms)?;
+            self.finish_job(&job.id, to, exit_code, message, Some(ended), now_ms)?;
         }
         self.job(&job.id)
     }
@@ -778,6 +820,7 @@ impl Tx<'_> {
         to: JobState,
         exit_code: Option<i32>,
         reason: Option<&str>,
+        ended_ms: Option<i64>,
         now_ms: i64,
     ) -> Result<(), StoreError> {
         self.b.execute(
@@ -787,11 +830,38 @@ impl Tx<'_> {
                 to.as_str().into(),
                 exit_code.map(i64::from).into(),
                 reason.into(),
+                ended_ms.unwrap_or(now_ms).into(),
+            ],
+        )?;
+        self.close_capped_log(job_id, now_ms)?;
+        let job = self.job(job_id)?;
+        self.maybe_auto_end(&job.lease_id, now_ms)
+    }
+
+    /// Ends a log that passed the exchange's cap with the final count of what was dropped (the
+    /// notice at the cut counted only what was dropped until then, as a live reader saw it).
+    fn close_capped_log(&mut self, job_id: &str, now_ms: i64) -> Result<(), StoreError> {
+        let rows = self.b.query(
+            "SELECT log_head_bytes, log_dropped_bytes, log_notice_seq FROM jobs WHERE id = $1",
+            &[job_id.into()],
+        )?;
+        let Some(r) = rows.first() else {
+            return Ok(());
+        };
+        if r.i64(2) == 0 {
+            return Ok(());
+        }
+        // One per job: keyed by the job's id where an attempt's would be.
+        self.b.execute(
+            "INSERT INTO job_logs (job_id, attempt_id, chunk_seq, stream, data, created_ms) \
+             VALUES ($1, $1, -2, 'system', $2, $3) ON CONFLICT (attempt_id, chunk_seq) DO NOTHING",
+            &[
+                job_id.into(),
+                LogCap::summary(r.u64(0), r.u64(1)).into(),
                 now_ms.into(),
             ],
         )?;
-        let job = self.job(job_id)?;
-        self.maybe_auto_end(&job.lease_id, now_ms)
+        Ok(())
     }
 
     /// Ends an auto-ending lease once none of its jobs is left to run.
@@ -935,12 +1005,17 @@ impl Tx<'_> {
 
     /// Appends an attempt's log chunks (repeats ignored). Refused for attempts that are no longer
     /// current, so an orphan's output never mixes into the job's log.
+    ///
+    /// A job's log is capped at `max_bytes` ([`LogCap`]): once its head is full, one notice marks
+    /// the place and only the newest tail is kept behind it, the notice counting what was dropped.
+    /// Chunks past the cap are acknowledged all the same, so the agent does not send them again.
     pub fn append_logs(
         &mut self,
         org_id: &str,
         agent_id: &str,
         attempt_id: &str,
         chunks: &[(u64, String, String)],
+        max_bytes: u64,
         now_ms: i64,
     ) -> Result<u32, StoreError> {
         self.touch_agent(org_id, agent_id, now_ms)?;
@@ -955,21 +1030,101 @@ impl Tx<'_> {
         if attempt.agent_id != agent_id || attempt.state == JobState::Lost {
             return Err(stale("the attempt is not this agent's"));
         }
+        let job_id = attempt.job_id.as_str();
+        let kept = self.b.query(
+            "SELECT j.log_head_bytes, j.log_dropped_bytes, j.log_notice_seq, a.log_chunk_seq \
+             FROM jobs j, attempts a WHERE j.id = $1 AND a.id = $2",
+            &[job_id.into(), attempt_id.into()],
+        )?;
+        let Some(k) = kept.first() else {
+            return Err(stale("unknown attempt"));
+        };
+        let (mut head_bytes, mut dropped, mut notice_seq) = (k.u64(0), k.u64(1), k.i64(2));
+        let mut newest_chunk = k.i64(3);
+        let cap = LogCap::new(max_bytes);
         let mut stored = 0;
         for (seq, stream, data) in chunks {
-            stored += self.b.execute(
+            let seq = to_i64(*seq)?;
+            let len = data.len() as u64;
+            if notice_seq == 0 && !cap.fits_head(head_bytes, len) {
+                // The head is full: the notice goes here, once per job.
+                self.b.execute(
+                    "INSERT INTO job_logs (job_id, attempt_id, chunk_seq, stream, data, created_ms) \
+                     VALUES ($1, $2, -1, 'system', $3, $4)",
+                    &[
+                        job_id.into(),
+                        attempt_id.into(),
+                        LogCap::notice(head_bytes, 0).into(),
+                        now_ms.into(),
+                    ],
+                )?;
+                let r = self.b.query(
+                    "SELECT seq FROM job_logs WHERE attempt_id = $1 AND chunk_seq = -1",
+                    &[attempt_id.into()],
+                )?;
+                notice_seq = r.first().map_or(0, |r| r.i64(0));
+            }
+            if notice_seq != 0 && seq <= newest_chunk {
+                // Behind the notice a chunk may have been dropped already: never take it twice.
+                continue;
+            }
+            let n = self.b.execute(
                 "INSERT INTO job_logs (job_id, attempt_id, chunk_seq, stream, data, created_ms) \
                  VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (attempt_id, chunk_seq) DO NOTHING",
                 &[
-                    (&attempt.job_id).into(),
+                    job_id.into(),
                     attempt_id.into(),
-                    Value::from(to_i64(*seq)?),
-                    stream.into(),
-                    data.into(),
+                    Value::from(seq),
+                    stream.as_str().into(),
+                    data.as_str().into(),
                     now_ms.into(),
                 ],
-            )? as u32;
+            )?;
+            if n > 0 && notice_seq == 0 {
+                head_bytes += len;
+            }
+            newest_chunk = newest_chunk.max(seq);
+            stored += n as u32;
         }
+        if notice_seq != 0 {
+            // Keep only the newest tail behind the notice; count what goes.
+            let tail = self.b.query(
+                "SELECT seq, data FROM job_logs WHERE job_id = $1 AND seq > $2 ORDER BY seq DESC",
+                &[job_id.into(), notice_seq.into()],
+            )?;
+            let sizes: Vec<u64> = tail.iter().map(|r| r.str(1).len() as u64).collect();
+            let keep = cap.tail_keeps(&sizes);
+            if keep < tail.len() {
+                let gone: u64 = sizes[keep..].iter().sum();
+                let newest_gone = tail[keep].i64(0);
+                self.b.execute(
+                    "DELETE FROM job_logs WHERE job_id = $1 AND seq > $2 AND seq <= $3",
+                    &[job_id.into(), notice_seq.into(), newest_gone.into()],
+                )?;
+                dropped += gone;
+                self.b.execute(
+                    "UPDATE job_logs SET data = $2 WHERE seq = $1",
+                    &[
+                        notice_seq.into(),
+                        LogCap::notice(head_bytes, dropped).into(),
+                    ],
+                )?;
+            }
+        }
+        self.b.execute(
+            "UPDATE jobs SET log_head_bytes = $2, log_dropped_bytes = $3, log_notice_seq = $4 \
+             WHERE id = $1",
+            &[
+                job_id.into(),
+                Value::from(to_i64(head_bytes)?),
+                Value::from(to_i64(dropped)?),
+                notice_seq.into(),
+            ],
+        )?;
+        self.b.execute(
+            "UPDATE attempts SET log_chunk_seq = $2 WHERE id = $1",
+            &[attempt_id.into(), newest_chunk.into()],
+        )?;
         Ok(stored)
     }
 
@@ -1101,7 +1256,14 @@ impl Tx<'_> {
                 &[attempt_id.into(), reason.into(), now_ms.into()],
             )?;
         }
-        self.finish_job(&job.id, JobState::Cancelled, None, Some(reason), now_ms)
+        self.finish_job(
+            &job.id,
+            JobState::Cancelled,
+            None,
+            Some(reason),
+            None,
+            now_ms,
+        )
     }
 
     /// Cancels every job of a lease that has not ended (the lease is ending).
@@ -1202,6 +1364,7 @@ impl Tx<'_> {
                                 JobState::Lost,
                                 None,
                                 Some("the agent went silent"),
+                                None,
                                 now_ms,
                             )?;
                             out.lost_jobs.push(job.id);

@@ -281,6 +281,12 @@ CREATE INDEX jobs_lease_state ON jobs(lease_id, state);
     // exchange refuses reports of an older one (an agent started twice, or from a copied state
     // directory).
     "ALTER TABLE agents ADD COLUMN generation BIGINT NOT NULL DEFAULT 0;",
+    // 11: the exchange's cap on a job's log (`core::job::LogCap`): bytes kept from its start,
+    // bytes dropped since, the notice that marks where, and each attempt's newest chunk.
+    "ALTER TABLE jobs ADD COLUMN log_head_bytes BIGINT NOT NULL DEFAULT 0; \
+     ALTER TABLE jobs ADD COLUMN log_dropped_bytes BIGINT NOT NULL DEFAULT 0; \
+     ALTER TABLE jobs ADD COLUMN log_notice_seq BIGINT NOT NULL DEFAULT 0; \
+     ALTER TABLE attempts ADD COLUMN log_chunk_seq BIGINT NOT NULL DEFAULT -1;",
 ];
 
 /// Migration 9: metered use is counted in unit-milliseconds end to end (a short job was billed

@@ -84,6 +84,36 @@ pub struct AgentConfig {
     /// otherwise), e.g. a socket the provider means jobs to use.
     #[serde(default)]
     pub expose: Vec<PathBuf>,
+    /// MiB of a job's output forwarded to the exchange; past it only the last
+    /// `log_tail_kib` of each stream is, when the job ends, after a notice of what was dropped.
+    #[serde(default = "default_log_mib")]
+    pub max_log_mib_per_job: u64,
+    #[serde(default = "default_log_tail_kib")]
+    pub log_tail_kib: u64,
+    /// How jobs that ask for the network get it: `isolated` (their own namespace through
+    /// slirp4netns, without the host's loopback or sockets; refused when slirp4netns cannot
+    /// work here) or `host` (the host's, loopback services and abstract sockets included).
+    #[serde(default)]
+    pub network: suanli_agent::local::JobNetwork,
+}
+
+fn default_log_mib() -> u64 {
+    64
+}
+
+fn default_log_tail_kib() -> u64 {
+    256
+}
+
+impl AgentConfig {
+    /// How much of each job's output is forwarded.
+    pub(crate) fn log_limits(&self) -> suanli_agent::local::LogLimits {
+        suanli_agent::local::LogLimits {
+            max_bytes: self.max_log_mib_per_job.saturating_mul(1024 * 1024),
+            tail_bytes: usize::try_from(self.log_tail_kib.saturating_mul(1024))
+                .unwrap_or(usize::MAX),
+        }
+    }
 }
 
 fn default_keep_finished() -> u64 {
@@ -418,6 +448,8 @@ pub async fn run_with(config: AgentConfig, config_path: PathBuf) -> Result<()> {
                 use_bubblewrap: config.sandbox,
                 hidden_paths: hidden,
                 exposed_paths: config.expose.clone(),
+                log_limits: config.log_limits(),
+                job_network: config.network,
                 ..LocalOptions::default()
             };
             let jobs_dir = config
@@ -860,6 +892,8 @@ pub(crate) async fn report_state(
         exit_code: None,
         message,
         backend_id,
+        started_ms: None,
+        ended_ms: None,
     };
     retry(&format!("report {state}"), || {
         agent
@@ -912,8 +946,7 @@ pub(crate) async fn report_outcome(
             Err(e) => message = format!("{message}; outputs not collected: {e}"),
         }
     }
-    let (state, code) = outcome_state(outcome);
-    finish(agent, note, state, code, &message, backend_id).await;
+    finish_ran(agent, note, outcome, &message, backend_id).await;
 }
 
 /// Forwards an attempt's output to the exchange from where it was left; the task returns the
@@ -1110,6 +1143,10 @@ async fn send_pending_usage(agent: &Agent, note: &mut AttemptNote) -> bool {
     }
 }
 
+/// Most encoded bytes of log chunks in one request (the exchange takes bodies up to 1 MiB; one
+/// chunk of 64 KiB encodes to at most 384 KiB).
+const MAX_LOG_BATCH_BYTES: usize = 512 * 1024;
+
 /// Sends the job's output in batches; returns the last sequence number sent.
 pub(crate) async fn forward_logs(
     agent: Arc<Agent>,
@@ -1121,6 +1158,7 @@ pub(crate) async fn forward_logs(
     let mut last = offset;
     let mut pending = start;
     let mut batch: Vec<AgentLogChunk> = Vec::new();
+    let mut batch_bytes = 0usize;
     loop {
         let more = tokio::select! {
             chunk = logs.recv() => chunk,
@@ -1136,7 +1174,7 @@ pub(crate) async fn forward_logs(
                 LogStream::Stderr => pending.stderr_bytes += c.data.len() as u64,
                 LogStream::System => {}
             }
-            batch.push(AgentLogChunk {
+            let chunk = AgentLogChunk {
                 seq: last,
                 stream: match c.stream {
                     LogStream::Stdout => "stdout",
@@ -1145,12 +1183,17 @@ pub(crate) async fn forward_logs(
                 }
                 .into(),
                 data: c.data,
-            });
-            if batch.len() < 200 {
+            };
+            // What the chunk weighs in the request once encoded (JSON escapes control
+            // characters six times over): batches stay under the exchange's 1 MiB body limit.
+            batch_bytes += serde_json::to_string(&chunk.data).map_or(0, |t| t.len()) + 64;
+            batch.push(chunk);
+            if batch.len() < 200 && batch_bytes < MAX_LOG_BATCH_BYTES {
                 continue;
             }
         }
         if !batch.is_empty() {
+            batch_bytes = 0;
             let chunks = LogBatch {
                 chunks: std::mem::take(&mut batch),
             };
@@ -1195,7 +1238,35 @@ pub(crate) async fn finish(
         exit_code,
         message: Some(message.chars().take(500).collect::<String>()).filter(|m| !m.is_empty()),
         backend_id,
+        started_ms: None,
+        ended_ms: None,
     };
+    send_end(agent, note, event).await;
+}
+
+/// [`finish`] for a job that ran: with its own start and end, which the consumer sees however
+/// late this report arrives.
+async fn finish_ran(
+    agent: &Agent,
+    note: &mut AttemptNote,
+    outcome: &Outcome,
+    message: &str,
+    backend_id: Option<String>,
+) {
+    let (state, exit_code) = outcome_state(outcome);
+    let ms = |t: Option<u64>| t.and_then(|t| i64::try_from(t).ok());
+    let event = AttemptEvent {
+        state: state.into(),
+        exit_code,
+        message: Some(message.chars().take(500).collect::<String>()).filter(|m| !m.is_empty()),
+        backend_id,
+        started_ms: ms(outcome.started_at_ms),
+        ended_ms: ms(outcome.ended_at_ms),
+    };
+    send_end(agent, note, event).await;
+}
+
+async fn send_end(agent: &Agent, note: &mut AttemptNote, event: AttemptEvent) {
     let key = format!("{}-end", note.attempt_id);
     match retry("report the end", || {
         agent

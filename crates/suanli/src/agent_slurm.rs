@@ -178,6 +178,7 @@ impl SlurmSide {
         options.allow_root = section.allow_root;
         options.poll_interval = Duration::from_secs(section.poll_interval_s.max(1));
         options.bin_dir = section.bin_dir.clone();
+        options.log_limits = config.log_limits();
         let backend = SlurmBackend::new(options)
             .await
             .context("start the Slurm backend")?;

@@ -28,6 +28,10 @@ pub struct ServeArgs {
     /// Seconds without a heartbeat after which an agent is lost, and its running attempts with it.
     #[arg(long, default_value_t = 60)]
     pub agent_lost_after_s: u64,
+    /// MiB of each job's log the exchange keeps: past them it keeps the job's last output
+    /// behind a notice of how much was dropped.
+    #[arg(long, default_value_t = 128)]
+    pub max_log_mib_per_job: u64,
     /// Zones of the market, as id=name:kind (kind is core or function). Default: the Wuqing
     /// industrial new city's core zone and function zones.
     #[arg(long = "zone", value_name = "ID=NAME:KIND")]

@@ -28,6 +28,7 @@ use suanli_client::{Client, ClientError};
 use suanli_core::money::{parse_yuan, SignedYuan, Yuan, MICROS_PER_YUAN};
 
 use crate::args::{AgentArgs, DemoArgs, ServeArgs};
+use crate::excluded;
 use crate::profiles;
 
 type Result<T = ()> = anyhow::Result<T>;
@@ -1290,10 +1291,12 @@ fn unit_seconds(unit_ms: u64) -> String {
 fn elapsed(from: &str, to: &str) -> Option<String> {
     let from = chrono::DateTime::parse_from_rfc3339(from).ok()?;
     let to = chrono::DateTime::parse_from_rfc3339(to).ok()?;
-    let seconds = u64::try_from((to - from).num_seconds()).ok()?;
+    let millis = u64::try_from((to - from).num_milliseconds()).ok()?;
+    let seconds = millis / 1_000;
     let (h, m, s) = (seconds / 3_600, seconds / 60 % 60, seconds % 60);
     Some(match (h, m) {
-        (0, 0) => format!("{s}s"),
+        // A short job's own time, to the tenth: "0.1s", not "0s".
+        (0, 0) => format!("{}.{}s", s, millis % 1_000 / 100),
         (0, _) => format!("{m}m {s}s"),
         _ => format!("{h}h {m}m {s}s"),
     })
@@ -1389,20 +1392,6 @@ fn print_job(o: &mut Output, job: &api::Job) {
         ],
         &rows,
     );
-}
-
-/// `excluded: 3 zone, 1 price`, most frequent reason first.
-fn excluded_line(counts: &std::collections::BTreeMap<String, u64>) -> Option<String> {
-    let mut counts: Vec<(&String, &u64)> = counts.iter().filter(|(_, n)| **n > 0).collect();
-    if counts.is_empty() {
-        return None;
-    }
-    counts.sort_by(|a, b| b.1.cmp(a.1).then_with(|| a.0.cmp(b.0)));
-    let parts: Vec<String> = counts
-        .iter()
-        .map(|(reason, n)| format!("{n} {reason}"))
-        .collect();
-    Some(format!("excluded: {}", parts.join(", ")))
 }
 
 // --- running -------------------------------------------------------------------------------------
@@ -2254,7 +2243,12 @@ fn save_profile_of(
 }
 
 /// The quote as people read it: the ranked offers and why the others were excluded.
-fn quote_text(quote: &api::QuoteResponse, explain: bool) -> String {
+fn quote_text(
+    request: &api::QuoteRequest,
+    quote: &api::QuoteResponse,
+    explain: bool,
+    asked: excluded::Asked,
+) -> String {
     let mut o = Output::default();
     o.line(&format!(
         "{} units for up to {}; TOTAL is price × units × duration, the most a lease can cost",
@@ -2295,7 +2289,7 @@ fn quote_text(quote: &api::QuoteResponse, explain: bool) -> String {
             &rows,
         );
     }
-    if let Some(line) = excluded_line(&quote.excluded_counts) {
+    for line in excluded::lines(request, quote, asked) {
         o.line(&line);
     }
     if explain && !quote.excluded.is_empty() {
@@ -2347,14 +2341,20 @@ async fn quote(ctx: &Ctx, args: QuoteArgs, o: &mut Output) -> Result {
         zone: args.zone,
         max_price_micros_per_unit_hour: args.max_price_micros,
         duration_limit_s: args.duration_s,
-        excluded_limit: if args.explain { Some(1000) } else { None },
+        // Also without --explain: the details name what was left out and how to widen.
+        excluded_limit: Some(if args.explain { 1000 } else { 200 }),
         limit: None,
     };
     let quote = ctx.client.quote(&request, ctx.key()).await?;
     if ctx.json {
         return o.json(&quote);
     }
-    o.out.push_str(&quote_text(&quote, args.explain));
+    o.out.push_str(&quote_text(
+        &request,
+        &quote,
+        args.explain,
+        excluded::Asked::Flags,
+    ));
     if let Some(top) = quote.offers.iter().min_by_key(|q| q.rank) {
         o.line(&format!(
             "buy the best with: suanli buy {} --units {} --duration {} --max-price {}",
@@ -2415,10 +2415,12 @@ async fn launch(ctx: &Ctx, args: LaunchArgs, o: &mut Output) -> Result {
         models: &models.items,
         zones: &zones.items,
     })?;
-    let quote = client
-        .quote(&need.quote, Some(&ctx.sub_key("quote")))
-        .await?;
-    let mut table = quote_text(&quote, false);
+    let request = api::QuoteRequest {
+        excluded_limit: Some(200),
+        ..need.quote.clone()
+    };
+    let quote = client.quote(&request, Some(&ctx.sub_key("quote"))).await?;
+    let mut table = quote_text(&request, &quote, false, excluded::Asked::TaskFile);
     table.push('\n');
     if ctx.json {
         o.err.push_str(&table);
@@ -3008,21 +3010,6 @@ mod tests {
     }
 
     #[test]
-    fn excluded_reasons_are_counted_most_first() {
-        let counts = [
-            ("price".to_owned(), 1),
-            ("zone".to_owned(), 3),
-            ("model".to_owned(), 0),
-        ]
-        .into();
-        assert_eq!(
-            excluded_line(&counts).as_deref(),
-            Some("excluded: 3 zone, 1 price")
-        );
-        assert_eq!(excluded_line(&Default::default()), None);
-    }
-
-    #[test]
     fn the_command_line_parses() {
         use clap::CommandFactory;
         Cli::command().debug_assert();
@@ -3240,7 +3227,11 @@ mod tests {
         assert_eq!(get("cost so far").as_deref(), Some("¥0.090500"));
         assert_eq!(
             elapsed("2026-01-01T00:00:00Z", "2026-01-01T00:00:59Z").as_deref(),
-            Some("59s")
+            Some("59.0s")
+        );
+        assert_eq!(
+            elapsed("2026-01-01T00:00:00.000Z", "2026-01-01T00:00:00.137Z").as_deref(),
+            Some("0.1s")
         );
         assert_eq!(
             elapsed("2026-01-01T00:00:00Z", "2026-01-01T00:01:00Z").as_deref(),

@@ -488,6 +488,7 @@ pub async fn run(args: DemoArgs) -> Result<()> {
         zones: Vec::new(),
         agent_suspect_after_s: 15,
         agent_lost_after_s: 60,
+        max_log_mib_per_job: 128,
     };
     let config = crate::serve::config(&serve_args)?;
     let db_path = match &config.database {

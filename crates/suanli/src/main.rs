@@ -17,6 +17,7 @@ mod agent_slurm;
 mod args;
 mod cli;
 mod demo;
+mod excluded;
 mod profiles;
 mod serve;
 

@@ -112,6 +112,10 @@ pub fn config(args: &ServeArgs) -> Result<ServerConfig> {
     }
     config.suspect_after = std::time::Duration::from_secs(args.agent_suspect_after_s);
     config.lost_after = std::time::Duration::from_secs(args.agent_lost_after_s);
+    if args.max_log_mib_per_job == 0 {
+        bail!("--max-log-mib-per-job is at least 1");
+    }
+    config.max_log_bytes_per_job = args.max_log_mib_per_job.saturating_mul(1024 * 1024);
     Ok(config)
 }
 

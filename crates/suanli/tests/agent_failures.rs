@@ -340,6 +340,8 @@ async fn a_paused_agent_is_lost_and_on_resume_stops_the_orphan_whose_reports_are
                 exit_code: Some(0),
                 message: None,
                 backend_id: None,
+                started_ms: None,
+                ended_ms: None,
             },
             None,
         )

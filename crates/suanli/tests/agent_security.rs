@@ -167,7 +167,29 @@ fn start_agent_as(setup: &common::AgentSetup, uid: Option<u32>) -> std::process:
 /// the agent runs jobs as itself, where file permissions protect nothing: only the sandbox does.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn jobs_see_neither_the_exchanges_data_nor_host_sockets() {
+    use std::os::linux::net::SocketAddrExt;
     use std::os::unix::fs::{chown, PermissionsExt};
+    // What a network job must not reach: an abstract Unix socket (D-Bus, X11 and many services
+    // listen on one) and a service on the host's loopback (the exchange, a database trusting
+    // local connections). What it may: the host's network address, as from any other machine.
+    let abstract_name = format!("suanli-test-{}", std::process::id());
+    let addr = std::os::unix::net::SocketAddr::from_abstract_name(&abstract_name).unwrap();
+    let _abstract = std::os::unix::net::UnixListener::bind_addr(&addr).unwrap();
+    let tcp = std::net::TcpListener::bind("0.0.0.0:0").unwrap();
+    let port = tcp.local_addr().unwrap().port();
+    let host_ip = std::net::UdpSocket::bind("0.0.0.0:0")
+        .and_then(|u| u.connect("192.0.2.1:9").and(u.local_addr()))
+        .map(|a| a.ip())
+        .ok()
+        .filter(|ip| !ip.is_loopback() && !ip.is_unspecified());
+    let net_probe = format!(
+        "python3 -c '\nimport socket\ndef c(f, a):\n    s = socket.socket(f); s.settimeout(5)\n    \
+         try:\n        s.connect(a); return \"REACHED\"\n    except OSError:\n        return \
+         \"refused\"\nprint(\"abstract\", c(socket.AF_UNIX, \"\\0{abstract_name}\"))\n\
+         print(\"loopback\", c(socket.AF_INET, (\"127.0.0.1\", {port})))\n\
+         print(\"host\", c(socket.AF_INET, (\"{host}\", {port})))\n'",
+        host = host_ip.map(|i| i.to_string()).unwrap_or_else(|| "127.0.0.1".into()),
+    );
     if rustix_is_root() {
         for agent_uid in [None, Some(65534u32)] {
             let dir = Scratch::new("suanli-sec-hide");
@@ -234,6 +256,30 @@ async fn jobs_see_neither_the_exchanges_data_nor_host_sockets() {
                 assert!(
                     !out.contains(leak),
                     "agent as {agent_uid:?}: a job saw {leak}: {out}"
+                );
+            }
+            // A job with the network: its own, without the host's loopback or sockets.
+            let mut spec = task(&net_probe);
+            spec.task.network = true;
+            let job = consumer.create_job(&lease.id, &spec, None).await.unwrap();
+            let done = wait_job(&consumer, &job.id, |j| {
+                !matches!(j.state.as_str(), "queued" | "dispatched" | "running")
+            })
+            .await;
+            let (out, err, _) = all_logs(&consumer, &job.id).await;
+            assert_eq!(done.state, "succeeded", "{done:#?} {out} {err}");
+            assert!(
+                out.contains("abstract refused"),
+                "agent as {agent_uid:?}: {out}"
+            );
+            assert!(
+                out.contains("loopback refused"),
+                "agent as {agent_uid:?}: {out}"
+            );
+            if host_ip.is_some() {
+                assert!(
+                    out.contains("host REACHED"),
+                    "agent as {agent_uid:?}: {out} {err}"
                 );
             }
             let _ = agent_proc.kill();

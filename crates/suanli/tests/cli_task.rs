@@ -113,6 +113,8 @@ impl FakeAgent {
             exit_code,
             message: None,
             backend_id: None,
+            started_ms: None,
+            ended_ms: None,
         };
         self.client
             .attempt_event(&self.id, &a.attempt_id, &event, None)

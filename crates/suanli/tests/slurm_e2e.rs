@@ -47,7 +47,8 @@ fn core_hours(partition: &str) -> String {
 }
 
 /// Writes a Slurm agent's config selling `partitions` (TOML); every org's jobs run as `nobody`.
-fn slurm_agent(dir: &Path, base: &str, token: &str, partitions: &str) -> AgentSetup {
+/// `top`: more top-level settings of the agent's config.
+fn slurm_agent(dir: &Path, base: &str, token: &str, top: &str, partitions: &str) -> AgentSetup {
     let state_dir = dir.join("agent-hpc");
     let jobs_dir = Path::new("/var/tmp/suanli-slurm-e2e").join(dir.file_name().unwrap());
     std::fs::create_dir_all(&state_dir).unwrap();
@@ -64,7 +65,7 @@ state_dir = "{}"
 jobs_dir = "{}"
 backend = "slurm"
 usage_interval_s = 1
-
+{top}
 [slurm]
 allow_root = true
 poll_interval_s = 1
@@ -117,6 +118,10 @@ struct Market {
 }
 
 async fn market(name: &str, partitions: &str) -> Market {
+    market_with(name, "", partitions).await
+}
+
+async fn market_with(name: &str, top: &str, partitions: &str) -> Market {
     let dir = Scratch::new(name);
     let x = exchange(dir.path(), |_| {}).await;
     let (_, provider, provider_token) =
@@ -133,7 +138,7 @@ async fn market(name: &str, partitions: &str) -> Market {
         )
         .await
         .unwrap();
-    let setup = slurm_agent(dir.path(), &x.base, &provider_token, partitions);
+    let setup = slurm_agent(dir.path(), &x.base, &provider_token, top, partitions);
     let agent = AgentProcess::start(&setup);
     let agents = wait_for_agents(&provider, 1).await;
     assert_eq!(agents[0].backend, "slurm");
@@ -570,4 +575,54 @@ async fn gpu_hours_on_a_gres_partition() {
         lease.cost_micros,
         Some(record.gpus * record.elapsed_s * 1_000)
     );
+}
+
+/// Issue 17, logs on the Slurm backend: a job printing 40 MB fast past the provider's 4 MiB cap
+/// delivers its first line, a notice, the count of what was dropped and its last lines; every
+/// byte is delivered or counted.
+#[tokio::test]
+async fn a_slurm_job_printing_fast_keeps_its_head_a_count_and_its_last_lines() {
+    let _turn = TURN.lock().await;
+    if !slurm_or_skip("a_slurm_job_printing_fast_keeps_its_head_a_count_and_its_last_lines") {
+        return;
+    }
+    let m = market_with(
+        "slurm-logs",
+        "max_log_mib_per_job = 4\n",
+        &core_hours("debug"),
+    )
+    .await;
+    let offer = published(&m.consumer, "supercomputing:debug").await;
+    let lease = buy_core_hours(&m.consumer, &offer.id, 1, 600).await;
+    let job = m
+        .consumer
+        .create_job(
+            &lease.id,
+            &task("echo FIRST-LINE; yes 0123456789 | head -c 40000000; echo LAST-LINE"),
+            None,
+        )
+        .await
+        .unwrap();
+    let done = finished(&m.consumer, &job.id).await;
+    assert_eq!(done.state, "succeeded", "{done:#?}");
+    let (out, _, sys) = all_logs(&m.consumer, &job.id).await;
+    assert!(
+        out.starts_with("FIRST-LINE\n0123456789\n"),
+        "{}",
+        &out[..30]
+    );
+    assert!(out.ends_with("LAST-LINE\n"));
+    assert!(
+        sys.contains("passed its log limit of 4194304 bytes"),
+        "{sys}"
+    );
+    let at = sys.find("bytes of stdout were dropped").expect("a count");
+    let dropped: u64 = sys[..at]
+        .trim_end()
+        .rsplit(|c: char| !c.is_ascii_digit())
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(out.len() as u64 + dropped, 11 + 40_000_000 + 10);
 }

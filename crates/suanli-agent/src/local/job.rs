@@ -27,6 +27,8 @@ pub(crate) struct Shared {
     pub start_ticks: u64,
     /// When the job started, on the monotonic clock (back-dated for a reattached job).
     pub started: Instant,
+    /// When the job started (Unix ms), as its record says.
+    pub started_at_ms: u64,
     pub time_limit_s: u64,
     pub memory_limit_mib: u64,
     pub cgroup: Option<JobCgroup>,
@@ -68,6 +70,7 @@ impl Shared {
             pid: record.pid,
             start_ticks: record.start_ticks,
             started: now.checked_sub(elapsed).unwrap_or(now),
+            started_at_ms: record.started_at_ms,
             time_limit_s: record.time_limit_s,
             memory_limit_mib: record.memory_limit_mib,
             cgroup: record.cgroup.clone(),
@@ -83,8 +86,19 @@ impl Shared {
         self.outcome.borrow().clone()
     }
 
+    /// Time the job has run: until now, or until its exit record was written when it is over
+    /// already (ended while its agent was stopped or busy: its own end, not when it was noticed).
     fn wall_ms(&self) -> u64 {
-        self.started.elapsed().as_millis() as u64
+        let running = self.started.elapsed().as_millis() as u64;
+        let ended = std::fs::symlink_metadata(exit_file(&self.job_dir))
+            .ok()
+            .and_then(|m| m.modified().ok())
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map(|d| d.as_millis() as u64);
+        match ended {
+            Some(e) if e >= self.started_at_ms => running.min(e - self.started_at_ms),
+            _ => running,
+        }
     }
 
     /// Whether the wrapper itself still runs (and is ours, not a reused pid).
@@ -414,24 +428,41 @@ async fn supervise(
         }
     };
 
-    // The wrapper is gone: read the last usage, then kill what it left behind.
+    // The wrapper is gone: when it ended (its exit record is the last thing it wrote), its
+    // last usage, then kill what it left behind. The outcome is decided now, not once the
+    // output is delivered: a job's time is its own, however long its logs take to send.
+    let now = now_ms();
+    let ended_at_ms = exit_mtime_ms(&shared.job_dir)
+        .await
+        .filter(|t| (shared.started_at_ms..=now).contains(t))
+        .unwrap_or(now);
     shared.sample();
     shared.kill_everything().await;
     shared.sample();
+    let record = read_exit_record(&shared.job_dir).await;
+    let outcome = conclude(&shared, status, record, reason, killed, ended_at_ms);
+    shared.usage.lock().expect("usage poisoned").done = Some(outcome.usage);
     let _ = done_tx.send(true);
     for t in tailers {
         let _ = t.await;
     }
-
-    let record = read_exit_record(&shared.job_dir).await;
-    let outcome = conclude(&shared, status, record, reason, killed);
     if let Some(cg) = &shared.cgroup {
         remove_cgroup(cg).await;
     }
+    shared.sink.flush_kept().await;
     shared.sink.system(outcome.message.clone());
     shared.sink.close();
-    shared.usage.lock().expect("usage poisoned").done = Some(outcome.usage);
     shared.outcome.send_replace(Some(outcome));
+}
+
+/// When the wrapper wrote the job's exit record (Unix ms).
+async fn exit_mtime_ms(job_dir: &Path) -> Option<u64> {
+    tokio::fs::symlink_metadata(exit_file(job_dir))
+        .await
+        .ok()
+        .and_then(|m| m.modified().ok())
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map(|d| d.as_millis() as u64)
 }
 
 /// Decides the outcome from what is known when the wrapper has ended.
@@ -441,6 +472,7 @@ fn conclude(
     record: Option<ExitRecord>,
     reason: Option<StopReason>,
     killed: bool,
+    ended_at_ms: u64,
 ) -> Outcome {
     let oom_kills = shared.cgroup.as_ref().map_or(0, JobCgroup::oom_kills);
     // Kernels before 4.13 (v1) do not count OOM kills: a SIGKILLed job that hit its limit.
@@ -450,7 +482,7 @@ fn conclude(
         Usage {
             cpu_ms: u.cpu_ms,
             peak_memory_mib: u.peak_bytes.map(|b| b.div_ceil(1024 * 1024)),
-            wall_ms: shared.wall_ms(),
+            wall_ms: ended_at_ms.saturating_sub(shared.started_at_ms),
         }
     };
     if shared.cgroup.is_none() {
@@ -525,6 +557,8 @@ fn conclude(
         exit_code,
         usage,
         message,
+        started_at_ms: Some(shared.started_at_ms),
+        ended_at_ms: Some(ended_at_ms),
     }
 }
 
@@ -536,20 +570,23 @@ pub(crate) async fn finished_while_away(job_dir: &Path, record: &AttemptRecord) 
         Duration::ZERO,
         LogSink::new(mpsc::channel(1).0),
     );
-    let ended_ms = tokio::fs::symlink_metadata(exit_file(job_dir))
-        .await
-        .ok()
-        .and_then(|m| m.modified().ok())
-        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-        .map(|d| d.as_millis() as u64);
+    // Its end is when its exit record was written; without one, unknown (and no time billed).
+    let ended_ms = exit_mtime_ms(job_dir).await;
     if let Some(cg) = &shared.cgroup {
         if cg.exists() {
             shared.sample();
         }
     }
     let exit = read_exit_record(job_dir).await;
-    let mut outcome = conclude(&shared, None, exit, None, false);
-    outcome.usage.wall_ms = ended_ms.map_or(0, |e| e.saturating_sub(record.started_at_ms));
+    let mut outcome = conclude(
+        &shared,
+        None,
+        exit,
+        None,
+        false,
+        ended_ms.unwrap_or(record.started_at_ms),
+    );
+    outcome.ended_at_ms = ended_ms;
     if let Some(cg) = &shared.cgroup {
         if cg.exists() {
             kill_cgroup_and_remove(cg).await;
@@ -652,6 +689,8 @@ impl RunningJob {
                 exit_code: None,
                 usage: self.shared.usage(),
                 message: "the job's supervisor stopped (runtime shut down)".into(),
+                started_at_ms: Some(self.shared.started_at_ms),
+                ended_at_ms: None,
             },
         }
     }
@@ -665,6 +704,8 @@ impl RunningJob {
                 exit_code: None,
                 usage: self.shared.usage(),
                 message: "the job's supervisor stopped (runtime shut down)".into(),
+                started_at_ms: Some(self.shared.started_at_ms),
+                ended_at_ms: None,
             },
         }
     }

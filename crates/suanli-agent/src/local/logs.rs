@@ -36,25 +36,110 @@ pub struct LogChunk {
     pub data: String,
 }
 
-/// Numbers chunks and hands them to the receiver without ever blocking the job.
+/// How much of a job's output is forwarded: the first `max_bytes` of it (both streams together);
+/// past that, only the last `tail_bytes` of each stream, sent when the job ends, after a notice of
+/// how many bytes were dropped and where. The log files in the job directory keep what the disk
+/// keeps (see [`tail`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LogLimits {
+    pub max_bytes: u64,
+    pub tail_bytes: usize,
+}
+
+impl Default for LogLimits {
+    fn default() -> Self {
+        LogLimits {
+            max_bytes: 64 * 1024 * 1024,
+            tail_bytes: 256 * 1024,
+        }
+    }
+}
+
+/// The last bytes of one stream, kept once the job's output passed its limit.
+#[derive(Debug, Default)]
+struct Kept {
+    chunks: std::collections::VecDeque<String>,
+    bytes: usize,
+    /// Bytes of this stream dropped (neither sent nor kept).
+    dropped: u64,
+}
+
+impl Kept {
+    fn push(&mut self, data: String, room: usize) {
+        self.bytes += data.len();
+        self.chunks.push_back(data);
+        while self.bytes > room && self.chunks.len() > 1 {
+            let old = self.chunks.pop_front().expect("more than one");
+            self.bytes -= old.len();
+            self.dropped += old.len() as u64;
+        }
+    }
+}
+
+/// Numbers chunks and hands them to the receiver. Job output waits for room in the channel (the
+/// job itself never waits: it writes to a file, which the tailer reads at its own pace), within
+/// the job's [`LogLimits`]; the backend's own messages never wait (dropped, and counted, when the
+/// channel is full).
 pub(crate) struct LogSink {
     state: Mutex<SinkState>,
+    /// Keeps job output in order while it waits for room.
+    order: tokio::sync::Mutex<()>,
 }
 
 struct SinkState {
     tx: Option<mpsc::Sender<LogChunk>>,
     next_seq: u64,
     dropped: u64,
+    limits: LogLimits,
+    sent_bytes: u64,
+    over: bool,
+    kept: [Kept; 2],
+}
+
+fn stream_index(stream: LogStream) -> usize {
+    usize::from(stream == LogStream::Stderr)
+}
+
+impl SinkState {
+    /// The next chunk, numbered.
+    fn chunk(&mut self, stream: LogStream, data: String) -> LogChunk {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        LogChunk { seq, stream, data }
+    }
+}
+
+fn without_nul(data: String) -> String {
+    if data.contains('\0') {
+        data.replace('\0', "\u{FFFD}")
+    } else {
+        data
+    }
 }
 
 impl LogSink {
     pub fn new(tx: mpsc::Sender<LogChunk>) -> Self {
+        Self::with_limits(tx, LogLimits::default())
+    }
+
+    pub fn with_limits(tx: mpsc::Sender<LogChunk>, limits: LogLimits) -> Self {
+        Self::resumed(tx, limits, 0)
+    }
+
+    /// A sink for a job whose first `already` bytes of output were forwarded before (by an agent
+    /// that restarted since): they count against its limit.
+    pub fn resumed(tx: mpsc::Sender<LogChunk>, limits: LogLimits, already: u64) -> Self {
         LogSink {
             state: Mutex::new(SinkState {
                 tx: Some(tx),
                 next_seq: 0,
                 dropped: 0,
+                limits,
+                sent_bytes: already,
+                over: false,
+                kept: Default::default(),
             }),
+            order: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -79,16 +164,11 @@ impl LogSink {
         self.emit(LogStream::System, msg);
     }
 
-    /// Sends `data` as chunks. NUL, which a job may well print but the exchange refuses in any
-    /// text (its PostgreSQL store cannot keep it), becomes U+FFFD, as invalid UTF-8 already does;
-    /// the job directory's log files keep the bytes as they were.
+    /// Sends `data` as chunks, at once, never waiting (the backend's messages). NUL, which a job
+    /// may well print but the exchange refuses in any text (its PostgreSQL store cannot keep
+    /// it), becomes U+FFFD, as invalid UTF-8 already does; the log files keep the bytes.
     pub fn emit(&self, stream: LogStream, data: String) {
-        let data = if data.contains('\0') {
-            data.replace('\0', "\u{FFFD}")
-        } else {
-            data
-        };
-        for piece in cap_string(data) {
+        for piece in cap_string(without_nul(data)) {
             self.emit_one(stream, piece);
         }
     }
@@ -99,30 +179,96 @@ impl LogSink {
             return;
         };
         if st.dropped > 0 && tx.capacity() >= 2 {
-            let note = LogChunk {
-                seq: st.next_seq,
-                stream: LogStream::System,
-                data: format!(
-                    "{} log chunks were dropped because they were not read in time; \
-                     stdout.log and stderr.log in the job directory have everything\n",
-                    st.dropped
-                ),
-            };
-            st.next_seq += 1;
+            let note = format!(
+                "{} messages were dropped because they were not read in time; stdout.log and \
+                 stderr.log in the job directory have the job's output\n",
+                st.dropped
+            );
+            let note = st.chunk(LogStream::System, note);
             if tx.try_send(note).is_ok() {
                 st.dropped = 0;
             }
         }
-        let chunk = LogChunk {
-            seq: st.next_seq,
-            stream,
-            data,
-        };
-        st.next_seq += 1;
+        let chunk = st.chunk(stream, data);
         match tx.try_send(chunk) {
             Ok(()) => {}
             Err(mpsc::error::TrySendError::Full(_)) => st.dropped += 1,
             Err(mpsc::error::TrySendError::Closed(_)) => {}
+        }
+    }
+
+    /// Sends job output, waiting for room in the channel, within the job's limits.
+    pub async fn emit_output(&self, stream: LogStream, data: String) {
+        for piece in cap_string(without_nul(data)) {
+            let _order = self.order.lock().await;
+            let ready = {
+                let mut st = self.state.lock().expect("log sink poisoned");
+                let Some(tx) = st.tx.clone() else {
+                    return;
+                };
+                let within = !st.over
+                    && st.sent_bytes.saturating_add(piece.len() as u64) <= st.limits.max_bytes;
+                if within {
+                    st.sent_bytes += piece.len() as u64;
+                    Some((tx, st.chunk(stream, piece)))
+                } else {
+                    let room = st.limits.tail_bytes;
+                    st.kept[stream_index(stream)].push(piece, room);
+                    if st.over {
+                        None
+                    } else {
+                        st.over = true;
+                        let notice = format!(
+                            "the job's output passed its log limit of {} bytes: what follows is \
+                             not sent, but for the last {} bytes of each stream, sent when the job \
+                             ends (stdout.log and stderr.log in the job directory may have more)\n",
+                            st.limits.max_bytes, st.limits.tail_bytes
+                        );
+                        Some((tx, st.chunk(LogStream::System, notice)))
+                    }
+                }
+            };
+            if let Some((tx, chunk)) = ready {
+                let _ = tx.send(chunk).await;
+            }
+        }
+    }
+
+    /// Once the job is over: the last bytes of each stream kept past the limit, each after a
+    /// notice of how many bytes were dropped before them.
+    pub async fn flush_kept(&self) {
+        let _order = self.order.lock().await;
+        let (tx, chunks) = {
+            let mut st = self.state.lock().expect("log sink poisoned");
+            let Some(tx) = st.tx.clone() else {
+                return;
+            };
+            let mut out = Vec::new();
+            for stream in [LogStream::Stdout, LogStream::Stderr] {
+                let kept = std::mem::take(&mut st.kept[stream_index(stream)]);
+                if kept.chunks.is_empty() {
+                    continue;
+                }
+                let notice = format!(
+                    "{} bytes of {} were dropped here (the job's log limit); its last {} bytes \
+                     follow\n",
+                    kept.dropped,
+                    if stream == LogStream::Stdout {
+                        "stdout"
+                    } else {
+                        "stderr"
+                    },
+                    kept.bytes
+                );
+                out.push(st.chunk(LogStream::System, notice));
+                for data in kept.chunks {
+                    out.push(st.chunk(stream, data));
+                }
+            }
+            (tx, out)
+        };
+        for chunk in chunks {
+            let _ = tx.send(chunk).await;
         }
     }
 }
@@ -221,7 +367,47 @@ fn chunk_bytes(b: &[u8]) -> Vec<String> {
     out
 }
 
+/// Bytes of a log file kept on disk behind what has been read.
+const KEEP_ON_DISK: u64 = 8 * 1024 * 1024;
+
+/// Frees the disk blocks of a log file behind what the tailer has read (keeping the last
+/// [`KEEP_ON_DISK`] bytes), so that a job printing without end uses bounded disk: the file keeps
+/// its size and offsets (a restarted agent resumes by offset), the freed range reads as zeros.
+struct Punch {
+    pos: u64,
+    punched: u64,
+    works: bool,
+}
+
+impl Punch {
+    async fn new(file: &mut tokio::fs::File) -> Punch {
+        use tokio::io::AsyncSeekExt;
+        let pos = file.stream_position().await.unwrap_or(0);
+        Punch {
+            pos,
+            punched: 0,
+            works: true,
+        }
+    }
+
+    fn advance(&mut self, file: &tokio::fs::File, n: usize) {
+        self.pos += n as u64;
+        let upto = self.pos.saturating_sub(KEEP_ON_DISK) & !4095;
+        if !self.works || upto < self.punched + KEEP_ON_DISK {
+            return;
+        }
+        let flags = rustix::fs::FallocateFlags::PUNCH_HOLE | rustix::fs::FallocateFlags::KEEP_SIZE;
+        match rustix::fs::fallocate(file, flags, self.punched, upto - self.punched) {
+            Ok(()) => self.punched = upto,
+            // Opened read-only, or a file system without holes: the file grows as it did.
+            Err(_) => self.works = false,
+        }
+    }
+}
+
 /// Follows one log file until the job is over (`done` turns true), then reads it to the end.
+/// Output waits for room to be sent (the job never waits: it writes to the file); the disk
+/// behind what was read is freed when the file was opened for writing too (see [`Punch`]).
 pub(crate) async fn tail(
     mut file: tokio::fs::File,
     stream: LogStream,
@@ -231,6 +417,7 @@ pub(crate) async fn tail(
     let mut buf = vec![0u8; MAX_CHUNK_BYTES];
     let mut splitter = Splitter::default();
     let mut idle = 0u32;
+    let mut punch = Punch::new(&mut file).await;
     loop {
         // Read `done` before reading: once the job is over, a read that finds nothing more
         // means everything has been read.
@@ -240,8 +427,9 @@ pub(crate) async fn tail(
             Ok(n) => {
                 idle = 0;
                 for chunk in splitter.push(&buf[..n]) {
-                    sink.emit(stream, chunk);
+                    sink.emit_output(stream, chunk).await;
                 }
+                punch.advance(&file, n);
                 continue;
             }
             Err(e) => {
@@ -251,14 +439,14 @@ pub(crate) async fn tail(
         }
         if finished {
             for chunk in splitter.flush() {
-                sink.emit(stream, chunk);
+                sink.emit_output(stream, chunk).await;
             }
             return;
         }
         idle += 1;
         if idle >= PARTIAL_AFTER_POLLS && splitter.has_pending() {
             for chunk in splitter.flush() {
-                sink.emit(stream, chunk);
+                sink.emit_output(stream, chunk).await;
             }
         }
         tokio::select! {
@@ -336,10 +524,78 @@ mod tests {
         sink.emit(LogStream::Stdout, "d\n".into());
         let note = rx.recv().await.unwrap();
         assert_eq!(note.stream, LogStream::System);
-        assert!(note.data.contains("1 log chunks were dropped"));
+        assert!(note.data.contains("1 messages were dropped"));
         let d = rx.recv().await.unwrap();
         assert_eq!((d.seq, d.data.as_str()), (4, "d\n"));
         sink.close();
         assert!(rx.recv().await.is_none());
+    }
+
+    /// Issue 17: output waits for room instead of being dropped; past the limit, a notice, then
+    /// only the tail of each stream, when the job ends, after a count of what was dropped.
+    #[tokio::test]
+    async fn output_waits_for_room_and_keeps_the_tail_past_the_limit() {
+        let (tx, mut rx) = mpsc::channel(1);
+        let limits = LogLimits {
+            max_bytes: 10,
+            tail_bytes: 6,
+        };
+        let sink = std::sync::Arc::new(LogSink::with_limits(tx, limits));
+        let s = sink.clone();
+        let producer = tokio::spawn(async move {
+            for line in ["aaaa\n", "bbbb\n", "cccc\n", "dddd\n", "eeee\n"] {
+                s.emit_output(LogStream::Stdout, line.into()).await;
+            }
+            s.emit_output(LogStream::Stderr, "oops\n".into()).await;
+            s.flush_kept().await;
+            s.close();
+        });
+        let mut got = Vec::new();
+        while let Some(c) = rx.recv().await {
+            got.push((c.seq, c.stream, c.data));
+        }
+        producer.await.unwrap();
+        let texts: Vec<&str> = got.iter().map(|(_, _, d)| d.as_str()).collect();
+        // Nothing was dropped for want of room: the first 10 bytes went as they came.
+        assert_eq!(&texts[..2], &["aaaa\n", "bbbb\n"]);
+        assert!(
+            texts[2].contains("passed its log limit of 10 bytes"),
+            "{texts:?}"
+        );
+        assert!(
+            texts[3].contains("10 bytes of stdout were dropped"),
+            "{texts:?}"
+        );
+        // The last 6 bytes of stdout: one chunk ("eeee\n"), the others counted as dropped.
+        assert_eq!(texts[4], "eeee\n");
+        assert!(
+            texts[5].contains("0 bytes of stderr were dropped"),
+            "{texts:?}"
+        );
+        assert_eq!(texts[6], "oops\n");
+        assert_eq!(texts.len(), 7);
+        let seqs: Vec<u64> = got.iter().map(|(s, _, _)| *s).collect();
+        assert_eq!(seqs, (0..7).collect::<Vec<u64>>());
+    }
+
+    /// A restarted agent counts what was sent before it against the job's limit.
+    #[tokio::test]
+    async fn a_resumed_sink_counts_what_was_sent_before() {
+        let (tx, mut rx) = mpsc::channel(8);
+        let limits = LogLimits {
+            max_bytes: 10,
+            tail_bytes: 100,
+        };
+        let sink = LogSink::resumed(tx, limits, 8);
+        sink.emit_output(LogStream::Stdout, "abc\n".into()).await;
+        assert!(rx
+            .recv()
+            .await
+            .unwrap()
+            .data
+            .contains("passed its log limit"));
+        sink.flush_kept().await;
+        assert!(rx.recv().await.unwrap().data.contains("0 bytes of stdout"));
+        assert_eq!(rx.recv().await.unwrap().data, "abc\n");
     }
 }

@@ -17,6 +17,7 @@
 mod cgroup;
 mod job;
 pub(crate) mod logs;
+mod network;
 pub(crate) mod procfs;
 mod sandbox;
 
@@ -39,7 +40,8 @@ use crate::safe_fs;
 use cgroup::{CgroupSetup, JobCgroup};
 pub(crate) use job::sleep_until_opt;
 pub use job::RunningJob;
-pub use logs::{LogChunk, LogStream, MAX_CHUNK_BYTES};
+pub use logs::{LogChunk, LogLimits, LogStream, MAX_CHUNK_BYTES};
+pub use network::JobNetwork;
 use sandbox::{Bubblewrap, Rlimits};
 
 /// `PATH` of every job.
@@ -102,6 +104,12 @@ pub struct LocalOptions {
     pub use_bubblewrap: UseBubblewrap,
     pub use_cgroups: UseCgroups,
     pub run_as: RunAs,
+    /// How much of each job's output is forwarded (see [`logs::LogLimits`]).
+    pub log_limits: logs::LogLimits,
+    /// How jobs that ask for the network get it (see [`JobNetwork`]).
+    pub job_network: JobNetwork,
+    /// `slirp4netns` (default: found on `PATH` or in `/usr/bin`).
+    pub slirp4netns_path: Option<PathBuf>,
     /// Paths jobs must not read, typically the agent's config and token directory. Under
     /// bubblewrap an empty tmpfs (directories) or `/dev/null` (files) covers each. Without
     /// bubblewrap only file permissions protect them (keep them `0700`/`0600`; as root, jobs
@@ -125,6 +133,9 @@ impl Default for LocalOptions {
             use_bubblewrap: UseBubblewrap::Auto,
             use_cgroups: UseCgroups::Auto,
             run_as: RunAs::Auto,
+            log_limits: logs::LogLimits::default(),
+            job_network: JobNetwork::Isolated,
+            slirp4netns_path: None,
             hidden_paths: Vec::new(),
             exposed_paths: Vec::new(),
             kill_grace: Duration::from_secs(5),
@@ -289,6 +300,10 @@ pub struct Outcome {
     pub exit_code: Option<i32>,
     pub usage: Usage,
     pub message: String,
+    /// When the job itself started and ended (Unix ms), when known: what the consumer is shown,
+    /// however late the agent gets to report it.
+    pub started_at_ms: Option<u64>,
+    pub ended_at_ms: Option<u64>,
 }
 
 /// What [`LocalBackend::reattach`] found.
@@ -441,12 +456,34 @@ impl LocalBackend {
                 None
             }
             (mode, Some(binary)) => match Bubblewrap::probe(&binary, user.switch) {
-                Ok(()) => Some(Bubblewrap {
-                    binary,
-                    hidden: options.hidden_paths.clone(),
-                    exposed: options.exposed_paths.clone(),
-                    devices: sandbox::accelerator_devices(),
-                }),
+                Ok(()) => {
+                    let slirp = match options.job_network {
+                        JobNetwork::Host => None,
+                        JobNetwork::Isolated => {
+                            let found = options.slirp4netns_path.clone().or_else(|| {
+                                crate::capacity::find_tool("slirp4netns", &["/usr/bin"])
+                            });
+                            let uid = user.switch.map_or_else(procfs::euid, |(uid, _)| uid);
+                            match network::probe_slirp(found, uid, &root) {
+                                Ok(s) => Some(s),
+                                Err(why) => {
+                                    notes.push(format!(
+                                        "jobs that ask for the network are refused: {why}"
+                                    ));
+                                    None
+                                }
+                            }
+                        }
+                    };
+                    Some(Bubblewrap {
+                        binary,
+                        hidden: options.hidden_paths.clone(),
+                        exposed: options.exposed_paths.clone(),
+                        devices: sandbox::accelerator_devices(),
+                        job_network: options.job_network,
+                        slirp,
+                    })
+                }
                 Err(e) if mode == UseBubblewrap::Always => {
                     return Err(Error::SandboxUnavailable(e));
                 }
@@ -550,6 +587,16 @@ impl LocalBackend {
     ) -> Result<RunningJob> {
         let inner = &self.inner;
         let memory_bytes = spec.memory_mib.saturating_mul(1024 * 1024);
+        let work = work_dir(job_dir);
+        // The sandbox first: a job it cannot run (network refused here) costs nothing more.
+        let sandbox = match &inner.bwrap {
+            Some(b) => Some((
+                b,
+                b.prefix(&inner.root, &work, &job_dir.join(STATUS_DIR), spec.network)
+                    .map_err(Error::Start)?,
+            )),
+            None => None,
+        };
 
         // The cgroup exists, with its limits, before the process does.
         let cgroup = match &inner.cgroups {
@@ -585,9 +632,14 @@ impl LocalBackend {
                 },
             ));
         }
-        let work = work_dir(job_dir);
-        if let Some(b) = &inner.bwrap {
-            prefix.extend(b.prefix(&inner.root, &work, spec.network));
+        if let Some((b, sandbox)) = &sandbox {
+            // The network script, when there is one, comes first: the rlimits are the job's.
+            let script = sandbox
+                .iter()
+                .position(|a| a == b.binary.as_os_str())
+                .unwrap_or(0);
+            prefix.splice(0..0, sandbox[..script].iter().cloned());
+            prefix.extend(sandbox[script..].iter().cloned());
         }
 
         // The job's own deadline, enforced by the wrapper's watchdog even with no agent about;
@@ -692,7 +744,7 @@ impl LocalBackend {
             job_dir.to_owned(),
             &record,
             inner.options.kill_grace,
-            logs::LogSink::new(tx),
+            logs::LogSink::with_limits(tx, self.inner.options.log_limits),
         );
         let files = (
             tokio::fs::File::from_std(prepared.stdout_r),
@@ -792,7 +844,11 @@ impl LocalBackend {
                 job_dir.clone(),
                 &record,
                 self.inner.options.kill_grace,
-                logs::LogSink::new(tx),
+                logs::LogSink::resumed(
+                    tx,
+                    self.inner.options.log_limits,
+                    offsets.map_or(0, |(o, e)| o.saturating_add(e)),
+                ),
             );
             shared.sink.system(if offsets.is_some() {
                 format!("reattached to the running job (pid {pid}); output resumes where it was last sent")
@@ -827,7 +883,7 @@ impl LocalBackend {
 /// logs are the agent's, in a directory the job cannot write; they are still opened without
 /// following a link, and only as regular files.
 async fn open_at(path: &Path, offset: Option<u64>) -> Result<(tokio::fs::File, u64)> {
-    let f = safe_fs::open_own_file(path)
+    let f = safe_fs::open_own_file_rw(path)
         .map_err(|e| Error::BadRecord(format!("{}: {e}", path.display())))?;
     let mut f = tokio::fs::File::from_std(f);
     let len = f
@@ -1021,7 +1077,12 @@ fn prepare_job_dir(
                 .mode(0o600)
                 .open(&path)
                 .context(|| format!("creating {}", path.display()))?;
-            let r = std::fs::File::open(&path).context(|| format!("opening {}", path.display()))?;
+            // Read, and written only to free what was read (see `logs::tail`).
+            let r = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(&path)
+                .context(|| format!("opening {}", path.display()))?;
             Ok((w, r))
         };
         let (stdout_w, stdout_r) = open_log("stdout.log")?;
@@ -1128,8 +1189,18 @@ fn build_report(
     let sandbox_text = match bwrap {
         Some(b) => format!(
             "sandbox bubblewrap (read-only root, private /tmp and /dev, own pid/ipc/uts/net \
-             namespaces with network only when the job asks, no capabilities, other jobs' \
-             directories hidden{})",
+             namespaces, {}, /run and its sockets hidden, no capabilities, other jobs' directories \
+             hidden{})",
+            match (b.job_network, &b.slirp) {
+                (network::JobNetwork::Host, _) => {
+                    "network when the job asks: the host's, its loopback and abstract sockets included"
+                }
+                (network::JobNetwork::Isolated, Some(_)) => {
+                    "network when the job asks: its own, through slirp4netns, without the \
+                     host's loopback"
+                }
+                (network::JobNetwork::Isolated, None) => "no network",
+            },
             if b.hidden.is_empty() {
                 String::new()
             } else {

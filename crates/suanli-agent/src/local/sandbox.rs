@@ -13,6 +13,8 @@ use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
+use super::network::{JobNetwork, Slirp};
+
 /// `argv[0]` of the wrapper, used to recognise it after an agent restart.
 pub(crate) const WRAPPER_NAME: &str = "suanli-wrapper";
 
@@ -148,32 +150,57 @@ pub(crate) struct Bubblewrap {
     pub exposed: Vec<PathBuf>,
     /// Accelerator device nodes (`/dev/nvidia*`, `/dev/davinci*`, …) bound into the sandbox.
     pub devices: Vec<PathBuf>,
+    /// How jobs that ask for the network get it, and what an isolated network needs here
+    /// (`None`: not available, network jobs are refused).
+    pub job_network: JobNetwork,
+    pub slirp: Option<Slirp>,
 }
 
 /// Options common to the probe and to jobs: read-only root, minimal `/dev`, own `/proc` and
 /// `/tmp`, every namespace unshared, no capabilities (a root job keeping its capabilities in the
 /// sandbox's user namespace could unmount the tmpfs that hides a path), its own session.
 fn common_args(v: &mut Vec<OsString>) {
-    v.extend(
-        [
-            "--ro-bind",
-            "/",
-            "/",
-            "--dev",
-            "/dev",
-            "--proc",
-            "/proc",
-            "--tmpfs",
-            "/tmp",
-        ]
-        .map(OsString::from),
-    );
+    v.extend(["--ro-bind", "/", "/", "--dev", "/dev"].map(OsString::from));
+    v.extend(["--proc", "/proc", "--tmpfs", "/tmp"].map(OsString::from));
 }
 
-fn tail_args(v: &mut Vec<OsString>, network: bool) {
+/// The devices of a sandbox with its own network: `--dev` would mount a devpts, for which
+/// bubblewrap nests a second user namespace, and slirp4netns could not join the network
+/// namespace through it. The usual nodes, `/dev/shm` and the `/dev/fd` links; no terminals.
+fn explicit_dev_args(v: &mut Vec<OsString>) {
+    v.extend(["--ro-bind", "/", "/", "--tmpfs", "/dev"].map(OsString::from));
+    for dev in ["null", "zero", "full", "random", "urandom", "tty"] {
+        let path = format!("/dev/{dev}");
+        v.extend(["--dev-bind".into(), path.clone().into(), path.into()]);
+    }
+    v.extend(["--tmpfs", "/dev/shm"].map(OsString::from));
+    for (target, link) in [
+        ("/proc/self/fd", "/dev/fd"),
+        ("/proc/self/fd/0", "/dev/stdin"),
+        ("/proc/self/fd/1", "/dev/stdout"),
+        ("/proc/self/fd/2", "/dev/stderr"),
+    ] {
+        v.extend(["--symlink", target, link].map(OsString::from));
+    }
+    v.extend(["--proc", "/proc", "--tmpfs", "/tmp"].map(OsString::from));
+}
+
+/// How the sandbox's network is made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Net {
+    None,
+    Host,
+    /// Its own namespace, configured by slirp4netns once bubblewrap says its pid (`--info-fd
+    /// 3`) and before the job runs (`--block-fd 4`).
+    Slirp,
+}
+
+fn tail_args(v: &mut Vec<OsString>, net: Net) {
     v.push("--unshare-all".into());
-    if network {
-        v.push("--share-net".into());
+    match net {
+        Net::None => {}
+        Net::Host => v.push("--share-net".into()),
+        Net::Slirp => v.extend(["--info-fd", "3", "--block-fd", "4"].map(OsString::from)),
     }
     v.extend(
         [
@@ -190,9 +217,40 @@ fn tail_args(v: &mut Vec<OsString>, network: bool) {
 impl Bubblewrap {
     /// The prefix that runs a command in the sandbox with `job_dir` as its only writable place.
     /// `root_dir` (every job's directory) is hidden, then the job's own directory bound back.
-    pub fn prefix(&self, root_dir: &Path, job_dir: &Path, network: bool) -> Vec<OsString> {
-        let mut v: Vec<OsString> = vec![self.binary.clone().into()];
-        common_args(&mut v);
+    ///
+    /// With `network`, the prefix starts with [`NET_SCRIPT`](super::network::NET_SCRIPT) when
+    /// the network is isolated (`fifo_dir`: a directory of the attempt's the job cannot see);
+    /// `Err` when network jobs are refused here.
+    pub fn prefix(
+        &self,
+        root_dir: &Path,
+        job_dir: &Path,
+        fifo_dir: &Path,
+        network: bool,
+    ) -> Result<Vec<OsString>, String> {
+        let net = match (network, self.job_network, &self.slirp) {
+            (false, _, _) => Net::None,
+            (true, JobNetwork::Host, _) => Net::Host,
+            (true, JobNetwork::Isolated, Some(_)) => Net::Slirp,
+            (true, JobNetwork::Isolated, None) => {
+                return Err(
+                    "this provider's agent cannot give a job a network of its own \
+                            (slirp4netns is missing or cannot work there), and does not share \
+                            its host's: run the job without network"
+                        .into(),
+                )
+            }
+        };
+        let mut v: Vec<OsString> = Vec::new();
+        if let (Net::Slirp, Some(slirp)) = (net, &self.slirp) {
+            v.extend(slirp.prefix(fifo_dir));
+        }
+        v.push(self.binary.clone().into());
+        if net == Net::Slirp {
+            explicit_dev_args(&mut v);
+        } else {
+            common_args(&mut v);
+        }
         for dev in &self.devices {
             v.extend([
                 "--dev-bind-try".into(),
@@ -222,6 +280,21 @@ impl Bubblewrap {
                 Err(_) => {}
             }
         }
+        if let (
+            Net::Slirp,
+            Some(Slirp {
+                resolv_conf: Some(conf),
+                ..
+            }),
+        ) = (net, &self.slirp)
+        {
+            // The host's resolver is on its loopback, out of the job's reach: slirp4netns's.
+            v.extend([
+                "--ro-bind".into(),
+                conf.clone().into(),
+                "/etc/resolv.conf".into(),
+            ]);
+        }
         v.extend([
             "--bind".into(),
             job_dir.into(),
@@ -229,8 +302,8 @@ impl Bubblewrap {
             "--chdir".into(),
             job_dir.into(),
         ]);
-        tail_args(&mut v, network);
-        v
+        tail_args(&mut v, net);
+        Ok(v)
     }
 
     /// Runs `/bin/true` in a sandbox as the job user: `Err` with bubblewrap's complaint if it
@@ -239,7 +312,7 @@ impl Bubblewrap {
         use std::os::unix::process::CommandExt;
         let mut v: Vec<OsString> = Vec::new();
         common_args(&mut v);
-        tail_args(&mut v, false);
+        tail_args(&mut v, Net::None);
         let mut cmd = Command::new(binary);
         cmd.args(&v)
             .arg("/bin/true")
@@ -316,12 +389,18 @@ mod tests {
             hidden: vec!["/nonexistent-suanli-hidden".into(), "/etc".into()],
             exposed: vec!["/run/munge".into()],
             devices: vec![],
+            job_network: JobNetwork::Host,
+            slirp: None,
         };
-        let a = strs(&b.prefix(
-            Path::new("/var/lib/suanli/jobs"),
-            Path::new("/var/lib/suanli/jobs/a1"),
-            false,
-        ));
+        let a = strs(
+            &b.prefix(
+                Path::new("/var/lib/suanli/jobs"),
+                Path::new("/var/lib/suanli/jobs/a1"),
+                Path::new("/var/lib/suanli/jobs/a1/status"),
+                false,
+            )
+            .unwrap(),
+        );
         let joined = a.join(" ");
         assert!(
             joined.starts_with("/usr/bin/bwrap --ro-bind / / --dev /dev --proc /proc --tmpfs /tmp")
@@ -333,7 +412,34 @@ mod tests {
         ));
         assert!(!joined.contains("nonexistent"));
         assert!(joined.ends_with("--unshare-all --die-with-parent --new-session --cap-drop ALL --"));
-        let net = strs(&b.prefix(Path::new("/r"), Path::new("/r/a"), true)).join(" ");
-        assert!(net.contains("--unshare-all --share-net"));
+        let host = |b: &Bubblewrap| {
+            b.prefix(Path::new("/r"), Path::new("/r/a"), Path::new("/r/s"), true)
+                .map(|p| strs(&p).join(" "))
+        };
+        assert!(host(&b).unwrap().contains("--unshare-all --share-net"));
+        // Isolated: under the network script, bubblewrap waits for slirp4netns, and the
+        // host's network is never shared.
+        let isolated = Bubblewrap {
+            job_network: JobNetwork::Isolated,
+            slirp: Some(Slirp {
+                binary: "/usr/bin/slirp4netns".into(),
+                resolv_conf: Some("/r/.resolv.conf".into()),
+            }),
+            ..b.clone()
+        };
+        let net = host(&isolated).unwrap();
+        assert!(net.starts_with("/bin/sh -c "), "{net}");
+        assert!(net.contains(
+            "suanli-net /usr/bin/slirp4netns /r/s /usr/bin/bwrap --ro-bind / / --tmpfs /dev"
+        ));
+        assert!(net.contains("--ro-bind /r/.resolv.conf /etc/resolv.conf"));
+        assert!(net.contains("--unshare-all --info-fd 3 --block-fd 4 --die-with-parent"));
+        assert!(!net.contains("--share-net") && !net.contains("--dev /dev"));
+        // Without slirp4netns an isolated network job is refused, not given the host's.
+        let refused = Bubblewrap {
+            slirp: None,
+            ..isolated
+        };
+        assert!(host(&refused).unwrap_err().contains("without network"));
     }
 }

@@ -61,6 +61,8 @@ pub struct SlurmOptions {
     pub bin_dir: Option<PathBuf>,
     /// Capacity of each job's log channel, in chunks.
     pub log_channel_capacity: usize,
+    /// How much of each job's output is forwarded.
+    pub log_limits: crate::local::LogLimits,
 }
 
 impl SlurmOptions {
@@ -72,6 +74,7 @@ impl SlurmOptions {
             poll_interval: Duration::from_secs(1),
             bin_dir: None,
             log_channel_capacity: 1024,
+            log_limits: crate::local::LogLimits::default(),
         }
     }
 }
@@ -473,7 +476,8 @@ impl SlurmBackend {
         offsets: Option<(u64, u64)>,
     ) -> SlurmJob {
         let (tx, rx) = mpsc::channel(self.inner.options.log_channel_capacity.max(1));
-        let sink = Arc::new(LogSink::new(tx));
+        let already = offsets.map_or(0, |(o, e)| o.saturating_add(e));
+        let sink = Arc::new(LogSink::resumed(tx, self.inner.options.log_limits, already));
         let (observed_tx, observed_rx) = watch::channel(None);
         self.inner
             .watched
@@ -615,7 +619,8 @@ async fn run_command(
         .env_clear()
         .env("PATH", path)
         .env("LANG", "C.UTF-8")
-        .env("SLURM_TIME_FORMAT", "standard")
+        // Times as Unix seconds: a job's own start and end, whatever the controller's zone.
+        .env("SLURM_TIME_FORMAT", "%s")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -818,7 +823,7 @@ async fn follow(
         let finished = *done.borrow_and_update();
         // The log is the job's account's file, in the agent's directory: never followed
         // through a link, only a regular file.
-        match crate::safe_fs::open_own_file(&path) {
+        match crate::safe_fs::open_own_file_rw(&path) {
             Ok(f) => break tokio::fs::File::from_std(f),
             Err(crate::safe_fs::Refused::Missing) if !finished => {}
             Err(crate::safe_fs::Refused::Missing) => return,
@@ -954,6 +959,7 @@ async fn drive(
     for t in tailers {
         let _ = t.await;
     }
+    job.sink.flush_kept().await;
     job.sink.system(outcome.message.clone());
     job.sink.close();
     backend
@@ -1000,6 +1006,8 @@ fn outcome_of(job: &JobShared, record: Option<&JobRecord>) -> Outcome {
                 "Slurm has no record of job {} (not in the queue, its accounting or its completion log)",
                 job.slurm_id
             ),
+            started_at_ms: None,
+            ended_at_ms: None,
         };
     };
     let billed_s = r.elapsed_s.min(job.time_limit_s);
@@ -1056,6 +1064,8 @@ fn outcome_of(job: &JobShared, record: Option<&JobRecord>) -> Outcome {
         exit_code,
         usage,
         message,
+        started_at_ms: r.started_s.map(|s| s * 1_000),
+        ended_at_ms: r.ended_s.map(|s| s * 1_000),
     }
 }
 
@@ -1147,6 +1157,8 @@ impl SlurmJob {
                     exit_code: None,
                     usage: Usage::default(),
                     message: "the backend stopped following the job".into(),
+                    started_at_ms: None,
+                    ended_at_ms: None,
                 };
             }
         }
@@ -1180,6 +1192,8 @@ mod tests {
             cpus: 2,
             gpus: 0,
             nodes: "n1".into(),
+            started_s: Some(1_000),
+            ended_s: Some(1_000 + elapsed),
         }
     }
 

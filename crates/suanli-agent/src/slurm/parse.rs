@@ -269,6 +269,15 @@ pub struct JobRecord {
     /// GPUs allocated, from the `TRES`/`AllocTRES` `gres/gpu=` entry.
     pub gpus: u64,
     pub nodes: String,
+    /// When the job started and ended (Unix seconds; the backend runs Slurm's tools with
+    /// `SLURM_TIME_FORMAT=%s`), when Slurm says.
+    pub started_s: Option<u64>,
+    pub ended_s: Option<u64>,
+}
+
+/// A time of Slurm's printed as Unix seconds (`Unknown`, `None`, or 0 when there is none).
+fn epoch_s(t: &str) -> Option<u64> {
+    t.trim().parse::<u64>().ok().filter(|&s| s > 0)
 }
 
 /// Reads `scontrol -o show job ID`.
@@ -286,6 +295,8 @@ pub fn parse_scontrol_job(line: &str) -> Option<JobRecord> {
         cpus: get("NumCPUs").parse().unwrap_or(0),
         gpus: job_gpus(&kv),
         nodes: get("NodeList").to_owned(),
+        started_s: epoch_s(get("StartTime")),
+        ended_s: epoch_s(get("EndTime")),
     })
 }
 
@@ -318,19 +329,22 @@ fn job_gpus(kv: &BTreeMap<String, String>) -> u64 {
 }
 
 /// The fields [`parse_sacct_line`] reads, for `sacct --parsable2 --noheader --format=`.
-pub const SACCT_FORMAT: &str = "JobID,State,ExitCode,Elapsed,AllocCPUS,AllocTRES,NodeList";
+pub const SACCT_FORMAT: &str =
+    "JobID,State,ExitCode,Elapsed,AllocCPUS,AllocTRES,NodeList,Start,End";
 /// The same for the job-completion log (`sacct -c`), which has no TRES.
-pub const SACCT_JOBCOMP_FORMAT: &str = "JobID,State,ExitCode,Elapsed,AllocCPUS,NodeList";
+pub const SACCT_JOBCOMP_FORMAT: &str = "JobID,State,ExitCode,Elapsed,AllocCPUS,NodeList,Start,End";
 
 /// Reads a line of `sacct -P -n -o` [`SACCT_FORMAT`] (or [`SACCT_JOBCOMP_FORMAT`]). Job steps
 /// (`1234.batch`) are skipped: only the allocation's own line counts.
 pub fn parse_sacct_line(line: &str) -> Option<JobRecord> {
     let p: Vec<&str> = line.trim().split('|').collect();
-    let (id, state, exit, elapsed, cpus, tres, nodes) = match p.as_slice() {
-        [id, state, exit, elapsed, cpus, tres, nodes] => {
-            (id, state, exit, elapsed, cpus, *tres, nodes)
+    let (id, state, exit, elapsed, cpus, tres, nodes, start, end) = match p.as_slice() {
+        [id, state, exit, elapsed, cpus, tres, nodes, start, end] => {
+            (id, state, exit, elapsed, cpus, *tres, nodes, *start, *end)
         }
-        [id, state, exit, elapsed, cpus, nodes] => (id, state, exit, elapsed, cpus, "", nodes),
+        [id, state, exit, elapsed, cpus, nodes, start, end] => {
+            (id, state, exit, elapsed, cpus, "", nodes, *start, *end)
+        }
         _ => return None,
     };
     let job_id: u64 = id.trim().parse().ok()?;
@@ -344,6 +358,8 @@ pub fn parse_sacct_line(line: &str) -> Option<JobRecord> {
         cpus: cpus.trim().parse().unwrap_or(0),
         gpus: tres_gpus(tres),
         nodes: nodes.trim().to_owned(),
+        started_s: epoch_s(start),
+        ended_s: epoch_s(end),
     })
 }
 
@@ -540,7 +556,7 @@ mod tests {
     use super::*;
 
     // Captured from Slurm 22.05.8 (Debian 12) on this machine.
-    const JOB: &str = "JobId=2182 JobName=suanli-att1 UserId=nobody(65534) GroupId=root(0) MCS_label=N/A Priority=4294899578 Nice=0 Account=(null) QOS=(null) JobState=FAILED Reason=NonZeroExitCode Dependency=(null) Requeue=1 Restarts=0 BatchFlag=1 Reboot=0 ExitCode=3:0 RunTime=00:00:02 TimeLimit=00:01:00 TimeMin=N/A SubmitTime=2026-11-27T19:26:56 EligibleTime=2026-11-27T19:26:56 AccrueTime=2026-11-27T19:26:56 StartTime=2026-11-27T19:26:59 EndTime=2026-11-27T19:27:01 Deadline=N/A SuspendTime=None SecsPreSuspend=0 LastSchedEval=2026-11-27T19:26:59 Scheduler=Main Partition=debug AllocNode:Sid=localhost:1915 ReqNodeList=(null) ExcNodeList=(null) NodeList=vm BatchHost=vm NumNodes=1 NumCPUs=1 NumTasks=1 CPUs/Task=1 ReqB:S:C:T=0:0:*:* TRES=cpu=1,mem=100M,node=1,billing=1 Socks/Node=* NtasksPerN:B:S:C=0:0:*:* CoreSpec=* MinCPUsNode=1 MinMemoryCPU=100M MinTmpDiskNode=0 Features=(null) DelayBoot=00:00:00 OverSubscribe=OK Contiguous=0 Licenses=(null) Network=(null) Command=/var/tmp/st/j.sh WorkDir=/var/tmp/st StdErr=/var/tmp/st/err.log StdIn=/dev/null StdOut=/var/tmp/st/out.log Power= ";
+    const JOB: &str = "JobId=2182 JobName=suanli-att1 UserId=nobody(65534) GroupId=root(0) MCS_label=N/A Priority=4294899578 Nice=0 Account=(null) QOS=(null) JobState=FAILED Reason=NonZeroExitCode Dependency=(null) Requeue=1 Restarts=0 BatchFlag=1 Reboot=0 ExitCode=3:0 RunTime=00:00:02 TimeLimit=00:01:00 TimeMin=N/A SubmitTime=2026-11-27T19:26:56 EligibleTime=2026-11-27T19:26:56 AccrueTime=2026-11-27T19:26:56 StartTime=1796655172 EndTime=1796655174 Deadline=N/A SuspendTime=None SecsPreSuspend=0 LastSchedEval=2026-11-27T19:26:59 Scheduler=Main Partition=debug AllocNode:Sid=localhost:1915 ReqNodeList=(null) ExcNodeList=(null) NodeList=vm BatchHost=vm NumNodes=1 NumCPUs=1 NumTasks=1 CPUs/Task=1 ReqB:S:C:T=0:0:*:* TRES=cpu=1,mem=100M,node=1,billing=1 Socks/Node=* NtasksPerN:B:S:C=0:0:*:* CoreSpec=* MinCPUsNode=1 MinMemoryCPU=100M MinTmpDiskNode=0 Features=(null) DelayBoot=00:00:00 OverSubscribe=OK Contiguous=0 Licenses=(null) Network=(null) Command=/var/tmp/st/j.sh WorkDir=/var/tmp/st StdErr=/var/tmp/st/err.log StdIn=/dev/null StdOut=/var/tmp/st/out.log Power= ";
     const NODE: &str = "NodeName=vm Arch=x86_64 CoresPerSocket=2  CPUAlloc=0 CPUEfctv=2 CPUTot=2 CPULoad=0.98 AvailableFeatures=(null) ActiveFeatures=(null) Gres=(null) NodeAddr=127.0.0.1 NodeHostName=vm Version=22.05.8 OS=Linux 6.18.44-fc-v782 #1 SMP PREEMPT_DYNAMIC @0  RealMemory=24105 AllocMem=0 FreeMem=23078 Sockets=1 Boards=1 State=IDLE ThreadsPerCore=1 TmpDisk=0 Weight=1 Owner=N/A MCS_label=N/A Partitions=debug  BootTime=2026-11-27T16:20:12 SlurmdStartTime=2026-11-27T19:26:53 LastBusyTime=2026-11-27T19:26:54 CfgTRES=cpu=2,mem=24105M,billing=2 AllocTRES= CapWatts=n/a CurrentWatts=0 AveWatts=0 ExtSensorsJoules=n/s ExtSensorsWatts=0 ExtSensorsTemp=n/s";
 
     #[test]
@@ -629,6 +645,10 @@ mod tests {
         assert_eq!(j.reason, "NonZeroExitCode");
         assert_eq!(j.exit_code, Some(3));
         assert_eq!(j.elapsed_s, 2);
+        assert_eq!(
+            (j.started_s, j.ended_s),
+            (Some(1796655172), Some(1796655174))
+        );
         assert_eq!(j.cpus, 1);
         assert_eq!(j.gpus, 0);
         assert_eq!(j.nodes, "vm");
@@ -699,17 +719,22 @@ mod tests {
             (2182, SlurmState::Pending, "Resources", 0, 2)
         );
         assert!(parse_squeue_line("garbage").is_none());
-        let s = parse_sacct_line("2182|FAILED|3:0|00:00:02|1|vm").unwrap();
+        let s = parse_sacct_line("2182|FAILED|3:0|00:00:02|1|vm|1796655172|1796655174").unwrap();
         assert_eq!(
             (s.state, s.exit_code, s.elapsed_s, s.cpus),
             (SlurmState::Failed, Some(3), 2, 1)
         );
+        assert_eq!(
+            (s.started_s, s.ended_s),
+            (Some(1796655172), Some(1796655174))
+        );
         let s = parse_sacct_line(
-            "77|COMPLETED|0:0|00:01:00|8|billing=8,cpu=8,gres/gpu=2,mem=16G,node=1|gpu01",
+            "77|COMPLETED|0:0|00:01:00|8|billing=8,cpu=8,gres/gpu=2,mem=16G,node=1|gpu01|Unknown|Unknown",
         )
         .unwrap();
         assert_eq!((s.elapsed_s, s.cpus, s.gpus), (60, 8, 2));
-        assert!(parse_sacct_line("77.batch|COMPLETED|0:0|00:01:00|8||gpu01").is_none());
+        assert_eq!((s.started_s, s.ended_s), (None, None));
+        assert!(parse_sacct_line("77.batch|COMPLETED|0:0|00:01:00|8||gpu01|1|2").is_none());
     }
 
     #[test]

@@ -15,7 +15,7 @@ use suanli_api::{
     OrgKind, PollRequest, PollResponse, RegisterAgentRequest, UsageAck, UsageBatch,
 };
 use suanli_core::job::JobState;
-use suanli_store::jobs::{NewAgent, VerifiedUsage};
+use suanli_store::jobs::{AttemptReport, NewAgent, VerifiedUsage};
 
 use crate::auth::Caller;
 use crate::error::ApiError;
@@ -273,10 +273,14 @@ pub async fn event(
                     &org,
                     &agent_id,
                     &attempt_id,
-                    new_state,
-                    ev.exit_code,
-                    ev.message.as_deref(),
-                    ev.backend_id.as_deref(),
+                    &AttemptReport {
+                        state: new_state,
+                        exit_code: ev.exit_code,
+                        message: ev.message.as_deref(),
+                        backend_id: ev.backend_id.as_deref(),
+                        started_ms: ev.started_ms,
+                        ended_ms: ev.ended_ms,
+                    },
                     now,
                 )?;
                 Ok(wire::job(&job))
@@ -425,6 +429,7 @@ pub async fn logs(
     if chunks.len() > 1_000 {
         return Err(ApiError::invalid("chunks", "at most 1000 chunks"));
     }
+    let max_log_bytes = state.config.max_log_bytes_per_job;
     let mut rows = Vec::with_capacity(chunks.len());
     for (i, c) in chunks.into_iter().enumerate() {
         if !matches!(c.stream.as_str(), "stdout" | "stderr" | "system")
@@ -445,7 +450,7 @@ pub async fn logs(
         .writer()
         .submit(move |tx| {
             tx.check_generation(&org, &agent_id, generation)?;
-            tx.append_logs(&org, &agent_id, &attempt_id, &rows, now)
+            tx.append_logs(&org, &agent_id, &attempt_id, &rows, max_log_bytes, now)
         })
         .await
         .map_err(ApiError::from)?;
