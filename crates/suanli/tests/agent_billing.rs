@@ -46,6 +46,9 @@ async fn ten_sub_second_jobs_are_billed_the_time_they_used() {
     let setup = agent_setup(dir.path(), &x.base, &token, "node-b", None);
     let _agent = AgentProcess::start(&setup);
     let pool = wait_for_agents(&provider, 1).await.remove(0).pool_id;
+    // Issue 17: `pool list` showed AGENT "no" for the pool of a live agent.
+    let listed = provider.get_pool(&pool).await.unwrap();
+    assert!(listed.agent_connected, "{listed:#?}");
     let offer = offer(&provider, &pool).await;
     let (consumer, lease) = consumer_with_lease(&x.operator, &x.base, &offer.id, 1, false).await;
     let busy = "end=$(( $(date +%s%N) + 900000000 )); \

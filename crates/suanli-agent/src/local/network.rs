@@ -34,7 +34,9 @@ pub enum JobNetwork {
 /// bubblewrap's command line, which carries `--info-fd 3 --block-fd 4`. It exits with the
 /// sandbox's status, or 126 (and says why on stderr, which is the job's log) when the network
 /// could not be set up; the sandbox then never runs. SIGTERM is remembered, not obeyed (as the
-/// wrapper does): the job's own processes get it and have their grace.
+/// wrapper does): the job's own processes get it and have their grace. The info FIFO stays open
+/// to the end: bubblewrap may still be writing the rest of its JSON after the line with the pid,
+/// and would die of SIGPIPE if nobody could read it.
 pub(crate) const NET_SCRIPT: &str = r#"trap 'suanli_sig=1' TERM INT HUP
 s=$1; d=$2; shift 2
 f="$d/.net.$$"
@@ -47,7 +49,6 @@ p=
 while read -r l <&6; do
   case $l in *child-pid*) p=${l##*:}; p=${p%%,*}; p=$(echo $p); break ;; esac
 done
-exec 6<&-
 n=
 r=
 if [ -n "$p" ]; then

@@ -619,8 +619,16 @@ async fn run_command(
         .env_clear()
         .env("PATH", path)
         .env("LANG", "C.UTF-8")
-        // Times as Unix seconds: a job's own start and end, whatever the controller's zone.
-        .env("SLURM_TIME_FORMAT", "%s")
+        // The agent reads times as Unix seconds (a job's own start and end, whatever the
+        // controller's zone); a job (sbatch passes this environment on) sees Slurm's usual ones.
+        .env(
+            "SLURM_TIME_FORMAT",
+            if program == "sbatch" {
+                "standard"
+            } else {
+                "%s"
+            },
+        )
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
