@@ -7,10 +7,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{
-    admit, agent_setup, consumer_with_lease, exchange, offer, settle, task, wait_for_agents,
-    wait_job, AgentProcess, Scratch,
-};
+use common::{settle, task, wait_job, LocalMarket};
 use suanli_api::*;
 
 fn ms(rfc3339: &str) -> i64 {
@@ -39,18 +36,11 @@ fn billed_its_own_time(job: &Job) -> u64 {
 /// each is billed its own time to the millisecond, and the lease the sum of them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ten_sub_second_jobs_are_billed_the_time_they_used() {
-    let dir = Scratch::new("suanli-bill-short");
-    let x = exchange(dir.path(), |_| {}).await;
-    let (_, provider, token) =
-        admit(&x.operator, &x.base, "Local compute", OrgKind::Provider).await;
-    let setup = agent_setup(dir.path(), &x.base, &token, "node-b", None);
-    let _agent = AgentProcess::start(&setup);
-    let pool = wait_for_agents(&provider, 1).await.remove(0).pool_id;
+    let m = LocalMarket::start("suanli-bill-short", |_| {}, "").await;
     // Issue 17: `pool list` showed AGENT "no" for the pool of a live agent.
-    let listed = provider.get_pool(&pool).await.unwrap();
+    let listed = m.provider.get_pool(&m.pool_id).await.unwrap();
     assert!(listed.agent_connected, "{listed:#?}");
-    let offer = offer(&provider, &pool).await;
-    let (consumer, lease) = consumer_with_lease(&x.operator, &x.base, &offer.id, 1, false).await;
+    let (x, consumer, lease) = (&m.x, &m.consumer, &m.lease);
     let busy = "end=$(( $(date +%s%N) + 900000000 )); \
                 while [ \"$(date +%s%N)\" -lt \"$end\" ]; do :; done";
     let mut ids = Vec::new();
@@ -65,7 +55,7 @@ async fn ten_sub_second_jobs_are_billed_the_time_they_used() {
     }
     let mut total = 0;
     for id in &ids {
-        let job = wait_job(&consumer, id, |j| {
+        let job = wait_job(consumer, id, |j| {
             !matches!(j.state.as_str(), "queued" | "dispatched" | "running")
         })
         .await;
@@ -75,7 +65,7 @@ async fn ten_sub_second_jobs_are_billed_the_time_they_used() {
         total += used;
     }
     // The lease is billed the sum of its jobs' times (1 micro per unit-ms here), rounded once.
-    let settled = settle(&x.operator, &consumer, &lease.id).await;
+    let settled = settle(&x.operator, consumer, &lease.id).await;
     assert_eq!(settled.metered_unit_ms, total);
     assert!(settled.cost_micros.unwrap() >= 9_000);
 }
@@ -85,28 +75,25 @@ async fn ten_sub_second_jobs_are_billed_the_time_they_used() {
 /// billed up to then. Now the job's own start and end are reported, and billed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_late_report_keeps_the_jobs_own_times() {
-    let dir = Scratch::new("suanli-bill-late");
-    let x = exchange(dir.path(), |c| {
-        c.suspect_after = Duration::from_secs(30);
-        c.lost_after = Duration::from_secs(120);
-    })
+    let m = LocalMarket::start(
+        "suanli-bill-late",
+        |c| {
+            c.suspect_after = Duration::from_secs(30);
+            c.lost_after = Duration::from_secs(120);
+        },
+        "",
+    )
     .await;
-    let (_, provider, token) =
-        admit(&x.operator, &x.base, "Local compute", OrgKind::Provider).await;
-    let setup = agent_setup(dir.path(), &x.base, &token, "node-s", None);
-    let agent = AgentProcess::start(&setup);
-    let pool = wait_for_agents(&provider, 1).await.remove(0).pool_id;
-    let offer = offer(&provider, &pool).await;
-    let (consumer, lease) = consumer_with_lease(&x.operator, &x.base, &offer.id, 1, false).await;
+    let (x, consumer, lease, agent) = (&m.x, &m.consumer, &m.lease, &m.agent);
     let job = consumer
         .create_job(&lease.id, &task("sleep 1"), None)
         .await
         .unwrap();
-    wait_job(&consumer, &job.id, |j| j.state == "running").await;
+    wait_job(consumer, &job.id, |j| j.state == "running").await;
     agent.signal("STOP");
     tokio::time::sleep(Duration::from_secs(8)).await;
     agent.signal("CONT");
-    let done = wait_job(&consumer, &job.id, |j| {
+    let done = wait_job(consumer, &job.id, |j| {
         !matches!(j.state.as_str(), "queued" | "dispatched" | "running")
     })
     .await;
@@ -119,5 +106,5 @@ async fn a_late_report_keeps_the_jobs_own_times() {
     // The attempt shows the same times as the job.
     assert_eq!(done.attempts[0].started_at, done.started_at);
     assert_eq!(done.attempts[0].ended_at, done.ended_at);
-    settle(&x.operator, &consumer, &lease.id).await;
+    settle(&x.operator, consumer, &lease.id).await;
 }

@@ -7,68 +7,40 @@
 #[allow(dead_code)]
 mod common;
 
-use common::{
-    admit, agent_setup, all_logs, consumer_with_lease, exchange, offer, task, wait_for_agents,
-    wait_job, AgentProcess, Scratch,
-};
+use common::{all_logs, LocalMarket};
 use suanli_api::*;
-use suanli_client::Client;
 
-/// An exchange, an agent whose config ends with `agent_extra`, and a consumer with a lease.
-struct Market {
-    _dir: Scratch,
-    _x: common::Exchange,
-    _agent: AgentProcess,
-    setup: common::AgentSetup,
-    consumer: Client,
-    lease_id: String,
+/// A market whose exchange keeps `exchange_cap` bytes of a job's log (when given) and whose
+/// agent's config ends with `agent_extra`.
+async fn market(name: &str, exchange_cap: Option<u64>, agent_extra: &str) -> LocalMarket {
+    LocalMarket::start(
+        name,
+        |c| {
+            if let Some(cap) = exchange_cap {
+                c.max_log_bytes_per_job = cap;
+            }
+        },
+        agent_extra,
+    )
+    .await
 }
 
-async fn market(name: &str, exchange_cap: Option<u64>, agent_extra: &str) -> Market {
-    let dir = Scratch::new(name);
-    let x = exchange(dir.path(), |c| {
-        if let Some(cap) = exchange_cap {
-            c.max_log_bytes_per_job = cap;
-        }
+/// Runs `script`, following its log live as a consumer would; the job must succeed.
+async fn run(m: &LocalMarket, script: &str) -> (Job, String, String, String) {
+    let mut spec = common::task(script);
+    spec.task.time_limit_s = Some(300);
+    let job = m
+        .consumer
+        .create_job(&m.lease.id, &spec, None)
+        .await
+        .unwrap();
+    let (out, err, sys) = all_logs(&m.consumer, &job.id).await;
+    let done = common::wait_job(&m.consumer, &job.id, |j| {
+        !matches!(j.state.as_str(), "queued" | "dispatched" | "running")
     })
     .await;
-    let (_, provider, token) =
-        admit(&x.operator, &x.base, "Local compute", OrgKind::Provider).await;
-    let setup = agent_setup(dir.path(), &x.base, &token, "node-l", None);
-    let mut text = std::fs::read_to_string(&setup.config).unwrap();
-    text.push_str(agent_extra);
-    std::fs::write(&setup.config, text).unwrap();
-    let agent = AgentProcess::start(&setup);
-    let pool = wait_for_agents(&provider, 1).await.remove(0).pool_id;
-    let offer = offer(&provider, &pool).await;
-    let (consumer, lease) = consumer_with_lease(&x.operator, &x.base, &offer.id, 1, false).await;
-    Market {
-        _dir: dir,
-        _x: x,
-        _agent: agent,
-        setup,
-        consumer,
-        lease_id: lease.id,
-    }
-}
-
-impl Market {
-    async fn run(&self, script: &str, time_limit_s: u64) -> (Job, String, String, String) {
-        let mut spec = task(script);
-        spec.task.time_limit_s = Some(time_limit_s);
-        let job = self
-            .consumer
-            .create_job(&self.lease_id, &spec, None)
-            .await
-            .unwrap();
-        let (out, err, sys) = all_logs(&self.consumer, &job.id).await;
-        let done = wait_job(&self.consumer, &job.id, |j| {
-            !matches!(j.state.as_str(), "queued" | "dispatched" | "running")
-        })
-        .await;
-        assert_eq!(done.state, "succeeded", "{done:#?}\n{sys}");
-        (done, out, err, sys)
-    }
+    assert_eq!(done.state, "succeeded", "{done:#?}\n{sys}");
+    (done, out, err, sys)
 }
 
 /// The number just before `marker` in `text` (e.g. "123 bytes of stdout were dropped").
@@ -96,13 +68,12 @@ fn number_before(text: &str, marker: &str) -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_printing_100_mb_delivers_its_head_a_count_and_its_last_lines() {
     let m = market("suanli-logs-100mb", None, "max_log_mib_per_job = 8\n").await;
-    let (done, out, _, sys) = m
-        .run(
-            "echo FIRST-LINE; yes 0123456789abcdefghijklmnopqrstuvwxyz | head -c 100000000; \
+    let (done, out, _, sys) = run(
+        &m,
+        "echo FIRST-LINE; yes 0123456789abcdefghijklmnopqrstuvwxyz | head -c 100000000; \
              echo LAST-LINE",
-            300,
-        )
-        .await;
+    )
+    .await;
     let printed = "FIRST-LINE\n".len() as u64 + 100_000_000 + "LAST-LINE\n".len() as u64;
     assert!(out.starts_with("FIRST-LINE\n0123456789"), "{}", &out[..40]);
     // `head -c` cut the last line short; the job's own last line follows it.
@@ -140,13 +111,12 @@ async fn a_job_printing_100_mb_delivers_its_head_a_count_and_its_last_lines() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_line_then_a_burst_arrives_whole() {
     let m = market("suanli-logs-burst", None, "").await;
-    let (_, out, err, sys) = m
-        .run(
-            "echo FIRST-LINE; echo to-stderr >&2; head -c 20000000 /dev/zero | tr '\\0' '\\001'; \
+    let (_, out, err, sys) = run(
+        &m,
+        "echo FIRST-LINE; echo to-stderr >&2; head -c 20000000 /dev/zero | tr '\\0' '\\001'; \
              echo; echo LAST-LINE",
-            300,
-        )
-        .await;
+    )
+    .await;
     assert!(out.starts_with("FIRST-LINE\n\u{1}"));
     assert!(out.ends_with("\u{1}\nLAST-LINE\n"));
     assert_eq!(
@@ -163,14 +133,13 @@ async fn a_line_then_a_burst_arrives_whole() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn steady_output_for_a_minute_arrives_whole() {
     let m = market("suanli-logs-steady", None, "").await;
-    let (_, out, _, sys) = m
-        .run(
-            "pad=$(head -c 50000 /dev/zero | tr '\\0' x); i=0; \
+    let (_, out, _, sys) = run(
+        &m,
+        "pad=$(head -c 50000 /dev/zero | tr '\\0' x); i=0; \
              while [ $i -lt 600 ]; do printf 'tick %05d %s\\n' $i \"$pad\"; i=$((i+1)); \
              sleep 0.1; done; echo LAST-LINE",
-            300,
-        )
-        .await;
+    )
+    .await;
     let ticks: Vec<&str> = out.lines().filter(|l| l.starts_with("tick ")).collect();
     assert_eq!(ticks.len(), 600, "{sys}");
     for (i, line) in ticks.iter().enumerate() {
@@ -187,9 +156,7 @@ async fn steady_output_for_a_minute_arrives_whole() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_exchanges_cap_keeps_the_head_a_count_and_the_tail() {
     let m = market("suanli-logs-xcap", Some(1024 * 1024), "").await;
-    let (done, live, _, live_sys) = m
-        .run("echo FIRST-LINE; seq 1 1000000; echo LAST-LINE", 300)
-        .await;
+    let (done, live, _, live_sys) = run(&m, "echo FIRST-LINE; seq 1 1000000; echo LAST-LINE").await;
     let printed: u64 = "FIRST-LINE\n".len() as u64
         + (1..=1_000_000u64)
             .map(|i| i.to_string().len() as u64 + 1)

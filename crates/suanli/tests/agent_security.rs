@@ -80,22 +80,18 @@ async fn outputs_through_links_are_refused_and_named() {
 /// nothing but the job's own output reaches the consumer.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn swapped_log_files_ship_nothing_but_the_jobs_output_after_a_restart() {
-    let dir = Scratch::new("suanli-sec-logs");
-    let x = exchange(dir.path(), |c| {
-        c.heartbeat_interval = Duration::from_secs(1);
-        c.suspect_after = Duration::from_secs(10);
-        c.lost_after = Duration::from_secs(60);
-    })
+    let mut m = common::LocalMarket::start(
+        "suanli-sec-logs",
+        |c| {
+            c.heartbeat_interval = Duration::from_secs(1);
+            c.suspect_after = Duration::from_secs(10);
+            c.lost_after = Duration::from_secs(60);
+        },
+        "",
+    )
     .await;
-    let (_, provider, token) =
-        admit(&x.operator, &x.base, "Local compute", OrgKind::Provider).await;
-    let setup = agent_setup(dir.path(), &x.base, &token, "node-l", None);
-    let mut agent_proc = AgentProcess::start(&setup);
-    let agent = wait_for_agents(&provider, 1).await.remove(0);
-    let offer = offer(&provider, &agent.pool_id).await;
-    let (consumer, lease) = consumer_with_lease(&x.operator, &x.base, &offer.id, 1, false).await;
-
-    let token_file = dir.path().join("node-l.token");
+    let (consumer, lease, setup) = (m.consumer.clone(), m.lease.clone(), m.setup.clone());
+    let token_file = m.dir.path().join("node-m.token");
     let run = format!(
         "for f in stdout.log stderr.log ../stdout.log ../stderr.log; do \
            ln -sf {tok} \"$SUANLI_JOB_DIR/$f\" 2>/dev/null && echo linked-$f; \
@@ -123,8 +119,8 @@ async fn swapped_log_files_ship_nothing_but_the_jobs_output_after_a_restart() {
         let meta = std::fs::symlink_metadata(attempt_dir.join(f)).unwrap();
         assert!(meta.file_type().is_file(), "{f} was replaced");
     }
-    agent_proc.sigkill();
-    let _agent_again = AgentProcess::start(&setup);
+    m.agent.sigkill();
+    m.agent = AgentProcess::start(&setup);
     tokio::time::sleep(Duration::from_secs(2)).await;
     std::fs::write(attempt_dir.join("work/go"), "").unwrap();
     let done = wait_job(&consumer, &job.id, |j| {
@@ -135,7 +131,7 @@ async fn swapped_log_files_ship_nothing_but_the_jobs_output_after_a_restart() {
     let (out, err, system) = all_logs(&consumer, &job.id).await;
     let everything = format!("{out}{err}{system}");
     assert!(
-        !everything.contains(&token),
+        !everything.contains(std::fs::read_to_string(&token_file).unwrap().trim()),
         "the provider's token reached the consumer's logs"
     );
     // Whatever the job did in its own view, the agent's files are its own, untouched.
@@ -458,26 +454,23 @@ fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
 /// `timed_out`, billed no more than its limit.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_stops_at_its_time_limit_while_its_agent_is_gone() {
-    let dir = Scratch::new("suanli-sec-deadline");
-    let x = exchange(dir.path(), |c| {
-        c.heartbeat_interval = Duration::from_secs(1);
-        c.suspect_after = Duration::from_secs(30);
-        c.lost_after = Duration::from_secs(120);
-    })
+    let mut m = common::LocalMarket::start(
+        "suanli-sec-deadline",
+        |c| {
+            c.heartbeat_interval = Duration::from_secs(1);
+            c.suspect_after = Duration::from_secs(30);
+            c.lost_after = Duration::from_secs(120);
+        },
+        "",
+    )
     .await;
-    let (_, provider, token) =
-        admit(&x.operator, &x.base, "Local compute", OrgKind::Provider).await;
-    let setup = agent_setup(dir.path(), &x.base, &token, "node-t", None);
-    let mut agent_proc = AgentProcess::start(&setup);
-    let agent = wait_for_agents(&provider, 1).await.remove(0);
-    let offer = offer(&provider, &agent.pool_id).await;
-    let (consumer, lease) = consumer_with_lease(&x.operator, &x.base, &offer.id, 1, false).await;
+    let (consumer, lease) = (m.consumer.clone(), m.lease.clone());
     let mut spec = task("trap '' TERM; echo started; sleep 120; echo never");
     spec.task.time_limit_s = Some(3);
     let job = consumer.create_job(&lease.id, &spec, None).await.unwrap();
     let running = wait_job(&consumer, &job.id, |j| j.state == "running").await;
     let attempt_id = running.attempts[0].id.clone();
-    agent_proc.sigkill();
+    m.agent.sigkill();
     // No agent: the limit (3 s) passes, then the kill grace (5 s); the job ignores SIGTERM.
     let mut gone = false;
     for _ in 0..200 {
@@ -495,7 +488,7 @@ async fn a_job_stops_at_its_time_limit_while_its_agent_is_gone() {
         }
     }
     assert!(gone, "the job ran on past its limit with its agent gone");
-    let _back = AgentProcess::start(&setup);
+    m.agent = AgentProcess::start(&m.setup);
     let done = wait_job(&consumer, &job.id, |j| {
         !matches!(j.state.as_str(), "queued" | "dispatched" | "running")
     })

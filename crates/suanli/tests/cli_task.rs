@@ -75,6 +75,22 @@ fn general_offer(pool_id: &str, price_micros: u64) -> CreateOfferRequest {
     }
 }
 
+/// A pool of one node of 8 CPUs and 16 GiB.
+fn cpu_pool(name: &str, node: &str) -> CreatePoolRequest {
+    CreatePoolRequest {
+        name: name.into(),
+        zone: "wuqing-core".into(),
+        nodes: vec![NodeSpec {
+            name: node.into(),
+            cpus: 8,
+            memory_mib: 16_384,
+            accelerator_model: None,
+            accelerators: 0,
+            partition: None,
+        }],
+    }
+}
+
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -274,21 +290,7 @@ async fn launch_exec_logs_and_cancel_through_the_cli() {
         .unwrap();
     // A cheaper offer on a pool that no agent serves: ranked first, bought, cancelled, skipped.
     let bare = provider
-        .create_pool(
-            &CreatePoolRequest {
-                name: "bare".into(),
-                zone: "wuqing-core".into(),
-                nodes: vec![NodeSpec {
-                    name: "b1".into(),
-                    cpus: 8,
-                    memory_mib: 16_384,
-                    accelerator_model: None,
-                    accelerators: 0,
-                    partition: None,
-                }],
-            },
-            None,
-        )
+        .create_pool(&cpu_pool("bare", "b1"), None)
         .await
         .unwrap();
     let cheap = provider
@@ -465,4 +467,65 @@ async fn launch_exec_logs_and_cancel_through_the_cli() {
     assert!(out.contains(&agent.id) && out.contains("alive"), "{out}");
 
     std::fs::remove_dir_all(&dir).ok();
+}
+
+/// Issue 17: "excluded: 4 category" said neither what the offers were nor how to see them. The
+/// quote now names them, per reason, with the option that widens the search.
+#[tokio::test]
+async fn a_quote_says_what_it_left_out_and_how_to_widen() {
+    let dir = temp_dir();
+    let x = exchange(&dir).await;
+    let (_, provider, _) = admit(&x, "Local compute", OrgKind::Provider).await;
+    let (_, _, token) = admit(&x, "Driving Co", OrgKind::Consumer).await;
+    let pool = provider
+        .create_pool(&cpu_pool("cpu", "c1"), None)
+        .await
+        .unwrap();
+    for price in [1_000_000, 2_000_000] {
+        provider
+            .create_offer(&general_offer(&pool.id, price), None)
+            .await
+            .unwrap();
+    }
+    let (status, out, _) = run(cli(
+        &x.base,
+        &token,
+        &dir,
+        &["quote", "--class", "intelligent", "--duration", "1h"],
+    ))
+    .await;
+    assert!(status.status.success());
+    assert!(out.contains("no offer fits"), "{out}");
+    assert!(out.contains("excluded 2 offers:"), "{out}");
+    assert!(
+        out.contains(
+            "2 of another category than intelligent (general ×2): to see them, ask for their \
+             category with --class or leave --class out"
+        ),
+        "{out}"
+    );
+    let (_, out, _) = run(cli(
+        &x.base,
+        &token,
+        &dir,
+        &[
+            "quote",
+            "--class",
+            "general",
+            "--units",
+            "2",
+            "--duration",
+            "1h",
+            "--max-price",
+            "0.5",
+        ],
+    ))
+    .await;
+    assert!(
+        out.contains(
+            "2 above your max price of ¥0.500000/unit-h, the cheapest of them at \
+             ¥1.000000/unit-h: raise --max-price"
+        ),
+        "{out}"
+    );
 }

@@ -116,6 +116,7 @@ pub fn free_port() -> u16 {
 }
 
 /// Where an agent keeps its state, and its job directories.
+#[derive(Clone)]
 pub struct AgentSetup {
     pub config: PathBuf,
     pub state_dir: PathBuf,
@@ -457,4 +458,52 @@ pub async fn settle(operator: &Client, consumer: &Client, lease_id: &str) -> Lea
     let check = operator.ledger_check().await.unwrap();
     assert!(check.ok, "{:?}", check.violations);
     lease
+}
+
+/// The usual market of an agent test: an exchange (with `adjust` applied), a provider whose real
+/// agent runs on this machine (its config ending with `agent_extra`), an offer of its pool, and a
+/// funded consumer holding a lease of one unit.
+#[allow(dead_code)] // not every test file uses it
+pub struct LocalMarket {
+    pub dir: Scratch,
+    pub x: Exchange,
+    pub provider: Client,
+    pub setup: AgentSetup,
+    pub agent: AgentProcess,
+    pub pool_id: String,
+    pub consumer: Client,
+    pub lease: Lease,
+}
+
+#[allow(dead_code)]
+impl LocalMarket {
+    pub async fn start(
+        prefix: &str,
+        adjust: impl FnOnce(&mut ServerConfig),
+        agent_extra: &str,
+    ) -> LocalMarket {
+        let dir = Scratch::new(prefix);
+        let x = exchange(dir.path(), adjust).await;
+        let (_, provider, token) =
+            admit(&x.operator, &x.base, "Local compute", OrgKind::Provider).await;
+        let setup = agent_setup(dir.path(), &x.base, &token, "node-m", None);
+        let mut text = std::fs::read_to_string(&setup.config).unwrap();
+        text.push_str(agent_extra);
+        std::fs::write(&setup.config, text).unwrap();
+        let agent = AgentProcess::start(&setup);
+        let pool_id = wait_for_agents(&provider, 1).await.remove(0).pool_id;
+        let offer = offer(&provider, &pool_id).await;
+        let (consumer, lease) =
+            consumer_with_lease(&x.operator, &x.base, &offer.id, 1, false).await;
+        LocalMarket {
+            dir,
+            x,
+            provider,
+            setup,
+            agent,
+            pool_id,
+            consumer,
+            lease,
+        }
+    }
 }
