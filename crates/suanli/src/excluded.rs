@@ -96,15 +96,16 @@ pub fn lines(request: &api::QuoteRequest, quote: &api::QuoteResponse, asked: Ask
                 let which = known
                     .map(|of| format!(" ({})", tally(of.iter().map(|x| category(&x.class)))))
                     .unwrap_or_default();
-                format!(
-                    "{n} of another category than {asked_for}{which}: to see them, ask for their \
-                     category with {}{}",
-                    asked.name("--class", "resources"),
-                    match asked {
-                        Asked::Flags => " or leave --class out",
-                        Asked::TaskFile => " (a task without gpus runs on general compute)",
-                    }
-                )
+                match asked {
+                    Asked::Flags => format!(
+                        "{n} of another category than {asked_for}{which}: to see them, ask for \
+                         their category with --class or leave --class out"
+                    ),
+                    Asked::TaskFile => format!(
+                        "{n} of another category than {asked_for}{which}: to use them, set the \
+                         task's resources.class to theirs"
+                    ),
+                }
             }
             "model" => {
                 let which = known
@@ -113,7 +114,10 @@ pub fn lines(request: &api::QuoteRequest, quote: &api::QuoteResponse, asked: Ask
                 format!(
                     "{n} of another accelerator model or partition{which}: ask for one of them \
                      with {}",
-                    asked.name("--gpus MODEL or --class", "resources.gpus")
+                    asked.name(
+                        "--gpus MODEL or --class",
+                        "resources.accelerators or resources.class"
+                    )
                 )
             }
             "zone" => {
@@ -267,6 +271,11 @@ mod tests {
         );
         assert_eq!(lines.len(), 3);
         let for_task = super::lines(&request, &q, Asked::TaskFile);
+        assert!(
+            for_task[1].ends_with("set the task's resources.class to theirs"),
+            "{}",
+            for_task[1]
+        );
         assert!(for_task[2].ends_with("raise max_price"), "{}", for_task[2]);
     }
 
