@@ -142,8 +142,9 @@ async fn swapped_log_files_ship_nothing_but_the_jobs_output_after_a_restart() {
     assert!(out.contains("before") && out.contains("after"), "{out:?}");
 }
 
-/// Starts the real agent from `setup`, as `uid` when given (the test runs as root).
-fn start_agent_as(setup: &common::AgentSetup, uid: Option<u32>) -> std::process::Child {
+/// Starts the real agent from `setup`, as `uid` when given (the test runs as root); killed when
+/// dropped.
+fn start_agent_as(setup: &common::AgentSetup, uid: Option<u32>) -> AgentProcess {
     use std::os::unix::process::CommandExt;
     let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_suanli"));
     cmd.args(["agent", "--config"])
@@ -154,7 +155,9 @@ fn start_agent_as(setup: &common::AgentSetup, uid: Option<u32>) -> std::process:
     if let Some(uid) = uid {
         cmd.uid(uid).gid(uid);
     }
-    cmd.spawn().expect("start suanli agent")
+    AgentProcess {
+        child: cmd.spawn().expect("start suanli agent"),
+    }
 }
 
 /// Issue 17: the exchange's data directory (its database holds every org's tasks, logs and token
@@ -219,7 +222,7 @@ async fn jobs_see_neither_the_exchanges_data_nor_host_sockets() {
             for p in [&data, &setup.state_dir] {
                 std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o700)).unwrap();
             }
-            let mut agent_proc = start_agent_as(&setup, agent_uid);
+            let agent_proc = start_agent_as(&setup, agent_uid);
             let agent = wait_for_agents(&provider, 1).await.remove(0);
             assert!(
                 agent.isolation.contains("bubblewrap"),
@@ -278,8 +281,7 @@ async fn jobs_see_neither_the_exchanges_data_nor_host_sockets() {
                     "agent as {agent_uid:?}: {out} {err}"
                 );
             }
-            let _ = agent_proc.kill();
-            let _ = agent_proc.wait();
+            drop(agent_proc);
         }
     }
 }
@@ -391,14 +393,17 @@ async fn one_identity_runs_as_one_agent() {
         &copy_state.display().to_string(),
     );
     std::fs::write(&copy_config, text).unwrap();
-    let mut copy = std::process::Command::new(env!("CARGO_BIN_EXE_suanli"))
-        .args(["agent", "--config"])
-        .arg(&copy_config)
-        .env("RUST_LOG", "warn")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    // Killed when dropped, should an assertion below fail.
+    let _copy = AgentProcess {
+        child: std::process::Command::new(env!("CARGO_BIN_EXE_suanli"))
+            .args(["agent", "--config"])
+            .arg(&copy_config)
+            .env("RUST_LOG", "warn")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    };
     let out = tokio::task::spawn_blocking(move || first.wait_with_output())
         .await
         .unwrap()
@@ -431,8 +436,6 @@ async fn one_identity_runs_as_one_agent() {
             assert_eq!(seen, 1, "{line:?} came {seen} times: {out:?}");
         }
     }
-    let _ = copy.kill();
-    let _ = copy.wait();
 }
 
 fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
