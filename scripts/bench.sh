@@ -41,7 +41,8 @@ trap cleanup EXIT
 if [ "${SKIP_BUILD:-0}" != 1 ]; then
   cargo build --release -p suanli -p suanli-bench
 fi
-bin="$root/target/release/suanli-bench"
+target_dir=${CARGO_TARGET_DIR:-$root/target}
+bin="$target_dir/release/suanli-bench"
 : >"$results"
 
 # Runs one benchmark: the human line goes to the terminal, the JSON line to the results file.
@@ -93,7 +94,7 @@ run ledger --backend postgres --seconds "$secs" --database-url "$url"
 
 if [ "$jobs_n" != 0 ]; then
   echo "== jobs through the exchange and the real agent (local backend)"
-  run jobs latency --suanli-bin "$root/target/release/suanli"
+  run jobs latency --suanli-bin "$target_dir/release/suanli"
   slurm_args=(--no-slurm)
   if [ "$slurm_mode" != 0 ]; then
     scripts/slurm.sh status || slurm_started=1
@@ -105,7 +106,7 @@ if [ "$jobs_n" != 0 ]; then
       echo "Slurm could not be started (above): the jobs are measured on Suanli only"
     fi
   fi
-  run jobs throughput --jobs "$jobs_n" --suanli-bin "$root/target/release/suanli" "${slurm_args[@]}"
+  run jobs throughput --jobs "$jobs_n" --suanli-bin "$target_dir/release/suanli" "${slurm_args[@]}"
 fi
 
 cpu=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')
