@@ -44,6 +44,9 @@ echo "== Slurm (single node, for the Slurm backend's tests)"
 scripts/slurm.sh start tuned
 export SUANLI_REQUIRE_SLURM=1
 
+echo "== cargo clippy (every lint, and incompatible_msrv against the declared rust-version)"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
 echo "== cargo test --workspace (SQLite)"
 cargo test --workspace --locked
 

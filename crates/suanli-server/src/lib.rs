@@ -34,12 +34,10 @@ use suanli_store::{Location, Store, StoreError, Tx, WriterConfig};
 
 use crate::error::{current_request_id, ApiError, REQUEST_ID};
 
-/// Milliseconds since the Unix epoch: the server's only clock read, passed down to the core.
+/// Milliseconds since the Unix epoch (from `suanli-clock`, the one place the wall clock is read),
+/// passed down to the core.
 pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
+    suanli_clock::now_ms()
 }
 
 /// Settings of one exchange process.

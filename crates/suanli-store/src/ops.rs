@@ -44,9 +44,7 @@ pub fn new_id(prefix: &str) -> String {
         /// The last identifier's millisecond and 64 bits.
         static LAST: Cell<(u64, u64)> = const { Cell::new((0, 0)) };
     }
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64);
+    let now = suanli_clock::since_epoch().as_millis() as u64;
     let random = || {
         RANDOM.with(|s| {
             let mut x = s.get();

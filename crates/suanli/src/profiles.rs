@@ -239,10 +239,7 @@ mod tests {
 
     /// A fresh directory under the system's temp dir.
     fn temp_dir(tag: &str) -> PathBuf {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or_default();
+        let nanos = suanli_clock::since_epoch().as_nanos();
         let dir = std::env::temp_dir().join(format!(
             "suanli-profiles-{tag}-{}-{nanos}",
             std::process::id()
