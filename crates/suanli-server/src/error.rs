@@ -118,6 +118,13 @@ impl From<StoreError> for ApiError {
                 ErrorCode::Overflow,
                 "the amount overflows what the ledger can hold",
             ),
+            StoreError::Corrupt(m) => {
+                tracing::error!(error = %m, request_id = %current_request_id(), "stored data does not decode");
+                ApiError::new(
+                    ErrorCode::Internal,
+                    "stored data could not be read; the operator has been told",
+                )
+            }
             StoreError::Backend(m) => {
                 tracing::error!(error = %m, request_id = %current_request_id(), "store failure");
                 ApiError::new(

@@ -66,32 +66,64 @@ pub(crate) fn refuse_nul(params: &[Value]) -> Result<(), StoreError> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Row(pub Vec<Value>);
 
+/// Decoding fails closed: a NULL where the schema allows none, text where a number belongs or a
+/// negative count is [`StoreError::Corrupt`], never a default that would be taken for data.
 impl Row {
-    pub fn i64(&self, i: usize) -> i64 {
-        self.opt_i64(i).unwrap_or(0)
+    fn corrupt(&self, i: usize, what: &str) -> StoreError {
+        StoreError::Corrupt(format!(
+            "column {i} holds {:?}, expected {what}",
+            self.0.get(i)
+        ))
     }
-    pub fn opt_i64(&self, i: usize) -> Option<i64> {
-        match &self.0[i] {
-            Value::Int(v) => *v,
-            Value::Text(Some(t)) => t.parse().ok(),
-            Value::Text(None) => None,
+    fn value(&self, i: usize) -> Result<&Value, StoreError> {
+        self.0
+            .get(i)
+            .ok_or_else(|| StoreError::Corrupt(format!("the row has no column {i}")))
+    }
+    pub fn i64(&self, i: usize) -> Result<i64, StoreError> {
+        self.opt_i64(i)?
+            .ok_or_else(|| self.corrupt(i, "an integer"))
+    }
+    pub fn opt_i64(&self, i: usize) -> Result<Option<i64>, StoreError> {
+        match self.value(i)? {
+            Value::Int(v) => Ok(*v),
+            Value::Text(Some(t)) => t
+                .parse()
+                .map(Some)
+                .map_err(|_| self.corrupt(i, "an integer")),
+            Value::Text(None) => Ok(None),
         }
     }
-    /// A non-negative integer column; negative values (never written) read as 0.
-    pub fn u64(&self, i: usize) -> u64 {
-        u64::try_from(self.i64(i)).unwrap_or(0)
+    /// A non-negative integer column.
+    pub fn u64(&self, i: usize) -> Result<u64, StoreError> {
+        u64::try_from(self.i64(i)?).map_err(|_| self.corrupt(i, "a non-negative integer"))
     }
-    pub fn opt_u64(&self, i: usize) -> Option<u64> {
-        self.opt_i64(i).map(|v| u64::try_from(v).unwrap_or(0))
+    pub fn opt_u64(&self, i: usize) -> Result<Option<u64>, StoreError> {
+        self.opt_i64(i)?
+            .map(|v| u64::try_from(v).map_err(|_| self.corrupt(i, "a non-negative integer")))
+            .transpose()
     }
-    pub fn str(&self, i: usize) -> String {
-        self.opt_str(i).unwrap_or_default()
+    /// A non-negative integer column that fits `u32`.
+    pub fn u32(&self, i: usize) -> Result<u32, StoreError> {
+        u32::try_from(self.u64(i)?).map_err(|_| self.corrupt(i, "an integer below 2^32"))
     }
-    pub fn opt_str(&self, i: usize) -> Option<String> {
-        match &self.0[i] {
+    pub fn str(&self, i: usize) -> Result<String, StoreError> {
+        self.opt_str(i)?.ok_or_else(|| self.corrupt(i, "text"))
+    }
+    pub fn opt_str(&self, i: usize) -> Result<Option<String>, StoreError> {
+        Ok(match self.value(i)? {
             Value::Text(v) => v.clone(),
             Value::Int(v) => v.map(|v| v.to_string()),
-        }
+        })
+    }
+    /// A text column holding one of an enum's names, parsed by `parse`.
+    pub fn parsed<T>(
+        &self,
+        i: usize,
+        parse: impl FnOnce(&str) -> Option<T>,
+    ) -> Result<T, StoreError> {
+        let text = self.str(i)?;
+        parse(&text).ok_or_else(|| self.corrupt(i, "a known state or kind"))
     }
 }
 
@@ -143,6 +175,10 @@ pub enum StoreError {
     Overflow,
     #[error("database error: {0}")]
     Backend(String),
+    /// A stored row that does not decode: an unknown state, a NULL where none may be. Reads fail
+    /// closed on it rather than guess.
+    #[error("stored data does not decode: {0}")]
+    Corrupt(String),
 }
 
 impl StoreError {
@@ -209,4 +245,34 @@ pub type SyncFn = Box<dyn FnOnce() -> Result<(), StoreError> + Send>;
 /// Converts `i64` columns to `u64` values, refusing what does not fit.
 pub fn to_i64(v: u64) -> Result<i64, StoreError> {
     i64::try_from(v).map_err(|_| StoreError::Overflow)
+}
+
+#[cfg(test)]
+mod row_tests {
+    use super::*;
+
+    #[test]
+    fn decoding_fails_closed() {
+        let row = Row(vec![
+            Value::Int(None),
+            Value::Text(None),
+            Value::Int(Some(-1)),
+            Value::Text(Some("12x".into())),
+            Value::Text(Some("active".into())),
+            Value::Int(Some(1 << 40)),
+        ]);
+        assert!(matches!(row.i64(0), Err(StoreError::Corrupt(_))));
+        assert_eq!(row.opt_i64(0), Ok(None));
+        assert!(matches!(row.str(1), Err(StoreError::Corrupt(_))));
+        assert_eq!(row.opt_str(1), Ok(None));
+        assert!(matches!(row.u64(2), Err(StoreError::Corrupt(_))));
+        assert!(matches!(row.opt_u64(2), Err(StoreError::Corrupt(_))));
+        assert!(matches!(row.i64(3), Err(StoreError::Corrupt(_))));
+        assert!(matches!(row.u32(5), Err(StoreError::Corrupt(_))));
+        assert_eq!(row.u64(5), Ok(1 << 40));
+        assert!(matches!(row.i64(9), Err(StoreError::Corrupt(_))));
+        let known = |s: &str| (s == "active").then_some(1);
+        assert_eq!(row.parsed(4, known), Ok(1));
+        assert!(matches!(row.parsed(3, known), Err(StoreError::Corrupt(_))));
+    }
 }

@@ -91,24 +91,24 @@ impl LedgerBuffer {
 
     /// Keeps the totals of the accounts among `rows` (`id, debits, credits, NULL`, as the account
     /// reads return them) and returns the sequence numbers of the others (`NULL, …, seq`).
-    fn keep_read(&mut self, rows: &[Row]) -> Vec<i64> {
+    fn keep_read(&mut self, rows: &[Row]) -> Result<Vec<i64>, StoreError> {
         let mut seqs = Vec::new();
         for r in rows {
-            match r.opt_str(0) {
+            match r.opt_str(0)? {
                 Some(id) => {
                     self.accounts.insert(
                         id,
                         Totals {
-                            debits: r.u64(1),
-                            credits: r.u64(2),
+                            debits: r.u64(1)?,
+                            credits: r.u64(2)?,
                             unwritten: false,
                         },
                     );
                 }
-                None => seqs.extend(r.opt_i64(3)),
+                None => seqs.extend(r.opt_i64(3)?),
             }
         }
-        seqs
+        Ok(seqs)
     }
 
     /// Accounts whose totals are kept.
@@ -306,7 +306,7 @@ impl<'a> Tx<'a> {
         let params: Vec<Value> = missing.iter().map(|id| (*id).into()).collect();
         let rows = self.b.query(sql, &params)?;
         let buf = self.memory.ledger();
-        let seq = buf.keep_read(&rows).pop();
+        let seq = buf.keep_read(&rows)?.pop();
         if missing.iter().any(|id| !buf.accounts.contains_key(*id)) {
             return Err(StoreError::NotFound("account"));
         }
@@ -346,7 +346,7 @@ impl<'a> Tx<'a> {
             self.b.query(READ_DECLARED_SQLITE, &[list.into()])?
         };
         let buf = self.memory.ledger();
-        let mut seqs = buf.keep_read(&rows);
+        let mut seqs = buf.keep_read(&rows)?;
         if postgres {
             // Numbers reserved before these locks may not serve transfers after them.
             seqs.sort_unstable();
@@ -367,7 +367,10 @@ impl<'a> Tx<'a> {
                     ),
                     &[],
                 )?;
-                let mut seqs: Vec<i64> = rows.iter().map(|r| r.i64(0)).collect();
+                let mut seqs: Vec<i64> = rows
+                    .iter()
+                    .map(|r| Ok(r.i64(0)?))
+                    .collect::<Result<_, StoreError>>()?;
                 seqs.sort_unstable();
                 self.memory.ledger().reserved_seqs.extend(seqs);
             }
@@ -384,7 +387,7 @@ impl<'a> Tx<'a> {
                 let rows = self
                     .b
                     .query("SELECT COALESCE(MAX(seq), 0) FROM transfers", &[])?;
-                rows.first().map_or(0, |r| r.i64(0)) + 1
+                rows.first().map(|r| r.i64(0)).transpose()?.unwrap_or(0) + 1
             }
         };
         self.memory.ledger().next_seq = Some(next + 1);
@@ -532,7 +535,10 @@ fn flush_in_one_statement(
             transfers_json.to_string().into(),
         ],
     )?;
-    let written = rows.first().map(|r| (r.i64(0), r.i64(1), r.i64(2)));
+    let written = rows
+        .first()
+        .map(|r| Ok::<_, StoreError>((r.i64(0)?, r.i64(1)?, r.i64(2)?)))
+        .transpose()?;
     let expected = (accounts.len() as i64, transfers.len() as i64, postings);
     if written != Some(expected) {
         return Err(StoreError::Backend(format!(

@@ -63,7 +63,10 @@ impl Tx<'_> {
             )?;
             cache.pools.insert(
                 pool_id.to_owned(),
-                nodes.iter().map(crate::ops::node_free).collect(),
+                nodes
+                    .iter()
+                    .map(crate::ops::node_free)
+                    .collect::<Result<_, StoreError>>()?,
             );
         }
         Ok(Some(&cache.pools[pool_id]))

@@ -193,66 +193,62 @@ const JOB_COLS: &str =
 const ATTEMPT_COLS: &str = "id, job_id, number, agent_id, state, exit_code, reason, backend_id, \
     dispatched_ms, started_ms, ended_ms, unit_ms";
 
-fn agent_row(r: &Row) -> AgentRow {
-    AgentRow {
-        id: r.str(0),
-        org_id: r.str(1),
-        pool_id: r.str(2),
-        name: r.str(3),
-        public_key_hex: r.str(4),
-        backend: r.str(5),
-        isolation: r.str(6),
-        version: r.str(7),
-        state: r.str(8),
-        registered_ms: r.i64(9),
-        last_seen_ms: r.i64(10),
-        usage_refusals: r.u64(11),
-        last_usage_refusal: r.opt_str(12),
-        generation: r.u64(13),
-    }
+fn agent_row(r: &Row) -> Result<AgentRow, StoreError> {
+    Ok(AgentRow {
+        id: r.str(0)?,
+        org_id: r.str(1)?,
+        pool_id: r.str(2)?,
+        name: r.str(3)?,
+        public_key_hex: r.str(4)?,
+        backend: r.str(5)?,
+        isolation: r.str(6)?,
+        version: r.str(7)?,
+        state: r.str(8)?,
+        registered_ms: r.i64(9)?,
+        last_seen_ms: r.i64(10)?,
+        usage_refusals: r.u64(11)?,
+        last_usage_refusal: r.opt_str(12)?,
+        generation: r.u64(13)?,
+    })
 }
 
-fn state(s: &str) -> JobState {
-    JobState::parse(s).unwrap_or(JobState::Lost)
-}
-
-fn job_row(r: &Row) -> JobRow {
-    JobRow {
-        id: r.str(0),
-        org_id: r.str(1),
-        lease_id: r.str(2),
-        pool_id: r.str(3),
-        name: r.str(4),
-        spec: r.str(5),
-        state: state(&r.str(6)),
-        restartable: r.i64(7) != 0,
-        current_attempt_id: r.opt_str(8),
-        exit_code: r.opt_i64(9).map(|c| c as i32),
-        reason: r.opt_str(10),
-        time_limit_s: r.u64(11),
-        created_ms: r.i64(12),
-        started_ms: r.opt_i64(13),
-        ended_ms: r.opt_i64(14),
-        unit_ms: r.u64(15),
+fn job_row(r: &Row) -> Result<JobRow, StoreError> {
+    Ok(JobRow {
+        id: r.str(0)?,
+        org_id: r.str(1)?,
+        lease_id: r.str(2)?,
+        pool_id: r.str(3)?,
+        name: r.str(4)?,
+        spec: r.str(5)?,
+        state: r.parsed(6, JobState::parse)?,
+        restartable: r.i64(7)? != 0,
+        current_attempt_id: r.opt_str(8)?,
+        exit_code: r.opt_i64(9)?.map(|c| c as i32),
+        reason: r.opt_str(10)?,
+        time_limit_s: r.u64(11)?,
+        created_ms: r.i64(12)?,
+        started_ms: r.opt_i64(13)?,
+        ended_ms: r.opt_i64(14)?,
+        unit_ms: r.u64(15)?,
         attempts: Vec::new(),
-    }
+    })
 }
 
-fn attempt_row(r: &Row) -> AttemptRow {
-    AttemptRow {
-        id: r.str(0),
-        job_id: r.str(1),
-        number: u32::try_from(r.u64(2)).unwrap_or(0),
-        agent_id: r.str(3),
-        state: state(&r.str(4)),
-        exit_code: r.opt_i64(5).map(|c| c as i32),
-        reason: r.opt_str(6),
-        backend_id: r.opt_str(7),
-        dispatched_ms: r.i64(8),
-        started_ms: r.opt_i64(9),
-        ended_ms: r.opt_i64(10),
-        unit_ms: r.u64(11),
-    }
+fn attempt_row(r: &Row) -> Result<AttemptRow, StoreError> {
+    Ok(AttemptRow {
+        id: r.str(0)?,
+        job_id: r.str(1)?,
+        number: r.u32(2)?,
+        agent_id: r.str(3)?,
+        state: r.parsed(4, JobState::parse)?,
+        exit_code: r.opt_i64(5)?.map(|c| c as i32),
+        reason: r.opt_str(6)?,
+        backend_id: r.opt_str(7)?,
+        dispatched_ms: r.i64(8)?,
+        started_ms: r.opt_i64(9)?,
+        ended_ms: r.opt_i64(10)?,
+        unit_ms: r.u64(11)?,
+    })
 }
 
 fn stale(why: &str) -> StoreError {
@@ -266,7 +262,12 @@ impl Tx<'_> {
             "SELECT COUNT(*) FROM agents WHERE pool_id = $1",
             &[pool_id.into()],
         )?;
-        Ok(rows.first().map(|r| r.i64(0)).unwrap_or(0) > 0)
+        Ok(rows
+            .first()
+            .map(|r| Ok::<_, StoreError>(r.i64(0)?))
+            .transpose()?
+            .unwrap_or(0)
+            > 0)
     }
 
     /// Registers an agent, or re-registers it (same org and key): it gets the same id and pool, and
@@ -277,7 +278,7 @@ impl Tx<'_> {
             &format!("SELECT {AGENT_COLS} FROM agents WHERE org_id = $1 AND public_key_hex = $2"),
             &[(&a.org_id).into(), (&a.public_key_hex).into()],
         )?;
-        let pool_id = match (existing.first().map(agent_row), &a.pool_id) {
+        let pool_id = match (existing.first().map(agent_row).transpose()?, &a.pool_id) {
             (Some(agent), _) => agent.pool_id,
             (None, Some(pool_id)) => {
                 self.get_pool(Some(&a.org_id), pool_id)
@@ -332,8 +333,8 @@ impl Tx<'_> {
         self.dirty_pools.insert(pool_id.clone());
         let id = match existing.first() {
             Some(r) => {
-                let id = r.str(0);
-                let current = agent_row(r).generation;
+                let id = r.str(0)?;
+                let current = agent_row(r)?.generation;
                 let next = match a.renews {
                     None => current + 1,
                     Some(g) if g == current => current,
@@ -396,6 +397,7 @@ impl Tx<'_> {
         let agent = rows
             .first()
             .map(agent_row)
+            .transpose()?
             .ok_or(StoreError::NotFound("agent"))?;
         if org_id.is_some_and(|o| o != agent.org_id) {
             return Err(StoreError::NotFound("agent"));
@@ -408,7 +410,10 @@ impl Tx<'_> {
             &format!("SELECT {AGENT_COLS} FROM agents WHERE ($1 = '' OR org_id = $1) ORDER BY registered_ms, id"),
             &[org_id.unwrap_or("").into()],
         )?;
-        Ok(rows.iter().map(agent_row).collect())
+        Ok(rows
+            .iter()
+            .map(agent_row)
+            .collect::<Result<_, StoreError>>()?)
     }
 
     /// Marks an agent seen now: alive again if it was suspect or lost.
@@ -473,7 +478,7 @@ impl Tx<'_> {
             &[agent_id.into(), (now_ms - DISPATCH_GRACE_MS).into()],
         )?;
         for r in unseen {
-            let (attempt_id, job_id) = (r.str(0), r.str(1));
+            let (attempt_id, job_id) = (r.str(0)?, r.str(1)?);
             if running.contains(&attempt_id) {
                 continue;
             }
@@ -504,6 +509,7 @@ impl Tx<'_> {
         let attempt = rows
             .first()
             .map(attempt_row)
+            .transpose()?
             .ok_or_else(|| stale("unknown attempt"))?;
         if attempt.agent_id != agent_id {
             return Err(stale("the attempt belongs to another agent"));
@@ -529,6 +535,7 @@ impl Tx<'_> {
         let mut job = rows
             .first()
             .map(job_row)
+            .transpose()?
             .ok_or(StoreError::NotFound("job"))?;
         job.attempts = self
             .b
@@ -538,7 +545,7 @@ impl Tx<'_> {
             )?
             .iter()
             .map(attempt_row)
-            .collect();
+            .collect::<Result<_, StoreError>>()?;
         Ok(job)
     }
 
@@ -550,6 +557,7 @@ impl Tx<'_> {
         )?;
         rows.first()
             .map(|r| r.str(0))
+            .transpose()?
             .ok_or_else(|| stale("unknown attempt"))
     }
 
@@ -558,7 +566,10 @@ impl Tx<'_> {
         let rows = self
             .b
             .query("SELECT state, COUNT(*) FROM jobs GROUP BY state", &[])?;
-        Ok(rows.iter().map(|r| (r.str(0), r.u64(1))).collect())
+        Ok(rows
+            .iter()
+            .map(|r| Ok((r.str(0)?, r.u64(1)?)))
+            .collect::<Result<_, StoreError>>()?)
     }
 
     /// A job of `org_id`.
@@ -582,7 +593,7 @@ impl Tx<'_> {
              ORDER BY created_ms DESC, id LIMIT $4",
             &[org_id.into(), lease_id.unwrap_or("").into(), state.unwrap_or("").into(), i64::from(limit).into()],
         )?;
-        ids.iter().map(|r| self.job(&r.str(0))).collect()
+        ids.iter().map(|r| self.job(&r.str(0)?)).collect()
     }
 
     /// Queues a job on one of the consumer's active leases whose pool an agent serves.
@@ -663,10 +674,10 @@ impl Tx<'_> {
         let mut out = Vec::new();
         let mut leases_taken = std::collections::BTreeSet::new();
         for r in queued {
-            if out.len() >= max as usize || !leases_taken.insert(r.str(1)) {
+            if out.len() >= max as usize || !leases_taken.insert(r.str(1)?) {
                 continue;
             }
-            let job = self.job(&r.str(0))?;
+            let job = self.job(&r.str(0)?)?;
             next(job.state, JobEvent::Dispatch).map_err(|e| StoreError::Conflict(e.to_string()))?;
             let attempt_id = new_id("att");
             let number = job.attempts.len() as i64 + 1;
@@ -700,9 +711,9 @@ impl Tx<'_> {
                 time_limit_s: job.time_limit_s.min(remaining_s).max(1),
                 job: self.job(&job.id)?,
                 attempt_id,
-                cpus: s.u64(0),
-                memory_mib: s.u64(1),
-                accelerators: s.u64(2),
+                cpus: s.u64(0)?,
+                memory_mib: s.u64(1)?,
+                accelerators: s.u64(2)?,
                 lease,
             });
         }
@@ -848,7 +859,7 @@ impl Tx<'_> {
         let Some(r) = rows.first() else {
             return Ok(());
         };
-        if r.i64(2) == 0 {
+        if r.i64(2)? == 0 {
             return Ok(());
         }
         // One per job: keyed by the job's id where an attempt's would be.
@@ -857,7 +868,7 @@ impl Tx<'_> {
              VALUES ($1, $1, -2, 'system', $2, $3) ON CONFLICT (attempt_id, chunk_seq) DO NOTHING",
             &[
                 job_id.into(),
-                LogCap::summary(r.u64(0), r.u64(1)).into(),
+                LogCap::summary(r.u64(0)?, r.u64(1)?).into(),
                 now_ms.into(),
             ],
         )?;
@@ -874,7 +885,13 @@ impl Tx<'_> {
             "SELECT COUNT(*) FROM jobs WHERE lease_id = $1 AND state IN ('queued', 'dispatched', 'running')",
             &[lease_id.into()],
         )?;
-        if open.first().map(|r| r.i64(0)).unwrap_or(0) == 0 {
+        if open
+            .first()
+            .map(|r| Ok::<_, StoreError>(r.i64(0)?))
+            .transpose()?
+            .unwrap_or(0)
+            == 0
+        {
             self.end_lease(None, lease_id, EndReason::Ended, now_ms)?;
         }
         Ok(())
@@ -917,13 +934,13 @@ impl Tx<'_> {
                 &[attempt_id.into(), Value::from(to_i64(r.seq)?)],
             )?;
             if let Some(row) = seen.first() {
-                if row.str(0) == "counted" {
+                if row.str(0)? == "counted" {
                     out.duplicates += 1;
                 } else {
                     out.refused.push(RefusedUsage {
                         index,
                         seq: r.seq,
-                        reason: row.str(1),
+                        reason: row.str(1)?,
                     });
                 }
                 continue;
@@ -1026,6 +1043,7 @@ impl Tx<'_> {
         let attempt = rows
             .first()
             .map(attempt_row)
+            .transpose()?
             .ok_or_else(|| stale("unknown attempt"))?;
         if attempt.agent_id != agent_id || attempt.state == JobState::Lost {
             return Err(stale("the attempt is not this agent's"));
@@ -1039,8 +1057,8 @@ impl Tx<'_> {
         let Some(k) = kept.first() else {
             return Err(stale("unknown attempt"));
         };
-        let (mut head_bytes, mut dropped, mut notice_seq) = (k.u64(0), k.u64(1), k.i64(2));
-        let mut newest_chunk = k.i64(3);
+        let (mut head_bytes, mut dropped, mut notice_seq) = (k.u64(0)?, k.u64(1)?, k.i64(2)?);
+        let mut newest_chunk = k.i64(3)?;
         let cap = LogCap::new(max_bytes);
         let mut stored = 0;
         for (seq, stream, data) in chunks {
@@ -1062,7 +1080,7 @@ impl Tx<'_> {
                     "SELECT seq FROM job_logs WHERE attempt_id = $1 AND chunk_seq = -1",
                     &[attempt_id.into()],
                 )?;
-                notice_seq = r.first().map_or(0, |r| r.i64(0));
+                notice_seq = r.first().map(|r| r.i64(0)).transpose()?.unwrap_or(0);
             }
             if notice_seq != 0 && seq <= newest_chunk {
                 // Behind the notice a chunk may have been dropped already: never take it twice.
@@ -1092,11 +1110,14 @@ impl Tx<'_> {
                 "SELECT seq, data FROM job_logs WHERE job_id = $1 AND seq > $2 ORDER BY seq DESC",
                 &[job_id.into(), notice_seq.into()],
             )?;
-            let sizes: Vec<u64> = tail.iter().map(|r| r.str(1).len() as u64).collect();
+            let sizes: Vec<u64> = tail
+                .iter()
+                .map(|r| r.str(1).map(|d| d.len() as u64))
+                .collect::<Result<_, StoreError>>()?;
             let keep = cap.tail_keeps(&sizes);
             if keep < tail.len() {
                 let gone: u64 = sizes[keep..].iter().sum();
-                let newest_gone = tail[keep].i64(0);
+                let newest_gone = tail[keep].i64(0)?;
                 self.b.execute(
                     "DELETE FROM job_logs WHERE job_id = $1 AND seq > $2 AND seq <= $3",
                     &[job_id.into(), notice_seq.into(), newest_gone.into()],
@@ -1165,7 +1186,13 @@ impl Tx<'_> {
             "SELECT CAST(COALESCE(SUM(size_bytes), 0) AS BIGINT) FROM job_outputs WHERE job_id = $1",
             &[(&job.id).into()],
         )?;
-        if total.first().map(|r| r.u64(0)).unwrap_or(0) > max_total_bytes {
+        if total
+            .first()
+            .map(|r| Ok::<_, StoreError>(r.u64(0)?))
+            .transpose()?
+            .unwrap_or(0)
+            > max_total_bytes
+        {
             return Err(StoreError::invalid(
                 "files",
                 format!("a job keeps at most {max_total_bytes} bytes of outputs"),
@@ -1185,7 +1212,10 @@ impl Tx<'_> {
             "SELECT path, size_bytes FROM job_outputs WHERE job_id = $1 ORDER BY path",
             &[job_id.into()],
         )?;
-        Ok(rows.iter().map(|r| (r.str(0), r.u64(1))).collect())
+        Ok(rows
+            .iter()
+            .map(|r| Ok((r.str(0)?, r.u64(1)?)))
+            .collect::<Result<_, StoreError>>()?)
     }
 
     /// One output file of a job of `org_id`, base64.
@@ -1202,6 +1232,7 @@ impl Tx<'_> {
         )?;
         rows.first()
             .map(|r| r.str(0))
+            .transpose()?
             .ok_or(StoreError::NotFound("output"))
     }
 
@@ -1221,14 +1252,16 @@ impl Tx<'_> {
         )?;
         let logs = rows
             .iter()
-            .map(|r| LogRow {
-                seq: r.i64(0),
-                attempt_id: r.str(1),
-                stream: r.str(2),
-                data: r.str(3),
-                created_ms: r.i64(4),
+            .map(|r| {
+                Ok(LogRow {
+                    seq: r.i64(0)?,
+                    attempt_id: r.str(1)?,
+                    stream: r.str(2)?,
+                    data: r.str(3)?,
+                    created_ms: r.i64(4)?,
+                })
             })
-            .collect();
+            .collect::<Result<_, StoreError>>()?;
         Ok((job, logs))
     }
 
@@ -1278,7 +1311,7 @@ impl Tx<'_> {
             &[lease_id.into()],
         )?;
         for r in open {
-            let job = self.job(&r.str(0))?;
+            let job = self.job(&r.str(0)?)?;
             if let Some(attempt_id) = &job.current_attempt_id {
                 self.b.execute(
                     "UPDATE attempts SET state = 'cancelled', reason = $2, ended_ms = $3 \
@@ -1334,7 +1367,7 @@ impl Tx<'_> {
                     &[(&a.id).into()],
                 )?;
                 for r in attempts {
-                    let (attempt_id, job_id) = (r.str(0), r.str(1));
+                    let (attempt_id, job_id) = (r.str(0)?, r.str(1)?);
                     self.b.execute(
                         "UPDATE attempts SET state = 'lost', reason = 'the agent went silent', ended_ms = $2 WHERE id = $1",
                         &[(&attempt_id).into(), now_ms.into()],

@@ -474,150 +474,150 @@ const LEASE_COLS: &str = "l.id, l.consumer_org_id, l.provider_org_id, l.offer_id
 pub(crate) const TRANSFER_COLS: &str = "seq, id, kind, debit_account_id, credit_account_id, amount_micros, \
     debit_balance_after_micros, credit_balance_after_micros, hold_id, lease_id, external_ref, created_ms";
 
-fn org_row(r: &Row) -> OrgRow {
+fn org_row(r: &Row) -> Result<OrgRow, StoreError> {
     org_row_at(r, 0)
 }
 
 /// An org from the [`ORG_COLS`] starting at column `at`.
-fn org_row_at(r: &Row, at: usize) -> OrgRow {
-    OrgRow {
-        id: r.str(at),
-        name: r.str(at + 1),
-        kind: r.str(at + 2),
-        consumer_type: r.opt_str(at + 3),
-        zone: r.str(at + 4),
-        origin_region: r.str(at + 5),
-        created_ms: r.i64(at + 6),
-        name_unique: r.opt_str(at + 7).is_some(),
-    }
+fn org_row_at(r: &Row, at: usize) -> Result<OrgRow, StoreError> {
+    Ok(OrgRow {
+        id: r.str(at)?,
+        name: r.str(at + 1)?,
+        kind: r.str(at + 2)?,
+        consumer_type: r.opt_str(at + 3)?,
+        zone: r.str(at + 4)?,
+        origin_region: r.str(at + 5)?,
+        created_ms: r.i64(at + 6)?,
+        name_unique: r.opt_str(at + 7)?.is_some(),
+    })
 }
 
 /// A node as placement sees it, from `id, accelerator_model, partition_name` and its free CPUs,
 /// memory and accelerators.
-pub(crate) fn node_free(r: &Row) -> NodeFree {
-    NodeFree {
-        node_id: r.str(0),
-        accelerator_model: r.opt_str(1),
-        partition: r.opt_str(2),
+pub(crate) fn node_free(r: &Row) -> Result<NodeFree, StoreError> {
+    Ok(NodeFree {
+        node_id: r.str(0)?,
+        accelerator_model: r.opt_str(1)?,
+        partition: r.opt_str(2)?,
         free: Capacity {
-            cpus: r.u64(3),
-            memory_mib: r.u64(4),
-            accelerators: r.u64(5),
+            cpus: r.u64(3)?,
+            memory_mib: r.u64(4)?,
+            accelerators: r.u64(5)?,
         },
-    }
+    })
 }
 
-fn node_row(r: &Row) -> NodeRow {
-    NodeRow {
-        id: r.str(0),
-        pool_id: r.str(1),
-        name: r.str(2),
-        cpus: r.u64(3),
-        memory_mib: r.u64(4),
-        accelerator_model: r.opt_str(5),
-        accelerators: r.u64(6),
-        partition: r.opt_str(7),
-        cpus_reserved: r.u64(8),
-        memory_mib_reserved: r.u64(9),
-        accelerators_reserved: r.u64(10),
-    }
+fn node_row(r: &Row) -> Result<NodeRow, StoreError> {
+    Ok(NodeRow {
+        id: r.str(0)?,
+        pool_id: r.str(1)?,
+        name: r.str(2)?,
+        cpus: r.u64(3)?,
+        memory_mib: r.u64(4)?,
+        accelerator_model: r.opt_str(5)?,
+        accelerators: r.u64(6)?,
+        partition: r.opt_str(7)?,
+        cpus_reserved: r.u64(8)?,
+        memory_mib_reserved: r.u64(9)?,
+        accelerators_reserved: r.u64(10)?,
+    })
 }
 
-fn category(s: &str) -> Category {
-    s.parse().unwrap_or(Category::General)
-}
-
-fn offer_row(r: &Row) -> OfferRow {
-    OfferRow {
-        id: r.str(0),
-        org_id: r.str(1),
-        pool_id: r.str(2),
-        zone: r.str(3),
+fn offer_row(r: &Row) -> Result<OfferRow, StoreError> {
+    Ok(OfferRow {
+        id: r.str(0)?,
+        org_id: r.str(1)?,
+        pool_id: r.str(2)?,
+        zone: r.str(3)?,
         class: ResourceClass {
-            category: category(&r.str(4)),
-            qualifier: r.opt_str(5),
+            category: r.parsed(4, |s| s.parse::<Category>().ok())?,
+            qualifier: r.opt_str(5)?,
         },
-        accelerator_memory_gib: u32::try_from(r.u64(6)).unwrap_or(0),
-        cpus_per_unit: r.u64(7),
-        memory_mib_per_unit: r.u64(8),
-        price_micros_per_unit_hour: r.u64(9),
-        min_units: r.u64(10),
-        max_units: r.u64(11),
-        valid_from_ms: r.i64(12),
-        valid_until_ms: r.i64(13),
-        state: r.str(14),
-        created_ms: r.i64(15),
+        accelerator_memory_gib: r.u32(6)?,
+        cpus_per_unit: r.u64(7)?,
+        memory_mib_per_unit: r.u64(8)?,
+        price_micros_per_unit_hour: r.u64(9)?,
+        min_units: r.u64(10)?,
+        max_units: r.u64(11)?,
+        valid_from_ms: r.i64(12)?,
+        valid_until_ms: r.i64(13)?,
+        state: r.str(14)?,
+        created_ms: r.i64(15)?,
         provider_name: suanli_core::validate::shown_name(
-            &r.str(16),
-            r.opt_str(17).is_some(),
-            &r.str(1),
+            &r.str(16)?,
+            r.opt_str(17)?.is_some(),
+            &r.str(1)?,
         ),
         units_available: 0,
-    }
+    })
 }
 
-fn lease_row(r: &Row) -> LeaseRow {
-    LeaseRow {
-        id: r.str(0),
-        consumer_org_id: r.str(1),
-        provider_org_id: r.str(2),
-        offer_id: r.str(3),
-        pool_id: r.str(4),
+fn lease_row(r: &Row) -> Result<LeaseRow, StoreError> {
+    Ok(LeaseRow {
+        id: r.str(0)?,
+        consumer_org_id: r.str(1)?,
+        provider_org_id: r.str(2)?,
+        offer_id: r.str(3)?,
+        pool_id: r.str(4)?,
         class: ResourceClass {
-            category: category(&r.str(5)),
-            qualifier: r.opt_str(6),
+            category: r.parsed(5, |s| s.parse::<Category>().ok())?,
+            qualifier: r.opt_str(6)?,
         },
-        zone: r.str(7),
-        units: r.u64(8),
-        price_micros_per_unit_hour: r.u64(9),
-        fee_bps: u32::try_from(r.u64(10)).unwrap_or(0),
-        duration_limit_s: r.u64(11),
-        started_ms: r.i64(12),
-        ends_ms: r.i64(13),
-        state: LeaseState::parse(&r.str(14)).unwrap_or(LeaseState::Active),
+        zone: r.str(7)?,
+        units: r.u64(8)?,
+        price_micros_per_unit_hour: r.u64(9)?,
+        fee_bps: r.u32(10)?,
+        duration_limit_s: r.u64(11)?,
+        started_ms: r.i64(12)?,
+        ends_ms: r.i64(13)?,
+        state: r.parsed(14, LeaseState::parse)?,
         hold: HoldRow {
-            id: r.str(15),
-            org_id: r.str(16),
-            amount_micros: r.u64(17),
-            state: HoldState::parse(&r.str(18)).unwrap_or(HoldState::Pending),
-            posted_micros: r.u64(19),
+            id: r.str(15)?,
+            org_id: r.str(16)?,
+            amount_micros: r.u64(17)?,
+            state: r.parsed(18, HoldState::parse)?,
+            posted_micros: r.u64(19)?,
         },
-        ended_ms: r.opt_i64(20),
-        billed_unit_ms: r.opt_u64(21),
-        cost_micros: r.opt_u64(22),
-        fee_micros: r.opt_u64(23),
-        metered: r.str(24) == "metered",
-        auto_end: r.i64(25) != 0,
-        metered_unit_ms: r.u64(26),
+        ended_ms: r.opt_i64(20)?,
+        billed_unit_ms: r.opt_u64(21)?,
+        cost_micros: r.opt_u64(22)?,
+        fee_micros: r.opt_u64(23)?,
+        metered: r.parsed(24, |s| match s {
+            "metered" => Some(true),
+            "elapsed" => Some(false),
+            _ => None,
+        })?,
+        auto_end: r.i64(25)? != 0,
+        metered_unit_ms: r.u64(26)?,
         allocations: Vec::new(),
-    }
+    })
 }
 
-fn transfer_row(r: &Row) -> TransferRow {
-    TransferRow {
-        seq: r.i64(0),
-        id: r.str(1),
-        kind: r.str(2),
-        debit_account_id: r.str(3),
-        credit_account_id: r.str(4),
-        amount_micros: r.u64(5),
-        debit_balance_after_micros: r.i64(6),
-        credit_balance_after_micros: r.i64(7),
-        hold_id: r.opt_str(8),
-        lease_id: r.opt_str(9),
-        external_ref: r.opt_str(10),
-        created_ms: r.i64(11),
-    }
+fn transfer_row(r: &Row) -> Result<TransferRow, StoreError> {
+    Ok(TransferRow {
+        seq: r.i64(0)?,
+        id: r.str(1)?,
+        kind: r.str(2)?,
+        debit_account_id: r.str(3)?,
+        credit_account_id: r.str(4)?,
+        amount_micros: r.u64(5)?,
+        debit_balance_after_micros: r.i64(6)?,
+        credit_balance_after_micros: r.i64(7)?,
+        hold_id: r.opt_str(8)?,
+        lease_id: r.opt_str(9)?,
+        external_ref: r.opt_str(10)?,
+        created_ms: r.i64(11)?,
+    })
 }
 
-fn account_row(r: &Row) -> AccountRow {
-    AccountRow {
-        id: r.str(0),
-        org_id: r.str(1),
-        kind: AccountKind::parse(&r.str(2)).unwrap_or(AccountKind::Available),
-        debits_micros: r.u64(3),
-        credits_micros: r.u64(4),
-    }
+fn account_row(r: &Row) -> Result<AccountRow, StoreError> {
+    Ok(AccountRow {
+        id: r.str(0)?,
+        org_id: r.str(1)?,
+        kind: r.parsed(2, AccountKind::parse)?,
+        debits_micros: r.u64(3)?,
+        credits_micros: r.u64(4)?,
+    })
 }
 
 fn int(v: u64) -> Result<Value, StoreError> {
@@ -688,13 +688,13 @@ impl<'a> Tx<'a> {
             "SELECT id, name FROM orgs WHERE name_key = $1",
             &[key.as_str().into()],
         )?;
-        if let Some(r) = rows.iter().find(|r| r.str(0) != org_id) {
+        if let Some(r) = rows.iter().find(|r| r.str(0).is_ok_and(|id| id != org_id)) {
             return Err(StoreError::Duplicate {
                 field: "name",
                 message: format!(
                     "an org named {:?} already exists; names are compared ignoring case, width, \
                      spacing, invisible characters and look-alike letters",
-                    r.str(1)
+                    r.str(1)?
                 ),
             });
         }
@@ -787,6 +787,7 @@ impl<'a> Tx<'a> {
         let org = rows
             .first()
             .map(org_row)
+            .transpose()?
             .ok_or(StoreError::NotFound("org"))?;
         if let Memory::Batch(m) = &mut self.memory {
             m.orgs.read_uncommitted.insert(org.id.clone(), org.clone());
@@ -812,7 +813,7 @@ impl<'a> Tx<'a> {
             .b
             .query("SELECT id FROM pools WHERE org_id = $1", &[org_id.into()])?;
         for p in &pools {
-            self.dirty_pools.insert(p.str(0));
+            self.dirty_pools.insert(p.str(0)?);
         }
         self.get_org(org_id)
     }
@@ -822,7 +823,10 @@ impl<'a> Tx<'a> {
             &format!("SELECT {ORG_COLS} FROM orgs ORDER BY created_ms, id"),
             &[],
         )?;
-        Ok(rows.iter().map(org_row).collect())
+        Ok(rows
+            .iter()
+            .map(org_row)
+            .collect::<Result<_, StoreError>>()?)
     }
 
     /// The operator org, which owns the fee and external accounts.
@@ -831,7 +835,7 @@ impl<'a> Tx<'a> {
             "SELECT id FROM orgs WHERE kind = 'operator' ORDER BY created_ms, id LIMIT 1",
             &[],
         )?;
-        Ok(rows.first().map(|r| r.str(0)))
+        Ok(rows.first().map(|r| r.str(0)).transpose()?)
     }
 
     pub fn get_member(&mut self, org_id: &str, member_id: &str) -> Result<MemberRow, StoreError> {
@@ -841,6 +845,7 @@ impl<'a> Tx<'a> {
         )?;
         rows.first()
             .map(member_row)
+            .transpose()?
             .ok_or(StoreError::NotFound("member"))
     }
 
@@ -849,7 +854,10 @@ impl<'a> Tx<'a> {
             "SELECT id, org_id, name, email, role, created_ms FROM members WHERE org_id = $1 ORDER BY created_ms, id",
             &[org_id.into()],
         )?;
-        Ok(rows.iter().map(member_row).collect())
+        Ok(rows
+            .iter()
+            .map(member_row)
+            .collect::<Result<_, StoreError>>()?)
     }
 
     pub fn create_token(
@@ -904,7 +912,9 @@ impl<'a> Tx<'a> {
              JOIN orgs o ON o.id = t.org_id WHERE t.secret_sha256 = $1",
             &[secret_sha256.into()],
         )?;
-        Ok(rows.first().map(|r| (token_row(r), org_row_at(r, 8))))
+        rows.first()
+            .map(|r| Ok((token_row(r)?, org_row_at(r, 8)?)))
+            .transpose()
     }
 
     pub fn get_token(&mut self, org_id: &str, token_id: &str) -> Result<TokenRow, StoreError> {
@@ -914,6 +924,7 @@ impl<'a> Tx<'a> {
         )?;
         rows.first()
             .map(token_row)
+            .transpose()?
             .ok_or(StoreError::NotFound("token"))
     }
 
@@ -925,7 +936,10 @@ impl<'a> Tx<'a> {
             ),
             &[org_id.into()],
         )?;
-        Ok(rows.iter().map(token_row).collect())
+        Ok(rows
+            .iter()
+            .map(token_row)
+            .collect::<Result<_, StoreError>>()?)
     }
 
     /// Revokes a token (idempotent: revoking twice keeps the first time).
@@ -951,8 +965,8 @@ impl<'a> Tx<'a> {
         )?;
         Ok(rows
             .iter()
-            .map(|r| (r.str(0), r.str(1), u32::try_from(r.u64(2)).unwrap_or(0)))
-            .collect())
+            .map(|r| Ok((r.str(0)?, r.str(1)?, r.u32(2)?)))
+            .collect::<Result<_, StoreError>>()?)
     }
 
     pub fn accelerator_memory_gib(&mut self, model: &str) -> Result<Option<u32>, StoreError> {
@@ -960,7 +974,7 @@ impl<'a> Tx<'a> {
             "SELECT memory_gib FROM accelerator_models WHERE name = $1",
             &[model.into()],
         )?;
-        Ok(rows.first().map(|r| u32::try_from(r.u64(0)).unwrap_or(0)))
+        Ok(rows.first().map(|r| r.u32(0)).transpose()?)
     }
 
     /// Adds a model; an existing name is a conflict.
@@ -1042,7 +1056,10 @@ impl<'a> Tx<'a> {
             &format!("SELECT {NODE_COLS} FROM nodes WHERE pool_id = $1 ORDER BY name, id"),
             &[pool_id.into()],
         )?;
-        Ok(rows.iter().map(node_row).collect())
+        Ok(rows
+            .iter()
+            .map(node_row)
+            .collect::<Result<_, StoreError>>()?)
     }
 
     /// The node [`place`] would choose to hold all `units` of `shape` on its own (the one with the
@@ -1101,7 +1118,7 @@ impl<'a> Tx<'a> {
                 partition.into(),
             ],
         )?;
-        Ok(rows.first().map(node_free))
+        Ok(rows.first().map(node_free).transpose()?)
     }
 
     /// The nodes of a pool with room for at least one unit needing `per_unit`, as placement sees
@@ -1123,7 +1140,10 @@ impl<'a> Tx<'a> {
                 int(per_unit.accelerators)?,
             ],
         )?;
-        Ok(rows.iter().map(node_free).collect())
+        Ok(rows
+            .iter()
+            .map(node_free)
+            .collect::<Result<_, StoreError>>()?)
     }
 
     /// A pool; with `org_id`, only if that org owns it.
@@ -1133,7 +1153,8 @@ impl<'a> Tx<'a> {
             &[pool_id.into()],
         )?;
         let r = rows.first().ok_or(StoreError::NotFound("pool"))?;
-        if org_id.is_some_and(|o| o != r.str(1)) {
+        let owner = r.str(1)?;
+        if org_id.is_some_and(|o| o != owner) {
             return Err(StoreError::NotFound("pool"));
         }
         let agents = self.b.query(
@@ -1141,14 +1162,17 @@ impl<'a> Tx<'a> {
             &[pool_id.into()],
         )?;
         Ok(PoolRow {
-            id: r.str(0),
-            org_id: r.str(1),
-            name: r.str(2),
-            zone: r.str(3),
-            created_ms: r.i64(4),
+            id: r.str(0)?,
+            org_id: r.str(1)?,
+            name: r.str(2)?,
+            zone: r.str(3)?,
+            created_ms: r.i64(4)?,
             nodes: self.nodes_of_pool(pool_id)?,
             agents: agents.len() as u64,
-            agents_alive: agents.iter().filter(|a| a.str(0) == "alive").count() as u64,
+            agents_alive: agents
+                .iter()
+                .filter(|a| a.str(0).is_ok_and(|s| s == "alive"))
+                .count() as u64,
         })
     }
 
@@ -1158,7 +1182,7 @@ impl<'a> Tx<'a> {
             &[org_id.into()],
         )?;
         ids.iter()
-            .map(|r| self.get_pool(Some(org_id), &r.str(0)))
+            .map(|r| self.get_pool(Some(org_id), &r.str(0)?))
             .collect()
     }
 
@@ -1254,6 +1278,7 @@ impl<'a> Tx<'a> {
         )?;
         rows.first()
             .map(offer_row)
+            .transpose()?
             .ok_or(StoreError::NotFound("offer"))
     }
 
@@ -1270,6 +1295,7 @@ impl<'a> Tx<'a> {
         let offer = rows
             .first()
             .map(offer_row)
+            .transpose()?
             .ok_or(StoreError::NotFound("offer"))?;
         if org_id.is_some_and(|o| o != offer.org_id) {
             return Err(StoreError::NotFound("offer"));
@@ -1285,7 +1311,10 @@ impl<'a> Tx<'a> {
             ),
             &[org_id.into()],
         )?;
-        let offers = rows.iter().map(offer_row).collect();
+        let offers = rows
+            .iter()
+            .map(offer_row)
+            .collect::<Result<Vec<_>, StoreError>>()?;
         self.with_availability(offers)
     }
 
@@ -1304,7 +1333,9 @@ impl<'a> Tx<'a> {
                     ),
                     &[],
                 )?;
-                offers.extend(rows.iter().map(offer_row));
+                for r in &rows {
+                    offers.push(offer_row(r)?);
+                }
             }
             Some(ids) => {
                 for pool_id in ids {
@@ -1315,7 +1346,9 @@ impl<'a> Tx<'a> {
                         ),
                         &[pool_id.into()],
                     )?;
-                    offers.extend(rows.iter().map(offer_row));
+                    for r in &rows {
+                        offers.push(offer_row(r)?);
+                    }
                 }
             }
         }
@@ -1360,7 +1393,7 @@ impl<'a> Tx<'a> {
                     "external_ref {external_ref:?} is already recorded for this org (transfer {}); \
                      a payment is recorded once (to retry a request, send it again with the same \
                      Idempotency-Key)",
-                    r.str(0)
+                    r.str(0)?
                 ),
             });
         }
@@ -1442,7 +1475,10 @@ impl<'a> Tx<'a> {
             "SELECT id, org_id, kind, debits_micros, credits_micros FROM accounts WHERE org_id = $1 ORDER BY id",
             &[org_id.into()],
         )?;
-        Ok(rows.iter().map(account_row).collect())
+        Ok(rows
+            .iter()
+            .map(account_row)
+            .collect::<Result<_, StoreError>>()?)
     }
 
     /// Movements on `org_id`'s accounts after ledger position `after`, oldest first.
@@ -1461,7 +1497,10 @@ impl<'a> Tx<'a> {
             ),
             &[org_id.into(), after.into(), i64::from(limit).into()],
         )?;
-        Ok(rows.iter().map(transfer_row).collect())
+        Ok(rows
+            .iter()
+            .map(transfer_row)
+            .collect::<Result<_, StoreError>>()?)
     }
 
     /// Reads everything the invariant checker needs, in one consistent view when called inside a
@@ -1475,15 +1514,17 @@ impl<'a> Tx<'a> {
                 &[],
             )?
             .iter()
-            .map(account_row)
-            .map(|a| AccountTotals {
-                account_id: a.id,
-                org_id: a.org_id,
-                kind: a.kind,
-                debits_micros: a.debits_micros,
-                credits_micros: a.credits_micros,
+            .map(|r| {
+                let a = account_row(r)?;
+                Ok(AccountTotals {
+                    account_id: a.id,
+                    org_id: a.org_id,
+                    kind: a.kind,
+                    debits_micros: a.debits_micros,
+                    credits_micros: a.credits_micros,
+                })
             })
-            .collect();
+            .collect::<Result<_, StoreError>>()?;
         let holds = self
             .b
             .query(
@@ -1492,15 +1533,15 @@ impl<'a> Tx<'a> {
             )?
             .iter()
             .map(|r| {
-                (
-                    r.str(0),
-                    r.str(1),
-                    r.u64(2),
-                    HoldState::parse(&r.str(3)).unwrap_or(HoldState::Pending),
-                    r.u64(4),
-                )
+                Ok((
+                    r.str(0)?,
+                    r.str(1)?,
+                    r.u64(2)?,
+                    r.parsed(3, HoldState::parse)?,
+                    r.u64(4)?,
+                ))
             })
-            .collect();
+            .collect::<Result<_, StoreError>>()?;
         let sum = self.b.query(
             "SELECT CAST(COALESCE(SUM(amount_micros), 0) AS BIGINT) FROM transfers",
             &[],
@@ -1520,8 +1561,8 @@ impl<'a> Tx<'a> {
                 &[],
             )?
             .iter()
-            .map(|r| (r.str(0), u128::from(r.u64(1)), u128::from(r.u64(2))))
-            .collect();
+            .map(|r| Ok((r.str(0)?, u128::from(r.u64(1)?), u128::from(r.u64(2)?))))
+            .collect::<Result<_, StoreError>>()?;
         let postings = self.b.query(
             "SELECT \
              (SELECT COUNT(*) FROM transfers t \
@@ -1536,10 +1577,18 @@ impl<'a> Tx<'a> {
         Ok(LedgerSnapshot {
             accounts,
             holds,
-            transfer_amount_sum: sum.first().map(|r| u128::from(r.u64(0))).unwrap_or(0),
+            transfer_amount_sum: sum
+                .first()
+                .map(|r| Ok::<_, StoreError>(u128::from(r.u64(0)?)))
+                .transpose()?
+                .unwrap_or(0),
             recomputed,
-            transfers_without_postings: postings.first().map_or(0, |r| r.u64(0)),
-            postings_without_transfer: postings.first().map_or(0, |r| r.u64(1)),
+            transfers_without_postings: postings
+                .first()
+                .map(|r| r.u64(0))
+                .transpose()?
+                .unwrap_or(0),
+            postings_without_transfer: postings.first().map(|r| r.u64(1)).transpose()?.unwrap_or(0),
         })
     }
 
@@ -1553,7 +1602,11 @@ impl<'a> Tx<'a> {
         let rows = self
             .b
             .query(&format!("SELECT COUNT(*) FROM {table}"), &[])?;
-        Ok(rows.first().map(|r| r.u64(0)).unwrap_or(0))
+        Ok(rows
+            .first()
+            .map(|r| Ok::<_, StoreError>(r.u64(0)?))
+            .transpose()?
+            .unwrap_or(0))
     }
 
     // ---------------------------------------------------------------- purchase and settlement
@@ -1765,6 +1818,7 @@ impl<'a> Tx<'a> {
         let mut lease = rows
             .first()
             .map(lease_row)
+            .transpose()?
             .ok_or(StoreError::NotFound("lease"))?;
         if let Some(org) = org_id {
             if lease.consumer_org_id != org && lease.provider_org_id != org {
@@ -1778,8 +1832,8 @@ impl<'a> Tx<'a> {
                 &[lease_id.into()],
             )?
             .iter()
-            .map(|r| (r.str(0), r.u64(1)))
-            .collect();
+            .map(|r| Ok((r.str(0)?, r.u64(1)?)))
+            .collect::<Result<_, StoreError>>()?;
         Ok(lease)
     }
 
@@ -1830,7 +1884,10 @@ impl<'a> Tx<'a> {
                 &[org_id.into(), state.into(), (left as i64).into()],
             )?);
         }
-        let mut leases: Vec<LeaseRow> = rows.iter().map(lease_row).collect();
+        let mut leases: Vec<LeaseRow> = rows
+            .iter()
+            .map(lease_row)
+            .collect::<Result<_, StoreError>>()?;
         for l in &mut leases {
             l.allocations = self
                 .b
@@ -1839,8 +1896,8 @@ impl<'a> Tx<'a> {
                     &[(&l.id).into()],
                 )?
                 .iter()
-                .map(|r| (r.str(0), r.u64(1)))
-                .collect();
+                .map(|r| Ok((r.str(0)?, r.u64(1)?)))
+                .collect::<Result<_, StoreError>>()?;
         }
         Ok(leases)
     }
@@ -1851,7 +1908,10 @@ impl<'a> Tx<'a> {
             "SELECT id FROM leases WHERE state = 'active' AND ends_ms <= $1 ORDER BY ends_ms, id LIMIT $2",
             &[now_ms.into(), i64::from(limit).into()],
         )?;
-        Ok(rows.iter().map(|r| r.str(0)).collect())
+        Ok(rows
+            .iter()
+            .map(|r| Ok(r.str(0)?))
+            .collect::<Result<_, StoreError>>()?)
     }
 
     /// Ends a lease and settles it, exactly once: the state change is conditional on the lease being
@@ -1980,11 +2040,17 @@ impl<'a> Tx<'a> {
             "SELECT request_sha256, status, body FROM idempotency_keys WHERE org_id = $1 AND idempotency_key = $2",
             &[org_id.into(), key.into()],
         )?;
-        Ok(rows.first().map(|r| StoredResponse {
-            request_sha256: r.str(0),
-            status: u16::try_from(r.u64(1)).unwrap_or(500),
-            body: r.str(2),
-        }))
+        rows.first()
+            .map(|r| {
+                Ok(StoredResponse {
+                    request_sha256: r.str(0)?,
+                    status: u16::try_from(r.u64(1)?).map_err(|_| {
+                        StoreError::Corrupt("a stored response's status is not a status".into())
+                    })?,
+                    body: r.str(2)?,
+                })
+            })
+            .transpose()
     }
 
     pub fn store_idempotent_response(
@@ -2010,28 +2076,28 @@ impl<'a> Tx<'a> {
     }
 }
 
-fn member_row(r: &Row) -> MemberRow {
-    MemberRow {
-        id: r.str(0),
-        org_id: r.str(1),
-        name: r.str(2),
-        email: r.opt_str(3),
-        role: r.str(4),
-        created_ms: r.i64(5),
-    }
+fn member_row(r: &Row) -> Result<MemberRow, StoreError> {
+    Ok(MemberRow {
+        id: r.str(0)?,
+        org_id: r.str(1)?,
+        name: r.str(2)?,
+        email: r.opt_str(3)?,
+        role: r.str(4)?,
+        created_ms: r.i64(5)?,
+    })
 }
 
-fn token_row(r: &Row) -> TokenRow {
-    TokenRow {
-        id: r.str(0),
-        org_id: r.str(1),
-        member_id: r.str(2),
-        name: r.str(3),
-        role: r.str(4),
-        created_ms: r.i64(5),
-        expires_ms: r.i64(6),
-        revoked_ms: r.opt_i64(7),
-    }
+fn token_row(r: &Row) -> Result<TokenRow, StoreError> {
+    Ok(TokenRow {
+        id: r.str(0)?,
+        org_id: r.str(1)?,
+        member_id: r.str(2)?,
+        name: r.str(3)?,
+        role: r.str(4)?,
+        created_ms: r.i64(5)?,
+        expires_ms: r.i64(6)?,
+        revoked_ms: r.opt_i64(7)?,
+    })
 }
 
 #[cfg(test)]

@@ -356,7 +356,7 @@ fn fill_names_and_references(b: &mut dyn Backend) -> Result<(), StoreError> {
     let orgs = b.query("SELECT id, name FROM orgs ORDER BY created_ms, id", &[])?;
     let mut holders: std::collections::HashMap<String, String> = Default::default();
     for r in &orgs {
-        let (id, name) = (r.str(0), r.str(1));
+        let (id, name) = (r.str(0)?, r.str(1)?);
         let key = suanli_core::validate::name_key(&name);
         if let Some(first) = holders.get(&key) {
             tracing::warn!(
@@ -380,7 +380,7 @@ fn fill_names_and_references(b: &mut dyn Backend) -> Result<(), StoreError> {
         &[],
     )?;
     for r in &refs {
-        let (org, reference, transfer) = (r.str(0), r.str(1), r.str(2));
+        let (org, reference, transfer) = (r.str(0)?, r.str(1)?, r.str(2)?);
         let added = b.execute(
             "INSERT INTO external_refs (org_id, ref_key, transfer_id) VALUES ($1, $2, $3) \
              ON CONFLICT (org_id, ref_key) DO NOTHING",
@@ -584,7 +584,9 @@ pub(crate) fn migrate_up_to(b: &mut dyn Backend, last: i64) -> Result<(), StoreE
             keys_were = b
                 .query("PRAGMA foreign_keys", &[])?
                 .first()
-                .map_or(0, |r| r.i64(0));
+                .map(|r| r.i64(0))
+                .transpose()?
+                .unwrap_or(0);
             b.batch("PRAGMA foreign_keys=OFF")?;
         }
     }
@@ -594,7 +596,7 @@ pub(crate) fn migrate_up_to(b: &mut dyn Backend, last: i64) -> Result<(), StoreE
             .query("SELECT version FROM schema_migrations", &[])?
             .iter()
             .map(|r| r.i64(0))
-            .collect();
+            .collect::<Result<_, StoreError>>()?;
         for (i, _) in MIGRATIONS.iter().enumerate() {
             let version = i as i64 + 1;
             if applied.contains(&version) || version > last {
@@ -627,7 +629,7 @@ fn apply(b: &mut dyn Backend, index: usize, version: i64) -> Result<(), StoreErr
                 Some(r) => Err(StoreError::Backend(format!(
                     "migration {version} would leave {} foreign key violations (first in {})",
                     violations.len(),
-                    r.str(0)
+                    r.str(0)?
                 ))),
             }
         })

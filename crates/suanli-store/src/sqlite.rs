@@ -637,7 +637,7 @@ mod tests {
         )
         .unwrap()
         .iter()
-        .map(|r| r.str(0))
+        .map(|r| r.str(0).unwrap())
         .collect()
     }
 
@@ -669,7 +669,7 @@ mod tests {
             .unwrap();
         let keyed: Vec<(String, bool)> = keys
             .iter()
-            .map(|r| (r.str(0), r.opt_str(1).is_some()))
+            .map(|r| (r.str(0).unwrap(), r.opt_str(1).unwrap().is_some()))
             .collect();
         assert_eq!(
             keyed,
@@ -694,7 +694,11 @@ mod tests {
             .unwrap();
         assert_eq!(refs.len(), 1);
         assert_eq!(
-            (refs[0].str(0), refs[0].str(1), refs[0].str(2)),
+            (
+                refs[0].str(0).unwrap(),
+                refs[0].str(1).unwrap(),
+                refs[0].str(2).unwrap()
+            ),
             ("org_c".into(), "b-1".into(), "tr_1".into())
         );
         // The operator renames the later org; then both are unique.
@@ -742,7 +746,7 @@ mod tests {
             )
             .unwrap();
         let sequence = "SELECT count(*) FROM sqlite_sequence WHERE name = 'transfers'";
-        assert_eq!(b.query(sequence, &[]).unwrap()[0].i64(0), 1);
+        assert_eq!(b.query(sequence, &[]).unwrap()[0].i64(0).unwrap(), 1);
 
         crate::schema::migrate_up_to(&mut b, 5).unwrap();
 
@@ -753,14 +757,15 @@ mod tests {
             )
             .unwrap();
         assert_eq!(after, before);
-        assert_eq!(b.query(sequence, &[]).unwrap()[0].i64(0), 0);
+        assert_eq!(b.query(sequence, &[]).unwrap()[0].i64(0).unwrap(), 0);
         let table_sql = b
             .query(
                 "SELECT sql FROM sqlite_schema WHERE name = 'transfers'",
                 &[],
             )
             .unwrap()[0]
-            .str(0);
+            .str(0)
+            .unwrap();
         assert!(!table_sql.contains("AUTOINCREMENT"), "{table_sql}");
         assert_eq!(
             indexes_of(&mut b, "transfers"),
@@ -789,7 +794,9 @@ mod tests {
             &[8i64.into(), "tr_8".into(), 5i64.into(), 0.into(), 0.into()],
         )
         .unwrap();
-        let check = b.query("PRAGMA integrity_check", &[]).unwrap()[0].str(0);
+        let check = b.query("PRAGMA integrity_check", &[]).unwrap()[0]
+            .str(0)
+            .unwrap();
         assert_eq!(check, "ok");
         assert!(b.query("PRAGMA foreign_key_check", &[]).unwrap().is_empty());
         drop(b);
@@ -849,7 +856,8 @@ mod tests {
                     &[table.into()],
                 )
                 .unwrap()[0]
-                .str(0);
+                .str(0)
+                .unwrap();
             assert!(!sql.contains(" IN (") && sql.contains("state = "), "{sql}");
         }
         assert_eq!(
@@ -861,9 +869,16 @@ mod tests {
                 "sqlite_autoindex_leases_2"
             ]
         );
-        assert_eq!(b.query("PRAGMA foreign_keys", &[]).unwrap()[0].i64(0), 1);
+        assert_eq!(
+            b.query("PRAGMA foreign_keys", &[]).unwrap()[0]
+                .i64(0)
+                .unwrap(),
+            1
+        );
         assert!(b.query("PRAGMA foreign_key_check", &[]).unwrap().is_empty());
-        let check = b.query("PRAGMA integrity_check", &[]).unwrap()[0].str(0);
+        let check = b.query("PRAGMA integrity_check", &[]).unwrap()[0]
+            .str(0)
+            .unwrap();
         assert_eq!(check, "ok");
         // What the constraints refused before, they still refuse.
         for bad in [
@@ -997,7 +1012,9 @@ mod tests {
             largest_wal < 2 << 20,
             "the WAL grew to {largest_wal} bytes for {written} bytes written"
         );
-        let count = w.query("SELECT count(*) FROM scratch", &[]).unwrap()[0].i64(0);
+        let count = w.query("SELECT count(*) FROM scratch", &[]).unwrap()[0]
+            .i64(0)
+            .unwrap();
         assert_eq!(count, rows);
         drop(w);
         let reader = SqliteBackend::open_reader(&path).unwrap();

@@ -1011,7 +1011,8 @@ fn the_postgres_sync_flushes_the_wal_past_the_commit() {
         let written = writer
             .query("SELECT pg_current_wal_insert_lsn()::text", &[])
             .unwrap()[0]
-            .str(0);
+            .str(0)
+            .unwrap();
         let sync = writer
             .commit()
             .unwrap()
@@ -1427,4 +1428,64 @@ async fn a_writer_sees_what_another_process_committed_since_its_last_batch() {
         "{refused:?}"
     );
     assert_books_sound(&a);
+}
+
+/// Decoding fails closed: a lease whose stored billing mode or state this version does not know
+/// (written by a newer version, or by hand) is an error when read, never taken for a default
+/// (before, an unknown billing read as elapsed and an unknown state as active).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_row_that_does_not_decode_is_an_error_not_a_default() {
+    let m = market(1_000_000_000).await;
+    let lease = buy(&m.store, purchase(&m, 1, 60, 0)).await.unwrap();
+    let mut raw = tokio::task::block_in_place(|| -> Box<dyn Backend> {
+        match m.store.location() {
+            Location::Sqlite(path) => {
+                Box::new(suanli_store::sqlite::SqliteBackend::open_writer(path).unwrap())
+            }
+            Location::Postgres(url) => {
+                Box::new(suanli_store::postgres::PostgresBackend::connect(url).unwrap())
+            }
+        }
+    });
+    let corrupt = |raw: &mut Box<dyn Backend>, sql: &str| {
+        tokio::task::block_in_place(|| raw.execute(sql, &[lease.id.as_str().into()])).unwrap()
+    };
+    assert_eq!(
+        corrupt(
+            &mut raw,
+            "UPDATE leases SET billing = 'hourly' WHERE id = $1"
+        ),
+        1
+    );
+    let id = lease.id.clone();
+    let read_back = read(&m.store, move |tx| tx.get_lease(None, &id));
+    assert!(
+        matches!(read_back, Err(StoreError::Corrupt(ref m)) if m.contains("hourly")),
+        "{read_back:?}"
+    );
+    // Ending it refuses too, rather than settling it as elapsed time.
+    let id = lease.id.clone();
+    let ended = m
+        .store
+        .writer()
+        .submit(move |tx| tx.end_lease(None, &id, EndReason::Ended, 1_000))
+        .await;
+    assert!(matches!(ended, Err(StoreError::Corrupt(_))), "{ended:?}");
+
+    corrupt(
+        &mut raw,
+        "UPDATE leases SET billing = 'elapsed' WHERE id = $1",
+    );
+    if matches!(m.store.location(), Location::Sqlite(_)) {
+        // SQLite can be told to skip CHECK constraints; a state outside them must not read as
+        // active either.
+        tokio::task::block_in_place(|| raw.batch("PRAGMA ignore_check_constraints = ON")).unwrap();
+        corrupt(&mut raw, "UPDATE leases SET state = 'paused' WHERE id = $1");
+        let id = lease.id.clone();
+        let read_back = read(&m.store, move |tx| tx.get_lease(None, &id));
+        assert!(
+            matches!(read_back, Err(StoreError::Corrupt(ref m)) if m.contains("paused")),
+            "{read_back:?}"
+        );
+    }
 }
