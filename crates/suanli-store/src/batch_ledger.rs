@@ -369,7 +369,7 @@ impl<'a> Tx<'a> {
                 )?;
                 let mut seqs: Vec<i64> = rows
                     .iter()
-                    .map(|r| Ok(r.i64(0)?))
+                    .map(|r| r.i64(0))
                     .collect::<Result<_, StoreError>>()?;
                 seqs.sort_unstable();
                 self.memory.ledger().reserved_seqs.extend(seqs);

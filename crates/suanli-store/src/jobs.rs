@@ -264,7 +264,7 @@ impl Tx<'_> {
         )?;
         Ok(rows
             .first()
-            .map(|r| Ok::<_, StoreError>(r.i64(0)?))
+            .map(|r| r.i64(0))
             .transpose()?
             .unwrap_or(0)
             > 0)
@@ -410,10 +410,10 @@ impl Tx<'_> {
             &format!("SELECT {AGENT_COLS} FROM agents WHERE ($1 = '' OR org_id = $1) ORDER BY registered_ms, id"),
             &[org_id.unwrap_or("").into()],
         )?;
-        Ok(rows
+        rows
             .iter()
             .map(agent_row)
-            .collect::<Result<_, StoreError>>()?)
+            .collect::<Result<_, StoreError>>()
     }
 
     /// Marks an agent seen now: alive again if it was suspect or lost.
@@ -566,10 +566,10 @@ impl Tx<'_> {
         let rows = self
             .b
             .query("SELECT state, COUNT(*) FROM jobs GROUP BY state", &[])?;
-        Ok(rows
+        rows
             .iter()
             .map(|r| Ok((r.str(0)?, r.u64(1)?)))
-            .collect::<Result<_, StoreError>>()?)
+            .collect::<Result<_, StoreError>>()
     }
 
     /// A job of `org_id`.
@@ -887,7 +887,7 @@ impl Tx<'_> {
         )?;
         if open
             .first()
-            .map(|r| Ok::<_, StoreError>(r.i64(0)?))
+            .map(|r| r.i64(0))
             .transpose()?
             .unwrap_or(0)
             == 0
@@ -1188,7 +1188,7 @@ impl Tx<'_> {
         )?;
         if total
             .first()
-            .map(|r| Ok::<_, StoreError>(r.u64(0)?))
+            .map(|r| r.u64(0))
             .transpose()?
             .unwrap_or(0)
             > max_total_bytes
@@ -1212,10 +1212,10 @@ impl Tx<'_> {
             "SELECT path, size_bytes FROM job_outputs WHERE job_id = $1 ORDER BY path",
             &[job_id.into()],
         )?;
-        Ok(rows
+        rows
             .iter()
             .map(|r| Ok((r.str(0)?, r.u64(1)?)))
-            .collect::<Result<_, StoreError>>()?)
+            .collect::<Result<_, StoreError>>()
     }
 
     /// One output file of a job of `org_id`, base64.

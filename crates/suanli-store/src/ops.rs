@@ -823,10 +823,10 @@ impl<'a> Tx<'a> {
             &format!("SELECT {ORG_COLS} FROM orgs ORDER BY created_ms, id"),
             &[],
         )?;
-        Ok(rows
+        rows
             .iter()
             .map(org_row)
-            .collect::<Result<_, StoreError>>()?)
+            .collect::<Result<_, StoreError>>()
     }
 
     /// The operator org, which owns the fee and external accounts.
@@ -835,7 +835,7 @@ impl<'a> Tx<'a> {
             "SELECT id FROM orgs WHERE kind = 'operator' ORDER BY created_ms, id LIMIT 1",
             &[],
         )?;
-        Ok(rows.first().map(|r| r.str(0)).transpose()?)
+        rows.first().map(|r| r.str(0)).transpose()
     }
 
     pub fn get_member(&mut self, org_id: &str, member_id: &str) -> Result<MemberRow, StoreError> {
@@ -854,10 +854,10 @@ impl<'a> Tx<'a> {
             "SELECT id, org_id, name, email, role, created_ms FROM members WHERE org_id = $1 ORDER BY created_ms, id",
             &[org_id.into()],
         )?;
-        Ok(rows
+        rows
             .iter()
             .map(member_row)
-            .collect::<Result<_, StoreError>>()?)
+            .collect::<Result<_, StoreError>>()
     }
 
     pub fn create_token(
@@ -936,10 +936,10 @@ impl<'a> Tx<'a> {
             ),
             &[org_id.into()],
         )?;
-        Ok(rows
+        rows
             .iter()
             .map(token_row)
-            .collect::<Result<_, StoreError>>()?)
+            .collect::<Result<_, StoreError>>()
     }
 
     /// Revokes a token (idempotent: revoking twice keeps the first time).
@@ -963,10 +963,10 @@ impl<'a> Tx<'a> {
             "SELECT name, vendor, memory_gib FROM accelerator_models ORDER BY name",
             &[],
         )?;
-        Ok(rows
+        rows
             .iter()
             .map(|r| Ok((r.str(0)?, r.str(1)?, r.u32(2)?)))
-            .collect::<Result<_, StoreError>>()?)
+            .collect::<Result<_, StoreError>>()
     }
 
     pub fn accelerator_memory_gib(&mut self, model: &str) -> Result<Option<u32>, StoreError> {
@@ -974,7 +974,7 @@ impl<'a> Tx<'a> {
             "SELECT memory_gib FROM accelerator_models WHERE name = $1",
             &[model.into()],
         )?;
-        Ok(rows.first().map(|r| r.u32(0)).transpose()?)
+        rows.first().map(|r| r.u32(0)).transpose()
     }
 
     /// Adds a model; an existing name is a conflict.
@@ -1056,10 +1056,10 @@ impl<'a> Tx<'a> {
             &format!("SELECT {NODE_COLS} FROM nodes WHERE pool_id = $1 ORDER BY name, id"),
             &[pool_id.into()],
         )?;
-        Ok(rows
+        rows
             .iter()
             .map(node_row)
-            .collect::<Result<_, StoreError>>()?)
+            .collect::<Result<_, StoreError>>()
     }
 
     /// The node [`place`] would choose to hold all `units` of `shape` on its own (the one with the
@@ -1118,7 +1118,7 @@ impl<'a> Tx<'a> {
                 partition.into(),
             ],
         )?;
-        Ok(rows.first().map(node_free).transpose()?)
+        rows.first().map(node_free).transpose()
     }
 
     /// The nodes of a pool with room for at least one unit needing `per_unit`, as placement sees
@@ -1140,10 +1140,10 @@ impl<'a> Tx<'a> {
                 int(per_unit.accelerators)?,
             ],
         )?;
-        Ok(rows
+        rows
             .iter()
             .map(node_free)
-            .collect::<Result<_, StoreError>>()?)
+            .collect::<Result<_, StoreError>>()
     }
 
     /// A pool; with `org_id`, only if that org owns it.
@@ -1475,10 +1475,10 @@ impl<'a> Tx<'a> {
             "SELECT id, org_id, kind, debits_micros, credits_micros FROM accounts WHERE org_id = $1 ORDER BY id",
             &[org_id.into()],
         )?;
-        Ok(rows
+        rows
             .iter()
             .map(account_row)
-            .collect::<Result<_, StoreError>>()?)
+            .collect::<Result<_, StoreError>>()
     }
 
     /// Movements on `org_id`'s accounts after ledger position `after`, oldest first.
@@ -1497,10 +1497,10 @@ impl<'a> Tx<'a> {
             ),
             &[org_id.into(), after.into(), i64::from(limit).into()],
         )?;
-        Ok(rows
+        rows
             .iter()
             .map(transfer_row)
-            .collect::<Result<_, StoreError>>()?)
+            .collect::<Result<_, StoreError>>()
     }
 
     /// Reads everything the invariant checker needs, in one consistent view when called inside a
@@ -1604,7 +1604,7 @@ impl<'a> Tx<'a> {
             .query(&format!("SELECT COUNT(*) FROM {table}"), &[])?;
         Ok(rows
             .first()
-            .map(|r| Ok::<_, StoreError>(r.u64(0)?))
+            .map(|r| r.u64(0))
             .transpose()?
             .unwrap_or(0))
     }
@@ -1908,10 +1908,10 @@ impl<'a> Tx<'a> {
             "SELECT id FROM leases WHERE state = 'active' AND ends_ms <= $1 ORDER BY ends_ms, id LIMIT $2",
             &[now_ms.into(), i64::from(limit).into()],
         )?;
-        Ok(rows
+        rows
             .iter()
-            .map(|r| Ok(r.str(0)?))
-            .collect::<Result<_, StoreError>>()?)
+            .map(|r| r.str(0))
+            .collect::<Result<_, StoreError>>()
     }
 
     /// Ends a lease and settles it, exactly once: the state change is conditional on the lease being
