@@ -262,12 +262,7 @@ impl Tx<'_> {
             "SELECT COUNT(*) FROM agents WHERE pool_id = $1",
             &[pool_id.into()],
         )?;
-        Ok(rows
-            .first()
-            .map(|r| r.i64(0))
-            .transpose()?
-            .unwrap_or(0)
-            > 0)
+        Ok(rows.first().map(|r| r.i64(0)).transpose()?.unwrap_or(0) > 0)
     }
 
     /// Registers an agent, or re-registers it (same org and key): it gets the same id and pool, and
@@ -410,8 +405,7 @@ impl Tx<'_> {
             &format!("SELECT {AGENT_COLS} FROM agents WHERE ($1 = '' OR org_id = $1) ORDER BY registered_ms, id"),
             &[org_id.unwrap_or("").into()],
         )?;
-        rows
-            .iter()
+        rows.iter()
             .map(agent_row)
             .collect::<Result<_, StoreError>>()
     }
@@ -566,8 +560,7 @@ impl Tx<'_> {
         let rows = self
             .b
             .query("SELECT state, COUNT(*) FROM jobs GROUP BY state", &[])?;
-        rows
-            .iter()
+        rows.iter()
             .map(|r| Ok((r.str(0)?, r.u64(1)?)))
             .collect::<Result<_, StoreError>>()
     }
@@ -885,13 +878,7 @@ impl Tx<'_> {
             "SELECT COUNT(*) FROM jobs WHERE lease_id = $1 AND state IN ('queued', 'dispatched', 'running')",
             &[lease_id.into()],
         )?;
-        if open
-            .first()
-            .map(|r| r.i64(0))
-            .transpose()?
-            .unwrap_or(0)
-            == 0
-        {
+        if open.first().map(|r| r.i64(0)).transpose()?.unwrap_or(0) == 0 {
             self.end_lease(None, lease_id, EndReason::Ended, now_ms)?;
         }
         Ok(())
@@ -1186,13 +1173,7 @@ impl Tx<'_> {
             "SELECT CAST(COALESCE(SUM(size_bytes), 0) AS BIGINT) FROM job_outputs WHERE job_id = $1",
             &[(&job.id).into()],
         )?;
-        if total
-            .first()
-            .map(|r| r.u64(0))
-            .transpose()?
-            .unwrap_or(0)
-            > max_total_bytes
-        {
+        if total.first().map(|r| r.u64(0)).transpose()?.unwrap_or(0) > max_total_bytes {
             return Err(StoreError::invalid(
                 "files",
                 format!("a job keeps at most {max_total_bytes} bytes of outputs"),
@@ -1212,8 +1193,7 @@ impl Tx<'_> {
             "SELECT path, size_bytes FROM job_outputs WHERE job_id = $1 ORDER BY path",
             &[job_id.into()],
         )?;
-        rows
-            .iter()
+        rows.iter()
             .map(|r| Ok((r.str(0)?, r.u64(1)?)))
             .collect::<Result<_, StoreError>>()
     }

@@ -823,10 +823,7 @@ impl<'a> Tx<'a> {
             &format!("SELECT {ORG_COLS} FROM orgs ORDER BY created_ms, id"),
             &[],
         )?;
-        rows
-            .iter()
-            .map(org_row)
-            .collect::<Result<_, StoreError>>()
+        rows.iter().map(org_row).collect::<Result<_, StoreError>>()
     }
 
     /// The operator org, which owns the fee and external accounts.
@@ -854,8 +851,7 @@ impl<'a> Tx<'a> {
             "SELECT id, org_id, name, email, role, created_ms FROM members WHERE org_id = $1 ORDER BY created_ms, id",
             &[org_id.into()],
         )?;
-        rows
-            .iter()
+        rows.iter()
             .map(member_row)
             .collect::<Result<_, StoreError>>()
     }
@@ -936,8 +932,7 @@ impl<'a> Tx<'a> {
             ),
             &[org_id.into()],
         )?;
-        rows
-            .iter()
+        rows.iter()
             .map(token_row)
             .collect::<Result<_, StoreError>>()
     }
@@ -963,8 +958,7 @@ impl<'a> Tx<'a> {
             "SELECT name, vendor, memory_gib FROM accelerator_models ORDER BY name",
             &[],
         )?;
-        rows
-            .iter()
+        rows.iter()
             .map(|r| Ok((r.str(0)?, r.str(1)?, r.u32(2)?)))
             .collect::<Result<_, StoreError>>()
     }
@@ -1056,10 +1050,7 @@ impl<'a> Tx<'a> {
             &format!("SELECT {NODE_COLS} FROM nodes WHERE pool_id = $1 ORDER BY name, id"),
             &[pool_id.into()],
         )?;
-        rows
-            .iter()
-            .map(node_row)
-            .collect::<Result<_, StoreError>>()
+        rows.iter().map(node_row).collect::<Result<_, StoreError>>()
     }
 
     /// The node [`place`] would choose to hold all `units` of `shape` on its own (the one with the
@@ -1140,8 +1131,7 @@ impl<'a> Tx<'a> {
                 int(per_unit.accelerators)?,
             ],
         )?;
-        rows
-            .iter()
+        rows.iter()
             .map(node_free)
             .collect::<Result<_, StoreError>>()
     }
@@ -1475,8 +1465,7 @@ impl<'a> Tx<'a> {
             "SELECT id, org_id, kind, debits_micros, credits_micros FROM accounts WHERE org_id = $1 ORDER BY id",
             &[org_id.into()],
         )?;
-        rows
-            .iter()
+        rows.iter()
             .map(account_row)
             .collect::<Result<_, StoreError>>()
     }
@@ -1497,8 +1486,7 @@ impl<'a> Tx<'a> {
             ),
             &[org_id.into(), after.into(), i64::from(limit).into()],
         )?;
-        rows
-            .iter()
+        rows.iter()
             .map(transfer_row)
             .collect::<Result<_, StoreError>>()
     }
@@ -1602,11 +1590,7 @@ impl<'a> Tx<'a> {
         let rows = self
             .b
             .query(&format!("SELECT COUNT(*) FROM {table}"), &[])?;
-        Ok(rows
-            .first()
-            .map(|r| r.u64(0))
-            .transpose()?
-            .unwrap_or(0))
+        Ok(rows.first().map(|r| r.u64(0)).transpose()?.unwrap_or(0))
     }
 
     // ---------------------------------------------------------------- purchase and settlement
@@ -1908,8 +1892,7 @@ impl<'a> Tx<'a> {
             "SELECT id FROM leases WHERE state = 'active' AND ends_ms <= $1 ORDER BY ends_ms, id LIMIT $2",
             &[now_ms.into(), i64::from(limit).into()],
         )?;
-        rows
-            .iter()
+        rows.iter()
             .map(|r| r.str(0))
             .collect::<Result<_, StoreError>>()
     }
