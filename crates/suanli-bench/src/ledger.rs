@@ -49,7 +49,7 @@ fn org(id: &str, kind: &str, now: i64) -> OrgRow {
     OrgRow {
         id: id.into(),
         name: id.into(),
-        kind: kind.into(),
+        kind: suanli_core::decide::OrgKind::parse(kind).expect("a known org kind"),
         consumer_type: (kind == "consumer").then(|| "enterprise".into()),
         zone: "wuqing-core".into(),
         origin_region: "tianjin".into(),

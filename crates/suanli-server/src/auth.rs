@@ -99,7 +99,7 @@ pub struct Caller {
 
 impl Caller {
     pub fn kind(&self) -> OrgKind {
-        OrgKind::parse(&self.org.kind).unwrap_or(OrgKind::Consumer)
+        crate::wire::api_org_kind(self.org.kind)
     }
 
     pub fn org_id(&self) -> &str {
@@ -204,7 +204,7 @@ mod tests {
             org: OrgRow {
                 id: "org_a".into(),
                 name: "a".into(),
-                kind: "consumer".into(),
+                kind: suanli_core::decide::OrgKind::Consumer,
                 consumer_type: Some("enterprise".into()),
                 zone: "z".into(),
                 origin_region: "r".into(),

@@ -476,7 +476,7 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<(AppState, Bootstrap)
             let org = OrgRow {
                 id: suanli_store::ops::new_id("org"),
                 name: "Suanli Operator".into(),
-                kind: "operator".into(),
+                kind: suanli_core::decide::OrgKind::Operator,
                 consumer_type: None,
                 zone: zone.clone(),
                 origin_region: "local".into(),

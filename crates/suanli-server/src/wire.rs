@@ -24,7 +24,7 @@ pub fn org(o: &OrgRow) -> api::Org {
     api::Org {
         id: o.id.clone(),
         name: o.name.clone(),
-        kind: api::OrgKind::parse(&o.kind).unwrap_or(api::OrgKind::Consumer),
+        kind: api_org_kind(o.kind),
         consumer_type: o
             .consumer_type
             .as_deref()
@@ -112,7 +112,7 @@ pub fn offer(o: &OfferRow) -> api::Offer {
         max_units: o.max_units,
         valid_from: time(o.valid_from_ms),
         valid_until: time(o.valid_until_ms),
-        state: o.state.clone(),
+        state: o.state.as_str().into(),
         units_available: o.units_available,
         created_at: time(o.created_ms),
     }
@@ -139,7 +139,7 @@ pub fn lease(l: &LeaseRow) -> api::Lease {
             state: l.hold.state.as_str().into(),
             posted_micros: l.hold.posted_micros,
         },
-        billing: if l.metered { "metered" } else { "elapsed" }.into(),
+        billing: l.billing.as_str().into(),
         auto_end: l.auto_end,
         metered_unit_ms: l.metered_unit_ms,
         allocations: l
@@ -251,7 +251,7 @@ pub fn agent(a: &suanli_store::jobs::AgentRow, config: &crate::ServerConfig) -> 
         backend: a.backend.clone(),
         isolation: a.isolation.clone(),
         version: a.version.clone(),
-        state: a.state.clone(),
+        state: a.state.as_str().into(),
         registered_at: time(a.registered_ms),
         last_seen_at: time(a.last_seen_ms),
         heartbeat_interval_s: config.heartbeat_interval.as_secs(),
@@ -293,5 +293,25 @@ pub fn job(j: &suanli_store::jobs::JobRow) -> api::Job {
                 backend_id: a.backend_id.clone(),
             })
             .collect(),
+    }
+}
+
+/// An org's kind on the wire, from the core's.
+pub fn api_org_kind(kind: suanli_core::decide::OrgKind) -> api::OrgKind {
+    use suanli_core::decide::OrgKind as K;
+    match kind {
+        K::Consumer => api::OrgKind::Consumer,
+        K::Provider => api::OrgKind::Provider,
+        K::Operator => api::OrgKind::Operator,
+    }
+}
+
+/// An org's kind in the core, from the wire's.
+pub fn core_org_kind(kind: api::OrgKind) -> suanli_core::decide::OrgKind {
+    use suanli_core::decide::OrgKind as K;
+    match kind {
+        api::OrgKind::Consumer => K::Consumer,
+        api::OrgKind::Provider => K::Provider,
+        api::OrgKind::Operator => K::Operator,
     }
 }

@@ -181,6 +181,29 @@ pub enum StoreError {
     Corrupt(String),
 }
 
+impl From<suanli_core::decide::Refusal> for StoreError {
+    fn from(r: suanli_core::decide::Refusal) -> Self {
+        use suanli_core::decide::Refusal;
+        match r {
+            Refusal::NotFound(what) => StoreError::NotFound(what),
+            Refusal::Invalid { field, message } => StoreError::Invalid { field, message },
+            Refusal::Duplicate { field, message } => StoreError::Duplicate { field, message },
+            Refusal::Forbidden(m) => StoreError::Forbidden(m),
+            Refusal::OfferNotAvailable(m) => StoreError::OfferNotAvailable(m),
+            Refusal::PriceAboveLimit {
+                price_micros,
+                limit_micros,
+            } => StoreError::PriceAboveLimit {
+                price_micros,
+                limit_micros,
+            },
+            Refusal::CapacityUnavailable => StoreError::CapacityUnavailable,
+            Refusal::LeaseNotActive(state) => StoreError::LeaseNotActive(state.as_str().into()),
+            Refusal::Overflow => StoreError::Overflow,
+        }
+    }
+}
+
 impl StoreError {
     pub fn invalid(field: &'static str, message: impl Into<String>) -> Self {
         StoreError::Invalid {

@@ -5,6 +5,7 @@
 //! counted once per (attempt, sequence number), and never past the lease's units × duration limit
 //! or its hold.
 
+use suanli_core::decide::liveness::{decide_liveness, AgentSeen, AgentState, Silence};
 use suanli_core::job::{
     job_times, judge_usage, lease_room_unit_ms, next, JobEvent, JobState, LogCap, UsageWindow,
 };
@@ -23,7 +24,7 @@ pub struct AgentRow {
     pub backend: String,
     pub isolation: String,
     pub version: String,
-    pub state: String,
+    pub state: AgentState,
     pub registered_ms: i64,
     pub last_seen_ms: i64,
     /// Usage records of this agent refused for claiming more than time allows.
@@ -203,7 +204,7 @@ fn agent_row(r: &Row) -> Result<AgentRow, StoreError> {
         backend: r.str(5)?,
         isolation: r.str(6)?,
         version: r.str(7)?,
-        state: r.str(8)?,
+        state: r.parsed(8, AgentState::parse)?,
         registered_ms: r.i64(9)?,
         last_seen_ms: r.i64(10)?,
         usage_refusals: r.u64(11)?,
@@ -599,7 +600,7 @@ impl Tx<'_> {
         if lease.state.is_final() {
             return Err(StoreError::LeaseNotActive(lease.state.as_str().into()));
         }
-        if !lease.metered {
+        if lease.billing != suanli_core::decide::purchase::Billing::Metered {
             return Err(StoreError::Invalid {
                 field: "lease_id",
                 message: "no agent serves this lease's pool, so jobs cannot run on it".into(),
@@ -653,7 +654,7 @@ impl Tx<'_> {
         } else {
             self.get_agent(Some(org_id), agent_id)?
         };
-        if agent.state != "alive" {
+        if agent.state != AgentState::Alive {
             // Nothing goes to an agent the monitor already doubts.
             return Ok(Vec::new());
         }
@@ -1319,78 +1320,82 @@ impl Tx<'_> {
         lost_ms: i64,
         since_ms: i64,
     ) -> Result<MonitorOutcome, StoreError> {
-        let agents: Vec<AgentRow> = self
+        let agents: Vec<AgentSeen> = self
             .list_agents(None)?
             .into_iter()
-            .filter(|a| a.state != "lost")
+            .map(|a| AgentSeen {
+                id: a.id,
+                state: a.state,
+                last_seen_ms: a.last_seen_ms,
+            })
             .collect();
-        let silence = |a: &AgentRow| now_ms - a.last_seen_ms.max(since_ms);
-        let silent: Vec<&AgentRow> = agents.iter().filter(|a| silence(a) > suspect_ms).collect();
+        let silence = Silence {
+            suspect_ms,
+            lost_ms,
+            since_ms,
+        };
+        let plan = decide_liveness(&agents, silence, now_ms);
         let mut out = MonitorOutcome {
-            silent_agents: silent.len() as u64,
-            live_agents: (agents.len() - silent.len()) as u64,
+            silent_agents: plan.silent_agents,
+            live_agents: plan.live_agents,
+            self_suspected: plan.self_suspected,
             ..MonitorOutcome::default()
         };
-        if agents.len() >= 2 && silent.len() * 2 > agents.len() {
-            out.self_suspected = true;
-            return Ok(out);
+        for id in &plan.to_suspect {
+            self.b.execute(
+                "UPDATE agents SET state = 'suspect' WHERE id = $1 AND state = 'alive'",
+                &[id.into()],
+            )?;
+            out.newly_suspect.push(id.clone());
         }
-        for a in silent {
-            if silence(a) > lost_ms {
+        for id in plan.to_lose {
+            self.b.execute(
+                "UPDATE agents SET state = 'lost' WHERE id = $1",
+                &[(&id).into()],
+            )?;
+            out.newly_lost.push(id.clone());
+            let attempts = self.b.query(
+                "SELECT id, job_id FROM attempts WHERE agent_id = $1 AND state IN ('dispatched', 'running')",
+                &[(&id).into()],
+            )?;
+            for r in attempts {
+                let (attempt_id, job_id) = (r.str(0)?, r.str(1)?);
                 self.b.execute(
-                    "UPDATE agents SET state = 'lost' WHERE id = $1",
-                    &[(&a.id).into()],
+                    "UPDATE attempts SET state = 'lost', reason = 'the agent went silent', ended_ms = $2 WHERE id = $1",
+                    &[(&attempt_id).into(), now_ms.into()],
                 )?;
-                out.newly_lost.push(a.id.clone());
-                let attempts = self.b.query(
-                    "SELECT id, job_id FROM attempts WHERE agent_id = $1 AND state IN ('dispatched', 'running')",
-                    &[(&a.id).into()],
-                )?;
-                for r in attempts {
-                    let (attempt_id, job_id) = (r.str(0)?, r.str(1)?);
-                    self.b.execute(
-                        "UPDATE attempts SET state = 'lost', reason = 'the agent went silent', ended_ms = $2 WHERE id = $1",
-                        &[(&attempt_id).into(), now_ms.into()],
-                    )?;
-                    let job = self.job(&job_id)?;
-                    if job.current_attempt_id.as_deref() != Some(attempt_id.as_str())
-                        || job.state.is_final()
-                    {
-                        continue;
-                    }
-                    match next(
-                        job.state,
-                        JobEvent::AgentLost {
-                            restartable: job.restartable,
-                        },
-                    ) {
-                        Ok(JobState::Queued) => {
-                            self.b.execute(
-                                "UPDATE jobs SET state = 'queued', current_attempt_id = NULL WHERE id = $1",
-                                &[(&job.id).into()],
-                            )?;
-                            out.requeued_jobs.push(job.id);
-                        }
-                        Ok(_) => {
-                            self.finish_job(
-                                &job.id,
-                                JobState::Lost,
-                                None,
-                                Some("the agent went silent"),
-                                None,
-                                now_ms,
-                            )?;
-                            out.lost_jobs.push(job.id);
-                        }
-                        Err(_) => {}
-                    }
+                let job = self.job(&job_id)?;
+                if job.current_attempt_id.as_deref() != Some(attempt_id.as_str())
+                    || job.state.is_final()
+                {
+                    continue;
                 }
-            } else if a.state == "alive" {
-                self.b.execute(
-                    "UPDATE agents SET state = 'suspect' WHERE id = $1 AND state = 'alive'",
-                    &[(&a.id).into()],
-                )?;
-                out.newly_suspect.push(a.id.clone());
+                match next(
+                    job.state,
+                    JobEvent::AgentLost {
+                        restartable: job.restartable,
+                    },
+                ) {
+                    Ok(JobState::Queued) => {
+                        self.b.execute(
+                            "UPDATE jobs SET state = 'queued', current_attempt_id = NULL WHERE id = $1",
+                            &[(&job.id).into()],
+                        )?;
+                        out.requeued_jobs.push(job.id);
+                    }
+                    Ok(_) => {
+                        self.finish_job(
+                            &job.id,
+                            JobState::Lost,
+                            None,
+                            Some("the agent went silent"),
+                            None,
+                            now_ms,
+                        )?;
+                        out.lost_jobs.push(job.id);
+                    }
+                    Err(_) => {}
+                }
             }
         }
         Ok(out)

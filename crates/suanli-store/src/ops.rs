@@ -7,14 +7,18 @@
 
 use std::collections::{BTreeSet, HashMap};
 
+use suanli_core::decide::money::{self, Payment};
+use suanli_core::decide::offer::{self, NewOfferSnapshot};
+use suanli_core::decide::purchase::{self, Billing, OfferSnapshot, OfferState, PurchaseCommand};
+use suanli_core::decide::settle::{self, LeaseSnapshot};
+use suanli_core::decide::{AccountRef, OrgKind};
 use suanli_core::lease::{EndReason, LeaseState, LeaseTerms};
 use suanli_core::ledger::{
-    check_invariants, hold_amount, AccountKind, AccountTotals, HoldState, LedgerSnapshot,
-    TransferKind,
+    check_invariants, AccountKind, AccountTotals, HoldState, LedgerSnapshot, TransferKind,
 };
 use suanli_core::quote::OfferView;
 use suanli_core::resource::{
-    place, units_available, Capacity, Category, NodeFree, ResourceClass, UnitShape,
+    units_available, Capacity, Category, NodeFree, ResourceClass, UnitShape,
 };
 
 use crate::backend::{to_i64, Backend, Row, StoreError, Value};
@@ -85,7 +89,7 @@ pub fn account_org(account_id: &str) -> &str {
 pub struct OrgRow {
     pub id: String,
     pub name: String,
-    pub kind: String,
+    pub kind: OrgKind,
     pub consumer_type: Option<String>,
     pub zone: String,
     pub origin_region: String,
@@ -185,7 +189,7 @@ pub struct OfferRow {
     pub max_units: u64,
     pub valid_from_ms: i64,
     pub valid_until_ms: i64,
-    pub state: String,
+    pub state: OfferState,
     pub created_ms: i64,
     pub provider_name: String,
     pub units_available: u64,
@@ -267,8 +271,8 @@ pub struct LeaseRow {
     pub billed_unit_ms: Option<u64>,
     pub cost_micros: Option<u64>,
     pub fee_micros: Option<u64>,
-    /// Billed on the signed usage of its jobs (pool with an agent) rather than on elapsed time.
-    pub metered: bool,
+    /// Billed on the signed usage of its jobs (pool with an agent) or on elapsed time.
+    pub billing: Billing,
     /// Ends when its last job ends.
     pub auto_end: bool,
     /// Metered use acknowledged so far, in unit-milliseconds.
@@ -483,7 +487,7 @@ fn org_row_at(r: &Row, at: usize) -> Result<OrgRow, StoreError> {
     Ok(OrgRow {
         id: r.str(at)?,
         name: r.str(at + 1)?,
-        kind: r.str(at + 2)?,
+        kind: r.parsed(at + 2, OrgKind::parse)?,
         consumer_type: r.opt_str(at + 3)?,
         zone: r.str(at + 4)?,
         origin_region: r.str(at + 5)?,
@@ -541,7 +545,7 @@ fn offer_row(r: &Row) -> Result<OfferRow, StoreError> {
         max_units: r.u64(11)?,
         valid_from_ms: r.i64(12)?,
         valid_until_ms: r.i64(13)?,
-        state: r.str(14)?,
+        state: r.parsed(14, OfferState::parse)?,
         created_ms: r.i64(15)?,
         provider_name: suanli_core::validate::shown_name(
             &r.str(16)?,
@@ -582,11 +586,7 @@ fn lease_row(r: &Row) -> Result<LeaseRow, StoreError> {
         billed_unit_ms: r.opt_u64(21)?,
         cost_micros: r.opt_u64(22)?,
         fee_micros: r.opt_u64(23)?,
-        metered: r.parsed(24, |s| match s {
-            "metered" => Some(true),
-            "elapsed" => Some(false),
-            _ => None,
-        })?,
+        billing: r.parsed(24, Billing::parse)?,
         auto_end: r.i64(25)? != 0,
         metered_unit_ms: r.u64(26)?,
         allocations: Vec::new(),
@@ -715,7 +715,7 @@ impl<'a> Tx<'a> {
             &[
                 (&org.id).into(),
                 (&org.name).into(),
-                (&org.kind).into(),
+                org.kind.as_str().into(),
                 org.consumer_type.clone().into(),
                 (&org.zone).into(),
                 (&org.origin_region).into(),
@@ -723,15 +723,7 @@ impl<'a> Tx<'a> {
                 key.into(),
             ],
         )?;
-        let mut kinds = vec![
-            AccountKind::Available,
-            AccountKind::Held,
-            AccountKind::Earnings,
-        ];
-        if org.kind == "operator" {
-            kinds.extend([AccountKind::Fees, AccountKind::External]);
-        }
-        for kind in kinds {
+        for &kind in org.kind.accounts() {
             self.b.execute(
                 "INSERT INTO accounts (id, org_id, kind) VALUES ($1, $2, $3)",
                 &[
@@ -1177,25 +1169,22 @@ impl<'a> Tx<'a> {
     }
 
     pub fn create_offer(&mut self, o: &NewOffer, now_ms: i64) -> Result<OfferRow, StoreError> {
-        let pool = self
-            .get_pool(Some(&o.org_id), &o.pool_id)
-            .map_err(|e| match e {
-                StoreError::NotFound(_) => StoreError::invalid("pool_id", "no such pool"),
-                e => e,
-            })?;
-        let accelerator_memory_gib = match (o.class.category, &o.class.qualifier) {
-            (Category::Intelligent, Some(model)) => {
-                self.accelerator_memory_gib(model)?.ok_or_else(|| {
-                    StoreError::invalid("class", format!("unknown accelerator model {model:?}"))
-                })?
-            }
-            (Category::Intelligent, None) => {
-                return Err(StoreError::invalid(
-                    "class",
-                    "intelligent offers name an accelerator model",
-                ))
-            }
-            _ => 0,
+        let pool = match self.get_pool(Some(&o.org_id), &o.pool_id) {
+            Ok(pool) => Some(pool),
+            Err(StoreError::NotFound(_)) => None,
+            Err(e) => return Err(e),
+        };
+        let registry_memory_gib = match (o.class.category, &o.class.qualifier) {
+            (Category::Intelligent, Some(model)) => self.accelerator_memory_gib(model)?,
+            _ => None,
+        };
+        let snapshot = NewOfferSnapshot {
+            pool_is_own: pool.is_some(),
+            registry_memory_gib,
+        };
+        let accelerator_memory_gib = offer::decide_offer(&snapshot, &o.class)?;
+        let Some(pool) = pool else {
+            unreachable!("the decision refuses an offer on no pool of the org's")
         };
         let id = new_id("offer");
         self.b.execute(
@@ -1248,7 +1237,7 @@ impl<'a> Tx<'a> {
                 .find(|(p, _)| p == &o.pool_id)
                 .expect("cached above")
                 .1;
-            o.units_available = if o.state == "active" {
+            o.units_available = if o.state == OfferState::Active {
                 units_available(nodes, &o.shape(), o.class.qualifier.as_deref())
             } else {
                 0
@@ -1346,7 +1335,15 @@ impl<'a> Tx<'a> {
     }
 
     pub fn withdraw_offer(&mut self, org_id: &str, offer_id: &str) -> Result<OfferRow, StoreError> {
-        let offer = self.get_offer(Some(org_id), offer_id)?;
+        let offer = match self.get_offer(None, offer_id) {
+            Ok(offer) => Some(offer),
+            Err(StoreError::NotFound(_)) => None,
+            Err(e) => return Err(e),
+        };
+        offer::decide_withdraw(offer.as_ref().map(|o| o.org_id.as_str()), org_id)?;
+        let Some(offer) = offer else {
+            unreachable!("the decision refuses withdrawing no offer")
+        };
         self.b.execute(
             "UPDATE offers SET state = 'withdrawn' WHERE id = $1",
             &[offer_id.into()],
@@ -1358,6 +1355,14 @@ impl<'a> Tx<'a> {
 
     // ---------------------------------------------------------------- ledger
 
+    /// The id of an account a decision names.
+    fn account_of(&mut self, account: &AccountRef) -> Result<String, StoreError> {
+        match account {
+            AccountRef::Org(org_id, kind) => Ok(account_id(org_id, *kind)),
+            AccountRef::Operator(kind) => self.operator_account(*kind),
+        }
+    }
+
     fn operator_account(&mut self, kind: AccountKind) -> Result<String, StoreError> {
         let op = self
             .operator_org_id()?
@@ -1368,7 +1373,13 @@ impl<'a> Tx<'a> {
     /// Refuses `external_ref` when one of `org_id`'s deposits or withdrawals already used it
     /// (compared ignoring case): an operator reconciles bank statements by that reference, so a
     /// payment is recorded once. Retrying a request is what the idempotency key is for.
-    fn check_external_ref(&mut self, org_id: &str, external_ref: &str) -> Result<(), StoreError> {
+    /// The transfer one of `org_id`'s deposits or withdrawals recorded under `external_ref`
+    /// (compared ignoring case), if any.
+    fn recorded_external_ref(
+        &mut self,
+        org_id: &str,
+        external_ref: &str,
+    ) -> Result<Option<String>, StoreError> {
         let rows = self.b.query(
             "SELECT transfer_id FROM external_refs WHERE org_id = $1 AND ref_key = $2",
             &[
@@ -1376,18 +1387,50 @@ impl<'a> Tx<'a> {
                 crate::schema::external_ref_key(external_ref).into(),
             ],
         )?;
-        if let Some(r) = rows.first() {
-            return Err(StoreError::Duplicate {
-                field: "external_ref",
-                message: format!(
-                    "external_ref {external_ref:?} is already recorded for this org (transfer {}); \
-                     a payment is recorded once (to retry a request, send it again with the same \
-                     Idempotency-Key)",
-                    r.str(0)?
-                ),
-            });
-        }
-        Ok(())
+        rows.first().map(|r| r.str(0)).transpose()
+    }
+
+    /// Records a deposit or a withdrawal as [`money::decide_payment`] decides it.
+    fn payment(
+        &mut self,
+        org_id: &str,
+        payment: Payment,
+        amount: u64,
+        external_ref: &str,
+        now_ms: i64,
+    ) -> Result<TransferRow, StoreError> {
+        let org = match self.get_org(org_id) {
+            Ok(org) => Some(org),
+            Err(StoreError::NotFound(_)) => None,
+            Err(e) => return Err(e),
+        };
+        let recorded = match &org {
+            Some(_) => self.recorded_external_ref(org_id, external_ref)?,
+            None => None,
+        };
+        let plan = money::decide_payment(
+            org.as_ref().map(|o| o.id.as_str()),
+            payment,
+            amount,
+            external_ref,
+            recorded.as_deref(),
+        )?;
+        let (debit, credit) = (
+            self.account_of(&plan.debit)?,
+            self.account_of(&plan.credit)?,
+        );
+        let t = self.transfer(
+            plan.kind,
+            &debit,
+            &credit,
+            plan.amount_micros,
+            None,
+            None,
+            Some(external_ref),
+            now_ms,
+        )?;
+        self.keep_external_ref(org_id, external_ref, &t.id)?;
+        Ok(t)
     }
 
     fn keep_external_ref(
@@ -1416,24 +1459,9 @@ impl<'a> Tx<'a> {
         external_ref: &str,
         now_ms: i64,
     ) -> Result<TransferRow, StoreError> {
-        self.get_org(org_id)?;
-        self.check_external_ref(org_id, external_ref)?;
-        let external = self.operator_account(AccountKind::External)?;
-        let t = self.transfer(
-            TransferKind::Deposit,
-            &external,
-            &account_id(org_id, AccountKind::Available),
-            amount,
-            None,
-            None,
-            Some(external_ref),
-            now_ms,
-        )?;
-        self.keep_external_ref(org_id, external_ref, &t.id)?;
-        Ok(t)
+        self.payment(org_id, Payment::Deposit, amount, external_ref, now_ms)
     }
 
-    /// Pays money out of `org_id`'s `source` account (available or earnings) to outside.
     pub fn withdraw(
         &mut self,
         org_id: &str,
@@ -1442,21 +1470,13 @@ impl<'a> Tx<'a> {
         external_ref: &str,
         now_ms: i64,
     ) -> Result<TransferRow, StoreError> {
-        self.get_org(org_id)?;
-        self.check_external_ref(org_id, external_ref)?;
-        let external = self.operator_account(AccountKind::External)?;
-        let t = self.transfer(
-            TransferKind::Withdrawal,
-            &account_id(org_id, source),
-            &external,
+        self.payment(
+            org_id,
+            Payment::Withdrawal { source },
             amount,
-            None,
-            None,
-            Some(external_ref),
+            external_ref,
             now_ms,
-        )?;
-        self.keep_external_ref(org_id, external_ref, &t.id)?;
-        Ok(t)
+        )
     }
 
     pub fn accounts_of(&mut self, org_id: &str) -> Result<Vec<AccountRow>, StoreError> {
@@ -1598,63 +1618,35 @@ impl<'a> Tx<'a> {
     /// Buys `units` of an offer: hold, capacity and lease in one step, or nothing.
     pub fn purchase(&mut self, p: &Purchase) -> Result<LeaseRow, StoreError> {
         let org = self.get_org(&p.consumer_org_id)?;
-        if org.kind != "consumer" {
-            return Err(StoreError::Forbidden(
-                "only consumer orgs buy capacity".into(),
-            ));
-        }
         // The offer's terms, and whether an agent serves its pool: pools an agent serves bill the
         // signed usage of the jobs run on them.
-        let (offer, metered) = match self.purchase_terms(&p.offer_id) {
-            Err(StoreError::NotFound(_)) => {
-                return Err(StoreError::invalid("offer_id", "no such offer"))
-            }
-            other => other?,
+        let terms = match self.purchase_terms(&p.offer_id) {
+            Err(StoreError::NotFound(_)) => None,
+            other => Some(other?),
         };
-        if offer.state != "active" {
-            return Err(StoreError::OfferNotAvailable(
-                "the offer was withdrawn".into(),
-            ));
-        }
-        if p.now_ms < offer.valid_from_ms || p.now_ms >= offer.valid_until_ms {
-            return Err(StoreError::OfferNotAvailable(
-                "the offer is outside its validity window".into(),
-            ));
-        }
-        if p.units < offer.min_units || p.units > offer.max_units {
-            return Err(StoreError::invalid(
-                "units",
-                format!(
-                    "this offer sells {} to {} units per lease",
-                    offer.min_units, offer.max_units
-                ),
-            ));
-        }
-        if let Some(limit) = p.max_price_micros_per_unit_hour {
-            if offer.price_micros_per_unit_hour > limit {
-                return Err(StoreError::PriceAboveLimit {
-                    price_micros: offer.price_micros_per_unit_hour,
-                    limit_micros: limit,
-                });
-            }
-        }
-        let hold_micros = hold_amount(
-            offer.price_micros_per_unit_hour,
-            p.units,
-            p.duration_limit_s,
-        )
-        .map_err(|_| StoreError::Overflow)?;
-        if hold_micros == 0 {
-            return Err(StoreError::invalid(
-                "duration_limit_s",
-                "the lease would cost nothing; buy a longer duration",
-            ));
-        }
-        to_i64(hold_micros)?;
+        let snapshot = terms.as_ref().map(|(offer, agent_served)| OfferSnapshot {
+            state: offer.state,
+            valid_from_ms: offer.valid_from_ms,
+            valid_until_ms: offer.valid_until_ms,
+            min_units: offer.min_units,
+            max_units: offer.max_units,
+            price_micros_per_unit_hour: offer.price_micros_per_unit_hour,
+            agent_served: *agent_served,
+        });
+        let command = PurchaseCommand {
+            units: p.units,
+            duration_limit_s: p.duration_limit_s,
+            max_price_micros_per_unit_hour: p.max_price_micros_per_unit_hour,
+        };
+        let plan = purchase::decide((&org.id, org.kind), snapshot.as_ref(), &command, p.now_ms)?;
+        let Some((offer, _)) = terms else {
+            unreachable!("the decision refuses a purchase of no offer")
+        };
+        let hold_micros = plan.hold_micros;
         let (shape, qualifier) = (offer.shape(), offer.class.qualifier.as_deref());
-        let placed = match self.kept_free_nodes(&offer.pool_id)? {
+        let allocations = match self.kept_free_nodes(&offer.pool_id)? {
             // The writer on SQLite: the pool's free capacity as this transaction keeps it.
-            Some(nodes) => place(nodes, &shape, qualifier, p.units),
+            Some(nodes) => purchase::place_units(nodes, &shape, qualifier, p.units)?,
             None => {
                 // Usually one node takes the whole lease: ask the database for the best such
                 // node instead of reading every node of the pool; otherwise spread over several.
@@ -1663,11 +1655,9 @@ impl<'a> Tx<'a> {
                         Some(node) => vec![node],
                         None => self.nodes_with_room(&offer.pool_id, shape.per_unit())?,
                     };
-                place(&nodes, &shape, qualifier, p.units)
+                purchase::place_units(&nodes, &shape, qualifier, p.units)?
             }
         };
-        let mut allocations = placed.ok_or(StoreError::CapacityUnavailable)?;
-        allocations.sort_by(|a, b| a.node_id.cmp(&b.node_id));
         // Capacity first (in node order, the same order every writer uses), then money.
         for a in &allocations {
             let n = self.b.execute(
@@ -1690,10 +1680,14 @@ impl<'a> Tx<'a> {
         self.reserved_on(&offer.pool_id, &allocations);
         let lease_id = new_id("lease");
         let hold_id = new_id("hold");
+        let (from, to) = (
+            self.account_of(&plan.hold_from)?,
+            self.account_of(&plan.hold_to)?,
+        );
         self.transfer(
             TransferKind::Hold,
-            &account_id(&org.id, AccountKind::Available),
-            &account_id(&org.id, AccountKind::Held),
+            &from,
+            &to,
             hold_micros,
             Some(&hold_id),
             Some(&lease_id),
@@ -1704,13 +1698,7 @@ impl<'a> Tx<'a> {
             "INSERT INTO holds (id, org_id, amount_micros, state, created_ms) VALUES ($1, $2, $3, 'pending', $4)",
             &[(&hold_id).into(), (&org.id).into(), int(hold_micros)?, p.now_ms.into()],
         )?;
-        let terms = LeaseTerms {
-            units: p.units,
-            price_micros_per_unit_hour: offer.price_micros_per_unit_hour,
-            duration_limit_s: p.duration_limit_s,
-            started_ms: p.now_ms,
-            hold_micros,
-        };
+        let terms = plan.terms;
         self.b.execute(
             "INSERT INTO leases (id, consumer_org_id, provider_org_id, offer_id, pool_id, category, qualifier, \
              zone, units, price_micros_per_unit_hour, fee_bps, duration_limit_s, started_ms, ends_ms, state, hold_id, \
@@ -1732,7 +1720,7 @@ impl<'a> Tx<'a> {
                 p.now_ms.into(),
                 terms.ends_at_ms().into(),
                 (&hold_id).into(),
-                if metered { "metered" } else { "elapsed" }.into(),
+                plan.billing.as_str().into(),
                 i64::from(p.auto_end).into(),
             ],
         )?;
@@ -1779,7 +1767,7 @@ impl<'a> Tx<'a> {
             billed_unit_ms: None,
             cost_micros: None,
             fee_micros: None,
-            metered,
+            billing: plan.billing,
             auto_end: p.auto_end,
             metered_unit_ms: 0,
             allocations: allocations
@@ -1907,42 +1895,33 @@ impl<'a> Tx<'a> {
         reason: EndReason,
         now_ms: i64,
     ) -> Result<LeaseRow, StoreError> {
-        let lease = self.get_lease(org_id, lease_id)?;
-        if let Some(org) = org_id {
-            if lease.consumer_org_id != org {
-                return Err(StoreError::Forbidden(
-                    "only the consumer that bought a lease ends it".into(),
-                ));
-            }
-        }
-        if lease.state.is_final() {
-            return Err(StoreError::LeaseNotActive(lease.state.as_str().into()));
-        }
-        let terms = LeaseTerms {
-            units: lease.units,
-            price_micros_per_unit_hour: lease.price_micros_per_unit_hour,
-            duration_limit_s: lease.duration_limit_s,
-            started_ms: lease.started_ms,
-            hold_micros: lease.hold.amount_micros,
+        let lease = self.get_lease(None, lease_id)?;
+        let snapshot = LeaseSnapshot {
+            consumer_org_id: lease.consumer_org_id.clone(),
+            provider_org_id: lease.provider_org_id.clone(),
+            state: lease.state,
+            terms: LeaseTerms {
+                units: lease.units,
+                price_micros_per_unit_hour: lease.price_micros_per_unit_hour,
+                duration_limit_s: lease.duration_limit_s,
+                started_ms: lease.started_ms,
+                hold_micros: lease.hold.amount_micros,
+            },
+            fee_bps: lease.fee_bps,
+            billing: lease.billing,
+            metered_unit_ms: lease.metered_unit_ms,
         };
-        let (mut billed_unit_ms, mut s) = terms.settle_at(now_ms, reason, lease.fee_bps);
-        if lease.metered {
-            // The consumer pays the acknowledged usage of its jobs, never more than the hold.
-            billed_unit_ms = lease.metered_unit_ms;
-            s = terms.settle_unit_ms(billed_unit_ms, lease.fee_bps);
+        let plan = settle::decide_end(&snapshot, org_id, reason, now_ms)?;
+        if plan.cancel_jobs {
             self.cancel_jobs_of_lease(lease_id, "the lease ended", now_ms)?;
         }
-        let ended_ms = if reason == EndReason::Expired {
-            terms.ends_at_ms()
-        } else {
-            now_ms
-        };
+        let (s, billed_unit_ms, ended_ms) = (plan.settlement, plan.billed_unit_ms, plan.ended_ms);
         let n = self.b.execute(
             "UPDATE leases SET state = $2, ended_ms = $3, billed_unit_ms = $4, cost_micros = $5, fee_micros = $6 \
              WHERE id = $1 AND state = 'active'",
             &[
                 lease_id.into(),
-                reason.final_state().as_str().into(),
+                plan.state.as_str().into(),
                 ended_ms.into(),
                 int(billed_unit_ms)?,
                 int(s.cost_micros)?,
@@ -1976,37 +1955,18 @@ impl<'a> Tx<'a> {
             )?;
         }
         self.nodes_changed(&lease.pool_id);
-        let held = account_id(&lease.consumer_org_id, AccountKind::Held);
-        let legs = [
-            (
-                TransferKind::Settle,
-                account_id(&lease.provider_org_id, AccountKind::Earnings),
-                s.provider_micros,
-            ),
-            (
-                TransferKind::Fee,
-                self.operator_account(AccountKind::Fees)?,
-                s.fee_micros,
-            ),
-            (
-                TransferKind::Release,
-                account_id(&lease.consumer_org_id, AccountKind::Available),
-                s.release_micros,
-            ),
-        ];
-        for (kind, credit, amount) in legs {
-            if amount > 0 {
-                self.transfer(
-                    kind,
-                    &held,
-                    &credit,
-                    amount,
-                    Some(&lease.hold.id),
-                    Some(lease_id),
-                    None,
-                    now_ms,
-                )?;
-            }
+        for leg in &plan.legs {
+            let (debit, credit) = (self.account_of(&leg.debit)?, self.account_of(&leg.credit)?);
+            self.transfer(
+                leg.kind,
+                &debit,
+                &credit,
+                leg.amount_micros,
+                Some(&lease.hold.id),
+                Some(lease_id),
+                None,
+                now_ms,
+            )?;
         }
         self.dirty_pools.insert(lease.pool_id.clone());
         self.get_lease(None, lease_id)

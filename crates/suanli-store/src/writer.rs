@@ -517,7 +517,7 @@ fn refresh_book(
         Ok(offers) => {
             let mut book = book.write().unwrap_or_else(|p| p.into_inner());
             for o in offers {
-                if o.state == "active" {
+                if o.state == suanli_core::decide::purchase::OfferState::Active {
                     book.upsert(o.view());
                 } else {
                     book.remove(&o.id);
@@ -592,7 +592,7 @@ mod tests {
         crate::ops::OrgRow {
             id: crate::ops::new_id("org"),
             name: name.into(),
-            kind: "consumer".into(),
+            kind: suanli_core::decide::OrgKind::Consumer,
             consumer_type: Some("enterprise".into()),
             zone: "wuqing-core".into(),
             origin_region: "tianjin".into(),

@@ -3,6 +3,8 @@
 
 use std::sync::Arc;
 
+use suanli_core::decide::purchase::Billing;
+use suanli_core::decide::OrgKind;
 use suanli_core::lease::EndReason;
 use suanli_core::ledger::{AccountKind, HoldState};
 use suanli_core::resource::ResourceClass;
@@ -66,7 +68,7 @@ fn org(kind: &str, consumer_type: Option<&str>) -> OrgRow {
     OrgRow {
         name: format!("{kind} org {id}"),
         id,
-        kind: kind.into(),
+        kind: OrgKind::parse(kind).expect("a known org kind"),
         consumer_type: consumer_type.map(Into::into),
         zone: "wuqing-core".into(),
         origin_region: "tianjin".into(),
@@ -1221,11 +1223,11 @@ async fn a_purchase_sees_its_offer_as_changed_earlier_in_the_same_transaction() 
         .await
         .unwrap();
     assert!(
-        !first.metered,
+        first.billing != Billing::Metered,
         "no agent served the pool at the first purchase"
     );
     assert!(
-        second.metered,
+        second.billing == Billing::Metered,
         "the agent registered before the second purchase"
     );
     assert!(

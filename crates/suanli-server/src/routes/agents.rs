@@ -14,6 +14,7 @@ use suanli_api::{
     Agent, AttemptEvent, ErrorBody, ErrorCode, HeartbeatRequest, HeartbeatResponse, List, LogBatch,
     OrgKind, PollRequest, PollResponse, RegisterAgentRequest, UsageAck, UsageBatch,
 };
+use suanli_core::decide::liveness::AgentState;
 use suanli_core::job::JobState;
 use suanli_store::jobs::{AttemptReport, NewAgent, VerifiedUsage};
 
@@ -529,8 +530,9 @@ pub async fn metrics(State(state): State<AppState>, caller: Caller) -> Result<Re
         .await?;
     let mut out = String::new();
     out.push_str("# HELP suanli_agents Agents by state.\n# TYPE suanli_agents gauge\n");
-    for s in ["alive", "suspect", "lost"] {
-        let n = agents.iter().filter(|a| a.state == s).count();
+    for state in [AgentState::Alive, AgentState::Suspect, AgentState::Lost] {
+        let n = agents.iter().filter(|a| a.state == state).count();
+        let s = state.as_str();
         out.push_str(&format!("suanli_agents{{state=\"{s}\"}} {n}\n"));
     }
     out.push_str("# HELP suanli_jobs Jobs by state.\n# TYPE suanli_jobs gauge\n");

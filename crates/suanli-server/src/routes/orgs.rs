@@ -109,7 +109,7 @@ pub async fn create_org(
                 let org = OrgRow {
                     id: new_id("org"),
                     name: req.name.clone(),
-                    kind: req.kind.as_str().into(),
+                    kind: crate::wire::core_org_kind(req.kind),
                     consumer_type: req
                         .consumer_type
                         .map(|c: ConsumerType| c.as_str().to_owned()),

@@ -8,6 +8,7 @@ use suanli_api::{
     AcceleratorModel, CreateAcceleratorModelRequest, CreateOfferRequest, CreatePoolRequest,
     ErrorBody, List, Offer, OrgKind, Pool,
 };
+use suanli_core::decide::purchase::OfferState;
 use suanli_core::resource::{Category, ResourceClass};
 use suanli_core::validate::{MAX_NODES_PER_POOL, MAX_UNITS};
 use suanli_store::ops::{NewNode, NewOffer};
@@ -271,7 +272,7 @@ pub async fn get_offer(
 ) -> Result<Json<Offer>, ApiError> {
     let org = caller.org.id.clone();
     let offer = state.read(move |tx| tx.get_offer(None, &offer_id)).await?;
-    if offer.org_id != org && offer.state != "active" {
+    if offer.org_id != org && offer.state != OfferState::Active {
         return Err(ApiError::not_found("offer"));
     }
     Ok(Json(wire::offer(&offer)))

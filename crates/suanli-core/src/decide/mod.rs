@@ -1,0 +1,140 @@
+//! The market's decisions: for each state-changing command, a pure function from a typed snapshot
+//! of what the command needs, the command and `now_ms` to either what to do (the effects, with
+//! the accounts, pools and rows they touch) or a typed [`Refusal`].
+//!
+//! The store loads the snapshot, calls the decision, and applies what it returns; it keeps no rule
+//! of its own beyond the database's constraints (which also hold when several exchange processes
+//! share one PostgreSQL: a conditional update that matches no row is the same refusal, decided
+//! again on fresher data).
+//!
+//! - [`purchase`]: who may buy, the offer's window, unit bounds and price limit, the hold.
+//! - [`settle`]: who may end a lease, metered or elapsed billing, the legs of the settlement.
+//! - [`money`]: deposits and withdrawals recorded once per external reference.
+//! - [`offer`]: publishing and withdrawing offers.
+//! - [`liveness`]: agents that went silent, and when the exchange suspects itself instead.
+
+pub mod liveness;
+pub mod money;
+pub mod offer;
+pub mod purchase;
+pub mod settle;
+
+use crate::lease::LeaseState;
+use crate::ledger::AccountKind;
+
+/// Why a command is refused. Each maps to one stable error code at the API's edge.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    /// The object is missing, or belongs to another org (tenants are isolated: both read alike).
+    NotFound(&'static str),
+    /// A field of the command is unacceptable.
+    Invalid {
+        field: &'static str,
+        message: String,
+    },
+    /// Something recorded once is recorded already.
+    Duplicate {
+        field: &'static str,
+        message: String,
+    },
+    /// The caller may not do this.
+    Forbidden(String),
+    /// The offer cannot be bought now.
+    OfferNotAvailable(String),
+    /// The offer's price is above the buyer's limit.
+    PriceAboveLimit {
+        price_micros: u64,
+        limit_micros: u64,
+    },
+    /// Not enough free capacity for the units asked.
+    CapacityUnavailable,
+    /// The lease has ended already.
+    LeaseNotActive(LeaseState),
+    /// An amount would overflow the ledger.
+    Overflow,
+}
+
+impl Refusal {
+    pub fn invalid(field: &'static str, message: impl Into<String>) -> Refusal {
+        Refusal::Invalid {
+            field,
+            message: message.into(),
+        }
+    }
+}
+
+/// The kind of an org: what it may do on the market.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum OrgKind {
+    /// Buys capacity and runs jobs (an enterprise or a research institute).
+    Consumer,
+    /// Connects capacity through agents and sells it.
+    Provider,
+    /// Runs the exchange: admits orgs, records payments, collects fees.
+    Operator,
+}
+
+impl OrgKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OrgKind::Consumer => "consumer",
+            OrgKind::Provider => "provider",
+            OrgKind::Operator => "operator",
+        }
+    }
+
+    /// The accounts an org of this kind has: every org its available, held and earnings; the
+    /// operator also the platform's fees and the outside world (deposits come from it).
+    pub fn accounts(self) -> &'static [AccountKind] {
+        match self {
+            OrgKind::Operator => &[
+                AccountKind::Available,
+                AccountKind::Held,
+                AccountKind::Earnings,
+                AccountKind::Fees,
+                AccountKind::External,
+            ],
+            _ => &[
+                AccountKind::Available,
+                AccountKind::Held,
+                AccountKind::Earnings,
+            ],
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<OrgKind> {
+        match s {
+            "consumer" => Some(OrgKind::Consumer),
+            "provider" => Some(OrgKind::Provider),
+            "operator" => Some(OrgKind::Operator),
+            _ => None,
+        }
+    }
+}
+
+/// An account a decision touches: an org's own, or the operator's (fees, the outside world).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum AccountRef {
+    Org(String, AccountKind),
+    Operator(AccountKind),
+}
+
+impl AccountRef {
+    pub fn org(org_id: &str, kind: AccountKind) -> AccountRef {
+        AccountRef::Org(org_id.to_owned(), kind)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn org_kinds_round_trip_and_unknown_ones_do_not_parse() {
+        for k in [OrgKind::Consumer, OrgKind::Provider, OrgKind::Operator] {
+            assert_eq!(OrgKind::parse(k.as_str()), Some(k));
+        }
+        assert_eq!(OrgKind::parse("Consumer"), None);
+        assert_eq!(OrgKind::parse(""), None);
+    }
+}
