@@ -29,7 +29,8 @@ use axum::Router;
 use serde::Serialize;
 use suanli_api::{ErrorCode, Zone};
 use suanli_core::lease::EndReason;
-use suanli_store::ops::{OrgRow, StoredResponse};
+use suanli_store::once::{Encoded, Key, Once};
+use suanli_store::ops::OrgRow;
 use suanli_store::{Location, Store, StoreError, Tx, WriterConfig};
 
 use crate::error::{current_request_id, ApiError, REQUEST_ID};
@@ -153,12 +154,6 @@ pub struct Metrics {
 
 /// What a write job answered: fresh, replayed from the idempotency store, or a key reused with
 /// another request.
-enum Outcome {
-    /// The response to send, and the stored copy when it differs (secrets redacted).
-    Done(StoredResponse),
-    KeyReused,
-}
-
 /// Replaces secrets in the stored copy of a response: token secrets are shown once, never stored.
 pub fn redact_secret(body: &mut serde_json::Value) {
     if let Some(obj) = body.get_mut("token").and_then(|t| t.as_object_mut()) {
@@ -244,87 +239,55 @@ impl AppState {
             .store
             .writer()
             .submit_with_accounts(accounts, move |tx| {
-                if let Some(key) = &idempotency_key {
-                    if let Some(stored) = tx.idempotent_response(&org_id, key)? {
-                        if stored.request_sha256 != request_sha256 {
-                            return Ok(Outcome::KeyReused);
-                        }
-                        return Ok(Outcome::Done(stored));
-                    }
-                }
-                let dirty_before = tx.dirty_pools.clone();
-                // In an optimistic batch a refusal fails the job instead (see `Tx::optimistic`):
-                // the writer then runs the batch again with savepoints, and this one with "op".
-                let optimistic = tx.optimistic;
-                if !optimistic {
-                    tx.savepoint("op")?;
-                }
-                let mut fresh = None;
-                let response = match f(tx) {
+                let key = Key {
+                    org_id: &org_id,
+                    key: idempotency_key.as_deref(),
+                    request_sha256: &request_sha256,
+                };
+                tx.once(&key, now, &f, |result| match result {
                     Ok(value) => {
-                        if !optimistic {
-                            tx.release("op")?;
-                        }
                         let failed = |e: serde_json::Error| {
                             StoreError::Backend(format!("encode response: {e}"))
                         };
                         // Straight to text, unless a secret must be cut out of the stored copy.
-                        let body = match redact {
-                            None => serde_json::to_string(&value).map_err(failed)?,
+                        let (body, stored_body) = match redact {
+                            None => (serde_json::to_string(&value).map_err(failed)?, None),
                             Some(redact) => {
                                 let mut json = serde_json::to_value(&value).map_err(failed)?;
-                                fresh = Some(serde_json::to_string(&json).map_err(failed)?);
+                                let fresh = serde_json::to_string(&json).map_err(failed)?;
                                 redact(&mut json);
-                                serde_json::to_string(&json).map_err(failed)?
+                                (fresh, Some(serde_json::to_string(&json).map_err(failed)?))
                             }
                         };
-                        StoredResponse {
-                            request_sha256: request_sha256.clone(),
+                        Ok(Encoded {
                             status: status.as_u16(),
                             body,
-                        }
+                            stored_body,
+                        })
                     }
-                    Err(StoreError::Backend(m)) => return Err(StoreError::Backend(m)),
-                    Err(refusal) if optimistic => return Err(refusal),
                     Err(refusal) => {
-                        tx.rollback_to("op")?;
-                        tx.release("op")?;
-                        tx.dirty_pools = dirty_before;
                         let err = ApiError::from(refusal);
                         let mut body = err.body();
                         body.request_id = request_id.clone();
                         let body = serde_json::to_string(&body)
                             .map_err(|e| StoreError::Backend(format!("encode error: {e}")))?;
-                        StoredResponse {
-                            request_sha256: request_sha256.clone(),
+                        Ok(Encoded {
                             status: err.code.http_status(),
                             body,
-                        }
+                            stored_body: None,
+                        })
                     }
-                };
-                if let Some(key) = &idempotency_key {
-                    tx.store_idempotent_response(&org_id, key, &response, now)
-                        .map_err(|e| match e {
-                            StoreError::Conflict(_) => {
-                                StoreError::Backend("idempotency key in flight".into())
-                            }
-                            e => e,
-                        })?;
-                }
-                Ok(Outcome::Done(match fresh {
-                    Some(body) => StoredResponse { body, ..response },
-                    None => response,
-                }))
+                })
             })
             .await
             .map_err(ApiError::from)?;
         match outcome {
-            Outcome::KeyReused => Err(ApiError::field(
+            Once::KeyReused => Err(ApiError::field(
                 ErrorCode::IdempotencyKeyReused,
                 "Idempotency-Key",
                 "this idempotency key was used with a different request",
             )),
-            Outcome::Done(stored) => {
+            Once::Answer(stored) => {
                 let status = StatusCode::from_u16(stored.status).unwrap_or(StatusCode::OK);
                 let mut response = (status, stored.body).into_response();
                 response.headers_mut().insert(

@@ -6,6 +6,7 @@
 //! - [`ops`]: every domain read and write, written once over any backend, with the conditional
 //!   updates that keep capacity and money invariants under concurrency.
 //! - [`jobs`]: agents, jobs and attempts with fencing, signed usage and logs.
+//! - [`once`]: a command with its idempotency key, effect and stored answer in one transaction.
 //! - [`writer`]: the single writer thread with group commit.
 //! - [`Store`]: opens a backend from a URL and hands out the writer and read connections.
 //!
@@ -16,6 +17,7 @@ mod batch_ledger;
 mod batch_nodes;
 mod batch_offers;
 pub mod jobs;
+pub mod once;
 pub mod ops;
 pub mod postgres;
 pub mod schema;

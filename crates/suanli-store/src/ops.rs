@@ -78,6 +78,18 @@ pub fn account_id(org_id: &str, kind: AccountKind) -> String {
     format!("{org_id}.{}", kind.as_str())
 }
 
+/// The ids of the accounts a decision names, the operator's under `operator_id` (to declare them
+/// to the writer: see [`crate::writer::Writer::submit_with_accounts`]).
+pub fn account_ids(accounts: &[AccountRef], operator_id: &str) -> Vec<String> {
+    accounts
+        .iter()
+        .map(|a| match a {
+            AccountRef::Org(org_id, kind) => account_id(org_id, *kind),
+            AccountRef::Operator(kind) => account_id(operator_id, *kind),
+        })
+        .collect()
+}
+
 /// The org of an account id made by [`account_id`] (an account kind has no dot).
 pub fn account_org(account_id: &str) -> &str {
     account_id

@@ -20,6 +20,16 @@ pub struct PaymentPlan {
     pub amount_micros: u64,
 }
 
+/// The accounts a payment for `org_id` moves money between (declared to the writer before it
+/// runs): debit, then credit.
+pub fn accounts(org_id: &str, payment: Payment) -> [AccountRef; 2] {
+    let outside = AccountRef::Operator(AccountKind::External);
+    match payment {
+        Payment::Deposit => [outside, AccountRef::org(org_id, AccountKind::Available)],
+        Payment::Withdrawal { source } => [AccountRef::org(org_id, source), outside],
+    }
+}
+
 /// Decides a payment for `org_id` (`None` when there is no such org). `recorded_as` is the
 /// transfer already recorded under the same external reference for this org, if any: a bank
 /// statement's line is recorded once (a retry of the same request goes through its idempotency
@@ -49,20 +59,15 @@ pub fn decide_payment(
             "the amount must be positive",
         ));
     }
-    let outside = AccountRef::Operator(AccountKind::External);
-    Ok(match payment {
-        Payment::Deposit => PaymentPlan {
-            kind: TransferKind::Deposit,
-            debit: outside,
-            credit: AccountRef::org(org_id, AccountKind::Available),
-            amount_micros,
+    let [debit, credit] = accounts(org_id, payment);
+    Ok(PaymentPlan {
+        kind: match payment {
+            Payment::Deposit => TransferKind::Deposit,
+            Payment::Withdrawal { .. } => TransferKind::Withdrawal,
         },
-        Payment::Withdrawal { source } => PaymentPlan {
-            kind: TransferKind::Withdrawal,
-            debit: AccountRef::org(org_id, source),
-            credit: outside,
-            amount_micros,
-        },
+        debit,
+        credit,
+        amount_micros,
     })
 }
 

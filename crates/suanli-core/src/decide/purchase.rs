@@ -87,6 +87,15 @@ pub struct PurchasePlan {
     pub hold_to: AccountRef,
 }
 
+/// The accounts a purchase by `buyer_id` moves money on (declared to the writer before it runs):
+/// the hold goes from the first to the second.
+pub fn accounts(buyer_id: &str) -> [AccountRef; 2] {
+    [
+        AccountRef::org(buyer_id, AccountKind::Available),
+        AccountRef::org(buyer_id, AccountKind::Held),
+    ]
+}
+
 /// Decides a purchase by `buyer` (its id and kind) of `offer` (`None`: no such offer) at `now_ms`.
 pub fn decide(
     buyer: (&str, OrgKind),
@@ -139,6 +148,7 @@ pub fn decide(
     if i64::try_from(hold_micros).is_err() {
         return Err(Refusal::Overflow);
     }
+    let [from, to] = accounts(buyer_id);
     Ok(PurchasePlan {
         hold_micros,
         terms: LeaseTerms {
@@ -153,8 +163,8 @@ pub fn decide(
         } else {
             Billing::Elapsed
         },
-        hold_from: AccountRef::org(buyer_id, AccountKind::Available),
-        hold_to: AccountRef::org(buyer_id, AccountKind::Held),
+        hold_from: from,
+        hold_to: to,
     })
 }
 

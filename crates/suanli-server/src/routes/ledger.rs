@@ -8,9 +8,10 @@ use suanli_api::{
     Balance, DepositRequest, ErrorBody, LedgerCheck, OrgKind, PageParams, Statement, Transfer,
     WithdrawalRequest, WithdrawalSource,
 };
+use suanli_core::decide::money::{self, Payment};
 use suanli_core::ledger::AccountKind;
 use suanli_core::validate::MAX_TRANSFER_MICROS;
-use suanli_store::ops::account_id;
+use suanli_store::ops::account_ids;
 
 use crate::auth::Caller;
 use crate::error::ApiError;
@@ -51,10 +52,7 @@ pub async fn deposit(
     range("amount_micros", req.amount_micros, 1, MAX_TRANSFER_MICROS)?;
     let external_ref = external_ref(&req.external_ref)?;
     let now = now_ms();
-    let accounts = vec![
-        account_id(caller.org_id(), AccountKind::External),
-        account_id(&org_id, AccountKind::Available),
-    ];
+    let accounts = account_ids(&money::accounts(&org_id, Payment::Deposit), caller.org_id());
     state
         .mutate_with(
             caller.org_id(),
@@ -99,10 +97,10 @@ pub async fn withdraw(
         WithdrawalSource::Earnings => AccountKind::Earnings,
     };
     let now = now_ms();
-    let accounts = vec![
-        account_id(&org_id, source),
-        account_id(caller.org_id(), AccountKind::External),
-    ];
+    let accounts = account_ids(
+        &money::accounts(&org_id, Payment::Withdrawal { source }),
+        caller.org_id(),
+    );
     state
         .mutate_with(
             caller.org_id(),

@@ -8,12 +8,12 @@ use suanli_api::{
     CatalogParams, ErrorBody, ExcludedOffer, Lease, LeaseListParams, List, Offer, OrgKind,
     PurchaseRequest, QuoteRequest, QuoteResponse, QuotedOffer,
 };
+use suanli_core::decide;
 use suanli_core::lease::EndReason;
-use suanli_core::ledger::AccountKind;
 use suanli_core::quote::{OfferView, Requirements};
 use suanli_core::resource::Category;
 use suanli_core::validate::{MAX_DURATION_S, MAX_UNITS};
-use suanli_store::ops::{account_id, Purchase};
+use suanli_store::ops::{account_ids, Purchase};
 
 use crate::auth::Caller;
 use crate::error::ApiError;
@@ -319,11 +319,10 @@ pub async fn purchase(
         now_ms: now_ms(),
         auto_end: req.auto_end,
     };
-    // The hold moves money from the consumer's available account to its held account.
-    let accounts = vec![
-        account_id(caller.org_id(), AccountKind::Available),
-        account_id(caller.org_id(), AccountKind::Held),
-    ];
+    let accounts = account_ids(
+        &decide::purchase::accounts(caller.org_id()),
+        caller.org_id(),
+    );
     state
         .mutate_with(
             caller.org_id(),
