@@ -13,7 +13,6 @@
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod agent;
-mod agent_slurm;
 mod args;
 mod cli;
 mod demo;

@@ -10,9 +10,10 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 use super::cgroup::JobCgroup;
-use super::logs::{self, LogChunk, LogSink, LogStream};
+use super::logs::{self, LogSink};
 use super::procfs::{self, Target};
-use super::{now_ms, AttemptRecord, JobState, Outcome, Usage};
+use super::{now_ms, AttemptRecord};
+use crate::job::{JobState, LogChunk, LogStream, Outcome, Usage};
 
 /// How often usage is sampled while the job runs.
 const SAMPLE_EVERY: Duration = Duration::from_millis(500);

@@ -5,9 +5,10 @@
 use std::sync::Mutex;
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
 use tokio::io::AsyncReadExt;
 use tokio::sync::{mpsc, watch};
+
+use crate::job::{LogChunk, LogStream};
 
 /// Largest `data` of one chunk, in bytes.
 pub const MAX_CHUNK_BYTES: usize = 64 * 1024;
@@ -16,25 +17,6 @@ pub const MAX_CHUNK_BYTES: usize = 64 * 1024;
 const POLL: Duration = Duration::from_millis(100);
 /// A partial line (no newline yet, e.g. a progress bar) is sent after this many idle polls.
 const PARTIAL_AFTER_POLLS: u32 = 5;
-
-/// Which stream a chunk came from; `System` is the backend's own messages about the job.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum LogStream {
-    Stdout,
-    Stderr,
-    System,
-}
-
-/// A piece of a job's output: one or more whole lines (a longer line is cut at 64 KiB).
-/// `seq` counts every chunk of the job's handle across streams; a gap means chunks were dropped
-/// because the receiver was not read (the files keep everything).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct LogChunk {
-    pub seq: u64,
-    pub stream: LogStream,
-    pub data: String,
-}
 
 /// How much of a job's output is forwarded: the first `max_bytes` of it (both streams together);
 /// past that, only the last `tail_bytes` of each stream, sent when the job ends, after a notice of

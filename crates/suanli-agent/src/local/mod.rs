@@ -19,6 +19,7 @@ mod job;
 pub(crate) mod logs;
 mod network;
 pub(crate) mod procfs;
+mod runner;
 mod sandbox;
 
 use std::collections::{BTreeMap, HashMap};
@@ -29,25 +30,27 @@ use std::path::{Component, Path, PathBuf};
 use std::process::Stdio;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncSeekExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 
 use crate::error::{Error, IoContext, Result};
+pub use crate::job::{
+    JobFile, JobLaunch, JobState, LogChunk, LogStream, Outcome, Usage, DEFAULT_PIDS_MAX,
+};
 use crate::safe_fs;
 use cgroup::{CgroupSetup, JobCgroup};
 pub(crate) use job::sleep_until_opt;
 pub use job::RunningJob;
-pub use logs::{LogChunk, LogLimits, LogStream, MAX_CHUNK_BYTES};
+pub use logs::{LogLimits, MAX_CHUNK_BYTES};
 pub use network::JobNetwork;
+pub use runner::LocalRunner;
 use sandbox::{Bubblewrap, Rlimits};
 
 /// `PATH` of every job.
 pub const JOB_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
-/// Default process limit of a job.
-pub const DEFAULT_PIDS_MAX: u64 = 512;
 
 /// The job's own directory inside its attempt directory: its working directory and `HOME`, the
 /// only place it may write, and where its outputs are collected from. Everything else in the
@@ -220,92 +223,6 @@ impl fmt::Display for IsolationReport {
     }
 }
 
-/// One uploaded file of the job's working directory.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct JobFile {
-    /// Relative path inside the job directory; absolute paths and `..` are refused.
-    pub path: String,
-    pub data: Vec<u8>,
-    /// Permission bits (`0o644`, `0o755`); setuid/setgid/sticky bits are dropped.
-    pub mode: u32,
-}
-
-/// What to run. Limits of 0 mean "no limit".
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct JobLaunch {
-    /// Names the job directory: letters, digits, `.`, `_`, `-`; at most 128 characters.
-    pub attempt_id: String,
-    /// Runs first with `/bin/sh -c`; if it fails, the job fails with its exit code.
-    pub setup: Option<String>,
-    /// Runs with `/bin/sh -c` in the job directory.
-    pub run: String,
-    /// Added to the job's environment (which never inherits the agent's).
-    pub env: BTreeMap<String, String>,
-    pub files: Vec<JobFile>,
-    pub cpus: u64,
-    pub memory_mib: u64,
-    pub pids_max: u64,
-    /// Wall-clock limit for setup and run together, in seconds.
-    pub time_limit_s: u64,
-    /// Whether the job may use the network (only enforceable under bubblewrap).
-    pub network: bool,
-}
-
-impl JobLaunch {
-    /// A launch with default limits: 1 CPU, 1024 MiB, 512 processes, 1 hour, no network.
-    pub fn new(attempt_id: impl Into<String>, run: impl Into<String>) -> Self {
-        JobLaunch {
-            attempt_id: attempt_id.into(),
-            setup: None,
-            run: run.into(),
-            env: BTreeMap::new(),
-            files: Vec::new(),
-            cpus: 1,
-            memory_mib: 1024,
-            pids_max: DEFAULT_PIDS_MAX,
-            time_limit_s: 3600,
-            network: false,
-        }
-    }
-}
-
-/// Resources a job used.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-pub struct Usage {
-    pub cpu_ms: Option<u64>,
-    pub peak_memory_mib: Option<u64>,
-    pub wall_ms: u64,
-}
-
-/// How a job ended.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "state", rename_all = "snake_case")]
-pub enum JobState {
-    Succeeded,
-    /// A non-zero exit (of setup or run); `None` when the status is unknown (the job ended
-    /// while no agent watched it and left no record). A command killed by signal N reports
-    /// 128 + N, as the shell does.
-    Failed {
-        exit_code: Option<i32>,
-    },
-    Cancelled,
-    TimedOut,
-    OutOfMemory,
-}
-
-/// The end of a job.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Outcome {
-    pub state: JobState,
-    pub exit_code: Option<i32>,
-    pub usage: Usage,
-    pub message: String,
-    /// When the job itself started and ended (Unix ms), when known: what the consumer is shown,
-    /// however late the agent gets to report it.
-    pub started_at_ms: Option<u64>,
-    pub ended_at_ms: Option<u64>,
-}
-
 /// What [`LocalBackend::reattach`] found.
 #[derive(Debug)]
 pub enum Reattached {
@@ -367,9 +284,7 @@ impl fmt::Debug for LocalBackend {
 }
 
 pub(crate) fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
+    suanli_clock::since_epoch().as_millis() as u64
 }
 
 impl LocalBackend {
@@ -539,7 +454,6 @@ impl LocalBackend {
         &self.inner.root
     }
 
-    /// The job directory of an attempt (whether or not it exists).
     /// The user jobs run as: whose files a job's outputs must be.
     pub fn job_uid(&self) -> u32 {
         self.inner
@@ -548,6 +462,7 @@ impl LocalBackend {
             .map_or_else(procfs::euid, |(uid, _)| uid)
     }
 
+    /// The job directory of an attempt (whether or not it exists).
     pub fn job_dir(&self, attempt_id: &str) -> Result<PathBuf> {
         validate_attempt_id(attempt_id)?;
         Ok(self.inner.root.join(attempt_id))

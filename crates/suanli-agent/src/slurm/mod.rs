@@ -25,7 +25,9 @@
 //! The backend never runs a job as root: it refuses to start as root unless allowed, and refuses
 //! accounts with uid 0.
 
+mod config;
 pub mod parse;
+mod runner;
 
 use std::collections::HashMap;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
@@ -38,13 +40,14 @@ use tokio::io::AsyncSeekExt;
 use tokio::sync::{mpsc, watch};
 
 use crate::error::{Error, IoContext, Result};
+use crate::job::{JobLaunch, JobState, LogChunk, LogStream, Outcome, Usage};
 use crate::local::logs::{tail, LogSink};
 use crate::local::sleep_until_opt;
-use crate::local::{
-    procfs, safe_relative, validate_launch, JobLaunch, JobState, LogChunk, LogStream, Outcome,
-    Usage, JOB_PATH,
-};
+use crate::local::{procfs, safe_relative, validate_launch, JOB_PATH};
 use parse::{JobRecord, QueueEntry, SlurmState};
+
+pub use config::{PartitionConfig, SlurmSection};
+pub use runner::SlurmRunner;
 
 /// How the backend is set up.
 #[derive(Debug, Clone)]
