@@ -218,6 +218,38 @@ pub fn units_available(nodes: &[NodeFree], shape: &UnitShape, model: Option<&str
         .fold(0u64, u64::saturating_add)
 }
 
+/// A node's capacity, what is reserved on it, and the sum of the allocations of its active leases.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeReservation {
+    pub node_id: String,
+    pub capacity: Capacity,
+    pub reserved: Capacity,
+    pub allocated: Capacity,
+}
+
+/// Checks that capacity is never oversold and never leaks: what a node has reserved is exactly
+/// what its active leases hold, and never more than it has. Returns every violation found.
+pub fn check_reservations(nodes: &[NodeReservation]) -> Vec<String> {
+    let mut violations = Vec::new();
+    for n in nodes {
+        if n.reserved != n.allocated {
+            violations.push(format!(
+                "node {}: reserved {:?} but its active leases hold {:?}",
+                n.node_id, n.reserved, n.allocated
+            ));
+        }
+        let r = n.reserved;
+        let c = n.capacity;
+        if r.cpus > c.cpus || r.memory_mib > c.memory_mib || r.accelerators > c.accelerators {
+            violations.push(format!(
+                "node {}: reserved {:?} exceeds its capacity {:?}",
+                n.node_id, r, c
+            ));
+        }
+    }
+    violations
+}
+
 /// Places `units` on `nodes`, deterministically.
 ///
 /// Prefers the single node that fits all units with the least room left (best fit, ties by node id),
@@ -282,6 +314,33 @@ mod tests {
                 accelerators: acc,
             },
         }
+    }
+
+    #[test]
+    fn reservations_must_match_active_leases_and_fit() {
+        let cap = |cpus| Capacity {
+            cpus,
+            memory_mib: 1024,
+            accelerators: 0,
+        };
+        let ok = NodeReservation {
+            node_id: "n".into(),
+            capacity: cap(8),
+            reserved: cap(4),
+            allocated: cap(4),
+        };
+        assert!(check_reservations(std::slice::from_ref(&ok)).is_empty());
+        let leaked = NodeReservation {
+            allocated: cap(2),
+            ..ok.clone()
+        };
+        assert_eq!(check_reservations(&[leaked]).len(), 1);
+        let oversold = NodeReservation {
+            reserved: cap(9),
+            allocated: cap(9),
+            ..ok
+        };
+        assert_eq!(check_reservations(&[oversold]).len(), 1);
     }
 
     #[test]
