@@ -198,7 +198,7 @@ impl AccountTotals {
 pub struct LedgerSnapshot {
     pub accounts: Vec<AccountTotals>,
     /// (hold id, org id, amount, state, number of times it was resolved)
-    pub holds: Vec<(String, String, u64, HoldState, u64)>,
+    pub holds: Vec<HoldTotals>,
     pub transfer_amount_sum: u128,
     /// Sums recomputed from the transfers, per account id: (debits, credits).
     pub recomputed: Vec<(String, u128, u128)>,
@@ -209,18 +209,13 @@ pub struct LedgerSnapshot {
     pub postings_without_transfer: u64,
 }
 
+/// A hold as the checks read it: (hold id, org id, amount, state, number of times it was resolved).
+pub type HoldTotals = (String, String, u64, HoldState, u64);
+
 /// Checks the ledger invariants; returns every violation found, empty when the books are sound.
 pub fn check_invariants(s: &LedgerSnapshot) -> Vec<String> {
-    let mut violations = Vec::new();
+    let mut violations = check_balances(&s.accounts, &s.holds);
     let debits: u128 = s.accounts.iter().map(|a| u128::from(a.debits_micros)).sum();
-    let credits: u128 = s
-        .accounts
-        .iter()
-        .map(|a| u128::from(a.credits_micros))
-        .sum();
-    if debits != credits {
-        violations.push(format!("total debits {debits} != total credits {credits}"));
-    }
     if debits != s.transfer_amount_sum {
         violations.push(format!(
             "account debits {debits} != sum of transfer amounts {}",
@@ -237,31 +232,6 @@ pub fn check_invariants(s: &LedgerSnapshot) -> Vec<String> {
             None => violations.push(format!("transfers name unknown account {account_id}")),
         }
     }
-    for a in &s.accounts {
-        if a.kind.must_not_go_negative() && a.balance() < 0 {
-            violations.push(format!(
-                "account {} ({}) is negative: {}",
-                a.account_id,
-                a.kind.as_str(),
-                a.balance()
-            ));
-        }
-        if a.kind == AccountKind::Held {
-            let open: u128 = s
-                .holds
-                .iter()
-                .filter(|h| h.1 == a.org_id && h.3 == HoldState::Pending)
-                .map(|h| u128::from(h.2))
-                .sum();
-            if a.balance() != open as i128 {
-                violations.push(format!(
-                    "org {}: held balance {} != sum of open holds {open}",
-                    a.org_id,
-                    a.balance()
-                ));
-            }
-        }
-    }
     if s.transfers_without_postings != 0 {
         violations.push(format!(
             "{} transfers lack a posting on their debit or credit account",
@@ -274,7 +244,45 @@ pub fn check_invariants(s: &LedgerSnapshot) -> Vec<String> {
             s.postings_without_transfer
         ));
     }
-    for (id, _, _, state, resolutions) in &s.holds {
+    violations
+}
+
+/// The invariants that need only the accounts' totals and the holds: money is conserved (total
+/// debits equal total credits), no balance that must not go negative is, every org's held
+/// balance is its open holds, and every hold ended at most once. [`check_invariants`] adds the
+/// checks of the totals against the transfers themselves.
+pub fn check_balances(accounts: &[AccountTotals], holds: &[HoldTotals]) -> Vec<String> {
+    let mut violations = Vec::new();
+    let debits: u128 = accounts.iter().map(|a| u128::from(a.debits_micros)).sum();
+    let credits: u128 = accounts.iter().map(|a| u128::from(a.credits_micros)).sum();
+    if debits != credits {
+        violations.push(format!("total debits {debits} != total credits {credits}"));
+    }
+    let mut open: std::collections::BTreeMap<&str, u128> = std::collections::BTreeMap::new();
+    for h in holds.iter().filter(|h| h.3 == HoldState::Pending) {
+        *open.entry(h.1.as_str()).or_default() += u128::from(h.2);
+    }
+    for a in accounts {
+        if a.kind.must_not_go_negative() && a.balance() < 0 {
+            violations.push(format!(
+                "account {} ({}) is negative: {}",
+                a.account_id,
+                a.kind.as_str(),
+                a.balance()
+            ));
+        }
+        if a.kind == AccountKind::Held {
+            let open = open.get(a.org_id.as_str()).copied().unwrap_or(0);
+            if a.balance() != open as i128 {
+                violations.push(format!(
+                    "org {}: held balance {} != sum of open holds {open}",
+                    a.org_id,
+                    a.balance()
+                ));
+            }
+        }
+    }
+    for (id, _, _, state, resolutions) in holds {
         let expected = u64::from(*state != HoldState::Pending);
         if *resolutions != expected {
             violations.push(format!(

@@ -11,8 +11,11 @@
 //! - [`lease`]: lease states and how a lease is settled when it ends.
 //! - [`job`]: the job state machine with attempts, and the cap on billable usage.
 //! - [`validate`]: limits on names and strings shared by every entry point.
+//! - [`audit`]: the market's invariants over settlements, jobs and usage (the simulation checks
+//!   them after every step).
 //! - [`decide`]: every state-changing command's rule, from a snapshot to effects or a refusal.
 
+pub mod audit;
 pub mod decide;
 pub mod job;
 pub mod lease;

@@ -139,7 +139,7 @@ pub enum Outcome {
         metered: bool,
     },
     Ended,
-    Expired(u32),
+    Expired(Vec<String>),
     Agent {
         id: String,
         pool: String,
@@ -351,12 +351,11 @@ impl Cmd {
             }
             Cmd::Expire => {
                 // As the exchange's expiry service: every lease past its limit, one by one.
-                let mut ended = 0;
-                for id in tx.due_leases(now_ms, 256)? {
-                    tx.end_lease(None, &id, EndReason::Expired, now_ms)?;
-                    ended += 1;
+                let due = tx.due_leases(now_ms, 256)?;
+                for id in &due {
+                    tx.end_lease(None, id, EndReason::Expired, now_ms)?;
                 }
-                Outcome::Expired(ended)
+                Outcome::Expired(due)
             }
             Cmd::Agent {
                 org,

@@ -36,13 +36,16 @@ pub enum Target {
     Postgres(String),
 }
 
-/// Accepted and refused commands, by kind.
+/// Accepted and refused commands, by kind, and why they were refused.
 #[derive(Debug, Clone, Default)]
-pub struct Tally(pub BTreeMap<&'static str, (u64, u64)>);
+pub struct Tally {
+    pub counts: BTreeMap<&'static str, (u64, u64)>,
+    pub reasons: BTreeMap<(&'static str, String), u64>,
+}
 
 impl Tally {
     fn count(&mut self, kind: &'static str, accepted: bool) {
-        let e = self.0.entry(kind).or_default();
+        let e = self.counts.entry(kind).or_default();
         if accepted {
             e.0 += 1;
         } else {
@@ -50,11 +53,28 @@ impl Tally {
         }
     }
 
+    fn refused(&mut self, kind: &'static str, why: &StoreError) {
+        self.count(kind, false);
+        // The refusal's kind and the start of its message, without the ids in it.
+        let text = format!("{why:?}");
+        let short: String = text
+            .split(|c: char| c == '_' || c.is_ascii_digit())
+            .next()
+            .unwrap_or("")
+            .chars()
+            .take(70)
+            .collect();
+        *self.reasons.entry((kind, short)).or_default() += 1;
+    }
+
     pub fn add(&mut self, other: &Tally) {
-        for (k, (a, r)) in &other.0 {
-            let e = self.0.entry(k).or_default();
+        for (k, (a, r)) in &other.counts {
+            let e = self.counts.entry(k).or_default();
             e.0 += a;
             e.1 += r;
+        }
+        for (k, n) in &other.reasons {
+            *self.reasons.entry(k.clone()).or_default() += n;
         }
     }
 }
@@ -95,13 +115,10 @@ pub fn run_seed(seed: u64, steps: u32, target: &Target) -> Result<Tally, Failure
         runtime
             .block_on(sim.step())
             .map_err(|e| fail(step, e.to_string()))?;
-        if std::env::var_os("SIM_NOCHECK").is_some() {
-            return Ok(());
-        }
         let world = &mut sim.world;
         let found = sim
             .store
-            .read(|tx| check::violations(tx, world))
+            .read(|tx| check::violations(tx, world, step % 50 == 0 || step == steps))
             .map_err(|e| fail(step, format!("reading the invariants: {e}")))?;
         if found.is_empty() {
             Ok(())
@@ -110,7 +127,9 @@ pub fn run_seed(seed: u64, steps: u32, target: &Target) -> Result<Tally, Failure
         }
     });
     drop(sim.store);
-    if let (Ok(_), Location::Sqlite(path)) = (&result, &location) {
+    if let (Ok(_), Location::Sqlite(path), None) =
+        (&result, &location, std::env::var_os("SUANLI_SIM_KEEP"))
+    {
         for suffix in ["", "-wal", "-shm"] {
             let _ = std::fs::remove_file(format!("{path}{suffix}"));
         }
@@ -313,9 +332,9 @@ impl Sim {
                             self.tally.count(kind, !refused_usage);
                             self.world.learn(&cmd, &outcome);
                         }
-                        Some(Err(_)) => {
-                            self.tally.count(kind, false);
-                            self.world.learn_refusal(&cmd);
+                        Some(Err(refusal)) => {
+                            self.tally.refused(kind, &refusal);
+                            self.world.learn_refusal(&cmd, &refusal);
                         }
                         None => {
                             return Err(StoreError::Backend(format!(

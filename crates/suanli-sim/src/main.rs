@@ -39,6 +39,9 @@ struct Args {
     /// (so the invariants are not kept trivially by refusals).
     #[arg(long, default_value_t = 0)]
     min_accepted_percent: u64,
+    /// Also print why commands were refused, by kind.
+    #[arg(long)]
+    reasons: bool,
 }
 
 fn main() -> std::process::ExitCode {
@@ -95,11 +98,17 @@ fn main() -> std::process::ExitCode {
         "command", "accepted", "refused", "accepted"
     );
     let mut low = Vec::new();
-    for (kind, (a, r)) in &tally.0 {
+    for (kind, (a, r)) in &tally.counts {
         let pct = (a * 100).checked_div(a + r).unwrap_or(0);
         println!("{kind:<26} {a:>10} {r:>10} {pct:>8}%");
         if pct < args.min_accepted_percent {
             low.push(*kind);
+        }
+    }
+    if args.reasons {
+        println!("\n{:<26} {:>8}  refused because", "command", "times");
+        for ((kind, why), n) in &tally.reasons {
+            println!("{kind:<26} {n:>8}  {why}");
         }
     }
     if let Some(f) = failures.first() {

@@ -8,6 +8,8 @@ use suanli_core::decide::OrgKind;
 use suanli_core::job::JobState;
 use suanli_core::ledger::AccountKind;
 
+use suanli_store::StoreError;
+
 use crate::cmd::{Cmd, NodeSpec, Outcome};
 use crate::rng::Rng;
 
@@ -17,6 +19,8 @@ pub struct LeaseM {
     pub consumer: String,
     pub provider: String,
     pub metered: bool,
+    /// Known to have ended (the store decides; this only steers the picks).
+    pub ended: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -28,6 +32,8 @@ pub struct AgentM {
     pub generation: u64,
     /// A silent agent sends nothing until it comes back.
     pub silent: bool,
+    /// The nodes it last reported.
+    pub nodes: Vec<NodeSpec>,
 }
 
 #[derive(Debug, Clone)]
@@ -51,10 +57,12 @@ pub struct World {
     pub providers: Vec<String>,
     pub names: Vec<String>,
     pub pools: Vec<(String, String)>,
-    pub offers: Vec<(String, String)>,
+    /// (offer, org, max units, known to be withdrawn)
+    pub offers: Vec<(String, String, u64, bool)>,
     pub leases: Vec<LeaseM>,
     pub agents: Vec<AgentM>,
-    pub jobs: Vec<(String, String, String)>,
+    /// (job, org, lease, known to have ended)
+    pub jobs: Vec<(String, String, String, bool)>,
     pub attempts: Vec<AttemptM>,
     pub ext_refs: Vec<(String, String)>,
     /// Commands sent with an idempotency key, with the key and the answer they got.
@@ -110,6 +118,11 @@ impl World {
         let kind = rng.weighted(&WEIGHTS);
         Some(match kind {
             0 => {
+                // A market of a dozen orgs at most, now and then one more: the checks read
+                // every account after every step.
+                if self.consumers.len() + self.providers.len() >= 12 && !rng.chance(5) {
+                    return None;
+                }
                 let kind = if rng.chance(50) {
                     OrgKind::Consumer
                 } else {
@@ -150,6 +163,9 @@ impl World {
                 }
             }
             3 => {
+                if self.pools.len() >= 8 && !rng.chance(5) {
+                    return None;
+                }
                 let org = self.mostly(rng, OrgKind::Provider, 95)?;
                 let name = self.fresh("pool");
                 Cmd::Pool {
@@ -159,6 +175,9 @@ impl World {
                 }
             }
             4 => {
+                if self.offers.iter().filter(|o| !o.3).count() >= 8 && !rng.chance(5) {
+                    return None;
+                }
                 let (pool, owner) = rng.pick(&self.pools)?.clone();
                 let org = if rng.chance(90) {
                     owner
@@ -180,7 +199,7 @@ impl World {
                 }
             }
             5 => {
-                let (offer, owner) = rng.pick(&self.offers)?.clone();
+                let (offer, owner, _, _) = self.offer(rng)?;
                 let org = if rng.chance(85) {
                     owner
                 } else {
@@ -190,17 +209,18 @@ impl World {
             }
             6 => {
                 let org = self.mostly(rng, OrgKind::Consumer, 95)?;
-                let (offer, _) = rng.pick(&self.offers)?.clone();
+                let (offer, _, max_units, _) = self.offer(rng)?;
+                let too_many = u64::from(rng.chance(10));
                 Cmd::Purchase {
                     org,
                     offer,
-                    units: rng.range(1, 4),
+                    units: rng.range(1, max_units + too_many),
                     duration_s: rng.range(1, 120) * 60,
                     max_price: rng.chance(15).then(|| rng.range(1, 5_000) * 1_000),
                 }
             }
             7 | 8 => {
-                let lease = rng.pick(&self.leases)?.clone();
+                let lease = self.lease(rng, |_| true)?;
                 let org = match rng.range(0, 19) {
                     0 => lease.provider.clone(),
                     1 => self.org_of_kind(rng, OrgKind::Consumer)?,
@@ -226,6 +246,9 @@ impl World {
                         nodes: Vec::new(),
                     }
                 } else {
+                    if self.agents.len() >= 6 && !rng.chance(5) {
+                        return None;
+                    }
                     let (pool, org) = rng.pick(&self.pools)?.clone();
                     let key = self.fresh("key");
                     Cmd::Agent {
@@ -240,7 +263,14 @@ impl World {
             11 => {
                 // An agent reports its capacity again: new nodes, or fewer CPUs on one it has.
                 let a = rng.pick(&self.agents)?.clone();
-                let nodes = self.nodes(rng);
+                // The nodes it reported, one of them changed, sometimes one more.
+                let mut nodes = a.nodes.clone();
+                if let Some(i) = (!nodes.is_empty()).then(|| rng.index(nodes.len())) {
+                    nodes[i].1 = rng.range(1, 32);
+                }
+                if nodes.is_empty() || rng.chance(20) {
+                    nodes.extend(self.nodes(rng).into_iter().take(1));
+                }
                 Cmd::Agent {
                     org: a.org,
                     pool: None,
@@ -268,12 +298,7 @@ impl World {
                 }
             }
             13 => {
-                let metered: Vec<&LeaseM> = self.leases.iter().filter(|l| l.metered).collect();
-                let lease = if rng.chance(90) && !metered.is_empty() {
-                    metered[rng.index(metered.len())].clone()
-                } else {
-                    rng.pick(&self.leases)?.clone()
-                };
+                let lease = self.lease(rng, |l| l.metered)?;
                 let org = if rng.chance(95) {
                     lease.consumer
                 } else {
@@ -287,7 +312,12 @@ impl World {
                 }
             }
             14 => {
-                let (job, org, _) = rng.pick(&self.jobs)?.clone();
+                let open: Vec<&(String, String, String, bool)> =
+                    self.jobs.iter().filter(|j| !j.3).collect();
+                let (job, org, _, _) = match (rng.chance(90), open.is_empty()) {
+                    (true, false) => open[rng.index(open.len())].clone(),
+                    _ => rng.pick(&self.jobs)?.clone(),
+                };
                 Cmd::CancelJob { org, job }
             }
             15 => {
@@ -379,6 +409,24 @@ impl World {
         r
     }
 
+    /// An offer: mostly one not known to be withdrawn, sometimes any.
+    fn offer(&self, rng: &mut Rng) -> Option<(String, String, u64, bool)> {
+        let open: Vec<&(String, String, u64, bool)> = self.offers.iter().filter(|o| !o.3).collect();
+        if rng.chance(90) && !open.is_empty() {
+            return Some(open[rng.index(open.len())].clone());
+        }
+        rng.pick(&self.offers).cloned()
+    }
+
+    /// A lease: mostly one not known to have ended (and matching `want`), sometimes any.
+    fn lease(&self, rng: &mut Rng, want: impl Fn(&LeaseM) -> bool) -> Option<LeaseM> {
+        let open: Vec<&LeaseM> = self.leases.iter().filter(|l| !l.ended && want(l)).collect();
+        if rng.chance(90) && !open.is_empty() {
+            return Some(open[rng.index(open.len())].clone());
+        }
+        rng.pick(&self.leases).cloned()
+    }
+
     fn live_agent(&self, rng: &mut Rng) -> Option<AgentM> {
         let live: Vec<&AgentM> = self.agents.iter().filter(|a| !a.silent).collect();
         if live.is_empty() {
@@ -414,8 +462,14 @@ impl World {
             (Cmd::Pool { org, .. }, Outcome::Pool(id)) => {
                 self.pools.push((id.clone(), org.clone()))
             }
-            (Cmd::Offer { org, .. }, Outcome::Offer(id)) => {
-                self.offers.push((id.clone(), org.clone()))
+            (Cmd::Offer { org, max_units, .. }, Outcome::Offer(id)) => {
+                self.offers
+                    .push((id.clone(), org.clone(), *max_units, false))
+            }
+            (Cmd::WithdrawOffer { offer, .. }, Outcome::Withdrawn) => {
+                if let Some(o) = self.offers.iter_mut().find(|o| o.0 == *offer) {
+                    o.3 = true;
+                }
             }
             (
                 Cmd::Purchase { org, .. },
@@ -431,10 +485,13 @@ impl World {
                     consumer: org.clone(),
                     provider: provider.clone(),
                     metered: *metered,
+                    ended: false,
                 });
             }
             (
-                Cmd::Agent { org, key, .. },
+                Cmd::Agent {
+                    org, key, nodes, ..
+                },
                 Outcome::Agent {
                     id,
                     pool,
@@ -444,6 +501,9 @@ impl World {
                 Some(a) => {
                     a.generation = *generation;
                     a.silent = false;
+                    if !nodes.is_empty() {
+                        a.nodes = nodes.clone();
+                    }
                 }
                 None => self.agents.push(AgentM {
                     id: id.clone(),
@@ -452,11 +512,20 @@ impl World {
                     key: key.clone(),
                     generation: *generation,
                     silent: false,
+                    nodes: nodes.clone(),
                 }),
             },
-            (Cmd::Job { org, lease, .. }, Outcome::Job(id)) => {
-                self.jobs.push((id.clone(), org.clone(), lease.clone()))
+            (Cmd::EndLease { lease, .. }, Outcome::Ended) => self.lease_ended(lease),
+            (Cmd::Expire, Outcome::Expired(ids)) => {
+                for id in ids.clone() {
+                    self.lease_ended(&id);
+                }
             }
+            (Cmd::Job { org, lease, .. }, Outcome::Job(id)) => {
+                self.jobs
+                    .push((id.clone(), org.clone(), lease.clone(), false))
+            }
+            (Cmd::CancelJob { job, .. }, Outcome::JobCancelled) => self.job_ended(job),
             (Cmd::Dispatch { org, agent }, Outcome::Dispatched(list)) => {
                 for (attempt, job) in list {
                     self.attempts.push(AttemptM {
@@ -500,8 +569,34 @@ impl World {
         }
     }
 
-    /// Learns that a command was refused: attempts the exchange no longer knows as current end.
-    pub fn learn_refusal(&mut self, cmd: &Cmd) {
+    fn lease_ended(&mut self, id: &str) {
+        if let Some(l) = self.leases.iter_mut().find(|l| l.id == id) {
+            l.ended = true;
+        }
+        for j in self.jobs.iter_mut().filter(|j| j.2 == id) {
+            j.3 = true;
+        }
+    }
+
+    fn job_ended(&mut self, id: &str) {
+        if let Some(j) = self.jobs.iter_mut().find(|j| j.0 == id) {
+            j.3 = true;
+        }
+    }
+
+    /// Learns that a command was refused: leases and jobs that have ended, attempts the exchange
+    /// no longer knows as current.
+    pub fn learn_refusal(&mut self, cmd: &Cmd, refusal: &StoreError) {
+        match (cmd, refusal) {
+            (
+                Cmd::EndLease { lease, .. } | Cmd::Job { lease, .. },
+                StoreError::LeaseNotActive(_),
+            ) => self.lease_ended(&lease.clone()),
+            (Cmd::CancelJob { job, .. }, StoreError::JobNotActive(_)) => {
+                self.job_ended(&job.clone())
+            }
+            _ => {}
+        }
         if let Cmd::Event { attempt, .. } | Cmd::Usage { attempt, .. } | Cmd::Logs { attempt, .. } =
             cmd
         {

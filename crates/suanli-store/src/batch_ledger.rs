@@ -35,7 +35,7 @@
 
 use std::collections::{HashMap, VecDeque};
 
-use suanli_core::ledger::TransferKind;
+use suanli_core::ledger::{AccountKind, TransferKind};
 
 use crate::backend::{to_i64, Row, StoreError, Value};
 use crate::ops::{account_org, TransferRow, Tx, TRANSFER_COLS};
@@ -228,8 +228,13 @@ impl<'a> Tx<'a> {
         let locked_seq = self.read_balances(debit, credit)?;
         let buf = self.memory.ledger();
         let (d, c) = (buf.accounts[debit], buf.accounts[credit]);
-        // The operator's external account stands for the world outside: it may go negative.
-        if !debit.ends_with(".external") && d.balance() < amount as i64 {
+        // Whether the debited account may go negative is the core's rule (only the operator's
+        // external account, which stands for the world outside, may).
+        let guarded = debit
+            .rsplit_once('.')
+            .and_then(|(_, kind)| AccountKind::parse(kind))
+            .is_none_or(AccountKind::must_not_go_negative);
+        if guarded && d.balance() < amount as i64 {
             return Err(StoreError::InsufficientFunds {
                 needed_micros: amount,
                 available_micros: d.balance(),

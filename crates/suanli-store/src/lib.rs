@@ -5,6 +5,7 @@
 //! - [`sqlite`], [`postgres`]: the two implementations; [`schema`]: their migrations.
 //! - [`ops`]: every domain read and write, written once over any backend, with the conditional
 //!   updates that keep capacity and money invariants under concurrency.
+//! - [`audit`]: capacity and settlement audits (the simulation's invariants).
 //! - [`jobs`]: agents, jobs and attempts with fencing, signed usage and logs.
 //! - [`once`]: a command with its idempotency key, effect and stored answer in one transaction.
 //! - [`writer`]: the single writer thread with group commit.
@@ -12,6 +13,7 @@
 //!
 //! This crate knows nothing of HTTP or JSON.
 
+pub mod audit;
 pub mod backend;
 mod batch_ledger;
 mod batch_nodes;

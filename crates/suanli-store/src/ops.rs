@@ -14,12 +14,12 @@ use suanli_core::decide::settle::{self, LeaseSnapshot};
 use suanli_core::decide::{AccountRef, OrgKind};
 use suanli_core::lease::{EndReason, LeaseState, LeaseTerms};
 use suanli_core::ledger::{
-    check_invariants, AccountKind, AccountTotals, HoldState, LedgerSnapshot, TransferKind,
+    check_balances, check_invariants, AccountKind, AccountTotals, HoldState, HoldTotals,
+    LedgerSnapshot, TransferKind,
 };
 use suanli_core::quote::OfferView;
 use suanli_core::resource::{
-    check_reservations, units_available, Capacity, Category, NodeFree, NodeReservation,
-    ResourceClass, UnitShape,
+    units_available, Capacity, Category, NodeFree, ResourceClass, UnitShape,
 };
 
 use crate::backend::{to_i64, Backend, Row, StoreError, Value};
@@ -1526,7 +1526,8 @@ impl<'a> Tx<'a> {
 
     /// Reads everything the invariant checker needs, in one consistent view when called inside a
     /// transaction.
-    pub fn ledger_snapshot(&mut self) -> Result<LedgerSnapshot, StoreError> {
+    /// Every account's totals and every hold.
+    fn ledger_balances(&mut self) -> Result<(Vec<AccountTotals>, Vec<HoldTotals>), StoreError> {
         self.flush_ledger()?;
         let accounts = self
             .b
@@ -1563,6 +1564,19 @@ impl<'a> Tx<'a> {
                 ))
             })
             .collect::<Result<_, StoreError>>()?;
+        Ok((accounts, holds))
+    }
+
+    /// The ledger invariants that need only the accounts and the holds (see
+    /// [`suanli_core::ledger::check_balances`]): cheap enough to run after every step of a
+    /// simulation, where [`Tx::check_ledger`] also reads every transfer.
+    pub fn check_balances(&mut self) -> Result<Vec<String>, StoreError> {
+        let (accounts, holds) = self.ledger_balances()?;
+        Ok(check_balances(&accounts, &holds))
+    }
+
+    pub fn ledger_snapshot(&mut self) -> Result<LedgerSnapshot, StoreError> {
+        let (accounts, holds) = self.ledger_balances()?;
         let sum = self.b.query(
             "SELECT CAST(COALESCE(SUM(amount_micros), 0) AS BIGINT) FROM transfers",
             &[],
@@ -1616,41 +1630,6 @@ impl<'a> Tx<'a> {
     /// Runs the ledger invariant checker over the current state.
     pub fn check_ledger(&mut self) -> Result<Vec<String>, StoreError> {
         Ok(check_invariants(&self.ledger_snapshot()?))
-    }
-
-    /// Checks capacity as the ledger check checks money: every node's reservations are exactly
-    /// the allocations of its active leases, within its capacity. Returns every violation.
-    pub fn check_capacity(&mut self) -> Result<Vec<String>, StoreError> {
-        let rows = self.b.query(
-            "SELECT n.id, n.cpus, n.memory_mib, n.accelerators, \
-             n.cpus_reserved, n.memory_mib_reserved, n.accelerators_reserved, \
-             CAST(COALESCE(SUM(a.cpus), 0) AS BIGINT), CAST(COALESCE(SUM(a.memory_mib), 0) AS BIGINT), \
-             CAST(COALESCE(SUM(a.accelerators), 0) AS BIGINT) \
-             FROM nodes n LEFT JOIN (SELECT x.* FROM lease_allocations x JOIN leases l ON l.id = x.lease_id \
-             WHERE l.state = 'active') a ON a.node_id = n.id \
-             GROUP BY n.id, n.cpus, n.memory_mib, n.accelerators, n.cpus_reserved, n.memory_mib_reserved, \
-             n.accelerators_reserved ORDER BY n.id",
-            &[],
-        )?;
-        let capacity = |r: &Row, at: usize| -> Result<Capacity, StoreError> {
-            Ok(Capacity {
-                cpus: r.u64(at)?,
-                memory_mib: r.u64(at + 1)?,
-                accelerators: r.u64(at + 2)?,
-            })
-        };
-        let nodes = rows
-            .iter()
-            .map(|r| {
-                Ok(NodeReservation {
-                    node_id: r.str(0)?,
-                    capacity: capacity(r, 1)?,
-                    reserved: capacity(r, 4)?,
-                    allocated: capacity(r, 7)?,
-                })
-            })
-            .collect::<Result<Vec<_>, StoreError>>()?;
-        Ok(check_reservations(&nodes))
     }
 
     pub fn count(&mut self, table: &'static str) -> Result<u64, StoreError> {
