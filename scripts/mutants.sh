@@ -22,7 +22,7 @@ mutations=(
   "pay the fee twice|crates/suanli-core/src/decide/settle.rs|            settlement.fee_micros,\n        ),|            settlement.fee_micros,\n        ),\n        (\n            TransferKind::Fee,\n            AccountRef::Operator(AccountKind::Fees),\n            settlement.fee_micros,\n        ),"
   "skip the capacity release|crates/suanli-store/src/ops.rs|        for a in \&allocs {|        for a in allocs.iter().take(0) {"
   "bill past the time limit|crates/suanli-core/src/job.rs|            .min(self.dispatched_ms.saturating_add(limit_ms))\n|"
-  "bill past the lease's end|crates/suanli-core/src/lease.rs|            _ => now_ms.min(self.ends_at_ms()),|            _ => now_ms,"
+  "bill past the lease's end|crates/suanli-core/src/job.rs|            .min(self.lease_ends_ms)\n|"
 )
 
 printf '%-28s %-10s %s\n' "mutation" "caught by" "what the simulation saw"
@@ -38,7 +38,9 @@ if text.count(old) != 1:
     sys.exit(f"the mutation's text is not in {path} exactly once: {old!r}")
 open(path, 'w').write(text.replace(old, new))
 PY
-  (cd "$work/tree" && cargo build --release -q -p suanli-sim)
+  if ! (cd "$work/tree" && cargo build --release -q -p suanli-sim 2>"$work/build.log"); then
+    cat "$work/build.log"; exit 1
+  fi
   out=$("$CARGO_TARGET_DIR/release/suanli-sim" --seeds "$seeds" --steps "$steps" --threads 4 --dir /dev/shm 2>&1 || true)
   caught=$(grep -m1 -o 'seed [0-9]* failed at step [0-9]*' <<<"$out" || true)
   if [ -n "$caught" ]; then
