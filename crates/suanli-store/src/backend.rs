@@ -199,6 +199,8 @@ impl From<suanli_core::decide::Refusal> for StoreError {
             },
             Refusal::CapacityUnavailable => StoreError::CapacityUnavailable,
             Refusal::LeaseNotActive(state) => StoreError::LeaseNotActive(state.as_str().into()),
+            Refusal::LeaseEnding => StoreError::LeaseNotActive("ending".into()),
+            Refusal::JobNotActive(state) => StoreError::JobNotActive(state.as_str().into()),
             Refusal::Overflow => StoreError::Overflow,
         }
     }

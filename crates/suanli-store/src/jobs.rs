@@ -5,6 +5,9 @@
 //! counted once per (attempt, sequence number), and never past the lease's units × duration limit
 //! or its hold.
 
+use suanli_core::decide::job::{
+    attempt_time_limit_s, decide_cancel, decide_create, JobLeaseSnapshot,
+};
 use suanli_core::decide::liveness::{decide_liveness, AgentSeen, AgentState, Silence};
 use suanli_core::job::{
     job_times, judge_usage, lease_room_unit_ms, next, JobEvent, JobState, LogCap, UsageWindow,
@@ -592,29 +595,21 @@ impl Tx<'_> {
 
     /// Queues a job on one of the consumer's active leases whose pool an agent serves.
     pub fn create_job(&mut self, j: &NewJob, now_ms: i64) -> Result<JobRow, StoreError> {
-        // Another org's lease answers exactly as a missing one: 404 "lease not found".
-        let lease = self.get_lease(Some(&j.org_id), &j.lease_id)?;
-        if lease.consumer_org_id != j.org_id {
-            return Err(StoreError::NotFound("lease"));
-        }
-        if lease.state.is_final() {
-            return Err(StoreError::LeaseNotActive(lease.state.as_str().into()));
-        }
-        if lease.billing != suanli_core::decide::purchase::Billing::Metered {
-            return Err(StoreError::Invalid {
-                field: "lease_id",
-                message: "no agent serves this lease's pool, so jobs cannot run on it".into(),
-            });
-        }
-        let remaining_s = u64::try_from((lease.ends_ms - now_ms).max(0) / 1_000).unwrap_or(0);
-        if remaining_s == 0 {
-            return Err(StoreError::LeaseNotActive("ending".into()));
-        }
-        let time_limit_s = j
-            .time_limit_s
-            .unwrap_or(remaining_s)
-            .min(remaining_s)
-            .max(1);
+        let lease = match self.get_lease(Some(&j.org_id), &j.lease_id) {
+            Ok(lease) => Some(lease),
+            Err(StoreError::NotFound(_)) => None,
+            Err(e) => return Err(e),
+        };
+        let snapshot = lease.as_ref().map(|l| JobLeaseSnapshot {
+            consumer_org_id: l.consumer_org_id.clone(),
+            state: l.state,
+            billing: l.billing,
+            ends_ms: l.ends_ms,
+        });
+        let time_limit_s = decide_create(snapshot.as_ref(), &j.org_id, j.time_limit_s, now_ms)?;
+        let Some(lease) = lease else {
+            unreachable!("the decision refuses a job on no lease")
+        };
         let id = new_id("job");
         self.b.execute(
             &format!(
@@ -700,9 +695,8 @@ impl Tx<'_> {
                 .first()
                 .cloned()
                 .unwrap_or(Row(vec![Value::Int(Some(0)); 3]));
-            let remaining_s = u64::try_from((lease.ends_ms - now_ms).max(0) / 1_000).unwrap_or(0);
             out.push(Dispatched {
-                time_limit_s: job.time_limit_s.min(remaining_s).max(1),
+                time_limit_s: attempt_time_limit_s(job.time_limit_s, lease.ends_ms, now_ms),
                 job: self.job(&job.id)?,
                 attempt_id,
                 cpus: s.u64(0)?,
@@ -1255,9 +1249,7 @@ impl Tx<'_> {
         now_ms: i64,
     ) -> Result<JobRow, StoreError> {
         let job = self.get_job(org_id, job_id)?;
-        if job.state.is_final() {
-            return Err(StoreError::JobNotActive(job.state.as_str().into()));
-        }
+        decide_cancel(job.state)?;
         self.cancel_one(&job, "cancelled by the consumer", now_ms)?;
         self.job(job_id)
     }

@@ -11,8 +11,10 @@
 //! - [`settle`]: who may end a lease, metered or elapsed billing, the legs of the settlement.
 //! - [`money`]: deposits and withdrawals recorded once per external reference.
 //! - [`offer`]: publishing and withdrawing offers.
+//! - [`job`]: creating and cancelling jobs, and the time an attempt is given.
 //! - [`liveness`]: agents that went silent, and when the exchange suspects itself instead.
 
+pub mod job;
 pub mod liveness;
 pub mod money;
 pub mod offer;
@@ -50,6 +52,10 @@ pub enum Refusal {
     CapacityUnavailable,
     /// The lease has ended already.
     LeaseNotActive(LeaseState),
+    /// The lease has less than a second left.
+    LeaseEnding,
+    /// The job has ended already.
+    JobNotActive(crate::job::JobState),
     /// An amount would overflow the ledger.
     Overflow,
 }
