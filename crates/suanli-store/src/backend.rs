@@ -201,6 +201,14 @@ impl From<suanli_core::decide::Refusal> for StoreError {
             Refusal::LeaseNotActive(state) => StoreError::LeaseNotActive(state.as_str().into()),
             Refusal::LeaseEnding => StoreError::LeaseNotActive("ending".into()),
             Refusal::JobNotActive(state) => StoreError::JobNotActive(state.as_str().into()),
+            Refusal::Superseded {
+                agent_id,
+                current,
+                reported,
+            } => StoreError::Superseded(format!(
+                "agent {agent_id} registered again (generation {current}) after this one \
+                 (generation {reported}): two agents share its identity; this one must stop"
+            )),
             Refusal::Overflow => StoreError::Overflow,
         }
     }

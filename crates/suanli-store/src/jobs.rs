@@ -8,7 +8,9 @@
 use suanli_core::decide::job::{
     attempt_time_limit_s, decide_cancel, decide_create, JobLeaseSnapshot,
 };
-use suanli_core::decide::liveness::{decide_liveness, AgentSeen, AgentState, Silence};
+use suanli_core::decide::liveness::{
+    decide_liveness, decide_registration, decide_report, AgentSeen, AgentState, Silence,
+};
 use suanli_core::job::{
     job_times, judge_usage, lease_room_unit_ms, next, JobEvent, JobState, LogCap, UsageWindow,
 };
@@ -334,16 +336,7 @@ impl Tx<'_> {
             Some(r) => {
                 let id = r.str(0)?;
                 let current = agent_row(r)?.generation;
-                let next = match a.renews {
-                    None => current + 1,
-                    Some(g) if g == current => current,
-                    Some(g) => {
-                        return Err(StoreError::Superseded(format!(
-                            "agent {id} registered again (generation {current}) after this one \
-                             (generation {g}): two agents share its identity; this one must stop"
-                        )))
-                    }
-                };
+                let next = decide_registration(&id, Some(current), a.renews)?;
                 self.b.execute(
                     "UPDATE agents SET name = $2, backend = $3, isolation = $4, version = $5, state = 'alive', \
                      last_seen_ms = $6, generation = $7 WHERE id = $1",
@@ -428,14 +421,7 @@ impl Tx<'_> {
             return Ok(());
         };
         let agent = self.get_agent(Some(org_id), agent_id)?;
-        if agent.generation != g {
-            return Err(StoreError::Superseded(format!(
-                "agent {agent_id} registered again (generation {}) after this one (generation {g}): \
-                 two agents share its identity; this one must stop",
-                agent.generation
-            )));
-        }
-        Ok(())
+        Ok(decide_report(agent_id, agent.generation, Some(g))?)
     }
 
     pub fn touch_agent(

@@ -1,5 +1,8 @@
 //! Agents that went silent: suspect first, then lost (their attempts with them), unless so many
-//! went silent at once that the exchange suspects itself instead (a partition on its side).
+//! went silent at once that the exchange suspects itself instead (a partition on its side); and
+//! which registration of an agent's identity may report (one identity, one agent).
+
+use super::Refusal;
 
 /// An agent's standing with the exchange.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -25,6 +28,39 @@ impl AgentState {
             "lost" => Some(AgentState::Lost),
             _ => None,
         }
+    }
+}
+
+/// Decides an agent's registration: a new identity starts at generation 1, a start of a known
+/// one begins the next generation (fencing out the previous process), and a renewal (new
+/// capacity from the same process) keeps its generation, unless another start superseded it.
+pub fn decide_registration(
+    agent_id: &str,
+    current: Option<u64>,
+    renews: Option<u64>,
+) -> Result<u64, Refusal> {
+    match (current, renews) {
+        (None, _) => Ok(1),
+        (Some(current), None) => Ok(current + 1),
+        (Some(current), Some(g)) if g == current => Ok(current),
+        (Some(current), Some(g)) => Err(Refusal::Superseded {
+            agent_id: agent_id.to_owned(),
+            current,
+            reported: g,
+        }),
+    }
+}
+
+/// Decides whether a report from an agent process of generation `reported` (`None`: an agent too
+/// old to say) counts: only the latest registration's.
+pub fn decide_report(agent_id: &str, current: u64, reported: Option<u64>) -> Result<(), Refusal> {
+    match reported {
+        Some(g) if g != current => Err(Refusal::Superseded {
+            agent_id: agent_id.to_owned(),
+            current,
+            reported: g,
+        }),
+        _ => Ok(()),
     }
 }
 
@@ -107,6 +143,24 @@ mod tests {
         lost_ms: 100,
         since_ms: 0,
     };
+
+    #[test]
+    fn one_identity_reports_through_its_latest_registration() {
+        assert_eq!(decide_registration("a", None, None), Ok(1));
+        assert_eq!(decide_registration("a", Some(3), None), Ok(4));
+        assert_eq!(decide_registration("a", Some(3), Some(3)), Ok(3));
+        assert_eq!(
+            decide_registration("a", Some(4), Some(3)),
+            Err(Refusal::Superseded {
+                agent_id: "a".into(),
+                current: 4,
+                reported: 3
+            })
+        );
+        assert_eq!(decide_report("a", 4, None), Ok(()));
+        assert_eq!(decide_report("a", 4, Some(4)), Ok(()));
+        assert!(decide_report("a", 4, Some(3)).is_err());
+    }
 
     #[test]
     fn silence_makes_an_agent_suspect_then_lost() {

@@ -56,6 +56,12 @@ pub enum Refusal {
     LeaseEnding,
     /// The job has ended already.
     JobNotActive(crate::job::JobState),
+    /// An agent's registration or report from a process another start of its identity replaced.
+    Superseded {
+        agent_id: String,
+        current: u64,
+        reported: u64,
+    },
     /// An amount would overflow the ledger.
     Overflow,
 }
