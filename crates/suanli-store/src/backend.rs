@@ -200,6 +200,7 @@ impl From<suanli_core::decide::Refusal> for StoreError {
             Refusal::CapacityUnavailable => StoreError::CapacityUnavailable,
             Refusal::LeaseNotActive(state) => StoreError::LeaseNotActive(state.as_str().into()),
             Refusal::LeaseEnding => StoreError::LeaseNotActive("ending".into()),
+            Refusal::StaleAttempt(m) => StoreError::StaleAttempt(m),
             Refusal::JobNotActive(state) => StoreError::JobNotActive(state.as_str().into()),
             Refusal::Superseded {
                 agent_id,

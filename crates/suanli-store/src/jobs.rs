@@ -6,7 +6,7 @@
 //! or its hold.
 
 use suanli_core::decide::job::{
-    attempt_time_limit_s, decide_cancel, decide_create, JobLeaseSnapshot,
+    attempt_time_limit_s, decide_cancel, decide_create, fence_attempt, fence_job, JobLeaseSnapshot,
 };
 use suanli_core::decide::liveness::{
     decide_liveness, decide_registration, decide_report, AgentSeen, AgentState, Silence,
@@ -490,24 +490,16 @@ impl Tx<'_> {
             &format!("SELECT {ATTEMPT_COLS} FROM attempts WHERE id = $1"),
             &[attempt_id.into()],
         )?;
-        let attempt = rows
-            .first()
-            .map(attempt_row)
-            .transpose()?
-            .ok_or_else(|| stale("unknown attempt"))?;
-        if attempt.agent_id != agent_id {
-            return Err(stale("the attempt belongs to another agent"));
-        }
-        if attempt.state.is_final() {
-            return Err(stale(&format!(
-                "the attempt has ended ({})",
-                attempt.state.as_str()
-            )));
-        }
+        let attempt = rows.first().map(attempt_row).transpose()?;
+        fence_attempt(
+            attempt.as_ref().map(|a| (a.agent_id.as_str(), a.state)),
+            agent_id,
+        )?;
+        let Some(attempt) = attempt else {
+            unreachable!("fencing refuses an unknown attempt")
+        };
         let job = self.job(&attempt.job_id)?;
-        if job.current_attempt_id.as_deref() != Some(attempt_id) || job.state.is_final() {
-            return Err(stale("the attempt was superseded"));
-        }
+        fence_job(job.current_attempt_id.as_deref(), job.state, attempt_id)?;
         Ok((attempt, job))
     }
 

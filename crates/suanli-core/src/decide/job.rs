@@ -1,4 +1,4 @@
-//! Creating and cancelling jobs, and the time an attempt is given.
+//! Creating and cancelling jobs, the time an attempt is given, and whose reports count (fencing).
 
 use super::purchase::Billing;
 use super::Refusal;
@@ -52,6 +52,40 @@ pub fn decide_create(
 pub fn decide_cancel(state: JobState) -> Result<(), Refusal> {
     if state.is_final() {
         return Err(Refusal::JobNotActive(state));
+    }
+    Ok(())
+}
+
+/// Fencing, first half: a report about an attempt (`None`: unknown) counts only from the agent it
+/// was dispatched to, and only while it has not ended.
+pub fn fence_attempt(
+    attempt: Option<(&str, JobState)>,
+    reporting_agent_id: &str,
+) -> Result<(), Refusal> {
+    let (agent_id, state) =
+        attempt.ok_or_else(|| Refusal::StaleAttempt("unknown attempt".into()))?;
+    if agent_id != reporting_agent_id {
+        return Err(Refusal::StaleAttempt(
+            "the attempt belongs to another agent".into(),
+        ));
+    }
+    if state.is_final() {
+        return Err(Refusal::StaleAttempt(format!(
+            "the attempt has ended ({})",
+            state.as_str()
+        )));
+    }
+    Ok(())
+}
+
+/// Fencing, second half: and only while it is its job's current attempt, of a job still running.
+pub fn fence_job(
+    current_attempt_id: Option<&str>,
+    job_state: JobState,
+    attempt_id: &str,
+) -> Result<(), Refusal> {
+    if current_attempt_id != Some(attempt_id) || job_state.is_final() {
+        return Err(Refusal::StaleAttempt("the attempt was superseded".into()));
     }
     Ok(())
 }
@@ -127,5 +161,12 @@ mod tests {
         );
         assert_eq!(decide_cancel(JobState::Running), Ok(()));
         assert_eq!(attempt_time_limit_s(600, 10_000, 0), 10);
+        assert_eq!(fence_attempt(Some(("ag", JobState::Running)), "ag"), Ok(()));
+        assert!(fence_attempt(Some(("ag", JobState::Running)), "other").is_err());
+        assert!(fence_attempt(Some(("ag", JobState::Lost)), "ag").is_err());
+        assert!(fence_attempt(None, "ag").is_err());
+        assert_eq!(fence_job(Some("a1"), JobState::Running, "a1"), Ok(()));
+        assert!(fence_job(Some("a2"), JobState::Running, "a1").is_err());
+        assert!(fence_job(Some("a1"), JobState::Cancelled, "a1").is_err());
     }
 }

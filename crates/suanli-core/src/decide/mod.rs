@@ -56,6 +56,8 @@ pub enum Refusal {
     LeaseEnding,
     /// The job has ended already.
     JobNotActive(crate::job::JobState),
+    /// A report about an attempt that is not current (fencing).
+    StaleAttempt(String),
     /// An agent's registration or report from a process another start of its identity replaced.
     Superseded {
         agent_id: String,
