@@ -3,7 +3,9 @@
 #   1. the whole workspace on the embedded default (SQLite), including the SIGKILL crash test;
 #   2. the store conformance suite and the API tests again on a real PostgreSQL 15, started here
 #      from the installed binaries on a throwaway cluster;
-#   3. a schemathesis fuzz run over the OpenAPI document against a real demo server (zero 5xx).
+#   3. a schemathesis fuzz run over the OpenAPI document against a real demo server (zero 5xx);
+#   and clippy (with incompatible_msrv) first, the market simulation on both stores (release
+#   build; docs/SIMULATION.md).
 # Needs: cargo, PostgreSQL 15 binaries (/usr/lib/postgresql/15/bin), python3 with venv, bubblewrap
 # and slirp4netns (installed here with apt-get when missing), and root for a real single-node
 # Slurm (started by scripts/slurm.sh, which installs its Debian packages when missing): the Slurm
@@ -50,11 +52,20 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "== cargo test --workspace (SQLite)"
 cargo test --workspace --locked
 
+echo "== market simulation: 1,000 seeds x 1,000 steps on SQLite (docs/SIMULATION.md)"
+cargo build --release --locked -q -p suanli-sim
+target_dir=${CARGO_TARGET_DIR:-$root/target}
+"$target_dir/release/suanli-sim" --seeds "${SIM_SEEDS:-0..1000}" --steps 1000 --threads 4 \
+  --min-accepted-percent 20
+
 echo "== PostgreSQL 15 on 127.0.0.1:$pg_port"
 scripts/pg.sh start "$work/pg" "$pg_port"
 export SUANLI_TEST_DATABASE_URL="postgres://postgres@127.0.0.1:$pg_port/postgres"
 echo "== store conformance and API tests on PostgreSQL"
 cargo test --locked -p suanli-store -p suanli-server
+echo "== market simulation: 50 seeds x 1,000 steps on PostgreSQL"
+"$target_dir/release/suanli-sim" --seeds "${SIM_PG_SEEDS:-0..50}" --steps 1000 --threads 4 \
+  --min-accepted-percent 20 --database-url "$SUANLI_TEST_DATABASE_URL"
 unset SUANLI_TEST_DATABASE_URL
 
 echo "== schemathesis fuzz over /api/v1/openapi.json"
