@@ -19,22 +19,22 @@ use crate::purchases::Db;
 use crate::stats::{ms, Latencies, WriterSample};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Backend {
+pub enum StoreKind {
     Sqlite,
     Postgres,
 }
 
-impl Backend {
+impl StoreKind {
     pub fn name(self) -> &'static str {
         match self {
-            Backend::Sqlite => "sqlite",
-            Backend::Postgres => "postgres",
+            StoreKind::Sqlite => "sqlite",
+            StoreKind::Postgres => "postgres",
         }
     }
 }
 
 pub struct Options {
-    pub backend: Backend,
+    pub backend: StoreKind,
     pub seconds: u64,
     pub warmup_seconds: u64,
     pub clients: usize,
@@ -60,7 +60,7 @@ fn org(id: &str, kind: &str, now: i64) -> OrgRow {
 
 pub async fn run(o: &Options) -> anyhow::Result<serde_json::Value> {
     let db = Db::fresh(
-        o.backend == Backend::Postgres,
+        o.backend == StoreKind::Postgres,
         o.database_url.as_deref(),
         "ledger",
     )?;
@@ -209,8 +209,8 @@ async fn run_on(o: &Options, db: &Db) -> anyhow::Result<serde_json::Value> {
     let rate = in_window as f64 / o.seconds as f64;
     let s = all.summary();
     let goal = match o.backend {
-        Backend::Sqlite => 20_000.0,
-        Backend::Postgres => 5_000.0,
+        StoreKind::Sqlite => 20_000.0,
+        StoreKind::Postgres => 5_000.0,
     };
     let wal = match (wal_before, wal_after) {
         (Some(a), Some(b)) => Some(b - a),

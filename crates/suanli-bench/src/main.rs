@@ -51,7 +51,7 @@ enum Command {
     /// Durable purchases through the HTTP API of an in-process server.
     Purchases {
         #[arg(long, value_enum, default_value = "sqlite")]
-        backend: purchases::Backend,
+        backend: purchases::StoreKind,
         /// Measured seconds (after the warm-up).
         #[arg(long, default_value_t = 10)]
         seconds: u64,
@@ -79,7 +79,7 @@ enum Command {
     /// Ledger transfers per second through the store's writer (no HTTP).
     Ledger {
         #[arg(long, value_enum, default_value = "sqlite")]
-        backend: ledger::Backend,
+        backend: ledger::StoreKind,
         #[arg(long, default_value_t = 10)]
         seconds: u64,
         #[arg(long, default_value_t = 1)]

@@ -36,7 +36,7 @@ struct Created {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Backend {
+pub enum StoreKind {
     /// SQLite with group commit (the default writer).
     Sqlite,
     /// PostgreSQL with group commit.
@@ -45,18 +45,18 @@ pub enum Backend {
     NaiveSqlite,
 }
 
-impl Backend {
+impl StoreKind {
     pub fn name(self) -> &'static str {
         match self {
-            Backend::Sqlite => "sqlite",
-            Backend::Postgres => "postgres",
-            Backend::NaiveSqlite => "naive-sqlite",
+            StoreKind::Sqlite => "sqlite",
+            StoreKind::Postgres => "postgres",
+            StoreKind::NaiveSqlite => "naive-sqlite",
         }
     }
 }
 
 pub struct Options {
-    pub backend: Backend,
+    pub backend: StoreKind,
     pub seconds: u64,
     pub warmup_seconds: u64,
     pub connections: usize,
@@ -153,7 +153,7 @@ pub(crate) async fn admit(
 
 pub async fn run(o: &Options) -> anyhow::Result<serde_json::Value> {
     let db = Db::fresh(
-        o.backend == Backend::Postgres,
+        o.backend == StoreKind::Postgres,
         o.database_url.as_deref(),
         "purchases",
     )?;
@@ -165,7 +165,7 @@ pub async fn run(o: &Options) -> anyhow::Result<serde_json::Value> {
 async fn run_on(o: &Options, db: &Db) -> anyhow::Result<serde_json::Value> {
     let mut config = ServerConfig::new(db.location.clone());
     config.writer = WriterConfig {
-        max_batch: if o.backend == Backend::NaiveSqlite {
+        max_batch: if o.backend == StoreKind::NaiveSqlite {
             1
         } else {
             o.max_batch

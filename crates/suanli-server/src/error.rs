@@ -125,7 +125,7 @@ impl From<StoreError> for ApiError {
                     "stored data could not be read; the operator has been told",
                 )
             }
-            StoreError::Backend(m) => {
+            StoreError::Database(m) => {
                 tracing::error!(error = %m, request_id = %current_request_id(), "store failure");
                 ApiError::new(
                     ErrorCode::Unavailable,

@@ -247,7 +247,7 @@ impl AppState {
                 tx.once(&key, now, &f, |result| match result {
                     Ok(value) => {
                         let failed = |e: serde_json::Error| {
-                            StoreError::Backend(format!("encode response: {e}"))
+                            StoreError::Database(format!("encode response: {e}"))
                         };
                         // Straight to text, unless a secret must be cut out of the stored copy.
                         let (body, stored_body) = match redact {
@@ -270,7 +270,7 @@ impl AppState {
                         let mut body = err.body();
                         body.request_id = request_id.clone();
                         let body = serde_json::to_string(&body)
-                            .map_err(|e| StoreError::Backend(format!("encode error: {e}")))?;
+                            .map_err(|e| StoreError::Database(format!("encode error: {e}")))?;
                         Ok(Encoded {
                             status: err.code.http_status(),
                             body,

@@ -247,7 +247,7 @@ impl Sim {
         batch: Vec<(Cmd, Option<String>, bool)>,
     ) -> Result<(), StoreError> {
         let writer = self.store.writer().clone();
-        // Hold the writer with a job of our own, queue the batch behind it, then let it go: the
+        // Hold the writer with a request of our own, queue the batch behind it, then let it go: the
         // batch runs as one (the writer takes what queued while it was busy).
         let (release, released) = mpsc::channel::<()>();
         let released = Mutex::new(released);
@@ -289,7 +289,7 @@ impl Sim {
             .await;
         blocker
             .await
-            .map_err(|e| StoreError::Backend(format!("blocker: {e}")))??;
+            .map_err(|e| StoreError::Database(format!("blocker: {e}")))??;
         for ((cmd, key, retry), result) in batch.into_iter().zip(results) {
             let (once, ran) = result?;
             let kind = if retry {
@@ -300,7 +300,7 @@ impl Sim {
             match (once, ran) {
                 (Once::KeyReused, _) => {
                     // Keys are random: a reuse is a bug of the simulation or of the store.
-                    return Err(StoreError::Backend(format!(
+                    return Err(StoreError::Database(format!(
                         "key {key:?} reported reused for {cmd:?}"
                     )));
                 }
@@ -313,7 +313,7 @@ impl Sim {
                             .find(|(c, k, _)| c == &cmd && Some(k) == key.as_ref())
                             .map(|(_, _, body)| body.clone());
                         if ran.is_some() || first.as_ref() != Some(&answer.body) {
-                            return Err(StoreError::Backend(format!(
+                            return Err(StoreError::Database(format!(
                                 "a retry of {cmd:?} with key {key:?} ran again or answered \
                                  differently: first {first:?}, now {:?}",
                                 answer.body
@@ -337,7 +337,7 @@ impl Sim {
                             self.world.learn_refusal(&cmd, &refusal);
                         }
                         None => {
-                            return Err(StoreError::Backend(format!(
+                            return Err(StoreError::Database(format!(
                                 "{cmd:?} answered from a stored response it never had"
                             )))
                         }

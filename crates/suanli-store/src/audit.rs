@@ -10,7 +10,7 @@ use suanli_core::lease::LeaseState;
 use suanli_core::ledger::HoldState;
 use suanli_core::resource::{check_reservations, Capacity, NodeReservation};
 
-use crate::backend::{Row, StoreError};
+use crate::database::{Row, StoreError};
 use crate::ops::Tx;
 
 impl Tx<'_> {

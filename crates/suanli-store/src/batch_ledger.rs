@@ -29,7 +29,7 @@
 //! block of [`SEQ_BLOCK`] reserved after the last lock. Numbers reserved and not used are gaps, as
 //! a rolled-back `nextval` already leaves.
 //!
-//! The flush differs by backend: on PostgreSQL the changed accounts and the new transfers travel
+//! The flush differs by database: on PostgreSQL the changed accounts and the new transfers travel
 //! as two JSON documents in one statement (one round trip, one prepared statement for any size);
 //! on SQLite, where a statement costs no round trip, each is a small prepared statement.
 
@@ -37,7 +37,7 @@ use std::collections::{HashMap, VecDeque};
 
 use suanli_core::ledger::{AccountKind, TransferKind};
 
-use crate::backend::{to_i64, Row, StoreError, Value};
+use crate::database::{to_i64, Row, StoreError, Value};
 use crate::ops::{account_org, TransferRow, Tx, TRANSFER_COLS};
 
 /// The largest debits or credits total an account may reach (the schema's `CHECK`).
@@ -318,7 +318,7 @@ impl<'a> Tx<'a> {
         if postgres {
             buf.reserved_seqs.clear();
             if seq.is_none() {
-                return Err(StoreError::Backend(
+                return Err(StoreError::Database(
                     "no transfer sequence number came back".into(),
                 ));
             }
@@ -341,7 +341,7 @@ impl<'a> Tx<'a> {
             return Ok(());
         }
         let list = serde_json::to_string(&missing)
-            .map_err(|e| StoreError::Backend(format!("encode account ids: {e}")))?;
+            .map_err(|e| StoreError::Database(format!("encode account ids: {e}")))?;
         let postgres = self.b.kind() == "postgres";
         let rows = if postgres {
             // About one transfer per declared account; more are reserved when needed.
@@ -384,7 +384,9 @@ impl<'a> Tx<'a> {
                 .ledger()
                 .reserved_seqs
                 .pop_front()
-                .ok_or_else(|| StoreError::Backend("no transfer sequence number reserved".into()));
+                .ok_or_else(|| {
+                    StoreError::Database("no transfer sequence number reserved".into())
+                });
         }
         let next = match self.memory.ledger().next_seq {
             Some(next) => next,
@@ -429,7 +431,9 @@ impl<'a> Tx<'a> {
                 ],
             )?;
             if n != 1 {
-                return Err(StoreError::Backend(format!("account {id} was not written")));
+                return Err(StoreError::Database(format!(
+                    "account {id} was not written"
+                )));
             }
         }
         let insert = format!(
@@ -482,7 +486,7 @@ fn posted_orgs(t: &TransferRow) -> (&str, Option<&str>) {
 /// statement of three data-modifying CTEs (the transfers and their postings, from one reading of
 /// the transfers' array), so a flush of any size is one round trip and one prepared statement.
 fn flush_in_one_statement(
-    b: &mut dyn crate::backend::Backend,
+    b: &mut dyn crate::database::Database,
     accounts: &[(&str, Totals)],
     transfers: &[TransferRow],
 ) -> Result<(), StoreError> {
@@ -546,7 +550,7 @@ fn flush_in_one_statement(
         .transpose()?;
     let expected = (accounts.len() as i64, transfers.len() as i64, postings);
     if written != Some(expected) {
-        return Err(StoreError::Backend(format!(
+        return Err(StoreError::Database(format!(
             "a ledger flush wrote {written:?} of {expected:?} accounts, transfers and postings"
         )));
     }

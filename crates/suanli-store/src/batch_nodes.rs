@@ -18,7 +18,7 @@ use std::collections::HashMap;
 
 use suanli_core::resource::{Allocation, NodeFree};
 
-use crate::backend::StoreError;
+use crate::database::StoreError;
 use crate::ops::Tx;
 
 /// Free capacity by pool, as this transaction last read or changed it.

@@ -15,7 +15,7 @@
 
 use std::collections::HashMap;
 
-use crate::backend::StoreError;
+use crate::database::StoreError;
 use crate::ops::{OfferRow, Tx};
 
 /// Offer terms and "an agent serves the pool", by offer id, as this transaction read them.

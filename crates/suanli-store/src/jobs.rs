@@ -16,7 +16,7 @@ use suanli_core::job::{
 };
 use suanli_core::lease::EndReason;
 
-use crate::backend::{to_i64, Row, StoreError, Value};
+use crate::database::{to_i64, Row, StoreError, Value};
 use crate::ops::{new_id, LeaseRow, NewNode, Tx};
 
 #[derive(Debug, Clone, PartialEq, Eq)]

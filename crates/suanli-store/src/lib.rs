@@ -1,23 +1,23 @@
 //! Suanli's store: the durable system of record on SQLite (default) or PostgreSQL.
 //!
-//! - [`backend`]: the store trait ([`Backend`]): a narrow SQL connection interface, its values,
+//! - [`database`]: the store trait ([`Database`]): a narrow SQL connection interface, its values,
 //!   rows and errors.
 //! - [`sqlite`], [`postgres`]: the two implementations; [`schema`]: their migrations.
-//! - [`ops`]: every domain read and write, written once over any backend, with the conditional
+//! - [`ops`]: every domain read and write, written once over any database, with the conditional
 //!   updates that keep capacity and money invariants under concurrency.
 //! - [`audit`]: capacity and settlement audits (the simulation's invariants).
 //! - [`jobs`]: agents, jobs and attempts with fencing, signed usage and logs.
 //! - [`once`]: a command with its idempotency key, effect and stored answer in one transaction.
 //! - [`writer`]: the single writer thread with group commit.
-//! - [`Store`]: opens a backend from a URL and hands out the writer and read connections.
+//! - [`Store`]: opens a database from a URL and hands out the writer and read connections.
 //!
 //! This crate knows nothing of HTTP or JSON.
 
 pub mod audit;
-pub mod backend;
 mod batch_ledger;
 mod batch_nodes;
 mod batch_offers;
+pub mod database;
 pub mod jobs;
 pub mod once;
 pub mod ops;
@@ -31,7 +31,7 @@ use std::time::Duration;
 
 use suanli_core::quote::OfferBook;
 
-pub use backend::{Backend, StoreError, Value};
+pub use database::{Database, StoreError, Value};
 pub use ops::Tx;
 pub use writer::{Writer, WriterConfig};
 
@@ -58,17 +58,17 @@ impl Location {
         }
     }
 
-    fn open_writer(&self) -> Result<Box<dyn Backend>, StoreError> {
+    fn open_writer(&self) -> Result<Box<dyn Database>, StoreError> {
         Ok(match self {
-            Location::Sqlite(path) => Box::new(sqlite::SqliteBackend::open_writer(path)?),
-            Location::Postgres(url) => Box::new(postgres::PostgresBackend::connect_writer(url)?),
+            Location::Sqlite(path) => Box::new(sqlite::SqliteDatabase::open_writer(path)?),
+            Location::Postgres(url) => Box::new(postgres::PostgresDatabase::connect_writer(url)?),
         })
     }
 
-    fn open_reader(&self) -> Result<Box<dyn Backend>, StoreError> {
+    fn open_reader(&self) -> Result<Box<dyn Database>, StoreError> {
         Ok(match self {
-            Location::Sqlite(path) => Box::new(sqlite::SqliteBackend::open_reader(path)?),
-            Location::Postgres(url) => Box::new(postgres::PostgresBackend::connect(url)?),
+            Location::Sqlite(path) => Box::new(sqlite::SqliteDatabase::open_reader(path)?),
+            Location::Postgres(url) => Box::new(postgres::PostgresDatabase::connect(url)?),
         })
     }
 }
@@ -135,7 +135,7 @@ impl Store {
         };
         // A connection that failed at the database level, or is still in the transaction, is
         // dropped, not reused.
-        let healthy = ended.is_ok() && !matches!(result, Err(StoreError::Backend(_)));
+        let healthy = ended.is_ok() && !matches!(result, Err(StoreError::Database(_)));
         let result = result.and_then(|r| ended.map(|()| r));
         if pooled {
             self.readers.give_back(conn, healthy);
@@ -146,7 +146,7 @@ impl Store {
 
 /// Read connections kept open at most: more than the CPUs can use, few enough that the pool
 /// never has to open and close connections under load (a new connection costs a PostgreSQL
-/// backend process, or SQLite's schema parse and statement preparation, each time).
+/// database process, or SQLite's schema parse and statement preparation, each time).
 const READERS: usize = 16;
 
 /// How long a read waits for a pooled connection before it opens one of its own, which it closes
@@ -162,14 +162,14 @@ struct Readers {
 
 #[derive(Default)]
 struct ReaderPool {
-    idle: Vec<Box<dyn Backend>>,
+    idle: Vec<Box<dyn Database>>,
     /// Pooled connections open, idle or in use.
     open: usize,
 }
 
 impl Readers {
     /// A connection, and whether it belongs to the pool (else it is closed after use).
-    fn take(&self, location: &Location) -> Result<(Box<dyn Backend>, bool), StoreError> {
+    fn take(&self, location: &Location) -> Result<(Box<dyn Database>, bool), StoreError> {
         let mut pool = self.pool.lock().unwrap_or_else(|p| p.into_inner());
         let mut waited = false;
         loop {
@@ -200,7 +200,7 @@ impl Readers {
         }
     }
 
-    fn give_back(&self, conn: Box<dyn Backend>, healthy: bool) {
+    fn give_back(&self, conn: Box<dyn Database>, healthy: bool) {
         if healthy {
             let mut pool = self.pool.lock().unwrap_or_else(|p| p.into_inner());
             pool.idle.push(conn);

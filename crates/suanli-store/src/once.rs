@@ -8,7 +8,7 @@
 //! writer runs it again in one; see [`crate::writer`]) stays inside the store: callers see none
 //! of it.
 
-use crate::backend::StoreError;
+use crate::database::StoreError;
 use crate::ops::{StoredResponse, Tx};
 
 /// What became of a command run once.
@@ -70,7 +70,7 @@ impl Tx<'_> {
                 }
                 Ok(value)
             }
-            Err(StoreError::Backend(m)) => return Err(StoreError::Backend(m)),
+            Err(StoreError::Database(m)) => return Err(StoreError::Database(m)),
             Err(StoreError::Corrupt(m)) => return Err(StoreError::Corrupt(m)),
             Err(refusal) if optimistic => return Err(refusal),
             Err(refusal) => {
@@ -97,7 +97,7 @@ impl Tx<'_> {
             self.store_idempotent_response(key.org_id, k, &stored, now_ms)
                 .map_err(|e| match e {
                     StoreError::Conflict(_) => {
-                        StoreError::Backend("idempotency key in flight".into())
+                        StoreError::Database("idempotency key in flight".into())
                     }
                     e => e,
                 })?;

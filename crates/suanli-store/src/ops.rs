@@ -1,4 +1,4 @@
-//! Domain operations over any [`Backend`], written once in shared SQL.
+//! Domain operations over any [`Database`], written once in shared SQL.
 //!
 //! Writes run inside the writer's transaction (see [`crate::writer`]); every check that guards an
 //! invariant is a conditional `UPDATE … WHERE <still true> RETURNING`, so it also holds when several
@@ -22,10 +22,10 @@ use suanli_core::resource::{
     units_available, Capacity, Category, NodeFree, ResourceClass, UnitShape,
 };
 
-use crate::backend::{to_i64, Backend, Row, StoreError, Value};
 use crate::batch_ledger::LedgerBuffer;
 use crate::batch_nodes::FreeNodes;
 use crate::batch_offers::OfferTerms;
+use crate::database::{to_i64, Database, Row, StoreError, Value};
 
 /// A fresh identifier with a type prefix, e.g. `lease_19ac7f3e2b13f9a0c12d4e5b687`: the time in
 /// milliseconds (11 hex digits), then 64 bits that are random for a thread's first identifier in a
@@ -346,7 +346,7 @@ pub struct StoredResponse {
 
 /// An open transaction (writer) or a read connection (readers).
 pub struct Tx<'a> {
-    pub(crate) b: &'a mut dyn Backend,
+    pub(crate) b: &'a mut dyn Database,
     /// What the transaction keeps in memory: its unwritten ledger rows and, in the writer, the
     /// pools' free capacity.
     pub(crate) memory: Memory<'a>,
@@ -366,7 +366,7 @@ pub struct Tx<'a> {
 ///
 /// Forgotten (but for committed orgs) when a transaction rolls back, also to a savepoint. When a
 /// transaction commits, what it kept is what the database holds; the next transaction keeps it
-/// if nobody else committed meanwhile ([`crate::backend::Backend::changed_by_others`]: on
+/// if nobody else committed meanwhile ([`crate::database::Database::changed_by_others`]: on
 /// SQLite, where the writer holds the database's one write lock and `PRAGMA data_version` tells
 /// whether another connection committed) and forgets it otherwise (always on PostgreSQL, whose
 /// writer must lock what it reads). Each batch then reads its accounts, its pool's nodes and
@@ -639,7 +639,7 @@ fn int(v: u64) -> Result<Value, StoreError> {
 
 impl<'a> Tx<'a> {
     /// A transaction or read connection of its own: transfers are written as they are made.
-    pub fn new(b: &'a mut dyn Backend) -> Self {
+    pub fn new(b: &'a mut dyn Database) -> Self {
         Tx {
             b,
             memory: Memory::WriteThrough(Box::default()),
@@ -651,7 +651,7 @@ impl<'a> Tx<'a> {
     /// A job of the writer's batch: transfers are buffered in `memory` across the batch's jobs
     /// until the next flush (a savepoint boundary, a read of the ledger, the commit), and pools'
     /// free capacity is kept there.
-    pub(crate) fn in_batch(b: &'a mut dyn Backend, memory: &'a mut BatchMemory) -> Self {
+    pub(crate) fn in_batch(b: &'a mut dyn Database, memory: &'a mut BatchMemory) -> Self {
         Tx {
             b,
             memory: Memory::Batch(memory),
@@ -660,7 +660,7 @@ impl<'a> Tx<'a> {
         }
     }
 
-    pub fn backend_kind(&self) -> &'static str {
+    pub fn database_kind(&self) -> &'static str {
         self.b.kind()
     }
 
@@ -1379,7 +1379,7 @@ impl<'a> Tx<'a> {
     fn operator_account(&mut self, kind: AccountKind) -> Result<String, StoreError> {
         let op = self
             .operator_org_id()?
-            .ok_or_else(|| StoreError::Backend("the exchange has no operator org".into()))?;
+            .ok_or_else(|| StoreError::Database("the exchange has no operator org".into()))?;
         Ok(account_id(&op, kind))
     }
 
@@ -1964,7 +1964,7 @@ impl<'a> Tx<'a> {
             &[(&lease.hold.id).into(), s.hold_state().as_str().into(), int(s.cost_micros)?, now_ms.into()],
         )?;
         if n != 1 {
-            return Err(StoreError::Backend(format!(
+            return Err(StoreError::Database(format!(
                 "hold {} of an active lease is not pending",
                 lease.hold.id
             )));

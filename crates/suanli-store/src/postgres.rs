@@ -1,19 +1,19 @@
-//! PostgreSQL backend over the synchronous `postgres` client.
+//! PostgreSQL database over the synchronous `postgres` client.
 
 use std::collections::HashMap;
 
 use postgres::types::{ToSql, Type};
 use postgres::{Client, NoTls, Statement};
 
-use crate::backend::{Backend, Row, StoreError, Value};
+use crate::database::{Database, Row, StoreError, Value};
 
-pub struct PostgresBackend {
+pub struct PostgresDatabase {
     /// Always `Some` until dropped (see the `Drop` impl).
     client: Option<Client>,
     /// Prepared statements by SQL text: each costs a round trip to prepare, so prepare once.
     statements: HashMap<String, Statement>,
     /// The writer's second connection, which makes its commits durable (see
-    /// [`PostgresBackend::connect_writer`]); readers have none.
+    /// [`PostgresDatabase::connect_writer`]); readers have none.
     syncer: Option<std::sync::Arc<std::sync::Mutex<SyncConnection>>>,
     /// Where to connect again when the connection was lost (the writer's).
     url: String,
@@ -21,12 +21,12 @@ pub struct PostgresBackend {
     begun: bool,
     /// A statement failed since the transaction began or was last rolled back to a savepoint:
     /// PostgreSQL now refuses every statement of the transaction and would roll it back at
-    /// `COMMIT` (see [`Backend::transaction_broken`]).
+    /// `COMMIT` (see [`Database::transaction_broken`]).
     failed: bool,
 }
 
 /// The syncer's connection, and when it was made: a sync on it vouches only for commits made
-/// after it was connected (see [`PostgresBackend::connect_writer`]).
+/// after it was connected (see [`PostgresDatabase::connect_writer`]).
 struct SyncConnection {
     client: Option<Client>,
     connected_at: std::time::Instant,
@@ -46,7 +46,7 @@ impl SyncConnection {
 
     /// Makes durable the commit that was sent at `committed_at`.
     fn sync(&mut self, url: &str, committed_at: std::time::Instant) -> Result<(), StoreError> {
-        let lost = |why: String| StoreError::Backend(format!("syncing the commit: {why}"));
+        let lost = |why: String| StoreError::Database(format!("syncing the commit: {why}"));
         // A connection that is gone, or was made after the commit, cannot vouch for it:
         // PostgreSQL may have restarted in between and lost the commit.
         if !matches!(&self.client, Some(c) if !c.is_closed()) {
@@ -88,17 +88,17 @@ fn map_err(e: postgres::Error) -> StoreError {
         return match code {
             "23505" => StoreError::Conflict(db.message().to_owned()),
             "23514" | "22003" => StoreError::Overflow,
-            _ => StoreError::Backend(format!("{code}: {}", db.message())),
+            _ => StoreError::Database(format!("{code}: {}", db.message())),
         };
     }
-    StoreError::Backend(e.to_string())
+    StoreError::Database(e.to_string())
 }
 
-impl PostgresBackend {
+impl PostgresDatabase {
     /// Connects a reader to `url`.
     pub fn connect(url: &str) -> Result<Self, StoreError> {
         let client = Client::connect(url, NoTls).map_err(map_err)?;
-        Ok(PostgresBackend {
+        Ok(PostgresDatabase {
             client: Some(client),
             statements: HashMap::new(),
             syncer: None,
@@ -111,7 +111,7 @@ impl PostgresBackend {
     /// Connects the writer to `url` and brings the schema up to date.
     ///
     /// The writer commits with `synchronous_commit=off`: `COMMIT` makes the batch visible
-    /// without waiting for PostgreSQL to flush its WAL, and [`Backend::commit`] returns a sync
+    /// without waiting for PostgreSQL to flush its WAL, and [`Database::commit`] returns a sync
     /// that the writer's syncer thread runs on a second connection while the next batch
     /// executes: a tiny transaction that writes one WAL record (a logical decoding message,
     /// `suanli-sync`, which nothing reads) and commits with `synchronous_commit=on`. PostgreSQL flushes its WAL in order up to that commit's record,
@@ -154,7 +154,7 @@ impl PostgresBackend {
         self.client.as_mut().expect("the client lives until drop")
     }
 
-    /// Notes a failed statement (see [`PostgresBackend::failed`]).
+    /// Notes a failed statement (see [`PostgresDatabase::failed`]).
     fn noted<T>(&mut self, result: Result<T, postgres::Error>) -> Result<T, StoreError> {
         result.map_err(|e| {
             self.failed = true;
@@ -183,20 +183,20 @@ impl PostgresBackend {
     }
 }
 
-impl Backend for PostgresBackend {
+impl Database for PostgresDatabase {
     fn kind(&self) -> &'static str {
         "postgres"
     }
 
     fn execute(&mut self, sql: &str, params: &[Value]) -> Result<u64, StoreError> {
-        crate::backend::refuse_nul(params)?;
+        crate::database::refuse_nul(params)?;
         let stmt = self.prepare(sql)?;
         let result = self.client().execute(&stmt, &Self::params(params));
         self.noted(result)
     }
 
     fn query(&mut self, sql: &str, params: &[Value]) -> Result<Vec<Row>, StoreError> {
-        crate::backend::refuse_nul(params)?;
+        crate::database::refuse_nul(params)?;
         let stmt = self.prepare(sql)?;
         let result = self.client().query(&stmt, &Self::params(params));
         let rows = self.noted(result)?;
@@ -257,7 +257,7 @@ impl Backend for PostgresBackend {
             return Ok(());
         }
         if self.client().is_closed() {
-            // The connection was lost (a PostgreSQL restart, a terminated backend): the batch
+            // The connection was lost (a PostgreSQL restart, a terminated database): the batch
             // that met it failed; this one gets a new connection.
             tracing::warn!("the writer's PostgreSQL connection was lost; connecting again");
             self.reconnect()?;
@@ -266,17 +266,17 @@ impl Backend for PostgresBackend {
     }
 
     /// The writer's `COMMIT` carries the next transaction's `BEGIN` (one round trip fewer per
-    /// batch; [`Backend::begin_write`] then finds it open). Until then the connection is idle in
+    /// batch; [`Database::begin_write`] then finds it open). Until then the connection is idle in
     /// an empty transaction: under READ COMMITTED it has no snapshot and no transaction id, so it
     /// holds back neither vacuum nor anybody's locks. Should the `BEGIN` fail after the `COMMIT`
     /// went through, the batch is reported failed although committed, as when the answer to a
     /// `COMMIT` is lost: retries with the same idempotency key find what it did.
-    fn commit(&mut self) -> Result<Option<crate::backend::SyncFn>, StoreError> {
+    fn commit(&mut self) -> Result<Option<crate::database::SyncFn>, StoreError> {
         // Taken before: a connection made after this instant cannot vouch for the commit.
         let committed_at = std::time::Instant::now();
         if self.failed {
             // PostgreSQL would answer this `COMMIT` with a rollback, and no error.
-            return Err(StoreError::Backend(
+            return Err(StoreError::Database(
                 "a statement of the transaction failed; it cannot commit".into(),
             ));
         }
@@ -296,7 +296,7 @@ impl Backend for PostgresBackend {
     }
 }
 
-impl Drop for PostgresBackend {
+impl Drop for PostgresDatabase {
     fn drop(&mut self) {
         close_off_thread((self.client.take(), self.syncer.take()));
     }

@@ -1,10 +1,10 @@
 //! Migrations. Never edit one that has shipped: add a new one.
 //!
-//! The tables are the same on both backends; the few dialect differences (the transfer sequence
+//! The tables are the same on both databases; the few dialect differences (the transfer sequence
 //! column, SQLite's rebuilds of `transfers` in migration 5 and of `holds` and `leases` in
-//! migration 7, `postings` without a rowid) are written out per backend in [`migration_sql`].
+//! migration 7, `postings` without a rowid) are written out per database in [`migration_sql`].
 
-use crate::backend::{Backend, StoreError};
+use crate::database::{Database, StoreError};
 
 /// The schema, one entry per migration, in order. `{SEQ}` is the dialect's auto-incrementing key;
 /// `{SQLITE}` and `{SQLITE_CHECKS}` are SQLite's own steps of migrations that change nothing on
@@ -352,7 +352,7 @@ pub fn external_ref_key(external_ref: &str) -> String {
 }
 
 /// Migration 8's data step: the keys of the orgs' names and of the references already used.
-fn fill_names_and_references(b: &mut dyn Backend) -> Result<(), StoreError> {
+fn fill_names_and_references(b: &mut dyn Database) -> Result<(), StoreError> {
     let orgs = b.query("SELECT id, name FROM orgs ORDER BY created_ms, id", &[])?;
     let mut holders: std::collections::HashMap<String, String> = Default::default();
     for r in &orgs {
@@ -543,9 +543,9 @@ CREATE INDEX transfers_debit ON transfers(debit_account_id);
 CREATE INDEX transfers_credit ON transfers(credit_account_id);
 "#;
 
-/// The migration text for `backend_kind`.
-pub fn migration_sql(backend_kind: &str, index: usize) -> String {
-    let postgres = backend_kind == "postgres";
+/// The migration text for `database_kind`.
+pub fn migration_sql(database_kind: &str, index: usize) -> String {
+    let postgres = database_kind == "postgres";
     let pick = |on_postgres: &'static str, on_sqlite: &'static str| {
         if postgres {
             on_postgres
@@ -564,12 +564,12 @@ pub fn migration_sql(backend_kind: &str, index: usize) -> String {
 }
 
 /// Applies every migration not yet applied, each in its own transaction.
-pub fn migrate(b: &mut dyn Backend) -> Result<(), StoreError> {
+pub fn migrate(b: &mut dyn Database) -> Result<(), StoreError> {
     migrate_up_to(b, MIGRATIONS.len() as i64)
 }
 
 /// Applies the migrations not yet applied up to version `last` (tests start from older schemas).
-pub(crate) fn migrate_up_to(b: &mut dyn Backend, last: i64) -> Result<(), StoreError> {
+pub(crate) fn migrate_up_to(b: &mut dyn Database, last: i64) -> Result<(), StoreError> {
     b.batch(
         "CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, applied_ms BIGINT NOT NULL)",
     )?;
@@ -615,7 +615,7 @@ pub(crate) fn migrate_up_to(b: &mut dyn Backend, last: i64) -> Result<(), StoreE
 
 /// Applies migration `index` (version `version`) in a transaction of its own; on SQLite, commits
 /// only if no foreign key is violated afterwards.
-fn apply(b: &mut dyn Backend, index: usize, version: i64) -> Result<(), StoreError> {
+fn apply(b: &mut dyn Database, index: usize, version: i64) -> Result<(), StoreError> {
     b.begin_write()?;
     let step = b
         .batch(&migration_sql(b.kind(), index))
@@ -626,7 +626,7 @@ fn apply(b: &mut dyn Backend, index: usize, version: i64) -> Result<(), StoreErr
             let violations = b.query("PRAGMA foreign_key_check", &[])?;
             match violations.first() {
                 None => Ok(()),
-                Some(r) => Err(StoreError::Backend(format!(
+                Some(r) => Err(StoreError::Database(format!(
                     "migration {version} would leave {} foreign key violations (first in {})",
                     violations.len(),
                     r.str(0)?

@@ -1,33 +1,33 @@
-//! SQLite backend: WAL mode, one writer connection and read-only readers.
+//! SQLite database: WAL mode, one writer connection and read-only readers.
 //!
 //! The writer's commits are made durable by an `fdatasync` of the WAL file run apart from the
-//! commit (see [`SqliteBackend::open_writer`]); readers and the checkpointer run with
+//! commit (see [`SqliteDatabase::open_writer`]); readers and the checkpointer run with
 //! `synchronous=FULL`.
 
 use rusqlite::types::{ToSqlOutput, ValueRef};
 use rusqlite::{Connection, OpenFlags, ToSql};
 
-use crate::backend::{Backend, Row, StoreError, Value};
+use crate::database::{Database, Row, StoreError, Value};
 use suanli_walbuf::{FRAME_HEADER_BYTES, WAL_HEADER_BYTES};
 
-pub struct SqliteBackend {
+pub struct SqliteDatabase {
     conn: Connection,
     /// Statements rewritten for SQLite: rewriting is done once per statement.
     rewritten: Rewritten,
     /// The writer's checkpointer, stopped when the writer's connection is dropped.
     checkpointer: Option<Checkpointer>,
-    /// The writer's WAL file, opened once and synced after each commit by [`Backend::commit`]'s
+    /// The writer's WAL file, opened once and synced after each commit by [`Database::commit`]'s
     /// sync (an open descriptor syncs the file whatever happens to its name).
     wal: Option<std::sync::Arc<std::fs::File>>,
-    /// `PRAGMA data_version` when [`Backend::changed_by_others`] last read it.
+    /// `PRAGMA data_version` when [`Database::changed_by_others`] last read it.
     data_version: Option<i64>,
     /// A write transaction was begun and has not been committed or rolled back by us: should
-    /// SQLite end it itself (see [`Backend::transaction_broken`]), statements are refused until
+    /// SQLite end it itself (see [`Database::transaction_broken`]), statements are refused until
     /// the rollback, instead of each committing on its own.
     in_write: bool,
 }
 
-impl Drop for SqliteBackend {
+impl Drop for SqliteDatabase {
     fn drop(&mut self) {
         // Closing the last connection checkpoints the WAL and deletes it: with the database file
         // synced first.
@@ -114,7 +114,7 @@ impl Checkpointer {
         let prefill =
             wal.map(|(wal_path, file)| WalPrefill::new(wal_path, file, page_size, restart_at));
         let db_file = std::fs::File::open(path)
-            .map_err(|e| StoreError::Backend(format!("open {path} to sync it: {e}")))?;
+            .map_err(|e| StoreError::Database(format!("open {path} to sync it: {e}")))?;
         std::thread::Builder::new()
             .name("suanli-checkpoint".into())
             .spawn(move || {
@@ -134,7 +134,7 @@ impl Checkpointer {
                     }
                 }
             })
-            .map_err(|e| StoreError::Backend(format!("start the checkpointer: {e}")))?;
+            .map_err(|e| StoreError::Database(format!("start the checkpointer: {e}")))?;
         Ok(Checkpointer {
             stop,
             restart_wanted,
@@ -312,7 +312,7 @@ fn map_err(e: rusqlite::Error) -> StoreError {
             };
         }
     }
-    StoreError::Backend(e.to_string())
+    StoreError::Database(e.to_string())
 }
 
 /// Rewrites `$N` parameters as SQLite's explicit `?N`.
@@ -320,12 +320,12 @@ fn numbered_parameters(sql: &str) -> String {
     sql.replace('$', "?")
 }
 
-impl SqliteBackend {
+impl SqliteDatabase {
     /// Opens (creating) the database at `path` for writing and migrates it.
     ///
     /// Migrations run with `synchronous=FULL`. Then the connection runs with
     /// `synchronous=NORMAL`, under which a WAL-mode `COMMIT` appends the batch's pages to the WAL
-    /// without waiting for the disk, and [`Backend::commit`] returns an `fdatasync` of the WAL
+    /// without waiting for the disk, and [`Database::commit`] returns an `fdatasync` of the WAL
     /// file that the writer runs on another thread while it executes the next batch; a batch's
     /// requests are answered only after it. Nothing acknowledged depends on a sync at commit: the
     /// WAL is a log of whole commits whose frames are checksummed in a chain, so after a crash
@@ -342,7 +342,7 @@ impl SqliteBackend {
     fn open_writer_restarting_at(path: &str, restart_at_bytes: i64) -> Result<Self, StoreError> {
         // Through the WAL-buffering VFS: a commit's frames reach the WAL file in one write
         // instead of two per page (see `suanli_walbuf`).
-        let vfs = suanli_walbuf::register().map_err(StoreError::Backend)?;
+        let vfs = suanli_walbuf::register().map_err(StoreError::Database)?;
         let conn = Connection::open_with_flags_and_vfs(path, OpenFlags::default(), vfs)
             .map_err(map_err)?;
         // Before anything is written: a database's page size is fixed once it has a table.
@@ -354,7 +354,7 @@ impl SqliteBackend {
         )
         .map_err(map_err)?;
         conn.set_prepared_statement_cache_capacity(128);
-        let mut me = SqliteBackend {
+        let mut me = SqliteDatabase {
             conn,
             rewritten: Default::default(),
             checkpointer: None,
@@ -390,7 +390,7 @@ impl SqliteBackend {
         conn.execute_batch("PRAGMA busy_timeout=10000; PRAGMA query_only=ON;")
             .map_err(map_err)?;
         conn.set_prepared_statement_cache_capacity(128);
-        Ok(SqliteBackend {
+        Ok(SqliteDatabase {
             conn,
             rewritten: Default::default(),
             checkpointer: None,
@@ -446,11 +446,11 @@ fn rewrite<'a>(cache: &'a mut Rewritten, sql: &str) -> &'a str {
     &cache.0[&key].1
 }
 
-impl SqliteBackend {
+impl SqliteDatabase {
     /// Refuses statements once SQLite has ended the write transaction we began.
     fn check_transaction(&mut self) -> Result<(), StoreError> {
         if self.transaction_broken() {
-            return Err(StoreError::Backend(
+            return Err(StoreError::Database(
                 "SQLite rolled the transaction back after an error; nothing more runs in it".into(),
             ));
         }
@@ -458,14 +458,14 @@ impl SqliteBackend {
     }
 }
 
-impl Backend for SqliteBackend {
+impl Database for SqliteDatabase {
     fn kind(&self) -> &'static str {
         "sqlite"
     }
 
     fn execute(&mut self, sql: &str, params: &[Value]) -> Result<u64, StoreError> {
         self.check_transaction()?;
-        crate::backend::refuse_nul(params)?;
+        crate::database::refuse_nul(params)?;
         let mut stmt = self
             .conn
             .prepare_cached(rewrite(&mut self.rewritten, sql))
@@ -478,7 +478,7 @@ impl Backend for SqliteBackend {
 
     fn query(&mut self, sql: &str, params: &[Value]) -> Result<Vec<Row>, StoreError> {
         self.check_transaction()?;
-        crate::backend::refuse_nul(params)?;
+        crate::database::refuse_nul(params)?;
         let mut stmt = self
             .conn
             .prepare_cached(rewrite(&mut self.rewritten, sql))
@@ -528,10 +528,10 @@ impl Backend for SqliteBackend {
         Ok(())
     }
 
-    fn commit(&mut self) -> Result<Option<crate::backend::SyncFn>, StoreError> {
+    fn commit(&mut self) -> Result<Option<crate::database::SyncFn>, StoreError> {
         if self.transaction_broken() {
             self.in_write = false;
-            return Err(StoreError::Backend(
+            return Err(StoreError::Database(
                 "SQLite rolled the transaction back after an error; it cannot commit".into(),
             ));
         }
@@ -565,7 +565,7 @@ impl Backend for SqliteBackend {
     }
 
     /// Restarts the WAL when the checkpointer asked for it (see [`Checkpointer`]): here, not in
-    /// [`Backend::commit`], so that the batch just committed is synced and answered while the
+    /// [`Database::commit`], so that the batch just committed is synced and answered while the
     /// restart runs.
     fn after_batch(&mut self) {
         if let Some(c) = &self.checkpointer {
@@ -612,11 +612,11 @@ mod tests {
 
     /// A connection to a new database in a new directory, with foreign keys on and the
     /// migrations up to `version` applied, as an older exchange left it.
-    fn migrated_up_to(version: i64) -> (std::path::PathBuf, SqliteBackend) {
+    fn migrated_up_to(version: i64) -> (std::path::PathBuf, SqliteDatabase) {
         let dir = std::env::temp_dir().join(crate::ops::new_id("suanli-migrate"));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("m.db").to_string_lossy().into_owned();
-        let mut b = SqliteBackend {
+        let mut b = SqliteDatabase {
             conn: Connection::open(&path).unwrap(),
             rewritten: Default::default(),
             checkpointer: None,
@@ -630,7 +630,7 @@ mod tests {
     }
 
     /// The names of `table`'s indexes, in order.
-    fn indexes_of(b: &mut SqliteBackend, table: &str) -> Vec<String> {
+    fn indexes_of(b: &mut SqliteDatabase, table: &str) -> Vec<String> {
         b.query(
             "SELECT name FROM sqlite_schema WHERE tbl_name = $1 AND type = 'index' ORDER BY name",
             &[table.into()],
@@ -837,7 +837,7 @@ mod tests {
             lease("lease_2", "ended", "hold_2"),
         ))
         .unwrap();
-        let rows = |b: &mut SqliteBackend| {
+        let rows = |b: &mut SqliteDatabase| {
             (
                 b.query("SELECT * FROM holds ORDER BY id", &[]).unwrap(),
                 b.query("SELECT * FROM leases ORDER BY id", &[]).unwrap(),
@@ -908,7 +908,7 @@ mod tests {
     }
 
     /// Commits `n` batches of eight ~1 KiB rows into `scratch`, each synced as the writer's are.
-    fn commit_scratch(w: &mut SqliteBackend, n: usize) -> i64 {
+    fn commit_scratch(w: &mut SqliteDatabase, n: usize) -> i64 {
         let body = "x".repeat(900);
         for _ in 0..n {
             w.begin_write().unwrap();
@@ -939,7 +939,7 @@ mod tests {
         let path = dir.join("w.db").to_string_lossy().into_owned();
         let wal_path = format!("{path}-wal");
         // A 4 MiB bound: the WAL is filled ahead once it holds ~84 KB.
-        let mut w = SqliteBackend::open_writer_restarting_at(&path, 4 << 20).unwrap();
+        let mut w = SqliteDatabase::open_writer_restarting_at(&path, 4 << 20).unwrap();
         w.batch("CREATE TABLE scratch (id INTEGER PRIMARY KEY, body TEXT NOT NULL)")
             .unwrap();
         let mut rows = commit_scratch(&mut w, 40);
@@ -994,7 +994,7 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("w.db").to_string_lossy().into_owned();
         let restart_at = 256 << 10;
-        let mut w = SqliteBackend::open_writer_restarting_at(&path, restart_at).unwrap();
+        let mut w = SqliteDatabase::open_writer_restarting_at(&path, restart_at).unwrap();
         w.batch("CREATE TABLE scratch (id INTEGER PRIMARY KEY, body TEXT NOT NULL)")
             .unwrap();
         let (mut written, mut largest_wal) = (0u64, 0u64);
@@ -1017,7 +1017,7 @@ mod tests {
             .unwrap();
         assert_eq!(count, rows);
         drop(w);
-        let reader = SqliteBackend::open_reader(&path).unwrap();
+        let reader = SqliteDatabase::open_reader(&path).unwrap();
         let check = reader
             .conn
             .query_row("PRAGMA integrity_check", [], |r| r.get::<_, String>(0))

@@ -1,23 +1,23 @@
-//! The single writer: one thread owns the write connection and group-commits batches of jobs.
+//! The single writer: one thread owns the write connection and group-commits batches of requests.
 //!
-//! A batch first runs *optimistically*: its jobs one after another in one transaction, without
-//! savepoints (a savepoint makes SQLite copy every page a job touches). If every job succeeds the
+//! A batch first runs *optimistically*: its requests one after another in one transaction, without
+//! savepoints (a savepoint makes SQLite copy every page a request touches). If every request succeeds the
 //! batch commits. If one fails (insufficient funds, capacity taken, a refusal), the whole
-//! transaction is rolled back and the batch runs again with each job in a savepoint of its own, so
-//! that the refused job leaves no trace while the others commit; jobs are therefore `Fn`, run at
+//! transaction is rolled back and the batch runs again with each request in a savepoint of its own, so
+//! that the refused request leaves no trace while the others commit; requests are therefore `Fn`, run at
 //! most twice, and only the second run counts. After such a batch the next few start with
 //! savepoints at once, so a stream of refusals costs no double work. Nobody hears back before the
-//! batch is durable: a 2xx built from a job's result is durable. A batch holds what queued while
+//! batch is durable: a 2xx built from a request's result is durable. A batch holds what queued while
 //! the previous one ran, up to `max_batch`, so under load one fsync serves many requests and with
 //! one client it costs nothing extra.
 //!
-//! A job whose statement breaks the transaction itself (a database error PostgreSQL will not go
+//! A request whose statement breaks the transaction itself (a database error PostgreSQL will not go
 //! past, or one after which SQLite has rolled the transaction back; see
-//! [`Backend::transaction_broken`], asked after every job) fails alone: its savepoint is rolled
+//! [`Database::transaction_broken`], asked after every request) fails alone: its savepoint is rolled
 //! back, or, when that cannot be done, the whole transaction is, and the batch runs again
 //! without it. One bad request never fails the others of its batch.
 //!
-//! When the backend's `COMMIT` leaves the sync to be done (SQLite, see [`Backend::commit`]), a
+//! When the database's `COMMIT` leaves the sync to be done (SQLite, see [`Database::commit`]), a
 //! second thread, the syncer, runs it while the writer executes the next batch, and answers the
 //! batch's requests once it returned: the disk's latency is taken off the writer's path. Batches
 //! are synced in commit order (one sync covers every batch committed before it). A failed sync
@@ -30,25 +30,25 @@ use std::thread;
 use suanli_core::quote::OfferBook;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::backend::{Backend, StoreError, SyncFn};
+use crate::database::{Database, StoreError, SyncFn};
 use crate::ops::{BatchMemory, Tx};
 
-/// A job of a batch: `run` may be called twice (optimistically, then in a savepoint) and keeps
+/// A request of a batch: `run` may be called twice (optimistically, then in a savepoint) and keeps
 /// its last result; `deliver` answers the submitter with it once the batch's fate is known.
-trait BatchJob: Send {
-    /// Runs the job; false when it failed (its effects must be undone).
+trait BatchRequest: Send {
+    /// Runs the request; false when it failed (its effects must be undone).
     fn run(&mut self, tx: &mut Tx<'_>) -> bool;
     fn deliver(self: Box<Self>, commit: Result<(), StoreError>);
-    /// Replaces the job's result with `error`: its effects were undone although it returned.
+    /// Replaces the request's result with `error`: its effects were undone although it returned.
     fn fail(&mut self, error: StoreError);
-    /// The job's error, when its last run failed.
+    /// The request's error, when its last run failed.
     fn error(&self) -> Option<StoreError>;
-    /// The ledger accounts the job declared it moves money on (see
+    /// The ledger accounts the request declared it moves money on (see
     /// [`Writer::submit_with_accounts`]).
     fn accounts(&self) -> &[String];
 }
 
-type Job = Box<dyn BatchJob>;
+type Request = Box<dyn BatchRequest>;
 
 /// A submitted closure, its last result and who waits for it.
 struct Submitted<F, R> {
@@ -58,7 +58,7 @@ struct Submitted<F, R> {
     accounts: Vec<String>,
 }
 
-impl<F, R> BatchJob for Submitted<F, R>
+impl<F, R> BatchRequest for Submitted<F, R>
 where
     F: Fn(&mut Tx<'_>) -> Result<R, StoreError> + Send,
     R: Send,
@@ -88,7 +88,7 @@ where
     fn deliver(self: Box<Self>, commit: Result<(), StoreError>) {
         let result = self
             .result
-            .unwrap_or_else(|| Err(StoreError::Backend("the batch failed".into())));
+            .unwrap_or_else(|| Err(StoreError::Database("the batch failed".into())));
         let _ = self.reply.send(commit.and(result));
     }
 }
@@ -99,16 +99,16 @@ const SAFE_BATCHES_AFTER_A_REFUSAL: u32 = 8;
 /// Handle to the writer thread. Cloning shares the one writer.
 #[derive(Clone)]
 pub struct Writer {
-    sender: mpsc::Sender<Job>,
+    sender: mpsc::Sender<Request>,
 }
 
 /// Writer settings.
 #[derive(Debug, Clone, Copy)]
 pub struct WriterConfig {
-    /// Most jobs in one transaction; 1 turns group commit off (one commit and one sync per
+    /// Most requests in one transaction; 1 turns group commit off (one commit and one sync per
     /// request, each sync run before the next request: the naive baseline of the benchmarks).
     pub max_batch: usize,
-    /// Jobs that may wait for the writer before submitters are made to wait (backpressure).
+    /// Requests that may wait for the writer before submitters are made to wait (backpressure).
     pub queue: usize,
 }
 
@@ -122,14 +122,14 @@ impl Default for WriterConfig {
 }
 
 impl Writer {
-    /// Starts the writer thread on `backend`. After each committed batch the offers of the pools it
+    /// Starts the writer thread on `database`. After each committed batch the offers of the pools it
     /// changed are re-read and put into `book`.
     pub fn start(
-        mut backend: Box<dyn Backend>,
+        mut database: Box<dyn Database>,
         book: Arc<RwLock<OfferBook>>,
         config: WriterConfig,
     ) -> Writer {
-        let (sender, mut receiver) = mpsc::channel::<Job>(config.queue.max(1));
+        let (sender, mut receiver) = mpsc::channel::<Request>(config.queue.max(1));
         let max_batch = config.max_batch.max(1);
         // Batches committed and waiting for their sync; bounded, so the writer cannot run far
         // ahead of the disk.
@@ -141,14 +141,14 @@ impl Writer {
         thread::Builder::new()
             .name("suanli-writer".into())
             .spawn(move || {
-                let mut jobs: Vec<Job> = Vec::with_capacity(max_batch);
+                let mut requests: Vec<Request> = Vec::with_capacity(max_batch);
                 let mut memory = BatchMemory::default();
                 let mut safe_batches = 0u32;
                 while let Some(first) = receiver.blocking_recv() {
-                    jobs.push(first);
-                    while jobs.len() < max_batch {
+                    requests.push(first);
+                    while requests.len() < max_batch {
                         match receiver.try_recv() {
-                            Ok(job) => jobs.push(job),
+                            Ok(request) => requests.push(request),
                             Err(_) => break,
                         }
                     }
@@ -157,14 +157,14 @@ impl Writer {
                     safe_batches = safe_batches.saturating_sub(1);
                     let syncer = (max_batch > 1).then_some(&to_syncer);
                     let batch = Batch {
-                        backend: backend.as_mut(),
+                        database: database.as_mut(),
                         memory: &mut memory,
-                        declared: declared_accounts(&jobs),
+                        declared: declared_accounts(&requests),
                     };
-                    if !run_batch(batch, &mut jobs, &book, optimistic, syncer) {
+                    if !run_batch(batch, &mut requests, &book, optimistic, syncer) {
                         safe_batches = SAFE_BATCHES_AFTER_A_REFUSAL;
                     }
-                    backend.after_batch();
+                    database.after_batch();
                 }
             })
             .expect("spawn the writer thread");
@@ -181,13 +181,13 @@ impl Writer {
         self.submit_with_accounts(Vec::new(), f).await
     }
 
-    /// [`Writer::submit`] for a job that moves money on `accounts` (ids of ledger accounts).
+    /// [`Writer::submit`] for a request that moves money on `accounts` (ids of ledger accounts).
     ///
-    /// Before a batch's jobs run, the writer reads every account its jobs declared in one
+    /// Before a batch's requests run, the writer reads every account its requests declared in one
     /// statement (on PostgreSQL locking them, in id order, and taking the batch's ledger
     /// positions after the locks; see [`crate::batch_ledger`]), instead of one statement (one
-    /// round trip on PostgreSQL) for each job's first transfer. Declaring changes nothing but
-    /// the speed: a job may move money on accounts it did not declare (they are read when first
+    /// round trip on PostgreSQL) for each request's first transfer. Declaring changes nothing but
+    /// the speed: a request may move money on accounts it did not declare (they are read when first
     /// used), and a declared account it does not touch is only read (and on PostgreSQL locked
     /// until the batch ends); an unknown id is ignored.
     pub async fn submit_with_accounts<R, F>(
@@ -200,45 +200,45 @@ impl Writer {
         R: Send + 'static,
     {
         let (reply, rx) = oneshot::channel();
-        let job: Job = Box::new(Submitted {
+        let request: Request = Box::new(Submitted {
             f,
             result: None,
             reply,
             accounts,
         });
         self.sender
-            .send(job)
+            .send(request)
             .await
-            .map_err(|_| StoreError::Backend("the writer has stopped".into()))?;
+            .map_err(|_| StoreError::Database("the writer has stopped".into()))?;
         rx.await
-            .map_err(|_| StoreError::Backend("the writer dropped the request".into()))?
+            .map_err(|_| StoreError::Database("the writer dropped the request".into()))?
     }
 }
 
 impl Writer {
-    /// Queues every job of `jobs`, in order, calls `queued` once they all are, then returns their
-    /// results, each once its batch is durable. Jobs queued while the writer is busy run as one
-    /// batch (up to `max_batch`): the market simulation holds the writer with a job of its own,
+    /// Queues every request of `requests`, in order, calls `queued` once they all are, then returns their
+    /// results, each once its batch is durable. Requests queued while the writer is busy run as one
+    /// batch (up to `max_batch`): the market simulation holds the writer with a request of its own,
     /// queues a seeded batch behind it and lets it go in `queued`.
     pub async fn submit_all<R, F>(
         &self,
-        jobs: Vec<F>,
+        requests: Vec<F>,
         queued: impl FnOnce(),
     ) -> Vec<Result<R, StoreError>>
     where
         F: Fn(&mut Tx<'_>) -> Result<R, StoreError> + Send + 'static,
         R: Send + 'static,
     {
-        let mut replies = Vec::with_capacity(jobs.len());
-        for f in jobs {
+        let mut replies = Vec::with_capacity(requests.len());
+        for f in requests {
             let (reply, rx) = oneshot::channel();
-            let job: Job = Box::new(Submitted {
+            let request: Request = Box::new(Submitted {
                 f,
                 result: None,
                 reply,
                 accounts: Vec::new(),
             });
-            let sent = self.sender.send(job).await;
+            let sent = self.sender.send(request).await;
             replies.push(sent.map(|()| rx));
         }
         queued();
@@ -246,28 +246,34 @@ impl Writer {
         for reply in replies {
             results.push(match reply {
                 Ok(rx) => rx.await.unwrap_or_else(|_| {
-                    Err(StoreError::Backend("the writer dropped the request".into()))
+                    Err(StoreError::Database(
+                        "the writer dropped the request".into(),
+                    ))
                 }),
-                Err(_) => Err(StoreError::Backend("the writer has stopped".into())),
+                Err(_) => Err(StoreError::Database("the writer has stopped".into())),
             });
         }
         results
     }
 }
 
-/// Every account the jobs declared, once each.
-fn declared_accounts(jobs: &[Job]) -> Vec<String> {
-    let mut declared: Vec<String> = jobs.iter().flat_map(|j| j.accounts()).cloned().collect();
+/// Every account the requests declared, once each.
+fn declared_accounts(requests: &[Request]) -> Vec<String> {
+    let mut declared: Vec<String> = requests
+        .iter()
+        .flat_map(|j| j.accounts())
+        .cloned()
+        .collect();
     declared.sort_unstable();
     declared.dedup();
     declared
 }
 
-/// Runs and commits one batch, then answers every job. False when the optimistic run met a
-/// failing job and the batch had to run again with savepoints.
+/// Runs and commits one batch, then answers every request. False when the optimistic run met a
+/// failing request and the batch had to run again with savepoints.
 fn run_batch(
     mut batch: Batch<'_>,
-    jobs: &mut Vec<Job>,
+    requests: &mut Vec<Request>,
     book: &Arc<RwLock<OfferBook>>,
     optimistic: bool,
     syncer: Option<&std::sync::mpsc::SyncSender<Synced>>,
@@ -275,7 +281,7 @@ fn run_batch(
     let mut clean = true;
     let mut result = None;
     if optimistic {
-        match run_optimistically(&mut batch, jobs) {
+        match run_optimistically(&mut batch, requests) {
             Some(done) => result = Some(done),
             None => clean = false,
         }
@@ -283,31 +289,34 @@ fn run_batch(
     let (outcome, dirty) = match result {
         Some(done) => done,
         None => loop {
-            match run_with_savepoints(&mut batch, jobs) {
+            match run_with_savepoints(&mut batch, requests) {
                 Savepointed::Done(done) => break done,
-                // The job broke the transaction: it fails alone, the rest run again without it.
+                // The request broke the transaction: it fails alone, the rest run again without it.
                 Savepointed::Culprit(i) => {
-                    let mut culprit = jobs.remove(i);
+                    let mut culprit = requests.remove(i);
                     let error = culprit.error().unwrap_or_else(broken);
-                    tracing::warn!(error = %error, "a job broke its batch's transaction; the batch runs again without it");
+                    tracing::warn!(error = %error, "a request broke its batch's transaction; the batch runs again without it");
                     culprit.fail(error.clone());
                     culprit.deliver(Err(error));
-                    batch.declared = declared_accounts(jobs);
+                    batch.declared = declared_accounts(requests);
                 }
             }
         },
     };
     if let Err(e) = &outcome {
-        tracing::error!(error = %e, jobs = jobs.len(), "batch not committed; every job in it fails");
+        tracing::error!(error = %e, requests = requests.len(), "batch not committed; every request in it fails");
     } else if !dirty.is_empty() {
         // After the commit the batch's kept free capacity is the database's (see
         // `crate::batch_nodes`): the book's availability is computed from it.
-        refresh_book(batch.backend, batch.memory, book, &dirty);
+        refresh_book(batch.database, batch.memory, book, &dirty);
     }
-    let done: Vec<Job> = std::mem::take(jobs);
+    let done: Vec<Request> = std::mem::take(requests);
     match outcome {
         Ok(Some(sync)) => {
-            let batch = Synced { sync, jobs: done };
+            let batch = Synced {
+                sync,
+                requests: done,
+            };
             // Without a syncer (group commit off), or should it be gone: sync here, now.
             let unsent = match syncer {
                 Some(s) => s.send(batch).err().map(|e| e.0),
@@ -323,9 +332,9 @@ fn run_batch(
     clean
 }
 
-/// The error of a job that returned although a statement of it broke the transaction.
+/// The error of a request that returned although a statement of it broke the transaction.
 fn broken() -> StoreError {
-    StoreError::Backend(
+    StoreError::Database(
         "a statement of this request failed in the database; nothing of it was kept".into(),
     )
 }
@@ -333,7 +342,7 @@ fn broken() -> StoreError {
 /// A committed batch waiting for its sync, and who to answer then.
 struct Synced {
     sync: SyncFn,
-    jobs: Vec<Job>,
+    requests: Vec<Request>,
 }
 
 /// Runs the syncs of committed batches in order and answers their requests. Batches that queued
@@ -350,7 +359,7 @@ fn sync_loop(batches: std::sync::mpsc::Receiver<Synced>) {
 
 /// Runs the last batch's sync (it covers the earlier ones) and answers every batch.
 fn sync_and_answer(mut waiting: Vec<Synced>) {
-    let Some(Synced { sync, jobs }) = waiting.pop() else {
+    let Some(Synced { sync, requests }) = waiting.pop() else {
         return;
     };
     let outcome = sync();
@@ -360,11 +369,13 @@ fn sync_and_answer(mut waiting: Vec<Synced>) {
     }
     for batch in waiting {
         batch
-            .jobs
+            .requests
             .into_iter()
             .for_each(|j| j.deliver(outcome.clone()));
     }
-    jobs.into_iter().for_each(|j| j.deliver(outcome.clone()));
+    requests
+        .into_iter()
+        .for_each(|j| j.deliver(outcome.clone()));
 }
 
 type BatchResult = (
@@ -373,9 +384,9 @@ type BatchResult = (
 );
 
 /// The writer's connection, what its open transaction keeps in memory, and the accounts the
-/// batch's jobs declared.
+/// batch's requests declared.
 struct Batch<'a> {
-    backend: &'a mut dyn Backend,
+    database: &'a mut dyn Database,
     memory: &'a mut BatchMemory,
     declared: Vec<String>,
 }
@@ -389,7 +400,7 @@ impl Batch<'_> {
         if self.declared.is_empty() {
             return Ok(());
         }
-        let read = Tx::in_batch(self.backend, self.memory).read_accounts(&self.declared);
+        let read = Tx::in_batch(self.database, self.memory).read_accounts(&self.declared);
         if let Err(e) = read {
             tracing::warn!(error = %e, "reading the batch's declared accounts failed; running it without");
             self.rollback();
@@ -400,11 +411,11 @@ impl Batch<'_> {
     }
 
     fn begin_transaction(&mut self) -> Result<(), StoreError> {
-        if let Err(e) = self.backend.begin_write() {
+        if let Err(e) = self.database.begin_write() {
             self.memory.clear();
             return Err(e);
         }
-        match self.backend.changed_by_others() {
+        match self.database.changed_by_others() {
             Ok(changed) => {
                 self.memory.begin(changed);
                 Ok(())
@@ -417,7 +428,7 @@ impl Batch<'_> {
     }
 
     fn tx(&mut self) -> Tx<'_> {
-        Tx::in_batch(self.backend, self.memory)
+        Tx::in_batch(self.database, self.memory)
     }
 
     /// Writes the buffered ledger rows, then commits; rolls back on failure.
@@ -425,7 +436,7 @@ impl Batch<'_> {
         let outcome = self
             .tx()
             .flush_ledger()
-            .and_then(|()| self.backend.commit());
+            .and_then(|()| self.database.commit());
         match outcome {
             Ok(_) => self.memory.committed(),
             Err(_) => self.rollback(),
@@ -435,22 +446,22 @@ impl Batch<'_> {
 
     fn rollback(&mut self) {
         self.memory.clear();
-        let _ = self.backend.batch("ROLLBACK");
+        let _ = self.database.batch("ROLLBACK");
     }
 }
 
-/// Every job in one transaction without savepoints, then `COMMIT`. `None` (everything rolled
-/// back) when a job failed, broke the transaction, or the transaction could not be used: run the
+/// Every request in one transaction without savepoints, then `COMMIT`. `None` (everything rolled
+/// back) when a request failed, broke the transaction, or the transaction could not be used: run the
 /// batch again with savepoints.
-fn run_optimistically(batch: &mut Batch<'_>, jobs: &mut [Job]) -> Option<BatchResult> {
+fn run_optimistically(batch: &mut Batch<'_>, requests: &mut [Request]) -> Option<BatchResult> {
     batch.begin().ok()?;
     let mut dirty = std::collections::BTreeSet::new();
-    for job in jobs.iter_mut() {
+    for request in requests.iter_mut() {
         let mut tx = batch.tx();
         tx.optimistic = true;
-        let ok = job.run(&mut tx);
+        let ok = request.run(&mut tx);
         dirty.append(&mut tx.dirty_pools);
-        if !ok || batch.backend.transaction_broken() {
+        if !ok || batch.database.transaction_broken() {
             batch.rollback();
             return None;
         }
@@ -463,47 +474,47 @@ fn run_optimistically(batch: &mut Batch<'_>, jobs: &mut [Job]) -> Option<BatchRe
 
 /// How a run with savepoints ended.
 enum Savepointed {
-    /// Committed (or failed as a whole, for a reason no one job caused).
+    /// Committed (or failed as a whole, for a reason no one request caused).
     Done(BatchResult),
-    /// The job at this index broke the transaction beyond its savepoint; everything was rolled
+    /// The request at this index broke the transaction beyond its savepoint; everything was rolled
     /// back.
     Culprit(usize),
 }
 
-/// Each job in a savepoint of one transaction: a failing job leaves no trace, the others commit.
-fn run_with_savepoints(batch: &mut Batch<'_>, jobs: &mut [Job]) -> Savepointed {
+/// Each request in a savepoint of one transaction: a failing request leaves no trace, the others commit.
+fn run_with_savepoints(batch: &mut Batch<'_>, requests: &mut [Request]) -> Savepointed {
     let mut dirty = std::collections::BTreeSet::new();
     let mut failure: Option<StoreError> = batch.begin().err();
-    for (i, job) in jobs.iter_mut().enumerate() {
+    for (i, request) in requests.iter_mut().enumerate() {
         if failure.is_some() {
             // The transaction is unusable: the rest are answered without running.
             break;
         }
         let mut tx = batch.tx();
-        if let Err(e) = tx.savepoint("job") {
+        if let Err(e) = tx.savepoint("request") {
             failure = Some(e);
             break;
         }
-        let ran_ok = job.run(&mut tx);
+        let ran_ok = request.run(&mut tx);
         let pools = std::mem::take(&mut tx.dirty_pools);
-        // A job that returned although one of its statements broke the transaction failed.
-        let ok = ran_ok && !batch.backend.transaction_broken();
-        // Whether the job's work is kept; an `Err` when the transaction is beyond repair.
+        // A request that returned although one of its statements broke the transaction failed.
+        let ok = ran_ok && !batch.database.transaction_broken();
+        // Whether the request's work is kept; an `Err` when the transaction is beyond repair.
         let end = if ok {
-            match batch.tx().release("job") {
-                Ok(()) if !batch.backend.transaction_broken() => Ok(true),
+            match batch.tx().release("request") {
+                Ok(()) if !batch.database.transaction_broken() => Ok(true),
                 Ok(()) => Err(broken()),
                 // Its savepoint could not be kept (the ledger rows it buffered could not be
-                // written): undo the job, if the transaction still can be.
+                // written): undo the request, if the transaction still can be.
                 Err(e) => undo_job(batch).map(|()| {
-                    job.fail(e);
+                    request.fail(e);
                     false
                 }),
             }
         } else {
             undo_job(batch).map(|()| {
                 if ran_ok {
-                    job.fail(broken());
+                    request.fail(broken());
                 }
                 false
             })
@@ -513,7 +524,7 @@ fn run_with_savepoints(batch: &mut Batch<'_>, jobs: &mut [Job]) -> Savepointed {
             Ok(false) => {}
             Err(_) => {
                 // Nothing of the transaction can be trusted: roll it all back and let the batch
-                // run again without this job.
+                // run again without this request.
                 batch.rollback();
                 return Savepointed::Culprit(i);
             }
@@ -534,12 +545,13 @@ fn run_with_savepoints(batch: &mut Batch<'_>, jobs: &mut [Job]) -> Savepointed {
     Savepointed::Done((outcome, dirty))
 }
 
-/// Rolls back to the job's savepoint and releases it; an `Err` when the transaction is still
+/// Rolls back to the request's savepoint and releases it; an `Err` when the transaction is still
 /// (or now) unusable.
 fn undo_job(batch: &mut Batch<'_>) -> Result<(), StoreError> {
     let mut tx = batch.tx();
-    tx.rollback_to("job").and_then(|()| tx.release("job"))?;
-    if batch.backend.transaction_broken() {
+    tx.rollback_to("request")
+        .and_then(|()| tx.release("request"))?;
+    if batch.database.transaction_broken() {
         return Err(broken());
     }
     Ok(())
@@ -548,12 +560,12 @@ fn undo_job(batch: &mut Batch<'_>) -> Result<(), StoreError> {
 /// Re-reads the offers of `pools` (their availability changed) into the book, with `memory`, the
 /// memory of the transaction that just committed.
 fn refresh_book(
-    backend: &mut dyn Backend,
+    database: &mut dyn Database,
     memory: &mut BatchMemory,
     book: &Arc<RwLock<OfferBook>>,
     pools: &std::collections::BTreeSet<String>,
 ) {
-    match Tx::in_batch(backend, memory).offers_of_pools(Some(pools)) {
+    match Tx::in_batch(database, memory).offers_of_pools(Some(pools)) {
         Ok(offers) => {
             let mut book = book.write().unwrap_or_else(|p| p.into_inner());
             for o in offers {

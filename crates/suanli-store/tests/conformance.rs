@@ -9,7 +9,7 @@ use suanli_core::lease::EndReason;
 use suanli_core::ledger::{AccountKind, HoldState};
 use suanli_core::resource::ResourceClass;
 use suanli_store::ops::{account_id, new_id, NewNode, NewOffer, OrgRow, Purchase};
-use suanli_store::{Backend, Location, Store, StoreError, WriterConfig};
+use suanli_store::{Database, Location, Store, StoreError, WriterConfig};
 
 /// A fresh, empty store on the backend under test.
 fn fresh_store() -> Arc<Store> {
@@ -639,7 +639,7 @@ async fn two_exchange_processes_on_one_database_never_oversell() {
             Err(StoreError::CapacityUnavailable) => {}
             // Two SQLite writers wait on each other's lock; PostgreSQL may abort a lock cycle.
             // Either way nothing was applied, and the client may retry.
-            Err(StoreError::Backend(_)) => {}
+            Err(StoreError::Database(_)) => {}
             Err(e) => panic!("unexpected error {e:?}"),
         }
     }
@@ -707,7 +707,7 @@ async fn concurrent_transfers_chain_their_balances_and_positions() {
                             withdrew |= step == 1;
                             answered.push(t);
                         }
-                        Err(StoreError::Backend(_)) => continue,
+                        Err(StoreError::Database(_)) => continue,
                         Err(StoreError::InsufficientFunds { .. }) if step == 1 => {}
                         Err(e) => panic!("unexpected error {e:?}"),
                     }
@@ -1003,7 +1003,7 @@ fn the_postgres_sync_flushes_the_wal_past_the_commit() {
     let Some(db_url) = fresh_postgres_database() else {
         return;
     };
-    let mut writer = suanli_store::postgres::PostgresBackend::connect_writer(&db_url).unwrap();
+    let mut writer = suanli_store::postgres::PostgresDatabase::connect_writer(&db_url).unwrap();
     let mut observer = postgres::Client::connect(&db_url, postgres::NoTls).unwrap();
     for _ in 0..20 {
         writer.begin_write().unwrap();
@@ -1074,7 +1074,7 @@ async fn the_postgres_writer_connects_again_after_losing_its_connections() {
     for _ in 0..10 {
         match create(store.clone()).await {
             Ok(id) => created.push(id),
-            Err(StoreError::Backend(_)) => failures += 1,
+            Err(StoreError::Database(_)) => failures += 1,
             Err(e) => panic!("unexpected refusal: {e}"),
         }
     }
@@ -1439,17 +1439,17 @@ async fn a_writer_sees_what_another_process_committed_since_its_last_batch() {
 async fn a_row_that_does_not_decode_is_an_error_not_a_default() {
     let m = market(1_000_000_000).await;
     let lease = buy(&m.store, purchase(&m, 1, 60, 0)).await.unwrap();
-    let mut raw = tokio::task::block_in_place(|| -> Box<dyn Backend> {
+    let mut raw = tokio::task::block_in_place(|| -> Box<dyn Database> {
         match m.store.location() {
             Location::Sqlite(path) => {
-                Box::new(suanli_store::sqlite::SqliteBackend::open_writer(path).unwrap())
+                Box::new(suanli_store::sqlite::SqliteDatabase::open_writer(path).unwrap())
             }
             Location::Postgres(url) => {
-                Box::new(suanli_store::postgres::PostgresBackend::connect(url).unwrap())
+                Box::new(suanli_store::postgres::PostgresDatabase::connect(url).unwrap())
             }
         }
     });
-    let corrupt = |raw: &mut Box<dyn Backend>, sql: &str| {
+    let corrupt = |raw: &mut Box<dyn Database>, sql: &str| {
         tokio::task::block_in_place(|| raw.execute(sql, &[lease.id.as_str().into()])).unwrap()
     };
     assert_eq!(

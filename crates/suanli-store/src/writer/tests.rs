@@ -2,14 +2,14 @@
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use super::*;
-use crate::backend::{Row, Value};
+use crate::database::{Row, Value};
 
 /// A connection whose commits are durable only once their sync has run (slowly).
 struct SlowSync {
     synced: Arc<AtomicUsize>,
 }
 
-impl Backend for SlowSync {
+impl Database for SlowSync {
     fn kind(&self) -> &'static str {
         "test"
     }
@@ -71,10 +71,10 @@ fn org(name: &str) -> crate::ops::OrgRow {
 }
 
 /// Regression test for issue 16: on PostgreSQL one request with an id the database could
-/// not store failed its whole batch, and with it other tenants' purchases. A job whose
+/// not store failed its whole batch, and with it other tenants' purchases. A request whose
 /// statement breaks the transaction (PostgreSQL refuses everything after an error; SQLite
 /// rolls the transaction back on some errors, and later statements would commit one by one)
-/// must fail alone, even when it ignores the error; so must a job that declares an account
+/// must fail alone, even when it ignores the error; so must a request that declares an account
 /// id the database refuses. The others of its batch commit.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_job_that_breaks_the_transaction_fails_alone_and_the_batch_commits() {
@@ -86,7 +86,7 @@ async fn a_job_that_breaks_the_transaction_fails_alone_and_the_batch_commits() {
         .submit(move |tx| tx.create_org(&kept, "admin", None).map(|_| ()))
         .await
         .unwrap();
-    // Hold the writer in one job while the others queue up behind it: they form one batch.
+    // Hold the writer in one request while the others queue up behind it: they form one batch.
     let (release, released) = std::sync::mpsc::channel::<()>();
     let released = std::sync::Mutex::new(released);
     let holding = Arc::new(AtomicBool::new(false));
@@ -130,7 +130,7 @@ async fn a_job_that_breaks_the_transaction_fails_alone_and_the_batch_commits() {
     pause().await;
     spawn_good("good 1".into(), Vec::new());
     pause().await;
-    // The bad job: it writes, then makes the database raise an error that breaks the
+    // The bad request: it writes, then makes the database raise an error that breaks the
     // transaction, ignores it, and returns as if all went well.
     let bad_org = org("bad");
     let bad_id = bad_org.id.clone();
@@ -142,7 +142,7 @@ async fn a_job_that_breaks_the_transaction_fails_alone_and_the_batch_commits() {
                 .submit(move |tx| {
                     tx.create_org(&bad_org, "admin", None)?;
                     let number = tx.batch_number();
-                    let breaking = if tx.backend_kind() == "sqlite" {
+                    let breaking = if tx.database_kind() == "sqlite" {
                         // A constraint failure under OR ROLLBACK ends SQLite's transaction.
                         format!(
                             "INSERT OR ROLLBACK INTO orgs (id, name, kind, zone, origin_region, \
@@ -170,25 +170,25 @@ async fn a_job_that_breaks_the_transaction_fails_alone_and_the_batch_commits() {
     let bad = bad.await.unwrap();
     assert!(
         bad.is_err(),
-        "the job that broke the transaction failed: {bad:?}"
+        "the request that broke the transaction failed: {bad:?}"
     );
     let mut batches = Vec::new();
     for (id, handle) in good {
         let number = handle
             .await
             .unwrap()
-            .unwrap_or_else(|e| panic!("a good job of the batch failed: {e}"));
+            .unwrap_or_else(|e| panic!("a good request of the batch failed: {e}"));
         batches.push(number.expect("ran in the writer"));
         let found = tokio::task::block_in_place(|| store.read(|tx| tx.get_org(&id)));
         assert!(found.is_ok(), "org {id} was committed");
     }
-    // All the good jobs ran in one batch, the one the bad job was in.
+    // All the good requests ran in one batch, the one the bad request was in.
     assert!(batches.len() >= 2);
     assert!(batches.iter().all(|b| *b == batches[0]), "{batches:?}");
     let lost = tokio::task::block_in_place(|| store.read(|tx| tx.get_org(&bad_id)));
     assert!(
         matches!(lost, Err(StoreError::NotFound(_))),
-        "nothing of the bad job was kept: {lost:?}"
+        "nothing of the bad request was kept: {lost:?}"
     );
     // The writer goes on.
     let after = org("after");
@@ -221,10 +221,10 @@ async fn nobody_hears_back_before_their_batch_is_synced() {
                 })
                 .await
                 .unwrap();
-            // Answered only after a sync that started after this job's batch committed.
+            // Answered only after a sync that started after this request's batch committed.
             assert!(
                 synced.load(Ordering::SeqCst) > seen_at_run,
-                "job {i} answered before its batch was synced"
+                "request {i} answered before its batch was synced"
             );
         }));
     }

@@ -1,7 +1,7 @@
 //! The store trait: one narrow SQL connection interface, implemented by SQLite and PostgreSQL.
 //!
 //! Domain queries ([`crate::ops`]) are written once in the SQL both databases share (`$N`
-//! parameters, `RETURNING`, `ON CONFLICT`); each backend owns its connection handling, its error
+//! parameters, `RETURNING`, `ON CONFLICT`); each database owns its connection handling, its error
 //! mapping and its migrations.
 
 /// A bound parameter or a read column. Typed nulls, because PostgreSQL checks parameter types.
@@ -48,7 +48,7 @@ impl From<Option<&str>> for Value {
 }
 
 /// Refuses a text parameter holding NUL, which PostgreSQL cannot store (SQLite would): both
-/// backends answer it alike. The server refuses NUL at its edge; this is the store's own guard.
+/// databases answer it alike. The server refuses NUL at its edge; this is the store's own guard.
 pub(crate) fn refuse_nul(params: &[Value]) -> Result<(), StoreError> {
     let nul = params
         .iter()
@@ -174,7 +174,7 @@ pub enum StoreError {
     #[error("amount overflows")]
     Overflow,
     #[error("database error: {0}")]
-    Backend(String),
+    Database(String),
     /// A stored row that does not decode: an unknown state, a NULL where none may be. Reads fail
     /// closed on it rather than guess.
     #[error("stored data does not decode: {0}")]
@@ -224,9 +224,9 @@ impl StoreError {
     }
 }
 
-/// A database connection. Implemented by [`crate::sqlite::SqliteBackend`] and
-/// [`crate::postgres::PostgresBackend`].
-pub trait Backend: Send {
+/// A database connection. Implemented by [`crate::sqlite::SqliteDatabase`] and
+/// [`crate::postgres::PostgresDatabase`].
+pub trait Database: Send {
     /// `sqlite` or `postgres`.
     fn kind(&self) -> &'static str;
     /// Runs one statement with `$N` parameters; returns the rows it changed.
@@ -247,13 +247,13 @@ pub trait Backend: Send {
     /// once `sync` has returned `Ok` (the writer runs it on another thread while the next batch
     /// executes, and answers the batch's requests only then). A sync covers every commit made
     /// before it on this connection. When it fails the batch's requests fail (the commit may or
-    /// may not survive a crash; retries with the same idempotency key find out); a backend for
+    /// may not survive a crash; retries with the same idempotency key find out); a database for
     /// which a failed sync means the process cannot go on safely stops it in `sync` itself.
     fn commit(&mut self) -> Result<Option<SyncFn>, StoreError> {
         self.batch("COMMIT").map(|()| None)
     }
     /// Whether another connection may have committed changes since this connection last asked;
-    /// asked by the writer right after it began a write transaction. `true` where the backend
+    /// asked by the writer right after it began a write transaction. `true` where the database
     /// cannot tell: the writer then reads again what it kept from its earlier transactions.
     fn changed_by_others(&mut self) -> Result<bool, StoreError> {
         Ok(true)
@@ -273,7 +273,7 @@ pub trait Backend: Send {
     fn after_batch(&mut self) {}
 }
 
-/// Makes a commit durable (see [`Backend::commit`]).
+/// Makes a commit durable (see [`Database::commit`]).
 pub type SyncFn = Box<dyn FnOnce() -> Result<(), StoreError> + Send>;
 
 /// Converts `i64` columns to `u64` values, refusing what does not fit.
