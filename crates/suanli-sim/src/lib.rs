@@ -112,6 +112,7 @@ pub fn run_seed(seed: u64, steps: u32, target: &Target) -> Result<Tally, Failure
         .map_err(|e| fail(0, format!("runtime: {e}")))?;
     let mut sim = Sim::new(seed, location.clone()).map_err(|e| fail(0, e.to_string()))?;
     let result = (1..=steps).try_for_each(|step| {
+        sim.prepare().map_err(|e| fail(step, e.to_string()))?;
         runtime
             .block_on(sim.step())
             .map_err(|e| fail(step, e.to_string()))?;
@@ -183,9 +184,9 @@ impl Sim {
         })
     }
 
-    /// One step: the clock moves, sometimes the store restarts or an agent goes silent or comes
-    /// back, then one seeded batch of commands runs through the writer.
-    async fn step(&mut self) -> Result<(), StoreError> {
+    /// The start of a step, outside the runtime (opening a PostgreSQL store blocks): the clock
+    /// moves, sometimes the store restarts or an agent goes silent or comes back.
+    fn prepare(&mut self) -> Result<(), StoreError> {
         let rng = &mut self.rng;
         self.now_ms += rng.range(0, 4_000) as i64;
         if rng.chance(2) {
@@ -209,6 +210,11 @@ impl Sim {
             let agent = &mut self.world.agents[a];
             agent.silent = !agent.silent;
         }
+        Ok(())
+    }
+
+    /// The rest of a step: one seeded batch of commands runs through the writer.
+    async fn step(&mut self) -> Result<(), StoreError> {
         let size = self.rng.range(1, 6) as usize;
         let mut batch: Vec<(Cmd, Option<String>, bool)> = Vec::with_capacity(size);
         // A market to act on first: a few orgs with money, a pool and an offer.
@@ -373,12 +379,18 @@ fn futures_block_on<F: std::future::Future>(f: F) -> F::Output {
 /// A new, empty database on the PostgreSQL server at `url`, for one seed.
 fn fresh_database(url: &str, seed: u64) -> Result<String, String> {
     let name = format!("suanli_sim_{seed}_{}", std::process::id());
-    let mut client = postgres::Client::connect(url, postgres::NoTls).map_err(|e| e.to_string())?;
+    let failed = |e: postgres::Error| match e.as_db_error() {
+        Some(db) => format!("{url}: {}", db.message()),
+        None => format!("{url}: {e}"),
+    };
+    let mut client = postgres::Client::connect(url, postgres::NoTls).map_err(failed)?;
+    // One statement per call: several in one are one transaction, which CREATE DATABASE refuses.
     client
-        .batch_execute(&format!(
-            "DROP DATABASE IF EXISTS {name}; CREATE DATABASE {name}"
-        ))
-        .map_err(|e| e.to_string())?;
+        .batch_execute(&format!("DROP DATABASE IF EXISTS {name}"))
+        .map_err(failed)?;
+    client
+        .batch_execute(&format!("CREATE DATABASE {name}"))
+        .map_err(failed)?;
     let base = url.rsplit_once('/').map_or(url, |(base, _)| base);
     Ok(format!("{base}/{name}"))
 }

@@ -63,6 +63,7 @@ fn main() -> std::process::ExitCode {
     let started = Instant::now();
     let next = AtomicU64::new(0);
     let tally = Mutex::new(Tally::default());
+    let passed = AtomicU64::new(0);
     let failures: Mutex<Vec<Failure>> = Mutex::new(Vec::new());
     let seeds = Arc::new(seeds);
     std::thread::scope(|scope| {
@@ -74,7 +75,10 @@ fn main() -> std::process::ExitCode {
                     break;
                 }
                 match run_seed(seed, args.steps, &target) {
-                    Ok(t) => tally.lock().unwrap().add(&t),
+                    Ok(t) => {
+                        tally.lock().unwrap().add(&t);
+                        passed.fetch_add(1, Ordering::SeqCst);
+                    }
                     Err(f) => failures.lock().unwrap().push(f),
                 }
             });
@@ -87,7 +91,7 @@ fn main() -> std::process::ExitCode {
     } else {
         "SQLite"
     };
-    let ran = seeds.len() - failures.len();
+    let ran = passed.load(Ordering::SeqCst);
     println!(
         "{ran} seed(s) × {} steps on {store} in {:.1} s",
         args.steps,
