@@ -5,6 +5,8 @@
 #
 #   scripts/bench-ab.sh BASE [ROUNDS]        # e.g. scripts/bench-ab.sh d4bd2f1 3
 #   SECONDS_PER_RUN (default 8); the jobs benchmarks are skipped (JOBS_N=0).
+#   A_DIR, B_DIR: directories with release/suanli and release/suanli-bench built already (skips
+#   the builds).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
@@ -16,13 +18,18 @@ work=$(mktemp -d /tmp/suanli-ab.XXXXXX)
 cleanup() { git -C "$root" worktree remove --force "$work/a-tree" >/dev/null 2>&1 || true; }
 trap cleanup EXIT
 
-echo "== building A ($base) and B (the working tree), release"
-git worktree add --detach "$work/a-tree" "$base" >/dev/null
-(cd "$work/a-tree" && CARGO_TARGET_DIR=$target cargo build --release -q -p suanli -p suanli-bench)
 mkdir -p "$work/A/release" "$work/B/release"
-cp "$target/release/suanli" "$target/release/suanli-bench" "$work/A/release/"
-cargo build --release -q -p suanli -p suanli-bench
-cp "$target/release/suanli" "$target/release/suanli-bench" "$work/B/release/"
+if [ -n "${A_DIR:-}" ] && [ -n "${B_DIR:-}" ]; then
+  cp "$A_DIR/release/suanli" "$A_DIR/release/suanli-bench" "$work/A/release/"
+  cp "$B_DIR/release/suanli" "$B_DIR/release/suanli-bench" "$work/B/release/"
+else
+  echo "== building A ($base) and B (the working tree), release"
+  git worktree add --detach "$work/a-tree" "$base" >/dev/null
+  (cd "$work/a-tree" && CARGO_TARGET_DIR=$target cargo build --release -q -p suanli -p suanli-bench)
+  cp "$target/release/suanli" "$target/release/suanli-bench" "$work/A/release/"
+  cargo build --release -q -p suanli -p suanli-bench
+  cp "$target/release/suanli" "$target/release/suanli-bench" "$work/B/release/"
+fi
 
 for r in $(seq "$rounds"); do
   for side in A B; do
