@@ -199,6 +199,20 @@ impl Writer {
         F: Fn(&mut Tx<'_>) -> Result<R, StoreError> + Send + 'static,
         R: Send + 'static,
     {
+        let rx = self.enqueue(accounts, f).await?;
+        rx.await.map_err(|_| dropped())?
+    }
+
+    /// Queues one request; its answer comes on the receiver once its batch is durable.
+    async fn enqueue<R, F>(
+        &self,
+        accounts: Vec<String>,
+        f: F,
+    ) -> Result<oneshot::Receiver<Result<R, StoreError>>, StoreError>
+    where
+        F: Fn(&mut Tx<'_>) -> Result<R, StoreError> + Send + 'static,
+        R: Send + 'static,
+    {
         let (reply, rx) = oneshot::channel();
         let request: Request = Box::new(Submitted {
             f,
@@ -210,14 +224,11 @@ impl Writer {
             .send(request)
             .await
             .map_err(|_| StoreError::Database("the writer has stopped".into()))?;
-        rx.await
-            .map_err(|_| StoreError::Database("the writer dropped the request".into()))?
+        Ok(rx)
     }
-}
 
-impl Writer {
-    /// Queues every request of `requests`, in order, calls `queued` once they all are, then returns their
-    /// results, each once its batch is durable. Requests queued while the writer is busy run as one
+    /// Queues every request of `requests`, in order, calls `queued` once they all are, then
+    /// returns their results, each once its batch is durable. Requests queued while the writer is busy run as one
     /// batch (up to `max_batch`): the market simulation holds the writer with a request of its own,
     /// queues a seeded batch behind it and lets it go in `queued`.
     pub async fn submit_all<R, F>(
@@ -231,30 +242,22 @@ impl Writer {
     {
         let mut replies = Vec::with_capacity(requests.len());
         for f in requests {
-            let (reply, rx) = oneshot::channel();
-            let request: Request = Box::new(Submitted {
-                f,
-                result: None,
-                reply,
-                accounts: Vec::new(),
-            });
-            let sent = self.sender.send(request).await;
-            replies.push(sent.map(|()| rx));
+            replies.push(self.enqueue(Vec::new(), f).await);
         }
         queued();
         let mut results = Vec::with_capacity(replies.len());
         for reply in replies {
             results.push(match reply {
-                Ok(rx) => rx.await.unwrap_or_else(|_| {
-                    Err(StoreError::Database(
-                        "the writer dropped the request".into(),
-                    ))
-                }),
-                Err(_) => Err(StoreError::Database("the writer has stopped".into())),
+                Ok(rx) => rx.await.unwrap_or_else(|_| Err(dropped())),
+                Err(e) => Err(e),
             });
         }
         results
     }
+}
+
+fn dropped() -> StoreError {
+    StoreError::Database("the writer dropped the request".into())
 }
 
 /// Every account the requests declared, once each.
