@@ -257,14 +257,16 @@ impl Sim {
         // batch runs as one (the writer takes what queued while it was busy).
         let (release, released) = mpsc::channel::<()>();
         let released = Mutex::new(released);
-        let (held_tx, held_rx) = mpsc::channel::<()>();
-        let held_tx = Mutex::new(held_tx);
+        let (held_tx, held_rx) = tokio::sync::oneshot::channel::<()>();
+        let held_tx = Mutex::new(Some(held_tx));
         let blocker = tokio::spawn({
             let writer = writer.clone();
             async move {
                 writer
                     .submit(move |_| {
-                        let _ = held_tx.lock().map(|t| t.send(()));
+                        if let Some(t) = held_tx.lock().ok().and_then(|mut t| t.take()) {
+                            let _ = t.send(());
+                        }
                         let _ = released
                             .lock()
                             .map(|r| r.recv_timeout(Duration::from_secs(30)));
@@ -273,12 +275,10 @@ impl Sim {
                     .await
             }
         });
-        loop {
-            if held_rx.try_recv().is_ok() {
-                break;
-            }
-            tokio::time::sleep(Duration::from_micros(20)).await;
-        }
+        // The writer runs the blocker on its own thread; a writer that stopped drops it unsent.
+        held_rx
+            .await
+            .map_err(|_| StoreError::Database("the writer stopped before the batch".into()))?;
         let operator = self.world.operator.clone();
         let now = self.now_ms;
         let jobs: Vec<_> = batch

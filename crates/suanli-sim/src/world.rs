@@ -72,6 +72,12 @@ pub struct World {
     pub counter: u64,
     /// Settled leases as first seen: (billed unit-ms, cost, fee) must never change.
     pub settled: BTreeMap<String, (u64, u64, u64)>,
+    /// The leases the last check found active: a lease leaves that state only in a step, so
+    /// these and the leases bought since ([`World::checked_leases`] on) are the ones a step can
+    /// have settled.
+    pub checked_active: Vec<String>,
+    /// How many of [`World::leases`] the last check knew.
+    pub checked_leases: usize,
 }
 
 impl World {

@@ -1,16 +1,16 @@
 //! Audits of what the store holds, beyond the ledger check: capacity against the leases holding
 //! it, and the facts [`suanli_core::audit::check`] checks settlements and usage on. The market
-//! simulation runs them after every step; they read everything, so they are for checks, not for
+//! simulation runs them after every step; they scan whole tables, so they are for checks, not for
 //! requests.
 
 use suanli_core::audit::{AttemptFacts, JobFacts, LeaseFacts, MarketFacts};
 use suanli_core::decide::purchase::Billing;
 use suanli_core::job::JobState;
 use suanli_core::lease::LeaseState;
-use suanli_core::ledger::HoldState;
+use suanli_core::ledger::{check_balances, AccountKind, AccountTotals, HoldState};
 use suanli_core::resource::{check_reservations, Capacity, NodeReservation};
 
-use crate::database::{Row, StoreError};
+use crate::database::{Row, StoreError, Value};
 use crate::ops::Tx;
 
 impl Tx<'_> {
@@ -49,16 +49,80 @@ impl Tx<'_> {
         Ok(check_reservations(&nodes))
     }
 
-    /// Every lease with its hold, every job and every attempt, for [`suanli_core::audit::check`].
-    pub fn market_facts(&mut self) -> Result<MarketFacts, StoreError> {
+    /// [`check_balances`] over every account and the holds that bear on it: the open ones, and
+    /// any closed one not resolved exactly once. A closed hold resolved once adds nothing to the
+    /// held balances and passes the per-hold check, so leaving it out changes no verdict; it is
+    /// what keeps this check's cost flat as the ledger grows (the full ledger check,
+    /// [`Tx::check_ledger`], reads everything).
+    pub fn check_open_balances(&mut self) -> Result<Vec<String>, StoreError> {
+        let accounts = self
+            .b
+            .query(
+                "SELECT id, org_id, kind, debits_micros, credits_micros FROM accounts",
+                &[],
+            )?
+            .iter()
+            .map(|r| {
+                Ok(AccountTotals {
+                    account_id: r.str(0)?,
+                    org_id: r.str(1)?,
+                    kind: r.parsed(2, AccountKind::parse)?,
+                    debits_micros: r.u64(3)?,
+                    credits_micros: r.u64(4)?,
+                })
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        let holds = self
+            .b
+            .query(
+                "SELECT id, org_id, amount_micros, state, resolutions FROM holds \
+                 WHERE state = 'pending' OR resolutions <> 1",
+                &[],
+            )?
+            .iter()
+            .map(|r| {
+                Ok((
+                    r.str(0)?,
+                    r.str(1)?,
+                    r.u64(2)?,
+                    r.parsed(3, HoldState::parse)?,
+                    r.u64(4)?,
+                ))
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        Ok(check_balances(&accounts, &holds))
+    }
+
+    /// The facts [`suanli_core::audit::check`] checks: of every lease (`also` = `None`), or of
+    /// the active leases and those named in `also`, with their jobs and the jobs' attempts.
+    /// Everything a lease's check reads is the lease's own: its hold, its jobs, their attempts.
+    pub fn market_facts(&mut self, also: Option<&[String]>) -> Result<MarketFacts, StoreError> {
+        // The leases in scope, as a condition on `l` (the same text in each query below).
+        let (scope, params): (String, Vec<Value>) = match also {
+            None => ("1 = 1".into(), Vec::new()),
+            Some(ids) => {
+                let mut scope = "l.state = 'active'".to_string();
+                if !ids.is_empty() {
+                    scope.push_str(" OR l.id IN (");
+                    scope.push_str(&vec!["?"; ids.len()].join(", "));
+                    scope.push(')');
+                }
+                (
+                    scope,
+                    ids.iter().map(|id| Value::from(id.as_str())).collect(),
+                )
+            }
+        };
         let leases = self
             .b
             .query(
-                "SELECT l.id, l.units, l.duration_limit_s, l.ends_ms, l.state, l.billing, \
-                 l.metered_unit_ms, l.ended_ms, l.billed_unit_ms, l.cost_micros, l.fee_micros, \
-                 h.amount_micros, h.state, h.posted_micros \
-                 FROM leases l JOIN holds h ON h.id = l.hold_id ORDER BY l.id",
-                &[],
+                &format!(
+                    "SELECT l.id, l.units, l.duration_limit_s, l.ends_ms, l.state, l.billing, \
+                     l.metered_unit_ms, l.ended_ms, l.billed_unit_ms, l.cost_micros, l.fee_micros, \
+                     h.amount_micros, h.state, h.posted_micros \
+                     FROM leases l JOIN holds h ON h.id = l.hold_id WHERE {scope}"
+                ),
+                &params,
             )?
             .iter()
             .map(|r| {
@@ -83,9 +147,11 @@ impl Tx<'_> {
         let jobs = self
             .b
             .query(
-                "SELECT id, lease_id, state, current_attempt_id, time_limit_s, unit_ms FROM jobs \
-                 ORDER BY id",
-                &[],
+                &format!(
+                    "SELECT j.id, j.lease_id, j.state, j.current_attempt_id, j.time_limit_s, \
+                     j.unit_ms FROM jobs j JOIN leases l ON l.id = j.lease_id WHERE {scope}"
+                ),
+                &params,
             )?
             .iter()
             .map(|r| {
@@ -102,8 +168,12 @@ impl Tx<'_> {
         let attempts = self
             .b
             .query(
-                "SELECT id, job_id, state, dispatched_ms, unit_ms FROM attempts ORDER BY id",
-                &[],
+                &format!(
+                    "SELECT a.id, a.job_id, a.state, a.dispatched_ms, a.unit_ms FROM attempts a \
+                     JOIN jobs j ON j.id = a.job_id JOIN leases l ON l.id = j.lease_id \
+                     WHERE {scope}"
+                ),
+                &params,
             )?
             .iter()
             .map(|r| {
