@@ -20,7 +20,7 @@ git worktree add --detach "$work/tree" HEAD >/dev/null
 mutations=(
   "drop the funds check|crates/suanli-store/src/batch_ledger.rs|if guarded && d.balance() < amount as i64 {|if false \&\& guarded \&\& d.balance() < amount as i64 {"
   "pay the fee twice|crates/suanli-core/src/decide/settle.rs|            settlement.fee_micros,\n        ),|            settlement.fee_micros,\n        ),\n        (\n            TransferKind::Fee,\n            AccountRef::Operator(AccountKind::Fees),\n            settlement.fee_micros,\n        ),"
-  "skip the capacity release|crates/suanli-store/src/ops.rs|        for a in \&allocs {|        for a in allocs.iter().take(0) {"
+  "skip the capacity release|crates/suanli-store/src/ops/leases.rs|        for a in \&allocs {|        for a in allocs.iter().take(0) {"
   "bill past the time limit|crates/suanli-core/src/job.rs|            .min(self.dispatched_ms.saturating_add(limit_ms))\n|"
   "bill past the lease's end|crates/suanli-core/src/job.rs|            .min(self.lease_ends_ms)\n|"
 )
