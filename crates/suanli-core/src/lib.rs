@@ -16,6 +16,7 @@
 //! - [`decide`]: every state-changing command's rule, from a snapshot to effects or a refusal.
 
 pub mod audit;
+pub mod data;
 pub mod decide;
 pub mod job;
 pub mod lease;

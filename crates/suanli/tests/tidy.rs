@@ -13,11 +13,6 @@ const MAX_LINES: usize = 800;
 /// long fails too, so the list stays true.
 const LONG_FILES: &[(&str, &str)] = &[
     (
-        "crates/suanli-store/src/jobs.rs",
-        "the store's SQL for agents, jobs, attempts, usage and logs in one `impl Tx`, their rules \
-         decided in suanli-core; to be split by domain as ops/ was (issue 18)",
-    ),
-    (
         "crates/suanli-store/src/sqlite.rs",
         "the SQLite backend: connection setup, the WAL buffer's VFS glue and the statement cache \
          belong together; its tests take a third of it",

@@ -1,8 +1,9 @@
-//! Creating and cancelling jobs, the time an attempt is given, and whose reports count (fencing).
+//! Creating and cancelling jobs, the time an attempt is given, whose reports count (fencing), and
+//! what an agent's reports of an attempt may say: its state, its usage, its logs and outputs.
 
 use super::purchase::Billing;
 use super::Refusal;
-use crate::job::JobState;
+use crate::job::{next, JobEvent, JobState};
 use crate::lease::LeaseState;
 
 /// What creating a job needs to know of its lease.
@@ -98,6 +99,102 @@ pub fn attempt_time_limit_s(job_time_limit_s: u64, lease_ends_ms: i64, now_ms: i
         .max(1)
 }
 
+/// What an agent's report of an attempt's state does to its job (fenced before: the attempt is
+/// the job's current one and the job has not ended).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReportPlan {
+    /// The attempt waits in its backend's queue: the job stays dispatched and takes the report's
+    /// message as its reason.
+    Pending,
+    /// The job (and its attempt) go to this state: `Running`, or how it ended.
+    Move(JobState),
+}
+
+/// Decides an agent's report that the current attempt of a job in `job_state` is now `reported`:
+/// pending (`Dispatched`) only while the job is dispatched; running or ended as the job's state
+/// machine allows; never `Lost` nor `Queued` (the exchange decides those, not the agent).
+pub fn decide_attempt_report(
+    job_state: JobState,
+    reported: JobState,
+) -> Result<ReportPlan, Refusal> {
+    if reported == JobState::Dispatched {
+        if job_state != JobState::Dispatched {
+            return Err(Refusal::invalid(
+                "state",
+                format!("a {} job cannot be pending", job_state.as_str()),
+            ));
+        }
+        return Ok(ReportPlan::Pending);
+    }
+    let event = match reported {
+        JobState::Running => JobEvent::Start,
+        s if s.is_final() && s != JobState::Lost => JobEvent::Finish(s),
+        s => {
+            return Err(Refusal::invalid(
+                "state",
+                format!("an agent cannot report {}", s.as_str()),
+            ))
+        }
+    };
+    next(job_state, event)
+        .map(ReportPlan::Move)
+        .map_err(|e| Refusal::invalid("state", e.to_string()))
+}
+
+/// Fencing of usage, beyond the attempt's: usage counts only while the attempt's lease (in
+/// `lease_state`) has not ended, since its hold is settled by then.
+pub fn fence_usage(lease_state: LeaseState) -> Result<(), Refusal> {
+    if lease_state.is_final() {
+        return Err(Refusal::StaleAttempt("the lease has ended".into()));
+    }
+    Ok(())
+}
+
+/// Fencing of logs, looser than [`fence_attempt`]: an attempt's log chunks (`None`: an unknown
+/// attempt) count from the agent it was dispatched to, also after the attempt ended (its last
+/// lines arrive after its end), but not once the exchange declared it lost (an orphan's output
+/// never mixes into the job's log).
+pub fn fence_logs(
+    attempt: Option<(&str, JobState)>,
+    reporting_agent_id: &str,
+) -> Result<(), Refusal> {
+    let (agent_id, state) =
+        attempt.ok_or_else(|| Refusal::StaleAttempt("unknown attempt".into()))?;
+    if agent_id != reporting_agent_id || state == JobState::Lost {
+        return Err(Refusal::StaleAttempt(
+            "the attempt is not this agent's".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// Decides storing output `files` (path, size in bytes; a path sent again replaces the file,
+/// the later of two in one batch too) of a job that keeps `kept` (path, size): the job keeps at
+/// most `max_total_bytes` of outputs in all. Returns what it keeps after them.
+pub fn decide_outputs(
+    kept: &[(String, u64)],
+    files: &[(&str, u64)],
+    max_total_bytes: u64,
+) -> Result<u64, Refusal> {
+    let mut after: std::collections::BTreeMap<&str, u64> = kept
+        .iter()
+        .map(|(path, size)| (path.as_str(), *size))
+        .collect();
+    for &(path, size) in files {
+        after.insert(path, size);
+    }
+    let total = after
+        .values()
+        .try_fold(0u64, |sum, &size| sum.checked_add(size));
+    match total {
+        Some(total) if total <= max_total_bytes => Ok(total),
+        _ => Err(Refusal::invalid(
+            "files",
+            format!("a job keeps at most {max_total_bytes} bytes of outputs"),
+        )),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -168,5 +265,91 @@ mod tests {
         assert_eq!(fence_job(Some("a1"), JobState::Running, "a1"), Ok(()));
         assert!(fence_job(Some("a2"), JobState::Running, "a1").is_err());
         assert!(fence_job(Some("a1"), JobState::Cancelled, "a1").is_err());
+    }
+
+    #[test]
+    fn an_agent_reports_what_the_state_machine_allows() {
+        use JobState::*;
+        assert_eq!(
+            decide_attempt_report(Dispatched, Dispatched),
+            Ok(ReportPlan::Pending)
+        );
+        assert_eq!(
+            decide_attempt_report(Dispatched, Running),
+            Ok(ReportPlan::Move(Running))
+        );
+        assert_eq!(
+            decide_attempt_report(Running, Running),
+            Ok(ReportPlan::Move(Running))
+        );
+        assert_eq!(
+            decide_attempt_report(Running, Succeeded),
+            Ok(ReportPlan::Move(Succeeded))
+        );
+        assert_eq!(
+            decide_attempt_report(Dispatched, Failed),
+            Ok(ReportPlan::Move(Failed))
+        );
+        assert_eq!(
+            decide_attempt_report(Running, Dispatched),
+            Err(Refusal::invalid("state", "a running job cannot be pending"))
+        );
+        for s in [Lost, Queued] {
+            assert_eq!(
+                decide_attempt_report(Running, s),
+                Err(Refusal::invalid(
+                    "state",
+                    format!("an agent cannot report {}", s.as_str())
+                ))
+            );
+        }
+        // A transition the state machine refuses (fencing lets no ended job through, so this is
+        // the machine's own word).
+        assert!(matches!(
+            decide_attempt_report(Queued, Running),
+            Err(Refusal::Invalid { field: "state", .. })
+        ));
+    }
+
+    #[test]
+    fn usage_and_logs_are_fenced() {
+        assert_eq!(fence_usage(LeaseState::Active), Ok(()));
+        assert_eq!(
+            fence_usage(LeaseState::Ended),
+            Err(Refusal::StaleAttempt("the lease has ended".into()))
+        );
+        assert_eq!(fence_logs(Some(("ag", JobState::Running)), "ag"), Ok(()));
+        // An ended attempt's last lines still count; a lost one's do not.
+        assert_eq!(fence_logs(Some(("ag", JobState::Succeeded)), "ag"), Ok(()));
+        let not_its = Err(Refusal::StaleAttempt(
+            "the attempt is not this agent's".into(),
+        ));
+        assert_eq!(fence_logs(Some(("ag", JobState::Lost)), "ag"), not_its);
+        assert_eq!(fence_logs(Some(("ag", JobState::Running)), "x"), not_its);
+        assert_eq!(
+            fence_logs(None, "ag"),
+            Err(Refusal::StaleAttempt("unknown attempt".into()))
+        );
+    }
+
+    #[test]
+    fn a_job_keeps_outputs_up_to_its_cap_and_a_path_sent_again_replaces_itself() {
+        let kept = [("a".to_owned(), 60), ("b".to_owned(), 30)];
+        assert_eq!(decide_outputs(&kept, &[("c", 10)], 100), Ok(100));
+        assert_eq!(decide_outputs(&kept, &[("a", 10)], 100), Ok(40));
+        assert_eq!(decide_outputs(&[], &[("a", 90), ("a", 5)], 10), Ok(5));
+        assert_eq!(decide_outputs(&kept, &[], 100), Ok(90));
+        let over = Err(Refusal::invalid(
+            "files",
+            "a job keeps at most 100 bytes of outputs",
+        ));
+        assert_eq!(decide_outputs(&kept, &[("c", 11)], 100), over);
+        assert_eq!(
+            decide_outputs(&kept, &[("c", u64::MAX)], u64::MAX),
+            Err(Refusal::invalid(
+                "files",
+                format!("a job keeps at most {} bytes of outputs", u64::MAX)
+            ))
+        );
     }
 }

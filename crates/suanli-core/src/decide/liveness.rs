@@ -1,8 +1,10 @@
-//! Agents that went silent: suspect first, then lost (their attempts with them), unless so many
-//! went silent at once that the exchange suspects itself instead (a partition on its side); and
+//! Agents that went silent: suspect first, then lost (their attempts with them, their jobs back
+//! to the queue or lost), unless so many went silent at once that the exchange suspects itself
+//! instead (a partition on its side); attempts a heartbeat shows never reached their agent; and
 //! which registration of an agent's identity may report (one identity, one agent).
 
 use super::Refusal;
+use crate::job::{next, JobEvent, JobState};
 
 /// An agent's standing with the exchange.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -126,6 +128,77 @@ pub fn decide_liveness(agents: &[AgentSeen], silence: Silence, now_ms: i64) -> L
     plan
 }
 
+/// How long an agent has to report a dispatched attempt before it counts as never delivered.
+pub const DISPATCH_GRACE_MS: i64 = 15_000;
+
+/// The reason an attempt that never reached its agent ends with.
+pub const UNDELIVERED_REASON: &str = "the assignment never reached the agent";
+
+/// The reason the attempts (and the jobs that do not go back to the queue) of a lost agent end
+/// with.
+pub const SILENT_REASON: &str = "the agent went silent";
+
+/// An attempt dispatched to an agent that has not reported it running yet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DispatchedAttempt {
+    pub id: String,
+    pub job_id: String,
+    pub dispatched_ms: i64,
+}
+
+/// Decides, at a heartbeat at `now_ms` in which an agent says it runs `running`, which of its
+/// `dispatched` attempts never reached it (the poll's answer was lost): those dispatched more
+/// than [`DISPATCH_GRACE_MS`] ago that it does not run. They never ran: each is lost (with
+/// [`UNDELIVERED_REASON`]) and its job goes back to the queue as a new attempt, while it is still
+/// that job's dispatched attempt.
+pub fn undelivered<'a>(
+    dispatched: &'a [DispatchedAttempt],
+    running: &[String],
+    now_ms: i64,
+) -> Vec<&'a DispatchedAttempt> {
+    dispatched
+        .iter()
+        .filter(|a| a.dispatched_ms < now_ms - DISPATCH_GRACE_MS && !running.contains(&a.id))
+        .collect()
+}
+
+/// What the monitor knows of the job of an attempt that a lost agent had open.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobOfLostAttempt {
+    pub state: JobState,
+    pub current_attempt_id: Option<String>,
+    pub restartable: bool,
+}
+
+/// What becomes of a job whose current attempt was lost with its agent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LostJob {
+    /// A restartable job goes back to the queue, to run as a new attempt.
+    Requeue,
+    /// Any other ends lost (with [`SILENT_REASON`]).
+    Lose,
+}
+
+/// Decides, for an attempt `attempt_id` that was open (dispatched or running) on an agent the
+/// monitor declared lost, and is lost with it, what becomes of its `job`: nothing when the
+/// attempt is no longer the job's current one or the job has ended (only the attempt ends);
+/// otherwise what the job's state machine says of `AgentLost`.
+pub fn decide_lost_attempt(attempt_id: &str, job: &JobOfLostAttempt) -> Option<LostJob> {
+    if job.current_attempt_id.as_deref() != Some(attempt_id) || job.state.is_final() {
+        return None;
+    }
+    match next(
+        job.state,
+        JobEvent::AgentLost {
+            restartable: job.restartable,
+        },
+    ) {
+        Ok(JobState::Queued) => Some(LostJob::Requeue),
+        Ok(_) => Some(LostJob::Lose),
+        Err(_) => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -195,5 +268,69 @@ mod tests {
         let restarted = Silence { since_ms: 950, ..S };
         let plan = decide_liveness(&agents[..1], restarted, 1_000);
         assert_eq!(plan.to_suspect, ["a"]);
+    }
+
+    #[test]
+    fn an_attempt_never_reported_past_the_grace_never_reached_its_agent() {
+        let dispatched = [
+            DispatchedAttempt {
+                id: "old".into(),
+                job_id: "job_old".into(),
+                dispatched_ms: 0,
+            },
+            DispatchedAttempt {
+                id: "old_but_running".into(),
+                job_id: "job_old_but_running".into(),
+                dispatched_ms: 0,
+            },
+            DispatchedAttempt {
+                id: "at_the_grace".into(),
+                job_id: "job_at_the_grace".into(),
+                dispatched_ms: 20_000 - DISPATCH_GRACE_MS,
+            },
+            DispatchedAttempt {
+                id: "new".into(),
+                job_id: "job_new".into(),
+                dispatched_ms: 19_000,
+            },
+        ];
+        let gone = undelivered(&dispatched, &["old_but_running".to_owned()], 20_000);
+        assert_eq!(gone, [&dispatched[0]]);
+        assert!(undelivered(&dispatched, &[], 0).is_empty());
+    }
+
+    #[test]
+    fn a_lost_agents_current_attempts_requeue_or_lose_their_jobs() {
+        let job = |state, current: Option<&str>, restartable| JobOfLostAttempt {
+            state,
+            current_attempt_id: current.map(str::to_owned),
+            restartable,
+        };
+        assert_eq!(
+            decide_lost_attempt("a1", &job(JobState::Running, Some("a1"), true)),
+            Some(LostJob::Requeue)
+        );
+        assert_eq!(
+            decide_lost_attempt("a1", &job(JobState::Dispatched, Some("a1"), false)),
+            Some(LostJob::Lose)
+        );
+        // Not the current attempt, or the job ended: only the attempt is lost.
+        assert_eq!(
+            decide_lost_attempt("a1", &job(JobState::Running, Some("a2"), true)),
+            None
+        );
+        assert_eq!(
+            decide_lost_attempt("a1", &job(JobState::Running, None, true)),
+            None
+        );
+        assert_eq!(
+            decide_lost_attempt("a1", &job(JobState::Cancelled, Some("a1"), true)),
+            None
+        );
+        // A queued job has no attempt out; were one named current, the machine refuses.
+        assert_eq!(
+            decide_lost_attempt("a1", &job(JobState::Queued, Some("a1"), true)),
+            None
+        );
     }
 }

@@ -11,13 +11,26 @@
 //! - [`settle`]: who may end a lease, metered or elapsed billing, the legs of the settlement.
 //! - [`money`]: deposits and withdrawals recorded once per external reference.
 //! - [`offer`]: publishing and withdrawing offers.
-//! - [`job`]: creating and cancelling jobs, and the time an attempt is given.
-//! - [`liveness`]: agents that went silent, and when the exchange suspects itself instead.
+//! - [`org`]: admitting and renaming orgs (names unique under their key), tokens for an org's
+//!   members, revoking them once.
+//! - [`pool`]: a pool's nodes named apart, and which pool an agent's registration serves.
+//! - [`job`]: creating and cancelling jobs, the time an attempt is given, fencing, and what an
+//!   agent may report of an attempt (its state, usage while the lease lasts, logs, outputs within
+//!   their cap).
+//! - [`liveness`]: agents that went silent and what becomes of their attempts' jobs, when the
+//!   exchange suspects itself instead, attempts that never reached their agent, and which
+//!   registration of an agent may report.
+//!
+//! Rules that are only the database's constraints (a unique index, a foreign key, a CHECK) stay
+//! there; each module's documentation names the ones its commands meet.
 
+pub mod data;
 pub mod job;
 pub mod liveness;
 pub mod money;
 pub mod offer;
+pub mod org;
+pub mod pool;
 pub mod purchase;
 pub mod settle;
 

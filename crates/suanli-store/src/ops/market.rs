@@ -1,10 +1,13 @@
 //! Pools, nodes and offers, with their availability.
 
 use super::*;
+use suanli_core::decide::pool;
 
 impl Tx<'_> {
     // ---------------------------------------------------------------- pools and offers
 
+    /// Registers a pool of `org_id` with its nodes ([`pool::decide_create_pool`]: no two share a
+    /// name; the unique index on a pool's node names is the backstop).
     pub fn create_pool(
         &mut self,
         org_id: &str,
@@ -13,6 +16,7 @@ impl Tx<'_> {
         nodes: &[NewNode],
         now_ms: i64,
     ) -> Result<PoolRow, StoreError> {
+        pool::decide_create_pool(nodes.iter().map(|n| n.name.as_str()))?;
         let pool_id = new_id("pool");
         self.b.execute(
             "INSERT INTO pools (id, org_id, name, zone, created_ms) VALUES ($1, $2, $3, $4, $5)",
@@ -37,11 +41,7 @@ impl Tx<'_> {
                     int(n.accelerators)?,
                     n.partition.clone().into(),
                 ],
-            )
-            .map_err(|e| match e {
-                StoreError::Conflict(_) => StoreError::invalid("nodes", format!("node name {:?} is used twice", n.name)),
-                e => e,
-            })?;
+            )?;
         }
         self.dirty_pools.insert(pool_id.clone());
         self.nodes_changed(&pool_id);

@@ -1,40 +1,43 @@
 //! Orgs, members, API tokens and the accelerator registry.
 
 use super::*;
+use suanli_core::decide::org::{self, NameHolder, Revocation, TokenMember, TokenSnapshot};
 
 impl Tx<'_> {
     // ---------------------------------------------------------------- orgs, members, tokens
 
-    /// Refuses `name` for `org_id` when another org's name has the same key
-    /// (`suanli_core::validate::name_key`); returns the key.
-    pub(super) fn free_name_key(&mut self, org_id: &str, name: &str) -> Result<String, StoreError> {
+    /// The orgs whose names have the key of `name` (`suanli_core::validate::name_key`), and the
+    /// key: what deciding a name needs ([`org::decide_name`]). Orgs stored before names had to be
+    /// unique and not yet renamed have no key and hold none.
+    fn name_holders(&mut self, name: &str) -> Result<(String, Vec<NameHolder>), StoreError> {
         let key = suanli_core::validate::name_key(name);
         let rows = self.b.query(
             "SELECT id, name FROM orgs WHERE name_key = $1",
             &[key.as_str().into()],
         )?;
-        if let Some(r) = rows.iter().find(|r| r.str(0).is_ok_and(|id| id != org_id)) {
-            return Err(StoreError::Duplicate {
-                field: "name",
-                message: format!(
-                    "an org named {:?} already exists; names are compared ignoring case, width, \
-                     spacing, invisible characters and look-alike letters",
-                    r.str(1)?
-                ),
-            });
-        }
-        Ok(key)
+        let holders = rows
+            .iter()
+            .map(|r| {
+                Ok(NameHolder {
+                    org_id: r.str(0)?,
+                    name: r.str(1)?,
+                })
+            })
+            .collect::<Result<_, StoreError>>()?;
+        Ok((key, holders))
     }
 
     /// Creates an org with its accounts and first admin member; returns them. Its name must not
-    /// be another org's under `name_key` (refused with [`StoreError::Duplicate`]).
+    /// be another org's under `name_key` (refused with [`StoreError::Duplicate`]; see
+    /// [`org::decide_create_org`]).
     pub fn create_org(
         &mut self,
         org: &OrgRow,
         admin_name: &str,
         admin_email: Option<&str>,
     ) -> Result<MemberRow, StoreError> {
-        let key = self.free_name_key(&org.id, &org.name)?;
+        let (key, holders) = self.name_holders(&org.name)?;
+        let plan = org::decide_create_org(&org.id, org.kind, &holders)?;
         self.b.execute(
             &format!("INSERT INTO orgs ({ORG_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"),
             &[
@@ -48,7 +51,7 @@ impl Tx<'_> {
                 key.into(),
             ],
         )?;
-        for &kind in org.kind.accounts() {
+        for &kind in plan.accounts {
             self.b.execute(
                 "INSERT INTO accounts (id, org_id, kind) VALUES ($1, $2, $3)",
                 &[
@@ -58,9 +61,17 @@ impl Tx<'_> {
                 ],
             )?;
         }
-        self.create_member(&org.id, admin_name, admin_email, "admin", org.created_ms)
+        self.create_member(
+            &org.id,
+            admin_name,
+            admin_email,
+            plan.first_member_role,
+            org.created_ms,
+        )
     }
 
+    /// Adds a member to an org. No rule of the market's is decided here: the role is one the
+    /// database's CHECK allows and the org one that exists (a foreign key); see [`org`].
     pub fn create_member(
         &mut self,
         org_id: &str,
@@ -116,8 +127,13 @@ impl Tx<'_> {
     /// must be free under `name_key`. The writer's kept copy of the org is dropped and the offer
     /// book re-reads the org's offers, which show the provider's name.
     pub fn rename_org(&mut self, org_id: &str, name: &str) -> Result<OrgRow, StoreError> {
-        self.get_org(org_id)?;
-        let key = self.free_name_key(org_id, name)?;
+        let exists = match self.get_org(org_id) {
+            Ok(_) => true,
+            Err(StoreError::NotFound(_)) => false,
+            Err(e) => return Err(e),
+        };
+        let (key, holders) = self.name_holders(name)?;
+        org::decide_rename(org_id, exists, &holders)?;
         self.b.execute(
             "UPDATE orgs SET name = $2, name_key = $3 WHERE id = $1",
             &[org_id.into(), name.into(), key.into()],
@@ -182,13 +198,21 @@ impl Tx<'_> {
         now_ms: i64,
         expires_ms: i64,
     ) -> Result<TokenRow, StoreError> {
-        let member = self.get_member(org_id, member_id)?;
+        let member = match self.get_member(org_id, member_id) {
+            Ok(m) => Some(TokenMember {
+                org_id: m.org_id,
+                role: m.role,
+            }),
+            Err(StoreError::NotFound(_)) => None,
+            Err(e) => return Err(e),
+        };
+        let role = org::decide_create_token(member.as_ref(), org_id)?;
         let t = TokenRow {
             id: new_id("tok"),
             org_id: org_id.into(),
             member_id: member_id.into(),
             name: name.into(),
-            role: member.role,
+            role,
             created_ms: now_ms,
             expires_ms,
             revoked_ms: None,
@@ -254,18 +278,39 @@ impl Tx<'_> {
             .collect::<Result<_, StoreError>>()
     }
 
-    /// Revokes a token (idempotent: revoking twice keeps the first time).
+    /// Revokes a token (idempotent: revoking twice keeps the first time; see
+    /// [`org::decide_revoke`]).
     pub fn revoke_token(
         &mut self,
         org_id: &str,
         token_id: &str,
         now_ms: i64,
     ) -> Result<TokenRow, StoreError> {
-        self.b.execute(
-            "UPDATE api_tokens SET revoked_ms = $3 WHERE id = $1 AND org_id = $2 AND revoked_ms IS NULL",
-            &[token_id.into(), org_id.into(), now_ms.into()],
-        )?;
-        self.get_token(org_id, token_id)
+        let token = match self.get_token(org_id, token_id) {
+            Ok(t) => Some(t),
+            Err(StoreError::NotFound(_)) => None,
+            Err(e) => return Err(e),
+        };
+        let snapshot = token.as_ref().map(|t| TokenSnapshot {
+            org_id: &t.org_id,
+            revoked_ms: t.revoked_ms,
+        });
+        match org::decide_revoke(snapshot, org_id, now_ms)? {
+            // Conditional: a revocation committed meanwhile keeps its time.
+            Revocation::Now(at_ms) => {
+                self.b.execute(
+                    "UPDATE api_tokens SET revoked_ms = $3 WHERE id = $1 AND org_id = $2 AND revoked_ms IS NULL",
+                    &[token_id.into(), org_id.into(), at_ms.into()],
+                )?;
+                self.get_token(org_id, token_id)
+            }
+            Revocation::Already(_) => {
+                let Some(token) = token else {
+                    unreachable!("the decision refuses revoking no token")
+                };
+                Ok(token)
+            }
+        }
     }
 
     // ---------------------------------------------------------------- accelerator models
