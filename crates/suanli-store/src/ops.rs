@@ -14,8 +14,8 @@ use suanli_core::decide::settle::{self, LeaseSnapshot};
 use suanli_core::decide::{AccountRef, OrgKind};
 use suanli_core::lease::{EndReason, LeaseState, LeaseTerms};
 use suanli_core::ledger::{
-    check_balances, check_invariants, AccountKind, AccountTotals, HoldState, HoldTotals,
-    LedgerSnapshot, TransferKind,
+    check_invariants, AccountKind, AccountTotals, HoldState, HoldTotals, LedgerSnapshot,
+    TransferKind,
 };
 use suanli_core::quote::OfferView;
 use suanli_core::resource::{

@@ -206,14 +206,6 @@ impl Tx<'_> {
         Ok((accounts, holds))
     }
 
-    /// The ledger invariants that need only the accounts and the holds (see
-    /// [`suanli_core::ledger::check_balances`]): cheap enough to run after every step of a
-    /// simulation, where [`Tx::check_ledger`] also reads every transfer.
-    pub fn check_balances(&mut self) -> Result<Vec<String>, StoreError> {
-        let (accounts, holds) = self.ledger_balances()?;
-        Ok(check_balances(&accounts, &holds))
-    }
-
     pub fn ledger_snapshot(&mut self) -> Result<LedgerSnapshot, StoreError> {
         let (accounts, holds) = self.ledger_balances()?;
         let sum = self.b.query(
