@@ -170,7 +170,7 @@ pub struct RegisterAgentRequest {
     pub version: String,
     /// The machine(s) behind the agent, as measured.
     pub nodes: Vec<NodeSpec>,
-    /// Attach to this existing pool of the provider instead of creating one.
+    /// Attach to this existing pool of the provider (a pool id, `pool_…`) instead of creating one.
     #[serde(default)]
     pub pool_id: Option<String>,
 }
@@ -206,7 +206,8 @@ pub struct Agent {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct HeartbeatRequest {
-    /// Attempts the agent is running right now.
+    /// Attempts the agent is running right now. The answer tells the agent to stop whatever is
+    /// not a current attempt of its own, text that is no attempt id included.
     pub running: Vec<String>,
 }
 

@@ -4,13 +4,18 @@
 //!
 //! Conventions: money is integer micro-yuan in fields ending `_micros`; times are RFC 3339 strings in
 //! UTC in fields ending `_at`; durations are seconds in fields ending `_s`. Requests reject unknown
-//! fields.
+//! fields. Ids are strings on the wire; their types are in [`ids`].
 
 pub mod error;
+pub mod ids;
 pub mod jobs;
 pub mod types;
 
 pub use error::{ErrorBody, ErrorCode};
+pub use ids::{
+    AgentId, AttemptId, HoldId, Id, IdError, JobId, LeaseId, MemberId, NodeId, OfferId, OrgId,
+    PoolId, TokenId,
+};
 pub use jobs::*;
 pub use types::*;
 

@@ -159,7 +159,7 @@ pub struct CreateMemberRequest {
 #[serde(deny_unknown_fields)]
 pub struct CreateTokenRequest {
     pub name: String,
-    /// The member the token acts for; defaults to the caller's member.
+    /// The member the token acts for (a member id, `mem_…`); defaults to the caller's member.
     #[serde(default)]
     pub member_id: Option<String>,
     /// Lifetime in seconds; default 90 days, at most one year.
@@ -319,6 +319,7 @@ pub struct Pool {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateOfferRequest {
+    /// One of the caller's pools (a pool id, `pool_…`).
     pub pool_id: String,
     /// `general`, `intelligent:<MODEL>` or `supercomputing:<PARTITION>`.
     pub class: String,
@@ -442,6 +443,7 @@ pub struct QuoteResponse {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PurchaseRequest {
+    /// The offer to buy from (an offer id, `offer_…`).
     pub offer_id: String,
     pub units: u64,
     pub duration_limit_s: u64,

@@ -6,7 +6,8 @@
 //! [`suanli_api`]. Every POST takes an `idempotency_key`, sent as the `Idempotency-Key` header when
 //! given. Two private helpers do the work: `request` builds a request (URL, auth, key, body) and
 //! `execute` sends it and turns the answer into a value or a [`ClientError`]. Ids that go into paths
-//! are percent-encoded by [`path_segment`]. [`Client::raw`] sends arbitrary JSON and returns the
+//! are typed ([`IdRef`]: a [`suanli_api::LeaseId`] where a lease is named, or text) and
+//! percent-encoded by [`path_segment`]. [`Client::raw`] sends arbitrary JSON and returns the
 //! status and body undecoded, for tests of the API's edges.
 
 use std::fmt;
@@ -23,6 +24,7 @@ use suanli_api::{
     RegisterAgentRequest, RenameOrgRequest, Statement, Transfer, UsageAck, UsageBatch,
     WithdrawalRequest, Zone, API_PREFIX, IDEMPOTENCY_KEY_HEADER,
 };
+use suanli_api::{AgentId, AttemptId, Id, JobId, LeaseId, OfferId, OrgId, PoolId, TokenId};
 
 /// HTTP methods, for [`Client::raw`].
 pub use reqwest::Method;
@@ -93,6 +95,51 @@ pub fn path_segment(id: &str) -> Result<String, ClientError> {
     }
     Ok(out)
 }
+
+/// An id of kind `T` as a method names it in a path: the typed id ([`LeaseId`] for a lease), or
+/// text, sent as it is for the exchange to check (an id read from a file, a test's missing id).
+///
+/// ```no_run
+/// # async fn f(client: suanli_client::Client, lease: suanli_api::LeaseId) -> Result<(), suanli_client::ClientError> {
+/// client.get_lease(&lease).await?;
+/// client.get_lease("lease_0190a5b2c3d4e5f60718293a4b5").await?;
+/// # Ok(()) }
+/// ```
+///
+/// A typed id of another kind does not compile:
+///
+/// ```compile_fail
+/// # async fn f(client: suanli_client::Client, job: suanli_api::JobId) {
+/// client.get_lease(&job).await;
+/// # }
+/// ```
+pub trait IdRef<T> {
+    fn id_str(&self) -> &str;
+}
+
+impl<T: Id> IdRef<T> for str {
+    fn id_str(&self) -> &str {
+        self
+    }
+}
+
+impl<T: Id> IdRef<T> for String {
+    fn id_str(&self) -> &str {
+        self
+    }
+}
+
+macro_rules! typed_id_refs {
+    ($($ty:ty),*) => {
+        $(impl IdRef<$ty> for $ty {
+            fn id_str(&self) -> &str {
+                self.as_str()
+            }
+        })*
+    };
+}
+
+typed_id_refs!(OrgId, TokenId, PoolId, OfferId, LeaseId, JobId, AgentId, AttemptId);
 
 /// Describes a `reqwest` error with its causes, e.g. `error sending request …: connection refused`.
 fn describe(err: &reqwest::Error) -> String {
@@ -379,40 +426,41 @@ impl Client {
     }
 
     /// `GET /orgs/{id}`.
-    pub async fn get_org(&self, org_id: &str) -> Result<Org, ClientError> {
-        self.get(&format!("/orgs/{}", path_segment(org_id)?)).await
+    pub async fn get_org(&self, org_id: &(impl IdRef<OrgId> + ?Sized)) -> Result<Org, ClientError> {
+        self.get(&format!("/orgs/{}", path_segment(org_id.id_str())?))
+            .await
     }
 
     /// `POST /orgs/{id}/rename` (operator): a new, unique name for an org.
     pub async fn rename_org(
         &self,
-        org_id: &str,
+        org_id: &(impl IdRef<OrgId> + ?Sized),
         request: &RenameOrgRequest,
         idempotency_key: Option<&str>,
     ) -> Result<Org, ClientError> {
-        let path = format!("/orgs/{}/rename", path_segment(org_id)?);
+        let path = format!("/orgs/{}/rename", path_segment(org_id.id_str())?);
         self.post(&path, request, idempotency_key).await
     }
 
     /// `POST /orgs/{id}/deposits`: money paid in from outside the exchange.
     pub async fn deposit(
         &self,
-        org_id: &str,
+        org_id: &(impl IdRef<OrgId> + ?Sized),
         request: &DepositRequest,
         idempotency_key: Option<&str>,
     ) -> Result<Transfer, ClientError> {
-        let path = format!("/orgs/{}/deposits", path_segment(org_id)?);
+        let path = format!("/orgs/{}/deposits", path_segment(org_id.id_str())?);
         self.post(&path, request, idempotency_key).await
     }
 
     /// `POST /orgs/{id}/withdrawals`: money paid out of the exchange.
     pub async fn withdraw(
         &self,
-        org_id: &str,
+        org_id: &(impl IdRef<OrgId> + ?Sized),
         request: &WithdrawalRequest,
         idempotency_key: Option<&str>,
     ) -> Result<Transfer, ClientError> {
-        let path = format!("/orgs/{}/withdrawals", path_segment(org_id)?);
+        let path = format!("/orgs/{}/withdrawals", path_segment(org_id.id_str())?);
         self.post(&path, request, idempotency_key).await
     }
 
@@ -454,10 +502,10 @@ impl Client {
     /// `POST /tokens/{id}/revoke`.
     pub async fn revoke_token(
         &self,
-        token_id: &str,
+        token_id: &(impl IdRef<TokenId> + ?Sized),
         idempotency_key: Option<&str>,
     ) -> Result<ApiToken, ClientError> {
-        let path = format!("/tokens/{}/revoke", path_segment(token_id)?);
+        let path = format!("/tokens/{}/revoke", path_segment(token_id.id_str())?);
         self.post_empty(&path, idempotency_key).await
     }
 
@@ -478,8 +526,11 @@ impl Client {
     }
 
     /// `GET /pools/{id}`.
-    pub async fn get_pool(&self, pool_id: &str) -> Result<Pool, ClientError> {
-        self.get(&format!("/pools/{}", path_segment(pool_id)?))
+    pub async fn get_pool(
+        &self,
+        pool_id: &(impl IdRef<PoolId> + ?Sized),
+    ) -> Result<Pool, ClientError> {
+        self.get(&format!("/pools/{}", path_segment(pool_id.id_str())?))
             .await
     }
 
@@ -498,18 +549,21 @@ impl Client {
     }
 
     /// `GET /offers/{id}`.
-    pub async fn get_offer(&self, offer_id: &str) -> Result<Offer, ClientError> {
-        self.get(&format!("/offers/{}", path_segment(offer_id)?))
+    pub async fn get_offer(
+        &self,
+        offer_id: &(impl IdRef<OfferId> + ?Sized),
+    ) -> Result<Offer, ClientError> {
+        self.get(&format!("/offers/{}", path_segment(offer_id.id_str())?))
             .await
     }
 
     /// `POST /offers/{id}/withdraw`.
     pub async fn withdraw_offer(
         &self,
-        offer_id: &str,
+        offer_id: &(impl IdRef<OfferId> + ?Sized),
         idempotency_key: Option<&str>,
     ) -> Result<Offer, ClientError> {
-        let path = format!("/offers/{}/withdraw", path_segment(offer_id)?);
+        let path = format!("/offers/{}/withdraw", path_segment(offer_id.id_str())?);
         self.post_empty(&path, idempotency_key).await
     }
 
@@ -544,28 +598,31 @@ impl Client {
     }
 
     /// `GET /leases/{id}`.
-    pub async fn get_lease(&self, lease_id: &str) -> Result<Lease, ClientError> {
-        self.get(&format!("/leases/{}", path_segment(lease_id)?))
+    pub async fn get_lease(
+        &self,
+        lease_id: &(impl IdRef<LeaseId> + ?Sized),
+    ) -> Result<Lease, ClientError> {
+        self.get(&format!("/leases/{}", path_segment(lease_id.id_str())?))
             .await
     }
 
     /// `POST /leases/{id}/end`: ends an active lease and settles it.
     pub async fn end_lease(
         &self,
-        lease_id: &str,
+        lease_id: &(impl IdRef<LeaseId> + ?Sized),
         idempotency_key: Option<&str>,
     ) -> Result<Lease, ClientError> {
-        let path = format!("/leases/{}/end", path_segment(lease_id)?);
+        let path = format!("/leases/{}/end", path_segment(lease_id.id_str())?);
         self.post_empty(&path, idempotency_key).await
     }
 
     /// `POST /leases/{id}/cancel`.
     pub async fn cancel_lease(
         &self,
-        lease_id: &str,
+        lease_id: &(impl IdRef<LeaseId> + ?Sized),
         idempotency_key: Option<&str>,
     ) -> Result<Lease, ClientError> {
-        let path = format!("/leases/{}/cancel", path_segment(lease_id)?);
+        let path = format!("/leases/{}/cancel", path_segment(lease_id.id_str())?);
         self.post_empty(&path, idempotency_key).await
     }
 
@@ -584,11 +641,11 @@ impl Client {
     /// `POST /leases/{id}/jobs`: queues a job on one of the caller's leases.
     pub async fn create_job(
         &self,
-        lease_id: &str,
+        lease_id: &(impl IdRef<LeaseId> + ?Sized),
         request: &CreateJobRequest,
         idempotency_key: Option<&str>,
     ) -> Result<Job, ClientError> {
-        let path = format!("/leases/{}/jobs", path_segment(lease_id)?);
+        let path = format!("/leases/{}/jobs", path_segment(lease_id.id_str())?);
         self.post(&path, request, idempotency_key).await
     }
 
@@ -598,23 +655,28 @@ impl Client {
     }
 
     /// `GET /jobs/{id}`, with its attempts.
-    pub async fn get_job(&self, job_id: &str) -> Result<Job, ClientError> {
-        self.get(&format!("/jobs/{}", path_segment(job_id)?)).await
+    pub async fn get_job(&self, job_id: &(impl IdRef<JobId> + ?Sized)) -> Result<Job, ClientError> {
+        self.get(&format!("/jobs/{}", path_segment(job_id.id_str())?))
+            .await
     }
 
     /// `POST /jobs/{id}/cancel`.
     pub async fn cancel_job(
         &self,
-        job_id: &str,
+        job_id: &(impl IdRef<JobId> + ?Sized),
         idempotency_key: Option<&str>,
     ) -> Result<Job, ClientError> {
-        let path = format!("/jobs/{}/cancel", path_segment(job_id)?);
+        let path = format!("/jobs/{}/cancel", path_segment(job_id.id_str())?);
         self.post_empty(&path, idempotency_key).await
     }
 
     /// `GET /jobs/{id}/logs`: output after `params.after`; with `wait_ms`, a long poll.
-    pub async fn job_logs(&self, job_id: &str, params: &LogParams) -> Result<LogPage, ClientError> {
-        let path = format!("/jobs/{}/logs", path_segment(job_id)?);
+    pub async fn job_logs(
+        &self,
+        job_id: &(impl IdRef<JobId> + ?Sized),
+        params: &LogParams,
+    ) -> Result<LogPage, ClientError> {
+        let path = format!("/jobs/{}/logs", path_segment(job_id.id_str())?);
         self.get_query(&path, params).await
     }
 
@@ -637,10 +699,10 @@ impl Client {
     /// `POST /agents/{id}/heartbeat`: the attempts running; the answer names those to stop.
     pub async fn heartbeat(
         &self,
-        agent_id: &str,
+        agent_id: &(impl IdRef<AgentId> + ?Sized),
         request: &HeartbeatRequest,
     ) -> Result<HeartbeatResponse, ClientError> {
-        let path = format!("/agents/{}/heartbeat", path_segment(agent_id)?);
+        let path = format!("/agents/{}/heartbeat", path_segment(agent_id.id_str())?);
         self.post(&path, request, None).await
     }
 
@@ -648,22 +710,22 @@ impl Client {
     /// the call itself may last a few seconds longer.
     pub async fn poll(
         &self,
-        agent_id: &str,
+        agent_id: &(impl IdRef<AgentId> + ?Sized),
         request: &PollRequest,
     ) -> Result<PollResponse, ClientError> {
-        let path = format!("/agents/{}/poll", path_segment(agent_id)?);
+        let path = format!("/agents/{}/poll", path_segment(agent_id.id_str())?);
         self.post(&path, request, None).await
     }
 
     /// `POST /agents/{id}/attempts/{attempt}/events`: an attempt's new state.
     pub async fn attempt_event(
         &self,
-        agent_id: &str,
-        attempt_id: &str,
+        agent_id: &(impl IdRef<AgentId> + ?Sized),
+        attempt_id: &(impl IdRef<AttemptId> + ?Sized),
         event: &AttemptEvent,
         idempotency_key: Option<&str>,
     ) -> Result<Job, ClientError> {
-        let path = attempt_path(agent_id, attempt_id, "events")?;
+        let path = attempt_path(agent_id.id_str(), attempt_id.id_str(), "events")?;
         self.post(&path, event, idempotency_key).await
     }
 
@@ -671,11 +733,11 @@ impl Client {
     /// (same `seq`) is acknowledged but counted once.
     pub async fn usage(
         &self,
-        agent_id: &str,
-        attempt_id: &str,
+        agent_id: &(impl IdRef<AgentId> + ?Sized),
+        attempt_id: &(impl IdRef<AttemptId> + ?Sized),
         batch: &UsageBatch,
     ) -> Result<UsageAck, ClientError> {
-        let path = attempt_path(agent_id, attempt_id, "usage")?;
+        let path = attempt_path(agent_id.id_str(), attempt_id.id_str(), "usage")?;
         self.post(&path, batch, None).await
     }
 
@@ -683,41 +745,45 @@ impl Client {
     /// (same `seq`) are ignored. The answer is `{"stored": N}`.
     pub async fn logs(
         &self,
-        agent_id: &str,
-        attempt_id: &str,
+        agent_id: &(impl IdRef<AgentId> + ?Sized),
+        attempt_id: &(impl IdRef<AttemptId> + ?Sized),
         batch: &LogBatch,
     ) -> Result<serde_json::Value, ClientError> {
-        let path = attempt_path(agent_id, attempt_id, "logs")?;
+        let path = attempt_path(agent_id.id_str(), attempt_id.id_str(), "logs")?;
         self.post(&path, batch, None).await
     }
 
     /// `POST /agents/{id}/attempts/{attempt}/outputs`: files a job left in its output paths.
     pub async fn outputs(
         &self,
-        agent_id: &str,
-        attempt_id: &str,
+        agent_id: &(impl IdRef<AgentId> + ?Sized),
+        attempt_id: &(impl IdRef<AttemptId> + ?Sized),
         batch: &suanli_api::OutputBatch,
     ) -> Result<serde_json::Value, ClientError> {
-        let path = attempt_path(agent_id, attempt_id, "outputs")?;
+        let path = attempt_path(agent_id.id_str(), attempt_id.id_str(), "outputs")?;
         self.post(&path, batch, None).await
     }
 
     /// `GET /jobs/{id}/outputs`: the files a job left.
     pub async fn list_outputs(
         &self,
-        job_id: &str,
+        job_id: &(impl IdRef<JobId> + ?Sized),
     ) -> Result<List<suanli_api::OutputFile>, ClientError> {
-        self.get(&format!("/jobs/{}/outputs", path_segment(job_id)?))
+        self.get(&format!("/jobs/{}/outputs", path_segment(job_id.id_str())?))
             .await
     }
 
     /// `GET /jobs/{id}/outputs/{path}`: one output file's bytes.
-    pub async fn get_output(&self, job_id: &str, file: &str) -> Result<Vec<u8>, ClientError> {
+    pub async fn get_output(
+        &self,
+        job_id: &(impl IdRef<JobId> + ?Sized),
+        file: &str,
+    ) -> Result<Vec<u8>, ClientError> {
         let segments: Result<Vec<String>, ClientError> =
             file.split('/').map(path_segment).collect();
         let path = format!(
             "/jobs/{}/outputs/{}",
-            path_segment(job_id)?,
+            path_segment(job_id.id_str())?,
             segments?.join("/")
         );
         let response = self

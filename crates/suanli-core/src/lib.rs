@@ -18,6 +18,7 @@
 pub mod audit;
 pub mod data;
 pub mod decide;
+pub mod id;
 pub mod job;
 pub mod lease;
 pub mod ledger;

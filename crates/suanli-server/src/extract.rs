@@ -6,7 +6,10 @@ use axum::http::header::CONTENT_TYPE;
 use axum::http::request::Parts;
 use serde::de::DeserializeOwned;
 use sha2::{Digest, Sha256};
-use suanli_api::ErrorCode;
+use suanli_api::{
+    AgentId, AttemptId, ErrorCode, Id, JobId, LeaseId, OfferId, OrgId, PoolId, TokenId,
+};
+use suanli_store::StoreError;
 
 use crate::error::ApiError;
 use crate::strict::Strict;
@@ -400,19 +403,72 @@ impl<S: Send + Sync> FromRequestParts<S> for AgentGeneration {
     }
 }
 
-/// Checks an id taken from a route's path. Ids are made by the exchange (`lease_3f9a…`): ASCII
-/// letters, digits, `_`, `-` and `.`, at most 128 bytes. Anything else (NUL, `/`, spaces, other
-/// scripts) cannot name an object, and is refused here, before any store sees it, so that both
-/// stores answer it alike.
-fn path_id(field: &str, id: String) -> Result<String, ApiError> {
-    match suanli_core::validate::id(&id) {
-        Ok(()) => Ok(id),
-        Err(m) => Err(ApiError::field(
-            ErrorCode::InvalidField,
-            field,
-            format!("{field} {m}"),
-        )),
+/// An id a request names, parsed at the edge as a `T` (`Named<LeaseId>`), or text that is no id
+/// of its kind (another kind's id, the wrong length or case): that names no object, and
+/// [`Named::get`] answers then exactly what the store answers for a missing object of the kind.
+///
+/// Handlers call `get` where the store would have looked the id up (first thing in the store's
+/// closure), so that a request answers as it did when the store was asked about any text: its
+/// other errors first (403, a bad field), an idempotency key's stored answer first, and the
+/// refusal stored under the key like any other.
+#[derive(Debug, Clone)]
+pub struct Named<T>(Result<T, StoreError>);
+
+impl<T: Id> Named<T> {
+    /// `text` as a `T`, or `unknown` (what the store answers when nothing has that id).
+    pub fn parse(text: &str, unknown: StoreError) -> Named<T> {
+        Named(T::parse(text).map_err(|_| unknown))
     }
+
+    /// An id known to be of its kind (the caller's own, read from the store).
+    pub fn known(id: T) -> Named<T> {
+        Named(Ok(id))
+    }
+
+    /// The typed id, or the answer for no such object.
+    pub fn get(&self) -> Result<&T, StoreError> {
+        self.0.as_ref().map_err(Clone::clone)
+    }
+}
+
+impl<T: PathId> Named<T> {
+    fn from_path(text: String) -> Named<T> {
+        Named(T::parse_string(text).map_err(|_| T::unknown()))
+    }
+}
+
+/// An id type a route's path names (`LeaseId` in `/leases/{lease_id}`), with what the store
+/// answers for an id of the kind that nothing has.
+pub trait PathId: Id {
+    /// A missing object of the kind: 404 "lease not found".
+    fn unknown() -> StoreError {
+        StoreError::NotFound(Self::KIND)
+    }
+}
+
+impl PathId for OrgId {}
+impl PathId for TokenId {}
+impl PathId for PoolId {}
+impl PathId for OfferId {}
+impl PathId for LeaseId {}
+impl PathId for JobId {}
+impl PathId for AgentId {}
+
+/// Fencing refuses every report about an attempt the store does not know: 409 `stale_attempt`.
+impl PathId for AttemptId {
+    fn unknown() -> StoreError {
+        StoreError::StaleAttempt("unknown attempt".into())
+    }
+}
+
+/// Checks the characters of an id taken from a route's path. Ids are made by the exchange
+/// (`lease_3f9a…`): ASCII letters, digits, `_`, `-` and `.`, at most 128 bytes. Anything else
+/// (NUL, `/`, spaces, other scripts) cannot name an object, and is refused here with 400
+/// `invalid_field` and the parameter's name, before any store sees it, so that both stores answer
+/// it alike.
+fn path_text(field: &str, id: &str) -> Result<(), ApiError> {
+    suanli_core::validate::id(id)
+        .map_err(|m| ApiError::field(ErrorCode::InvalidField, field, format!("{field} {m}")))
 }
 
 /// The name of a route's path parameter, for errors (`lease_id` in `/leases/{lease_id}`).
@@ -438,10 +494,12 @@ fn bad_path(e: impl std::fmt::Display) -> ApiError {
     )
 }
 
-/// The one id in a route's path, with malformed ones refused as JSON errors.
-pub struct IdPath(pub String);
+/// The one id in a route's path, parsed as a `T` (`IdPath<LeaseId>`): text that cannot be an id
+/// is refused here with 400 `invalid_field`; text of another kind or shape is kept as a
+/// [`Named`] that answers "not found" where the store is asked.
+pub struct IdPath<T>(pub Named<T>);
 
-impl<S: Send + Sync> FromRequestParts<S> for IdPath {
+impl<S: Send + Sync, T: PathId> FromRequestParts<S> for IdPath<T> {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
@@ -451,7 +509,8 @@ impl<S: Send + Sync> FromRequestParts<S> for IdPath {
                 .map_err(bad_path)?;
         let names = path_param_names(parts);
         let name = names.first().map(String::as_str).unwrap_or("id");
-        Ok(IdPath(path_id(name, id)?))
+        path_text(name, &id)?;
+        Ok(IdPath(Named::from_path(id)))
     }
 }
 
@@ -469,28 +528,31 @@ async fn two_path_params<S: Send + Sync>(
     Ok(([name(0), name(1)], a, b))
 }
 
-/// Two ids in a route's path (agent and attempt).
-pub struct TwoIdPath(pub String, pub String);
+/// Two ids in a route's path (agent and attempt), each as [`IdPath`] takes one.
+pub struct TwoIdPath<A, B>(pub Named<A>, pub Named<B>);
 
-impl<S: Send + Sync> FromRequestParts<S> for TwoIdPath {
+impl<S: Send + Sync, A: PathId, B: PathId> FromRequestParts<S> for TwoIdPath<A, B> {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
         let ([first, second], a, b) = two_path_params(parts, state).await?;
-        Ok(TwoIdPath(path_id(&first, a)?, path_id(&second, b)?))
+        path_text(&first, &a)?;
+        path_text(&second, &b)?;
+        Ok(TwoIdPath(Named::from_path(a), Named::from_path(b)))
     }
 }
 
-/// A job id and an output's file path (`/jobs/{job_id}/outputs/{*path}`): the path is refused
-/// when it holds NUL or another control character, or is longer than 1024 bytes.
-pub struct IdAndFilePath(pub String, pub String);
+/// A job id (as [`IdPath`] takes it) and an output's file path (`/jobs/{job_id}/outputs/{*path}`):
+/// the path is refused when it holds NUL or another control character, or is longer than 1024
+/// bytes.
+pub struct IdAndFilePath<T>(pub Named<T>, pub String);
 
-impl<S: Send + Sync> FromRequestParts<S> for IdAndFilePath {
+impl<S: Send + Sync, T: PathId> FromRequestParts<S> for IdAndFilePath<T> {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
         let ([first, _], id, path) = two_path_params(parts, state).await?;
-        let id = path_id(&first, id)?;
+        path_text(&first, &id)?;
         if path.is_empty() || path.len() > 1024 || path.chars().any(char::is_control) {
             return Err(ApiError::field(
                 ErrorCode::InvalidField,
@@ -498,7 +560,7 @@ impl<S: Send + Sync> FromRequestParts<S> for IdAndFilePath {
                 "path must be 1 to 1024 bytes without control characters",
             ));
         }
-        Ok(IdAndFilePath(id, path))
+        Ok(IdAndFilePath(Named::from_path(id), path))
     }
 }
 

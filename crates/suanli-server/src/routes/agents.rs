@@ -11,19 +11,38 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use ed25519_dalek::{Signature, VerifyingKey};
 use suanli_api::{
-    Agent, AttemptEvent, ErrorBody, ErrorCode, HeartbeatRequest, HeartbeatResponse, List, LogBatch,
-    OrgKind, PollRequest, PollResponse, RegisterAgentRequest, UsageAck, UsageBatch,
+    Agent, AgentId, AttemptEvent, AttemptId, ErrorBody, ErrorCode, HeartbeatRequest,
+    HeartbeatResponse, List, LogBatch, OrgKind, PollRequest, PollResponse, PoolId,
+    RegisterAgentRequest, UsageAck, UsageBatch,
 };
 use suanli_core::decide::liveness::AgentState;
 use suanli_core::job::JobState;
 use suanli_store::jobs::{AttemptReport, NewAgent, VerifiedUsage};
+use suanli_store::{StoreError, Tx};
 
 use crate::auth::Caller;
 use crate::error::ApiError;
-use crate::extract::{AgentGeneration, ApiJson, IdPath, IdempotencyKey, TwoIdPath};
+use crate::extract::{AgentGeneration, ApiJson, IdPath, IdempotencyKey, Named, TwoIdPath};
 use crate::routes::provider::{check_models, validate_nodes};
 use crate::routes::{name, slug, text, zone};
 use crate::{now_ms, wire, AppState};
+
+/// The attempt a report names, checked where the store checks it: after the agent, so that a
+/// report from no agent of the caller's answers 404 whatever attempt it names.
+fn reported_attempt<'a>(
+    tx: &mut Tx<'_>,
+    org: &str,
+    agent_id: &str,
+    attempt_id: &'a Named<AttemptId>,
+) -> Result<&'a str, StoreError> {
+    match attempt_id.get() {
+        Ok(attempt_id) => Ok(attempt_id.as_str()),
+        Err(unknown) => {
+            tx.get_agent(Some(org), agent_id)?;
+            Err(unknown)
+        }
+    }
+}
 
 fn hex_bytes<const N: usize>(field: &str, s: &str) -> Result<[u8; N], ApiError> {
     let bad = || ApiError::invalid(field, format!("{field} is {N} bytes in hex"));
@@ -73,6 +92,11 @@ pub async fn register(
     if let Some(p) = &req.pool_id {
         crate::routes::id("pool_id", p)?;
     }
+    // A pool id of another shape names no pool of the caller's: the store's answer for one.
+    let pool_id = req
+        .pool_id
+        .as_deref()
+        .map(|p| Named::<PoolId>::parse(p, StoreError::invalid("pool_id", "no such pool")));
     // An agent reports drained or down nodes with no capacity: they stop being sold.
     let nodes = validate_nodes(&req.nodes, 0)?;
     let agent = NewAgent {
@@ -84,7 +108,7 @@ pub async fn register(
         isolation: req.isolation,
         version: req.version,
         nodes,
-        pool_id: req.pool_id,
+        pool_id: None,
         renews: generation,
     };
     let now = now_ms();
@@ -97,6 +121,25 @@ pub async fn register(
             StatusCode::CREATED,
             move |tx| {
                 check_models(tx, &agent.nodes)?;
+                let agent = match pool_id.as_ref().map(Named::get) {
+                    None => agent.clone(),
+                    Some(Ok(pool_id)) => NewAgent {
+                        pool_id: Some(pool_id.to_string()),
+                        ..agent.clone()
+                    },
+                    // The store looks a pool up for a new key only: a key registered already
+                    // keeps its agent's pool, whatever pool_id says.
+                    Some(Err(no_such_pool)) => {
+                        let known = tx
+                            .list_agents(Some(&agent.org_id))?
+                            .iter()
+                            .any(|a| a.public_key_hex == agent.public_key_hex);
+                        if !known {
+                            return Err(no_such_pool);
+                        }
+                        agent.clone()
+                    }
+                };
                 Ok(wire::agent(&tx.register_agent(&agent, now)?, &config))
             },
         )
@@ -128,7 +171,7 @@ pub async fn heartbeat(
     State(state): State<AppState>,
     caller: Caller,
     IdempotencyKey(key): IdempotencyKey,
-    IdPath(agent_id): IdPath,
+    IdPath(agent_id): IdPath<AgentId>,
     AgentGeneration(generation): AgentGeneration,
     body: ApiJson<HeartbeatRequest>,
 ) -> Result<Response, ApiError> {
@@ -139,6 +182,12 @@ pub async fn heartbeat(
     for (i, attempt) in running.iter().enumerate() {
         crate::routes::id(&format!("running[{i}]"), attempt)?;
     }
+    // What is no attempt id is no current attempt of this agent's: it must stop, as an attempt
+    // the store does not know must. The store is asked about the others only.
+    let attempts: Vec<String> = running
+        .iter()
+        .filter_map(|a| AttemptId::parse(a).ok().map(AttemptId::into_string))
+        .collect();
     let org = caller.org.id.clone();
     let now = now_ms();
     let config = state.config.clone();
@@ -149,10 +198,18 @@ pub async fn heartbeat(
             body.request_sha256,
             StatusCode::OK,
             move |tx| {
-                tx.check_generation(&org, &agent_id, generation)?;
-                let (agent, stop) = tx.heartbeat(&org, &agent_id, &running, now)?;
+                let agent_id = agent_id.get()?.as_str();
+                tx.check_generation(&org, agent_id, generation)?;
+                let (agent, stop) = tx.heartbeat(&org, agent_id, &attempts, now)?;
+                let stop: std::collections::HashSet<&str> =
+                    stop.iter().map(String::as_str).collect();
                 Ok(HeartbeatResponse {
-                    stop,
+                    // In the order the agent named them, as the store answers.
+                    stop: running
+                        .iter()
+                        .filter(|a| AttemptId::parse(a).is_err() || stop.contains(a.as_str()))
+                        .cloned()
+                        .collect(),
                     agent: wire::agent(&agent, &config),
                 })
             },
@@ -167,7 +224,7 @@ pub async fn heartbeat(
 pub async fn poll(
     State(state): State<AppState>,
     caller: Caller,
-    IdPath(agent_id): IdPath,
+    IdPath(agent_id): IdPath<AgentId>,
     AgentGeneration(generation): AgentGeneration,
     body: ApiJson<PollRequest>,
 ) -> Result<Json<PollResponse>, ApiError> {
@@ -184,8 +241,9 @@ pub async fn poll(
             .store
             .writer()
             .submit(move |tx| {
-                tx.check_generation(&org, &agent, generation)?;
-                tx.dispatch(&org, &agent, max, now, first)
+                let agent = agent.get()?.as_str();
+                tx.check_generation(&org, agent, generation)?;
+                tx.dispatch(&org, agent, max, now, first)
             })
             .await
             .map_err(ApiError::from)?;
@@ -235,7 +293,7 @@ pub async fn event(
     State(state): State<AppState>,
     caller: Caller,
     IdempotencyKey(key): IdempotencyKey,
-    TwoIdPath(agent_id, attempt_id): TwoIdPath,
+    TwoIdPath(agent_id, attempt_id): TwoIdPath<AgentId, AttemptId>,
     AgentGeneration(generation): AgentGeneration,
     body: ApiJson<AttemptEvent>,
 ) -> Result<Response, ApiError> {
@@ -269,11 +327,13 @@ pub async fn event(
             body.request_sha256,
             StatusCode::OK,
             move |tx| {
-                tx.check_generation(&org, &agent_id, generation)?;
+                let agent_id = agent_id.get()?.as_str();
+                tx.check_generation(&org, agent_id, generation)?;
+                let attempt_id = reported_attempt(tx, &org, agent_id, &attempt_id)?;
                 let job = tx.attempt_event(
                     &org,
-                    &agent_id,
-                    &attempt_id,
+                    agent_id,
+                    attempt_id,
                     &AttemptReport {
                         state: new_state,
                         exit_code: ev.exit_code,
@@ -308,7 +368,7 @@ pub async fn event(
 pub async fn usage(
     State(state): State<AppState>,
     caller: Caller,
-    TwoIdPath(agent_id, attempt_id): TwoIdPath,
+    TwoIdPath(agent_id, attempt_id): TwoIdPath<AgentId, AttemptId>,
     AgentGeneration(generation): AgentGeneration,
     body: ApiJson<UsageBatch>,
 ) -> Result<Json<UsageAck>, ApiError> {
@@ -319,11 +379,13 @@ pub async fn usage(
     let (org, id, att) = (caller.org.id.clone(), agent_id.clone(), attempt_id.clone());
     let (agent, job_id) = state
         .read(move |tx| {
-            let agent = tx.get_agent(Some(&org), &id)?;
-            let job = tx.job_of_attempt(&att)?;
+            let agent = tx.get_agent(Some(&org), id.get()?.as_str())?;
+            let job = tx.job_of_attempt(att.get()?.as_str())?;
             Ok((agent, job))
         })
         .await?;
+    // The read found both: they are ids of their kinds.
+    let (agent_id, attempt_id) = (agent_id.get()?.clone(), attempt_id.get()?.clone());
     let key = VerifyingKey::from_bytes(&hex_bytes::<32>("public_key_hex", &agent.public_key_hex)?)
         .map_err(|_| ApiError::new(ErrorCode::Internal, "stored agent key is invalid"))?;
     let mut verified = Vec::with_capacity(records.len());
@@ -332,7 +394,7 @@ pub async fn usage(
         let sig = Signature::from_bytes(&hex_bytes::<64>(&field, &r.signature_hex)?);
         let message = suanli_api::usage_message(
             &job_id,
-            &attempt_id,
+            attempt_id.as_str(),
             r.seq,
             r.unit_ms,
             r.cpu_ms,
@@ -371,8 +433,8 @@ pub async fn usage(
         .store
         .writer()
         .submit(move |tx| {
-            tx.check_generation(&org, &agent_id, generation)?;
-            tx.record_usage(&org, &agent_id, &attempt_id, &verified, now)
+            tx.check_generation(&org, agent_id.as_str(), generation)?;
+            tx.record_usage(&org, agent_id.as_str(), attempt_id.as_str(), &verified, now)
         })
         .await
         .map_err(ApiError::from)?;
@@ -422,7 +484,7 @@ pub async fn usage(
 pub async fn logs(
     State(state): State<AppState>,
     caller: Caller,
-    TwoIdPath(agent_id, attempt_id): TwoIdPath,
+    TwoIdPath(agent_id, attempt_id): TwoIdPath<AgentId, AttemptId>,
     AgentGeneration(generation): AgentGeneration,
     body: ApiJson<LogBatch>,
 ) -> Result<Response, ApiError> {
@@ -450,8 +512,10 @@ pub async fn logs(
         .store
         .writer()
         .submit(move |tx| {
-            tx.check_generation(&org, &agent_id, generation)?;
-            tx.append_logs(&org, &agent_id, &attempt_id, &rows, max_log_bytes, now)
+            let agent_id = agent_id.get()?.as_str();
+            tx.check_generation(&org, agent_id, generation)?;
+            let attempt_id = reported_attempt(tx, &org, agent_id, &attempt_id)?;
+            tx.append_logs(&org, agent_id, attempt_id, &rows, max_log_bytes, now)
         })
         .await
         .map_err(ApiError::from)?;
@@ -473,7 +537,7 @@ pub const MAX_OUTPUT_BYTES_PER_JOB: u64 = 8 * 1024 * 1024;
 pub async fn outputs(
     State(state): State<AppState>,
     caller: Caller,
-    TwoIdPath(agent_id, attempt_id): TwoIdPath,
+    TwoIdPath(agent_id, attempt_id): TwoIdPath<AgentId, AttemptId>,
     AgentGeneration(generation): AgentGeneration,
     body: ApiJson<suanli_api::OutputBatch>,
 ) -> Result<Response, ApiError> {
@@ -501,11 +565,13 @@ pub async fn outputs(
         .store
         .writer()
         .submit(move |tx| {
-            tx.check_generation(&org, &agent_id, generation)?;
+            let agent_id = agent_id.get()?.as_str();
+            tx.check_generation(&org, agent_id, generation)?;
+            let attempt_id = reported_attempt(tx, &org, agent_id, &attempt_id)?;
             tx.put_outputs(
                 &org,
-                &agent_id,
-                &attempt_id,
+                agent_id,
+                attempt_id,
                 &rows,
                 MAX_OUTPUT_BYTES_PER_JOB,
                 now,

@@ -7,8 +7,8 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use axum::Json;
 use suanli_api::{
-    CreateJobRequest, ErrorBody, Job, JobListParams, List, LogChunk, LogPage, LogParams, OrgKind,
-    TaskSpec,
+    CreateJobRequest, ErrorBody, Job, JobId, JobListParams, LeaseId, List, LogChunk, LogPage,
+    LogParams, OrgKind, TaskSpec,
 };
 use suanli_core::job::JobState;
 use suanli_store::jobs::NewJob;
@@ -139,7 +139,7 @@ pub async fn create_job(
     State(state): State<AppState>,
     caller: Caller,
     IdempotencyKey(key): IdempotencyKey,
-    IdPath(lease_id): IdPath,
+    IdPath(lease_id): IdPath<LeaseId>,
     body: ApiJson<CreateJobRequest>,
 ) -> Result<Response, ApiError> {
     caller.require_kind(&[OrgKind::Consumer], "running jobs")?;
@@ -147,11 +147,12 @@ pub async fn create_job(
     validate_task(&mut task)?;
     let spec =
         serde_json::to_string(&task).map_err(|e| ApiError::invalid("task", e.to_string()))?;
-    let job = NewJob {
-        org_id: caller.org.id.clone(),
-        lease_id,
+    let org = caller.org.id.clone();
+    let job_on = move |lease_id: &LeaseId| NewJob {
+        org_id: org.clone(),
+        lease_id: lease_id.to_string(),
         name: task.name.clone().unwrap_or_else(|| "job".into()),
-        spec,
+        spec: spec.clone(),
         restartable: task.restartable,
         time_limit_s: task.time_limit_s,
     };
@@ -162,7 +163,7 @@ pub async fn create_job(
             key,
             body.request_sha256,
             StatusCode::CREATED,
-            move |tx| Ok(wire::job(&tx.create_job(&job, now)?)),
+            move |tx| Ok(wire::job(&tx.create_job(&job_on(lease_id.get()?), now)?)),
         )
         .await?;
     state.work.notify_waiters();
@@ -190,12 +191,18 @@ pub async fn list_jobs(
         crate::routes::query_id("lease_id", l)?;
     }
     let limit = limit(params.limit)?;
+    let lease_id = match params.lease_id.as_deref().map(LeaseId::parse) {
+        None => None,
+        Some(Ok(lease_id)) => Some(lease_id),
+        // No job is on what is no lease id: the answer the store gives for such a lease.
+        Some(Err(_)) => return Ok(Json(List { items: Vec::new() })),
+    };
     let org = caller.org.id.clone();
     let jobs = state
         .read(move |tx| {
             tx.list_jobs(
                 &org,
-                params.lease_id.as_deref(),
+                lease_id.as_ref().map(LeaseId::as_str),
                 params.state.as_deref(),
                 limit,
             )
@@ -212,10 +219,12 @@ pub async fn list_jobs(
 pub async fn get_job(
     State(state): State<AppState>,
     caller: Caller,
-    IdPath(job_id): IdPath,
+    IdPath(job_id): IdPath<JobId>,
 ) -> Result<Json<Job>, ApiError> {
     let org = caller.org.id.clone();
-    let job = state.read(move |tx| tx.get_job(&org, &job_id)).await?;
+    let job = state
+        .read(move |tx| tx.get_job(&org, job_id.get()?.as_str()))
+        .await?;
     Ok(Json(wire::job(&job)))
 }
 
@@ -228,13 +237,17 @@ pub async fn cancel_job(
     caller: Caller,
     IdempotencyKey(key): IdempotencyKey,
     BodylessHash(hash): BodylessHash,
-    IdPath(job_id): IdPath,
+    IdPath(job_id): IdPath<JobId>,
 ) -> Result<Response, ApiError> {
     let org = caller.org.id.clone();
     let now = now_ms();
     let response = state
         .mutate(caller.org_id(), key, hash, StatusCode::OK, move |tx| {
-            Ok(wire::job(&tx.cancel_job(&org, &job_id, now)?))
+            Ok(wire::job(&tx.cancel_job(
+                &org,
+                job_id.get()?.as_str(),
+                now,
+            )?))
         })
         .await?;
     state.logs.notify_waiters();
@@ -250,7 +263,7 @@ pub async fn cancel_job(
 pub async fn job_logs(
     State(state): State<AppState>,
     caller: Caller,
-    IdPath(job_id): IdPath,
+    IdPath(job_id): IdPath<JobId>,
     ApiQuery(params): ApiQuery<LogParams>,
 ) -> Result<Json<LogPage>, ApiError> {
     let limit = limit(params.limit)?;
@@ -262,7 +275,7 @@ pub async fn job_logs(
         let notified = state.logs.notified();
         let (org, id) = (caller.org.id.clone(), job_id.clone());
         let (job, logs) = state
-            .read(move |tx| tx.job_logs(&org, &id, after, limit))
+            .read(move |tx| tx.job_logs(&org, id.get()?.as_str(), after, limit))
             .await?;
         let finished = job.state.is_final();
         if !logs.is_empty() || finished || tokio::time::Instant::now() >= deadline {
@@ -298,10 +311,12 @@ pub async fn job_logs(
 pub async fn list_outputs(
     State(state): State<AppState>,
     caller: Caller,
-    IdPath(job_id): IdPath,
+    IdPath(job_id): IdPath<JobId>,
 ) -> Result<Json<List<suanli_api::OutputFile>>, ApiError> {
     let org = caller.org.id.clone();
-    let files = state.read(move |tx| tx.list_outputs(&org, &job_id)).await?;
+    let files = state
+        .read(move |tx| tx.list_outputs(&org, job_id.get()?.as_str()))
+        .await?;
     Ok(Json(List {
         items: files
             .into_iter()
@@ -318,13 +333,13 @@ pub async fn list_outputs(
 pub async fn get_output(
     State(state): State<AppState>,
     caller: Caller,
-    crate::extract::IdAndFilePath(job_id, path): crate::extract::IdAndFilePath,
+    crate::extract::IdAndFilePath(job_id, path): crate::extract::IdAndFilePath<JobId>,
 ) -> Result<Response, ApiError> {
     use axum::response::IntoResponse;
     use base64::Engine;
     let org = caller.org.id.clone();
     let content = state
-        .read(move |tx| tx.get_output(&org, &job_id, &path))
+        .read(move |tx| tx.get_output(&org, job_id.get()?.as_str(), &path))
         .await?;
     let bytes = base64::engine::general_purpose::STANDARD
         .decode(content)

@@ -5,8 +5,8 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use axum::Json;
 use suanli_api::{
-    Balance, DepositRequest, ErrorBody, LedgerCheck, OrgKind, PageParams, Statement, Transfer,
-    WithdrawalRequest, WithdrawalSource,
+    Balance, DepositRequest, ErrorBody, LedgerCheck, OrgId, OrgKind, PageParams, Statement,
+    Transfer, WithdrawalRequest, WithdrawalSource,
 };
 use suanli_core::decide::money::{self, Payment};
 use suanli_core::ledger::AccountKind;
@@ -44,7 +44,7 @@ pub async fn deposit(
     State(state): State<AppState>,
     caller: Caller,
     IdempotencyKey(key): IdempotencyKey,
-    IdPath(org_id): IdPath,
+    IdPath(org_id): IdPath<OrgId>,
     body: ApiJson<DepositRequest>,
 ) -> Result<Response, ApiError> {
     caller.require_kind(&[OrgKind::Operator], "recording deposits")?;
@@ -52,7 +52,16 @@ pub async fn deposit(
     range("amount_micros", req.amount_micros, 1, MAX_TRANSFER_MICROS)?;
     let external_ref = external_ref(&req.external_ref)?;
     let now = now_ms();
-    let accounts = account_ids(&money::accounts(&org_id, Payment::Deposit), caller.org_id());
+    // No accounts to declare for an id that names no org: the deposit is refused before any.
+    let accounts = org_id.get().map_or_else(
+        |_| Vec::new(),
+        |org| {
+            account_ids(
+                &money::accounts(org.as_str(), Payment::Deposit),
+                caller.org_id(),
+            )
+        },
+    );
     state
         .mutate_with(
             caller.org_id(),
@@ -65,7 +74,7 @@ pub async fn deposit(
             StatusCode::CREATED,
             move |tx| {
                 Ok(wire::transfer(&tx.deposit(
-                    &org_id,
+                    org_id.get()?.as_str(),
                     req.amount_micros,
                     &external_ref,
                     now,
@@ -85,7 +94,7 @@ pub async fn withdraw(
     State(state): State<AppState>,
     caller: Caller,
     IdempotencyKey(key): IdempotencyKey,
-    IdPath(org_id): IdPath,
+    IdPath(org_id): IdPath<OrgId>,
     body: ApiJson<WithdrawalRequest>,
 ) -> Result<Response, ApiError> {
     caller.require_kind(&[OrgKind::Operator], "recording withdrawals")?;
@@ -97,9 +106,14 @@ pub async fn withdraw(
         WithdrawalSource::Earnings => AccountKind::Earnings,
     };
     let now = now_ms();
-    let accounts = account_ids(
-        &money::accounts(&org_id, Payment::Withdrawal { source }),
-        caller.org_id(),
+    let accounts = org_id.get().map_or_else(
+        |_| Vec::new(),
+        |org| {
+            account_ids(
+                &money::accounts(org.as_str(), Payment::Withdrawal { source }),
+                caller.org_id(),
+            )
+        },
     );
     state
         .mutate_with(
@@ -113,7 +127,7 @@ pub async fn withdraw(
             StatusCode::CREATED,
             move |tx| {
                 Ok(wire::transfer(&tx.withdraw(
-                    &org_id,
+                    org_id.get()?.as_str(),
                     source,
                     req.amount_micros,
                     &external_ref,

@@ -5,8 +5,8 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use axum::Json;
 use suanli_api::{
-    CatalogParams, ErrorBody, ExcludedOffer, Lease, LeaseListParams, List, Offer, OrgKind,
-    PurchaseRequest, QuoteRequest, QuoteResponse, QuotedOffer,
+    CatalogParams, ErrorBody, ExcludedOffer, Lease, LeaseId, LeaseListParams, List, Offer, OfferId,
+    OrgKind, PurchaseRequest, QuoteRequest, QuoteResponse, QuotedOffer,
 };
 use suanli_core::decide;
 use suanli_core::lease::EndReason;
@@ -14,10 +14,11 @@ use suanli_core::quote::{OfferView, Requirements};
 use suanli_core::resource::Category;
 use suanli_core::validate::{MAX_DURATION_S, MAX_UNITS};
 use suanli_store::ops::{account_ids, Purchase};
+use suanli_store::StoreError;
 
 use crate::auth::Caller;
 use crate::error::ApiError;
-use crate::extract::{ApiJson, ApiQuery, BodylessHash, IdPath, IdempotencyKey};
+use crate::extract::{ApiJson, ApiQuery, BodylessHash, IdPath, IdempotencyKey, Named};
 use crate::routes::{id, limit, range, slug, zone, MAX_MEMORY_MIB, MAX_PRICE_MICROS};
 use crate::{now_ms, wire, AppState, WriteOptions};
 
@@ -309,14 +310,20 @@ pub async fn purchase(
     if let Some(p) = req.max_price_micros_per_unit_hour {
         range("max_price_micros_per_unit_hour", p, 1, MAX_PRICE_MICROS)?;
     }
-    let purchase = Purchase {
-        consumer_org_id: caller.org.id.clone(),
-        offer_id: req.offer_id,
+    // An offer id of another shape names no offer: the core's answer for a purchase of none.
+    let offer_id = Named::<OfferId>::parse(
+        &req.offer_id,
+        StoreError::invalid("offer_id", "no such offer"),
+    );
+    let (consumer, fee_bps, now) = (caller.org.id.clone(), state.config.fee_bps, now_ms());
+    let purchase_of = move |offer_id: &OfferId| Purchase {
+        consumer_org_id: consumer.clone(),
+        offer_id: offer_id.to_string(),
         units: req.units,
         duration_limit_s: req.duration_limit_s,
         max_price_micros_per_unit_hour: req.max_price_micros_per_unit_hour,
-        fee_bps: state.config.fee_bps,
-        now_ms: now_ms(),
+        fee_bps,
+        now_ms: now,
         auto_end: req.auto_end,
     };
     let accounts = account_ids(
@@ -333,7 +340,7 @@ pub async fn purchase(
             key,
             body.request_sha256,
             StatusCode::CREATED,
-            move |tx| Ok(wire::lease(&tx.purchase(&purchase)?)),
+            move |tx| Ok(wire::lease(&tx.purchase(&purchase_of(offer_id.get()?))?)),
         )
         .await
 }
@@ -384,11 +391,11 @@ pub async fn list_leases(
 pub async fn get_lease(
     State(state): State<AppState>,
     caller: Caller,
-    IdPath(lease_id): IdPath,
+    IdPath(lease_id): IdPath<LeaseId>,
 ) -> Result<Json<Lease>, ApiError> {
     let org = caller.org.id.clone();
     let lease = state
-        .read(move |tx| tx.get_lease(Some(&org), &lease_id))
+        .read(move |tx| tx.get_lease(Some(&org), lease_id.get()?.as_str()))
         .await?;
     Ok(Json(wire::lease(&lease)))
 }
@@ -398,7 +405,7 @@ async fn end(
     caller: Caller,
     key: Option<String>,
     hash: String,
-    lease_id: String,
+    lease_id: Named<LeaseId>,
     reason: EndReason,
 ) -> Result<Response, ApiError> {
     let org = caller.org.id.clone();
@@ -407,7 +414,7 @@ async fn end(
         .mutate(caller.org_id(), key, hash, StatusCode::OK, move |tx| {
             Ok(wire::lease(&tx.end_lease(
                 Some(&org),
-                &lease_id,
+                lease_id.get()?.as_str(),
                 reason,
                 now,
             )?))
@@ -426,7 +433,7 @@ pub async fn end_lease(
     caller: Caller,
     IdempotencyKey(key): IdempotencyKey,
     BodylessHash(hash): BodylessHash,
-    IdPath(lease_id): IdPath,
+    IdPath(lease_id): IdPath<LeaseId>,
 ) -> Result<Response, ApiError> {
     end(state, caller, key, hash, lease_id, EndReason::Ended).await
 }
@@ -440,7 +447,7 @@ pub async fn cancel_lease(
     caller: Caller,
     IdempotencyKey(key): IdempotencyKey,
     BodylessHash(hash): BodylessHash,
-    IdPath(lease_id): IdPath,
+    IdPath(lease_id): IdPath<LeaseId>,
 ) -> Result<Response, ApiError> {
     end(state, caller, key, hash, lease_id, EndReason::Cancelled).await
 }

@@ -6,14 +6,15 @@ use axum::response::Response;
 use axum::Json;
 use suanli_api::{
     ApiToken, ConsumerType, CreateMemberRequest, CreateOrgRequest, CreateOrgResponse,
-    CreateTokenRequest, CreatedToken, ErrorBody, Health, List, Me, Member, Org, OrgKind,
-    RenameOrgRequest, Zone,
+    CreateTokenRequest, CreatedToken, ErrorBody, Health, List, Me, Member, MemberId, Org, OrgId,
+    OrgKind, RenameOrgRequest, TokenId, Zone,
 };
 use suanli_store::ops::{new_id, OrgRow};
+use suanli_store::StoreError;
 
 use crate::auth::{new_secret, secret_sha256, Caller};
 use crate::error::ApiError;
-use crate::extract::{ApiJson, BodylessHash, IdPath, IdempotencyKey};
+use crate::extract::{ApiJson, BodylessHash, IdPath, IdempotencyKey, Named};
 use crate::routes::{
     email, id, name, slug, zone, DEFAULT_TOKEN_LIFETIME_MS, MAX_TOKEN_LIFETIME_MS,
 };
@@ -152,7 +153,7 @@ pub async fn rename_org(
     State(state): State<AppState>,
     caller: Caller,
     IdempotencyKey(key): IdempotencyKey,
-    IdPath(org_id): IdPath,
+    IdPath(org_id): IdPath<OrgId>,
     body: ApiJson<RenameOrgRequest>,
 ) -> Result<Response, ApiError> {
     caller.require_kind(&[OrgKind::Operator], "renaming orgs")?;
@@ -163,7 +164,11 @@ pub async fn rename_org(
             key,
             body.request_sha256,
             StatusCode::OK,
-            move |tx| Ok(wire::org(&tx.rename_org(&org_id, &new_name)?)),
+            move |tx| {
+                Ok(wire::org(
+                    &tx.rename_org(org_id.get()?.as_str(), &new_name)?,
+                ))
+            },
         )
         .await
 }
@@ -193,12 +198,15 @@ pub async fn list_orgs(
 pub async fn get_org(
     State(state): State<AppState>,
     caller: Caller,
-    IdPath(org_id): IdPath,
+    IdPath(org_id): IdPath<OrgId>,
 ) -> Result<Json<Org>, ApiError> {
-    if caller.kind() != OrgKind::Operator && org_id != caller.org.id {
+    let own = org_id.get().is_ok_and(|id| *id == caller.org.id);
+    if caller.kind() != OrgKind::Operator && !own {
         return Err(ApiError::not_found("org"));
     }
-    let org = state.read(move |tx| tx.get_org(&org_id)).await?;
+    let org = state
+        .read(move |tx| tx.get_org(org_id.get()?.as_str()))
+        .await?;
     Ok(Json(wire::org(&org)))
 }
 
@@ -298,10 +306,12 @@ pub async fn create_token(
         id("member_id", m)?;
     }
     let org = caller.org.id.clone();
-    let member = req
-        .member_id
-        .clone()
-        .unwrap_or_else(|| caller.token.member_id.clone());
+    // A member id of another shape names no member: the store's answer for one (which the
+    // closure turns into `no such member`).
+    let member = match &req.member_id {
+        Some(m) => Named::<MemberId>::parse(m, StoreError::NotFound("member")),
+        None => Named::known(MemberId::from_stored(caller.token.member_id.clone())),
+    };
     let now = now_ms();
     let secret = new_secret();
     let hash = secret_sha256(&secret);
@@ -316,8 +326,18 @@ pub async fn create_token(
             body.request_sha256,
             StatusCode::CREATED,
             move |tx| {
-                let t = tx
-                    .create_token(&org, &member, &req.name, &hash, now, now + lifetime_ms)
+                let t = member
+                    .get()
+                    .and_then(|member| {
+                        tx.create_token(
+                            &org,
+                            member.as_str(),
+                            &req.name,
+                            &hash,
+                            now,
+                            now + lifetime_ms,
+                        )
+                    })
                     .map_err(|e| match e {
                         suanli_store::StoreError::NotFound(_) => {
                             suanli_store::StoreError::invalid("member_id", "no such member")
@@ -342,14 +362,18 @@ pub async fn revoke_token(
     caller: Caller,
     IdempotencyKey(key): IdempotencyKey,
     BodylessHash(hash): BodylessHash,
-    IdPath(token_id): IdPath,
+    IdPath(token_id): IdPath<TokenId>,
 ) -> Result<Response, ApiError> {
     caller.require_admin()?;
     let org = caller.org.id.clone();
     let now = now_ms();
     let answer = state
         .mutate(caller.org_id(), key, hash, StatusCode::OK, move |tx| {
-            Ok(wire::token(&tx.revoke_token(&org, &token_id, now)?))
+            Ok(wire::token(&tx.revoke_token(
+                &org,
+                token_id.get()?.as_str(),
+                now,
+            )?))
         })
         .await;
     // Whatever the answer (a failure may still have committed), no request that starts from now

@@ -6,16 +6,17 @@ use axum::response::Response;
 use axum::Json;
 use suanli_api::{
     AcceleratorModel, CreateAcceleratorModelRequest, CreateOfferRequest, CreatePoolRequest,
-    ErrorBody, List, Offer, OrgKind, Pool,
+    ErrorBody, List, Offer, OfferId, OrgKind, Pool, PoolId,
 };
 use suanli_core::decide::purchase::OfferState;
 use suanli_core::resource::{Category, ResourceClass};
 use suanli_core::validate::{MAX_NODES_PER_POOL, MAX_UNITS};
 use suanli_store::ops::{NewNode, NewOffer};
+use suanli_store::StoreError;
 
 use crate::auth::Caller;
 use crate::error::ApiError;
-use crate::extract::{ApiJson, BodylessHash, IdPath, IdempotencyKey};
+use crate::extract::{ApiJson, BodylessHash, IdPath, IdempotencyKey, Named};
 use crate::routes::{name, range, slug, zone, MAX_MEMORY_MIB, MAX_NODE_CPUS, MAX_PRICE_MICROS};
 use crate::{now_ms, wire, AppState};
 
@@ -134,11 +135,11 @@ pub async fn list_pools(
 pub async fn get_pool(
     State(state): State<AppState>,
     caller: Caller,
-    IdPath(pool_id): IdPath,
+    IdPath(pool_id): IdPath<PoolId>,
 ) -> Result<Json<Pool>, ApiError> {
     let org = caller.org.id.clone();
     let pool = state
-        .read(move |tx| tx.get_pool(Some(&org), &pool_id))
+        .read(move |tx| tx.get_pool(Some(&org), pool_id.get()?.as_str()))
         .await?;
     Ok(Json(wire::pool(&pool)))
 }
@@ -224,10 +225,14 @@ pub async fn create_offer(
         ));
     }
     crate::routes::id("pool_id", &req.pool_id)?;
-    let offer = NewOffer {
-        org_id: caller.org.id.clone(),
-        pool_id: req.pool_id.clone(),
-        class,
+    // A pool id of another shape names no pool of the caller's: the core's answer for one.
+    let pool_id =
+        Named::<PoolId>::parse(&req.pool_id, StoreError::invalid("pool_id", "no such pool"));
+    let org = caller.org.id.clone();
+    let offer_on = move |pool_id: &PoolId| NewOffer {
+        org_id: org.clone(),
+        pool_id: pool_id.to_string(),
+        class: class.clone(),
         cpus_per_unit,
         memory_mib_per_unit: req.memory_mib_per_unit,
         price_micros_per_unit_hour: req.price_micros_per_unit_hour,
@@ -242,7 +247,11 @@ pub async fn create_offer(
             key,
             body.request_sha256,
             StatusCode::CREATED,
-            move |tx| Ok(wire::offer(&tx.create_offer(&offer, now)?)),
+            move |tx| {
+                Ok(wire::offer(
+                    &tx.create_offer(&offer_on(pool_id.get()?), now)?,
+                ))
+            },
         )
         .await
 }
@@ -268,10 +277,12 @@ pub async fn list_offers(
 pub async fn get_offer(
     State(state): State<AppState>,
     caller: Caller,
-    IdPath(offer_id): IdPath,
+    IdPath(offer_id): IdPath<OfferId>,
 ) -> Result<Json<Offer>, ApiError> {
     let org = caller.org.id.clone();
-    let offer = state.read(move |tx| tx.get_offer(None, &offer_id)).await?;
+    let offer = state
+        .read(move |tx| tx.get_offer(None, offer_id.get()?.as_str()))
+        .await?;
     if offer.org_id != org && offer.state != OfferState::Active {
         return Err(ApiError::not_found("offer"));
     }
@@ -287,12 +298,14 @@ pub async fn withdraw_offer(
     caller: Caller,
     IdempotencyKey(key): IdempotencyKey,
     BodylessHash(hash): BodylessHash,
-    IdPath(offer_id): IdPath,
+    IdPath(offer_id): IdPath<OfferId>,
 ) -> Result<Response, ApiError> {
     let org = caller.org.id.clone();
     state
         .mutate(caller.org_id(), key, hash, StatusCode::OK, move |tx| {
-            Ok(wire::offer(&tx.withdraw_offer(&org, &offer_id)?))
+            Ok(wire::offer(
+                &tx.withdraw_offer(&org, offer_id.get()?.as_str())?,
+            ))
         })
         .await
 }

@@ -14,12 +14,16 @@ use super::leases::metered_cost;
 use super::logs::follow_logs;
 use super::market::quote_text;
 use super::render::{Output, Render, Row, Text};
-use super::{task, Ctx, Result};
+use super::{id, task, Ctx, Result};
 use crate::excluded;
 
 pub(super) async fn list(ctx: &Ctx, args: JobsArgs, o: &mut Output) -> Result {
+    let lease_id = match args.lease_id {
+        Some(lease) => Some(id::<api::LeaseId>(&lease)?.into_string()),
+        None => None,
+    };
     let params = api::JobListParams {
-        lease_id: args.lease_id,
+        lease_id,
         state: args.state,
         limit: args.limit,
     };
@@ -28,16 +32,20 @@ pub(super) async fn list(ctx: &Ctx, args: JobsArgs, o: &mut Output) -> Result {
 
 pub(super) async fn job(ctx: &Ctx, command: JobCommand, o: &mut Output) -> Result {
     match command {
-        JobCommand::Show { id } => o.show(&ctx.client.get_job(&id).await?),
+        JobCommand::Show { id: job } => {
+            o.show(&ctx.client.get_job(&id::<api::JobId>(&job)?).await?)
+        }
     }
 }
 
-pub(super) async fn cancel(ctx: &Ctx, job_id: &str, o: &mut Output) -> Result {
-    o.show(&Cancelled(&ctx.client.cancel_job(job_id, ctx.key()).await?))
+pub(super) async fn cancel(ctx: &Ctx, job: &str, o: &mut Output) -> Result {
+    let job: api::JobId = id(job)?;
+    o.show(&Cancelled(&ctx.client.cancel_job(&job, ctx.key()).await?))
 }
 
 pub(super) async fn outputs(ctx: &Ctx, args: OutputsArgs, o: &mut Output) -> Result {
-    let files = ctx.client.list_outputs(&args.job_id).await?;
+    let job: api::JobId = id(&args.job_id)?;
+    let files = ctx.client.list_outputs(&job).await?;
     let Some(dest) = &args.dest else {
         return o.show(&files);
     };
@@ -55,7 +63,7 @@ pub(super) async fn outputs(ctx: &Ctx, args: OutputsArgs, o: &mut Output) -> Res
         if let Some(parent) = target.parent() {
             std::fs::create_dir_all(parent)?;
         }
-        let bytes = ctx.client.get_output(&args.job_id, &f.path).await?;
+        let bytes = ctx.client.get_output(&job, &f.path).await?;
         std::fs::write(&target, bytes)?;
         o.line(&format!("{}  ({} bytes)", target.display(), f.size_bytes));
     }
@@ -277,7 +285,9 @@ pub(super) async fn exec(ctx: &Ctx, args: ExecArgs, o: &mut Output) -> Result {
         },
         (None, None) => bail!("give a task file or --run 'COMMANDS'"),
     };
-    let lease = client.get_lease(&args.lease_id).await?;
+    let lease = client
+        .get_lease(&id::<api::LeaseId>(&args.lease_id)?)
+        .await?;
     let job = client
         .create_job(&lease.id, &api::CreateJobRequest { task: spec }, ctx.key())
         .await?;

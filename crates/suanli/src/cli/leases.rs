@@ -8,7 +8,7 @@ use suanli_api as api;
 use super::args::{format_duration, LeaseCommand, LeasesArgs};
 use super::format::{or_dash, price, unit_seconds, yuan};
 use super::render::{Output, Render, Row, Text};
-use super::{Ctx, Result};
+use super::{id, Ctx, Result};
 
 pub(super) async fn list(ctx: &Ctx, args: LeasesArgs, o: &mut Output) -> Result {
     let params = api::LeaseListParams {
@@ -21,15 +21,21 @@ pub(super) async fn list(ctx: &Ctx, args: LeasesArgs, o: &mut Output) -> Result 
 
 pub(super) async fn lease(ctx: &Ctx, command: LeaseCommand, o: &mut Output) -> Result {
     match command {
-        LeaseCommand::Show { id } => o.show(&ctx.client.get_lease(&id).await?),
-        LeaseCommand::End { id } => end(ctx, &id, o).await,
-        LeaseCommand::Cancel { id } => o.show(&ctx.client.cancel_lease(&id, ctx.key()).await?),
+        LeaseCommand::Show { id: lease } => {
+            o.show(&ctx.client.get_lease(&id::<api::LeaseId>(&lease)?).await?)
+        }
+        LeaseCommand::End { id: lease } => end(ctx, &lease, o).await,
+        LeaseCommand::Cancel { id: lease } => {
+            let lease: api::LeaseId = id(&lease)?;
+            o.show(&ctx.client.cancel_lease(&lease, ctx.key()).await?)
+        }
     }
 }
 
 /// `end` and `lease end`.
-pub(super) async fn end(ctx: &Ctx, id: &str, o: &mut Output) -> Result {
-    o.show(&ctx.client.end_lease(id, ctx.key()).await?)
+pub(super) async fn end(ctx: &Ctx, lease: &str, o: &mut Output) -> Result {
+    let lease: api::LeaseId = id(lease)?;
+    o.show(&ctx.client.end_lease(&lease, ctx.key()).await?)
 }
 
 // --- rendering -----------------------------------------------------------------------------------

@@ -8,7 +8,7 @@ use suanli_api as api;
 use super::args::{DepositArgs, LedgerCommand, StatementArgs, WithdrawArgs};
 use super::format::{or_dash, signed_yuan, yuan};
 use super::render::{Output, Render, Text};
-use super::{Ctx, Result};
+use super::{id, Ctx, Result};
 
 pub(super) async fn deposit(ctx: &Ctx, args: DepositArgs, o: &mut Output) -> Result {
     let client = &ctx.client;
@@ -16,7 +16,8 @@ pub(super) async fn deposit(ctx: &Ctx, args: DepositArgs, o: &mut Output) -> Res
         amount_micros: args.amount_micros,
         external_ref: args.reference,
     };
-    let transfer = client.deposit(&args.org_id, &request, ctx.key()).await?;
+    let org: api::OrgId = id(&args.org_id)?;
+    let transfer = client.deposit(&org, &request, ctx.key()).await?;
     o.show(&transfer)
 }
 
@@ -27,7 +28,8 @@ pub(super) async fn withdraw(ctx: &Ctx, args: WithdrawArgs, o: &mut Output) -> R
         external_ref: args.reference,
         source: args.source.into(),
     };
-    let transfer = client.withdraw(&args.org_id, &request, ctx.key()).await?;
+    let org: api::OrgId = id(&args.org_id)?;
+    let transfer = client.withdraw(&org, &request, ctx.key()).await?;
     o.show(&transfer)
 }
 

@@ -10,7 +10,7 @@ use suanli_client::{Client, ClientError};
 
 use super::args::LogsArgs;
 use super::render::Output;
-use super::{Ctx, Result};
+use super::{id, Ctx, Result};
 
 /// Writes log chunks as they come: stdout to stdout, stderr to stderr, the exchange's and the
 /// agent's own messages (`system`) to stderr as `[suanli] …` lines.
@@ -116,6 +116,7 @@ pub(super) async fn follow_logs(client: &Client, job_id: &str, print: bool) -> R
 
 pub(super) async fn logs(ctx: &Ctx, args: LogsArgs, o: &mut Output) -> Result {
     let client = &ctx.client;
+    let job: api::JobId = id(&args.job_id)?;
     o.flush()?;
     let mut after = 0;
     let mut printer = LogPrinter::default();
@@ -127,7 +128,7 @@ pub(super) async fn logs(ctx: &Ctx, args: LogsArgs, o: &mut Output) -> Result {
             wait_ms: args.follow.then_some(20_000),
         };
         let page = tokio::select! {
-            page = client.job_logs(&args.job_id, &params) => page,
+            page = client.job_logs(&job, &params) => page,
             _ = tokio::signal::ctrl_c() => return Ok(()),
         };
         let page = match page {

@@ -9,7 +9,7 @@ use super::format::{price, yuan, yuan_arg};
 use super::leases::lease_pairs;
 use super::provider::unit_shape;
 use super::render::{Output, Render, Row, Text};
-use super::{Ctx, Result};
+use super::{id, Ctx, Result};
 use crate::excluded;
 
 pub(super) async fn zones(ctx: &Ctx, o: &mut Output) -> Result {
@@ -55,7 +55,7 @@ pub(super) async fn quote(ctx: &Ctx, args: QuoteArgs, o: &mut Output) -> Result 
 
 pub(super) async fn buy(ctx: &Ctx, args: BuyArgs, o: &mut Output) -> Result {
     let request = api::PurchaseRequest {
-        offer_id: args.offer_id,
+        offer_id: id::<api::OfferId>(&args.offer_id)?.into_string(),
         units: args.units,
         duration_limit_s: args.duration_s,
         max_price_micros_per_unit_hour: args.max_price_micros,

@@ -38,6 +38,7 @@ mod tests;
 use std::fmt::Write as _;
 
 use anyhow::bail;
+use suanli_api as api;
 use suanli_client::{Client, ClientError};
 
 pub use args::{format_duration, parse_duration, parse_gib_to_mib, parse_money, Cli, Command};
@@ -69,6 +70,13 @@ impl Ctx {
     fn sub_key(&self, what: &str) -> String {
         format!("{}-{what}", self.key)
     }
+}
+
+/// An id typed on the command line, as the kind its argument names (`suanli lease show ID`): one
+/// of another kind or shape is refused here, before any request, and says what it is instead
+/// (`"job_…" is not a lease id: it is a job id`).
+fn id<T: api::Id>(text: &str) -> Result<T> {
+    T::parse(text).map_err(|e| anyhow::anyhow!("{text:?} {e}"))
 }
 
 /// Whether the command sends a POST that changes the exchange.

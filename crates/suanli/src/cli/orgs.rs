@@ -8,7 +8,7 @@ use suanli_api as api;
 use super::args::{MemberCommand, OrgCommand, OrgCreateArgs, TokenCommand};
 use super::format::or_dash;
 use super::render::{Output, Render, Row, Text};
-use super::{Ctx, Result};
+use super::{id, Ctx, Result};
 use crate::profiles;
 
 pub(super) async fn whoami(ctx: &Ctx, o: &mut Output) -> Result {
@@ -32,10 +32,11 @@ pub(super) async fn org(ctx: &Ctx, command: OrgCommand, o: &mut Output) -> Resul
     match command {
         OrgCommand::Create(args) => org_create(ctx, args, o).await,
         OrgCommand::List => o.show(&client.list_orgs().await?),
-        OrgCommand::Show { id } => o.show(&client.get_org(&id).await?),
-        OrgCommand::Rename { id, name } => {
+        OrgCommand::Show { id: org } => o.show(&client.get_org(&id::<api::OrgId>(&org)?).await?),
+        OrgCommand::Rename { id: org, name } => {
+            let org: api::OrgId = id(&org)?;
             let request = api::RenameOrgRequest { name };
-            o.show(&client.rename_org(&id, &request, ctx.key()).await?)
+            o.show(&client.rename_org(&org, &request, ctx.key()).await?)
         }
     }
 }
@@ -72,6 +73,10 @@ pub(super) async fn token(ctx: &Ctx, command: TokenCommand, o: &mut Output) -> R
                 ),
                 None => None,
             };
+            let member_id = match member_id {
+                Some(m) => Some(id::<api::MemberId>(&m)?.into_string()),
+                None => None,
+            };
             let request = api::CreateTokenRequest {
                 name,
                 member_id,
@@ -97,7 +102,10 @@ pub(super) async fn token(ctx: &Ctx, command: TokenCommand, o: &mut Output) -> R
             }
             Ok(())
         }
-        TokenCommand::Revoke { id } => o.show(&client.revoke_token(&id, ctx.key()).await?),
+        TokenCommand::Revoke { id: token } => {
+            let token: api::TokenId = id(&token)?;
+            o.show(&client.revoke_token(&token, ctx.key()).await?)
+        }
     }
 }
 

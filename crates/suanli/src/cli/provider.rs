@@ -9,7 +9,7 @@ use suanli_api as api;
 use super::args::{ModelsCommand, OfferCommand, PoolCommand};
 use super::format::{memory, or_dash, price};
 use super::render::{Output, Render, Row, Text};
-use super::{Ctx, Result};
+use super::{id, Ctx, Result};
 
 pub(super) async fn models(ctx: &Ctx, command: ModelsCommand, o: &mut Output) -> Result {
     let client = &ctx.client;
@@ -38,7 +38,9 @@ pub(super) async fn pool(ctx: &Ctx, command: PoolCommand, o: &mut Output) -> Res
             o.show(&client.create_pool(&request, ctx.key()).await?)
         }
         PoolCommand::List => o.show(&client.list_pools().await?),
-        PoolCommand::Show { id } => o.show(&client.get_pool(&id).await?),
+        PoolCommand::Show { id: pool } => {
+            o.show(&client.get_pool(&id::<api::PoolId>(&pool)?).await?)
+        }
     }
 }
 
@@ -47,7 +49,7 @@ pub(super) async fn offer(ctx: &Ctx, command: OfferCommand, o: &mut Output) -> R
     match command {
         OfferCommand::Create(args) => {
             let request = api::CreateOfferRequest {
-                pool_id: args.pool_id,
+                pool_id: id::<api::PoolId>(&args.pool_id)?.into_string(),
                 class: args.class,
                 cpus_per_unit: args.cpus_per_unit,
                 memory_mib_per_unit: args.memory_mib_per_unit,
@@ -60,9 +62,12 @@ pub(super) async fn offer(ctx: &Ctx, command: OfferCommand, o: &mut Output) -> R
             o.show(&client.create_offer(&request, ctx.key()).await?)
         }
         OfferCommand::List => o.show(&client.list_offers().await?),
-        OfferCommand::Show { id } => o.show(&client.get_offer(&id).await?),
-        OfferCommand::Withdraw { id } => {
-            o.show(&Withdrawn(&client.withdraw_offer(&id, ctx.key()).await?))
+        OfferCommand::Show { id: offer } => {
+            o.show(&client.get_offer(&id::<api::OfferId>(&offer)?).await?)
+        }
+        OfferCommand::Withdraw { id: offer } => {
+            let offer: api::OfferId = id(&offer)?;
+            o.show(&Withdrawn(&client.withdraw_offer(&offer, ctx.key()).await?))
         }
     }
 }

@@ -7,7 +7,7 @@ use suanli_api as api;
 
 use super::args::*;
 use super::format::{price, signed_yuan, yuan, yuan_arg};
-use super::{fresh_idempotency_key, is_mutating};
+use super::{fresh_idempotency_key, id, is_mutating};
 
 #[test]
 fn durations_parse_and_format() {
@@ -297,4 +297,23 @@ fn idempotency_keys_are_fresh() {
     assert_ne!(a, b);
     assert_eq!(a.len(), 4 + 32);
     assert!(a.starts_with("cli-"));
+}
+
+#[test]
+fn ids_typed_on_the_command_line_are_of_their_kind() {
+    let lease = "lease_0190a5b2c3d4e5f60718293a4b5";
+    assert_eq!(id::<api::LeaseId>(lease).unwrap().as_str(), lease);
+    assert_eq!(
+        id::<api::LeaseId>("job_0190a5b2c3d4e5f60718293a4b5")
+            .unwrap_err()
+            .to_string(),
+        "\"job_0190a5b2c3d4e5f60718293a4b5\" is not a lease id: it is a job id"
+    );
+    assert_eq!(
+        id::<api::JobId>("j").unwrap_err().to_string(),
+        "\"j\" is not a job id: job ids start with \"job_\""
+    );
+    assert!(id::<api::OrgId>("org_1").is_err());
+    // Ids made before ids were time-ordered are ids still.
+    assert!(id::<api::OrgId>("org_a94c03d1e8f7b265").is_ok());
 }

@@ -1,4 +1,6 @@
 use super::*;
+use crate::decide::settle::Leg;
+use crate::ledger::TransferKind;
 
 const DAY: i64 = 86_400_000;
 
