@@ -28,7 +28,7 @@ const LONG_FILES: &[(&str, &str)] = &[
          parsed outputs",
     ),
     (
-        "crates/suanli/src/task.rs",
+        "crates/suanli/src/cli/task.rs",
         "the task file format: its parser, validation with a field path for every error, and the \
          tests of each error; one format, one file",
     ),

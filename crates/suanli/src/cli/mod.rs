@@ -19,7 +19,6 @@
 //! reads or follows a job's output by long polling. These stream their output as it comes instead
 //! of printing it at the end.
 
-#[path = "../task.rs"]
 pub mod task;
 
 mod args;
