@@ -104,7 +104,9 @@ impl Tx<'_> {
                 let mut scope = "l.state = 'active'".to_string();
                 if !ids.is_empty() {
                     scope.push_str(" OR l.id IN (");
-                    scope.push_str(&vec!["?"; ids.len()].join(", "));
+                    // Numbered parameters: PostgreSQL has no `?` (SQLite reads `$N` as `?N`).
+                    let params: Vec<String> = (1..=ids.len()).map(|i| format!("${i}")).collect();
+                    scope.push_str(&params.join(", "));
                     scope.push(')');
                 }
                 (

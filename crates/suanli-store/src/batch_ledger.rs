@@ -40,6 +40,16 @@ use suanli_core::ledger::{AccountKind, TransferKind};
 use crate::database::{to_i64, Row, StoreError, Value};
 use crate::ops::{account_org, TransferRow, Tx, TRANSFER_COLS};
 
+/// What a transfer refers to besides its accounts: the hold it belongs to, the lease, the
+/// external payment reference, the access request to a data product.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct TransferRefs<'r> {
+    pub hold_id: Option<&'r str>,
+    pub lease_id: Option<&'r str>,
+    pub external_ref: Option<&'r str>,
+    pub access_request_id: Option<&'r str>,
+}
+
 /// The largest debits or credits total an account may reach (the schema's `CHECK`).
 const MAX_TOTAL_MICROS: u64 = 4_000_000_000_000_000_000;
 
@@ -212,6 +222,32 @@ impl<'a> Tx<'a> {
         external_ref: Option<&str>,
         now_ms: i64,
     ) -> Result<TransferRow, StoreError> {
+        let refs = TransferRefs {
+            hold_id,
+            lease_id,
+            external_ref,
+            access_request_id: None,
+        };
+        self.transfer_with(kind, debit, credit, amount, refs, now_ms)
+    }
+
+    /// [`Tx::transfer`] with every reference a transfer may carry (a data product's access
+    /// request among them).
+    pub(crate) fn transfer_with(
+        &mut self,
+        kind: TransferKind,
+        debit: &str,
+        credit: &str,
+        amount: u64,
+        refs: TransferRefs<'_>,
+        now_ms: i64,
+    ) -> Result<TransferRow, StoreError> {
+        let TransferRefs {
+            hold_id,
+            lease_id,
+            external_ref,
+            access_request_id,
+        } = refs;
         if amount == 0 {
             return Err(StoreError::invalid(
                 "amount_micros",
@@ -282,6 +318,7 @@ impl<'a> Tx<'a> {
             lease_id: lease_id.map(Into::into),
             external_ref: external_ref.map(Into::into),
             created_ms: now_ms,
+            access_request_id: access_request_id.map(Into::into),
         };
         buf.transfers.push(row.clone());
         if self.memory.writes_through() {
@@ -438,7 +475,7 @@ impl<'a> Tx<'a> {
         }
         let insert = format!(
             "INSERT INTO transfers ({TRANSFER_COLS}) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"
         );
         for t in &transfers {
             self.b.execute(
@@ -456,6 +493,7 @@ impl<'a> Tx<'a> {
                     t.lease_id.clone().into(),
                     t.external_ref.clone().into(),
                     t.created_ms.into(),
+                    t.access_request_id.clone().into(),
                 ],
             )?;
             let (debit_org, credit_org) = posted_orgs(t);
@@ -518,6 +556,7 @@ fn flush_in_one_statement(
                     "lease_id": t.lease_id,
                     "external_ref": t.external_ref,
                     "created_ms": t.created_ms,
+                    "access_request_id": t.access_request_id,
                 })
             })
             .collect(),
@@ -530,8 +569,8 @@ fn flush_in_one_statement(
              r AS (SELECT * FROM json_to_recordset($2::text::json) AS r(seq bigint, id text, \
              kind text, debit_account_id text, credit_account_id text, amount_micros bigint, \
              debit_balance_after_micros bigint, credit_balance_after_micros bigint, hold_id text, \
-             lease_id text, external_ref text, created_ms bigint, debit_org text, \
-             credit_org text)), \
+             lease_id text, external_ref text, created_ms bigint, access_request_id text, \
+             debit_org text, credit_org text)), \
              t AS (INSERT INTO transfers ({TRANSFER_COLS}) SELECT {TRANSFER_COLS} FROM r \
              RETURNING 1), \
              p AS (INSERT INTO postings (org_id, seq) SELECT x.org_id, r.seq FROM r \

@@ -27,11 +27,17 @@ use crate::batch_nodes::FreeNodes;
 use crate::batch_offers::OfferTerms;
 use crate::database::{to_i64, Database, Row, StoreError, Value};
 
+mod data;
 mod idempotency;
 mod leases;
 mod market;
 mod orgs;
 mod payments;
+
+pub use data::{
+    AccessOutcome, AccessRequest, AccessRequestRow, EntitlementRow, FileRow, ListingRow, NewFile,
+    UploadPart, VersionRow,
+};
 
 /// A fresh identifier with a type prefix, e.g. `lease_19ac7f3e2b13f9a0c12d4e5b687`: the time in
 /// milliseconds (11 hex digits), then 64 bits that are random for a thread's first identifier in a
@@ -340,6 +346,8 @@ pub struct TransferRow {
     pub lease_id: Option<String>,
     pub external_ref: Option<String>,
     pub created_ms: i64,
+    /// The access request to a data product whose price it held, paid or released.
+    pub access_request_id: Option<String>,
 }
 
 /// A stored idempotent response.
@@ -495,7 +503,8 @@ const LEASE_COLS: &str = "l.id, l.consumer_org_id, l.provider_org_id, l.offer_id
     h.posted_micros, l.ended_ms, l.billed_unit_ms, l.cost_micros, l.fee_micros, l.billing, l.auto_end, \
     l.metered_unit_ms";
 pub(crate) const TRANSFER_COLS: &str = "seq, id, kind, debit_account_id, credit_account_id, amount_micros, \
-    debit_balance_after_micros, credit_balance_after_micros, hold_id, lease_id, external_ref, created_ms";
+    debit_balance_after_micros, credit_balance_after_micros, hold_id, lease_id, external_ref, created_ms, \
+    access_request_id";
 
 fn org_row(r: &Row) -> Result<OrgRow, StoreError> {
     org_row_at(r, 0)
@@ -626,6 +635,7 @@ fn transfer_row(r: &Row) -> Result<TransferRow, StoreError> {
         lease_id: r.opt_str(9)?,
         external_ref: r.opt_str(10)?,
         created_ms: r.i64(11)?,
+        access_request_id: r.opt_str(12)?,
     })
 }
 

@@ -287,7 +287,126 @@ CREATE INDEX jobs_lease_state ON jobs(lease_id, state);
      ALTER TABLE jobs ADD COLUMN log_dropped_bytes BIGINT NOT NULL DEFAULT 0; \
      ALTER TABLE jobs ADD COLUMN log_notice_seq BIGINT NOT NULL DEFAULT 0; \
      ALTER TABLE attempts ADD COLUMN log_chunk_seq BIGINT NOT NULL DEFAULT -1;",
+    // 12: data products (datasets and models): listings, versions, files, access requests and
+    // entitlements, see DATA_PRODUCTS.
+    DATA_PRODUCTS,
 ];
+
+/// Migration 12: datasets and AI models as listed, licensed, versioned products
+/// (`suanli_core::data`, `suanli_core::decide::data`).
+///
+/// - `orgs.data_provider`: the operator admitted the org as a data provider (providers list data
+///   without it).
+/// - `data_listings`: a product, unique by name on the exchange; its terms are fixed at creation
+///   (the price as `price_kind` `free`, `per-version` or `per-period` with `price_micros` and
+///   `period_days`; the licence as `Licence::encode` writes it; tags as a JSON array of strings;
+///   the model's framework, format and parameter count, NULL for a dataset; the exchange's fee
+///   then). A listing is shown to other orgs once one of its versions is not a draft.
+/// - `data_versions`: a listing's versions, labels unique per listing and never reused; `draft`,
+///   then `published` (every file verified), then perhaps `deprecated`.
+/// - `data_files`: a version's files, paths unique per version, each with its declared size and
+///   SHA-256, whether its bytes were verified, and the progress of its upload (`received_bytes`,
+///   `parts`, the object store's opaque `hash_state` of the bytes so far, and the `object_prefix`
+///   under which its bytes are stored).
+/// - `access_requests`: every request for access, granted at once (`approved` when made) or
+///   awaiting the owner until `expires_ms`; the price the buyer agreed to, the hold of that price
+///   (NULL when free), at most one `pending` per buyer and listing.
+/// - `entitlements`: who may use which version (NULL: every version) from when until when (NULL:
+///   for good), revoked or not, and the request that granted it.
+/// - `transfers.access_request_id`: the request a transfer paid or released the price of, so
+///   that a statement shows it (a data product's transfers have no lease).
+///
+/// State checks are comparisons, not `IN` lists (see [`SQLITE_STATE_CHECKS`]).
+const DATA_PRODUCTS: &str = r#"
+ALTER TABLE orgs ADD COLUMN data_provider BIGINT NOT NULL DEFAULT 0
+    CHECK (data_provider = 0 OR data_provider = 1);
+ALTER TABLE transfers ADD COLUMN access_request_id TEXT;
+CREATE TABLE data_listings (
+    id TEXT PRIMARY KEY,
+    org_id TEXT NOT NULL REFERENCES orgs(id),
+    name TEXT NOT NULL UNIQUE,
+    kind TEXT NOT NULL CHECK (kind = 'dataset' OR kind = 'model'),
+    title_zh TEXT NOT NULL,
+    title_en TEXT NOT NULL,
+    description_zh TEXT NOT NULL,
+    description_en TEXT NOT NULL,
+    tags TEXT NOT NULL,
+    card TEXT NOT NULL,
+    licence TEXT NOT NULL,
+    access_mode TEXT NOT NULL CHECK (access_mode = 'download' OR access_mode = 'compute-only'),
+    gating TEXT NOT NULL CHECK (gating = 'automatic' OR gating = 'manual'),
+    price_kind TEXT NOT NULL
+        CHECK (price_kind = 'free' OR price_kind = 'per-version' OR price_kind = 'per-period'),
+    price_micros BIGINT NOT NULL CHECK (price_micros >= 0),
+    period_days BIGINT,
+    model_framework TEXT,
+    model_format TEXT,
+    model_parameters BIGINT,
+    fee_bps BIGINT NOT NULL CHECK (fee_bps >= 0 AND fee_bps <= 10000),
+    created_ms BIGINT NOT NULL
+);
+CREATE INDEX data_listings_org ON data_listings(org_id, created_ms);
+CREATE TABLE data_versions (
+    id TEXT PRIMARY KEY,
+    listing_id TEXT NOT NULL REFERENCES data_listings(id),
+    label TEXT NOT NULL,
+    state TEXT NOT NULL CHECK (state = 'draft' OR state = 'published' OR state = 'deprecated'),
+    created_ms BIGINT NOT NULL,
+    published_ms BIGINT,
+    deprecated_ms BIGINT,
+    UNIQUE (listing_id, label)
+);
+CREATE TABLE data_files (
+    version_id TEXT NOT NULL REFERENCES data_versions(id),
+    path TEXT NOT NULL,
+    size_bytes BIGINT NOT NULL CHECK (size_bytes >= 0),
+    sha256 TEXT NOT NULL,
+    verified BIGINT NOT NULL DEFAULT 0 CHECK (verified = 0 OR verified = 1),
+    received_bytes BIGINT NOT NULL DEFAULT 0
+        CHECK (received_bytes >= 0 AND received_bytes <= size_bytes),
+    parts BIGINT NOT NULL DEFAULT 0 CHECK (parts >= 0),
+    hash_state TEXT,
+    object_prefix TEXT NOT NULL,
+    created_ms BIGINT NOT NULL,
+    verified_ms BIGINT,
+    PRIMARY KEY (version_id, path)
+);
+CREATE TABLE access_requests (
+    id TEXT PRIMARY KEY,
+    listing_id TEXT NOT NULL REFERENCES data_listings(id),
+    buyer_org_id TEXT NOT NULL REFERENCES orgs(id),
+    version_label TEXT,
+    price_kind TEXT NOT NULL
+        CHECK (price_kind = 'free' OR price_kind = 'per-version' OR price_kind = 'per-period'),
+    price_micros BIGINT NOT NULL CHECK (price_micros >= 0),
+    period_days BIGINT,
+    purpose TEXT NOT NULL,
+    state TEXT NOT NULL CHECK (state = 'pending' OR state = 'approved' OR state = 'denied'
+        OR state = 'withdrawn' OR state = 'expired'),
+    hold_id TEXT UNIQUE REFERENCES holds(id),
+    created_ms BIGINT NOT NULL,
+    expires_ms BIGINT NOT NULL,
+    decided_ms BIGINT
+);
+CREATE INDEX access_requests_listing ON access_requests(listing_id, created_ms);
+CREATE INDEX access_requests_buyer ON access_requests(buyer_org_id, created_ms);
+CREATE INDEX access_requests_due ON access_requests(state, expires_ms);
+CREATE UNIQUE INDEX access_requests_one_pending ON access_requests(listing_id, buyer_org_id)
+    WHERE state = 'pending';
+CREATE TABLE entitlements (
+    id TEXT PRIMARY KEY,
+    org_id TEXT NOT NULL REFERENCES orgs(id),
+    listing_id TEXT NOT NULL REFERENCES data_listings(id),
+    version_label TEXT,
+    from_ms BIGINT NOT NULL,
+    until_ms BIGINT,
+    revoked_ms BIGINT,
+    request_id TEXT NOT NULL REFERENCES access_requests(id),
+    created_ms BIGINT NOT NULL
+);
+CREATE INDEX entitlements_org ON entitlements(org_id, listing_id);
+CREATE INDEX entitlements_listing ON entitlements(listing_id, created_ms);
+"#;
 
 /// Migration 9: metered use is counted in unit-milliseconds end to end (a short job was billed
 /// nothing when each report was floored to whole seconds), and a lease records the
