@@ -4,7 +4,8 @@ use axum::extract::FromRequestParts;
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
 use sha2::{Digest, Sha256};
-use suanli_api::{ErrorCode, OrgKind, Role};
+use suanli_api::ErrorCode;
+use suanli_core::decide::access::{self, Action};
 use suanli_store::ops::{OrgRow, TokenRow};
 
 use crate::error::ApiError;
@@ -98,32 +99,22 @@ pub struct Caller {
 }
 
 impl Caller {
-    pub fn kind(&self) -> OrgKind {
-        crate::wire::api_org_kind(self.org.kind)
-    }
-
     pub fn org_id(&self) -> &str {
         &self.org.id
     }
 
-    pub fn require_kind(&self, kinds: &[OrgKind], what: &str) -> Result<(), ApiError> {
-        if kinds.contains(&self.kind()) {
-            Ok(())
-        } else {
-            let names: Vec<&str> = kinds.iter().map(|k| k.as_str()).collect();
-            Err(ApiError::forbidden(format!(
-                "{what} is for {} orgs",
-                names.join(" and ")
-            )))
+    /// The caller as the core's access rules see it: its org, the org's kind and the token's role.
+    pub fn access(&self) -> access::Caller<'_> {
+        access::Caller {
+            org_id: &self.org.id,
+            kind: self.org.kind,
+            role: access::Role::parse(&self.token.role),
         }
     }
 
-    pub fn require_admin(&self) -> Result<(), ApiError> {
-        if Role::parse(&self.token.role) == Some(Role::Admin) {
-            Ok(())
-        } else {
-            Err(ApiError::forbidden("this needs an admin of the org"))
-        }
+    /// Whether the caller may send `action` ([`access::decide_access`]); 403 `forbidden` if not.
+    pub fn may(&self, action: Action) -> Result<(), ApiError> {
+        access::decide_access(&self.access(), action).map_err(ApiError::from)
     }
 }
 

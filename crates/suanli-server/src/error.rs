@@ -4,6 +4,7 @@
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use suanli_api::{ErrorBody, ErrorCode};
+use suanli_core::decide::{ItemRefusal, Refusal};
 use suanli_store::StoreError;
 
 tokio::task_local! {
@@ -79,6 +80,21 @@ impl IntoResponse for ApiError {
             body.message = "internal error".into();
         }
         (self.status(), axum::Json(body)).into_response()
+    }
+}
+
+/// A refusal the core decided before the store was asked: answered exactly as the same refusal
+/// from the store is.
+impl From<Refusal> for ApiError {
+    fn from(r: Refusal) -> Self {
+        ApiError::from(StoreError::from(r))
+    }
+}
+
+/// A refusal of one item of the request: `invalid_field` on the item's field.
+impl From<ItemRefusal> for ApiError {
+    fn from(r: ItemRefusal) -> Self {
+        ApiError::invalid(r.path(), r.message)
     }
 }
 

@@ -1,9 +1,11 @@
 //! Suanli's HTTP server: axum routes under `/api/v1`, authentication, idempotency, the OpenAPI
 //! document and the background services (lease expiry).
 //!
-//! Handlers are thin: parse and validate ([`extract`]), authenticate ([`auth`]), run a read on a
-//! read connection or a write as a job of the single writer ([`AppState::mutate`]), and answer with
-//! wire types ([`wire`]). Business rules live in `suanli-core`, SQL in `suanli-store`.
+//! Handlers are thin: parse and validate ([`extract`]), authenticate ([`auth`]: who the caller is;
+//! what it may do is `suanli_core::decide::access`'s), run a read on a read connection or a write
+//! as a job of the single writer ([`AppState::mutate`]), and answer with wire types ([`wire`]).
+//! Business rules live in `suanli-core` (a refusal it decides answers as the store's would:
+//! `From<Refusal> for ApiError`), SQL in `suanli-store`.
 //!
 //! - [`routes`]: one module per area (orgs, providers, market, ledger).
 //! - [`openapi`]: the generated OpenAPI document.

@@ -1,8 +1,9 @@
-//! Creating and cancelling jobs, the time an attempt is given, whose reports count (fencing), and
-//! what an agent's reports of an attempt may say: its state, its usage, its logs and outputs.
+//! Creating and cancelling jobs (and how much a task may carry), the time an attempt is given,
+//! whose reports count (fencing), and what an agent's reports of an attempt may say: its state,
+//! its usage, its logs and outputs, and how much one report may carry.
 
 use super::purchase::Billing;
-use super::Refusal;
+use super::{Item, ItemRefusal, Refusal};
 use crate::job::{next, JobEvent, JobState};
 use crate::lease::LeaseState;
 
@@ -47,6 +48,88 @@ pub fn decide_create(
         return Err(Refusal::LeaseEnding);
     }
     Ok(time_limit_s.unwrap_or(remaining).min(remaining).max(1))
+}
+
+/// Longest `setup` or `run` script of a task.
+pub const MAX_SCRIPT_BYTES: usize = 64 * 1024;
+/// Most environment variables of a task.
+pub const MAX_ENV_VARS: usize = 256;
+/// Longest value of a task's environment variable.
+pub const MAX_ENV_VALUE_BYTES: usize = 4_096;
+/// Largest working directory a task uploads, decoded.
+pub const MAX_WORKDIR_BYTES: usize = 512 * 1024;
+/// Most files of a task's working directory.
+pub const MAX_WORKDIR_FILES: usize = 1_000;
+/// Most output paths of a task.
+pub const MAX_OUTPUT_PATHS: usize = 64;
+
+/// A measure of a task the exchange bounds, as the API measured it from the request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TaskMeasure {
+    /// The lengths of its `run` and `setup` scripts: at most [`MAX_SCRIPT_BYTES`] each.
+    Scripts {
+        run_bytes: usize,
+        setup_bytes: Option<usize>,
+    },
+    /// How many environment variables it sets: at most [`MAX_ENV_VARS`].
+    EnvVars(usize),
+    /// Its working directory's decoded size and files: at most [`MAX_WORKDIR_BYTES`] and
+    /// [`MAX_WORKDIR_FILES`].
+    Workdir { bytes: usize, files: usize },
+    /// How many output paths it collects: at most [`MAX_OUTPUT_PATHS`].
+    OutputPaths(usize),
+    /// The time limit it asks for (`None`: its lease's remaining time): at least a second.
+    TimeLimit(Option<u64>),
+}
+
+/// Decides one measure of a task being queued. The API measures a task's parts in the order it
+/// parses them, so the first fault in the request is the one refused.
+pub fn decide_task(measure: TaskMeasure) -> Result<(), Refusal> {
+    match measure {
+        TaskMeasure::Scripts {
+            run_bytes,
+            setup_bytes,
+        } if run_bytes > MAX_SCRIPT_BYTES || setup_bytes.is_some_and(|s| s > MAX_SCRIPT_BYTES) => {
+            Err(Refusal::invalid(
+                "task.run",
+                "setup and run are at most 64 KiB each",
+            ))
+        }
+        TaskMeasure::EnvVars(n) if n > MAX_ENV_VARS => Err(Refusal::invalid(
+            "task.env",
+            "at most 256 environment variables",
+        )),
+        TaskMeasure::Workdir { bytes, files }
+            if bytes > MAX_WORKDIR_BYTES || files > MAX_WORKDIR_FILES =>
+        {
+            Err(Refusal::invalid(
+                "task.workdir",
+                "the working directory is at most 512 KiB and 1000 files",
+            ))
+        }
+        TaskMeasure::OutputPaths(n) if n > MAX_OUTPUT_PATHS => {
+            Err(Refusal::invalid("task.outputs", "at most 64 output paths"))
+        }
+        TaskMeasure::TimeLimit(Some(0)) => Err(Refusal::invalid(
+            "task.time_limit_s",
+            "time_limit_s must be at least 1",
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// Decides the length of the value of a task's environment variable `name`: at most
+/// [`MAX_ENV_VALUE_BYTES`]. (What the API refuses of its text besides, a NUL, it refuses alike.)
+pub fn decide_env_value(name: &str, value_bytes: usize) -> Result<(), ItemRefusal> {
+    if value_bytes > MAX_ENV_VALUE_BYTES {
+        return Err(ItemRefusal {
+            list: "task.env",
+            item: Item::Key(name.to_owned()),
+            field: None,
+            message: "values are at most 4 KiB, without NUL".into(),
+        });
+    }
+    Ok(())
 }
 
 /// Decides cancelling a job in `state`: only one that has not ended.
@@ -164,6 +247,73 @@ pub fn fence_logs(
         return Err(Refusal::StaleAttempt(
             "the attempt is not this agent's".into(),
         ));
+    }
+    Ok(())
+}
+
+/// Most attempts one heartbeat names.
+pub const MAX_HEARTBEAT_ATTEMPTS: usize = 10_000;
+/// Most usage records one report carries (and it carries at least one).
+pub const MAX_USAGE_RECORDS: usize = 1_000;
+/// Most log chunks one report carries.
+pub const MAX_LOG_CHUNKS: usize = 1_000;
+/// Largest log chunk.
+pub const MAX_LOG_CHUNK_BYTES: usize = 256 * 1024;
+/// Most output files one report carries.
+pub const MAX_OUTPUT_FILES: usize = 1_000;
+/// Most output bytes a job keeps.
+pub const MAX_OUTPUT_BYTES_PER_JOB: u64 = 8 * 1024 * 1024;
+
+/// What an agent's report carries, counted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReportSize {
+    /// The attempts a heartbeat says the agent runs: at most [`MAX_HEARTBEAT_ATTEMPTS`].
+    Heartbeat(usize),
+    /// Usage records: 1 to [`MAX_USAGE_RECORDS`].
+    Usage(usize),
+    /// Log chunks: at most [`MAX_LOG_CHUNKS`].
+    Logs(usize),
+    /// Output files: at most [`MAX_OUTPUT_FILES`].
+    Outputs(usize),
+}
+
+/// Decides how much one report of an agent carries.
+pub fn decide_report_size(size: ReportSize) -> Result<(), Refusal> {
+    match size {
+        ReportSize::Heartbeat(n) if n > MAX_HEARTBEAT_ATTEMPTS => {
+            Err(Refusal::invalid("running", "at most 10000 attempts"))
+        }
+        ReportSize::Usage(n) if n == 0 || n > MAX_USAGE_RECORDS => {
+            Err(Refusal::invalid("records", "send 1 to 1000 records"))
+        }
+        ReportSize::Logs(n) if n > MAX_LOG_CHUNKS => {
+            Err(Refusal::invalid("chunks", "at most 1000 chunks"))
+        }
+        ReportSize::Outputs(n) if n > MAX_OUTPUT_FILES => {
+            Err(Refusal::invalid("files", "at most 1000 files"))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Decides log chunk `index` of a report: of a stream the exchange keeps (`stdout`, `stderr`, or
+/// `system`, the agent's own notes), numbered from 1, at most [`MAX_LOG_CHUNK_BYTES`] of data.
+pub fn decide_log_chunk(
+    index: usize,
+    stream: &str,
+    seq: u64,
+    data_bytes: usize,
+) -> Result<(), ItemRefusal> {
+    if !matches!(stream, "stdout" | "stderr" | "system")
+        || seq == 0
+        || data_bytes > MAX_LOG_CHUNK_BYTES
+    {
+        return Err(ItemRefusal {
+            list: "chunks",
+            item: Item::Index(index),
+            field: None,
+            message: "stream is stdout, stderr or system; seq from 1; data at most 256 KiB".into(),
+        });
     }
     Ok(())
 }
@@ -330,6 +480,145 @@ mod tests {
             fence_logs(None, "ag"),
             Err(Refusal::StaleAttempt("unknown attempt".into()))
         );
+    }
+
+    #[test]
+    fn a_task_carries_so_much_and_no_more() {
+        use TaskMeasure::*;
+        let fits = [
+            Scripts {
+                run_bytes: MAX_SCRIPT_BYTES,
+                setup_bytes: Some(MAX_SCRIPT_BYTES),
+            },
+            Scripts {
+                run_bytes: 1,
+                setup_bytes: None,
+            },
+            EnvVars(MAX_ENV_VARS),
+            Workdir {
+                bytes: MAX_WORKDIR_BYTES,
+                files: MAX_WORKDIR_FILES,
+            },
+            OutputPaths(MAX_OUTPUT_PATHS),
+            TimeLimit(None),
+            TimeLimit(Some(1)),
+        ];
+        for m in fits {
+            assert_eq!(decide_task(m), Ok(()), "{m:?}");
+        }
+        let scripts = Err(Refusal::invalid(
+            "task.run",
+            "setup and run are at most 64 KiB each",
+        ));
+        assert_eq!(
+            decide_task(Scripts {
+                run_bytes: MAX_SCRIPT_BYTES + 1,
+                setup_bytes: None
+            }),
+            scripts
+        );
+        assert_eq!(
+            decide_task(Scripts {
+                run_bytes: 1,
+                setup_bytes: Some(MAX_SCRIPT_BYTES + 1)
+            }),
+            scripts
+        );
+        assert_eq!(
+            decide_task(EnvVars(257)),
+            Err(Refusal::invalid(
+                "task.env",
+                "at most 256 environment variables"
+            ))
+        );
+        let workdir = Err(Refusal::invalid(
+            "task.workdir",
+            "the working directory is at most 512 KiB and 1000 files",
+        ));
+        assert_eq!(
+            decide_task(Workdir {
+                bytes: MAX_WORKDIR_BYTES + 1,
+                files: 1
+            }),
+            workdir
+        );
+        assert_eq!(
+            decide_task(Workdir {
+                bytes: 0,
+                files: 1_001
+            }),
+            workdir
+        );
+        assert_eq!(
+            decide_task(OutputPaths(65)),
+            Err(Refusal::invalid("task.outputs", "at most 64 output paths"))
+        );
+        assert_eq!(
+            decide_task(TimeLimit(Some(0))),
+            Err(Refusal::invalid(
+                "task.time_limit_s",
+                "time_limit_s must be at least 1"
+            ))
+        );
+        assert_eq!(decide_env_value("PATH", MAX_ENV_VALUE_BYTES), Ok(()));
+        let refused = decide_env_value("PATH", MAX_ENV_VALUE_BYTES + 1).unwrap_err();
+        assert_eq!(refused.path(), "task.env.PATH");
+        assert_eq!(refused.message, "values are at most 4 KiB, without NUL");
+    }
+
+    #[test]
+    fn a_report_carries_so_much_and_no_more() {
+        use ReportSize::*;
+        for size in [
+            Heartbeat(0),
+            Heartbeat(10_000),
+            Usage(1),
+            Usage(1_000),
+            Logs(0),
+            Logs(1_000),
+            Outputs(0),
+            Outputs(1_000),
+        ] {
+            assert_eq!(decide_report_size(size), Ok(()), "{size:?}");
+        }
+        assert_eq!(
+            decide_report_size(Heartbeat(10_001)),
+            Err(Refusal::invalid("running", "at most 10000 attempts"))
+        );
+        for n in [0, 1_001] {
+            assert_eq!(
+                decide_report_size(Usage(n)),
+                Err(Refusal::invalid("records", "send 1 to 1000 records"))
+            );
+        }
+        assert_eq!(
+            decide_report_size(Logs(1_001)),
+            Err(Refusal::invalid("chunks", "at most 1000 chunks"))
+        );
+        assert_eq!(
+            decide_report_size(Outputs(1_001)),
+            Err(Refusal::invalid("files", "at most 1000 files"))
+        );
+    }
+
+    #[test]
+    fn a_log_chunk_is_of_a_kept_stream_numbered_and_bounded() {
+        for stream in ["stdout", "stderr", "system"] {
+            assert_eq!(decide_log_chunk(0, stream, 1, MAX_LOG_CHUNK_BYTES), Ok(()));
+        }
+        for (stream, seq, bytes) in [
+            ("stdin", 1, 0),
+            ("", 1, 0),
+            ("stdout", 0, 0),
+            ("stdout", 1, MAX_LOG_CHUNK_BYTES + 1),
+        ] {
+            let refused = decide_log_chunk(7, stream, seq, bytes).unwrap_err();
+            assert_eq!(refused.path(), "chunks[7]");
+            assert_eq!(
+                refused.message,
+                "stream is stdout, stderr or system; seq from 1; data at most 256 KiB"
+            );
+        }
     }
 
     #[test]

@@ -7,16 +7,19 @@
 //! share one PostgreSQL: a conditional update that matches no row is the same refusal, decided
 //! again on fresher data).
 //!
+//! - [`access`]: who may send which command (the operator's, a provider's, a consumer's, an org
+//!   admin's) and which orgs and offers a caller may read.
 //! - [`purchase`]: who may buy, the offer's window, unit bounds and price limit, the hold.
 //! - [`settle`]: who may end a lease, metered or elapsed billing, the legs of the settlement.
 //! - [`money`]: deposits and withdrawals recorded once per external reference.
 //! - [`offer`]: publishing and withdrawing offers.
-//! - [`org`]: admitting and renaming orgs (names unique under their key), tokens for an org's
-//!   members, revoking them once.
-//! - [`pool`]: a pool's nodes named apart, and which pool an agent's registration serves.
-//! - [`job`]: creating and cancelling jobs, the time an attempt is given, fencing, and what an
-//!   agent may report of an attempt (its state, usage while the lease lasts, logs, outputs within
-//!   their cap).
+//! - [`org`]: admitting and renaming orgs (names unique under their key, a consumer's type, one
+//!   operator), tokens for an org's members (their lifetime), revoking them once.
+//! - [`pool`]: a pool's nodes (how many, their capacity, named apart, known accelerator models),
+//!   and which pool an agent's registration serves.
+//! - [`job`]: creating and cancelling jobs (a task's sizes), the time an attempt is given,
+//!   fencing, and what an agent may report of an attempt (its state, usage while the lease lasts,
+//!   logs, outputs within their cap, and how much one report carries).
 //! - [`liveness`]: agents that went silent and what becomes of their attempts' jobs, when the
 //!   exchange suspects itself instead, attempts that never reached their agent, and which
 //!   registration of an agent may report.
@@ -24,6 +27,7 @@
 //! Rules that are only the database's constraints (a unique index, a foreign key, a CHECK) stay
 //! there; each module's documentation names the ones its commands meet.
 
+pub mod access;
 pub mod data;
 pub mod job;
 pub mod liveness;
@@ -86,6 +90,40 @@ impl Refusal {
         Refusal::Invalid {
             field,
             message: message.into(),
+        }
+    }
+}
+
+/// A refusal of one item of a list or map the command carries (a pool's node, a log chunk, an
+/// environment variable): the API names its field `list[index].field` (or `list.key`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ItemRefusal {
+    /// The list's field in the command.
+    pub list: &'static str,
+    /// Which of its items.
+    pub item: Item,
+    /// The item's own field at fault (`None`: the item as a whole).
+    pub field: Option<&'static str>,
+    pub message: String,
+}
+
+/// An item of a list (by its index) or of a map (by its key).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Item {
+    Index(usize),
+    Key(String),
+}
+
+impl ItemRefusal {
+    /// The field at fault, as the API names it: `nodes[3].cpus`, `chunks[0]`, `task.env.PATH`.
+    pub fn path(&self) -> String {
+        let item = match &self.item {
+            Item::Index(i) => format!("{}[{i}]", self.list),
+            Item::Key(k) => format!("{}.{k}", self.list),
+        };
+        match self.field {
+            Some(field) => format!("{item}.{field}"),
+            None => item,
         }
     }
 }
@@ -163,5 +201,18 @@ mod tests {
         }
         assert_eq!(OrgKind::parse("Consumer"), None);
         assert_eq!(OrgKind::parse(""), None);
+    }
+
+    #[test]
+    fn an_item_refusal_names_its_field_as_the_api_does() {
+        let at = |item, field| ItemRefusal {
+            list: "nodes",
+            item,
+            field,
+            message: String::new(),
+        };
+        assert_eq!(at(Item::Index(3), Some("cpus")).path(), "nodes[3].cpus");
+        assert_eq!(at(Item::Index(0), None).path(), "nodes[0]");
+        assert_eq!(at(Item::Key("PATH".into()), None).path(), "nodes.PATH");
     }
 }

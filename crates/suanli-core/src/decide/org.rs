@@ -6,7 +6,7 @@
 //! index; a secret is 256 random bits, so a clash is not a rule the market has). The unique index
 //! on `orgs.name_key` backs [`decide_name`] when two exchange processes admit orgs at once.
 //! Who may do each of these (the operator admits and renames orgs, an org's admins add members
-//! and tokens) is the API's to check, as it authenticates the caller.
+//! and tokens) is [`super::access`]'s to decide, for the caller the API authenticated.
 
 use super::{OrgKind, Refusal};
 use crate::ledger::AccountKind;
@@ -36,6 +36,27 @@ pub fn decide_name(org_id: &str, holders: &[NameHolder]) -> Result<(), Refusal> 
             ),
         }),
         None => Ok(()),
+    }
+}
+
+/// Decides the kind of an org being admitted, and whether it has a consumer type: a consumer org
+/// is an enterprise or a research institute (it must say which), other kinds have none, and the
+/// exchange has exactly one operator org (made when it first starts), so none is admitted.
+pub fn decide_new_org_kind(kind: OrgKind, has_consumer_type: bool) -> Result<(), Refusal> {
+    match (kind, has_consumer_type) {
+        (OrgKind::Consumer, false) => Err(Refusal::invalid(
+            "consumer_type",
+            "consumer orgs are an enterprise or a research_institute",
+        )),
+        (OrgKind::Provider | OrgKind::Operator, true) => Err(Refusal::invalid(
+            "consumer_type",
+            "only consumer orgs have a consumer_type",
+        )),
+        (OrgKind::Operator, false) => Err(Refusal::invalid(
+            "kind",
+            "the exchange has exactly one operator org",
+        )),
+        _ => Ok(()),
     }
 }
 
@@ -70,6 +91,28 @@ pub fn decide_rename(org_id: &str, exists: bool, holders: &[NameHolder]) -> Resu
         return Err(Refusal::NotFound("org"));
     }
     decide_name(org_id, holders)
+}
+
+/// Longest lifetime of an API token: one year (366 days).
+pub const MAX_TOKEN_LIFETIME_MS: i64 = 366 * 24 * 3_600 * 1_000;
+/// Shortest lifetime a token may be asked for: a minute.
+pub const MIN_TOKEN_LIFETIME_S: u64 = 60;
+/// Lifetime of an API token that asked for none: 90 days.
+pub const DEFAULT_TOKEN_LIFETIME_MS: i64 = 90 * 24 * 3_600 * 1_000;
+
+/// Decides the lifetime of a new token that asked for `expires_in_s` (`None`: the default), in
+/// milliseconds: between a minute and [`MAX_TOKEN_LIFETIME_MS`].
+pub fn decide_token_lifetime(expires_in_s: Option<u64>) -> Result<i64, Refusal> {
+    const MAX_S: u64 = MAX_TOKEN_LIFETIME_MS as u64 / 1_000;
+    match expires_in_s {
+        None => Ok(DEFAULT_TOKEN_LIFETIME_MS),
+        // At most a year of seconds: the product fits an i64.
+        Some(s) if (MIN_TOKEN_LIFETIME_S..=MAX_S).contains(&s) => Ok(s as i64 * 1_000),
+        Some(_) => Err(Refusal::invalid(
+            "expires_in_s",
+            "expires_in_s must be between 60 seconds and one year",
+        )),
+    }
 }
 
 /// What creating a token needs to know of the member it is for.
@@ -174,6 +217,56 @@ mod tests {
         ));
         assert_eq!(decide_rename("org_a", true, &taken), Ok(()));
         assert_eq!(decide_rename("org_b", true, &[]), Ok(()));
+    }
+
+    #[test]
+    fn a_consumer_says_what_it_is_other_kinds_do_not_and_no_second_operator() {
+        assert_eq!(decide_new_org_kind(OrgKind::Consumer, true), Ok(()));
+        assert_eq!(decide_new_org_kind(OrgKind::Provider, false), Ok(()));
+        assert_eq!(
+            decide_new_org_kind(OrgKind::Consumer, false),
+            Err(Refusal::invalid(
+                "consumer_type",
+                "consumer orgs are an enterprise or a research_institute"
+            ))
+        );
+        let none_for_others = Err(Refusal::invalid(
+            "consumer_type",
+            "only consumer orgs have a consumer_type",
+        ));
+        assert_eq!(
+            decide_new_org_kind(OrgKind::Provider, true),
+            none_for_others
+        );
+        // An operator with a consumer type is refused for the type first.
+        assert_eq!(
+            decide_new_org_kind(OrgKind::Operator, true),
+            none_for_others
+        );
+        assert_eq!(
+            decide_new_org_kind(OrgKind::Operator, false),
+            Err(Refusal::invalid(
+                "kind",
+                "the exchange has exactly one operator org"
+            ))
+        );
+    }
+
+    #[test]
+    fn a_token_lives_a_minute_to_a_year() {
+        assert_eq!(decide_token_lifetime(None), Ok(DEFAULT_TOKEN_LIFETIME_MS));
+        assert_eq!(decide_token_lifetime(Some(60)), Ok(60_000));
+        assert_eq!(
+            decide_token_lifetime(Some(366 * 24 * 3_600)),
+            Ok(MAX_TOKEN_LIFETIME_MS)
+        );
+        let refused = Err(Refusal::invalid(
+            "expires_in_s",
+            "expires_in_s must be between 60 seconds and one year",
+        ));
+        for s in [0, 59, 366 * 24 * 3_600 + 1, u64::MAX] {
+            assert_eq!(decide_token_lifetime(Some(s)), refused, "{s}");
+        }
     }
 
     #[test]

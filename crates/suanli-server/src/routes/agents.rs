@@ -12,10 +12,13 @@ use axum::Json;
 use ed25519_dalek::{Signature, VerifyingKey};
 use suanli_api::{
     Agent, AgentId, AttemptEvent, AttemptId, ErrorBody, ErrorCode, HeartbeatRequest,
-    HeartbeatResponse, List, LogBatch, OrgKind, PollRequest, PollResponse, PoolId,
-    RegisterAgentRequest, UsageAck, UsageBatch,
+    HeartbeatResponse, List, LogBatch, PollRequest, PollResponse, PoolId, RegisterAgentRequest,
+    UsageAck, UsageBatch,
 };
+use suanli_core::decide::access::{self, Action};
+use suanli_core::decide::job::{decide_log_chunk, decide_report_size, ReportSize};
 use suanli_core::decide::liveness::AgentState;
+use suanli_core::decide::pool::{decide_agent_pool, Registrar};
 use suanli_core::job::JobState;
 use suanli_store::jobs::{AttemptReport, NewAgent, VerifiedUsage};
 use suanli_store::{StoreError, Tx};
@@ -72,7 +75,7 @@ pub async fn register(
     AgentGeneration(generation): AgentGeneration,
     body: ApiJson<RegisterAgentRequest>,
 ) -> Result<Response, ApiError> {
-    caller.require_kind(&[OrgKind::Provider], "running agents")?;
+    caller.may(Action::RunAgent)?;
     let mut req = body.value;
     req.name = name("name", &req.name)?;
     zone(&state, "zone", &req.zone)?;
@@ -97,8 +100,9 @@ pub async fn register(
         .pool_id
         .as_deref()
         .map(|p| Named::<PoolId>::parse(p, StoreError::invalid("pool_id", "no such pool")));
+    let asked = req.pool_id.clone();
     // An agent reports drained or down nodes with no capacity: they stop being sold.
-    let nodes = validate_nodes(&req.nodes, 0)?;
+    let nodes = validate_nodes(&req.nodes, Registrar::Agent)?;
     let agent = NewAgent {
         org_id: caller.org.id.clone(),
         name: req.name,
@@ -127,16 +131,20 @@ pub async fn register(
                         pool_id: Some(pool_id.to_string()),
                         ..agent.clone()
                     },
-                    // The store looks a pool up for a new key only: a key registered already
-                    // keeps its agent's pool, whatever pool_id says.
-                    Some(Err(no_such_pool)) => {
-                        let known = tx
+                    // An id of another shape names no pool: the core decides as for a missing
+                    // one (a key registered already keeps its agent's pool, whatever pool_id
+                    // says; a new key is refused).
+                    Some(Err(_)) => {
+                        let registered = tx
                             .list_agents(Some(&agent.org_id))?
-                            .iter()
-                            .any(|a| a.public_key_hex == agent.public_key_hex);
-                        if !known {
-                            return Err(no_such_pool);
-                        }
+                            .into_iter()
+                            .find(|a| a.public_key_hex == agent.public_key_hex)
+                            .map(|a| a.pool_id);
+                        decide_agent_pool(
+                            &agent.org_id,
+                            registered.as_deref(),
+                            Some((asked.as_deref().unwrap_or_default(), None)),
+                        )?;
                         agent.clone()
                     }
                 };
@@ -153,7 +161,7 @@ pub async fn list_agents(
     State(state): State<AppState>,
     caller: Caller,
 ) -> Result<Json<List<Agent>>, ApiError> {
-    let org = (caller.kind() != OrgKind::Operator).then(|| caller.org.id.clone());
+    let org = (!access::reads_every_org(&caller.access())).then(|| caller.org.id.clone());
     let agents = state.read(move |tx| tx.list_agents(org.as_deref())).await?;
     Ok(Json(List {
         items: agents
@@ -176,9 +184,7 @@ pub async fn heartbeat(
     body: ApiJson<HeartbeatRequest>,
 ) -> Result<Response, ApiError> {
     let running = body.value.running;
-    if running.len() > 10_000 {
-        return Err(ApiError::invalid("running", "at most 10000 attempts"));
-    }
+    decide_report_size(ReportSize::Heartbeat(running.len()))?;
     for (i, attempt) in running.iter().enumerate() {
         crate::routes::id(&format!("running[{i}]"), attempt)?;
     }
@@ -373,9 +379,7 @@ pub async fn usage(
     body: ApiJson<UsageBatch>,
 ) -> Result<Json<UsageAck>, ApiError> {
     let records = body.value.records;
-    if records.is_empty() || records.len() > 1_000 {
-        return Err(ApiError::invalid("records", "send 1 to 1000 records"));
-    }
+    decide_report_size(ReportSize::Usage(records.len()))?;
     let (org, id, att) = (caller.org.id.clone(), agent_id.clone(), attempt_id.clone());
     let (agent, job_id) = state
         .read(move |tx| {
@@ -489,21 +493,11 @@ pub async fn logs(
     body: ApiJson<LogBatch>,
 ) -> Result<Response, ApiError> {
     let chunks = body.value.chunks;
-    if chunks.len() > 1_000 {
-        return Err(ApiError::invalid("chunks", "at most 1000 chunks"));
-    }
+    decide_report_size(ReportSize::Logs(chunks.len()))?;
     let max_log_bytes = state.config.max_log_bytes_per_job;
     let mut rows = Vec::with_capacity(chunks.len());
     for (i, c) in chunks.into_iter().enumerate() {
-        if !matches!(c.stream.as_str(), "stdout" | "stderr" | "system")
-            || c.seq == 0
-            || c.data.len() > 256 * 1024
-        {
-            return Err(ApiError::invalid(
-                format!("chunks[{i}]"),
-                "stream is stdout, stderr or system; seq from 1; data at most 256 KiB",
-            ));
-        }
+        decide_log_chunk(i, &c.stream, c.seq, c.data.len())?;
         rows.push((c.seq, c.stream, c.data));
     }
     let org = caller.org.id.clone();
@@ -525,8 +519,8 @@ pub async fn logs(
 
 /// Largest body of one outputs upload.
 pub const MAX_OUTPUT_BODY_BYTES: usize = 12 * 1024 * 1024;
-/// Most output bytes a job keeps.
-pub const MAX_OUTPUT_BYTES_PER_JOB: u64 = 8 * 1024 * 1024;
+/// Most output bytes a job keeps: the market's (`suanli_core::decide::job`).
+pub use suanli_core::decide::job::MAX_OUTPUT_BYTES_PER_JOB;
 
 /// Output files of an attempt, collected by the agent when the job ended (before it reports the
 /// end). Kept with the job, readable by the job's org only.
@@ -543,9 +537,7 @@ pub async fn outputs(
 ) -> Result<Response, ApiError> {
     use base64::Engine;
     let files = body.value.files;
-    if files.len() > 1_000 {
-        return Err(ApiError::invalid("files", "at most 1000 files"));
-    }
+    decide_report_size(ReportSize::Outputs(files.len()))?;
     let mut rows = Vec::with_capacity(files.len());
     for (i, f) in files.into_iter().enumerate() {
         crate::routes::jobs::relative_path(&format!("files[{i}].path"), &f.path)?;
@@ -586,7 +578,7 @@ pub async fn outputs(
 /// figures: the operator's token only (Prometheus sends it with `authorization:
 /// credentials_file`).
 pub async fn metrics(State(state): State<AppState>, caller: Caller) -> Result<Response, ApiError> {
-    caller.require_kind(&[OrgKind::Operator], "reading the exchange's metrics")?;
+    caller.may(Action::ReadMetrics)?;
     let (agents, jobs) = state
         .read(|tx| {
             let agents = tx.list_agents(None)?;

@@ -8,8 +8,10 @@ use axum::response::Response;
 use axum::Json;
 use suanli_api::{
     CreateJobRequest, ErrorBody, Job, JobId, JobListParams, LeaseId, List, LogChunk, LogPage,
-    LogParams, OrgKind, TaskSpec,
+    LogParams, TaskSpec,
 };
+use suanli_core::decide::access::Action;
+use suanli_core::decide::job::{decide_env_value, decide_task, TaskMeasure};
 use suanli_core::job::JobState;
 use suanli_store::jobs::NewJob;
 
@@ -19,10 +21,9 @@ use crate::extract::{ApiJson, ApiQuery, BodylessHash, IdPath, IdempotencyKey};
 use crate::routes::{limit, name};
 use crate::{now_ms, wire, AppState};
 
-/// Largest uploaded working directory, decoded (the request body is limited to 1 MiB).
-pub const MAX_WORKDIR_BYTES: usize = 512 * 1024;
-/// Longest `setup` or `run` script.
-pub const MAX_SCRIPT_BYTES: usize = 64 * 1024;
+/// Largest uploaded working directory, decoded (the request body is limited to 1 MiB), and the
+/// longest `setup` or `run` script: the market's (`suanli_core::decide::job`).
+pub use suanli_core::decide::job::{MAX_SCRIPT_BYTES, MAX_WORKDIR_BYTES};
 
 /// A path inside a job's directory: relative, no `..`, no control characters. Output paths are
 /// shown to the consumer as file names, and sent by the provider's agent: no bidi controls, and
@@ -50,7 +51,8 @@ pub fn relative_path(field: &str, p: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// Checks a task before it is queued: sizes, names, paths.
+/// Checks a task before it is queued: parses its names and paths here, and has the core decide
+/// its sizes ([`decide_task`]) where each is met, so the first fault in the request is refused.
 /// A task's name is normalised in place (see `suanli_core::validate::name`).
 pub fn validate_task(task: &mut TaskSpec) -> Result<(), ApiError> {
     if let Some(n) = &task.name {
@@ -62,23 +64,11 @@ pub fn validate_task(task: &mut TaskSpec) -> Result<(), ApiError> {
             "run holds the commands of the job",
         ));
     }
-    if task.run.len() > MAX_SCRIPT_BYTES
-        || task
-            .setup
-            .as_ref()
-            .is_some_and(|s| s.len() > MAX_SCRIPT_BYTES)
-    {
-        return Err(ApiError::invalid(
-            "task.run",
-            "setup and run are at most 64 KiB each",
-        ));
-    }
-    if task.env.len() > 256 {
-        return Err(ApiError::invalid(
-            "task.env",
-            "at most 256 environment variables",
-        ));
-    }
+    decide_task(TaskMeasure::Scripts {
+        run_bytes: task.run.len(),
+        setup_bytes: task.setup.as_ref().map(String::len),
+    })?;
+    decide_task(TaskMeasure::EnvVars(task.env.len()))?;
     for (k, v) in &task.env {
         let ok_name = !k.is_empty()
             && k.len() <= 128
@@ -90,7 +80,8 @@ pub fn validate_task(task: &mut TaskSpec) -> Result<(), ApiError> {
                 "variable names are letters, digits and _",
             ));
         }
-        if v.len() > 4096 || v.contains('\0') {
+        decide_env_value(k, v.len())?;
+        if v.contains('\0') {
             return Err(ApiError::invalid(
                 format!("task.env.{k}"),
                 "values are at most 4 KiB, without NUL",
@@ -108,24 +99,15 @@ pub fn validate_task(task: &mut TaskSpec) -> Result<(), ApiError> {
             ));
         }
     }
-    if total > MAX_WORKDIR_BYTES || task.workdir.len() > 1_000 {
-        return Err(ApiError::invalid(
-            "task.workdir",
-            "the working directory is at most 512 KiB and 1000 files",
-        ));
-    }
+    decide_task(TaskMeasure::Workdir {
+        bytes: total,
+        files: task.workdir.len(),
+    })?;
     for (i, o) in task.outputs.iter().enumerate() {
         relative_path(&format!("task.outputs[{i}]"), o)?;
     }
-    if task.outputs.len() > 64 {
-        return Err(ApiError::invalid("task.outputs", "at most 64 output paths"));
-    }
-    if task.time_limit_s == Some(0) {
-        return Err(ApiError::invalid(
-            "task.time_limit_s",
-            "time_limit_s must be at least 1",
-        ));
-    }
+    decide_task(TaskMeasure::OutputPaths(task.outputs.len()))?;
+    decide_task(TaskMeasure::TimeLimit(task.time_limit_s))?;
     Ok(())
 }
 
@@ -142,7 +124,7 @@ pub async fn create_job(
     IdPath(lease_id): IdPath<LeaseId>,
     body: ApiJson<CreateJobRequest>,
 ) -> Result<Response, ApiError> {
-    caller.require_kind(&[OrgKind::Consumer], "running jobs")?;
+    caller.may(Action::RunJob)?;
     let mut task = body.value.task;
     validate_task(&mut task)?;
     let spec =

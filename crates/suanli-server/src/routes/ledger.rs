@@ -5,9 +5,10 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use axum::Json;
 use suanli_api::{
-    Balance, DepositRequest, ErrorBody, LedgerCheck, OrgId, OrgKind, PageParams, Statement,
-    Transfer, WithdrawalRequest, WithdrawalSource,
+    Balance, DepositRequest, ErrorBody, LedgerCheck, OrgId, PageParams, Statement, Transfer,
+    WithdrawalRequest, WithdrawalSource,
 };
+use suanli_core::decide::access::Action;
 use suanli_core::decide::money::{self, Payment};
 use suanli_core::ledger::AccountKind;
 use suanli_core::validate::MAX_TRANSFER_MICROS;
@@ -47,7 +48,7 @@ pub async fn deposit(
     IdPath(org_id): IdPath<OrgId>,
     body: ApiJson<DepositRequest>,
 ) -> Result<Response, ApiError> {
-    caller.require_kind(&[OrgKind::Operator], "recording deposits")?;
+    caller.may(Action::RecordDeposit)?;
     let req = body.value;
     range("amount_micros", req.amount_micros, 1, MAX_TRANSFER_MICROS)?;
     let external_ref = external_ref(&req.external_ref)?;
@@ -97,7 +98,7 @@ pub async fn withdraw(
     IdPath(org_id): IdPath<OrgId>,
     body: ApiJson<WithdrawalRequest>,
 ) -> Result<Response, ApiError> {
-    caller.require_kind(&[OrgKind::Operator], "recording withdrawals")?;
+    caller.may(Action::RecordWithdrawal)?;
     let req = body.value;
     range("amount_micros", req.amount_micros, 1, MAX_TRANSFER_MICROS)?;
     let external_ref = external_ref(&req.external_ref)?;
@@ -182,7 +183,7 @@ pub async fn check(
     State(state): State<AppState>,
     caller: Caller,
 ) -> Result<Json<LedgerCheck>, ApiError> {
-    caller.require_kind(&[OrgKind::Operator], "checking the ledger")?;
+    caller.may(Action::CheckLedger)?;
     let (violations, accounts, transfers, pending) = state
         .read(|tx| {
             let violations = tx.check_ledger()?;

@@ -6,9 +6,10 @@ use axum::response::Response;
 use axum::Json;
 use suanli_api::{
     CatalogParams, ErrorBody, ExcludedOffer, Lease, LeaseId, LeaseListParams, List, Offer, OfferId,
-    OrgKind, PurchaseRequest, QuoteRequest, QuoteResponse, QuotedOffer,
+    PurchaseRequest, QuoteRequest, QuoteResponse, QuotedOffer,
 };
 use suanli_core::decide;
+use suanli_core::decide::access::Action;
 use suanli_core::lease::EndReason;
 use suanli_core::quote::{OfferView, Requirements};
 use suanli_core::resource::Category;
@@ -302,7 +303,7 @@ pub async fn purchase(
     IdempotencyKey(key): IdempotencyKey,
     body: ApiJson<PurchaseRequest>,
 ) -> Result<Response, ApiError> {
-    caller.require_kind(&[OrgKind::Consumer], "buying capacity")?;
+    caller.may(Action::BuyCapacity)?;
     let req = body.value;
     id("offer_id", &req.offer_id)?;
     range("units", req.units, 1, MAX_UNITS)?;

@@ -14,16 +14,12 @@ use suanli_core::validate;
 use crate::error::ApiError;
 use crate::AppState;
 
-/// Longest lifetime of an API token: one year.
-pub const MAX_TOKEN_LIFETIME_MS: i64 = 366 * 24 * 3_600 * 1_000;
-/// Default lifetime of an API token: 90 days.
-pub const DEFAULT_TOKEN_LIFETIME_MS: i64 = 90 * 24 * 3_600 * 1_000;
+/// A token's lifetimes and a node's bounds are the market's (`suanli_core::decide`).
+pub use suanli_core::decide::org::{DEFAULT_TOKEN_LIFETIME_MS, MAX_TOKEN_LIFETIME_MS};
+pub use suanli_core::decide::pool::{MAX_MEMORY_MIB, MAX_NODE_CPUS};
+
 /// Highest price per unit-hour: one million yuan.
 pub const MAX_PRICE_MICROS: u64 = 1_000_000 * 1_000_000;
-/// Most memory per node or unit: 64 TiB.
-pub const MAX_MEMORY_MIB: u64 = 64 * 1024 * 1024;
-/// Most CPUs or accelerators per node.
-pub const MAX_NODE_CPUS: u64 = 65_536;
 
 pub fn router() -> Router<AppState> {
     Router::new()

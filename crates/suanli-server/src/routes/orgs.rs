@@ -7,17 +7,17 @@ use axum::Json;
 use suanli_api::{
     ApiToken, ConsumerType, CreateMemberRequest, CreateOrgRequest, CreateOrgResponse,
     CreateTokenRequest, CreatedToken, ErrorBody, Health, List, Me, Member, MemberId, Org, OrgId,
-    OrgKind, RenameOrgRequest, TokenId, Zone,
+    RenameOrgRequest, TokenId, Zone,
 };
+use suanli_core::decide::access::{self, Action};
+use suanli_core::decide::org;
 use suanli_store::ops::{new_id, OrgRow};
 use suanli_store::StoreError;
 
 use crate::auth::{new_secret, secret_sha256, Caller};
 use crate::error::ApiError;
 use crate::extract::{ApiJson, BodylessHash, IdPath, IdempotencyKey, Named};
-use crate::routes::{
-    email, id, name, slug, zone, DEFAULT_TOKEN_LIFETIME_MS, MAX_TOKEN_LIFETIME_MS,
-};
+use crate::routes::{email, id, name, slug, zone, DEFAULT_TOKEN_LIFETIME_MS};
 use crate::{now_ms, wire, AppState, WriteOptions};
 
 /// Liveness and the store in use. No token needed.
@@ -63,32 +63,12 @@ pub async fn create_org(
     IdempotencyKey(key): IdempotencyKey,
     body: ApiJson<CreateOrgRequest>,
 ) -> Result<Response, ApiError> {
-    caller.require_kind(&[OrgKind::Operator], "admitting orgs")?;
+    caller.may(Action::AdmitOrg)?;
     let mut req = body.value;
     req.name = name("name", &req.name)?;
     zone(&state, "zone", &req.zone)?;
     slug("origin_region", &req.origin_region)?;
-    match (req.kind, req.consumer_type) {
-        (OrgKind::Consumer, None) => {
-            return Err(ApiError::invalid(
-                "consumer_type",
-                "consumer orgs are an enterprise or a research_institute",
-            ))
-        }
-        (OrgKind::Provider | OrgKind::Operator, Some(_)) => {
-            return Err(ApiError::invalid(
-                "consumer_type",
-                "only consumer orgs have a consumer_type",
-            ))
-        }
-        _ => {}
-    }
-    if req.kind == OrgKind::Operator {
-        return Err(ApiError::invalid(
-            "kind",
-            "the exchange has exactly one operator org",
-        ));
-    }
+    org::decide_new_org_kind(wire::core_org_kind(req.kind), req.consumer_type.is_some())?;
     let admin_name = name("admin_name", req.admin_name.as_deref().unwrap_or("admin"))?;
     if let Some(address) = &req.admin_email {
         req.admin_email = Some(email("admin_email", address)?);
@@ -156,7 +136,7 @@ pub async fn rename_org(
     IdPath(org_id): IdPath<OrgId>,
     body: ApiJson<RenameOrgRequest>,
 ) -> Result<Response, ApiError> {
-    caller.require_kind(&[OrgKind::Operator], "renaming orgs")?;
+    caller.may(Action::RenameOrg)?;
     let new_name = name("name", &body.value.name)?;
     state
         .mutate(
@@ -180,7 +160,7 @@ pub async fn list_orgs(
     State(state): State<AppState>,
     caller: Caller,
 ) -> Result<Json<List<Org>>, ApiError> {
-    if caller.kind() != OrgKind::Operator {
+    if !access::reads_every_org(&caller.access()) {
         return Ok(Json(List {
             items: vec![wire::org(&caller.org)],
         }));
@@ -200,10 +180,7 @@ pub async fn get_org(
     caller: Caller,
     IdPath(org_id): IdPath<OrgId>,
 ) -> Result<Json<Org>, ApiError> {
-    let own = org_id.get().is_ok_and(|id| *id == caller.org.id);
-    if caller.kind() != OrgKind::Operator && !own {
-        return Err(ApiError::not_found("org"));
-    }
+    access::decide_read_org(&caller.access(), org_id.get().ok().map(OrgId::as_str))?;
     let org = state
         .read(move |tx| tx.get_org(org_id.get()?.as_str()))
         .await?;
@@ -235,7 +212,7 @@ pub async fn create_member(
     IdempotencyKey(key): IdempotencyKey,
     body: ApiJson<CreateMemberRequest>,
 ) -> Result<Response, ApiError> {
-    caller.require_admin()?;
+    caller.may(Action::AddMember)?;
     let mut req = body.value;
     req.name = name("name", &req.name)?;
     if let Some(address) = &req.email {
@@ -270,7 +247,7 @@ pub async fn list_tokens(
     State(state): State<AppState>,
     caller: Caller,
 ) -> Result<Json<List<ApiToken>>, ApiError> {
-    caller.require_admin()?;
+    caller.may(Action::ListTokens)?;
     let org = caller.org.id.clone();
     let tokens = state.read(move |tx| tx.list_tokens(&org)).await?;
     Ok(Json(List {
@@ -289,19 +266,10 @@ pub async fn create_token(
     IdempotencyKey(key): IdempotencyKey,
     body: ApiJson<CreateTokenRequest>,
 ) -> Result<Response, ApiError> {
-    caller.require_admin()?;
+    caller.may(Action::CreateToken)?;
     let mut req = body.value;
     req.name = name("name", &req.name)?;
-    let lifetime_ms = match req.expires_in_s {
-        None => DEFAULT_TOKEN_LIFETIME_MS,
-        Some(s) if (60..=(MAX_TOKEN_LIFETIME_MS as u64 / 1000)).contains(&s) => s as i64 * 1000,
-        Some(_) => {
-            return Err(ApiError::invalid(
-                "expires_in_s",
-                "expires_in_s must be between 60 seconds and one year",
-            ))
-        }
-    };
+    let lifetime_ms = org::decide_token_lifetime(req.expires_in_s)?;
     if let Some(m) = &req.member_id {
         id("member_id", m)?;
     }
@@ -364,7 +332,7 @@ pub async fn revoke_token(
     BodylessHash(hash): BodylessHash,
     IdPath(token_id): IdPath<TokenId>,
 ) -> Result<Response, ApiError> {
-    caller.require_admin()?;
+    caller.may(Action::RevokeToken)?;
     let org = caller.org.id.clone();
     let now = now_ms();
     let answer = state

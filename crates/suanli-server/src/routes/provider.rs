@@ -6,18 +6,20 @@ use axum::response::Response;
 use axum::Json;
 use suanli_api::{
     AcceleratorModel, CreateAcceleratorModelRequest, CreateOfferRequest, CreatePoolRequest,
-    ErrorBody, List, Offer, OfferId, OrgKind, Pool, PoolId,
+    ErrorBody, List, Offer, OfferId, Pool, PoolId,
 };
+use suanli_core::decide::access::{self, Action};
+use suanli_core::decide::pool::{self, NodeRules, NodeSpec, Registrar};
 use suanli_core::decide::purchase::OfferState;
 use suanli_core::resource::{Category, ResourceClass};
-use suanli_core::validate::{MAX_NODES_PER_POOL, MAX_UNITS};
+use suanli_core::validate::MAX_UNITS;
 use suanli_store::ops::{NewNode, NewOffer};
 use suanli_store::StoreError;
 
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::extract::{ApiJson, BodylessHash, IdPath, IdempotencyKey, Named};
-use crate::routes::{name, range, slug, zone, MAX_MEMORY_MIB, MAX_NODE_CPUS, MAX_PRICE_MICROS};
+use crate::routes::{name, range, slug, zone, MAX_MEMORY_MIB, MAX_PRICE_MICROS};
 use crate::{now_ms, wire, AppState};
 
 /// The accelerator model registry.
@@ -51,7 +53,7 @@ pub async fn add_model(
     IdempotencyKey(key): IdempotencyKey,
     body: ApiJson<CreateAcceleratorModelRequest>,
 ) -> Result<Response, ApiError> {
-    caller.require_kind(&[OrgKind::Operator], "extending the accelerator registry")?;
+    caller.may(Action::ExtendRegistry)?;
     let mut req = body.value;
     slug("name", &req.name)?;
     req.vendor = name("vendor", &req.vendor)?;
@@ -85,17 +87,11 @@ pub async fn create_pool(
     IdempotencyKey(key): IdempotencyKey,
     body: ApiJson<CreatePoolRequest>,
 ) -> Result<Response, ApiError> {
-    caller.require_kind(&[OrgKind::Provider], "registering pools")?;
+    caller.may(Action::RegisterPool)?;
     let mut req = body.value;
     req.name = name("name", &req.name)?;
     zone(&state, "zone", &req.zone)?;
-    if req.nodes.is_empty() || req.nodes.len() > MAX_NODES_PER_POOL {
-        return Err(ApiError::invalid(
-            "nodes",
-            format!("a pool has 1 to {MAX_NODES_PER_POOL} nodes"),
-        ));
-    }
-    let nodes = validate_nodes(&req.nodes, 1)?;
+    let nodes = validate_nodes(&req.nodes, Registrar::Provider)?;
     let org = caller.org.id.clone();
     let now = now_ms();
     state
@@ -155,7 +151,7 @@ pub async fn create_offer(
     IdempotencyKey(key): IdempotencyKey,
     body: ApiJson<CreateOfferRequest>,
 ) -> Result<Response, ApiError> {
-    caller.require_kind(&[OrgKind::Provider], "publishing offers")?;
+    caller.may(Action::PublishOffer)?;
     let req = body.value;
     let class: ResourceClass = req.class.parse().map_err(|()| {
         ApiError::invalid(
@@ -279,13 +275,14 @@ pub async fn get_offer(
     caller: Caller,
     IdPath(offer_id): IdPath<OfferId>,
 ) -> Result<Json<Offer>, ApiError> {
-    let org = caller.org.id.clone();
     let offer = state
         .read(move |tx| tx.get_offer(None, offer_id.get()?.as_str()))
         .await?;
-    if offer.org_id != org && offer.state != OfferState::Active {
-        return Err(ApiError::not_found("offer"));
-    }
+    access::decide_read_offer(
+        &caller.access(),
+        &offer.org_id,
+        offer.state == OfferState::Active,
+    )?;
     Ok(Json(wire::offer(&offer)))
 }
 
@@ -310,39 +307,30 @@ pub async fn withdraw_offer(
         .await
 }
 
-/// Validates node specs (pool registration and agent registration alike); `min` is the least
-/// CPUs and memory a node may have (0 for agents, whose drained nodes sell nothing).
-pub fn validate_nodes(specs: &[suanli_api::NodeSpec], min: u64) -> Result<Vec<NewNode>, ApiError> {
-    if specs.is_empty() || specs.len() > MAX_NODES_PER_POOL {
-        return Err(ApiError::invalid(
-            "nodes",
-            format!("a pool has 1 to {MAX_NODES_PER_POOL} nodes"),
-        ));
-    }
+/// Parses node specs (pool registration and agent registration alike) and decides them by the
+/// core's rules for `registrar`'s nodes ([`NodeRules`]), node by node: each node's name is
+/// parsed before its rules are decided, its accelerator model and partition after.
+pub fn validate_nodes(
+    specs: &[suanli_api::NodeSpec],
+    registrar: Registrar,
+) -> Result<Vec<NewNode>, ApiError> {
+    let mut rules = NodeRules::new(registrar, specs.len())?;
     let mut nodes = Vec::with_capacity(specs.len());
-    let mut keys = std::collections::HashMap::with_capacity(specs.len());
     for (i, n) in specs.iter().enumerate() {
         let f = |x: &str| format!("nodes[{i}].{x}");
         let node_name = name(&f("name"), &n.name)?;
-        // Nodes of a pool are told apart by name: no two may look alike.
-        if let Some(j) = keys.insert(suanli_core::validate::name_key(&node_name), i) {
-            return Err(ApiError::invalid(
-                f("name"),
-                format!("nodes[{i}] and nodes[{j}] have the same name"),
-            ));
-        }
-        range(&f("cpus"), n.cpus, min, MAX_NODE_CPUS)?;
-        range(&f("memory_mib"), n.memory_mib, min, MAX_MEMORY_MIB)?;
-        range(&f("accelerators"), n.accelerators, 0, 1024)?;
-        match (&n.accelerator_model, n.accelerators) {
-            (Some(m), _) => slug(&f("accelerator_model"), m)?,
-            (None, 0) => {}
-            (None, _) => {
-                return Err(ApiError::invalid(
-                    f("accelerator_model"),
-                    "nodes with accelerators name their model",
-                ))
-            }
+        rules.check(
+            i,
+            &NodeSpec {
+                name: &node_name,
+                cpus: n.cpus,
+                memory_mib: n.memory_mib,
+                accelerators: n.accelerators,
+                accelerator_model: n.accelerator_model.as_deref(),
+            },
+        )?;
+        if let Some(m) = &n.accelerator_model {
+            slug(&f("accelerator_model"), m)?;
         }
         if let Some(p) = &n.partition {
             slug(&f("partition"), p)?;
@@ -359,20 +347,23 @@ pub fn validate_nodes(specs: &[suanli_api::NodeSpec], min: u64) -> Result<Vec<Ne
     Ok(nodes)
 }
 
-/// Refuses nodes whose accelerator model is not in the registry.
+/// Loads which of the nodes' accelerator models the registry has and decides them
+/// ([`pool::decide_models`]): refused at the first node whose model it does not have.
 pub fn check_models(
     tx: &mut suanli_store::Tx<'_>,
     nodes: &[NewNode],
 ) -> Result<(), suanli_store::StoreError> {
-    for (i, n) in nodes.iter().enumerate() {
-        if let Some(model) = &n.accelerator_model {
-            if tx.accelerator_memory_gib(model)?.is_none() {
-                return Err(suanli_store::StoreError::Invalid {
-                    field: "nodes",
-                    message: format!("nodes[{i}]: unknown accelerator model {model:?}; see /api/v1/accelerator-models"),
-                });
-            }
+    let models: Vec<Option<&str>> = nodes
+        .iter()
+        .map(|n| n.accelerator_model.as_deref())
+        .collect();
+    let mut known = std::collections::BTreeSet::new();
+    for model in pool::models_to_look_up(&models) {
+        if tx.accelerator_memory_gib(model)?.is_none() {
+            // The decision refuses at this model's first node; no later model can change that.
+            break;
         }
+        known.insert(model);
     }
-    Ok(())
+    Ok(pool::decide_models(&models, &known)?)
 }
