@@ -6,11 +6,13 @@
 //! UTC in fields ending `_at`; durations are seconds in fields ending `_s`. Requests reject unknown
 //! fields. Ids are strings on the wire; their types are in [`ids`].
 
+pub mod data;
 pub mod error;
 pub mod ids;
 pub mod jobs;
 pub mod types;
 
+pub use data::*;
 pub use error::{ErrorBody, ErrorCode};
 pub use ids::{
     AgentId, AttemptId, HoldId, Id, IdError, JobId, LeaseId, MemberId, NodeId, OfferId, OrgId,

@@ -164,6 +164,10 @@ pub async fn run(o: &Options) -> anyhow::Result<serde_json::Value> {
 
 async fn run_on(o: &Options, db: &Db) -> anyhow::Result<serde_json::Value> {
     let mut config = ServerConfig::new(db.location.clone());
+    // The bench moves no data products; their directory stays out of the working directory.
+    config.objects = suanli_objects::StoreConfig::local(
+        std::env::temp_dir().join(suanli_store::ops::new_id("suanli-bench-objects")),
+    );
     config.writer = WriterConfig {
         max_batch: if o.backend == StoreKind::NaiveSqlite {
             1

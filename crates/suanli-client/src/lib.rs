@@ -8,7 +8,10 @@
 //! `execute` sends it and turns the answer into a value or a [`ClientError`]. Ids that go into paths
 //! are typed ([`IdRef`]: a [`suanli_api::LeaseId`] where a lease is named, or text) and
 //! percent-encoded by [`path_segment`]. [`Client::raw`] sends arbitrary JSON and returns the
-//! status and body undecoded, for tests of the API's edges.
+//! status and body undecoded, for tests of the API's edges. Data products' routes, whose files
+//! stream as bytes, are in [`data`].
+
+pub mod data;
 
 use std::fmt;
 
@@ -26,6 +29,9 @@ use suanli_api::{
 };
 use suanli_api::{AgentId, AttemptId, Id, JobId, LeaseId, OfferId, OrgId, PoolId, TokenId};
 
+pub use data::{
+    read_exactly, AccessRequestQuery, Download, EntitlementQuery, ListingQuery, RequestAnswer,
+};
 /// HTTP methods, for [`Client::raw`].
 pub use reqwest::Method;
 

@@ -350,6 +350,9 @@ pub fn file_path(value: &str) -> Result<(), &'static str> {
         match part {
             "" => return Err("must not have empty parts ('//' or a trailing '/')"),
             "." | ".." => return Err("must not have '.' or '..' parts"),
+            p if !validate::has_visible(p) => {
+                return Err("must not have parts made only of spaces and invisible characters")
+            }
             p if p.len() > 255 => return Err("has a part longer than 255 bytes"),
             _ => {}
         }
@@ -408,6 +411,8 @@ mod tests {
             "a\\b",
             "a\nb",
             "a\u{202e}b",
+            "\u{200b}\u{2060}",
+            "a/ /b",
             "e\u{301}.txt",
         ] {
             assert!(file_path(bad).is_err(), "{bad:?} was accepted");

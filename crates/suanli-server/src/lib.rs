@@ -60,6 +60,12 @@ pub struct ServerConfig {
     pub lost_after: Duration,
     /// Bytes of a job's log the exchange keeps; past them a notice ends the log.
     pub max_log_bytes_per_job: u64,
+    /// Where data products' bytes are kept.
+    pub objects: suanli_objects::StoreConfig,
+    /// How long a request for access awaits its owner's answer before its hold is voided.
+    pub data_approval_timeout: Duration,
+    /// What a version of a data product may hold.
+    pub data_limits: suanli_core::decide::data::VersionLimits,
 }
 
 /// The zones of the Wuqing Beijing–Tianjin industrial new city: one core, several function zones.
@@ -101,7 +107,6 @@ pub fn default_zones() -> Vec<Zone> {
 impl ServerConfig {
     pub fn new(database: Location) -> Self {
         ServerConfig {
-            database,
             fee_bps: 500,
             zones: default_zones(),
             writer: WriterConfig::default(),
@@ -110,7 +115,26 @@ impl ServerConfig {
             suspect_after: Duration::from_secs(15),
             lost_after: Duration::from_secs(60),
             max_log_bytes_per_job: 128 * 1024 * 1024,
+            objects: default_objects(&database),
+            data_approval_timeout: Duration::from_millis(
+                suanli_core::decide::data::DEFAULT_APPROVAL_TIMEOUT_MS as u64,
+            ),
+            data_limits: suanli_core::decide::data::VersionLimits::default(),
+            database,
         }
+    }
+}
+
+/// Data products' bytes by default: `objects/` beside the SQLite database, or under the
+/// working directory with PostgreSQL (`suanli serve` names the data directory's).
+pub fn default_objects(database: &Location) -> suanli_objects::StoreConfig {
+    match database {
+        Location::Sqlite(path) => suanli_objects::StoreConfig::in_data_dir(
+            std::path::Path::new(path)
+                .parent()
+                .unwrap_or(std::path::Path::new(".")),
+        ),
+        _ => suanli_objects::StoreConfig::in_data_dir(std::path::Path::new(".")),
     }
 }
 
@@ -129,6 +153,10 @@ pub struct AppState {
     pub started_ms: i64,
     /// Authenticated callers by token hash (see [`auth::CallerCache`]).
     pub callers: Arc<auth::CallerCache>,
+    /// Data products' bytes.
+    pub objects: suanli_objects::Objects,
+    /// One upload at a time per file in this process.
+    pub upload_locks: Arc<routes::data::files::UploadLocks>,
 }
 
 /// What [`AppState::mutate_with`] does beyond a plain [`AppState::mutate`].
@@ -410,7 +438,10 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<(AppState, Bootstrap)
     let location = config.database.clone();
     let writer_config = config.writer;
     let store = tokio::task::spawn_blocking(move || Store::open(location, writer_config)).await??;
+    let objects = suanli_objects::Objects::open(&config.objects)?;
     let state = AppState {
+        objects,
+        upload_locks: Arc::default(),
         store: Arc::new(store),
         config: Arc::new(config),
         work: Arc::new(tokio::sync::Notify::new()),
@@ -463,6 +494,7 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<(AppState, Bootstrap)
         .await?;
     tokio::spawn(expiry_service(state.clone()));
     tokio::spawn(routes::agents::monitor_service(state.clone()));
+    tokio::spawn(routes::data::expire_requests(state.clone()));
     Ok((
         state,
         Bootstrap {

@@ -4,6 +4,7 @@ use axum::Json;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
+use crate::routes::data::{self, files};
 use crate::routes::{agents, jobs, ledger, market, orgs, provider};
 
 struct BearerAuth;
@@ -34,6 +35,11 @@ impl Modify for BearerAuth {
         jobs::list_outputs, jobs::get_output, agents::outputs,
         agents::register, agents::list_agents, agents::heartbeat, agents::poll, agents::event,
         agents::usage, agents::logs,
+        data::set_data_provider, data::create_listing, data::list_listings, data::get_listing,
+        data::create_version, data::list_versions, data::publish_version, data::deprecate_version,
+        files::add_file, files::list_files, files::upload_part, files::restart_upload,
+        files::download, data::request_access, data::list_requests, data::answer_request,
+        data::list_entitlements, data::revoke_entitlement,
     ),
     modifiers(&BearerAuth),
     tags((name = "market", description = "catalog, quotes, purchases and leases"),
@@ -42,6 +48,7 @@ impl Modify for BearerAuth {
          (name = "ledger", description = "balances and statements"),
          (name = "jobs", description = "jobs on leases, their attempts and logs"),
          (name = "agents", description = "the outbound protocol of providers' agents"),
+         (name = "data", description = "datasets and AI models: listings, versions, files, access"),
          (name = "orgs", description = "orgs, members, tokens"),
          (name = "meta", description = "health and this document"))
 )]

@@ -18,6 +18,7 @@ use std::time::Duration;
 use common::{spawn_app_at, App, Org};
 use ed25519_dalek::{Signer, SigningKey};
 use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
 use suanli_api::*;
 
 /// One operation's valid request.
@@ -62,6 +63,10 @@ struct Market {
     offer_to_withdraw: String,
     cpu_pool: String,
     token_to_revoke: String,
+    /// A request for access to a data listing, awaiting its owner's answer.
+    data_request: String,
+    /// The consumer's entitlement to `hostile-data`.
+    entitlement: String,
 }
 
 async fn post(org: &Org, path: &str, body: Value) -> Value {
@@ -177,7 +182,10 @@ async fn market(location: suanli_store::Location) -> Market {
         .as_str()
         .unwrap()
         .to_owned();
+    let (data_request, entitlement) = data_market(&provider, &consumer).await;
     Market {
+        data_request,
+        entitlement,
         app,
         consumer,
         provider,
@@ -196,6 +204,135 @@ async fn market(location: suanli_store::Location) -> Market {
     }
 }
 
+/// Uploads `body` as `path` of a draft, in one part.
+async fn upload(org: &Org, draft: &str, path: &str, body: &[u8]) {
+    let (s, v) = org
+        .client
+        .raw(
+            suanli_client::Method::POST,
+            &format!("/api/v1/data/listings/{draft}/files"),
+            Some(json!({"path": path, "size": body.len(), "sha256": hex(&Sha256::digest(body))})),
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(s, 201, "declare {draft}/{path}: {v}");
+    if body.is_empty() {
+        return;
+    }
+    let r = reqwest::Client::new()
+        .put(format!(
+            "{}/api/v1/data/listings/{draft}/files/{path}?offset=0",
+            org.client.base_url()
+        ))
+        .bearer_auth(&org.token)
+        .body(body.to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "upload {draft}/{path}");
+}
+
+/// Data products: `hostile-data` (free, granted at once) published as 2026.1 with `out.txt`,
+/// which the consumer is entitled to; drafts 2026.2 (`out.txt` declared, awaiting the bytes the
+/// valid PUT sends), 2026.3 (`out.txt` declared, for the DELETE) and 2026.4 (complete, for the
+/// publish); `hostile-gated` (owner's approval) with the consumer's request pending.
+async fn data_market(provider: &Org, consumer: &Org) -> (String, String) {
+    let listing = |name: &str, gating: &str| {
+        json!({"name": name, "kind": "dataset", "title_zh": "数据", "title_en": "Data",
+            "licence": {"spdx": "MIT"}, "access": "download", "gating": gating,
+            "price": {"kind": "free"}})
+    };
+    post(
+        provider,
+        "/data/listings",
+        listing("hostile-data", "automatic"),
+    )
+    .await;
+    post(
+        provider,
+        "/data/listings",
+        listing("hostile-gated", "manual"),
+    )
+    .await;
+    for (name, label) in [
+        ("hostile-data", "2026.1"),
+        ("hostile-data", "2026.2"),
+        ("hostile-data", "2026.3"),
+        ("hostile-data", "2026.4"),
+        ("hostile-gated", "2026.1"),
+    ] {
+        post(
+            provider,
+            &format!("/data/listings/{name}/versions"),
+            json!({"version": label}),
+        )
+        .await;
+    }
+    upload(
+        provider,
+        "hostile-data/versions/2026.1",
+        "out.txt",
+        b"published bytes",
+    )
+    .await;
+    upload(
+        provider,
+        "hostile-data/versions/2026.4",
+        "out.txt",
+        b"ready to publish",
+    )
+    .await;
+    upload(
+        provider,
+        "hostile-gated/versions/2026.1",
+        "out.txt",
+        b"gated bytes",
+    )
+    .await;
+    // Declared only: the valid PUT sends `"hello"` (its JSON body), the DELETE starts over.
+    for (label, body) in [
+        ("2026.2", b"\"hello\"".as_slice()),
+        ("2026.3", b"never sent".as_slice()),
+    ] {
+        let (s, v) = provider
+            .client
+            .raw(
+                suanli_client::Method::POST,
+                &format!("/api/v1/data/listings/hostile-data/versions/{label}/files"),
+                Some(json!({"path": "out.txt", "size": body.len(), "sha256": hex(&Sha256::digest(body))})),
+                None,
+            )
+            .await
+            .unwrap();
+        assert_eq!(s, 201, "{v}");
+    }
+    for name in ["hostile-data", "hostile-gated"] {
+        post(
+            provider,
+            &format!("/data/listings/{name}/versions/2026.1/publish"),
+            json!({}),
+        )
+        .await;
+    }
+    let granted = post(
+        consumer,
+        "/data/listings/hostile-data/access",
+        json!({"version": "2026.1", "accept_licence": true}),
+    )
+    .await;
+    let pending = post(
+        consumer,
+        "/data/listings/hostile-gated/access",
+        json!({"accept_licence": true, "purpose": "research"}),
+    )
+    .await;
+    (
+        pending["request"]["id"].as_str().unwrap().to_owned(),
+        granted["entitlement"]["id"].as_str().unwrap().to_owned(),
+    )
+}
+
 /// One operation's valid request: `template` is its OpenAPI path; `ids` fill its id parameters
 /// (an output's `{path}` is `out.txt`).
 fn route(
@@ -210,7 +347,12 @@ fn route(
     for (name, id) in ids {
         path = path.replace(&format!("{{{name}}}"), id);
     }
-    let key = if method == "GET" { "get" } else { "post" };
+    let key = match method {
+        "GET" => "get",
+        "PUT" => "put",
+        "DELETE" => "delete",
+        _ => "post",
+    };
     let case = Case {
         method,
         path,
@@ -244,6 +386,8 @@ fn cases(m: &Market) -> Vec<((&'static str, &'static str), Case)> {
     let consumer = [("org_id", m.consumer.id.as_str())];
     let two = [("agent_id", agent), ("attempt_id", attempt)];
     let on_job = [("job_id", job)];
+    let data = [("name", "hostile-data")];
+    let draft2 = [("name", "hostile-data"), ("version", "2026.2")];
     let get = |template, ids: &[(&'static str, &str)], token| {
         route("GET", template, ids, token, None, None)
     };
@@ -417,6 +561,94 @@ fn cases(m: &Market) -> Vec<((&'static str, &'static str), Case)> {
             c,
             json!({"task": {"name": "second", "run": "echo again", "env": {"SEED": "1"},
                 "outputs": ["result.txt"], "time_limit_s": 60}}),
+        ),
+        // Data products (see `data_market`).
+        post(
+            "/api/v1/orgs/{org_id}/data-provider",
+            &[("org_id", m.spare.id.as_str())],
+            op,
+            json!({"admitted": true}),
+        ),
+        post(
+            "/api/v1/data/listings",
+            &[],
+            p,
+            json!({"name": "hostile-new", "kind": "dataset", "title_zh": "新数据",
+                "title_en": "New data", "description_zh": "描述", "description_en": "About it",
+                "tags": ["交通"], "card": "# Card", "licence": {"spdx": "CC-BY-4.0"},
+                "access": "download", "gating": "automatic",
+                "price": {"kind": "per_period", "price_micros": 1_000_000, "period_days": 30}}),
+        ),
+        list("/api/v1/data/listings", c, "kind=dataset&after=aa&limit=10"),
+        get("/api/v1/data/listings/{name}", &data, c),
+        get("/api/v1/data/listings/{name}/versions", &data, c),
+        post(
+            "/api/v1/data/listings/{name}/versions",
+            &data,
+            p,
+            json!({"version": "2026.9"}),
+        ),
+        get(
+            "/api/v1/data/listings/{name}/versions/{version}/files",
+            &[("name", "hostile-data"), ("version", "2026.1")],
+            c,
+        ),
+        post(
+            "/api/v1/data/listings/{name}/versions/{version}/files",
+            &draft2,
+            p,
+            json!({"path": "more/new.txt", "size": 5,
+                "sha256": "2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824"}),
+        ),
+        route(
+            "PUT",
+            "/api/v1/data/listings/{name}/versions/{version}/files/{path}",
+            &draft2,
+            p,
+            // The part's bytes are this JSON text: `"hello"`, as declared.
+            Some(json!("hello")),
+            Some("offset=0"),
+        ),
+        route(
+            "DELETE",
+            "/api/v1/data/listings/{name}/versions/{version}/files/{path}",
+            &[("name", "hostile-data"), ("version", "2026.3")],
+            p,
+            None,
+            None,
+        ),
+        get(
+            "/api/v1/data/listings/{name}/versions/{version}/files/{path}",
+            &[("name", "hostile-data"), ("version", "2026.1")],
+            c,
+        ),
+        post(
+            "/api/v1/data/listings/{name}/access",
+            &data,
+            m.spare.token.as_str(),
+            json!({"version": "2026.1", "accept_licence": true, "purpose": "research"}),
+        ),
+        list("/api/v1/data/requests", p, "state=pending&limit=10"),
+        list("/api/v1/data/entitlements", c, "listing=hostile-data"),
+        end(
+            "/api/v1/data/listings/{name}/versions/{version}/publish",
+            &[("name", "hostile-data"), ("version", "2026.4")],
+            p,
+        ),
+        end(
+            "/api/v1/data/requests/{request_id}/{action}",
+            &[("request_id", m.data_request.as_str()), ("action", "deny")],
+            p,
+        ),
+        end(
+            "/api/v1/data/entitlements/{entitlement_id}/revoke",
+            &[("entitlement_id", m.entitlement.as_str())],
+            p,
+        ),
+        end(
+            "/api/v1/data/listings/{name}/versions/{version}/deprecate",
+            &[("name", "hostile-data"), ("version", "2026.1")],
+            p,
         ),
         end("/api/v1/jobs/{job_id}/cancel", &on_job, c),
         end(

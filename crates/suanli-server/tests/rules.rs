@@ -1,6 +1,7 @@
 //! The market's rules as the API answers them: who may send what, an org's kind, a token's
-//! lifetime, a pool's nodes, a task's and a report's sizes. Each refusal is decided by
-//! `suanli_core::decide`; here, that the API answers each with its status, code, field and
+//! lifetime, a pool's nodes, a task's and a report's sizes, an offer's terms and window, a
+//! purchase's and a payment's bounds, the accelerator registry's models. Each refusal is decided
+//! by `suanli_core::decide`; here, that the API answers each with its status, code, field and
 //! message, and that the first fault of a request with several is the one refused.
 
 mod common;
@@ -613,5 +614,166 @@ async fn how_much_a_task_and_a_report_carry() {
     ];
     for (route, body, want) in cases {
         check(p, route, body, want).await;
+    }
+}
+
+/// How much and when, one case a line: `CLIENT ROUTE {FIELDS} => ANSWER`. CLIENT is o(perator),
+/// p(rovider) or c(onsumer); ROUTE's valid request gets FIELDS set over it (`now+Nd`: N days from
+/// now; `_path`: another path); ANSWER is `ok` (any 2xx), `!MESSAGE` (403 `forbidden`) or
+/// `FIELD: MESSAGE` (400 `invalid_field`). Cases run in order; `#` starts a comment.
+const HOW_MUCH_AND_WHEN: &str = r#"
+# An offer: CPUs per unit by category, memory, price, units, then the window.
+p gpu-offer {"cpus_per_unit": null} => cpus_per_unit: intelligent offers say how many CPUs come with each accelerator
+p offer {"cpus_per_unit": 2} => cpus_per_unit: one unit of general or supercomputing capacity is one CPU
+p offer {"class": "supercomputing:cpu", "cpus_per_unit": 0} => cpus_per_unit: one unit of general or supercomputing capacity is one CPU
+p gpu-offer {"cpus_per_unit": 0} => cpus_per_unit: cpus_per_unit must be between 1 and 1024
+p gpu-offer {"cpus_per_unit": 1025} => cpus_per_unit: cpus_per_unit must be between 1 and 1024
+p offer {"memory_mib_per_unit": 0} => memory_mib_per_unit: memory_mib_per_unit must be between 1 and 67108864
+p offer {"memory_mib_per_unit": 67108865} => memory_mib_per_unit: memory_mib_per_unit must be between 1 and 67108864
+p offer {"price_micros_per_unit_hour": 0} => price_micros_per_unit_hour: price_micros_per_unit_hour must be between 1 and 1000000000000
+p offer {"price_micros_per_unit_hour": 1000000000001} => price_micros_per_unit_hour: price_micros_per_unit_hour must be between 1 and 1000000000000
+p offer {"min_units": 0} => min_units: min_units must be between 1 and 1000000
+p offer {"min_units": 1000001} => min_units: min_units must be between 1 and 1000000
+p offer {"min_units": 5, "max_units": 4} => max_units: max_units must be between 5 and 1000000
+p offer {"max_units": 1000001} => max_units: max_units must be between 1 and 1000000
+p offer {"valid_from": "now+2d", "valid_until": "now+1d"} => valid_until: valid_until must be after valid_from and in the future
+p offer {"valid_from": "2090-01-01T00:00:00Z", "valid_until": "2090-01-01T00:00:00Z"} => valid_until: valid_until must be after valid_from and in the future
+p offer {"valid_until": "2000-01-01T00:00:00Z"} => valid_until: valid_until must be after valid_from and in the future
+p offer {"valid_until": "now+3662d"} => valid_until: valid_until is more than ten years away
+# By default an offer is valid for a year after valid_from.
+p offer {"valid_from": "now+3360d"} => valid_until: valid_until is more than ten years away
+p offer {"valid_from": "yesterday"} => valid_from: valid_from is not an RFC 3339 time
+p offer {"pool_id": "not an id"} => pool_id: pool_id is not an id: ids are 1 to 128 ASCII letters, digits, '_', '-' and '.'
+# The first fault is refused: the class's text, CPUs, memory, price, the least units, the most, the
+# times' text, the window, the pool id's text, then the pool and its model.
+p offer {"class": "general:x", "cpus_per_unit": 2} => class: class is general, intelligent:<MODEL> or supercomputing:<PARTITION>
+p offer {"cpus_per_unit": 2, "memory_mib_per_unit": 0} => cpus_per_unit: one unit of general or supercomputing capacity is one CPU
+p gpu-offer {"cpus_per_unit": 0, "memory_mib_per_unit": 0} => cpus_per_unit: cpus_per_unit must be between 1 and 1024
+p offer {"memory_mib_per_unit": 0, "price_micros_per_unit_hour": 0} => memory_mib_per_unit: memory_mib_per_unit must be between 1 and 67108864
+p offer {"price_micros_per_unit_hour": 0, "min_units": 0} => price_micros_per_unit_hour: price_micros_per_unit_hour must be between 1 and 1000000000000
+p offer {"min_units": 0, "max_units": 0} => min_units: min_units must be between 1 and 1000000
+p offer {"max_units": 0, "valid_from": "yesterday"} => max_units: max_units must be between 1 and 1000000
+p offer {"valid_from": "yesterday", "valid_until": "tomorrow"} => valid_from: valid_from is not an RFC 3339 time
+p offer {"valid_from": "2000-01-01T00:00:00Z", "valid_until": "tomorrow"} => valid_until: valid_until is not an RFC 3339 time
+p offer {"valid_until": "2000-01-01T00:00:00Z", "pool_id": "not an id"} => valid_until: valid_until must be after valid_from and in the future
+p offer {"valid_until": "2100-01-01T00:00:00Z", "pool_id": "pool_missing"} => valid_until: valid_until is more than ten years away
+p gpu-offer {"cpus_per_unit": 1025, "class": "intelligent:X-9"} => cpus_per_unit: cpus_per_unit must be between 1 and 1024
+# Each bound itself is accepted.
+p gpu-offer {"cpus_per_unit": 1} => ok
+p gpu-offer {"cpus_per_unit": 1024} => ok
+p offer {"class": "supercomputing:cpu", "cpus_per_unit": 1, "memory_mib_per_unit": 1, "price_micros_per_unit_hour": 1} => ok
+p offer {"memory_mib_per_unit": 67108864, "price_micros_per_unit_hour": 1000000000000} => ok
+p offer {"min_units": 1000000, "max_units": 1000000} => ok
+p offer {"min_units": 3, "max_units": 3} => ok
+p offer {"valid_from": "2000-01-01T00:00:00Z", "valid_until": "now+1d"} => ok
+p offer {"valid_until": "now+3650d"} => ok
+p offer {"valid_from": "now+3250d"} => ok
+
+# A purchase: units, duration and price limit, in that order, then the offer's own bounds.
+c lease {"units": 0} => units: units must be between 1 and 1000000
+c lease {"units": 1000001} => units: units must be between 1 and 1000000
+c lease {"duration_limit_s": 0} => duration_limit_s: duration_limit_s must be between 1 and 31622400
+c lease {"duration_limit_s": 31622401} => duration_limit_s: duration_limit_s must be between 1 and 31622400
+c lease {"max_price_micros_per_unit_hour": 0} => max_price_micros_per_unit_hour: max_price_micros_per_unit_hour must be between 1 and 1000000000000
+c lease {"max_price_micros_per_unit_hour": 1000000000001} => max_price_micros_per_unit_hour: max_price_micros_per_unit_hour must be between 1 and 1000000000000
+c lease {"units": 1000000} => units: this offer sells 1 to 8 units per lease
+p lease {"units": 0} => !buying capacity is for consumer orgs
+c lease {"offer_id": "not an id", "units": 0} => offer_id: offer_id is not an id: ids are 1 to 128 ASCII letters, digits, '_', '-' and '.'
+c lease {"units": 0, "duration_limit_s": 0} => units: units must be between 1 and 1000000
+c lease {"duration_limit_s": 0, "max_price_micros_per_unit_hour": 0} => duration_limit_s: duration_limit_s must be between 1 and 31622400
+c lease {"max_price_micros_per_unit_hour": 0, "offer_id": "offer_missing"} => max_price_micros_per_unit_hour: max_price_micros_per_unit_hour must be between 1 and 1000000000000
+c lease {"units": 9, "max_price_micros_per_unit_hour": 1} => units: this offer sells 1 to 8 units per lease
+c lease {"duration_limit_s": 1, "max_price_micros_per_unit_hour": 1000000000000} => ok
+c lease {"duration_limit_s": 31622400, "max_price_micros_per_unit_hour": 36000000} => ok
+
+# A payment's amount, before its reference's text and its org.
+o deposit {"amount_micros": 0} => amount_micros: amount_micros must be between 1 and 1000000000000000
+o deposit {"amount_micros": 1000000000000001} => amount_micros: amount_micros must be between 1 and 1000000000000000
+o deposit {"amount_micros": 0, "external_ref": ""} => amount_micros: amount_micros must be between 1 and 1000000000000000
+o deposit {"external_ref": ""} => external_ref: external_ref names the payment outside the exchange
+o deposit {"amount_micros": 0, "_path": "/orgs/org_missing/deposits"} => amount_micros: amount_micros must be between 1 and 1000000000000000
+c deposit {"amount_micros": 0} => !recording deposits is for operator orgs
+o deposit {"external_ref": "d1"} => ok
+o deposit {"amount_micros": 1000000000000000, "external_ref": "d2"} => ok
+o withdrawal {"amount_micros": 0} => amount_micros: amount_micros must be between 1 and 1000000000000000
+o withdrawal {"amount_micros": 1000000000000001} => amount_micros: amount_micros must be between 1 and 1000000000000000
+o withdrawal {"amount_micros": 0, "external_ref": ""} => amount_micros: amount_micros must be between 1 and 1000000000000000
+o withdrawal {"external_ref": ""} => external_ref: external_ref names the payment outside the exchange
+o withdrawal {"amount_micros": 0, "_path": "/orgs/org_missing/withdrawals"} => amount_micros: amount_micros must be between 1 and 1000000000000000
+c withdrawal {"amount_micros": 0} => !recording withdrawals is for operator orgs
+o withdrawal {"external_ref": "w1"} => ok
+o withdrawal {"amount_micros": 1000000000000000, "external_ref": "w2"} => ok
+
+# The registry's models: the name's and the vendor's text, then the memory.
+o model {"memory_gib": 0} => memory_gib: memory_gib must be between 1 and 65536
+o model {"memory_gib": 65537} => memory_gib: memory_gib must be between 1 and 65536
+o model {"name": "X 1", "memory_gib": 0} => name: name may only contain ASCII letters, digits, '-', '_' and '.'
+o model {"vendor": "", "memory_gib": 0} => vendor: vendor must not be empty (or made only of spaces and invisible characters)
+o model {"name": "X1", "memory_gib": 1} => ok
+o model {"name": "X2", "memory_gib": 65536} => ok
+
+# A quote's model is the registry's: after the duration and the class's and model's text, before
+# the units.
+c quote {"class": "intelligent:X-9"} => class: unknown accelerator model; see /api/v1/accelerator-models
+c quote {"accelerator_model": "X-9"} => accelerator_model: unknown accelerator model; see /api/v1/accelerator-models
+c quote {"class": "intelligent:X-9", "accelerator_model": "X-9"} => accelerator_model: unknown accelerator model; see /api/v1/accelerator-models
+c quote {"class": "intelligent:X-9", "duration_limit_s": 0} => duration_limit_s: duration_limit_s must be between 1 and 31622400
+c quote {"class": "intelligent:X-9", "accelerator_model": "Y-9"} => accelerator_model: accelerator_model contradicts the class
+c quote {"accelerator_model": "X-9", "units": 0} => accelerator_model: unknown accelerator model; see /api/v1/accelerator-models
+c quote {"class": "intelligent:X-9", "units": 2, "accelerators": 3} => class: unknown accelerator model; see /api/v1/accelerator-models
+c quote {"accelerator_model": "H100-80G"} => ok
+c quote {"class": "intelligent:X2"} => ok
+c quote {"class": "intelligent"} => ok
+"#;
+
+#[tokio::test]
+async fn how_much_and_when() {
+    let app = spawn_app().await;
+    let consumer = app.admit("Consumer", OrgKind::Consumer).await;
+    let (provider, offer) = app.gpu_provider("Provider").await;
+    app.fund(&consumer, 400_000).await;
+    let (p, pool) = (&provider.id, &offer.pool_id);
+    let routes = json!({
+        "offer": ["/offers", {"pool_id": pool, "class": "general", "memory_mib_per_unit": 1024,
+            "price_micros_per_unit_hour": 1_000_000}],
+        "gpu-offer": ["/offers", {"pool_id": pool, "class": "intelligent:H100-80G",
+            "cpus_per_unit": 16, "memory_mib_per_unit": 1024, "price_micros_per_unit_hour": 1}],
+        "lease": ["/leases", {"offer_id": offer.id, "units": 1, "duration_limit_s": 60}],
+        "deposit": [format!("/orgs/{p}/deposits"), {"amount_micros": 1, "external_ref": "r"}],
+        "withdrawal": [format!("/orgs/{p}/withdrawals"), {"amount_micros": 1, "external_ref": "r"}],
+        "model": ["/accelerator-models", {"name": "X1", "vendor": "v", "memory_gib": 1}],
+        "quote": ["/quotes", {"duration_limit_s": 60}],
+    });
+    let now = chrono::Utc::now();
+    let lines = HOW_MUCH_AND_WHEN.lines().map(str::trim);
+    for line in lines.filter(|l| !l.is_empty() && !l.starts_with('#')) {
+        let (request, answer) = line.split_once(" => ").expect(line);
+        let mut words = request.splitn(3, ' ');
+        let (who, route, fields) = (words.next(), words.next(), words.next());
+        let client = match who {
+            Some("o") => &app.operator,
+            Some("p") => &provider.client,
+            _ => &consumer.client,
+        };
+        let route = &routes[route.expect(line)];
+        let (mut path, mut body) = (route[0].as_str().unwrap().to_owned(), route[1].clone());
+        let fields: Value = serde_json::from_str(fields.expect(line)).expect(line);
+        for (k, v) in fields.as_object().expect(line) {
+            match v.as_str().and_then(|v| v.strip_prefix("now+")) {
+                _ if k == "_path" => path = v.as_str().expect(line).to_owned(),
+                Some(days) => {
+                    let days = days.trim_end_matches('d').parse().expect(line);
+                    body[k] = (now + chrono::Duration::days(days)).to_rfc3339().into();
+                }
+                None => body[k] = v.clone(),
+            }
+        }
+        let got = send(client, Method::POST, &format!("/api/v1{path}"), Some(body)).await;
+        match answer.split_once(": ") {
+            _ if answer == "ok" => assert!((200..300).contains(&got.status), "{line}: {got:?}"),
+            _ if answer.starts_with('!') => assert_eq!(got, forbidden(&answer[1..]), "{line}"),
+            Some((field, message)) => assert_eq!(got, invalid(field, message), "{line}"),
+            None => panic!("{line}: no answer"),
+        }
     }
 }

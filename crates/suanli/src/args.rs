@@ -36,6 +36,14 @@ pub struct ServeArgs {
     /// industrial new city's core zone and function zones.
     #[arg(long = "zone", value_name = "ID=NAME:KIND")]
     pub zones: Vec<String>,
+    /// Where datasets' and models' files are kept: file:///ABSOLUTE/PATH, or an S3-compatible
+    /// bucket as s3://BUCKET?endpoint=URL&region=REGION (keys from AWS_ACCESS_KEY_ID and
+    /// AWS_SECRET_ACCESS_KEY). Default: objects/ in --data-dir.
+    #[arg(long, env = "SUANLI_OBJECTS")]
+    pub objects: Option<String>,
+    /// Days a request for access awaits the owner's answer before its hold is voided.
+    #[arg(long, default_value_t = 7)]
+    pub data_approval_days: u64,
 }
 
 #[derive(Debug, Clone, clap::Args)]

@@ -489,6 +489,8 @@ pub async fn run(args: DemoArgs) -> Result<()> {
         agent_suspect_after_s: 15,
         agent_lost_after_s: 60,
         max_log_mib_per_job: 128,
+        objects: None,
+        data_approval_days: 7,
     };
     let config = crate::serve::config(&serve_args)?;
     let db_path = match &config.database {

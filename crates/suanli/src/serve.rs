@@ -116,6 +116,15 @@ pub fn config(args: &ServeArgs) -> Result<ServerConfig> {
         bail!("--max-log-mib-per-job is at least 1");
     }
     config.max_log_bytes_per_job = args.max_log_mib_per_job.saturating_mul(1024 * 1024);
+    config.objects = match &args.objects {
+        Some(spec) => suanli_objects::StoreConfig::parse(spec)
+            .map_err(|e| anyhow::anyhow!("--objects: {e}"))?,
+        None => suanli_objects::StoreConfig::in_data_dir(&args.data_dir),
+    };
+    if args.data_approval_days == 0 || args.data_approval_days > 365 {
+        bail!("--data-approval-days is 1 to 365");
+    }
+    config.data_approval_timeout = std::time::Duration::from_secs(args.data_approval_days * 86_400);
     Ok(config)
 }
 

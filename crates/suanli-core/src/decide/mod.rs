@@ -9,14 +9,18 @@
 //!
 //! - [`access`]: who may send which command (the operator's, a provider's, a consumer's, an org
 //!   admin's) and which orgs and offers a caller may read.
-//! - [`purchase`]: who may buy, the offer's window, unit bounds and price limit, the hold.
+//! - [`purchase`]: who may buy, the command's bounds (units, duration, price limit), the offer's
+//!   window, unit bounds and price limit, the hold.
 //! - [`settle`]: who may end a lease, metered or elapsed billing, the legs of the settlement.
-//! - [`money`]: deposits and withdrawals recorded once per external reference.
-//! - [`offer`]: publishing and withdrawing offers.
+//! - [`money`]: deposits and withdrawals (their amount's bounds), recorded once per external
+//!   reference.
+//! - [`offer`]: publishing offers (CPUs per unit by category, memory, price and unit bounds, the
+//!   validity window) and withdrawing them.
 //! - [`org`]: admitting and renaming orgs (names unique under their key, a consumer's type, one
 //!   operator), tokens for an org's members (their lifetime), revoking them once.
 //! - [`pool`]: a pool's nodes (how many, their capacity, named apart, known accelerator models),
-//!   and which pool an agent's registration serves.
+//!   which pool an agent's registration serves, the registry's models (their memory) and a
+//!   quote's model (one the registry knows).
 //! - [`job`]: creating and cancelling jobs (a task's sizes), the time an attempt is given,
 //!   fencing, and what an agent may report of an attempt (its state, usage while the lease lasts,
 //!   logs, outputs within their cap, and how much one report carries).
@@ -92,6 +96,18 @@ impl Refusal {
             message: message.into(),
         }
     }
+}
+
+/// Decides that a command's number `value` in `field` is within `min..=max`, as every such bound
+/// reads at the API: `<field> must be between <min> and <max>`.
+pub(crate) fn within(field: &'static str, value: u64, min: u64, max: u64) -> Result<(), Refusal> {
+    if value < min || value > max {
+        return Err(Refusal::invalid(
+            field,
+            format!("{field} must be between {min} and {max}"),
+        ));
+    }
+    Ok(())
 }
 
 /// A refusal of one item of a list or map the command carries (a pool's node, a log chunk, an
@@ -201,6 +217,18 @@ mod tests {
         }
         assert_eq!(OrgKind::parse("Consumer"), None);
         assert_eq!(OrgKind::parse(""), None);
+    }
+
+    #[test]
+    fn a_bound_takes_its_ends_and_names_them_when_it_refuses() {
+        assert_eq!(within("units", 1, 1, 4), Ok(()));
+        assert_eq!(within("units", 4, 1, 4), Ok(()));
+        for v in [0, 5, u64::MAX] {
+            assert_eq!(
+                within("units", v, 1, 4),
+                Err(Refusal::invalid("units", "units must be between 1 and 4"))
+            );
+        }
     }
 
     #[test]

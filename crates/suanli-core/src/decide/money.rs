@@ -1,7 +1,8 @@
 //! Deposits and withdrawals: money entering and leaving the exchange, once per external reference.
 
-use super::{AccountRef, Refusal};
+use super::{within, AccountRef, Refusal};
 use crate::ledger::{AccountKind, TransferKind};
+use crate::validate::MAX_TRANSFER_MICROS;
 
 /// A payment the operator records: a deposit into an org's available balance, or a withdrawal
 /// from one of its accounts.
@@ -28,6 +29,11 @@ pub fn accounts(org_id: &str, payment: Payment) -> [AccountRef; 2] {
         Payment::Deposit => [outside, AccountRef::org(org_id, AccountKind::Available)],
         Payment::Withdrawal { source } => [AccountRef::org(org_id, source), outside],
     }
+}
+
+/// Decides a payment's amount, before its org is loaded: 1 to [`MAX_TRANSFER_MICROS`].
+pub fn decide_amount(amount_micros: u64) -> Result<(), Refusal> {
+    within("amount_micros", amount_micros, 1, MAX_TRANSFER_MICROS)
 }
 
 /// Decides a payment for `org_id` (`None` when there is no such org). `recorded_as` is the
@@ -74,6 +80,21 @@ pub fn decide_payment(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_payment_moves_one_micro_yuan_to_a_billion_yuan() {
+        assert_eq!(decide_amount(1), Ok(()));
+        assert_eq!(decide_amount(MAX_TRANSFER_MICROS), Ok(()));
+        for amount in [0, MAX_TRANSFER_MICROS + 1, u64::MAX] {
+            assert_eq!(
+                decide_amount(amount),
+                Err(Refusal::invalid(
+                    "amount_micros",
+                    "amount_micros must be between 1 and 1000000000000000"
+                ))
+            );
+        }
+    }
 
     #[test]
     fn a_payment_moves_between_the_outside_and_the_org_once() {

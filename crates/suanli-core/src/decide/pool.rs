@@ -7,6 +7,10 @@
 //! provider or an agent: 1 to [`MAX_NODES_PER_POOL`], with capacity within bounds, names no two
 //! of which look alike ([`NodeRules`]) and accelerator models the registry knows
 //! ([`decide_models`]).
+//!
+//! The accelerator registry: a model added to it has 1 to [`MAX_ACCELERATOR_MEMORY_GIB`] GiB of
+//! memory ([`decide_registry_model`]); a quote for a model asks for one it knows
+//! ([`decide_quoted_model`]).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -19,6 +23,55 @@ pub const MAX_NODE_CPUS: u64 = 65_536;
 pub const MAX_MEMORY_MIB: u64 = 64 * 1024 * 1024;
 /// Most accelerators a node may have.
 pub const MAX_NODE_ACCELERATORS: u64 = 1_024;
+
+/// Most memory an accelerator model of the registry may have, in GiB.
+pub const MAX_ACCELERATOR_MEMORY_GIB: u32 = 65_536;
+
+/// Decides adding an accelerator model with `memory_gib` of memory to the registry: 1 to
+/// [`MAX_ACCELERATOR_MEMORY_GIB`]. (A name the registry has already is refused by its unique
+/// index.)
+pub fn decide_registry_model(memory_gib: u32) -> Result<(), Refusal> {
+    super::within(
+        "memory_gib",
+        u64::from(memory_gib),
+        1,
+        u64::from(MAX_ACCELERATOR_MEMORY_GIB),
+    )
+}
+
+/// Which field of a quote named its accelerator model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ModelNamedIn {
+    /// `class`, as `intelligent:<MODEL>`.
+    Class,
+    /// `accelerator_model` (with or without the class).
+    AcceleratorModel,
+}
+
+impl ModelNamedIn {
+    /// The field, as the API names it.
+    pub fn field(self) -> &'static str {
+        match self {
+            ModelNamedIn::Class => "class",
+            ModelNamedIn::AcceleratorModel => "accelerator_model",
+        }
+    }
+}
+
+/// Decides a quote's accelerator model, named in `named_in`, from the registry's memory for it
+/// (`None`: the registry does not know it): a quote asks for a model the registry knows.
+pub fn decide_quoted_model(
+    named_in: ModelNamedIn,
+    registry_memory_gib: Option<u32>,
+) -> Result<(), Refusal> {
+    match registry_memory_gib {
+        Some(_) => Ok(()),
+        None => Err(Refusal::invalid(
+            named_in.field(),
+            "unknown accelerator model; see /api/v1/accelerator-models",
+        )),
+    }
+}
 
 /// Who registers a pool's nodes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -364,6 +417,37 @@ mod tests {
             decide_models(&models, &only_some),
             Err(Refusal::Invalid { message, .. }) if message.starts_with("nodes[2]:")
         ));
+    }
+
+    #[test]
+    fn a_registry_model_has_1_gib_to_64_tib() {
+        assert_eq!(decide_registry_model(1), Ok(()));
+        assert_eq!(decide_registry_model(MAX_ACCELERATOR_MEMORY_GIB), Ok(()));
+        for gib in [0, MAX_ACCELERATOR_MEMORY_GIB + 1, u32::MAX] {
+            assert_eq!(
+                decide_registry_model(gib),
+                Err(Refusal::invalid(
+                    "memory_gib",
+                    "memory_gib must be between 1 and 65536"
+                ))
+            );
+        }
+    }
+
+    #[test]
+    fn a_quote_names_a_model_the_registry_knows() {
+        for named_in in [ModelNamedIn::Class, ModelNamedIn::AcceleratorModel] {
+            assert_eq!(decide_quoted_model(named_in, Some(80)), Ok(()));
+        }
+        let unknown = "unknown accelerator model; see /api/v1/accelerator-models";
+        assert_eq!(
+            decide_quoted_model(ModelNamedIn::Class, None),
+            Err(Refusal::invalid("class", unknown))
+        );
+        assert_eq!(
+            decide_quoted_model(ModelNamedIn::AcceleratorModel, None),
+            Err(Refusal::invalid("accelerator_model", unknown))
+        );
     }
 
     #[test]

@@ -1,9 +1,11 @@
 //! Buying units of an offer: who may, when, how many, at what price, and the hold it takes.
 
-use super::{AccountRef, OrgKind, Refusal};
+use super::offer::MAX_PRICE_MICROS;
+use super::{within, AccountRef, OrgKind, Refusal};
 use crate::lease::LeaseTerms;
 use crate::ledger::{hold_amount, AccountKind};
 use crate::resource::{place, Allocation, NodeFree, UnitShape};
+use crate::validate::{MAX_DURATION_S, MAX_UNITS};
 
 /// Whether an offer can still be bought (a withdrawn one never again).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -94,6 +96,19 @@ pub fn accounts(buyer_id: &str) -> [AccountRef; 2] {
         AccountRef::org(buyer_id, AccountKind::Available),
         AccountRef::org(buyer_id, AccountKind::Held),
     ]
+}
+
+/// Decides a purchase command's own bounds, before its offer is loaded, in this order (the first
+/// fault is the one refused): 1 to [`MAX_UNITS`] units, a duration limit of 1 to
+/// [`MAX_DURATION_S`] seconds, and a price limit, when it has one, of 1 to [`MAX_PRICE_MICROS`]
+/// per unit-hour. The offer's own bounds are [`decide`]'s.
+pub fn decide_command(cmd: &PurchaseCommand) -> Result<(), Refusal> {
+    within("units", cmd.units, 1, MAX_UNITS)?;
+    within("duration_limit_s", cmd.duration_limit_s, 1, MAX_DURATION_S)?;
+    if let Some(limit) = cmd.max_price_micros_per_unit_hour {
+        within("max_price_micros_per_unit_hour", limit, 1, MAX_PRICE_MICROS)?;
+    }
+    Ok(())
 }
 
 /// Decides a purchase by `buyer` (its id and kind) of `offer` (`None`: no such offer) at `now_ms`.
@@ -283,6 +298,55 @@ mod tests {
             decide(c, Some(&offer()), &huge, 2_000),
             Err(Refusal::Overflow)
         );
+    }
+
+    #[test]
+    fn a_command_keeps_the_exchanges_bounds() {
+        let edges = [
+            PurchaseCommand {
+                units: 1,
+                duration_limit_s: 1,
+                max_price_micros_per_unit_hour: Some(1),
+            },
+            PurchaseCommand {
+                units: MAX_UNITS,
+                duration_limit_s: MAX_DURATION_S,
+                max_price_micros_per_unit_hour: Some(MAX_PRICE_MICROS),
+            },
+            cmd(2),
+        ];
+        for c in edges {
+            assert_eq!(decide_command(&c), Ok(()), "{c:?}");
+        }
+        let units = Refusal::invalid("units", "units must be between 1 and 1000000");
+        let duration = Refusal::invalid(
+            "duration_limit_s",
+            "duration_limit_s must be between 1 and 31622400",
+        );
+        let limit = Refusal::invalid(
+            "max_price_micros_per_unit_hour",
+            "max_price_micros_per_unit_hour must be between 1 and 1000000000000",
+        );
+        let with = |units, duration_limit_s, limit| PurchaseCommand {
+            units,
+            duration_limit_s,
+            max_price_micros_per_unit_hour: limit,
+        };
+        let cases = [
+            (with(0, 60, None), units.clone()),
+            (with(MAX_UNITS + 1, 60, None), units.clone()),
+            (with(1, 0, None), duration.clone()),
+            (with(1, MAX_DURATION_S + 1, None), duration.clone()),
+            (with(1, 60, Some(0)), limit.clone()),
+            (with(1, 60, Some(MAX_PRICE_MICROS + 1)), limit.clone()),
+            // The first fault is refused: units, the duration, the price limit.
+            (with(0, 0, Some(0)), units),
+            (with(1, 0, Some(0)), duration),
+            (with(1, 1, Some(0)), limit),
+        ];
+        for (c, want) in cases {
+            assert_eq!(decide_command(&c), Err(want), "{c:?}");
+        }
     }
 
     #[test]

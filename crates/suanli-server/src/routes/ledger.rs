@@ -11,13 +11,12 @@ use suanli_api::{
 use suanli_core::decide::access::Action;
 use suanli_core::decide::money::{self, Payment};
 use suanli_core::ledger::AccountKind;
-use suanli_core::validate::MAX_TRANSFER_MICROS;
 use suanli_store::ops::account_ids;
 
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::extract::{ApiJson, ApiQuery, IdPath, IdempotencyKey};
-use crate::routes::{limit, line, range};
+use crate::routes::{limit, line};
 use crate::{now_ms, wire, AppState, WriteOptions};
 
 /// The reference of a payment outside the exchange: one line, normalised, not empty. An org's
@@ -50,7 +49,7 @@ pub async fn deposit(
 ) -> Result<Response, ApiError> {
     caller.may(Action::RecordDeposit)?;
     let req = body.value;
-    range("amount_micros", req.amount_micros, 1, MAX_TRANSFER_MICROS)?;
+    money::decide_amount(req.amount_micros)?;
     let external_ref = external_ref(&req.external_ref)?;
     let now = now_ms();
     // No accounts to declare for an id that names no org: the deposit is refused before any.
@@ -100,7 +99,7 @@ pub async fn withdraw(
 ) -> Result<Response, ApiError> {
     caller.may(Action::RecordWithdrawal)?;
     let req = body.value;
-    range("amount_micros", req.amount_micros, 1, MAX_TRANSFER_MICROS)?;
+    money::decide_amount(req.amount_micros)?;
     let external_ref = external_ref(&req.external_ref)?;
     let source = match req.source {
         WithdrawalSource::Available => AccountKind::Available,

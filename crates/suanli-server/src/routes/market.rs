@@ -10,6 +10,8 @@ use suanli_api::{
 };
 use suanli_core::decide;
 use suanli_core::decide::access::Action;
+use suanli_core::decide::pool::ModelNamedIn;
+use suanli_core::decide::purchase::PurchaseCommand;
 use suanli_core::lease::EndReason;
 use suanli_core::quote::{OfferView, Requirements};
 use suanli_core::resource::Category;
@@ -156,19 +158,15 @@ async fn requirements(state: &AppState, req: &QuoteRequest) -> Result<Requiremen
     let category = category.unwrap_or(Category::General);
     if category == Category::Intelligent {
         if let Some(model) = qualifier.clone() {
-            let known = state
+            let named_in = if req.accelerator_model.is_some() {
+                ModelNamedIn::AcceleratorModel
+            } else {
+                ModelNamedIn::Class
+            };
+            let memory_gib = state
                 .read(move |tx| tx.accelerator_memory_gib(&model))
                 .await?;
-            if known.is_none() {
-                return Err(ApiError::invalid(
-                    if req.accelerator_model.is_some() {
-                        "accelerator_model"
-                    } else {
-                        "class"
-                    },
-                    "unknown accelerator model; see /api/v1/accelerator-models",
-                ));
-            }
+            decide::pool::decide_quoted_model(named_in, memory_gib)?;
         }
     }
     let units = match (category, req.units, req.accelerators, req.cpus) {
@@ -306,11 +304,11 @@ pub async fn purchase(
     caller.may(Action::BuyCapacity)?;
     let req = body.value;
     id("offer_id", &req.offer_id)?;
-    range("units", req.units, 1, MAX_UNITS)?;
-    range("duration_limit_s", req.duration_limit_s, 1, MAX_DURATION_S)?;
-    if let Some(p) = req.max_price_micros_per_unit_hour {
-        range("max_price_micros_per_unit_hour", p, 1, MAX_PRICE_MICROS)?;
-    }
+    decide::purchase::decide_command(&PurchaseCommand {
+        units: req.units,
+        duration_limit_s: req.duration_limit_s,
+        max_price_micros_per_unit_hour: req.max_price_micros_per_unit_hour,
+    })?;
     // An offer id of another shape names no offer: the core's answer for a purchase of none.
     let offer_id = Named::<OfferId>::parse(
         &req.offer_id,

@@ -1,12 +1,14 @@
 //! Routes under `/api/v1`, one module per area.
 
 pub mod agents;
+pub mod data;
 pub mod jobs;
 pub mod ledger;
 pub mod market;
 pub mod orgs;
 pub mod provider;
 
+use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
 use axum::Router;
 use suanli_core::validate;
@@ -14,12 +16,11 @@ use suanli_core::validate;
 use crate::error::ApiError;
 use crate::AppState;
 
-/// A token's lifetimes and a node's bounds are the market's (`suanli_core::decide`).
+/// A token's lifetimes, a node's bounds and the highest price are the market's
+/// (`suanli_core::decide`).
+pub use suanli_core::decide::offer::MAX_PRICE_MICROS;
 pub use suanli_core::decide::org::{DEFAULT_TOKEN_LIFETIME_MS, MAX_TOKEN_LIFETIME_MS};
 pub use suanli_core::decide::pool::{MAX_MEMORY_MIB, MAX_NODE_CPUS};
-
-/// Highest price per unit-hour: one million yuan.
-pub const MAX_PRICE_MICROS: u64 = 1_000_000 * 1_000_000;
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -112,6 +113,53 @@ pub fn router() -> Router<AppState> {
             post(agents::logs),
         )
         .route("/metrics", get(agents::metrics))
+        .route(
+            "/api/v1/orgs/{org_id}/data-provider",
+            post(data::set_data_provider),
+        )
+        .route(
+            "/api/v1/data/listings",
+            get(data::list_listings).post(data::create_listing),
+        )
+        .route("/api/v1/data/listings/{name}", get(data::get_listing))
+        .route(
+            "/api/v1/data/listings/{name}/versions",
+            get(data::list_versions).post(data::create_version),
+        )
+        .route(
+            "/api/v1/data/listings/{name}/versions/{version}/publish",
+            post(data::publish_version),
+        )
+        .route(
+            "/api/v1/data/listings/{name}/versions/{version}/deprecate",
+            post(data::deprecate_version),
+        )
+        .route(
+            "/api/v1/data/listings/{name}/versions/{version}/files",
+            get(data::files::list_files).post(data::files::add_file),
+        )
+        .route(
+            "/api/v1/data/listings/{name}/versions/{version}/files/{*path}",
+            get(data::files::download)
+                // A part streams into the object store: no limit but the file's own size.
+                .put(data::files::upload_part)
+                .layer(DefaultBodyLimit::disable())
+                .delete(data::files::restart_upload),
+        )
+        .route(
+            "/api/v1/data/listings/{name}/access",
+            post(data::request_access),
+        )
+        .route("/api/v1/data/requests", get(data::list_requests))
+        .route(
+            "/api/v1/data/requests/{request_id}/{action}",
+            post(data::answer_request),
+        )
+        .route("/api/v1/data/entitlements", get(data::list_entitlements))
+        .route(
+            "/api/v1/data/entitlements/{entitlement_id}/revoke",
+            post(data::revoke_entitlement),
+        )
 }
 
 /// Validates a name field (see `suanli_core::validate::name`); returns it normalised, as stored.

@@ -9,17 +9,17 @@ use suanli_api::{
     ErrorBody, List, Offer, OfferId, Pool, PoolId,
 };
 use suanli_core::decide::access::{self, Action};
+use suanli_core::decide::offer::{self, OfferTermsRequest};
 use suanli_core::decide::pool::{self, NodeRules, NodeSpec, Registrar};
 use suanli_core::decide::purchase::OfferState;
-use suanli_core::resource::{Category, ResourceClass};
-use suanli_core::validate::MAX_UNITS;
+use suanli_core::resource::ResourceClass;
 use suanli_store::ops::{NewNode, NewOffer};
 use suanli_store::StoreError;
 
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::extract::{ApiJson, BodylessHash, IdPath, IdempotencyKey, Named};
-use crate::routes::{name, range, slug, zone, MAX_MEMORY_MIB, MAX_PRICE_MICROS};
+use crate::routes::{name, slug, zone};
 use crate::{now_ms, wire, AppState};
 
 /// The accelerator model registry.
@@ -57,7 +57,7 @@ pub async fn add_model(
     let mut req = body.value;
     slug("name", &req.name)?;
     req.vendor = name("vendor", &req.vendor)?;
-    range("memory_gib", u64::from(req.memory_gib), 1, 65_536)?;
+    pool::decide_registry_model(req.memory_gib)?;
     state
         .mutate(
             caller.org_id(),
@@ -162,39 +162,16 @@ pub async fn create_offer(
     if let Some(q) = &class.qualifier {
         slug("class", q)?;
     }
-    let cpus_per_unit = match (class.category, req.cpus_per_unit) {
-        (Category::Intelligent, Some(c)) => c,
-        (Category::Intelligent, None) => {
-            return Err(ApiError::invalid(
-                "cpus_per_unit",
-                "intelligent offers say how many CPUs come with each accelerator",
-            ))
-        }
-        (_, None | Some(1)) => 1,
-        (_, Some(_)) => {
-            return Err(ApiError::invalid(
-                "cpus_per_unit",
-                "one unit of general or supercomputing capacity is one CPU",
-            ))
-        }
-    };
-    range("cpus_per_unit", cpus_per_unit, 1, 1024)?;
-    range(
-        "memory_mib_per_unit",
-        req.memory_mib_per_unit,
-        1,
-        MAX_MEMORY_MIB,
+    let terms = offer::decide_terms(
+        class.category,
+        &OfferTermsRequest {
+            cpus_per_unit: req.cpus_per_unit,
+            memory_mib_per_unit: req.memory_mib_per_unit,
+            price_micros_per_unit_hour: req.price_micros_per_unit_hour,
+            min_units: req.min_units,
+            max_units: req.max_units,
+        },
     )?;
-    range(
-        "price_micros_per_unit_hour",
-        req.price_micros_per_unit_hour,
-        1,
-        MAX_PRICE_MICROS,
-    )?;
-    let min_units = req.min_units.unwrap_or(1);
-    range("min_units", min_units, 1, MAX_UNITS)?;
-    let max_units = req.max_units.unwrap_or(MAX_UNITS);
-    range("max_units", max_units, min_units, MAX_UNITS)?;
     let now = now_ms();
     let parse = |field: &str, v: &Option<String>| -> Result<Option<i64>, ApiError> {
         v.as_deref()
@@ -205,21 +182,9 @@ pub async fn create_offer(
             })
             .transpose()
     };
-    let valid_from_ms = parse("valid_from", &req.valid_from)?.unwrap_or(now);
-    let valid_until_ms = parse("valid_until", &req.valid_until)?
-        .unwrap_or(valid_from_ms.saturating_add(365 * 24 * 3_600_000));
-    if valid_until_ms <= valid_from_ms || valid_until_ms <= now {
-        return Err(ApiError::invalid(
-            "valid_until",
-            "valid_until must be after valid_from and in the future",
-        ));
-    }
-    if valid_until_ms > now.saturating_add(10 * 366 * 24 * 3_600_000) {
-        return Err(ApiError::invalid(
-            "valid_until",
-            "valid_until is more than ten years away",
-        ));
-    }
+    let valid_from_ms = parse("valid_from", &req.valid_from)?;
+    let valid_until_ms = parse("valid_until", &req.valid_until)?;
+    let window = offer::decide_window(valid_from_ms, valid_until_ms, now)?;
     crate::routes::id("pool_id", &req.pool_id)?;
     // A pool id of another shape names no pool of the caller's: the core's answer for one.
     let pool_id =
@@ -229,13 +194,13 @@ pub async fn create_offer(
         org_id: org.clone(),
         pool_id: pool_id.to_string(),
         class: class.clone(),
-        cpus_per_unit,
-        memory_mib_per_unit: req.memory_mib_per_unit,
-        price_micros_per_unit_hour: req.price_micros_per_unit_hour,
-        min_units,
-        max_units,
-        valid_from_ms,
-        valid_until_ms,
+        cpus_per_unit: terms.cpus_per_unit,
+        memory_mib_per_unit: terms.memory_mib_per_unit,
+        price_micros_per_unit_hour: terms.price_micros_per_unit_hour,
+        min_units: terms.min_units,
+        max_units: terms.max_units,
+        valid_from_ms: window.valid_from_ms,
+        valid_until_ms: window.valid_until_ms,
     };
     state
         .mutate(

@@ -57,6 +57,9 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut ServerConfig)) -> App {
 
 pub async fn spawn_app_at(location: Location, adjust: impl FnOnce(&mut ServerConfig)) -> App {
     let mut config = ServerConfig::new(location);
+    config.objects = suanli_objects::StoreConfig::local(
+        std::env::temp_dir().join(suanli_store::ops::new_id("suanli-test-objects")),
+    );
     config.expiry_interval = std::time::Duration::from_millis(100);
     adjust(&mut config);
     let (state, boot) = suanli_server::start(config)

@@ -7,6 +7,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use suanli_api as api;
 use suanli_core::money::{parse_yuan, MICROS_PER_YUAN};
 
+pub use super::data::DataCommand;
 use crate::args::{AgentArgs, DemoArgs, ServeArgs};
 
 /// Suanli: an open exchange of compute power.
@@ -137,6 +138,9 @@ pub enum Command {
     Balance,
     /// Show your org's ledger lines.
     Statement(StatementArgs),
+    /// Datasets and AI models: list, publish, push and pull them, ask for and grant access.
+    #[command(subcommand)]
+    Data(DataCommand),
 }
 
 #[derive(Debug, Subcommand)]

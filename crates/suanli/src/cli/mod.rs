@@ -11,8 +11,9 @@
 //!
 //! The commands, by group: [`orgs`] (`whoami`, `health`, orgs, members, tokens), [`ledger`]
 //! (deposits, withdrawals, balance, statement), [`provider`] (models, pools, offers, agents),
-//! [`market`] (zones, catalog, quote, buy), [`leases`], [`jobs`] and [`logs`]; [`format`] holds
-//! how values, tables and pairs read.
+//! [`market`] (zones, catalog, quote, buy), [`leases`], [`jobs`], [`logs`] and [`data`]
+//! (datasets and models: listings, `push` and `pull` of versions, access); [`format`] holds how
+//! values, tables and pairs read.
 //!
 //! Jobs: `launch` reads a task file ([`task`]), quotes it, buys the best offer (failing over to the
 //! next ones), queues the job and follows its output; `exec` runs another job on a lease; `logs`
@@ -22,6 +23,7 @@
 pub mod task;
 
 mod args;
+mod data;
 mod format;
 mod jobs;
 mod leases;
@@ -96,7 +98,7 @@ fn is_mutating(command: &Command) -> bool {
             | Command::Launch(_)
             | Command::Exec(_)
             | Command::Cancel { .. }
-    )
+    ) || matches!(&command, Command::Data(data) if data.is_mutating())
 }
 
 /// A fresh idempotency key: `cli-` and 32 random hex digits.
@@ -195,5 +197,6 @@ async fn execute(ctx: &Ctx, command: Command, o: &mut Output) -> Result {
         Command::Cancel { job_id } => jobs::cancel(ctx, &job_id, o).await,
         Command::Outputs(args) => jobs::outputs(ctx, args, o).await,
         Command::Logs(args) => logs::logs(ctx, args, o).await,
+        Command::Data(command) => data::data(ctx, command, o).await,
     }
 }

@@ -355,6 +355,47 @@ pub fn decide_upload(
     Ok(())
 }
 
+/// Decides a part of a file's bytes, sent at `offset` with `length` bytes (before any is
+/// stored): the file is not complete yet, the part starts where the bytes received so far end
+/// (an upload resumes there), fits in what the file has left, and, unless it is the last, is a
+/// multiple of 64 bytes (the digest goes on from one part to the next in whole blocks).
+pub fn decide_part(
+    size: u64,
+    received: u64,
+    verified: bool,
+    offset: u64,
+    length: u64,
+) -> Result<(), Refusal> {
+    if verified || received >= size {
+        return Err(Refusal::Forbidden(
+            "the file is uploaded and verified already".into(),
+        ));
+    }
+    if offset != received {
+        return Err(Refusal::invalid(
+            "offset",
+            format!("the exchange has {received} bytes of this file: send the part at offset {received}"),
+        ));
+    }
+    if length == 0 {
+        return Err(Refusal::invalid("body", "a part has at least one byte"));
+    }
+    let left = size - received;
+    if length > left {
+        return Err(Refusal::invalid(
+            "body",
+            format!("the part has {length} bytes, the file {left} left of its declared {size}"),
+        ));
+    }
+    if length < left && !length.is_multiple_of(64) {
+        return Err(Refusal::invalid(
+            "body",
+            "every part but the last is a multiple of 64 bytes",
+        ));
+    }
+    Ok(())
+}
+
 /// Decides publishing a draft: it has files, and every one of them was uploaded and verified.
 pub fn decide_publish(v: &VersionSnapshot, actor: &str) -> Result<(), Refusal> {
     owned_draft(v, actor)?;

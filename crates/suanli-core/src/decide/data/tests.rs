@@ -659,3 +659,21 @@ fn use_needs_a_live_entitlement_to_a_visible_version() {
     );
     assert!(decide_revoke("org_p", "org_p", &revoked[0]).is_err());
 }
+
+#[test]
+fn parts_resume_where_the_bytes_end_and_fill_the_file_exactly() {
+    assert_eq!(decide_part(200, 0, false, 0, 128), Ok(()));
+    assert_eq!(
+        decide_part(200, 128, false, 128, 72),
+        Ok(()),
+        "the last part may be short"
+    );
+    assert_eq!(refused_field(decide_part(200, 128, false, 0, 64)), "offset");
+    assert_eq!(refused_field(decide_part(200, 0, false, 0, 100)), "body");
+    assert_eq!(refused_field(decide_part(200, 0, false, 0, 201)), "body");
+    assert_eq!(refused_field(decide_part(200, 0, false, 0, 0)), "body");
+    assert!(matches!(
+        decide_part(200, 200, true, 200, 1),
+        Err(Refusal::Forbidden(_))
+    ));
+}

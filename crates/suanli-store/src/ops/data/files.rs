@@ -100,6 +100,19 @@ impl Tx<'_> {
         Ok(v)
     }
 
+    /// A file `actor` may send bytes of now (its owner, to a draft, a declared file), with its
+    /// upload's progress: asked before any byte is stored.
+    pub fn file_to_upload(
+        &mut self,
+        actor: &str,
+        listing: &str,
+        label: &str,
+        path: &str,
+    ) -> Result<FileRow, StoreError> {
+        let v = self.upload_target(actor, listing, label, path)?;
+        self.file_of(&v.id, path)
+    }
+
     /// Declares a file of a draft, as [`rules::decide_add_file`] decides (the owner's draft; a
     /// path inside the version, new to it and neither a file's directory nor under a file; a
     /// SHA-256; within `limits`). Its bytes are then uploaded under its `object_prefix`, a key
