@@ -242,6 +242,9 @@ pub struct Transfer {
     pub lease_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub external_ref: Option<String>,
+    /// The request for access to a data product the transfer pays or releases.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access_request_id: Option<String>,
     pub created_at: String,
 }
 
@@ -556,6 +559,9 @@ pub struct StatementLine {
     pub hold_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub external_ref: Option<String>,
+    /// The request for access to a data product the movement pays or releases.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access_request_id: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]

@@ -174,6 +174,7 @@ pub fn transfer(t: &TransferRow) -> api::Transfer {
         hold_id: t.hold_id.clone(),
         lease_id: t.lease_id.clone(),
         external_ref: t.external_ref.clone(),
+        access_request_id: t.access_request_id.clone(),
         created_at: time(t.created_ms),
     }
 }
@@ -235,6 +236,7 @@ pub fn statement_lines(
                     lease_id: t.lease_id.clone(),
                     hold_id: t.hold_id.clone(),
                     external_ref: t.external_ref.clone(),
+                    access_request_id: t.access_request_id.clone(),
                 });
             }
         }

@@ -232,6 +232,20 @@ async fn a_dataset_is_published_in_parts_bought_and_downloaded_in_ranges_until_r
     assert_eq!(balance(&institute).await.available_micros, 90_000_000);
     assert_eq!(balance(&provider).await.earnings_micros, 9_500_000);
     app.ledger_ok().await;
+    // The statement names the request each movement pays.
+    let request = outcome["request"]["id"].as_str().unwrap();
+    let (_, statement) = h.call(&institute.token, "GET", "/statement", None).await;
+    let paid: Vec<&Value> = statement["lines"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|l| l["access_request_id"] == request)
+        .collect();
+    assert!(
+        paid.iter()
+            .any(|l| l["kind"] == "hold" && l["amount_micros"] == 10_000_000),
+        "{statement}"
+    );
 
     // Whole, then in ranges across the part boundary; the ETag is the SHA-256.
     let (s, got, headers) = h.get_bytes(&institute.token, file, None).await;

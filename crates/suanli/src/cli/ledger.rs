@@ -148,6 +148,7 @@ impl Render for api::Statement {
                 let reference = l
                     .lease_id
                     .as_deref()
+                    .or(l.access_request_id.as_deref())
                     .or(l.external_ref.as_deref())
                     .or(l.hold_id.as_deref());
                 vec![
