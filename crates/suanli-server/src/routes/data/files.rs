@@ -161,17 +161,11 @@ pub async fn upload_part(
             )
         })?;
     let org = caller.org.id.clone();
-    // Only the owner of a draft sends bytes: decided before any byte is stored.
-    let file = {
-        let (org, p) = (
-            org.clone(),
-            (p.listing.clone(), p.version.clone(), p.file.clone()),
-        );
-        state
-            .read(move |tx| tx.file_to_upload(&org, &p.0, &p.1, &p.2))
-            .await?
-    };
-    let lock = state.upload_locks.of(&file.object_prefix);
+    // One upload of a file at a time in this process (see `UploadLocks`), then only the owner of
+    // a draft sends bytes, where the exchange has them up to: decided before any byte is stored.
+    let lock = state
+        .upload_locks
+        .of(&format!("{}\n{}\n{}", p.listing, p.version, p.file));
     let _guard = lock.lock().await;
     let file = {
         let (org, p) = (

@@ -279,3 +279,35 @@ mod tests {
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }
+
+/// A file a push or a pull moved, as its report shows it.
+#[derive(Debug, serde::Serialize)]
+pub(super) struct MovedFile {
+    pub path: String,
+    pub size: u64,
+    pub sha256: String,
+    /// `uploaded` or `downloaded`, `resumed` (from `resumed_from` bytes), or `present` (in place
+    /// and verified before this run).
+    pub status: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resumed_from: Option<u64>,
+}
+
+/// The report's table of `files`: path, size, the digest's first digits, what became of it.
+pub(super) fn file_rows(files: &[MovedFile]) -> Vec<Vec<String>> {
+    use super::Bytes;
+    files
+        .iter()
+        .map(|f| {
+            vec![
+                f.path.clone(),
+                Bytes(f.size).to_string(),
+                f.sha256[..12].to_owned(),
+                match f.resumed_from {
+                    Some(at) => format!("resumed from {}", Bytes(at)),
+                    None => f.status.to_owned(),
+                },
+            ]
+        })
+        .collect()
+}

@@ -19,7 +19,7 @@ use suanli_client::ClientError;
 use tokio::io::{AsyncSeekExt as _, AsyncWriteExt as _};
 
 use super::args::{split_target, PullArgs};
-use super::local::{bar, hash_into, hex, open_regular, place};
+use super::local::{bar, file_rows, hash_into, hex, open_regular, place, MovedFile};
 use super::Bytes;
 use crate::cli::render::{Output, Render, Text};
 use crate::cli::{Ctx, Result};
@@ -33,40 +33,14 @@ pub(super) struct PullReport {
     pub listing: String,
     pub version: String,
     pub dest: String,
-    pub files: Vec<PulledFile>,
+    pub files: Vec<MovedFile>,
     /// Bytes downloaded by this run.
     pub received_bytes: u64,
 }
 
-#[derive(Debug, Serialize)]
-pub(super) struct PulledFile {
-    pub path: String,
-    pub size: u64,
-    pub sha256: String,
-    /// `downloaded`, `resumed` (from a `.part` of `resumed_from` bytes) or `present` (in place
-    /// and verified before this run).
-    pub status: &'static str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub resumed_from: Option<u64>,
-}
-
 impl Render for PullReport {
     fn render(&self, text: &mut Text) {
-        let rows: Vec<Vec<String>> = self
-            .files
-            .iter()
-            .map(|f| {
-                vec![
-                    f.path.clone(),
-                    Bytes(f.size).to_string(),
-                    f.sha256[..12].to_owned(),
-                    match f.resumed_from {
-                        Some(at) => format!("resumed from {}", Bytes(at)),
-                        None => f.status.to_owned(),
-                    },
-                ]
-            })
-            .collect();
+        let rows = file_rows(&self.files);
         text.table(&["PATH", "SIZE", "SHA256", "STATUS"], &rows);
         text.line(&format!(
             "{}@{} in {}: {} file(s) verified, {} downloaded",
@@ -151,7 +125,7 @@ pub(super) async fn pull(ctx: &Ctx, args: PullArgs, o: &mut Output) -> Result {
             path.file_name().unwrap_or_default().to_string_lossy()
         ));
         if is_in_place(&path, &file).await? {
-            report.files.push(PulledFile {
+            report.files.push(MovedFile {
                 path: file.path.clone(),
                 size: file.size,
                 sha256: file.sha256.clone(),
@@ -183,7 +157,7 @@ pub(super) async fn pull(ctx: &Ctx, args: PullArgs, o: &mut Output) -> Result {
         let (got, resumed) = fetch(ctx, name, &version, t, &progress, before).await?;
         report.received_bytes += got;
         before += t.file.size;
-        report.files.push(PulledFile {
+        report.files.push(MovedFile {
             path: t.file.path.clone(),
             size: t.file.size,
             sha256: t.file.sha256.clone(),

@@ -20,7 +20,7 @@ use suanli_api as api;
 use suanli_client::{read_exactly, ClientError};
 
 use super::args::PushArgs;
-use super::local::{bar, open_regular, sha256_file, walk, LocalFile};
+use super::local::{bar, file_rows, open_regular, sha256_file, walk, LocalFile, MovedFile};
 use super::{api_field, Bytes};
 use crate::cli::render::{Output, Render, Text};
 use crate::cli::{Ctx, Result};
@@ -36,39 +36,14 @@ pub(super) struct PushReport {
     pub version: String,
     /// `draft`, `published` or `deprecated`, after the push.
     pub state: String,
-    pub files: Vec<PushedFile>,
+    pub files: Vec<MovedFile>,
     /// Bytes sent by this run.
     pub sent_bytes: u64,
 }
 
-#[derive(Debug, Serialize)]
-pub(super) struct PushedFile {
-    pub path: String,
-    pub size: u64,
-    pub sha256: String,
-    /// `uploaded`, `resumed` (from `resumed_from`) or `present` (verified before this run).
-    pub status: &'static str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub resumed_from: Option<u64>,
-}
-
 impl Render for PushReport {
     fn render(&self, text: &mut Text) {
-        let rows: Vec<Vec<String>> = self
-            .files
-            .iter()
-            .map(|f| {
-                vec![
-                    f.path.clone(),
-                    Bytes(f.size).to_string(),
-                    f.sha256[..12].to_owned(),
-                    match f.resumed_from {
-                        Some(at) => format!("resumed from {}", Bytes(at)),
-                        None => f.status.to_owned(),
-                    },
-                ]
-            })
-            .collect();
+        let rows = file_rows(&self.files);
         text.table(&["PATH", "SIZE", "SHA256", "STATUS"], &rows);
         text.line(&format!(
             "{}@{}: {} file(s), {} sent; {}",
@@ -203,7 +178,7 @@ pub(super) async fn push(ctx: &Ctx, args: PushArgs, o: &mut Output) -> Result {
             }
         };
         before += p.local.size;
-        report.files.push(PushedFile {
+        report.files.push(MovedFile {
             path: p.local.rel.clone(),
             size: p.local.size,
             sha256: p.sha256.clone(),
